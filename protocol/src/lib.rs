@@ -1,0 +1,1 @@
+//! linkpool protocol core.

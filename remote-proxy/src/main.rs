@@ -1,0 +1,1 @@
+fn main() { println!("linkpool-proxy {}", env!("CARGO_PKG_VERSION")); }
