@@ -1,1 +1,3 @@
-fn main() { println!("linkpool {}", env!("CARGO_PKG_VERSION")); }
+fn main() {
+    println!("linkpool {}", env!("CARGO_PKG_VERSION"));
+}

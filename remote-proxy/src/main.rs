@@ -1,1 +1,3 @@
-fn main() { println!("linkpool-proxy {}", env!("CARGO_PKG_VERSION")); }
+fn main() {
+    println!("linkpool-proxy {}", env!("CARGO_PKG_VERSION"));
+}

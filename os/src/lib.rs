@@ -1,0 +1,1 @@
+//! The thin OS layer both daemons share.

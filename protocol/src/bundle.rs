@@ -1,0 +1,1 @@
+//! Member bundles: what the co-op hands a member to join.
