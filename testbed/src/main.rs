@@ -1,1 +1,220 @@
-fn main() {}
+//! `linkpool-testbed`: build co-ops in network namespaces, change their links while they
+//! run, clean up leftovers, benchmark the link emulator, run the demo.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use linkpool_testbed::bench::{BenchOptions, bench_link};
+use linkpool_testbed::{
+    Coop, Error, Topology, cleanup, find_socket, live_prefixes, parse_duration, parse_rate, request,
+};
+
+const USAGE: &str = "\
+linkpool-testbed: co-ops in network namespaces with emulated links
+
+usage:
+  linkpool-testbed up TOPOLOGY.toml      build it, print names and addresses, wait for Ctrl-C
+  linkpool-testbed link NAME SETTING...  change a running link: delay=30ms jitter=2ms loss=1%
+                                         rate=20mbit queue=100ms, or down / up
+  linkpool-testbed links                 the running links with parameters and counters
+  linkpool-testbed exec ROLE -- CMD...   run CMD in a running node (r1, c1, proxy, internet, core)
+  linkpool-testbed cleanup [--all]       remove leftovers of runs that are no longer alive
+                                         (--all: also of live ones)
+  linkpool-testbed bench-link [--delay 10ms] [--load 100mbit] [--pings 500]
+                                         print the emulator's delay accuracy
+  linkpool-testbed demo                  the linkpool demo
+options:
+  --prefix lptPID-N                      which run (link, links, exec, cleanup)
+  --version, --help
+";
+
+fn main() -> ExitCode {
+    // With panic=abort (release builds) no destructor runs: remove our namespaces here.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        for prefix in live_prefixes() {
+            let _ = cleanup(Some(&format!("{prefix}-")), true);
+            let _ = cleanup(Some(&prefix), true);
+        }
+    }));
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("linkpool-testbed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<ExitCode, Error> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_env();
+    let mut command: Option<String> = None;
+    let mut positional: Vec<String> = Vec::new();
+    let mut prefix: Option<String> = None;
+    let mut all = false;
+    let mut bench = BenchOptions::default();
+    let mut rest: Vec<OsString> = Vec::new();
+    let bad = |e: lexopt::Error| Error::new(format!("{e}\n\n{USAGE}"));
+    while let Some(arg) = parser.next().map_err(bad)? {
+        match arg {
+            Short('h') | Long("help") => {
+                print!("{USAGE}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Long("version") => {
+                println!("linkpool-testbed {}", env!("CARGO_PKG_VERSION"));
+                return Ok(ExitCode::SUCCESS);
+            }
+            Long("prefix") => prefix = Some(parser.value().map_err(bad)?.string().map_err(bad)?),
+            Long("all") => all = true,
+            Long("delay") => {
+                let v = parser.value().map_err(bad)?.string().map_err(bad)?;
+                bench.delay =
+                    parse_duration(&v).map_err(|e| Error::new(format!("--delay: {e}")))?;
+            }
+            Long("load") => {
+                let v = parser.value().map_err(bad)?.string().map_err(bad)?;
+                bench.load_bps = parse_rate(&v)
+                    .map_err(|e| Error::new(format!("--load: {e}")))?
+                    .ok_or_else(|| Error::new("--load: give a rate such as 100mbit"))?;
+            }
+            Long("pings") => {
+                let v = parser.value().map_err(bad)?.string().map_err(bad)?;
+                bench.pings = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| (10..=100_000).contains(&n))
+                    .ok_or_else(|| {
+                        Error::new(format!("--pings: `{v}` is not a number from 10 to 100000"))
+                    })?;
+            }
+            Value(v) if command.is_none() => command = Some(v.string().map_err(bad)?),
+            Value(v) => {
+                let v = v.string().map_err(bad)?;
+                if v == "--" {
+                    rest.extend(parser.raw_args().map_err(bad)?);
+                } else {
+                    positional.push(v);
+                }
+            }
+            Short('-') => {}
+            _ => return Err(bad(arg.unexpected())),
+        }
+        if command.as_deref() == Some("exec") && positional.len() == 1 {
+            // Everything after the role (and an optional `--`) is the command.
+            let raw: Vec<OsString> = parser.raw_args().map_err(bad)?.collect();
+            rest = raw;
+            if rest.first().is_some_and(|a| a == "--") {
+                rest.remove(0);
+            }
+            if rest.first().is_some_and(|a| a == "--prefix") && rest.len() >= 2 {
+                prefix = Some(rest[1].to_string_lossy().into_owned());
+                rest.drain(..2);
+                if rest.first().is_some_and(|a| a == "--") {
+                    rest.remove(0);
+                }
+            }
+            break;
+        }
+    }
+    match command.as_deref() {
+        Some("up") => {
+            let [path] = positional.as_slice() else {
+                return Err(Error::new(format!("up: give one topology file\n\n{USAGE}")));
+            };
+            up(PathBuf::from(path))
+        }
+        Some("link") => {
+            if positional.len() < 2 {
+                return Err(Error::new(
+                    "link: give a link name and settings, e.g. `link r1-wan delay=30ms loss=1%`",
+                ));
+            }
+            let socket = find_socket(prefix.as_deref())?;
+            print!(
+                "{}",
+                request(&socket, &format!("link {}", positional.join(" ")))?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("links") => {
+            let socket = find_socket(prefix.as_deref())?;
+            print!("{}", request(&socket, "links")?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("exec") => {
+            let [role] = positional.as_slice() else {
+                return Err(Error::new(
+                    "exec: give a role and a command, e.g. `exec c1 -- ping 198.51.100.80`",
+                ));
+            };
+            if rest.is_empty() {
+                return Err(Error::new("exec: give a command after the role"));
+            }
+            let socket = find_socket(prefix.as_deref())?;
+            let ns = request(&socket, &format!("ns {role}"))?;
+            let err = std::process::Command::new("ip")
+                .args(["netns", "exec", ns.trim()])
+                .args(&rest)
+                .exec();
+            Err(Error::new(format!("cannot run ip netns exec: {err}")))
+        }
+        Some("cleanup") => {
+            let report = cleanup(prefix.as_deref(), all)?;
+            println!(
+                "removed {} namespaces ({} processes killed), {} run directories",
+                report.namespaces.len(),
+                report.processes,
+                report.run_dirs.len()
+            );
+            for ns in &report.namespaces {
+                println!("  {ns}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("bench-link") => {
+            print!("{}", bench_link(&bench)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("demo") => {
+            linkpool_testbed::demo::run()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(other) => Err(Error::new(format!("unknown command `{other}`\n\n{USAGE}"))),
+        None => Err(Error::new(format!("give a command\n\n{USAGE}"))),
+    }
+}
+
+/// Builds the co-op and waits for SIGINT/SIGTERM/SIGHUP; tears down either way.
+fn up(path: PathBuf) -> Result<ExitCode, Error> {
+    let topology = Topology::from_file(&path)?;
+    // Block the signals in every thread (threads inherit the mask) and take them with
+    // sigwait, so a Ctrl-C during the build is acted on as soon as the build returns.
+    // SAFETY: sigset manipulation on a local set; pthread_sigmask on the calling thread.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let mut coop = Coop::build(&topology)?;
+    let socket = coop.serve_control()?;
+    print!("{}", coop.describe());
+    println!("control socket {}", socket.display());
+    println!("ready; Ctrl-C (or SIGTERM) tears everything down");
+    let mut signal: libc::c_int = 0;
+    // SAFETY: set is a valid sigset; signal receives the number.
+    unsafe { libc::sigwait(&set, &mut signal) };
+    println!("signal {signal}: tearing down {}", coop.prefix());
+    coop.teardown();
+    std::thread::sleep(Duration::from_millis(1));
+    Ok(ExitCode::SUCCESS)
+}

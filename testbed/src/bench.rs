@@ -1,0 +1,198 @@
+//! `bench-link`: how accurately the emulator keeps a delay, idle and under load. Prints
+//! figures; asserts nothing. Also the measuring helpers the tests share.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::{Coop, Direction, Error, LinkParams, Topology};
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// One-way delay set on the measured link.
+    pub delay: Duration,
+    /// Background load (UDP, bits per second) sent through the link during the loaded phase.
+    pub load_bps: u64,
+    /// Pings per phase (10 ms apart).
+    pub pings: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            delay: Duration::from_millis(10),
+            load_bps: 100_000_000,
+            pings: 500,
+        }
+    }
+}
+
+/// RTTs in milliseconds from `ping` output (`time=12.3 ms`).
+pub fn ping_rtts(output: &str) -> Vec<f64> {
+    output
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Number of echo requests `ping` says it sent.
+pub fn ping_transmitted(output: &str) -> Option<u64> {
+    output
+        .lines()
+        .find(|l| l.contains("packets transmitted"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The receiver's throughput in bits/s from `iperf3 --json` output (`end.sum_received`).
+pub fn iperf3_received_bps(json: &str) -> Option<f64> {
+    let end = &json[json.rfind("\"end\"")?..];
+    let sum = &end[end
+        .find("\"sum_received\"")
+        .or_else(|| end.find("\"sum\""))?..];
+    let field = &sum[sum.find("\"bits_per_second\"")? + "\"bits_per_second\"".len()..];
+    let number: String = field
+        .trim_start_matches([' ', ':'])
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+        .collect();
+    number.parse().ok()
+}
+
+/// The `q` quantile (0..=1) of `values` (sorted copy, nearest rank).
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// Runs the benchmark on a one-router co-op (link `r1-wan`; ping from the router to the
+/// core, so only that link is crossed) and returns the report.
+pub fn bench_link(options: &BenchOptions) -> Result<String, Error> {
+    let coop = Coop::build(&Topology::coop(1))?;
+    let router = coop.router(1);
+    let link = coop.link("r1-wan")?;
+    let core_addr = router.wan_gateway().0.to_string();
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "bench-link: link r1-wan, delay {:?} each way, {} pings 10 ms apart per phase",
+        options.delay, options.pings
+    );
+    let count = options.pings.to_string();
+    let ping = || -> Result<Vec<f64>, Error> {
+        let out = router.exec_ok(&["ping", "-n", "-q", "-c", "1", "-w", "2", &core_addr])?;
+        drop(out);
+        let out = router.exec(&[
+            "ping", "-n", "-i", "0.01", "-c", &count, "-W", "2", &core_addr,
+        ])?;
+        Ok(ping_rtts(&String::from_utf8_lossy(&out.stdout)))
+    };
+    let base = ping()?;
+    let _ = writeln!(
+        report,
+        "  base RTT without emulated delay: median {:.3} ms, p99 {:.3} ms",
+        quantile(&base, 0.5),
+        quantile(&base, 0.99)
+    );
+    let base_median = quantile(&base, 0.5);
+
+    link.set(LinkParams {
+        delay: options.delay,
+        ..LinkParams::default()
+    });
+    let expected = 2.0 * options.delay.as_secs_f64() * 1e3 + base_median;
+    let phase = |label: &str, rtts: Vec<f64>| {
+        let errors: Vec<f64> = rtts.iter().map(|r| r - expected).collect();
+        format!(
+            "  {label}: {} replies; RTT error vs {:.3} ms: p1 {:+.3} p50 {:+.3} p90 {:+.3} p99 {:+.3} max {:+.3} ms\n",
+            rtts.len(),
+            expected,
+            quantile(&errors, 0.01),
+            quantile(&errors, 0.5),
+            quantile(&errors, 0.9),
+            quantile(&errors, 0.99),
+            quantile(&errors, 1.0)
+        )
+    };
+    link.reset_lateness();
+    report += &phase("idle  ", ping()?);
+    let _ = writeln!(report, "  emulator lateness (idle): {}", lateness(link));
+
+    let inet = coop.internet();
+    link.reset_lateness();
+    let port = inet.iperf3_ports()[0].to_string();
+    let seconds = ((options.pings as f64 * 0.012) as u64 + 2).to_string();
+    let load = router.spawn(&[
+        "iperf3",
+        "--client",
+        &inet.addr_v4().to_string(),
+        "--port",
+        &port,
+        "--udp",
+        "--bitrate",
+        &options.load_bps.to_string(),
+        "--length",
+        "1400",
+        "--time",
+        &seconds,
+        "--json",
+    ])?;
+    std::thread::sleep(Duration::from_millis(500));
+    let before = link.stats(Direction::Upstream);
+    let rtts = ping()?;
+    let after = link.stats(Direction::Upstream);
+    drop(load);
+    let label = format!("load {} Mbit/s", options.load_bps / 1_000_000);
+    report += &phase(&label, rtts);
+    let _ = writeln!(
+        report,
+        "  emulator lateness (loaded): {}; upstream carried {} frames, {:.1} Mbit/s during the pings",
+        lateness(link),
+        after.frames_out - before.frames_out,
+        (after.bytes_out - before.bytes_out) as f64 * 8.0 / (options.pings as f64 * 0.0105) / 1e6
+    );
+    Ok(report)
+}
+
+fn lateness(link: &crate::Link) -> String {
+    let q = [0.5, 0.9, 0.99, 0.999, 1.0];
+    let fmt = |d: Option<Vec<Duration>>| match d {
+        None => "no frames".to_string(),
+        Some(v) => format!(
+            "p50 {} p90 {} p99 {} p99.9 {} max {} µs",
+            v[0].as_micros(),
+            v[1].as_micros(),
+            v[2].as_micros(),
+            v[3].as_micros(),
+            v[4].as_micros()
+        ),
+    };
+    format!(
+        "up {} / down {}",
+        fmt(link.lateness_percentiles(Direction::Upstream, &q)),
+        fmt(link.lateness_percentiles(Direction::Downstream, &q))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ping_and_iperf3_output() {
+        let ping = "64 bytes from 1.2.3.4: icmp_seq=1 ttl=63 time=40.1 ms\n64 bytes from 1.2.3.4: icmp_seq=2 ttl=63 time=39.9 ms\n\n--- x ---\n5 packets transmitted, 2 received, 60% packet loss\n";
+        assert_eq!(ping_rtts(ping), vec![40.1, 39.9]);
+        assert_eq!(ping_transmitted(ping), Some(5));
+        let json = r#"{"intervals":[{"sum":{"bits_per_second":1}}],"end":{"sum_sent":{"bits_per_second":2.1e7},"sum_received":{"bits_per_second": 19500000.5}}}"#;
+        assert_eq!(iperf3_received_bps(json), Some(19_500_000.5));
+        assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), 2.0);
+    }
+}
