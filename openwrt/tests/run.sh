@@ -1,0 +1,459 @@
+#!/bin/sh
+# Tests for the OpenWrt package's shell scripts (openwrt/linkpool/files), run off the
+# router: tests named *_with_standin_* load stand-ins for OpenWrt's /lib/functions.sh,
+# network.sh, procd.sh and the uci command (openwrt/tests/standin); the others run
+# `sh -n` and shellcheck over the scripts.
+#
+#   openwrt/tests/run.sh [NAME_FILTER]
+#
+# Every script test runs under each shell in $TEST_SHELLS (default "dash busybox": Debian's
+# sh and OpenWrt's own ash). A missing shell or tool is a failure, never a skip.
+# Prints one line per test, then "N passed, N failed"; exits 1 if anything failed.
+
+set -u
+
+here="$(cd "$(dirname "$0")" && pwd)"
+files="$here/../linkpool/files"
+standin="$here/standin"
+fixtures="$here/fixtures"
+INIT="$files/linkpool.init"
+DEFAULTS="$files/linkpool.uci-defaults"
+SHIPPED_CONFIG="$files/linkpool.config"
+filter="${1:-}"
+TEST_SHELLS="${TEST_SHELLS:-dash busybox}"
+
+passed=0
+failed=0
+T=""
+SH=""
+
+# --- helpers used by the tests -------------------------------------------------------
+
+# Fresh state for one test: UCI config dir with OpenWrt-like network and firewall.
+setup() {
+	T="$(mktemp -d)"
+	mkdir -p "$T/config"
+	cp "$fixtures/network" "$fixtures/firewall" "$T/config/"
+	: >"$T/procd.log"
+	: >"$T/netstate"
+}
+
+# Writes stdin to the test's /etc/config/linkpool.
+linkpool_config() {
+	cat >"$T/config/linkpool"
+}
+
+# netifd's view: "NETWORK L3_DEVICE PHYS_DEVICE" lines for networks that are up.
+netstate() {
+	cat >"$T/netstate"
+}
+
+uci_t() {
+	PATH="$standin/bin:$PATH" UCI_CONFDIR="$T/config" uci "$@"
+}
+
+# Runs the init script's ACTION (start | triggers) through the rc.common stand-in.
+run_init() {
+	PATH="$standin/bin:$PATH" UCI_CONFDIR="$T/config" \
+		STANDIN_PROCD_LOG="$T/procd.log" STANDIN_NETWORK_STATE="$T/netstate" \
+		$SH "$standin/rc.common" "$INIT" "$1"
+}
+
+# Runs the uci-defaults script the way OpenWrt does: sourced in a subshell.
+# shellcheck disable=SC2016  # $1 is expanded by the inner shell
+run_uci_defaults() {
+	(cd "$(dirname "$DEFAULTS")" &&
+		PATH="$standin/bin:$PATH" UCI_CONFDIR="$T/config" \
+			$SH -c '. "$1"' uci-defaults "$DEFAULTS")
+}
+
+# procd calls of the last run, without the logger lines.
+procd_calls() {
+	grep -v '^logger ' "$T/procd.log"
+}
+
+assert_eq() { # WHAT EXPECTED ACTUAL
+	[ "$2" = "$3" ] && return 0
+	printf '    %s:\n      expected: %s\n      actual:   %s\n' "$1" "$2" "$3"
+	return 1
+}
+
+assert_lines() { # WHAT EXPECTED_TEXT ACTUAL_TEXT
+	[ "$2" = "$3" ] && return 0
+	printf '    %s differ (expected vs actual):\n' "$1"
+	printf '%s\n' "$2" >"$T/expected"
+	printf '%s\n' "$3" >"$T/actual"
+	diff -u "$T/expected" "$T/actual" | sed 's/^/      /'
+	return 1
+}
+
+assert_contains() { # WHAT NEEDLE HAYSTACK
+	case "$3" in *"$2"*) return 0 ;; esac
+	printf '    %s: %s not found in:\n%s\n' "$1" "$2" "$3" | sed '3,$s/^/      /'
+	return 1
+}
+
+assert_not_contains() { # WHAT NEEDLE HAYSTACK
+	case "$3" in *"$2"*) ;; *) return 0 ;; esac
+	printf '    %s: %s unexpectedly found in:\n%s\n' "$1" "$2" "$3" | sed '3,$s/^/      /'
+	return 1
+}
+
+# --- init script ---------------------------------------------------------------------
+
+COMMAND_PREFIX='procd_set_param [command] [/usr/sbin/linkpool] [run] [--uci] [/etc/config/linkpool]'
+
+test_init_starts_with_standin_procd() {
+	linkpool_config <<-'EOF'
+		config gateway 'main'
+			option enabled '1'
+			option bundle 'LP1:bWVtYmVyID0gYWxpY2UK'
+			list lan_network 'lan'
+
+		config uplink 'wan'
+			option network 'wan'
+	EOF
+	netstate <<-'EOF'
+		lan br-lan br-lan
+		wan eth1 eth1
+	EOF
+	run_init start || return 1
+	assert_lines "procd calls" "procd_open_service [linkpool.init]
+procd_open_instance
+$COMMAND_PREFIX [--resolve] [lan=br-lan] [--resolve] [wan=eth1]
+procd_set_param [file] [/etc/config/linkpool]
+procd_set_param [respawn] [3600] [5] [5]
+procd_set_param [stdout] [1]
+procd_set_param [stderr] [1]
+procd_set_param [term_timeout] [10]
+procd_close_instance
+procd_close_service" "$(procd_calls)"
+}
+
+test_init_disabled_does_not_start_with_standin() {
+	linkpool_config <<-'EOF'
+		config gateway 'main'
+			option enabled '0'
+			option bundle 'LP1:bWVtYmVyID0gYWxpY2UK'
+			list lan_network 'lan'
+	EOF
+	echo "lan br-lan br-lan" | netstate
+	run_init start || return 1
+	assert_lines "procd calls" "procd_open_service [linkpool.init]
+procd_close_service" "$(procd_calls)" &&
+		assert_contains "log" "disabled" "$(cat "$T/procd.log")"
+}
+
+test_init_shipped_config_is_safe_with_standin() {
+	cp "$SHIPPED_CONFIG" "$T/config/linkpool"
+	netstate <<-'EOF'
+		lan br-lan br-lan
+		wan eth1 eth1
+	EOF
+	run_init start || return 1
+	assert_not_contains "shipped config (disabled)" "procd_open_instance" "$(procd_calls)" || return 1
+
+	# Enabled but still without a bundle: not started either.
+	uci_t set linkpool.main.enabled=1 && uci_t commit linkpool || return 1
+	: >"$T/procd.log"
+	run_init start || return 1
+	assert_not_contains "enabled, empty bundle" "procd_open_instance" "$(procd_calls)" || return 1
+	assert_contains "log" "no member bundle" "$(cat "$T/procd.log")" || return 1
+
+	# With a bundle, the shipped defaults resolve lan and wan.
+	uci_t set linkpool.main.bundle=LP1:bWVtYmVyID0gYWxpY2UK && uci_t commit linkpool || return 1
+	: >"$T/procd.log"
+	run_init start || return 1
+	assert_contains "enabled with bundle" \
+		"$COMMAND_PREFIX [--resolve] [lan=br-lan] [--resolve] [wan=eth1]" "$(procd_calls)"
+}
+
+test_init_bundle_file_with_standin() {
+	linkpool_config <<-EOF
+		config gateway 'main'
+			option enabled '1'
+			option bundle ''
+			option bundle_file '$T/member.bundle'
+			list lan_network 'lan'
+	EOF
+	echo "lan br-lan br-lan" | netstate
+	: >"$T/member.bundle"
+	run_init start || return 1
+	assert_not_contains "empty bundle file" "procd_open_instance" "$(procd_calls)" || return 1
+
+	echo "LP1:bWVtYmVyID0gYWxpY2UK" >"$T/member.bundle"
+	: >"$T/procd.log"
+	run_init start || return 1
+	assert_contains "bundle file is watched" \
+		"procd_set_param [file] [/etc/config/linkpool]
+procd_append_param [file] [$T/member.bundle]" "$(procd_calls)"
+}
+
+test_init_resolves_every_network_with_standin() {
+	# PPPoE uplink (l3 device differs from the port), a mesh, a down uplink, a duplicate
+	# network, and an uplink bound to a fixed device (nothing to resolve).
+	linkpool_config <<-'EOF'
+		config gateway 'main'
+			option enabled '1'
+			option bundle 'LP1:bWVtYmVyID0gYWxpY2UK'
+			list lan_network 'lan'
+			list lan_network 'guest'
+			list mesh_network 'mesh'
+
+		config uplink 'wan'
+			option network 'wan'
+
+		config uplink 'wwan'
+			option network 'wwan'
+
+		config uplink 'wan_again'
+			option network 'wan'
+
+		config uplink 'lte'
+			option device 'wwan0'
+	EOF
+	netstate <<-'EOF'
+		lan br-lan br-lan
+		guest br-guest br-guest
+		mesh bat0 bat0
+		wan pppoe-wan eth1
+	EOF
+	run_init start || return 1
+	assert_contains "command" \
+		"$COMMAND_PREFIX [--resolve] [lan=br-lan] [--resolve] [guest=br-guest] [--resolve] [mesh=bat0] [--resolve] [wan=pppoe-wan]
+" "$(procd_calls)
+" || return 1
+	assert_contains "log of the down network" "network 'wwan' has no device yet" "$(cat "$T/procd.log")"
+}
+
+test_init_anonymous_sections_and_quoting_with_standin() {
+	linkpool_config <<-'EOF'
+		# comments, double quotes and anonymous sections, as LuCI may write them
+		config gateway
+			option enabled "1"    # trailing comment
+			option bundle "LP1:bWVtYmVyID0gYWxpY2UK"
+			list lan_network "lan"
+
+		config uplink
+			option network wan
+	EOF
+	netstate <<-'EOF'
+		lan br-lan br-lan
+		wan eth1 eth1
+	EOF
+	run_init start || return 1
+	assert_contains "command" "$COMMAND_PREFIX [--resolve] [lan=br-lan] [--resolve] [wan=eth1]" "$(procd_calls)"
+}
+
+test_init_triggers_with_standin() {
+	linkpool_config <<-'EOF'
+		config gateway 'main'
+			option enabled '1'
+			list lan_network 'lan'
+			list mesh_network 'mesh'
+
+		config uplink 'wan'
+			option network 'wan'
+
+		config uplink 'wwan'
+			option network 'wwan'
+	EOF
+	run_init triggers || return 1
+	assert_lines "procd calls" "procd_open_service [linkpool.init]
+procd_add_reload_trigger [linkpool]
+procd_open_trigger
+procd_add_interface_trigger [interface.*] [wan] [/etc/init.d/linkpool] [reload]
+procd_add_interface_trigger [interface.*] [wwan] [/etc/init.d/linkpool] [reload]
+procd_add_interface_trigger [interface.*] [mesh] [/etc/init.d/linkpool] [reload]
+procd_close_trigger
+procd_close_service" "$(procd_calls)"
+}
+
+# --- uci-defaults --------------------------------------------------------------------
+
+# The firewall zone's section name whose option name is $1 (first one).
+zone_named() {
+	local i=0 name
+	while uci_t -q get "firewall.@zone[$i]" >/dev/null; do
+		name="$(uci_t -q get "firewall.@zone[$i].name")"
+		[ "$name" = "$1" ] && {
+			echo "@zone[$i]"
+			return 0
+		}
+		i=$((i + 1))
+	done
+	return 1
+}
+
+# How many forwardings from $1 to $2 exist.
+forwardings() {
+	local i=0 n=0
+	while uci_t -q get "firewall.@forwarding[$i]" >/dev/null; do
+		[ "$(uci_t -q get "firewall.@forwarding[$i].src")" = "$1" ] &&
+			[ "$(uci_t -q get "firewall.@forwarding[$i].dest")" = "$2" ] && n=$((n + 1))
+		i=$((i + 1))
+	done
+	echo "$n"
+}
+
+test_uci_defaults_creates_interface_and_zone_with_standin() {
+	cp "$SHIPPED_CONFIG" "$T/config/linkpool"
+	run_uci_defaults || {
+		echo "    uci-defaults exited non-zero"
+		return 1
+	}
+	assert_eq "network.linkpool" "interface" "$(uci_t -q get network.linkpool)" &&
+		assert_eq "proto" "none" "$(uci_t -q get network.linkpool.proto)" &&
+		assert_eq "device" "linkpool0" "$(uci_t -q get network.linkpool.device)" || return 1
+	local zone
+	zone="$(zone_named linkpool)" || {
+		echo "    no firewall zone named linkpool"
+		return 1
+	}
+	assert_eq "zone network" "linkpool" "$(uci_t -q get "firewall.$zone.network")" &&
+		assert_eq "zone masq" "0" "$(uci_t -q get "firewall.$zone.masq")" &&
+		assert_eq "zone mtu_fix" "1" "$(uci_t -q get "firewall.$zone.mtu_fix")" &&
+		assert_eq "zone input" "REJECT" "$(uci_t -q get "firewall.$zone.input")" &&
+		assert_eq "zone forward" "REJECT" "$(uci_t -q get "firewall.$zone.forward")" &&
+		assert_eq "lan -> linkpool forwardings" "1" "$(forwardings lan linkpool)" &&
+		assert_eq "lan -> wan forwarding kept" "1" "$(forwardings lan wan)" &&
+		assert_eq "wan zone untouched" "1" "$(uci_t -q get "firewall.$(zone_named wan).masq")" || return 1
+	# Committed, not just staged: the files themselves hold the new sections.
+	assert_contains "committed network file" "config interface 'linkpool'" "$(cat "$T/config/network")" &&
+		assert_contains "committed firewall file" "config zone 'linkpool'" "$(cat "$T/config/firewall")"
+}
+
+test_uci_defaults_twice_is_idempotent_with_standin() {
+	cp "$SHIPPED_CONFIG" "$T/config/linkpool"
+	run_uci_defaults || return 1
+	cp "$T/config/network" "$T/network.first"
+	cp "$T/config/firewall" "$T/firewall.first"
+	run_uci_defaults || {
+		echo "    second run exited non-zero"
+		return 1
+	}
+	assert_lines "network after two runs" "$(cat "$T/network.first")" "$(cat "$T/config/network")" &&
+		assert_lines "firewall after two runs" "$(cat "$T/firewall.first")" "$(cat "$T/config/firewall")"
+}
+
+test_uci_defaults_leaves_user_edits_alone_with_standin() {
+	cp "$SHIPPED_CONFIG" "$T/config/linkpool"
+	run_uci_defaults || return 1
+	# The user turns MSS clamping off, drops the forwarding and renames the device...
+	uci_t set firewall.linkpool.mtu_fix=0 &&
+		uci_t delete firewall.linkpool_lan &&
+		uci_t set network.linkpool.device=tun9 &&
+		uci_t commit firewall && uci_t commit network || return 1
+	# ...then upgrades the package, which runs the script again.
+	run_uci_defaults || return 1
+	assert_eq "mtu_fix" "0" "$(uci_t -q get firewall.linkpool.mtu_fix)" &&
+		assert_eq "lan -> linkpool forwardings" "0" "$(forwardings lan linkpool)" &&
+		assert_eq "device" "tun9" "$(uci_t -q get network.linkpool.device)"
+}
+
+test_uci_defaults_uses_configured_device_with_standin() {
+	linkpool_config <<-'EOF'
+		config gateway 'main'
+			option enabled '0'
+			option device 'lp7'
+			list lan_network 'lan'
+	EOF
+	run_uci_defaults || return 1
+	assert_eq "device" "lp7" "$(uci_t -q get network.linkpool.device)"
+}
+
+test_uci_defaults_reuses_existing_zones_with_standin() {
+	# The LAN is in a zone called 'inside', and the user already made a 'linkpool' zone.
+	sed "s/option name 'lan'/option name 'inside'/; s/option src 'lan'/option src 'inside'/" \
+		"$fixtures/firewall" >"$T/config/firewall"
+	cat >>"$T/config/firewall" <<-'EOF'
+
+		config zone
+			option name 'linkpool'
+			option input 'DROP'
+	EOF
+	cp "$SHIPPED_CONFIG" "$T/config/linkpool"
+	run_uci_defaults || return 1
+	local count
+	count="$(grep -c "option name 'linkpool'" "$T/config/firewall")"
+	assert_eq "zones named linkpool" "1" "$count" &&
+		assert_eq "user's zone input kept" "DROP" "$(uci_t -q get "firewall.$(zone_named linkpool).input")" &&
+		assert_eq "inside -> linkpool forwardings" "1" "$(forwardings inside linkpool)" &&
+		assert_eq "lan -> linkpool forwardings" "0" "$(forwardings lan linkpool)"
+}
+
+# --- static checks -------------------------------------------------------------------
+
+test_scripts_parse_with_sh_n() {
+	local script ok=0
+	for script in "$INIT" "$DEFAULTS"; do
+		$SH -n "$script" || {
+			echo "    $SH -n $script failed"
+			ok=1
+		}
+	done
+	return $ok
+}
+
+# --- runner --------------------------------------------------------------------------
+
+run_one() { # NAME LABEL
+	local name="$1" label="$2" out status
+	setup
+	out="$(
+		"$name" 2>&1
+	)"
+	status=$?
+	rm -rf "$T"
+	if [ "$status" -eq 0 ]; then
+		passed=$((passed + 1))
+		echo "ok   $label"
+	else
+		failed=$((failed + 1))
+		echo "FAIL $label"
+		[ -n "$out" ] && printf '%s\n' "$out"
+	fi
+}
+
+tests="$(sed -n 's/^\(test_[a-z0-9_]*\)() {$/\1/p' "$0")"
+
+for shell_name in $TEST_SHELLS; do
+	case "$shell_name" in
+		busybox) SH="busybox sh" ;;
+		*) SH="$shell_name" ;;
+	esac
+	if ! $SH -c 'true' 2>/dev/null; then
+		failed=$((failed + 1))
+		echo "FAIL shell '$shell_name' is not installed (apt-get install $shell_name)"
+		continue
+	fi
+	for name in $tests; do
+		case "$name" in *"$filter"*) ;; *) continue ;; esac
+		run_one "$name" "${name#test_} [$shell_name]"
+	done
+done
+
+# Lint as dash, the dialect closest to OpenWrt's ash that shellcheck knows; SC1091
+# (sourced file not given) is expected: /lib/functions/network.sh exists only on routers.
+lint_name=shellcheck
+case "$lint_name" in *"$filter"*)
+	if command -v shellcheck >/dev/null 2>&1; then
+		if out="$(shellcheck -s dash -e SC1091 "$INIT" "$DEFAULTS" "$standin/rc.common" \
+			"$standin/lib/functions.sh" "$standin/lib/functions/network.sh" \
+			"$standin/lib/functions/procd.sh" "$0" 2>&1)"; then
+			passed=$((passed + 1))
+			echo "ok   shellcheck"
+		else
+			failed=$((failed + 1))
+			echo "FAIL shellcheck"
+			printf '%s\n' "$out"
+		fi
+	else
+		failed=$((failed + 1))
+		echo "FAIL shellcheck is not installed (apt-get install shellcheck)"
+	fi
+	;;
+esac
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
