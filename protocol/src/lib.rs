@@ -3,8 +3,46 @@
 //! Nothing here opens a socket, reads a clock or spawns a thread: every entry point takes
 //! `now`, `handle_*` calls feed datagrams in and `poll_*` calls take out what to send and
 //! when to wake up. The daemons are thin I/O shells around it.
+//!
+//! * [`wire`]: every message on the wire, parsed once and checked.
+//! * [`client::Client`]: a member's session with the proxy, over any number of paths.
+//! * [`server::Server`]: the proxy's sessions with all members.
+//! * [`relay`]: relay envelopes and mesh hellos.
+//! * [`keys`], [`bundle`]: static keys and the member bundle a co-op hands out.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod bundle;
+pub mod client;
+mod crypto;
+mod drop;
+pub mod ip;
 pub mod keys;
+pub mod path;
+pub mod relay;
+mod replay;
+pub mod server;
 pub mod session;
+pub mod wire;
+
+pub use drop::{DropCounters, DropReason};
+pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
+pub use wire::{CipherSuite, PathId};
+
+/// Small deterministic generator for session indices (not for keys: those come from the
+/// OS through snow).
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix(pub(crate) u64);
+
+impl SplitMix {
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub(crate) fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+}

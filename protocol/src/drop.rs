@@ -1,0 +1,163 @@
+//! Why a datagram was dropped, and how many times.
+
+/// Every reason the core drops a datagram. Each is counted; none panics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Shorter than its type requires.
+    TooShort = 0,
+    /// Longer than [`crate::wire::MAX_DATAGRAM`].
+    Oversized,
+    /// A fixed-size message with the wrong size.
+    BadLength,
+    /// Version byte is not [`crate::wire::VERSION`].
+    UnknownVersion,
+    /// Type byte names no message.
+    UnknownType,
+    /// Handshake asks for a cipher suite we do not know.
+    UnknownCipher,
+    /// A message this side never accepts (e.g. a handshake initiation at a gateway).
+    Unexpected,
+    /// Receiver index names no session we have.
+    UnknownSession,
+    /// AEAD tag did not verify: tampered, or not for us.
+    BadTag,
+    /// Counter already seen.
+    Replay,
+    /// Counter older than the replay window.
+    TooOld,
+    /// The session's keys are past their reject-after time or count.
+    Expired,
+    /// Handshake mac1 wrong: sender does not know our public key.
+    BadMac1,
+    /// Handshake needed a valid cookie (mac2) because we are under load.
+    CookieRequired,
+    /// Too many handshakes from one source.
+    RateLimited,
+    /// Noise handshake failed (bad key, bad PSK, corrupted).
+    HandshakeFailed,
+    /// Handshake from a static key that is not a member.
+    UnknownMember,
+    /// Handshake timestamp not newer than the last one accepted (replayed initiation).
+    StaleHandshake,
+    /// Response or cookie for a handshake we are not doing.
+    NoPendingHandshake,
+    /// Control message malformed.
+    BadControl,
+    /// Relay or mesh MAC did not verify.
+    BadRelayTag,
+    /// Decrypted packet is not an IPv4 or IPv6 packet of consistent length.
+    BadInnerPacket,
+    /// Caller's buffer too small, or packet too large to seal.
+    PacketTooLarge,
+    /// Nothing to seal with yet: the handshake has not completed.
+    NoSession,
+}
+
+impl DropReason {
+    /// All reasons, in counter order.
+    pub const ALL: [DropReason; 24] = [
+        DropReason::TooShort,
+        DropReason::Oversized,
+        DropReason::BadLength,
+        DropReason::UnknownVersion,
+        DropReason::UnknownType,
+        DropReason::UnknownCipher,
+        DropReason::Unexpected,
+        DropReason::UnknownSession,
+        DropReason::BadTag,
+        DropReason::Replay,
+        DropReason::TooOld,
+        DropReason::Expired,
+        DropReason::BadMac1,
+        DropReason::CookieRequired,
+        DropReason::RateLimited,
+        DropReason::HandshakeFailed,
+        DropReason::UnknownMember,
+        DropReason::StaleHandshake,
+        DropReason::NoPendingHandshake,
+        DropReason::BadControl,
+        DropReason::BadRelayTag,
+        DropReason::BadInnerPacket,
+        DropReason::PacketTooLarge,
+        DropReason::NoSession,
+    ];
+
+    /// A stable snake_case name for logs and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::TooShort => "too_short",
+            DropReason::Oversized => "oversized",
+            DropReason::BadLength => "bad_length",
+            DropReason::UnknownVersion => "unknown_version",
+            DropReason::UnknownType => "unknown_type",
+            DropReason::UnknownCipher => "unknown_cipher",
+            DropReason::Unexpected => "unexpected",
+            DropReason::UnknownSession => "unknown_session",
+            DropReason::BadTag => "bad_tag",
+            DropReason::Replay => "replay",
+            DropReason::TooOld => "too_old",
+            DropReason::Expired => "expired",
+            DropReason::BadMac1 => "bad_mac1",
+            DropReason::CookieRequired => "cookie_required",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::HandshakeFailed => "handshake_failed",
+            DropReason::UnknownMember => "unknown_member",
+            DropReason::StaleHandshake => "stale_handshake",
+            DropReason::NoPendingHandshake => "no_pending_handshake",
+            DropReason::BadControl => "bad_control",
+            DropReason::BadRelayTag => "bad_relay_tag",
+            DropReason::BadInnerPacket => "bad_inner_packet",
+            DropReason::PacketTooLarge => "packet_too_large",
+            DropReason::NoSession => "no_session",
+        }
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Drop counters, one per reason. Plain integers: the core is single-threaded, and this
+/// avoids 64-bit atomics that 32-bit MIPS lacks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropCounters([u64; DropReason::ALL.len()]);
+
+impl DropCounters {
+    /// Counts one drop.
+    pub fn count(&mut self, reason: DropReason) {
+        self.0[reason as usize] += 1;
+    }
+
+    /// How many times `reason` happened.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason as usize]
+    }
+
+    /// All drops.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Non-zero counters, for status output.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(|&r| (r, self.get(r)))
+            .filter(|&(_, n)| n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_in_discriminant_order() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Relay envelopes and mesh hellos: the keys and tags that let a proxy credit a relay for
+//! what it carried, and let gateways on the mesh tell members from strangers.
+//!
+//! A relay wraps a neighbour's sealed datagram, unread, in a [`wire::RelayEnvelope`]
+//! tagged with a key derived from *its own* session with the proxy; the proxy counts a
+//! relayed byte only when that tag and the inner datagram both verify. Mesh hellos are
+//! tagged with a key derived from the co-op's mesh secret, which only members hold.
+
+use crate::DropReason;
+use crate::crypto;
+use crate::keys::SharedSecret;
+use crate::wire::{self, MAC_LEN, MESH_HELLO_LEN, MeshHello, MessageType, RELAY_HEADER_LEN};
+
+/// The tag key of one relay session in one direction (derived with HKDF from the relay's
+/// own session keys; see [`crate::client::Client::relay_keys`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RelayKey(pub(crate) [u8; 32]);
+
+impl std::fmt::Debug for RelayKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RelayKey(<hidden>)")
+    }
+}
+
+/// Wraps `buf[RELAY_HEADER_LEN..RELAY_HEADER_LEN + inner_len]` (a sealed datagram the
+/// caller placed there) in an envelope and tags it. Returns the envelope's length.
+pub fn seal_envelope(
+    key: &RelayKey,
+    kind: MessageType,
+    relay_index: u32,
+    slot: u32,
+    buf: &mut [u8],
+    inner_len: usize,
+) -> Result<usize, DropReason> {
+    let total = RELAY_HEADER_LEN + inner_len + MAC_LEN;
+    if total > buf.len() || total > wire::MAX_DATAGRAM {
+        return Err(DropReason::PacketTooLarge);
+    }
+    if !matches!(kind, MessageType::RelayUp | MessageType::RelayDown) {
+        return Err(DropReason::Unexpected);
+    }
+    wire::write_relay_header(kind, relay_index, slot, buf);
+    let tag = crypto::mac(&key.0, &[&buf[..RELAY_HEADER_LEN + inner_len]]);
+    buf[RELAY_HEADER_LEN + inner_len..total].copy_from_slice(&tag);
+    Ok(total)
+}
+
+/// Checks an envelope's tag with the relay session's key.
+pub fn verify_envelope(
+    key: &RelayKey,
+    envelope: &wire::RelayEnvelope<'_>,
+) -> Result<(), DropReason> {
+    let expect = crypto::mac(&key.0, &[envelope.tag_input()]);
+    if crypto::mac_eq(&expect, envelope.tag()) {
+        Ok(())
+    } else {
+        Err(DropReason::BadRelayTag)
+    }
+}
+
+/// The key mesh hellos are tagged with, derived from the co-op's mesh secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MeshKey([u8; 32]);
+
+impl std::fmt::Debug for MeshKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MeshKey(<hidden>)")
+    }
+}
+
+impl MeshKey {
+    /// Derives the hello key from the co-op's mesh secret (in every member bundle).
+    pub fn new(mesh_secret: &SharedSecret) -> Self {
+        MeshKey(crypto::derive(mesh_secret.as_bytes(), b"mesh hello"))
+    }
+
+    /// Writes a tagged hello into `out`, returning its length.
+    pub fn seal_hello(&self, hello: &MeshHello, out: &mut [u8]) -> Result<usize, DropReason> {
+        let out = out
+            .get_mut(..MESH_HELLO_LEN)
+            .ok_or(DropReason::PacketTooLarge)?;
+        hello.write_unauthenticated(out);
+        let split = MESH_HELLO_LEN - MAC_LEN;
+        let tag = crypto::mac(&self.0, &[&out[..split]]);
+        out[split..].copy_from_slice(&tag);
+        Ok(MESH_HELLO_LEN)
+    }
+
+    /// Parses and authenticates a hello.
+    pub fn open_hello(&self, datagram: &[u8]) -> Result<MeshHello, DropReason> {
+        match wire::Message::parse(datagram)? {
+            wire::Message::MeshHello(hello, covered, tag) => {
+                if crypto::mac_eq(&crypto::mac(&self.0, &[covered]), tag) {
+                    Ok(hello)
+                } else {
+                    Err(DropReason::BadRelayTag)
+                }
+            }
+            _ => Err(DropReason::Unexpected),
+        }
+    }
+}

@@ -1,0 +1,608 @@
+//! The proxy side: one [`Server`] holds every member's session.
+//!
+//! Members are known by their static keys; where to answer each of a member's paths is
+//! learnt from authenticated packets only (roaming), never from configuration.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use crate::client::micros;
+use crate::crypto;
+use crate::keys::{PublicKey, SecretKey, SharedSecret};
+use crate::relay::RelayKey;
+use crate::session::{self, Keypair, Limits};
+use crate::wire::{
+    self, COOKIE_REPLY_LEN, Control, MAC_LEN, Message, MessageType, PathId, TRANSPORT_HEADER_LEN,
+};
+use crate::{DropCounters, DropReason, SplitMix};
+
+/// A member as the proxy's configuration knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberKey {
+    /// The member's static public key.
+    pub public_key: PublicKey,
+    /// Optional pre-shared key.
+    pub psk: Option<SharedSecret>,
+}
+
+/// The proxy's configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The proxy's static private key.
+    pub static_key: SecretKey,
+    /// Every member.
+    pub members: Vec<MemberKey>,
+    /// Timers and limits.
+    pub limits: Limits,
+    /// Handshakes per second before the proxy considers itself under load and asks for
+    /// cookies (and rate-limits per source).
+    pub handshakes_per_second: u32,
+}
+
+/// Index of a member in [`ServerConfig::members`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MemberId(pub u32);
+
+/// What an accepted datagram produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// An IP packet from `member`, at `range` of the caller's buffer, for the Internet.
+    Packet {
+        /// Who sent it.
+        member: MemberId,
+        /// Where it is in the buffer.
+        range: Range<usize>,
+    },
+    /// Send `reply[..len]` back to the datagram's source.
+    Reply {
+        /// Length of the reply.
+        len: usize,
+        /// The member it concerns, when known (not for cookie replies).
+        member: Option<MemberId>,
+    },
+    /// Handled; nothing to do.
+    Consumed,
+}
+
+/// Per-path counters and the address to answer on, as the proxy sees a member's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberPath {
+    /// Path id.
+    pub id: PathId,
+    /// Where this path's last authenticated packet came from.
+    pub endpoint: SocketAddr,
+    /// When that was.
+    pub last_received: Instant,
+    /// Data packets received on it.
+    pub rx_packets: u64,
+    /// Inner bytes received on it.
+    pub rx_bytes: u64,
+    /// Data packets sent on it.
+    pub tx_packets: u64,
+    /// Inner bytes sent on it.
+    pub tx_bytes: u64,
+    /// The member's last receipt for this path: (packets, bytes) it confirms receiving.
+    pub receipt: Option<(u64, u64)>,
+}
+
+/// Bound on paths per member: memory stays fixed whatever a member sends.
+const MAX_PATHS: usize = 16;
+
+struct Member {
+    key: MemberKey,
+    current: Option<Keypair>,
+    previous: Option<Keypair>,
+    /// Responder keys not yet confirmed by a packet from the member.
+    pending: Option<Keypair>,
+    last_timestamp_us: u64,
+    last_received: Option<Instant>,
+    paths: Vec<MemberPath>,
+    /// Path of the last data packet: where replies go until the scheduler arrives.
+    reply_path: Option<usize>,
+}
+
+impl Member {
+    fn new(key: MemberKey) -> Self {
+        Member {
+            key,
+            current: None,
+            previous: None,
+            pending: None,
+            last_timestamp_us: 0,
+            last_received: None,
+            paths: Vec::new(),
+            reply_path: None,
+        }
+    }
+
+    fn keypairs(&self) -> impl Iterator<Item = &Keypair> {
+        [&self.current, &self.previous, &self.pending]
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// A read-only view of one member, for status, metrics and the ledger.
+#[derive(Debug, Clone)]
+pub struct MemberStatus<'a> {
+    /// Whether a confirmed session exists.
+    pub connected: bool,
+    /// When the session's keys were made.
+    pub session_started: Option<Instant>,
+    /// Last authenticated packet.
+    pub last_received: Option<Instant>,
+    /// The member's paths.
+    pub paths: &'a [MemberPath],
+}
+
+/// Counters of the whole proxy.
+#[derive(Debug, Clone, Default)]
+pub struct ServerStats {
+    /// Drops by reason.
+    pub drops: DropCounters,
+    /// Handshakes answered.
+    pub handshakes: u64,
+    /// Cookie replies sent.
+    pub cookies_sent: u64,
+}
+
+/// Token bucket over `now`, in whole tokens.
+#[derive(Debug, Clone, Copy)]
+struct TokenBucket {
+    tokens: f32,
+    at: Option<Instant>,
+}
+
+impl TokenBucket {
+    const fn new() -> Self {
+        TokenBucket {
+            tokens: 0.0,
+            at: None,
+        }
+    }
+
+    fn take(&mut self, now: Instant, rate: f32, burst: f32) -> bool {
+        let elapsed = self.at.map_or(burst / rate.max(1e-3), |t| {
+            now.saturating_duration_since(t).as_secs_f32()
+        });
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.at = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Per-source handshake buckets, hashed into a fixed table: bounded memory under a flood.
+const SOURCE_BUCKETS: usize = 256;
+/// Handshakes per second one source may make while the proxy is under load.
+const SOURCE_RATE: f32 = 2.0;
+/// Cookie secrets change this often; cookies from the previous secret still count.
+const COOKIE_ROTATION: Duration = Duration::from_secs(120);
+
+/// The proxy's sessions with all members.
+pub struct Server {
+    static_key: SecretKey,
+    mac1_key: [u8; 32],
+    cookie_key: [u8; 32],
+    limits: Limits,
+    handshakes_per_second: u32,
+    members: Vec<Member>,
+    by_key: HashMap<PublicKey, MemberId>,
+    by_index: HashMap<u32, MemberId>,
+    rng: SplitMix,
+    random: [u8; 32],
+    origin: Instant,
+    cookie_nonce: u64,
+    load: TokenBucket,
+    sources: Box<[TokenBucket; SOURCE_BUCKETS]>,
+    stats: ServerStats,
+}
+
+impl Server {
+    /// A server. `random` must be fresh random bytes (seeds session indices, cookie
+    /// secrets and cookie nonces).
+    pub fn new(config: ServerConfig, now: Instant, random: [u8; 32]) -> Self {
+        let public = config.static_key.public_key();
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&random[..8]);
+        let mut server = Server {
+            mac1_key: session::mac1_key(&public),
+            cookie_key: session::cookie_key(&public),
+            static_key: config.static_key,
+            limits: config.limits,
+            handshakes_per_second: config.handshakes_per_second.max(1),
+            members: Vec::new(),
+            by_key: HashMap::new(),
+            by_index: HashMap::new(),
+            rng: SplitMix(u64::from_le_bytes(seed)),
+            random,
+            origin: now,
+            cookie_nonce: 0,
+            load: TokenBucket::new(),
+            sources: Box::new([TokenBucket::new(); SOURCE_BUCKETS]),
+            stats: ServerStats::default(),
+        };
+        server.set_members(config.members);
+        server
+    }
+
+    /// Replaces the member list (config reload). Members whose key is unchanged keep their
+    /// sessions; members removed lose them. Ids become indices into the new list.
+    pub fn set_members(&mut self, members: Vec<MemberKey>) {
+        let mut old: HashMap<PublicKey, Member> = self
+            .members
+            .drain(..)
+            .map(|m| (m.key.public_key, m))
+            .collect();
+        self.by_key.clear();
+        self.by_index.clear();
+        for (i, key) in members.into_iter().enumerate() {
+            let id = MemberId(i as u32);
+            let member = match old.remove(&key.public_key) {
+                // A changed PSK invalidates the old sessions.
+                Some(m) if m.key == key => m,
+                _ => Member::new(key),
+            };
+            for k in member.keypairs() {
+                self.by_index.insert(k.local_index, id);
+            }
+            self.by_key.insert(member.key.public_key, id);
+            self.members.push(member);
+        }
+    }
+
+    /// Number of members.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// A member's status.
+    pub fn member(&self, id: MemberId) -> Option<MemberStatus<'_>> {
+        let m = self.members.get(id.0 as usize)?;
+        Some(MemberStatus {
+            connected: m.current.is_some(),
+            session_started: m.current.as_ref().map(|k| k.created),
+            last_received: m.last_received,
+            paths: &m.paths,
+        })
+    }
+
+    /// The relay tag keys (upstream, downstream) of the session a relay's envelope names
+    /// by `relay_index`, and the relay member.
+    pub fn relay_keys(&self, relay_index: u32) -> Option<(MemberId, RelayKey, RelayKey)> {
+        let id = *self.by_index.get(&relay_index)?;
+        let k = self.members[id.0 as usize]
+            .keypairs()
+            .find(|k| k.local_index == relay_index)?;
+        Some((id, RelayKey(k.relay_up_key), RelayKey(k.relay_down_key)))
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
+    /// Handles a datagram from `from`, decrypting in place. A reply, if any, is written to
+    /// `reply` (which should hold [`wire::MAX_DATAGRAM`] bytes).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+        reply: &mut [u8],
+    ) -> Result<ServerEvent, DropReason> {
+        let r = self.handle_inner(now, from, buf, reply);
+        if let Err(reason) = r {
+            self.stats.drops.count(reason);
+        }
+        r
+    }
+
+    fn handle_inner(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+        reply: &mut [u8],
+    ) -> Result<ServerEvent, DropReason> {
+        match Message::parse(buf)? {
+            Message::HandshakeInit(init) => self.handle_initiation(now, from, &init, reply),
+            Message::Transport(header) => {
+                let id = *self
+                    .by_index
+                    .get(&header.receiver_index)
+                    .ok_or(DropReason::UnknownSession)?;
+                let limits = self.limits;
+                let member = &mut self.members[id.0 as usize];
+                let slot = [
+                    &mut member.current,
+                    &mut member.previous,
+                    &mut member.pending,
+                ]
+                .into_iter()
+                .position(|k| {
+                    k.as_ref()
+                        .is_some_and(|k| k.local_index == header.receiver_index)
+                })
+                .ok_or(DropReason::UnknownSession)?;
+                let keypair = match slot {
+                    0 => member.current.as_mut(),
+                    1 => member.previous.as_mut(),
+                    _ => member.pending.as_mut(),
+                }
+                .expect("found above");
+                let range = keypair.open(&header, buf, now, &limits)?;
+                if slot == 2 {
+                    // First packet on the new keys: the member has them, switch over.
+                    if let Some(old) = member.previous.take() {
+                        self.by_index.remove(&old.local_index);
+                    }
+                    member.previous = member.current.take();
+                    member.current = member.pending.take();
+                }
+                member.last_received = Some(now);
+                let p = path_entry(&mut member.paths, header.path, from, now);
+                if header.kind == MessageType::Data || member.reply_path.is_none() {
+                    member.reply_path = Some(p);
+                }
+                if header.kind == MessageType::Data {
+                    crate::ip::check(&buf[range.clone()])?;
+                    let path = &mut member.paths[p];
+                    path.rx_packets += 1;
+                    path.rx_bytes += range.len() as u64;
+                    return Ok(ServerEvent::Packet { member: id, range });
+                }
+                match Control::decode(&buf[range])? {
+                    Control::Probe { seq, sent_at_us } => {
+                        let ack = Control::ProbeAck {
+                            seq,
+                            echo_sent_at_us: sent_at_us,
+                            received_at_us: micros(self.origin, now),
+                        };
+                        let len = ack.encode(&mut reply[TRANSPORT_HEADER_LEN..]);
+                        let keypair = member.current.as_mut().ok_or(DropReason::NoSession)?;
+                        let len =
+                            keypair.seal(MessageType::Control, header.path, reply, len, &limits)?;
+                        Ok(ServerEvent::Reply {
+                            len,
+                            member: Some(id),
+                        })
+                    }
+                    Control::Receipt {
+                        path,
+                        packets,
+                        bytes,
+                        ..
+                    } => {
+                        if let Some(p) = member.paths.iter_mut().find(|p| p.id == path) {
+                            p.receipt = Some((packets, bytes));
+                        }
+                        Ok(ServerEvent::Consumed)
+                    }
+                    Control::Keepalive | Control::ProbeAck { .. } => Ok(ServerEvent::Consumed),
+                }
+            }
+            _ => Err(DropReason::Unexpected),
+        }
+    }
+
+    fn handle_initiation(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        init: &wire::HandshakeInit<'_>,
+        reply: &mut [u8],
+    ) -> Result<ServerEvent, DropReason> {
+        // Cheap checks first: a flood must not cost us a Diffie-Hellman per packet.
+        if !crypto::mac_eq(
+            &crypto::mac(&self.mac1_key, &[init.mac1_input()]),
+            init.mac1(),
+        ) {
+            return Err(DropReason::BadMac1);
+        }
+        let rate = self.handshakes_per_second as f32;
+        if !self.load.take(now, rate, rate) {
+            let epoch = self.cookie_epoch(now);
+            let valid = [epoch, epoch.wrapping_sub(1)].iter().any(|&e| {
+                crypto::mac_eq(
+                    &crypto::mac(&self.cookie(from, e), &[init.mac2_input()]),
+                    init.mac2(),
+                )
+            });
+            if !valid {
+                let len = self.write_cookie_reply(now, from, init, reply)?;
+                self.stats.cookies_sent += 1;
+                self.stats.drops.count(DropReason::CookieRequired);
+                return Ok(ServerEvent::Reply { len, member: None });
+            }
+            let bucket = &mut self.sources[source_hash(&from, &self.random) % SOURCE_BUCKETS];
+            if !bucket.take(now, SOURCE_RATE, SOURCE_RATE) {
+                return Err(DropReason::RateLimited);
+            }
+        }
+        let received = session::receive_initiation(&self.static_key, init)?;
+        let id = *self
+            .by_key
+            .get(&received.member_key)
+            .ok_or(DropReason::UnknownMember)?;
+        let limits = self.limits;
+        let member = &mut self.members[id.0 as usize];
+        // Replayed initiations carry an old timestamp. A member that has been silent for a
+        // while may come back with a reset clock (router reboot without RTC): accept it
+        // then, since unconfirmed responder keys cannot displace a working session.
+        let idle = member
+            .last_received
+            .is_none_or(|t| now.saturating_duration_since(t) >= limits.dead_after);
+        if received.timestamp_us <= member.last_timestamp_us && !idle {
+            return Err(DropReason::StaleHandshake);
+        }
+        let mut index = self.rng.next_u32();
+        while self.by_index.contains_key(&index) {
+            index = self.rng.next_u32();
+        }
+        let timestamp = received.timestamp_us;
+        let keypair = session::respond(received, member.key.psk.as_ref(), index, now, reply)?;
+        member.last_timestamp_us = timestamp;
+        if let Some(old) = member.pending.replace(keypair) {
+            self.by_index.remove(&old.local_index);
+        }
+        self.by_index.insert(index, id);
+        self.stats.handshakes += 1;
+        Ok(ServerEvent::Reply {
+            len: wire::HANDSHAKE_RESPONSE_LEN,
+            member: Some(id),
+        })
+    }
+
+    fn cookie_epoch(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.origin).as_secs() / COOKIE_ROTATION.as_secs()
+    }
+
+    /// The cookie for a source address in an epoch: only that address can learn it.
+    fn cookie(&self, from: SocketAddr, epoch: u64) -> [u8; 16] {
+        let secret = crypto::derive(&self.random, &epoch.to_be_bytes());
+        let ip = match from.ip() {
+            std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(a) => a.octets(),
+        };
+        crypto::mac(&secret, &[&ip, &from.port().to_be_bytes()])
+    }
+
+    fn write_cookie_reply(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        init: &wire::HandshakeInit<'_>,
+        reply: &mut [u8],
+    ) -> Result<usize, DropReason> {
+        use chacha20poly1305::aead::AeadInPlace;
+        let out = reply
+            .get_mut(..COOKIE_REPLY_LEN)
+            .ok_or(DropReason::PacketTooLarge)?;
+        out[0] = wire::VERSION;
+        out[1] = MessageType::CookieReply as u8;
+        out[2] = 0;
+        out[3] = 0;
+        out[4..8].copy_from_slice(&init.sender_index().to_be_bytes());
+        // Nonces never repeat under this key: a per-start random prefix and a counter.
+        self.cookie_nonce += 1;
+        out[8..12].copy_from_slice(&self.random[8..12]);
+        out[12..20].copy_from_slice(&self.cookie_nonce.to_be_bytes());
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&out[8..20]);
+        out[20..36].copy_from_slice(&self.cookie(from, self.cookie_epoch(now)));
+        let mac1: [u8; MAC_LEN] = init.mac1().try_into().expect("checked length");
+        let tag = crypto::cookie_cipher(&self.cookie_key)
+            .encrypt_in_place_detached((&nonce).into(), &mac1, &mut out[20..36])
+            .map_err(|_| DropReason::PacketTooLarge)?;
+        out[36..52].copy_from_slice(&tag);
+        Ok(COOKIE_REPLY_LEN)
+    }
+
+    /// Seals the IP packet at `buf[SEAL_OFFSET..SEAL_OFFSET + len]` for `member`, in
+    /// place; returns where to send it and the datagram length.
+    pub fn seal_packet(
+        &mut self,
+        now: Instant,
+        member: MemberId,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<(SocketAddr, usize), DropReason> {
+        let r = self.seal(now, member, buf, len);
+        if let Err(reason) = r {
+            self.stats.drops.count(reason);
+        }
+        r
+    }
+
+    fn seal(
+        &mut self,
+        now: Instant,
+        id: MemberId,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<(SocketAddr, usize), DropReason> {
+        let limits = self.limits;
+        let member = self
+            .members
+            .get_mut(id.0 as usize)
+            .ok_or(DropReason::UnknownMember)?;
+        let p = member.reply_path.ok_or(DropReason::NoSession)?;
+        let keypair = member.current.as_mut().ok_or(DropReason::NoSession)?;
+        if keypair.expired(now, &limits) {
+            return Err(DropReason::NoSession);
+        }
+        let path = &mut member.paths[p];
+        let n = keypair.seal(MessageType::Data, path.id, buf, len, &limits)?;
+        path.tx_packets += 1;
+        path.tx_bytes += len as u64;
+        Ok((path.endpoint, n))
+    }
+
+    /// When [`Server::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.members
+            .iter()
+            .flat_map(|m| m.keypairs())
+            .map(|k| k.created + self.limits.reject_after_time)
+            .min()
+    }
+
+    /// Expires old keys.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let limits = self.limits;
+        for m in &mut self.members {
+            for slot in [&mut m.current, &mut m.previous, &mut m.pending] {
+                if slot.as_ref().is_some_and(|k| k.expired(now, &limits)) {
+                    let k = slot.take().expect("checked");
+                    self.by_index.remove(&k.local_index);
+                }
+            }
+        }
+    }
+}
+
+fn source_hash(from: &SocketAddr, random: &[u8; 32]) -> usize {
+    // Keyed, so an attacker cannot aim many addresses at one legitimate source's bucket.
+    let ip = match from.ip() {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(a) => a.octets(),
+    };
+    let m = crypto::mac(random, &[&ip]);
+    usize::from(u16::from_be_bytes([m[0], m[1]]))
+}
+
+fn path_entry(paths: &mut Vec<MemberPath>, id: PathId, from: SocketAddr, now: Instant) -> usize {
+    if let Some(i) = paths.iter().position(|p| p.id == id) {
+        // Roaming: the newest authenticated source wins.
+        paths[i].endpoint = from;
+        paths[i].last_received = now;
+        return i;
+    }
+    let fresh = MemberPath {
+        id,
+        endpoint: from,
+        last_received: now,
+        rx_packets: 0,
+        rx_bytes: 0,
+        tx_packets: 0,
+        tx_bytes: 0,
+        receipt: None,
+    };
+    if paths.len() < MAX_PATHS {
+        paths.push(fresh);
+        paths.len() - 1
+    } else {
+        let oldest = (0..paths.len())
+            .min_by_key(|&i| paths[i].last_received)
+            .expect("non-empty");
+        paths[oldest] = fresh;
+        oldest
+    }
+}

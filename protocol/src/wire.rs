@@ -1,0 +1,561 @@
+//! The wire format: every datagram linkpool puts on a link.
+//!
+//! All integers are big-endian. Every message starts with a version byte and a type byte.
+//! Parsing is done once by [`Message::parse`], which checks every length; after that no
+//! accessor can panic, whatever the bytes were.
+//!
+//! | type | message | sent by |
+//! | --- | --- | --- |
+//! | 1 | [`HandshakeInit`] | gateway → proxy |
+//! | 2 | [`HandshakeResponse`] | proxy → gateway |
+//! | 3 | [`CookieReply`] | proxy → gateway, when under load |
+//! | 4 | transport, IP packet | both |
+//! | 5 | transport, [`Control`] message | both |
+//! | 6 | [`RelayEnvelope`] upstream | relay → proxy |
+//! | 7 | [`RelayEnvelope`] downstream | proxy → relay |
+//! | 8 | [`MeshHello`] | gateway → mesh |
+
+use crate::DropReason;
+
+/// The only protocol version this build speaks.
+pub const VERSION: u8 = 1;
+
+/// Largest datagram we accept or produce. Sized for a 1500-byte inner packet in a relay
+/// envelope, with room to spare, and small enough for a router's buffers.
+pub const MAX_DATAGRAM: usize = 2048;
+
+/// Length of an AEAD tag (AES-GCM and ChaCha20-Poly1305 alike).
+pub const TAG_LEN: usize = 16;
+/// Length of a MAC (truncated HMAC-SHA256) on handshake, relay and mesh messages.
+pub const MAC_LEN: usize = 16;
+
+/// Transport header: version, type, path, flags, receiver index, counter.
+pub const TRANSPORT_HEADER_LEN: usize = 16;
+/// What sealing adds to an IP packet on a direct path.
+pub const TRANSPORT_OVERHEAD: usize = TRANSPORT_HEADER_LEN + TAG_LEN;
+/// Relay envelope header: version, type, reserved, relay index, slot.
+pub const RELAY_HEADER_LEN: usize = 12;
+/// What a relay adds around a sealed datagram.
+pub const RELAY_OVERHEAD: usize = RELAY_HEADER_LEN + MAC_LEN;
+/// Largest IP packet that still fits in a relayed datagram.
+pub const MAX_IP_PACKET: usize = MAX_DATAGRAM - TRANSPORT_OVERHEAD - RELAY_OVERHEAD;
+
+/// Noise IKpsk2 first message: e (32), encrypted s (32 + 16), encrypted timestamp (8 + 16).
+pub const NOISE_INIT_LEN: usize = 32 + 48 + 8 + 16;
+/// Noise IKpsk2 second message: e (32), encrypted empty payload (16).
+pub const NOISE_RESPONSE_LEN: usize = 32 + 16;
+/// Handshake initiation on the wire.
+pub const HANDSHAKE_INIT_LEN: usize = 8 + NOISE_INIT_LEN + 2 * MAC_LEN;
+/// Handshake response on the wire.
+pub const HANDSHAKE_RESPONSE_LEN: usize = 12 + NOISE_RESPONSE_LEN + 2 * MAC_LEN;
+/// Cookie reply on the wire: header, receiver index, nonce, sealed cookie.
+pub const COOKIE_REPLY_LEN: usize = 8 + 12 + 16 + TAG_LEN;
+/// Mesh hello on the wire.
+pub const MESH_HELLO_LEN: usize = 4 + 32 + 4 + 4 + 8 + MAC_LEN;
+
+/// The type byte of each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MessageType {
+    /// Noise IK first message.
+    HandshakeInit = 1,
+    /// Noise IK second message.
+    HandshakeResponse = 2,
+    /// Cookie the initiator must echo as mac2 while the proxy is under load.
+    CookieReply = 3,
+    /// Sealed IP packet.
+    Data = 4,
+    /// Sealed control message.
+    Control = 5,
+    /// A relay forwarding a neighbour's datagram to the proxy.
+    RelayUp = 6,
+    /// The proxy sending a datagram for a neighbour through its relay.
+    RelayDown = 7,
+    /// A gateway announcing on the mesh that it can relay.
+    MeshHello = 8,
+}
+
+impl MessageType {
+    fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => Self::HandshakeInit,
+            2 => Self::HandshakeResponse,
+            3 => Self::CookieReply,
+            4 => Self::Data,
+            5 => Self::Control,
+            6 => Self::RelayUp,
+            7 => Self::RelayDown,
+            8 => Self::MeshHello,
+            _ => return None,
+        })
+    }
+}
+
+/// Which AEAD a session uses. Chosen by the member, announced in its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum CipherSuite {
+    /// AES-256-GCM: fastest where the CPU has AES instructions.
+    #[default]
+    Aes256Gcm,
+    /// ChaCha20-Poly1305: for routers without AES hardware.
+    ChaCha20Poly1305,
+}
+
+impl CipherSuite {
+    /// The byte that names the suite in a handshake initiation.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            CipherSuite::Aes256Gcm => 0,
+            CipherSuite::ChaCha20Poly1305 => 1,
+        }
+    }
+
+    /// The suite a handshake byte names, if any.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(CipherSuite::Aes256Gcm),
+            1 => Some(CipherSuite::ChaCha20Poly1305),
+            _ => None,
+        }
+    }
+
+    /// The name used in configs and bundles.
+    pub fn name(self) -> &'static str {
+        match self {
+            CipherSuite::Aes256Gcm => "aes-256-gcm",
+            CipherSuite::ChaCha20Poly1305 => "chacha20-poly1305",
+        }
+    }
+}
+
+impl std::str::FromStr for CipherSuite {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "aes-256-gcm" => Ok(CipherSuite::Aes256Gcm),
+            "chacha20-poly1305" => Ok(CipherSuite::ChaCha20Poly1305),
+            other => Err(format!(
+                "unknown cipher {other:?}, expected \"aes-256-gcm\" or \"chacha20-poly1305\""
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for CipherSuite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Identifies one path of a member (own WAN, or a neighbour's). Carried, authenticated,
+/// in every transport header so the far end can keep per-path statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct PathId(pub u8);
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn be64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(a)
+}
+
+/// A checked view of a handshake initiation.
+#[derive(Debug, Clone, Copy)]
+pub struct HandshakeInit<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> HandshakeInit<'a> {
+    /// Suite the initiator wants (validated).
+    pub fn suite(&self) -> CipherSuite {
+        CipherSuite::from_byte(self.bytes[2]).unwrap_or_default()
+    }
+    /// The initiator's index for this handshake; the proxy addresses replies to it.
+    pub fn sender_index(&self) -> u32 {
+        be32(self.bytes, 4)
+    }
+    /// The Noise message.
+    pub fn noise(&self) -> &'a [u8] {
+        &self.bytes[8..8 + NOISE_INIT_LEN]
+    }
+    /// Everything mac1 covers.
+    pub fn mac1_input(&self) -> &'a [u8] {
+        &self.bytes[..HANDSHAKE_INIT_LEN - 2 * MAC_LEN]
+    }
+    /// mac1: proves the sender knows the proxy's public key.
+    pub fn mac1(&self) -> &'a [u8] {
+        &self.bytes[HANDSHAKE_INIT_LEN - 2 * MAC_LEN..HANDSHAKE_INIT_LEN - MAC_LEN]
+    }
+    /// Everything mac2 covers.
+    pub fn mac2_input(&self) -> &'a [u8] {
+        &self.bytes[..HANDSHAKE_INIT_LEN - MAC_LEN]
+    }
+    /// mac2: proves the sender received a cookie at its address (zero when it has none).
+    pub fn mac2(&self) -> &'a [u8] {
+        &self.bytes[HANDSHAKE_INIT_LEN - MAC_LEN..]
+    }
+}
+
+/// A checked view of a handshake response.
+#[derive(Debug, Clone, Copy)]
+pub struct HandshakeResponse<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> HandshakeResponse<'a> {
+    /// The proxy's index for the new session.
+    pub fn sender_index(&self) -> u32 {
+        be32(self.bytes, 4)
+    }
+    /// The initiator's index this answers.
+    pub fn receiver_index(&self) -> u32 {
+        be32(self.bytes, 8)
+    }
+    /// The Noise message.
+    pub fn noise(&self) -> &'a [u8] {
+        &self.bytes[12..12 + NOISE_RESPONSE_LEN]
+    }
+    /// Everything mac1 covers.
+    pub fn mac1_input(&self) -> &'a [u8] {
+        &self.bytes[..HANDSHAKE_RESPONSE_LEN - 2 * MAC_LEN]
+    }
+    /// mac1, keyed with the initiator's public key.
+    pub fn mac1(&self) -> &'a [u8] {
+        &self.bytes[HANDSHAKE_RESPONSE_LEN - 2 * MAC_LEN..HANDSHAKE_RESPONSE_LEN - MAC_LEN]
+    }
+}
+
+/// A checked view of a cookie reply.
+#[derive(Debug, Clone, Copy)]
+pub struct CookieReply<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> CookieReply<'a> {
+    /// The initiator's handshake index this answers.
+    pub fn receiver_index(&self) -> u32 {
+        be32(self.bytes, 4)
+    }
+    /// AEAD nonce.
+    pub fn nonce(&self) -> &'a [u8; 12] {
+        self.bytes[8..20].try_into().expect("checked length")
+    }
+    /// Sealed cookie (16 bytes) and its tag.
+    pub fn sealed_cookie(&self) -> &'a [u8] {
+        &self.bytes[20..COOKIE_REPLY_LEN]
+    }
+}
+
+/// The header of a transport (data or control) message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportHeader {
+    /// Data or control.
+    pub kind: MessageType,
+    /// The path the sender put it on.
+    pub path: PathId,
+    /// The receiver's session index.
+    pub receiver_index: u32,
+    /// The sender's packet counter: the AEAD nonce and the replay window's key.
+    pub counter: u64,
+}
+
+impl TransportHeader {
+    /// Writes the header into the first [`TRANSPORT_HEADER_LEN`] bytes of `out`.
+    pub fn write(&self, out: &mut [u8]) {
+        out[0] = VERSION;
+        out[1] = self.kind as u8;
+        out[2] = self.path.0;
+        out[3] = 0;
+        out[4..8].copy_from_slice(&self.receiver_index.to_be_bytes());
+        out[8..16].copy_from_slice(&self.counter.to_be_bytes());
+    }
+}
+
+/// A checked view of a relay envelope (either direction).
+#[derive(Debug, Clone, Copy)]
+pub struct RelayEnvelope<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> RelayEnvelope<'a> {
+    /// Upstream or downstream.
+    pub fn kind(&self) -> MessageType {
+        MessageType::from_byte(self.bytes[1]).unwrap_or(MessageType::RelayUp)
+    }
+    /// The relay's own session index at the receiver (proxy for upstream, relay for
+    /// downstream): says whose tag key checks this envelope.
+    pub fn relay_index(&self) -> u32 {
+        be32(self.bytes, 4)
+    }
+    /// The relay's handle for the neighbour it carries for; the proxy echoes it back so
+    /// the relay can demultiplex replies without reading them.
+    pub fn slot(&self) -> u32 {
+        be32(self.bytes, 8)
+    }
+    /// The carried datagram, untouched.
+    pub fn inner(&self) -> &'a [u8] {
+        &self.bytes[RELAY_HEADER_LEN..self.bytes.len() - MAC_LEN]
+    }
+    /// Everything the relay tag covers.
+    pub fn tag_input(&self) -> &'a [u8] {
+        &self.bytes[..self.bytes.len() - MAC_LEN]
+    }
+    /// The relay tag.
+    pub fn tag(&self) -> &'a [u8] {
+        &self.bytes[self.bytes.len() - MAC_LEN..]
+    }
+}
+
+/// Writes a relay envelope around `inner` into `out`; the caller appends the tag over
+/// `out[..RELAY_HEADER_LEN + inner.len()]` (see [`crate::keys`]' derived keys).
+pub fn write_relay_header(kind: MessageType, relay_index: u32, slot: u32, out: &mut [u8]) {
+    out[0] = VERSION;
+    out[1] = kind as u8;
+    out[2] = 0;
+    out[3] = 0;
+    out[4..8].copy_from_slice(&relay_index.to_be_bytes());
+    out[8..12].copy_from_slice(&slot.to_be_bytes());
+}
+
+/// A mesh hello: "I am member X and can relay for you". Authenticated with the co-op's
+/// mesh key, so a device on the mesh that is not a member cannot pose as a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeshHello {
+    /// The announcing member's static public key.
+    pub member: [u8; 32],
+    /// UDP port its relay listens on, on the mesh.
+    pub relay_port: u16,
+    /// Capacity it offers to neighbours now, in kbit/s (0: not relaying).
+    pub offered_kbit: u32,
+    /// Sender's clock in milliseconds; receivers only compare it with earlier hellos.
+    pub sent_at_ms: u64,
+}
+
+impl MeshHello {
+    /// Writes the hello without its MAC into `out[..MESH_HELLO_LEN - MAC_LEN]`.
+    pub fn write_unauthenticated(&self, out: &mut [u8]) {
+        out[0] = VERSION;
+        out[1] = MessageType::MeshHello as u8;
+        out[2] = 0;
+        out[3] = 0;
+        out[4..36].copy_from_slice(&self.member);
+        out[36..38].copy_from_slice(&self.relay_port.to_be_bytes());
+        out[38..40].copy_from_slice(&[0, 0]);
+        out[40..44].copy_from_slice(&self.offered_kbit.to_be_bytes());
+        out[44..52].copy_from_slice(&self.sent_at_ms.to_be_bytes());
+    }
+}
+
+/// Any message, checked. Borrowed from the datagram it was parsed from.
+#[derive(Debug, Clone, Copy)]
+pub enum Message<'a> {
+    /// Handshake initiation.
+    HandshakeInit(HandshakeInit<'a>),
+    /// Handshake response.
+    HandshakeResponse(HandshakeResponse<'a>),
+    /// Cookie reply.
+    CookieReply(CookieReply<'a>),
+    /// Data or control; `sealed` is the ciphertext and tag that follow the header.
+    Transport(TransportHeader),
+    /// Relay envelope (up or down).
+    Relay(RelayEnvelope<'a>),
+    /// Mesh hello, with the bytes its MAC covers and the MAC.
+    MeshHello(MeshHello, &'a [u8], &'a [u8]),
+}
+
+impl<'a> Message<'a> {
+    /// Checks a datagram once: version, type, exact or bounded lengths.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, DropReason> {
+        if bytes.len() > MAX_DATAGRAM {
+            return Err(DropReason::Oversized);
+        }
+        if bytes.len() < 4 {
+            return Err(DropReason::TooShort);
+        }
+        if bytes[0] != VERSION {
+            return Err(DropReason::UnknownVersion);
+        }
+        let kind = MessageType::from_byte(bytes[1]).ok_or(DropReason::UnknownType)?;
+        let exact = |len: usize| -> Result<(), DropReason> {
+            match bytes.len().cmp(&len) {
+                std::cmp::Ordering::Less => Err(DropReason::TooShort),
+                std::cmp::Ordering::Greater => Err(DropReason::BadLength),
+                std::cmp::Ordering::Equal => Ok(()),
+            }
+        };
+        Ok(match kind {
+            MessageType::HandshakeInit => {
+                exact(HANDSHAKE_INIT_LEN)?;
+                if CipherSuite::from_byte(bytes[2]).is_none() {
+                    return Err(DropReason::UnknownCipher);
+                }
+                Message::HandshakeInit(HandshakeInit { bytes })
+            }
+            MessageType::HandshakeResponse => {
+                exact(HANDSHAKE_RESPONSE_LEN)?;
+                Message::HandshakeResponse(HandshakeResponse { bytes })
+            }
+            MessageType::CookieReply => {
+                exact(COOKIE_REPLY_LEN)?;
+                Message::CookieReply(CookieReply { bytes })
+            }
+            MessageType::Data | MessageType::Control => {
+                if bytes.len() < TRANSPORT_OVERHEAD {
+                    return Err(DropReason::TooShort);
+                }
+                Message::Transport(TransportHeader {
+                    kind,
+                    path: PathId(bytes[2]),
+                    receiver_index: be32(bytes, 4),
+                    counter: be64(bytes, 8),
+                })
+            }
+            MessageType::RelayUp | MessageType::RelayDown => {
+                // The envelope must carry at least a transport header's worth.
+                if bytes.len() < RELAY_OVERHEAD + 4 {
+                    return Err(DropReason::TooShort);
+                }
+                Message::Relay(RelayEnvelope { bytes })
+            }
+            MessageType::MeshHello => {
+                exact(MESH_HELLO_LEN)?;
+                let mut member = [0u8; 32];
+                member.copy_from_slice(&bytes[4..36]);
+                let hello = MeshHello {
+                    member,
+                    relay_port: u16::from_be_bytes([bytes[36], bytes[37]]),
+                    offered_kbit: be32(bytes, 40),
+                    sent_at_ms: be64(bytes, 44),
+                };
+                let split = MESH_HELLO_LEN - MAC_LEN;
+                Message::MeshHello(hello, &bytes[..split], &bytes[split..])
+            }
+        })
+    }
+}
+
+/// Control messages, carried sealed in transport messages of type 5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Keeps NAT bindings and the session alive; nothing to answer.
+    Keepalive,
+    /// Asks the peer to echo a timestamp on the same path (RTT, one-way-delay trend).
+    Probe {
+        /// Sequence number on this path.
+        seq: u32,
+        /// Sender's clock, microseconds.
+        sent_at_us: u64,
+    },
+    /// Answer to a probe.
+    ProbeAck {
+        /// The probe's sequence number.
+        seq: u32,
+        /// The probe's timestamp, echoed.
+        echo_sent_at_us: u64,
+        /// The answering side's clock when it got the probe, microseconds (only its trend
+        /// is meaningful: clocks are not synchronised).
+        received_at_us: u64,
+    },
+    /// Receiver feedback: what arrived on a path so far (cumulative). Downstream receipts
+    /// from members are what the proxy credits relays for.
+    Receipt {
+        /// The path being reported.
+        path: PathId,
+        /// Data packets received on it.
+        packets: u64,
+        /// Data bytes (inner IP packets) received on it.
+        bytes: u64,
+        /// Highest counter seen on it.
+        highest_counter: u64,
+    },
+}
+
+impl Control {
+    /// Largest encoded control message.
+    pub const MAX_LEN: usize = 1 + 1 + 8 + 8 + 8;
+
+    /// Encodes into `out`, returning the length.
+    pub fn encode(&self, out: &mut [u8]) -> usize {
+        match *self {
+            Control::Keepalive => {
+                out[0] = 0;
+                1
+            }
+            Control::Probe { seq, sent_at_us } => {
+                out[0] = 1;
+                out[1..5].copy_from_slice(&seq.to_be_bytes());
+                out[5..13].copy_from_slice(&sent_at_us.to_be_bytes());
+                13
+            }
+            Control::ProbeAck {
+                seq,
+                echo_sent_at_us,
+                received_at_us,
+            } => {
+                out[0] = 2;
+                out[1..5].copy_from_slice(&seq.to_be_bytes());
+                out[5..13].copy_from_slice(&echo_sent_at_us.to_be_bytes());
+                out[13..21].copy_from_slice(&received_at_us.to_be_bytes());
+                21
+            }
+            Control::Receipt {
+                path,
+                packets,
+                bytes,
+                highest_counter,
+            } => {
+                out[0] = 3;
+                out[1] = path.0;
+                out[2..10].copy_from_slice(&packets.to_be_bytes());
+                out[10..18].copy_from_slice(&bytes.to_be_bytes());
+                out[18..26].copy_from_slice(&highest_counter.to_be_bytes());
+                26
+            }
+        }
+    }
+
+    /// Decodes a control message; the exact length is required.
+    pub fn decode(b: &[u8]) -> Result<Self, DropReason> {
+        let need = |n: usize| {
+            if b.len() == n {
+                Ok(())
+            } else {
+                Err(DropReason::BadControl)
+            }
+        };
+        match b.first() {
+            Some(0) => {
+                need(1)?;
+                Ok(Control::Keepalive)
+            }
+            Some(1) => {
+                need(13)?;
+                Ok(Control::Probe {
+                    seq: be32(b, 1),
+                    sent_at_us: be64(b, 5),
+                })
+            }
+            Some(2) => {
+                need(21)?;
+                Ok(Control::ProbeAck {
+                    seq: be32(b, 1),
+                    echo_sent_at_us: be64(b, 5),
+                    received_at_us: be64(b, 13),
+                })
+            }
+            Some(3) => {
+                need(26)?;
+                Ok(Control::Receipt {
+                    path: PathId(b[1]),
+                    packets: be64(b, 2),
+                    bytes: be64(b, 10),
+                    highest_counter: be64(b, 18),
+                })
+            }
+            _ => Err(DropReason::BadControl),
+        }
+    }
+}

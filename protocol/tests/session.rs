@@ -1,0 +1,546 @@
+//! Gateway and proxy sessions driven in one process over a simulated link: time is
+//! stepped by hand, so every run is the same.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use linkpool_protocol::client::{Client, ClientConfig, Received, SEAL_OFFSET};
+use linkpool_protocol::keys::{SecretKey, SharedSecret};
+use linkpool_protocol::server::{MemberId, MemberKey, Server, ServerConfig, ServerEvent};
+use linkpool_protocol::session::Limits;
+use linkpool_protocol::wire::{self, MAX_DATAGRAM};
+use linkpool_protocol::{CipherSuite, DropReason, PathId};
+
+const P0: PathId = PathId(0);
+
+fn ipv4(len: usize, seq: u32) -> Vec<u8> {
+    let mut p = vec![0u8; len];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    p[9] = 17;
+    p[12..16].copy_from_slice(&[10, 77, 0, 2]);
+    p[16..20].copy_from_slice(&[192, 0, 2, 1]);
+    p[20..24].copy_from_slice(&seq.to_be_bytes());
+    p
+}
+
+fn seq_of(packet: &[u8]) -> u32 {
+    u32::from_be_bytes(packet[20..24].try_into().unwrap())
+}
+
+/// One member, one proxy, one path with a fixed one-way delay.
+struct Net {
+    proxy_key: SecretKey,
+    members: Vec<MemberKey>,
+    limits: Limits,
+    now: Instant,
+    client: Client,
+    server: Server,
+    member_addr: SocketAddr,
+    delay: Duration,
+    to_server: VecDeque<(Instant, Vec<u8>)>,
+    to_client: VecDeque<(Instant, Vec<u8>)>,
+    /// IP packets that came out of each side.
+    at_server: Vec<Vec<u8>>,
+    at_client: Vec<Vec<u8>>,
+    /// Attack traffic the proxy gets before the member's, a burst per step.
+    flood: VecDeque<(SocketAddr, Vec<u8>)>,
+}
+
+impl Net {
+    fn new(suite: CipherSuite, psk: bool, limits: Limits) -> Net {
+        let now = Instant::now();
+        let proxy_key = SecretKey::generate().unwrap();
+        let member_key = SecretKey::generate().unwrap();
+        let psk = psk.then(|| SharedSecret::generate().unwrap());
+        let members = vec![MemberKey {
+            public_key: member_key.public_key(),
+            psk: psk.clone(),
+        }];
+        let server = server(&proxy_key, members.clone(), limits, now, 9);
+        let mut client = Client::new(
+            ClientConfig {
+                static_key: member_key,
+                proxy_key: proxy_key.public_key(),
+                psk,
+                suite,
+                limits,
+            },
+            now,
+            1_700_000_000_000_000,
+            1,
+        );
+        client.add_path(P0, now);
+        Net {
+            proxy_key,
+            members,
+            limits,
+            now,
+            client,
+            server,
+            member_addr: "198.51.100.7:40000".parse().unwrap(),
+            delay: Duration::from_millis(15),
+            to_server: VecDeque::new(),
+            to_client: VecDeque::new(),
+            at_server: Vec::new(),
+            at_client: Vec::new(),
+            flood: VecDeque::new(),
+        }
+    }
+
+    /// Moves time forward by `step`, delivering what is due and running both timers.
+    fn step(&mut self, step: Duration) {
+        self.now += step;
+        let now = self.now;
+        if self.client.poll_timeout().is_some_and(|t| t <= now) {
+            self.client.handle_timeout(now);
+        }
+        if self.server.poll_timeout().is_some_and(|t| t <= now) {
+            self.server.handle_timeout(now);
+        }
+        let mut buf = [0u8; MAX_DATAGRAM];
+        while let Some(t) = self.client.poll_transmit(now, &mut buf) {
+            self.to_server
+                .push_back((now + self.delay, buf[..t.len].to_vec()));
+        }
+        for (from, mut d) in self.flood.drain(..self.flood.len().min(100)) {
+            let mut reply = [0u8; MAX_DATAGRAM];
+            let _ = self.server.handle_datagram(now, from, &mut d, &mut reply);
+        }
+        while self.to_server.front().is_some_and(|(t, _)| *t <= now) {
+            let (_, mut d) = self.to_server.pop_front().unwrap();
+            let mut reply = [0u8; MAX_DATAGRAM];
+            match self
+                .server
+                .handle_datagram(now, self.member_addr, &mut d, &mut reply)
+            {
+                Ok(ServerEvent::Packet { range, .. }) => self.at_server.push(d[range].to_vec()),
+                Ok(ServerEvent::Reply { len, .. }) => self
+                    .to_client
+                    .push_back((now + self.delay, reply[..len].to_vec())),
+                _ => {}
+            }
+        }
+        while self.to_client.front().is_some_and(|(t, _)| *t <= now) {
+            let (_, mut d) = self.to_client.pop_front().unwrap();
+            if let Ok(Received::Packet(r)) = self.client.handle_datagram(now, P0, &mut d) {
+                self.at_client.push(d[r].to_vec());
+            }
+        }
+    }
+
+    fn connect(&mut self) {
+        for _ in 0..100 {
+            self.step(Duration::from_millis(5));
+            if self.client.is_connected() && self.server.member(MemberId(0)).unwrap().connected {
+                return;
+            }
+        }
+        panic!("no session after 500 ms");
+    }
+
+    fn send_up(&mut self, packet: &[u8]) -> Result<(), DropReason> {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        buf[SEAL_OFFSET..SEAL_OFFSET + packet.len()].copy_from_slice(packet);
+        let n = self
+            .client
+            .seal_packet(self.now, P0, &mut buf, packet.len())?;
+        self.to_server
+            .push_back((self.now + self.delay, buf[..n].to_vec()));
+        Ok(())
+    }
+
+    fn send_down(&mut self, packet: &[u8]) -> Result<(), DropReason> {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        buf[SEAL_OFFSET..SEAL_OFFSET + packet.len()].copy_from_slice(packet);
+        let (to, n) = self
+            .server
+            .seal_packet(self.now, MemberId(0), &mut buf, packet.len())?;
+        assert_eq!(to, self.member_addr);
+        self.to_client
+            .push_back((self.now + self.delay, buf[..n].to_vec()));
+        Ok(())
+    }
+
+    /// A sealed upstream datagram, not sent.
+    fn sealed_up(&mut self, packet: &[u8]) -> Vec<u8> {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        buf[SEAL_OFFSET..SEAL_OFFSET + packet.len()].copy_from_slice(packet);
+        let n = self
+            .client
+            .seal_packet(self.now, P0, &mut buf, packet.len())
+            .unwrap();
+        buf[..n].to_vec()
+    }
+
+    fn deliver_up(&mut self, mut d: Vec<u8>) -> Result<ServerEvent, DropReason> {
+        let mut reply = [0u8; MAX_DATAGRAM];
+        self.server
+            .handle_datagram(self.now, self.member_addr, &mut d, &mut reply)
+    }
+}
+
+#[test]
+fn handshake_and_round_trip_with_both_ciphers() {
+    for suite in [CipherSuite::Aes256Gcm, CipherSuite::ChaCha20Poly1305] {
+        for psk in [false, true] {
+            let mut net = Net::new(suite, psk, Limits::default());
+            net.connect();
+            for i in 0..50 {
+                net.send_up(&ipv4(100 + i * 20, i as u32)).unwrap();
+                net.send_down(&ipv4(1400 - i * 20, 1000 + i as u32))
+                    .unwrap();
+            }
+            net.step(Duration::from_millis(20));
+            assert_eq!(net.at_server.len(), 50, "{suite:?} psk={psk}");
+            assert_eq!(net.at_client.len(), 50, "{suite:?} psk={psk}");
+            for (i, p) in net.at_server.iter().enumerate() {
+                assert_eq!(p, &ipv4(100 + i * 20, i as u32));
+            }
+            for (i, p) in net.at_client.iter().enumerate() {
+                assert_eq!(p, &ipv4(1400 - i * 20, 1000 + i as u32));
+            }
+            assert_eq!(net.server.stats().drops.total(), 0);
+            assert_eq!(net.client.stats().drops.total(), 0);
+        }
+    }
+}
+
+#[test]
+fn wrong_psk_or_unknown_member_never_connects() {
+    let mut net = Net::new(CipherSuite::Aes256Gcm, true, Limits::default());
+    // The proxy expects a different PSK for this member.
+    let mut members = net.members.clone();
+    members[0].psk = Some(SharedSecret::generate().unwrap());
+    net.server = server(&net.proxy_key, members, net.limits, net.now, 2);
+    for _ in 0..300 {
+        net.step(Duration::from_millis(10));
+    }
+    assert!(!net.client.is_connected(), "PSK mismatch must not connect");
+    assert!(net.client.stats().drops.get(DropReason::HandshakeFailed) > 0);
+
+    // A static key that is not a member at all.
+    net.client = Client::new(
+        ClientConfig {
+            static_key: SecretKey::generate().unwrap(),
+            proxy_key: net.proxy_key.public_key(),
+            psk: None,
+            suite: CipherSuite::Aes256Gcm,
+            limits: net.limits,
+        },
+        net.now,
+        1,
+        3,
+    );
+    net.client.add_path(P0, net.now);
+    for _ in 0..300 {
+        net.step(Duration::from_millis(10));
+    }
+    assert!(!net.client.is_connected());
+    assert!(net.server.stats().drops.get(DropReason::UnknownMember) > 0);
+}
+
+#[test]
+fn out_of_order_within_window_accepted_replays_rejected() {
+    let mut net = Net::new(CipherSuite::Aes256Gcm, false, Limits::default());
+    net.connect();
+    let sealed: Vec<Vec<u8>> = (0..3000).map(|i| net.sealed_up(&ipv4(60, i))).collect();
+    // Deliver in reverse: everything is within the window, each arrives once.
+    for d in sealed.iter().rev() {
+        assert!(matches!(
+            net.deliver_up(d.clone()),
+            Ok(ServerEvent::Packet { .. })
+        ));
+    }
+    // Every one of them again: replays.
+    for d in sealed.iter().step_by(97) {
+        assert_eq!(net.deliver_up(d.clone()), Err(DropReason::Replay));
+    }
+    let replays = net.server.stats().drops.get(DropReason::Replay);
+    assert_eq!(replays, sealed.iter().step_by(97).count() as u64);
+}
+
+#[test]
+fn packets_older_than_the_window_rejected() {
+    let mut net = Net::new(CipherSuite::ChaCha20Poly1305, false, Limits::default());
+    net.connect();
+    let first = net.sealed_up(&ipv4(60, 0));
+    let mut last = None;
+    for i in 0..(linkpool_protocol::REPLAY_WINDOW + 10) {
+        last = Some(net.sealed_up(&ipv4(60, i as u32)));
+    }
+    net.deliver_up(last.unwrap()).unwrap();
+    assert_eq!(net.deliver_up(first), Err(DropReason::TooOld));
+}
+
+#[test]
+fn malformed_datagrams_are_counted_by_reason() {
+    let mut net = Net::new(CipherSuite::Aes256Gcm, false, Limits::default());
+    net.connect();
+    let good = net.sealed_up(&ipv4(200, 1));
+
+    let mut tampered = good.clone();
+    tampered[40] ^= 1;
+    assert_eq!(net.deliver_up(tampered), Err(DropReason::BadTag));
+
+    let mut tampered_header = good.clone();
+    tampered_header[2] ^= 1; // path id is authenticated
+    assert_eq!(net.deliver_up(tampered_header), Err(DropReason::BadTag));
+
+    let truncated = good[..20].to_vec();
+    assert_eq!(net.deliver_up(truncated), Err(DropReason::TooShort));
+    assert_eq!(
+        net.deliver_up(good[..3].to_vec()),
+        Err(DropReason::TooShort)
+    );
+
+    let oversized = vec![1u8; MAX_DATAGRAM + 1];
+    assert_eq!(net.deliver_up(oversized), Err(DropReason::Oversized));
+
+    let mut version = good.clone();
+    version[0] = 2;
+    assert_eq!(net.deliver_up(version), Err(DropReason::UnknownVersion));
+
+    let mut kind = good.clone();
+    kind[1] = 99;
+    assert_eq!(net.deliver_up(kind), Err(DropReason::UnknownType));
+
+    let mut session = good.clone();
+    session[4..8].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    assert_eq!(net.deliver_up(session), Err(DropReason::UnknownSession));
+
+    let short_init = {
+        let mut d = vec![0u8; wire::HANDSHAKE_INIT_LEN - 1];
+        d[0] = wire::VERSION;
+        d[1] = 1;
+        d
+    };
+    assert_eq!(net.deliver_up(short_init), Err(DropReason::TooShort));
+    let bad_mac = {
+        let mut d = vec![0u8; wire::HANDSHAKE_INIT_LEN];
+        d[0] = wire::VERSION;
+        d[1] = 1;
+        d
+    };
+    assert_eq!(net.deliver_up(bad_mac), Err(DropReason::BadMac1));
+
+    // A sealed packet whose plaintext is not IP.
+    let garbage = net.sealed_up(&[0x45, 0, 0, 99, 1, 2, 3]);
+    assert_eq!(net.deliver_up(garbage), Err(DropReason::BadInnerPacket));
+
+    // The good one still goes through after all that.
+    assert!(matches!(
+        net.deliver_up(good),
+        Ok(ServerEvent::Packet { .. })
+    ));
+    let d = &net.server.stats().drops;
+    for r in [
+        DropReason::BadTag,
+        DropReason::TooShort,
+        DropReason::Oversized,
+        DropReason::UnknownVersion,
+        DropReason::UnknownType,
+        DropReason::UnknownSession,
+        DropReason::BadMac1,
+        DropReason::BadInnerPacket,
+    ] {
+        assert!(d.get(r) > 0, "{r:?} not counted");
+    }
+    assert_eq!(d.get(DropReason::BadTag), 2);
+    assert_eq!(d.get(DropReason::TooShort), 3);
+}
+
+#[test]
+fn random_garbage_never_panics() {
+    let mut net = Net::new(CipherSuite::Aes256Gcm, false, Limits::default());
+    net.connect();
+    let mut x: u64 = 0x1234_5678;
+    for i in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 300) as usize;
+        let mut d: Vec<u8> = (0..len).map(|j| (x >> (j % 56)) as u8 ^ j as u8).collect();
+        if d.len() > 2 {
+            d[0] = wire::VERSION;
+            d[1] = (i % 9) as u8;
+        }
+        let mut reply = [0u8; MAX_DATAGRAM];
+        let _ = net
+            .server
+            .handle_datagram(net.now, net.member_addr, &mut d.clone(), &mut reply);
+        let _ = net.client.handle_datagram(net.now, P0, &mut d);
+    }
+    assert!(net.client.is_connected());
+}
+
+#[test]
+fn rekey_under_steady_traffic_loses_nothing() {
+    let limits = Limits {
+        rekey_after_time: Duration::from_secs(20),
+        reject_after_time: Duration::from_secs(30),
+        ..Limits::default()
+    };
+    let mut net = Net::new(CipherSuite::Aes256Gcm, false, limits);
+    net.delay = Duration::from_millis(40);
+    net.connect();
+    let mut sent = 0u32;
+    // Two minutes at 500 packets/s each way, across six rekeys.
+    for _ in 0..(120 * 100) {
+        for _ in 0..5 {
+            net.send_up(&ipv4(120, sent)).unwrap();
+            net.send_down(&ipv4(120, sent)).unwrap();
+            sent += 1;
+        }
+        net.step(Duration::from_millis(10));
+    }
+    for _ in 0..20 {
+        net.step(Duration::from_millis(10));
+    }
+    assert!(
+        net.client.stats().handshakes_completed >= 6,
+        "{:?}",
+        net.client.stats()
+    );
+    assert_eq!(net.at_server.len() as u32, sent);
+    assert_eq!(net.at_client.len() as u32, sent);
+    assert!(
+        net.at_server
+            .iter()
+            .enumerate()
+            .all(|(i, p)| seq_of(p) == i as u32)
+    );
+    assert_eq!(
+        net.server.stats().drops.total(),
+        0,
+        "{:?}",
+        net.server.stats().drops
+    );
+    assert_eq!(
+        net.client.stats().drops.total(),
+        0,
+        "{:?}",
+        net.client.stats().drops
+    );
+}
+
+#[test]
+fn rekey_on_message_count() {
+    let limits = Limits {
+        rekey_after_messages: 1000,
+        ..Limits::default()
+    };
+    let mut net = Net::new(CipherSuite::ChaCha20Poly1305, false, limits);
+    net.connect();
+    for i in 0..5000 {
+        net.send_up(&ipv4(80, i)).unwrap();
+        if i % 50 == 0 {
+            net.step(Duration::from_millis(10));
+        }
+    }
+    for _ in 0..10 {
+        net.step(Duration::from_millis(10));
+    }
+    assert!(net.client.stats().handshakes_completed >= 4);
+    assert_eq!(net.at_server.len(), 5000);
+}
+
+#[test]
+fn gateway_recovers_when_proxy_restarts() {
+    let mut net = Net::new(CipherSuite::Aes256Gcm, false, Limits::default());
+    net.connect();
+    // The proxy restarts: same key and members, every session forgotten, and it is
+    // unreachable for 20 s meanwhile.
+    net.server = server(&net.proxy_key, net.members.clone(), net.limits, net.now, 7);
+    let mut sent = 0;
+    let restart = net.now;
+    for _ in 0..4000 {
+        // The LAN keeps sending; upstream packets are dropped by the fresh proxy.
+        if net.client.is_connected() {
+            net.send_up(&ipv4(80, sent)).unwrap();
+            sent += 1;
+        }
+        if net.now - restart < Duration::from_secs(20) {
+            net.to_server.clear();
+        }
+        net.step(Duration::from_millis(10));
+        if net.server.member(MemberId(0)).unwrap().connected && !net.at_server.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        net.server.member(MemberId(0)).unwrap().connected,
+        "member never came back"
+    );
+    assert!(net.client.stats().handshakes_completed >= 2);
+}
+
+#[test]
+fn handshake_flood_does_not_stop_a_member() {
+    let mut net = Net::new(CipherSuite::Aes256Gcm, false, Limits::default());
+    let proxy_public = net.proxy_key.public_key();
+    // 2000 initiations with a valid mac1 (the proxy's public key is in every bundle)
+    // from spoofed sources, interleaved with a real member's handshake.
+    let flood: Vec<Vec<u8>> = (0..2000)
+        .map(|i| {
+            let mut c = Client::new(
+                ClientConfig {
+                    static_key: SecretKey::generate().unwrap(),
+                    proxy_key: proxy_public,
+                    psk: None,
+                    suite: CipherSuite::Aes256Gcm,
+                    limits: net.limits,
+                },
+                net.now,
+                1,
+                i,
+            );
+            c.add_path(P0, net.now);
+            let mut buf = [0u8; MAX_DATAGRAM];
+            let t = c.poll_transmit(net.now, &mut buf).unwrap();
+            buf[..t.len].to_vec()
+        })
+        .collect();
+    for (i, d) in flood.into_iter().enumerate() {
+        let from: SocketAddr = format!("203.0.113.{}:{}", i % 200, 1000 + i)
+            .parse()
+            .unwrap();
+        net.flood.push_back((from, d));
+    }
+    while !net.flood.is_empty() {
+        net.step(Duration::from_millis(5));
+    }
+    assert!(
+        net.client.is_connected(),
+        "member must get through the flood"
+    );
+    let stats = net.server.stats();
+    // Only the first burst (the rate allowance) cost a Diffie-Hellman; the rest got
+    // cookies, and a spoofed source cannot use its cookie.
+    assert!(stats.cookies_sent >= 1900, "{stats:?}");
+    assert!(
+        stats.drops.get(DropReason::UnknownMember) <= 100,
+        "{stats:?}"
+    );
+    assert!(net.client.stats().cookies_received >= 1);
+}
+
+fn server(
+    proxy_key: &SecretKey,
+    members: Vec<MemberKey>,
+    limits: Limits,
+    now: Instant,
+    seed: u8,
+) -> Server {
+    Server::new(
+        ServerConfig {
+            static_key: proxy_key.clone(),
+            members,
+            limits,
+            handshakes_per_second: 50,
+        },
+        now,
+        [seed; 32],
+    )
+}
