@@ -22,64 +22,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
-use std::str::FromStr;
 
 /// What every bundle starts with; the digit is the format version.
 pub const BUNDLE_PREFIX: &str = "LP1:";
 
-/// The AEAD a member's session uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum CipherChoice {
-    /// AES-256-GCM: the default, fast wherever the CPU has AES instructions.
-    #[default]
-    Aes256Gcm,
-    /// ChaCha20-Poly1305: for routers without AES hardware (most MIPS).
-    ChaCha20Poly1305,
-}
-
-impl CipherChoice {
-    /// The name used in bundles, configs and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CipherChoice::Aes256Gcm => "aes-256-gcm",
-            CipherChoice::ChaCha20Poly1305 => "chacha20-poly1305",
-        }
-    }
-}
-
-impl fmt::Display for CipherChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A cipher name that is neither `aes-256-gcm` nor `chacha20-poly1305`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownCipher(pub String);
-
-impl fmt::Display for UnknownCipher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unknown cipher `{}` (expected aes-256-gcm or chacha20-poly1305)",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for UnknownCipher {}
-
-impl FromStr for CipherChoice {
-    type Err = UnknownCipher;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "aes-256-gcm" => Ok(CipherChoice::Aes256Gcm),
-            "chacha20-poly1305" => Ok(CipherChoice::ChaCha20Poly1305),
-            other => Err(UnknownCipher(other.to_string())),
-        }
-    }
-}
+pub use crate::wire::{CipherSuite as CipherChoice, UnknownCipher};
 
 /// Everything a gateway needs to join the co-op as one member.
 #[derive(Debug, Clone, PartialEq, Eq)]

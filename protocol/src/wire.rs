@@ -119,8 +119,8 @@ impl CipherSuite {
         }
     }
 
-    /// The name used in configs and bundles.
-    pub fn name(self) -> &'static str {
+    /// The name used in bundles, configs and on the command line.
+    pub fn as_str(self) -> &'static str {
         match self {
             CipherSuite::Aes256Gcm => "aes-256-gcm",
             CipherSuite::ChaCha20Poly1305 => "chacha20-poly1305",
@@ -128,22 +128,36 @@ impl CipherSuite {
     }
 }
 
+/// A cipher name that is neither `aes-256-gcm` nor `chacha20-poly1305`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownCipher(pub String);
+
+impl std::fmt::Display for UnknownCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown cipher `{}` (expected aes-256-gcm or chacha20-poly1305)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownCipher {}
+
 impl std::str::FromStr for CipherSuite {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownCipher;
+    fn from_str(s: &str) -> Result<Self, UnknownCipher> {
         match s {
             "aes-256-gcm" => Ok(CipherSuite::Aes256Gcm),
             "chacha20-poly1305" => Ok(CipherSuite::ChaCha20Poly1305),
-            other => Err(format!(
-                "unknown cipher {other:?}, expected \"aes-256-gcm\" or \"chacha20-poly1305\""
-            )),
+            other => Err(UnknownCipher(other.to_string())),
         }
     }
 }
 
 impl std::fmt::Display for CipherSuite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.as_str())
     }
 }
 
