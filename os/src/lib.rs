@@ -9,6 +9,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod cmd;
+pub mod config_file;
 pub mod log;
 pub mod netns;
 pub mod routing;

@@ -1,0 +1,792 @@
+//! The gateway's configuration, from TOML (`linkpool run -c FILE`) or straight from the
+//! OpenWrt UCI file (`linkpool run --uci /etc/config/linkpool --resolve lan=br-lan ...`).
+//!
+//! Both are read into the same [`GatewayConfig`], through one validation step, so a
+//! mistake gives the same kind of error either way: the file, the line where known, the
+//! key and the reason.
+
+use crate::uci::{self, UciPackage, UciValue};
+use linkpool_os::config_file::{ConfigError, parse_toml, read_config_file, toml_key_line};
+use linkpool_os::log::parse_level;
+use linkpool_os::routing::{GATEWAY_RULE_COUNT, GatewayRouting};
+use linkpool_os::tun::check_ifname;
+use linkpool_protocol::bundle::MemberBundle;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use tracing::level_filters::LevelFilter;
+
+/// Where the control socket lives unless configured.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/var/run/linkpool.sock";
+/// Default TUN device name.
+pub const DEFAULT_DEVICE: &str = "linkpool0";
+/// Default routing table, first rule priority and socket mark (0x7117).
+pub const DEFAULT_TABLE: u32 = 7117;
+/// Default first ip rule priority.
+pub const DEFAULT_RULE_PRIORITY: u32 = 7117;
+/// Default mark of our uplink sockets.
+pub const DEFAULT_FWMARK: u32 = 0x7117;
+/// Default LAN device.
+pub const DEFAULT_LAN_DEVICE: &str = "br-lan";
+
+/// A validated gateway configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// The member bundle (keys, proxy endpoints, tunnel addresses).
+    pub bundle: MemberBundle,
+    /// Log level.
+    pub log_level: LevelFilter,
+    /// Unix socket for `linkpool status`.
+    pub control_socket: PathBuf,
+    /// TUN device and policy routing.
+    pub tunnel: TunnelConfig,
+    /// The uplinks (at least one).
+    pub uplinks: Vec<UplinkConfig>,
+    /// Things worth a log line that did not stop the configuration (uplinks skipped because
+    /// their network is down, ...).
+    pub warnings: Vec<String>,
+}
+
+/// The `[tunnel]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// TUN device name.
+    pub device: String,
+    /// Tunnel MTU; `None` = automatic from the uplinks.
+    pub mtu: Option<u16>,
+    /// Policy routing table for LAN traffic.
+    pub table: u32,
+    /// First of the consecutive ip rule priorities we use.
+    pub rule_priority: u32,
+    /// Mark on our own uplink sockets.
+    pub fwmark: u32,
+    /// Devices whose traffic goes into the pool.
+    pub lan_devices: Vec<String>,
+}
+
+/// One `[[uplink]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkConfig {
+    /// Label in status and logs.
+    pub name: String,
+    /// Device the uplink socket is bound to.
+    pub device: String,
+}
+
+/// What loading a UCI file can give: the init script should not even start the daemon
+/// when it is disabled, but if it does, the daemon exits 0 saying so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    /// A configuration to run.
+    Enabled(Box<GatewayConfig>),
+    /// `enabled '0'` or no member bundle yet.
+    Disabled {
+        /// Why, for the log line.
+        reason: String,
+    },
+}
+
+/// Where a configuration comes from, so that SIGHUP can read it again the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A TOML file.
+    Toml(PathBuf),
+    /// A UCI file and the logical networks resolved to devices by the init script.
+    Uci {
+        /// The UCI file.
+        path: PathBuf,
+        /// `(network, device)` pairs from `--resolve NETWORK=DEVICE`.
+        resolve: Vec<(String, String)>,
+    },
+}
+
+impl ConfigSource {
+    /// Reads and validates the configuration.
+    pub fn load(&self) -> Result<Loaded, ConfigError> {
+        match self {
+            ConfigSource::Toml(path) => {
+                GatewayConfig::load_toml(path).map(|c| Loaded::Enabled(Box::new(c)))
+            }
+            ConfigSource::Uci { path, resolve } => GatewayConfig::load_uci(path, resolve),
+        }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        match self {
+            ConfigSource::Toml(p) | ConfigSource::Uci { path: p, .. } => p,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Reads and validates a TOML file.
+    pub fn load_toml(path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let text = read_config_file(path)?;
+        Self::from_toml_str(path, &text)
+    }
+
+    /// Validates TOML text read from `path` (relative `bundle_file`s are resolved against
+    /// `path`'s directory).
+    pub fn from_toml_str(path: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
+        let raw: RawToml = parse_toml(path, text)?;
+        let tunnel = raw.tunnel.unwrap_or_default();
+        let settings = Settings {
+            bundle: raw.bundle,
+            bundle_file: raw.bundle_file,
+            log_level: raw.log_level,
+            control_socket: raw.control_socket,
+            device: tunnel.device,
+            mtu: tunnel.mtu,
+            table: tunnel.table,
+            rule_priority: tunnel.rule_priority,
+            fwmark: tunnel.fwmark,
+            lan_devices: tunnel.lan_devices,
+            uplinks: raw
+                .uplink
+                .into_iter()
+                .map(|u| UplinkSettings {
+                    name: u.name,
+                    device: u.device,
+                })
+                .collect(),
+            warnings: Vec::new(),
+        };
+        let locate = |field: Field| {
+            let key = match field {
+                Field::Bundle => "bundle".to_string(),
+                Field::BundleFile => "bundle_file".to_string(),
+                Field::LogLevel => "log_level".to_string(),
+                Field::ControlSocket => "control_socket".to_string(),
+                Field::Device => "tunnel.device".to_string(),
+                Field::Mtu => "tunnel.mtu".to_string(),
+                Field::Table => "tunnel.table".to_string(),
+                Field::RulePriority => "tunnel.rule_priority".to_string(),
+                Field::Fwmark => "tunnel.fwmark".to_string(),
+                Field::LanDevices => "tunnel.lan_devices".to_string(),
+                Field::Uplinks => "uplink".to_string(),
+                Field::Uplink(i) => format!("uplink[{i}]"),
+                Field::UplinkName(i) => format!("uplink[{i}].name"),
+                Field::UplinkDevice(i) => format!("uplink[{i}].device"),
+            };
+            // A missing key: point at the header of its table instead.
+            let line = toml_key_line(text, &key).or_else(|| {
+                key.rsplit_once('.')
+                    .and_then(|(table, _)| toml_key_line(text, table))
+            });
+            (key, line)
+        };
+        settings.validate(path, &locate)
+    }
+
+    /// Reads a UCI file (`/etc/config/linkpool`). `resolve` maps the logical OpenWrt
+    /// networks it names to devices.
+    pub fn load_uci(path: &Path, resolve: &[(String, String)]) -> Result<Loaded, ConfigError> {
+        let text = read_config_file(path)?;
+        Self::from_uci_str(path, &text, resolve)
+    }
+
+    /// Validates UCI text read from `path`.
+    pub fn from_uci_str(
+        path: &Path,
+        text: &str,
+        resolve: &[(String, String)],
+    ) -> Result<Loaded, ConfigError> {
+        let pkg = uci::parse(text).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: Some(e.line),
+            key: None,
+            reason: e.reason,
+        })?;
+        from_uci(path, &pkg, resolve)
+    }
+
+    /// The routing set-up for this configuration with the tunnel MTU in use.
+    pub fn routing(&self, mtu: u16) -> GatewayRouting {
+        GatewayRouting {
+            tun_device: self.tunnel.device.clone(),
+            mtu,
+            table: self.tunnel.table,
+            rule_priority: self.tunnel.rule_priority,
+            fwmark: self.tunnel.fwmark,
+            lan_devices: self.tunnel.lan_devices.clone(),
+            ipv6: self.bundle.addresses.iter().any(|a| a.is_ipv6()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToml {
+    bundle: Option<String>,
+    bundle_file: Option<String>,
+    log_level: Option<String>,
+    control_socket: Option<String>,
+    tunnel: Option<RawTunnel>,
+    #[serde(default)]
+    uplink: Vec<RawUplink>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTunnel {
+    device: Option<String>,
+    mtu: Option<u16>,
+    table: Option<u32>,
+    rule_priority: Option<u32>,
+    fwmark: Option<u32>,
+    lan_devices: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUplink {
+    name: Option<String>,
+    device: Option<String>,
+}
+
+/// The settings as read, before validation, whatever the file format.
+#[derive(Default)]
+struct Settings {
+    bundle: Option<String>,
+    bundle_file: Option<String>,
+    log_level: Option<String>,
+    control_socket: Option<String>,
+    device: Option<String>,
+    mtu: Option<u16>,
+    table: Option<u32>,
+    rule_priority: Option<u32>,
+    fwmark: Option<u32>,
+    lan_devices: Option<Vec<String>>,
+    uplinks: Vec<UplinkSettings>,
+    warnings: Vec<String>,
+}
+
+struct UplinkSettings {
+    name: Option<String>,
+    device: Option<String>,
+}
+
+/// A setting, so that each file format can say what it is called there and on which line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Bundle,
+    BundleFile,
+    LogLevel,
+    ControlSocket,
+    Device,
+    Mtu,
+    Table,
+    RulePriority,
+    Fwmark,
+    LanDevices,
+    Uplinks,
+    Uplink(usize),
+    UplinkName(usize),
+    UplinkDevice(usize),
+}
+
+type Locate<'a> = dyn Fn(Field) -> (String, Option<usize>) + 'a;
+
+impl Settings {
+    fn validate(self, file: &Path, locate: &Locate<'_>) -> Result<GatewayConfig, ConfigError> {
+        let err = |field: Field, reason: String| {
+            let (key, line) = locate(field);
+            ConfigError::key(file, key, line, reason)
+        };
+
+        let bundle = match (&self.bundle, &self.bundle_file) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    Field::BundleFile,
+                    "give either bundle or bundle_file, not both".into(),
+                ));
+            }
+            (None, None) => return Err(err(Field::Bundle, "missing (or set bundle_file)".into())),
+            (Some(text), None) => {
+                MemberBundle::parse(text).map_err(|e| err(Field::Bundle, e.to_string()))?
+            }
+            (None, Some(bundle_path)) => {
+                let p = resolve_relative(file, bundle_path);
+                let text = std::fs::read_to_string(&p).map_err(|e| {
+                    err(
+                        Field::BundleFile,
+                        format!("cannot read bundle file {}: {e}", p.display()),
+                    )
+                })?;
+                MemberBundle::parse(&text)
+                    .map_err(|e| err(Field::BundleFile, format!("in {}: {e}", p.display())))?
+            }
+        };
+        let has_v6 = bundle.addresses.iter().any(|a| a.is_ipv6());
+
+        let log_level = match &self.log_level {
+            None => LevelFilter::INFO,
+            Some(l) => parse_level(l).map_err(|r| err(Field::LogLevel, r))?,
+        };
+        let control_socket = match self.control_socket.as_deref() {
+            None => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            Some("") => return Err(err(Field::ControlSocket, "is empty".into())),
+            Some(p) => PathBuf::from(p),
+        };
+
+        let device = self.device.unwrap_or_else(|| DEFAULT_DEVICE.into());
+        check_ifname(&device).map_err(|r| err(Field::Device, r))?;
+
+        let mtu = match self.mtu {
+            None | Some(0) => None,
+            Some(m) if has_v6 && m < 1280 => {
+                return Err(err(
+                    Field::Mtu,
+                    format!("{m} is below 1280, the IPv6 minimum (use 0 for automatic)"),
+                ));
+            }
+            Some(m) if m < 576 => {
+                return Err(err(
+                    Field::Mtu,
+                    format!("{m} is below 576 (use 0 for automatic)"),
+                ));
+            }
+            Some(m) => Some(m),
+        };
+
+        let table = self.table.unwrap_or(DEFAULT_TABLE);
+        if matches!(table, 0 | 253..=255) {
+            return Err(err(
+                Field::Table,
+                format!("{table} is reserved (0 unspec, 253 default, 254 main, 255 local)"),
+            ));
+        }
+        let rule_priority = self.rule_priority.unwrap_or(DEFAULT_RULE_PRIORITY);
+        let last_priority = 32765 - (GATEWAY_RULE_COUNT - 1);
+        if !(1..=last_priority).contains(&rule_priority) {
+            return Err(err(
+                Field::RulePriority,
+                format!(
+                    "{rule_priority} is out of range: we use {GATEWAY_RULE_COUNT} priorities from it, which must lie between 1 and 32765 (before the main table's rule)"
+                ),
+            ));
+        }
+        let fwmark = self.fwmark.unwrap_or(DEFAULT_FWMARK);
+        if fwmark == 0 {
+            return Err(err(
+                Field::Fwmark,
+                "must not be 0 (0 means unmarked)".into(),
+            ));
+        }
+
+        let lan_devices = self
+            .lan_devices
+            .unwrap_or_else(|| vec![DEFAULT_LAN_DEVICE.into()]);
+        if lan_devices.is_empty() {
+            return Err(err(
+                Field::LanDevices,
+                "is empty: no traffic would enter the pool".into(),
+            ));
+        }
+        for (i, lan) in lan_devices.iter().enumerate() {
+            check_ifname(lan).map_err(|r| err(Field::LanDevices, r))?;
+            if *lan == device {
+                return Err(err(
+                    Field::LanDevices,
+                    format!("`{lan}` is the tunnel device itself"),
+                ));
+            }
+            if lan_devices[..i].contains(lan) {
+                return Err(err(Field::LanDevices, format!("`{lan}` is listed twice")));
+            }
+        }
+
+        if self.uplinks.is_empty() {
+            let mut reason = "missing: at least one uplink is needed".to_string();
+            for w in &self.warnings {
+                reason.push_str("; ");
+                reason.push_str(w);
+            }
+            return Err(err(Field::Uplinks, reason));
+        }
+        let mut uplinks: Vec<UplinkConfig> = Vec::new();
+        for (i, u) in self.uplinks.into_iter().enumerate() {
+            let Some(dev) = u.device else {
+                return Err(err(Field::UplinkDevice(i), "missing".into()));
+            };
+            check_ifname(&dev).map_err(|r| err(Field::UplinkDevice(i), r))?;
+            let name = u.name.unwrap_or_else(|| dev.clone());
+            if name.is_empty()
+                || name.len() > 32
+                || name.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                return Err(err(
+                    Field::UplinkName(i),
+                    format!("`{name}` is not a usable label (1 to 32 characters, no spaces)"),
+                ));
+            }
+            if dev == device || lan_devices.contains(&dev) {
+                return Err(err(
+                    Field::UplinkDevice(i),
+                    format!("`{dev}` is the tunnel device or a LAN device, not an uplink"),
+                ));
+            }
+            if let Some(other) = uplinks.iter().find(|o| o.name == name) {
+                return Err(err(
+                    Field::UplinkName(i),
+                    format!("uplink name `{}` is used twice", other.name),
+                ));
+            }
+            if let Some(other) = uplinks.iter().find(|o| o.device == dev) {
+                return Err(err(
+                    Field::UplinkDevice(i),
+                    format!("device `{dev}` is already uplink `{}`", other.name),
+                ));
+            }
+            uplinks.push(UplinkConfig { name, device: dev });
+        }
+
+        Ok(GatewayConfig {
+            file: file.to_path_buf(),
+            bundle,
+            log_level,
+            control_socket,
+            tunnel: TunnelConfig {
+                device,
+                mtu,
+                table,
+                rule_priority,
+                fwmark,
+                lan_devices,
+            },
+            uplinks,
+            warnings: self.warnings,
+        })
+    }
+}
+
+fn resolve_relative(config_file: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    config_file.parent().unwrap_or(Path::new(".")).join(p)
+}
+
+/// UCI booleans as `config_get_bool` reads them.
+fn uci_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "yes" | "on" | "true" | "enabled" => Some(true),
+        "0" | "no" | "off" | "false" | "disabled" => Some(false),
+        _ => None,
+    }
+}
+
+/// An integer as UCI users write it: decimal or `0x` hex.
+fn uci_int(v: &str) -> Option<u64> {
+    let v = v.trim();
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+const GATEWAY_OPTIONS: &[&str] = &[
+    "enabled",
+    "bundle",
+    "bundle_file",
+    "log_level",
+    "control_socket",
+    "device",
+    "mtu",
+    "table",
+    "rule_priority",
+    "fwmark",
+    "lan_network",
+    "lan_device",
+];
+const UPLINK_OPTIONS: &[&str] = &["enabled", "name", "network", "device"];
+
+fn from_uci(
+    file: &Path,
+    pkg: &UciPackage,
+    resolve: &[(String, String)],
+) -> Result<Loaded, ConfigError> {
+    // Keys are named as `uci show linkpool` names them, whatever the file is called.
+    let package = "linkpool";
+    let mut keys: Vec<(Field, String, Option<usize>)> = Vec::new();
+    let mut settings = Settings::default();
+    let mut gateway = None;
+    let mut uplink_index = 0;
+    let resolve_net = |net: &str| {
+        resolve
+            .iter()
+            .find(|(n, _)| n == net)
+            .map(|(_, d)| d.clone())
+    };
+
+    // Pass 1: section types, option names and value shapes; a typo is an error even when
+    // the service is disabled.
+    for s in &pkg.sections {
+        let (allowed, label) = match s.kind.as_str() {
+            "gateway" => {
+                if let Some(first) = gateway.replace(s) {
+                    return Err(ConfigError::key(
+                        file,
+                        format!("{package}.{}", s.label(1)),
+                        Some(s.line),
+                        format!(
+                            "a second `config gateway` section (the first is on line {})",
+                            first.line
+                        ),
+                    ));
+                }
+                (GATEWAY_OPTIONS, s.label(0))
+            }
+            "uplink" => {
+                uplink_index += 1;
+                (UPLINK_OPTIONS, s.label(uplink_index - 1))
+            }
+            other => {
+                return Err(ConfigError::key(
+                    file,
+                    format!("{package}.{}", s.label(0)),
+                    Some(s.line),
+                    format!("unknown section type `{other}` (known: gateway, uplink)"),
+                ));
+            }
+        };
+        for o in &s.options {
+            let key = format!("{package}.{label}.{}", o.name);
+            if !allowed.contains(&o.name.as_str()) {
+                return Err(ConfigError::key(
+                    file,
+                    key,
+                    Some(o.line),
+                    format!("unknown option (known: {})", allowed.join(", ")),
+                ));
+            }
+            let is_list_option = matches!(o.name.as_str(), "lan_network" | "lan_device");
+            if matches!(o.value, UciValue::List(_)) && !is_list_option {
+                return Err(ConfigError::key(
+                    file,
+                    key,
+                    Some(o.line),
+                    "is a list; expected a single `option`",
+                ));
+            }
+        }
+    }
+    let Some(gw) = gateway else {
+        return Err(ConfigError::file(
+            file,
+            "no `config gateway` section (see the example in /etc/config/linkpool)",
+        ));
+    };
+    let gw_label = gw.label(0);
+    let gw_key = |name: &str| format!("{package}.{gw_label}.{name}");
+    let single = |name: &str| -> Option<(&str, usize)> {
+        gw.get(name).and_then(|o| match &o.value {
+            UciValue::Single(v) => Some((v.as_str(), o.line)),
+            UciValue::List(_) => None,
+        })
+    };
+
+    if let Some((v, line)) = single("enabled") {
+        match uci_bool(v) {
+            Some(false) => {
+                return Ok(Loaded::Disabled {
+                    reason: format!("{} is '{v}'", gw_key("enabled")),
+                });
+            }
+            Some(true) => {}
+            None => {
+                return Err(ConfigError::key(
+                    file,
+                    gw_key("enabled"),
+                    Some(line),
+                    format!("expected 0 or 1, got `{v}`"),
+                ));
+            }
+        }
+    }
+    let bundle = single("bundle").filter(|(v, _)| !v.trim().is_empty());
+    let bundle_file = single("bundle_file").filter(|(v, _)| !v.trim().is_empty());
+    if bundle.is_none() && bundle_file.is_none() {
+        return Ok(Loaded::Disabled {
+            reason: format!("no member bundle set ({})", gw_key("bundle")),
+        });
+    }
+
+    let mut text_opt = |field: Field, name: &str| -> Option<String> {
+        let (v, line) = single(name)?;
+        keys.push((field, gw_key(name), Some(line)));
+        Some(v.to_string())
+    };
+    settings.bundle = bundle.map(|(v, _)| v.to_string());
+    settings.bundle_file = bundle_file.map(|(v, _)| v.to_string());
+    text_opt(Field::Bundle, "bundle");
+    text_opt(Field::BundleFile, "bundle_file");
+    settings.log_level = text_opt(Field::LogLevel, "log_level");
+    settings.control_socket = text_opt(Field::ControlSocket, "control_socket");
+    settings.device = text_opt(Field::Device, "device");
+    let mut int_opt = |field: Field, name: &str, max: u64| -> Result<Option<u64>, ConfigError> {
+        let Some((v, line)) = single(name) else {
+            return Ok(None);
+        };
+        keys.push((field, gw_key(name), Some(line)));
+        match uci_int(v) {
+            Some(n) if n <= max => Ok(Some(n)),
+            _ => Err(ConfigError::key(
+                file,
+                gw_key(name),
+                Some(line),
+                format!("expected an integer from 0 to {max}, got `{v}`"),
+            )),
+        }
+    };
+    settings.mtu = int_opt(Field::Mtu, "mtu", u16::MAX.into())?.map(|n| n as u16);
+    settings.table = int_opt(Field::Table, "table", u32::MAX.into())?.map(|n| n as u32);
+    settings.rule_priority =
+        int_opt(Field::RulePriority, "rule_priority", u32::MAX.into())?.map(|n| n as u32);
+    settings.fwmark = int_opt(Field::Fwmark, "fwmark", u32::MAX.into())?.map(|n| n as u32);
+
+    // LAN: logical networks (resolved by the init script) and/or devices.
+    let words = |name: &str| -> Vec<String> {
+        match gw.get(name).map(|o| &o.value) {
+            None => Vec::new(),
+            // `option lan_network 'lan guest'` is the older way to write a list.
+            Some(UciValue::Single(v)) => v.split_whitespace().map(str::to_string).collect(),
+            Some(UciValue::List(v)) => v.iter().filter(|s| !s.is_empty()).cloned().collect(),
+        }
+    };
+    let lan_networks = words("lan_network");
+    let lan_devices = words("lan_device");
+    if gw.get("lan_network").is_some() || gw.get("lan_device").is_some() {
+        let line = gw
+            .get("lan_network")
+            .or_else(|| gw.get("lan_device"))
+            .map(|o| o.line);
+        let name = if gw.get("lan_network").is_some() {
+            "lan_network"
+        } else {
+            "lan_device"
+        };
+        keys.push((Field::LanDevices, gw_key(name), line));
+        let mut devices = lan_devices;
+        for net in &lan_networks {
+            match resolve_net(net) {
+                Some(dev) => {
+                    if !devices.contains(&dev) {
+                        devices.push(dev)
+                    }
+                }
+                None => settings.warnings.push(format!(
+                    "LAN network `{net}` was not resolved to a device (no --resolve {net}=DEVICE; is it up?); its traffic stays out of the pool"
+                )),
+            }
+        }
+        settings.lan_devices = Some(devices);
+    }
+
+    // Uplinks.
+    let mut index = 0;
+    for s in pkg.sections.iter().filter(|s| s.kind == "uplink") {
+        let label = s.label(index);
+        index += 1;
+        let get = |name: &str| match s.get(name).map(|o| &o.value) {
+            Some(UciValue::Single(v)) if !v.is_empty() => Some(v.clone()),
+            _ => None,
+        };
+        let okey = |name: &str| format!("{package}.{label}.{name}");
+        if let Some(v) = get("enabled") {
+            match uci_bool(&v) {
+                Some(false) => continue,
+                Some(true) => {}
+                None => {
+                    return Err(ConfigError::key(
+                        file,
+                        okey("enabled"),
+                        s.get("enabled").map(|o| o.line),
+                        format!("expected 0 or 1, got `{v}`"),
+                    ));
+                }
+            }
+        }
+        let i = settings.uplinks.len();
+        let name = get("name")
+            .or_else(|| s.name.clone())
+            .or_else(|| get("network"));
+        let name_line = s.get("name").map_or(s.line, |o| o.line);
+        keys.push((Field::UplinkName(i), okey("name"), Some(name_line)));
+        keys.push((Field::Uplink(i), format!("{package}.{label}"), Some(s.line)));
+        let device = match (get("device"), get("network")) {
+            (Some(dev), _) => {
+                keys.push((
+                    Field::UplinkDevice(i),
+                    okey("device"),
+                    s.get("device").map(|o| o.line),
+                ));
+                Some(dev)
+            }
+            (None, Some(net)) => {
+                keys.push((
+                    Field::UplinkDevice(i),
+                    okey("network"),
+                    s.get("network").map(|o| o.line),
+                ));
+                match resolve_net(&net) {
+                    Some(dev) => Some(dev),
+                    None => {
+                        settings.warnings.push(format!(
+                            "uplink `{}` skipped: network `{net}` was not resolved to a device (no --resolve {net}=DEVICE; is it up?)",
+                            name.as_deref().unwrap_or(&label)
+                        ));
+                        continue;
+                    }
+                }
+            }
+            (None, None) => {
+                return Err(ConfigError::key(
+                    file,
+                    okey("network"),
+                    Some(s.line),
+                    "missing (set `option network` or `option device`)",
+                ));
+            }
+        };
+        settings.uplinks.push(UplinkSettings { name, device });
+    }
+
+    let fallback = format!("{package}.{gw_label}");
+    let uplinks_line = gw.line;
+    let skipped_all = index > 0;
+    let locate = move |field: Field| -> (String, Option<usize>) {
+        if let Some((_, k, l)) = keys.iter().find(|(f, _, _)| *f == field) {
+            return (k.clone(), *l);
+        }
+        match field {
+            Field::Uplinks => (
+                format!("{package}.@uplink"),
+                (!skipped_all).then_some(uplinks_line),
+            ),
+            Field::Bundle => (format!("{fallback}.bundle"), Some(uplinks_line)),
+            _ => (fallback.clone(), Some(uplinks_line)),
+        }
+    };
+    settings
+        .validate(file, &locate)
+        .map(|c| Loaded::Enabled(Box::new(c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uci_numbers_and_booleans() {
+        assert_eq!(uci_int("0x7117"), Some(0x7117));
+        assert_eq!(uci_int("7117"), Some(7117));
+        assert_eq!(uci_int("seven"), None);
+        assert_eq!(uci_bool("yes"), Some(true));
+        assert_eq!(uci_bool("0"), Some(false));
+        assert_eq!(uci_bool("maybe"), None);
+    }
+}

@@ -1,0 +1,7 @@
+//! The linkpool gateway: configuration (TOML and UCI), OS set-up and the daemon.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod config;
+pub mod daemon;
+pub mod setup;
+pub mod uci;
