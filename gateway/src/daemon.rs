@@ -1,18 +1,46 @@
-//! STUB — the lead replaces this module with the gateway's event loop.
+//! The gateway's event loop: a thin shell of I/O around [`linkpool_protocol::client`].
 //!
-//! Contract: `run` gets the validated configuration, the OS side already set up (TUN,
-//! routing; removed when `os` is dropped) and the way to read the configuration again on
-//! SIGHUP. It returns when the daemon should stop. Uplink sockets are opened here (not in
-//! set-up) with [`linkpool_os::socket::uplink_socket`], because an uplink's device may
-//! appear later than the daemon starts.
-//!
-//! Until then it only waits for signals, so that everything around it can be tested.
+//! One current-thread loop moves packets between the TUN device and the uplink sockets
+//! (one per WAN, bound to its device and marked so they never re-enter the tunnel), runs
+//! the protocol's timers, and reacts to signals. Buffers are allocated once.
 
-use crate::config::{ConfigSource, GatewayConfig, Loaded};
-use crate::setup::GatewayOs;
+use std::io;
+use std::net::SocketAddr;
+use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
 use linkpool_os::log::LogHandle;
 use linkpool_os::signal::{Signal, Signals};
-use tracing::{error, info, warn};
+use linkpool_protocol::client::{Client, ClientConfig, Received, SEAL_OFFSET};
+use linkpool_protocol::session::Limits;
+use linkpool_protocol::wire::MAX_DATAGRAM;
+use linkpool_protocol::{DropReason, PathId};
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{ConfigSource, GatewayConfig, Loaded, UplinkConfig};
+use crate::setup::GatewayOs;
+
+/// How often missing uplink sockets and an unresolved proxy name are retried.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(2);
+/// Packets taken from the TUN in one go before looking at the sockets again.
+const TUN_BATCH: usize = 32;
+
+/// One uplink: its configuration and, once its device exists, its socket.
+struct Uplink {
+    config: UplinkConfig,
+    path: PathId,
+    socket: Option<UdpSocket>,
+}
+
+struct Gateway {
+    config: GatewayConfig,
+    client: Client,
+    uplinks: Vec<Uplink>,
+    proxy: Option<SocketAddr>,
+    connected: bool,
+}
 
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(
@@ -20,35 +48,313 @@ pub async fn run(
     os: GatewayOs,
     source: ConfigSource,
     log: LogHandle,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
     let mut signals = Signals::new()?;
-    for uplink in &config.uplinks {
-        match linkpool_os::socket::uplink_socket(Some(&uplink.device), config.tunnel.fwmark) {
-            Ok(_socket) => {
-                info!(uplink = %uplink.name, device = %uplink.device, "uplink socket open")
-            }
-            Err(e) => warn!(uplink = %uplink.name, "uplink socket: {e}"),
-        }
-    }
-    info!(
-        member = %config.bundle.member,
-        tun = %os.tun.get_ref().name(),
-        "running (stub daemon: no traffic is forwarded yet)"
-    );
+    let now = Instant::now();
+    let mut gw = Gateway {
+        client: new_client(&config, now),
+        uplinks: Vec::new(),
+        proxy: None,
+        connected: false,
+        config,
+    };
+    gw.set_uplinks();
+    gw.maintain(now).await;
+
+    let mut tx = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
+    let mut rx = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
+    let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
     loop {
-        match signals.recv().await {
-            Signal::Terminate => {
-                info!("stopping");
-                return Ok(());
-            }
-            Signal::Reload => match source.load() {
-                Ok(Loaded::Enabled(new)) => {
-                    log.set_level(new.log_level);
-                    info!("configuration re-read");
+        let wake = gw.client.poll_timeout();
+        tokio::select! {
+            read = os.tun.recv(&mut tx[SEAL_OFFSET..]) => {
+                match read {
+                    Ok(n) => gw.send_packet(&mut tx, n).await,
+                    Err(e) => warn!("reading the tunnel device: {e}"),
                 }
-                Ok(Loaded::Disabled { reason }) => info!("configuration now disabled ({reason})"),
-                Err(e) => error!("configuration not reloaded: {e}"),
+                // Take what else is queued without going back to sleep.
+                for _ in 0..TUN_BATCH {
+                    match os.tun.try_recv(&mut tx[SEAL_OFFSET..]) {
+                        Ok(n) => gw.send_packet(&mut tx, n).await,
+                        Err(_) => break,
+                    }
+                }
+            }
+            (i, result) = recv_any(&gw.uplinks, &mut rx) => {
+                match result {
+                    Ok((n, from)) => gw.handle_datagram(i, from, &mut rx[..n], &os).await,
+                    Err(e) => debug!(uplink = %gw.uplinks[i].config.name, "receive: {e}"),
+                }
+            }
+            _ = sleep_until(wake) => {
+                gw.client.handle_timeout(Instant::now());
+            }
+            _ = maintenance.tick() => {
+                gw.maintain(Instant::now()).await;
+            }
+            signal = signals.recv() => match signal {
+                Signal::Terminate => {
+                    info!("stopping");
+                    return Ok(());
+                }
+                Signal::Reload => gw.reload(&source, &log),
             },
         }
+        gw.flush(&mut tx).await;
+    }
+}
+
+fn new_client(config: &GatewayConfig, now: Instant) -> Client {
+    let b = &config.bundle;
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    Client::new(
+        ClientConfig {
+            static_key: b.private_key.clone(),
+            proxy_key: b.proxy_public_key,
+            psk: b.psk.clone(),
+            suite: b.cipher,
+            limits: Limits::default(),
+        },
+        now,
+        wall,
+        random_seed(),
+    )
+}
+
+/// A seed for session indices; they only need to differ between runs.
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        b = (std::process::id() as u64).to_le_bytes();
+    }
+    u64::from_le_bytes(b)
+        ^ SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Receives from whichever uplink socket has a datagram, without allocating per packet.
+async fn recv_any(uplinks: &[Uplink], buf: &mut [u8]) -> (usize, io::Result<(usize, SocketAddr)>) {
+    std::future::poll_fn(|cx| {
+        for (i, u) in uplinks.iter().enumerate() {
+            let Some(socket) = &u.socket else { continue };
+            let mut rb = ReadBuf::new(buf);
+            match socket.poll_recv_from(cx, &mut rb) {
+                Poll::Ready(Ok(from)) => return Poll::Ready((i, Ok((rb.filled().len(), from)))),
+                Poll::Ready(Err(e)) => return Poll::Ready((i, Err(e))),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Dual-stack sockets take IPv4 peers as IPv4-mapped IPv6 addresses.
+fn peer_for(socket: &UdpSocket, to: SocketAddr) -> SocketAddr {
+    match (socket.local_addr(), to) {
+        (Ok(SocketAddr::V6(_)), SocketAddr::V4(v4)) => {
+            SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+        }
+        _ => to,
+    }
+}
+
+fn same_peer(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+}
+
+impl Gateway {
+    /// Makes the uplink list match the configuration; paths are numbered by position.
+    /// Unchanged uplinks keep their sockets; sockets of the others are (re)opened by
+    /// [`Gateway::maintain`], and a path exists only while its socket does.
+    fn set_uplinks(&mut self) {
+        let mut old: Vec<Option<Uplink>> = std::mem::take(&mut self.uplinks)
+            .into_iter()
+            .map(Some)
+            .collect();
+        for (i, config) in self.config.uplinks.iter().enumerate() {
+            let path = PathId(i as u8);
+            let kept = old
+                .get_mut(i)
+                .and_then(|u| u.take_if(|u| u.config == *config));
+            self.uplinks.push(kept.unwrap_or(Uplink {
+                config: config.clone(),
+                path,
+                socket: None,
+            }));
+        }
+        for u in old.into_iter().flatten() {
+            self.client.remove_path(u.path);
+        }
+    }
+
+    /// Opens missing uplink sockets and resolves the proxy's address.
+    async fn maintain(&mut self, now: Instant) {
+        for u in &mut self.uplinks {
+            if u.socket.is_some() {
+                continue;
+            }
+            match linkpool_os::socket::uplink_socket(
+                Some(&u.config.device),
+                self.config.tunnel.fwmark,
+            ) {
+                Ok(s) => {
+                    info!(uplink = %u.config.name, device = %u.config.device, "uplink ready");
+                    u.socket = Some(s);
+                    self.client.add_path(u.path, now);
+                }
+                Err(e) => debug!(uplink = %u.config.name, "uplink not ready: {e}"),
+            }
+        }
+        if self.proxy.is_none() {
+            for endpoint in &self.config.bundle.proxy_endpoints {
+                match tokio::net::lookup_host(endpoint.as_str()).await {
+                    Ok(mut addrs) => {
+                        if let Some(a) = addrs.next() {
+                            info!(%endpoint, address = %a, "proxy endpoint");
+                            self.proxy = Some(a);
+                            break;
+                        }
+                    }
+                    Err(e) => warn!(%endpoint, "cannot resolve the proxy: {e}"),
+                }
+            }
+        }
+        let connected = self.client.is_connected();
+        if connected != self.connected {
+            self.connected = connected;
+            if connected {
+                info!("session with the proxy established");
+            } else {
+                warn!("session with the proxy lost; reconnecting");
+            }
+        }
+    }
+
+    /// The path a LAN packet goes out on. One uplink today; the scheduler comes next.
+    fn pick_path(&self) -> Option<&Uplink> {
+        self.uplinks.iter().find(|u| u.socket.is_some())
+    }
+
+    async fn send_packet(&mut self, buf: &mut [u8], n: usize) {
+        let (Some(proxy), Some(path)) = (self.proxy, self.pick_path().map(|u| u.path)) else {
+            return;
+        };
+        let now = Instant::now();
+        match self.client.seal_packet(now, path, buf, n) {
+            Ok(len) => self.send_on(path, proxy, &buf[..len]).await,
+            Err(DropReason::NoSession) => {}
+            Err(reason) => debug!("packet from the LAN dropped: {reason}"),
+        }
+    }
+
+    async fn send_on(&self, path: PathId, proxy: SocketAddr, datagram: &[u8]) {
+        let Some(socket) = self
+            .uplinks
+            .iter()
+            .find(|u| u.path == path)
+            .and_then(|u| u.socket.as_ref())
+        else {
+            return;
+        };
+        // A full socket buffer or an unreachable network loses this datagram only.
+        if let Err(e) = socket.try_send_to(datagram, peer_for(socket, proxy)) {
+            if e.kind() != io::ErrorKind::WouldBlock {
+                debug!(path = path.0, "send: {e}");
+            }
+        }
+    }
+
+    async fn handle_datagram(
+        &mut self,
+        i: usize,
+        from: SocketAddr,
+        datagram: &mut [u8],
+        os: &GatewayOs,
+    ) {
+        // Only the proxy talks to our uplink sockets; anything else is not even parsed.
+        if !self.proxy.is_some_and(|p| same_peer(p, from)) {
+            return;
+        }
+        let path = self.uplinks[i].path;
+        match self.client.handle_datagram(Instant::now(), path, datagram) {
+            Ok(Received::Packet(range)) => {
+                if let Err(e) = os.tun.send(&datagram[range]).await {
+                    debug!("writing to the tunnel device: {e}");
+                }
+            }
+            Ok(Received::Connected) => {
+                if !self.connected {
+                    self.connected = true;
+                    info!(uplink = %self.uplinks[i].config.name, "session with the proxy established");
+                } else {
+                    debug!("session rekeyed");
+                }
+            }
+            Ok(_) => {}
+            Err(reason) => {
+                debug!(uplink = %self.uplinks[i].config.name, "datagram dropped: {reason}")
+            }
+        }
+    }
+
+    /// Sends what the protocol wants sent: handshakes, probes, receipts.
+    async fn flush(&mut self, buf: &mut [u8]) {
+        let Some(proxy) = self.proxy else { return };
+        let now = Instant::now();
+        while let Some(t) = self.client.poll_transmit(now, buf) {
+            self.send_on(t.path, proxy, &buf[..t.len]).await;
+        }
+    }
+
+    fn reload(&mut self, source: &ConfigSource, log: &LogHandle) {
+        let new = match source.load() {
+            Ok(Loaded::Enabled(c)) => *c,
+            Ok(Loaded::Disabled { reason }) => {
+                warn!(
+                    "configuration now disabled ({reason}); keeping the running one until stopped"
+                );
+                return;
+            }
+            Err(e) => {
+                error!("configuration not reloaded: {e}");
+                return;
+            }
+        };
+        log.set_level(new.log_level);
+        if new.tunnel != self.config.tunnel {
+            warn!("tunnel settings changed: they take effect on restart");
+        }
+        let now = Instant::now();
+        let bundle_changed = new.bundle != self.config.bundle;
+        let uplinks_changed = new.uplinks != self.config.uplinks;
+        let tunnel = self.config.tunnel.clone();
+        self.config = GatewayConfig { tunnel, ..new };
+        if bundle_changed {
+            info!(member = %self.config.bundle.member, "new member bundle: new session");
+            self.client = new_client(&self.config, now);
+            self.proxy = None;
+            for u in &mut self.uplinks {
+                u.socket = None;
+            }
+            self.connected = false;
+        }
+        if uplinks_changed {
+            self.set_uplinks();
+        }
+        info!("configuration re-read");
     }
 }
