@@ -1,3 +1,285 @@
-fn main() {
-    println!("linkpool-proxy {}", env!("CARGO_PKG_VERSION"));
+//! `linkpool-proxy`: the remote proxy daemon and its command line.
+
+use linkpool_protocol::bundle::CipherChoice;
+use linkpool_protocol::keys::SecretKey;
+use linkpool_proxy::config::ProxyConfig;
+use linkpool_proxy::{admin, daemon, setup};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tracing::{error, info, warn};
+
+const USAGE: &str = "\
+usage: linkpool-proxy --version
+       linkpool-proxy keygen               print a new private key
+       linkpool-proxy init -c FILE --endpoint HOST:PORT [--endpoint ...] [--key-file PATH]
+                                           write a new configuration and private key
+       linkpool-proxy member add NAME -c FILE [--out FILE] [--cipher chacha20-poly1305] [--psk]
+                                           add a member; print (or write) its bundle
+       linkpool-proxy member list -c FILE  list the members
+       linkpool-proxy run -c FILE          run the daemon
+       linkpool-proxy check-config -c FILE validate the configuration and exit 0 or 1";
+
+struct Usage(String);
+
+impl From<lexopt::Error> for Usage {
+    fn from(e: lexopt::Error) -> Self {
+        Usage(e.to_string())
+    }
+}
+
+enum Command {
+    Version,
+    Help,
+    Keygen,
+    Init {
+        config: PathBuf,
+        endpoints: Vec<String>,
+        key_file: Option<PathBuf>,
+    },
+    MemberAdd {
+        config: PathBuf,
+        name: String,
+        out: Option<PathBuf>,
+        cipher: Option<CipherChoice>,
+        psk: bool,
+    },
+    MemberList {
+        config: PathBuf,
+    },
+    Run {
+        config: PathBuf,
+    },
+    CheckConfig {
+        config: PathBuf,
+    },
+}
+
+fn parse_args() -> Result<Command, Usage> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_env();
+    let command = match p.next()? {
+        Some(Long("version")) | Some(Short('V')) => return no_more(&mut p, Command::Version),
+        Some(Long("help")) | Some(Short('h')) => return no_more(&mut p, Command::Help),
+        Some(Value(v)) => v.string()?,
+        Some(arg) => return Err(arg.unexpected().into()),
+        None => return Err(Usage("missing command".into())),
+    };
+    let command = if command == "member" {
+        match p.next()? {
+            Some(Value(v)) => format!("member {}", v.string()?),
+            _ => return Err(Usage("`member` needs a subcommand: add or list".into())),
+        }
+    } else {
+        command
+    };
+    let mut config = None;
+    let mut endpoints = Vec::new();
+    let mut key_file = None;
+    let mut out = None;
+    let mut cipher = None;
+    let mut psk = false;
+    let mut name = None;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('c') | Long("config") => config = Some(PathBuf::from(p.value()?)),
+            Long("endpoint") if command == "init" => endpoints.push(p.value()?.string()?),
+            Long("key-file") if command == "init" => key_file = Some(PathBuf::from(p.value()?)),
+            Long("out") if command == "member add" => out = Some(PathBuf::from(p.value()?)),
+            Long("cipher") if command == "member add" => {
+                let v = p.value()?.string()?;
+                cipher = Some(v.parse().map_err(|e| Usage(format!("--cipher: {e}")))?);
+            }
+            Long("psk") if command == "member add" => psk = true,
+            Value(v) if command == "member add" && name.is_none() => name = Some(v.string()?),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let needs_config = || config.clone().ok_or_else(|| Usage(format!("{command}: missing -c FILE")));
+    Ok(match command.as_str() {
+        "keygen" => {
+            if config.is_some() {
+                return Err(Usage("keygen takes no options".into()));
+            }
+            Command::Keygen
+        }
+        "help" => Command::Help,
+        "init" => Command::Init {
+            config: needs_config()?,
+            endpoints,
+            key_file,
+        },
+        "member add" => Command::MemberAdd {
+            config: needs_config()?,
+            name: name.ok_or_else(|| Usage("member add: missing NAME".into()))?,
+            out,
+            cipher,
+            psk,
+        },
+        "member list" => Command::MemberList {
+            config: needs_config()?,
+        },
+        "run" => Command::Run {
+            config: needs_config()?,
+        },
+        "check-config" => Command::CheckConfig {
+            config: needs_config()?,
+        },
+        other => return Err(Usage(format!("unknown command `{other}`"))),
+    })
+}
+
+fn no_more(p: &mut lexopt::Parser, cmd: Command) -> Result<Command, Usage> {
+    match p.next()? {
+        Some(arg) => Err(arg.unexpected().into()),
+        None => Ok(cmd),
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("linkpool-proxy: {msg}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cmd = match parse_args() {
+        Ok(c) => c,
+        Err(Usage(msg)) => {
+            eprintln!("linkpool-proxy: {msg}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match cmd {
+        Command::Version => {
+            println!("linkpool-proxy {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Help => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Keygen => match SecretKey::generate() {
+            Ok(k) => {
+                println!("{}", k.to_base64());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::Init {
+            config,
+            endpoints,
+            key_file,
+        } => match admin::init(&config, &endpoints, key_file.as_deref()) {
+            Ok(key) => {
+                eprintln!(
+                    "linkpool-proxy: wrote {} and {}; add members with `linkpool-proxy member add NAME -c {}`",
+                    config.display(),
+                    key.display(),
+                    config.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::MemberAdd {
+            config,
+            name,
+            out,
+            cipher,
+            psk,
+        } => match admin::add_member_to_file(&config, &name, cipher, psk, out.as_deref()) {
+            Ok(bundle) => {
+                let addrs: Vec<String> = bundle.addresses.iter().map(|a| a.to_string()).collect();
+                match out {
+                    Some(out) => eprintln!(
+                        "linkpool-proxy: member {name} added ({}); bundle written to {} (it holds the member's private key)",
+                        addrs.join(", "),
+                        out.display()
+                    ),
+                    None => {
+                        eprintln!(
+                            "linkpool-proxy: member {name} added ({}); its bundle (holds the member's private key):",
+                            addrs.join(", ")
+                        );
+                        println!("{}", bundle.render());
+                    }
+                }
+                eprintln!(
+                    "linkpool-proxy: a running proxy picks the member up on reload (SIGHUP)"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::MemberList { config } => match ProxyConfig::load(&config) {
+            Ok(c) => {
+                println!("{:<20} {:<30} {:<18} public key", "name", "addresses", "cipher");
+                for m in &c.members {
+                    let addrs: Vec<String> = m.addresses.iter().map(|a| a.to_string()).collect();
+                    println!(
+                        "{:<20} {:<30} {:<18} {}",
+                        m.name,
+                        addrs.join(","),
+                        m.cipher.map_or("(member's choice)".into(), |c| c.to_string()),
+                        m.public_key
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::CheckConfig { config } => match ProxyConfig::load(&config) {
+            Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("linkpool-proxy: warning: {w}");
+                }
+                println!(
+                    "{}: ok ({} member(s), listening on {})",
+                    config.display(),
+                    c.members.len(),
+                    c.listen
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::Run { config } => run(config),
+    }
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let config = match ProxyConfig::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let log = linkpool_os::log::init(config.log_level);
+    for w in &config.warnings {
+        warn!("{w}");
+    }
+    info!(
+        "linkpool-proxy {} starting with {} member(s)",
+        env!("CARGO_PKG_VERSION"),
+        config.members.len()
+    );
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        let os = setup::setup(&config).map_err(|e| e.to_string())?;
+        daemon::run(config, os, log).await.map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -49,13 +49,13 @@ pub fn ping_transmitted(output: &str) -> Option<u64> {
 
 /// The receiver's throughput in bits/s from `iperf3 --json` output (`end.sum_received`).
 pub fn iperf3_received_bps(json: &str) -> Option<f64> {
-    let end = &json[json.rfind("\"end\"")?..];
-    let sum = &end[end
-        .find("\"sum_received\"")
-        .or_else(|| end.find("\"sum\""))?..];
+    // `sum_received` appears only in the final `end` section (TCP); UDP's is the last `sum`.
+    let sum = &json[json
+        .rfind("\"sum_received\"")
+        .or_else(|| json.rfind("\"sum\""))?..];
     let field = &sum[sum.find("\"bits_per_second\"")? + "\"bits_per_second\"".len()..];
     let number: String = field
-        .trim_start_matches([' ', ':'])
+        .trim_start_matches([' ', '\t', ':'])
         .chars()
         .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
         .collect();
@@ -191,8 +191,8 @@ mod tests {
         let ping = "64 bytes from 1.2.3.4: icmp_seq=1 ttl=63 time=40.1 ms\n64 bytes from 1.2.3.4: icmp_seq=2 ttl=63 time=39.9 ms\n\n--- x ---\n5 packets transmitted, 2 received, 60% packet loss\n";
         assert_eq!(ping_rtts(ping), vec![40.1, 39.9]);
         assert_eq!(ping_transmitted(ping), Some(5));
-        let json = r#"{"intervals":[{"sum":{"bits_per_second":1}}],"end":{"sum_sent":{"bits_per_second":2.1e7},"sum_received":{"bits_per_second": 19500000.5}}}"#;
-        assert_eq!(iperf3_received_bps(json), Some(19_500_000.5));
+        let json = r#"{"intervals":[{"sum":{"bits_per_second":1}}],"end":{"sum_sent":{"bits_per_second":2.1e7},"sum_received":{"bits_per_second":\t19500000.5}}}"#.replace("\\t", "\t");
+        assert_eq!(iperf3_received_bps(&json), Some(19_500_000.5));
         assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), 2.0);
     }
 }
