@@ -125,7 +125,7 @@ impl Link {
 
     /// Applies text settings (`delay=20ms loss=1% down`, see [`LinkParams::apply`]) to both
     /// directions, keeping what they do not mention.
-    pub fn apply<'a>(&self, settings: &[&'a str]) -> Result<(), String> {
+    pub fn apply(&self, settings: &[&str]) -> Result<(), String> {
         let mut new = [
             self.params(Direction::Upstream),
             self.params(Direction::Downstream),

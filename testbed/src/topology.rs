@@ -212,7 +212,7 @@ mod tests {
         assert_eq!(t.routers.len(), 3);
         assert_eq!(t.routers[0].isp.rate_bps, Some(50_000_000));
         assert_eq!(t.routers[0].isp.delay, Duration::from_millis(10));
-        assert!(t.routers[2].nat == false && t.routers[2].masquerade);
+        assert!(!t.routers[2].nat && t.routers[2].masquerade);
     }
 
     #[test]

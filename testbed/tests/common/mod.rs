@@ -1,0 +1,46 @@
+//! Helpers shared by the testbed's integration tests (run as root; they fail, never skip,
+//! when namespaces cannot be built).
+#![allow(dead_code)]
+
+use linkpool_testbed::bench::{ping_rtts, quantile};
+use linkpool_testbed::{Coop, Node, Topology};
+
+/// A one-router co-op; panics with the reason when it cannot be built (not root, ...).
+pub fn coop1() -> Coop {
+    Coop::build(&Topology::coop(1)).unwrap_or_else(|e| panic!("cannot build the testbed: {e}"))
+}
+
+/// Sends `count` pings `interval` seconds apart from `node` to `addr`; returns the RTTs (ms)
+/// and the raw output.
+pub fn ping(node: &Node, addr: &str, count: usize, interval: &str) -> (Vec<f64>, String) {
+    let out = node
+        .exec(&[
+            "ping",
+            "-n",
+            "-i",
+            interval,
+            "-c",
+            &count.to_string(),
+            "-W",
+            "2",
+            addr,
+        ])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (ping_rtts(&text), text)
+}
+
+/// Makes sure neighbour discovery is done before measuring.
+pub fn warm_up(node: &Node, addr: &str) {
+    node.exec_ok(&["ping", "-n", "-q", "-c", "1", "-i", "0.2", "-w", "5", addr])
+        .unwrap_or_else(|e| panic!("warm-up ping: {e}"));
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    quantile(v, 0.5)
+}
+
+pub fn stddev(v: &[f64]) -> f64 {
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+}

@@ -1,0 +1,129 @@
+//! The internet host's servers answer real clients (curl, dig), over IPv4 and IPv6, and
+//! the co-op's addressing works (LAN masquerade, carrier NAT, the mesh segment).
+
+mod common;
+
+use common::{coop1, warm_up};
+use linkpool_testbed::{Coop, Topology};
+
+#[test]
+fn http_serves_files_with_the_promised_checksum_over_v4_v6_and_by_name() {
+    let coop = coop1();
+    let inet = coop.internet();
+    let file = inet.serve_file("5M.bin", 5 << 20).unwrap();
+    let c1 = coop.client(1);
+    for url in [
+        inet.url_v4(&file.path()),
+        inet.url_v6(&file.path()),
+        inet.url_name(&file.path()),
+    ] {
+        let out = c1
+            .exec_ok(&[
+                "sh",
+                "-c",
+                &format!("curl -sS --fail --max-time 30 {url} | sha256sum"),
+            ])
+            .unwrap();
+        assert_eq!(
+            out.split_whitespace().next(),
+            Some(file.sha256.as_str()),
+            "{url}"
+        );
+    }
+    // The client's LAN is masqueraded by its router, as on OpenWrt: the host sees the WAN.
+    let seen = c1.exec_ok(&["curl", "-sS", &inet.url_v4("/ip")]).unwrap();
+    assert_eq!(seen.trim(), coop.router(1).wan_addr_v4().to_string());
+    let seen6 = c1.exec_ok(&["curl", "-sS", &inet.url_v6("/ip")]).unwrap();
+    assert_eq!(seen6.trim(), coop.router(1).wan_addr_v6().to_string());
+    let log = inet.http_requests();
+    assert!(
+        log.iter()
+            .any(|r| r.path == file.path() && r.bytes == file.size && r.status == 200),
+        "{log:?}"
+    );
+    let missing = c1
+        .exec(&["curl", "-sS", "--fail", &inet.url_v4("/files/nope")])
+        .unwrap();
+    assert!(!missing.status.success());
+}
+
+#[test]
+fn dns_answers_a_and_aaaa_over_udp_and_tcp() {
+    let coop = coop1();
+    let inet = coop.internet();
+    let c1 = coop.client(1);
+    let servers = [inet.addr_v4().to_string(), inet.addr_v6().to_string()];
+    for server in &servers {
+        for transport in ["+notcp", "+tcp"] {
+            let at = format!("@{server}");
+            let a = c1
+                .exec_ok(&[
+                    "dig",
+                    "+short",
+                    "+time=2",
+                    transport,
+                    &at,
+                    inet.dns_name(),
+                    "A",
+                ])
+                .unwrap();
+            assert_eq!(
+                a.trim(),
+                inet.addr_v4().to_string(),
+                "A via {server} {transport}"
+            );
+            let aaaa = c1
+                .exec_ok(&[
+                    "dig",
+                    "+short",
+                    "+time=2",
+                    transport,
+                    &at,
+                    inet.dns_name(),
+                    "AAAA",
+                ])
+                .unwrap();
+            assert_eq!(
+                aaaa.trim(),
+                inet.addr_v6().to_string(),
+                "AAAA via {server} {transport}"
+            );
+        }
+    }
+    // Nodes resolve through it by default (resolv.conf of the namespace).
+    let out = c1.exec_ok(&["getent", "ahosts", inet.dns_name()]).unwrap();
+    assert!(out.contains(&inet.addr_v4().to_string()), "{out}");
+}
+
+#[test]
+fn mesh_nat_and_reachability_follow_the_topology() {
+    let topology = Topology::parse(
+        "[[router]]\nnat = true\n[[router]]\nmesh = { delay = \"1ms\" }\n",
+        "inline",
+    )
+    .unwrap();
+    let coop = Coop::build(&topology).unwrap_or_else(|e| panic!("cannot build the testbed: {e}"));
+    let (r1, r2) = (coop.router(1), coop.router(2));
+    let inet = coop.internet();
+    // r1 is behind a carrier NAT: the Internet sees the NAT's address, not its WAN.
+    let seen = r1.exec_ok(&["curl", "-sS", &inet.url_v4("/ip")]).unwrap();
+    assert_eq!(seen.trim(), r1.public_addrs().0.to_string());
+    assert_ne!(r1.public_addrs().0, r1.wan_addr_v4());
+    let seen6 = r1.exec_ok(&["curl", "-sS", &inet.url_v6("/ip")]).unwrap();
+    assert_eq!(seen6.trim(), r1.public_addrs().1.to_string());
+    // The proxy reaches the internet host over both families.
+    warm_up(coop.proxy(), &inet.addr_v4().to_string());
+    warm_up(coop.proxy(), &inet.addr_v6().to_string());
+    // Routers see each other on the mesh segment, v4 and v6 (through the bridge).
+    warm_up(r1, &r2.mesh().v4.to_string());
+    warm_up(r1, &r2.mesh().v6.to_string());
+    // The mesh link's frames went through the emulator.
+    assert!(
+        coop.link("r2-mesh")
+            .unwrap()
+            .stats(linkpool_testbed::Direction::Downstream)
+            .frames_out
+            > 0
+    );
+    assert!(coop.link("nope").is_err());
+}
