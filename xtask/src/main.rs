@@ -42,26 +42,43 @@ a Rust target triple, or all (the default). Output goes to target/cross/.";
 
 /// The workspace root (xtask lives one level below it).
 pub(crate) fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
 }
 
 /// Runs a command, inheriting stdio; fails with the command line if it fails.
 pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().map_err(|e| spawn_error(cmd, &e))?;
-    if status.success() { Ok(()) } else { Err(format!("`{}` failed ({status})", describe(cmd)).into()) }
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed ({status})", describe(cmd)).into())
+    }
 }
 
 /// Runs a command and returns its stdout; fails with its stderr.
 pub(crate) fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().map_err(|e| spawn_error(cmd, &e))?;
     if !out.status.success() {
-        return Err(format!("`{}` failed ({}): {}", describe(cmd), out.status, String::from_utf8_lossy(&out.stderr).trim()).into());
+        return Err(format!(
+            "`{}` failed ({}): {}",
+            describe(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn describe(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn spawn_error(cmd: &Command, e: &std::io::Error) -> String {
@@ -136,15 +153,26 @@ fn real_main() -> Result<()> {
             if o.targets.is_empty() {
                 return Err("test needs --target FAMILY (e.g. --target mipsel_24kc)".into());
             }
-            let packages = if o.packages.is_empty() { vec!["linkpool-protocol".to_string()] } else { o.packages.clone() };
-            let test_args: Vec<String> = o.files.iter().map(|f| f.to_string_lossy().into_owned()).collect();
+            let packages = if o.packages.is_empty() {
+                vec!["linkpool-protocol".to_string()]
+            } else {
+                o.packages.clone()
+            };
+            let test_args: Vec<String> = o
+                .files
+                .iter()
+                .map(|f| f.to_string_lossy().into_owned())
+                .collect();
             for family in families {
                 family.test(&packages, &test_args)?;
             }
             Ok(())
         }
         "ipk" => {
-            let out = o.out.clone().unwrap_or_else(|| family::cross_target_dir().join("ipk"));
+            let out = o
+                .out
+                .clone()
+                .unwrap_or_else(|| family::cross_target_dir().join("ipk"));
             for path in ipk_command(&family::select(&o.targets)?, &profile, o.no_build, &out)? {
                 println!("{}", path.display());
             }
@@ -166,17 +194,30 @@ fn real_main() -> Result<()> {
                     Err(e) => failures.push(e.to_string()),
                 }
             }
-            if failures.is_empty() { Ok(()) } else { Err(failures.join("\n").into()) }
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(failures.join("\n").into())
+            }
         }
         "size" => size(&family::select(&o.targets)?, &profile, o.no_build),
         "families" => {
-            println!("{:<26} {:<32} {:<10} qemu", "OpenWrt arch", "Rust target", "std");
+            println!(
+                "{:<26} {:<32} {:<10} qemu",
+                "OpenWrt arch", "Rust target", "std"
+            );
             for f in family::FAMILIES {
                 let std = match f.std {
                     family::StdSource::Rustup => "rustup",
                     family::StdSource::BuildStd => "build-std",
                 };
-                println!("{:<26} {:<32} {:<10} {}", f.arch, f.triple, std, f.runner().join(" "));
+                println!(
+                    "{:<26} {:<32} {:<10} {}",
+                    f.arch,
+                    f.triple,
+                    std,
+                    f.runner().join(" ")
+                );
             }
             Ok(())
         }
@@ -195,19 +236,38 @@ fn smoke(families: &[&Family], profile: &str, no_build: bool) -> Result<()> {
         for name in family::BINARIES {
             let binary = family.binary(profile, name);
             let expected = format!("{name} {version}");
-            let how = if family.runs_natively() { "natively".to_string() } else { format!("under {}", family.runner().join(" ")) };
+            let how = if family.runs_natively() {
+                "natively".to_string()
+            } else {
+                format!("under {}", family.runner().join(" "))
+            };
             match output(family.run_command(&binary).arg("--version")) {
-                Ok(out) if out.trim() == expected => println!("ok {} {name} --version {how}: {}", family.arch, out.trim()),
-                Ok(out) => failures.push(format!("{} {name} --version {how} printed {:?}, expected {expected:?}", family.arch, out.trim())),
+                Ok(out) if out.trim() == expected => {
+                    println!("ok {} {name} --version {how}: {}", family.arch, out.trim())
+                }
+                Ok(out) => failures.push(format!(
+                    "{} {name} --version {how} printed {:?}, expected {expected:?}",
+                    family.arch,
+                    out.trim()
+                )),
                 Err(e) => failures.push(format!("{} {name} --version {how}: {e}", family.arch)),
             }
         }
     }
-    if failures.is_empty() { Ok(()) } else { Err(failures.join("\n").into()) }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n").into())
+    }
 }
 
 /// Builds (unless told not to), writes and verifies every package for `families`.
-fn ipk_command(families: &[&Family], profile: &str, no_build: bool, out: &Path) -> Result<Vec<PathBuf>> {
+fn ipk_command(
+    families: &[&Family],
+    profile: &str,
+    no_build: bool,
+    out: &Path,
+) -> Result<Vec<PathBuf>> {
     let mtime = package::source_date_epoch();
     let mut written = Vec::new();
     for spec in PACKAGES {
@@ -244,11 +304,16 @@ fn size(families: &[&Family], profile: &str, no_build: bool) -> Result<()> {
         let mut checks = Vec::new();
         for name in family::BINARIES {
             let path = family.binary(profile, name);
-            let bytes = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let bytes =
+                std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
             sizes.push(format!("{} ({} B)", mib(bytes.len() as u64), bytes.len()));
             let info = elf::inspect(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
             if *name == "linkpool" {
-                checks.push(if info.stripped { "stripped" } else { "NOT stripped" });
+                checks.push(if info.stripped {
+                    "stripped"
+                } else {
+                    "NOT stripped"
+                });
                 checks.push(if info.is_static { "static" } else { "DYNAMIC" });
                 match info.mips_soft_float {
                     Some(true) => checks.push("soft-float"),
@@ -257,18 +322,31 @@ fn size(families: &[&Family], profile: &str, no_build: bool) -> Result<()> {
                 }
             }
         }
-        let ipk_name = package::find("linkpool").map(|p| p.file_name(family.arch)).unwrap_or_default();
+        let ipk_name = package::find("linkpool")
+            .map(|p| p.file_name(family.arch))
+            .unwrap_or_default();
         let ipk_size = packages
             .iter()
-            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == ipk_name))
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy() == ipk_name)
+            })
             .and_then(|p| std::fs::metadata(p).ok())
             .map(|m| format!("{} ({} B)", mib(m.len()), m.len()))
             .unwrap_or_else(|| "-".into());
-        println!("| {} | {} | {} | {ipk_size} | {} |", family.arch, sizes[0], sizes[1], checks.join(", "));
+        println!(
+            "| {} | {} | {} | {ipk_size} | {} |",
+            family.arch,
+            sizes[0],
+            sizes[1],
+            checks.join(", ")
+        );
     }
     println!();
     println!("Budget: <= 2 MiB stripped on MIPS, <= 8 MiB resident. Resident memory under load is");
-    println!("measured by the testbed (gateway RSS while it carries traffic), not by this command.");
+    println!(
+        "measured by the testbed (gateway RSS while it carries traffic), not by this command."
+    );
     Ok(())
 }
 
