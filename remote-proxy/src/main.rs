@@ -94,7 +94,11 @@ fn parse_args() -> Result<Command, Usage> {
             _ => return Err(arg.unexpected().into()),
         }
     }
-    let needs_config = || config.clone().ok_or_else(|| Usage(format!("{command}: missing -c FILE")));
+    let needs_config = || {
+        config
+            .clone()
+            .ok_or_else(|| Usage(format!("{command}: missing -c FILE")))
+    };
     Ok(match command.as_str() {
         "keygen" => {
             if config.is_some() {
@@ -203,23 +207,25 @@ fn main() -> ExitCode {
                         println!("{}", bundle.render());
                     }
                 }
-                eprintln!(
-                    "linkpool-proxy: a running proxy picks the member up on reload (SIGHUP)"
-                );
+                eprintln!("linkpool-proxy: a running proxy picks the member up on reload (SIGHUP)");
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),
         },
         Command::MemberList { config } => match ProxyConfig::load(&config) {
             Ok(c) => {
-                println!("{:<20} {:<30} {:<18} public key", "name", "addresses", "cipher");
+                println!(
+                    "{:<20} {:<30} {:<18} public key",
+                    "name", "addresses", "cipher"
+                );
                 for m in &c.members {
                     let addrs: Vec<String> = m.addresses.iter().map(|a| a.to_string()).collect();
                     println!(
                         "{:<20} {:<30} {:<18} {}",
                         m.name,
                         addrs.join(","),
-                        m.cipher.map_or("(member's choice)".into(), |c| c.to_string()),
+                        m.cipher
+                            .map_or("(member's choice)".into(), |c| c.to_string()),
                         m.public_key
                     );
                 }
@@ -273,7 +279,9 @@ fn run(path: PathBuf) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let os = setup::setup(&config).map_err(|e| e.to_string())?;
-        daemon::run(config, os, log).await.map_err(|e| e.to_string())
+        daemon::run(config, os, log)
+            .await
+            .map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

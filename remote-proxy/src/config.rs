@@ -1,0 +1,543 @@
+//! The proxy's configuration (`linkpool-proxy run -c FILE`): TOML read into a validated
+//! [`ProxyConfig`], with errors that name the file, the line, the key and the reason.
+
+use linkpool_os::config_file::{ConfigError, parse_toml, read_config_file, toml_key_line};
+use linkpool_os::log::parse_level;
+use linkpool_os::tun::check_ifname;
+use linkpool_protocol::bundle::{CipherChoice, check_endpoint, check_member_name};
+use linkpool_protocol::keys::{PublicKey, SecretKey, SharedSecret};
+use serde::Deserialize;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use tracing::level_filters::LevelFilter;
+
+/// Default listening addresses.
+pub const DEFAULT_LISTEN: [&str; 2] = ["0.0.0.0:7117", "[::]:7117"];
+/// Default control socket.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/var/run/linkpool-proxy.sock";
+/// Default TUN device.
+pub const DEFAULT_DEVICE: &str = "lpproxy0";
+/// Default member IPv4 pool.
+pub const DEFAULT_IPV4_POOL: &str = "10.77.0.0/16";
+/// Default member IPv6 pool.
+pub const DEFAULT_IPV6_POOL: &str = "fd77::/64";
+/// Default MTU of the proxy's TUN device: what a gateway on a 1500-byte uplink gets.
+pub const DEFAULT_MTU: u16 = 1420;
+
+/// An address pool: the first host address is the proxy's own, members get the next ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpPool {
+    /// The network address (host bits zero).
+    pub network: IpAddr,
+    /// Prefix length.
+    pub prefix_len: u8,
+}
+
+impl IpPool {
+    fn bits(&self) -> u32 {
+        if self.network.is_ipv4() { 32 } else { 128 }
+    }
+
+    fn to_u128(a: IpAddr) -> u128 {
+        match a {
+            IpAddr::V4(a) => u32::from(a).into(),
+            IpAddr::V6(a) => u128::from(a),
+        }
+    }
+
+    fn address_at(&self, n: u128) -> IpAddr {
+        match self.network {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(n as u32)),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(n)),
+        }
+    }
+
+    /// How many addresses the pool spans.
+    fn size(&self) -> u128 {
+        let host_bits = self.bits() - u32::from(self.prefix_len);
+        if host_bits >= 128 {
+            u128::MAX
+        } else {
+            1u128 << host_bits
+        }
+    }
+
+    /// Whether `a` lies in the pool.
+    pub fn contains(&self, a: IpAddr) -> bool {
+        a.is_ipv4() == self.network.is_ipv4() && {
+            let off = Self::to_u128(a).wrapping_sub(Self::to_u128(self.network));
+            Self::to_u128(a) >= Self::to_u128(self.network) && off < self.size()
+        }
+    }
+
+    /// The proxy's own address: the first host address.
+    pub fn proxy_address(&self) -> IpAddr {
+        self.address_at(Self::to_u128(self.network) + 1)
+    }
+
+    /// Whether `a` may be given to a member: inside, not the network, not the proxy's,
+    /// and for IPv4 not the broadcast address.
+    pub fn is_member_address(&self, a: IpAddr) -> bool {
+        let off = Self::to_u128(a).wrapping_sub(Self::to_u128(self.network));
+        self.contains(a) && off >= 2 && !(a.is_ipv4() && off == self.size() - 1)
+    }
+
+    /// The lowest member address not in `used`, if the pool has one left.
+    pub fn next_free(&self, used: &[IpAddr]) -> Option<IpAddr> {
+        let base = Self::to_u128(self.network);
+        // Skipping used addresses ends after at most used.len() + 1 steps.
+        (2..self.size())
+            .take(used.len() + 2)
+            .map(|off| self.address_at(base + off))
+            .find(|a| self.is_member_address(*a) && !used.contains(a))
+    }
+}
+
+impl fmt::Display for IpPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix_len)
+    }
+}
+
+impl FromStr for IpPool {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not a prefix like 10.77.0.0/16"))?;
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{addr}` is not an IP address"))?;
+        let prefix_len: u8 = len
+            .parse()
+            .map_err(|_| format!("`{len}` is not a prefix length"))?;
+        let max = if network.is_ipv4() { 30 } else { 126 };
+        if prefix_len > max || prefix_len < if network.is_ipv4() { 8 } else { 48 } {
+            return Err(format!(
+                "prefix length {prefix_len} is out of range ({} to {max})",
+                if network.is_ipv4() { 8 } else { 48 }
+            ));
+        }
+        let pool = IpPool {
+            network,
+            prefix_len,
+        };
+        let host_bits = pool.bits() - u32::from(prefix_len);
+        if Self::to_u128(network) & ((1u128 << host_bits) - 1) != 0 {
+            return Err(format!("`{s}` has host bits set"));
+        }
+        Ok(pool)
+    }
+}
+
+/// A validated proxy configuration.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// UDP addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// What bundles tell members to use (`host:port`).
+    pub endpoints: Vec<String>,
+    /// Where the private key was read from.
+    pub private_key_file: PathBuf,
+    /// The proxy's static private key.
+    pub private_key: SecretKey,
+    /// Co-op-wide mesh hello key, copied into bundles.
+    pub mesh_key: SharedSecret,
+    /// Log level.
+    pub log_level: LevelFilter,
+    /// Unix socket for the CLI.
+    pub control_socket: PathBuf,
+    /// TUN device and NAT.
+    pub tunnel: ProxyTunnel,
+    /// The members.
+    pub members: Vec<MemberConfig>,
+    /// Worth a log line, not fatal (a private key file others can read, ...).
+    pub warnings: Vec<String>,
+}
+
+/// The `[tunnel]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyTunnel {
+    /// TUN device name.
+    pub device: String,
+    /// Member IPv4 pool.
+    pub ipv4_pool: IpPool,
+    /// Member IPv6 pool, if IPv6 is offered.
+    pub ipv6_pool: Option<IpPool>,
+    /// Masquerade only out of this device (`None` = any device but the TUN).
+    pub egress_device: Option<String>,
+    /// TUN MTU.
+    pub mtu: u16,
+}
+
+/// One `[[member]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberConfig {
+    /// Unique name.
+    pub name: String,
+    /// The member's static public key.
+    pub public_key: PublicKey,
+    /// The member's tunnel addresses, inside the pools.
+    pub addresses: Vec<IpAddr>,
+    /// The member's cipher, if set (the member's bundle says which one it uses).
+    pub cipher: Option<CipherChoice>,
+    /// Optional Noise pre-shared key.
+    pub psk: Option<SharedSecret>,
+}
+
+impl ProxyConfig {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<ProxyConfig, ConfigError> {
+        let text = read_config_file(path)?;
+        Self::from_toml_str(path, &text)
+    }
+
+    /// Validates TOML text read from `path` (a relative `private_key_file` is relative to
+    /// `path`'s directory).
+    pub fn from_toml_str(path: &Path, text: &str) -> Result<ProxyConfig, ConfigError> {
+        let raw: RawProxy = parse_toml(path, text)?;
+        let err = |key: String, reason: String| {
+            let line = toml_key_line(text, &key).or_else(|| {
+                key.rsplit_once('.')
+                    .and_then(|(t, _)| toml_key_line(text, t))
+            });
+            ConfigError::key(path, key, line, reason)
+        };
+        let mut warnings = Vec::new();
+
+        let listen_raw = raw
+            .listen
+            .unwrap_or_else(|| DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect());
+        if listen_raw.is_empty() {
+            return Err(err("listen".into(), "is empty".into()));
+        }
+        let mut listen = Vec::new();
+        for l in &listen_raw {
+            let a: SocketAddr = l.parse().map_err(|_| {
+                err(
+                    "listen".into(),
+                    format!("`{l}` is not an address:port (use [v6]:port for IPv6)"),
+                )
+            })?;
+            if listen.contains(&a) {
+                return Err(err("listen".into(), format!("`{a}` is listed twice")));
+            }
+            listen.push(a);
+        }
+
+        if raw.endpoints.is_empty() {
+            return Err(err(
+                "endpoints".into(),
+                "is empty: bundles must tell members where the proxy is".into(),
+            ));
+        }
+        for e in &raw.endpoints {
+            check_endpoint(e).map_err(|r| err("endpoints".into(), r))?;
+        }
+
+        let key_path = resolve_relative(path, &raw.private_key_file);
+        let key_text = std::fs::read_to_string(&key_path).map_err(|e| {
+            err(
+                "private_key_file".into(),
+                format!("cannot read {}: {e}", key_path.display()),
+            )
+        })?;
+        let private_key = SecretKey::from_base64(key_text.trim()).map_err(|e| {
+            err(
+                "private_key_file".into(),
+                format!("{} does not hold a private key: {e}", key_path.display()),
+            )
+        })?;
+        if let Ok(meta) = std::fs::metadata(&key_path) {
+            use std::os::unix::fs::PermissionsExt as _;
+            if meta.permissions().mode() & 0o077 != 0 {
+                warnings.push(format!(
+                    "{} can be read by other users (chmod 600 it)",
+                    key_path.display()
+                ));
+            }
+        }
+        let mesh_key = SharedSecret::from_base64(&raw.mesh_key)
+            .map_err(|e| err("mesh_key".into(), e.to_string()))?;
+
+        let log_level = match &raw.log_level {
+            None => LevelFilter::INFO,
+            Some(l) => parse_level(l).map_err(|r| err("log_level".into(), r))?,
+        };
+        let control_socket = match raw.control_socket.as_deref() {
+            None => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            Some("") => return Err(err("control_socket".into(), "is empty".into())),
+            Some(p) => PathBuf::from(p),
+        };
+
+        let t = raw.tunnel.unwrap_or_default();
+        let device = t.device.unwrap_or_else(|| DEFAULT_DEVICE.into());
+        check_ifname(&device).map_err(|r| err("tunnel.device".into(), r))?;
+        let ipv4_pool: IpPool = t
+            .ipv4_pool
+            .as_deref()
+            .unwrap_or(DEFAULT_IPV4_POOL)
+            .parse()
+            .map_err(|r| err("tunnel.ipv4_pool".into(), r))?;
+        if !ipv4_pool.network.is_ipv4() {
+            return Err(err(
+                "tunnel.ipv4_pool".into(),
+                format!("`{ipv4_pool}` is not an IPv4 prefix"),
+            ));
+        }
+        let ipv6_pool = match t.ipv6_pool.as_deref().unwrap_or(DEFAULT_IPV6_POOL) {
+            "" => None,
+            s => {
+                let p: IpPool = s.parse().map_err(|r| err("tunnel.ipv6_pool".into(), r))?;
+                if p.network.is_ipv4() {
+                    return Err(err(
+                        "tunnel.ipv6_pool".into(),
+                        format!("`{p}` is not an IPv6 prefix"),
+                    ));
+                }
+                Some(p)
+            }
+        };
+        let egress_device = match t.egress_device.as_deref() {
+            None | Some("") => None,
+            Some(d) => {
+                check_ifname(d).map_err(|r| err("tunnel.egress_device".into(), r))?;
+                if d == device {
+                    return Err(err(
+                        "tunnel.egress_device".into(),
+                        "is the tunnel device itself".into(),
+                    ));
+                }
+                Some(d.to_string())
+            }
+        };
+        let mtu = t.mtu.unwrap_or(DEFAULT_MTU);
+        let mtu_floor = if ipv6_pool.is_some() { 1280 } else { 576 };
+        if mtu < mtu_floor {
+            return Err(err(
+                "tunnel.mtu".into(),
+                format!("{mtu} is below {mtu_floor}"),
+            ));
+        }
+
+        let own_public = private_key.public_key();
+        let mut members: Vec<MemberConfig> = Vec::new();
+        for (i, m) in raw.member.into_iter().enumerate() {
+            let key = |k: &str| format!("member[{i}].{k}");
+            check_member_name(&m.name).map_err(|r| err(key("name"), r))?;
+            if members.iter().any(|o| o.name == m.name) {
+                return Err(err(
+                    key("name"),
+                    format!("member `{}` is defined twice", m.name),
+                ));
+            }
+            let public_key = PublicKey::from_base64(&m.public_key)
+                .map_err(|e| err(key("public_key"), e.to_string()))?;
+            if public_key == own_public {
+                return Err(err(
+                    key("public_key"),
+                    "is the proxy's own public key".into(),
+                ));
+            }
+            if let Some(o) = members.iter().find(|o| o.public_key == public_key) {
+                return Err(err(
+                    key("public_key"),
+                    format!("member `{}` has the same key", o.name),
+                ));
+            }
+            if m.address.is_empty() {
+                return Err(err(
+                    key("address"),
+                    "is empty: a member needs a tunnel address".into(),
+                ));
+            }
+            let mut addresses = Vec::new();
+            for a in &m.address {
+                let ip: IpAddr = a
+                    .parse()
+                    .map_err(|_| err(key("address"), format!("`{a}` is not an IP address")))?;
+                let pool = if ip.is_ipv4() {
+                    Some(ipv4_pool)
+                } else {
+                    ipv6_pool
+                };
+                match pool {
+                    Some(p) if p.is_member_address(ip) => {}
+                    Some(p) => {
+                        return Err(err(
+                            key("address"),
+                            format!(
+                                "`{ip}` is not a member address of the pool {p} (the first address, {}, is the proxy's)",
+                                p.proxy_address()
+                            ),
+                        ));
+                    }
+                    None => {
+                        return Err(err(
+                            key("address"),
+                            format!("`{ip}` is IPv6 but tunnel.ipv6_pool is off"),
+                        ));
+                    }
+                }
+                if let Some(o) = members.iter().find(|o| o.addresses.contains(&ip)) {
+                    return Err(err(
+                        key("address"),
+                        format!("`{ip}` is already member `{}`'s", o.name),
+                    ));
+                }
+                if addresses.contains(&ip) {
+                    return Err(err(key("address"), format!("`{ip}` is listed twice")));
+                }
+                addresses.push(ip);
+            }
+            let cipher = m
+                .cipher
+                .as_deref()
+                .map(str::parse::<CipherChoice>)
+                .transpose()
+                .map_err(|e| err(key("cipher"), e.to_string()))?;
+            let psk = m
+                .psk
+                .as_deref()
+                .map(SharedSecret::from_base64)
+                .transpose()
+                .map_err(|e| err(key("psk"), e.to_string()))?;
+            members.push(MemberConfig {
+                name: m.name,
+                public_key,
+                addresses,
+                cipher,
+                psk,
+            });
+        }
+
+        Ok(ProxyConfig {
+            file: path.to_path_buf(),
+            listen,
+            endpoints: raw.endpoints,
+            private_key_file: key_path,
+            private_key,
+            mesh_key,
+            log_level,
+            control_socket,
+            tunnel: ProxyTunnel {
+                device,
+                ipv4_pool,
+                ipv6_pool,
+                egress_device,
+                mtu,
+            },
+            members,
+            warnings,
+        })
+    }
+
+    /// The member with this public key.
+    pub fn member_by_key(&self, key: &PublicKey) -> Option<&MemberConfig> {
+        self.members.iter().find(|m| m.public_key == *key)
+    }
+
+    /// The NAT set-up for this configuration.
+    pub fn nat(&self) -> linkpool_os::routing::ProxyNat {
+        let v4 = match self.tunnel.ipv4_pool.network {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(_) => unreachable!("validated as IPv4"),
+        };
+        linkpool_os::routing::ProxyNat {
+            tun_device: self.tunnel.device.clone(),
+            mtu: self.tunnel.mtu,
+            ipv4_pool: (v4, self.tunnel.ipv4_pool.prefix_len),
+            ipv6_pool: self.tunnel.ipv6_pool.and_then(|p| match p.network {
+                IpAddr::V6(a) => Some((a, p.prefix_len)),
+                IpAddr::V4(_) => None,
+            }),
+            egress_device: self.tunnel.egress_device.clone(),
+        }
+    }
+}
+
+pub(crate) fn resolve_relative(config_file: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    config_file.parent().unwrap_or(Path::new(".")).join(p)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    listen: Option<Vec<String>>,
+    endpoints: Vec<String>,
+    private_key_file: String,
+    mesh_key: String,
+    log_level: Option<String>,
+    control_socket: Option<String>,
+    tunnel: Option<RawTunnel>,
+    #[serde(default)]
+    member: Vec<RawMember>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTunnel {
+    device: Option<String>,
+    ipv4_pool: Option<String>,
+    ipv6_pool: Option<String>,
+    egress_device: Option<String>,
+    mtu: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMember {
+    name: String,
+    public_key: String,
+    address: Vec<String>,
+    cipher: Option<String>,
+    psk: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools() {
+        let p: IpPool = "10.77.0.0/16".parse().unwrap();
+        assert_eq!(p.proxy_address(), "10.77.0.1".parse::<IpAddr>().unwrap());
+        assert!(p.contains("10.77.255.255".parse().unwrap()));
+        assert!(!p.contains("10.78.0.0".parse().unwrap()));
+        assert!(!p.contains("fd77::2".parse().unwrap()));
+        assert!(!p.is_member_address("10.77.0.1".parse().unwrap()));
+        assert!(!p.is_member_address("10.77.255.255".parse().unwrap()));
+        assert!(p.is_member_address("10.77.0.2".parse().unwrap()));
+        let used: Vec<IpAddr> = vec!["10.77.0.2".parse().unwrap(), "10.77.0.4".parse().unwrap()];
+        assert_eq!(p.next_free(&used), Some("10.77.0.3".parse().unwrap()));
+        let small: IpPool = "192.168.9.0/30".parse().unwrap();
+        assert_eq!(small.next_free(&[]), Some("192.168.9.2".parse().unwrap()));
+        assert_eq!(
+            small.next_free(&["192.168.9.2".parse().unwrap()]),
+            None,
+            "full"
+        );
+        let v6: IpPool = "fd77::/64".parse().unwrap();
+        assert_eq!(v6.next_free(&[]), Some("fd77::2".parse().unwrap()));
+        assert!(v6.is_member_address("fd77::ffff:ffff:ffff:ffff".parse().unwrap()));
+        for bad in [
+            "10.77.0.1/16",
+            "10.77.0.0",
+            "10.77.0.0/33",
+            "10.77.0.0/31",
+            "x/16",
+            "fd77::/127",
+        ] {
+            assert!(bad.parse::<IpPool>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! Proxy configuration: what is accepted, and how mistakes are reported.
+
+use linkpool_os::config_file::ConfigError;
+use linkpool_protocol::bundle::{CipherChoice, MemberBundle};
+use linkpool_proxy::admin;
+use linkpool_proxy::config::ProxyConfig;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+/// A fresh directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("lp-proxy-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const KEY: &str = "BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU=";
+const MESH: &str = "BAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ=";
+const ALICE: &str = "zo060cy2M+x7cMF4FKXHbs0CloUFDTRHRboFhw5YfVk=";
+const BOB: &str = "pOCSkrZRwni5dyxWn1+puxPZBrRqtoyd+dwrRAn4ogk=";
+
+fn with_key(dir: &TempDir) -> PathBuf {
+    let key = dir.0.join("proxy.key");
+    std::fs::write(&key, format!("{KEY}\n")).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    dir.0.join("proxy.toml")
+}
+
+fn base() -> String {
+    format!(
+        "endpoints = [\"203.0.113.10:7117\"]\nprivate_key_file = \"proxy.key\"\nmesh_key = \"{MESH}\"\n"
+    )
+}
+
+fn parse(dir: &TempDir, text: &str) -> Result<ProxyConfig, ConfigError> {
+    let path = with_key(dir);
+    ProxyConfig::from_toml_str(&path, text)
+}
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let dir = TempDir::new("example");
+    let key = with_key(&dir).with_file_name("proxy.key");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("linkpool-proxy.example.toml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    // Only the key file's location differs from a real installation.
+    let text = text.replace("/etc/linkpool-proxy/proxy.key", key.to_str().unwrap());
+    let c = ProxyConfig::from_toml_str(&example, &text).unwrap();
+    assert_eq!(c.listen.len(), 2);
+    assert_eq!(c.tunnel.device, "lpproxy0");
+    assert_eq!(c.members.len(), 1);
+    assert_eq!(c.members[0].name, "alice");
+    assert_eq!(c.members[0].cipher, Some(CipherChoice::ChaCha20Poly1305));
+    assert!(c.members[0].psk.is_some());
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn defaults() {
+    let dir = TempDir::new("defaults");
+    let c = parse(&dir, &base()).unwrap();
+    assert_eq!(
+        c.listen,
+        [
+            "0.0.0.0:7117".parse().unwrap(),
+            "[::]:7117".parse().unwrap()
+        ]
+    );
+    assert_eq!(c.tunnel.ipv4_pool.to_string(), "10.77.0.0/16");
+    assert_eq!(c.tunnel.ipv6_pool.unwrap().to_string(), "fd77::/64");
+    assert_eq!(c.tunnel.egress_device, None);
+    assert_eq!(c.tunnel.mtu, 1420);
+    assert_eq!(c.private_key.to_base64(), KEY);
+    let nat = c.nat();
+    assert_eq!(nat.ipv4_pool, ("10.77.0.0".parse().unwrap(), 16));
+}
+
+#[test]
+fn errors_name_file_line_key_and_reason() {
+    let dir = TempDir::new("errors");
+    let b = base();
+    let member = |name: &str, key: &str, addr: &str| {
+        format!("\n[[member]]\nname = \"{name}\"\npublic_key = \"{key}\"\naddress = [{addr}]\n")
+    };
+    let cases: Vec<(String, Option<usize>, &str, &str)> = vec![
+        (
+            b.replace("endpoints = [\"203.0.113.10:7117\"]\n", ""),
+            None,
+            "endpoints",
+            "missing",
+        ),
+        (
+            b.replace("[\"203.0.113.10:7117\"]", "[]"),
+            Some(1),
+            "endpoints",
+            "is empty",
+        ),
+        (
+            b.replace("203.0.113.10:7117", "2001:db8::1:7117"),
+            Some(1),
+            "endpoints",
+            "brackets",
+        ),
+        (
+            b.replace("proxy.key", "nope.key"),
+            Some(2),
+            "private_key_file",
+            "cannot read",
+        ),
+        (
+            b.replace("proxy.key", "proxy.toml.bad"),
+            Some(2),
+            "private_key_file",
+            "does not hold a private key",
+        ),
+        (b.replace(MESH, "short"), Some(3), "mesh_key", "base64"),
+        (
+            format!("{b}listen = \"0.0.0.0:1\"\n"),
+            Some(4),
+            "listen",
+            "invalid type: string",
+        ),
+        (
+            format!("{b}listen = [\"0.0.0.0\"]\n"),
+            Some(4),
+            "listen",
+            "not an address:port",
+        ),
+        (format!("{b}colour = 1\n"), Some(4), "colour", "unknown key"),
+        (
+            format!("{b}[tunnel]\nipv4_pool = \"10.77.0.1/16\"\n"),
+            Some(5),
+            "tunnel.ipv4_pool",
+            "host bits",
+        ),
+        (
+            format!("{b}[tunnel]\nipv4_pool = \"fd77::/64\"\n"),
+            Some(5),
+            "tunnel.ipv4_pool",
+            "not an IPv4 prefix",
+        ),
+        (
+            format!("{b}[tunnel]\nmtu = 1000\n"),
+            Some(5),
+            "tunnel.mtu",
+            "below 1280",
+        ),
+        (
+            format!("{b}{}", member("a", ALICE, "\"10.78.0.2\"")),
+            Some(8),
+            "member[0].address",
+            "not a member address of the pool 10.77.0.0/16",
+        ),
+        (
+            format!("{b}{}", member("a", ALICE, "\"10.77.0.1\"")),
+            Some(8),
+            "member[0].address",
+            "proxy's",
+        ),
+        (
+            format!("{b}{}", member("a", ALICE, "")),
+            Some(8),
+            "member[0].address",
+            "is empty",
+        ),
+        (
+            format!(
+                "{b}{}{}",
+                member("a", ALICE, "\"10.77.0.2\""),
+                member("a", BOB, "\"10.77.0.3\"")
+            ),
+            Some(11),
+            "member[1].name",
+            "defined twice",
+        ),
+        (
+            format!(
+                "{b}{}{}",
+                member("a", ALICE, "\"10.77.0.2\""),
+                member("b", ALICE, "\"10.77.0.3\"")
+            ),
+            Some(12),
+            "member[1].public_key",
+            "same key",
+        ),
+        (
+            format!(
+                "{b}{}{}",
+                member("a", ALICE, "\"10.77.0.2\""),
+                member("b", BOB, "\"10.77.0.2\"")
+            ),
+            Some(13),
+            "member[1].address",
+            "already member `a`'s",
+        ),
+        (
+            format!(
+                "{b}{}cipher = \"des\"\n",
+                member("a", ALICE, "\"10.77.0.2\"")
+            ),
+            Some(9),
+            "member[0].cipher",
+            "unknown cipher",
+        ),
+        (
+            format!(
+                "{b}[tunnel]\nipv6_pool = \"\"\n{}",
+                member("a", ALICE, "\"fd77::2\"")
+            ),
+            Some(10),
+            "member[0].address",
+            "ipv6_pool is off",
+        ),
+        (
+            format!("{b}\n[[member]]\nname = \"a\"\naddress = [\"10.77.0.2\"]\n"),
+            Some(5),
+            "member[0].public_key",
+            "missing",
+        ),
+        (
+            format!("{b}{}", member("a b", ALICE, "\"10.77.0.2\"")),
+            Some(6),
+            "member[0].name",
+            "contains ` `",
+        ),
+    ];
+    std::fs::write(dir.0.join("proxy.toml.bad"), "not a key\n").unwrap();
+    for (text, line, key, reason) in cases {
+        let e = parse(&dir, &text).expect_err(&text);
+        assert_eq!(e.file, dir.0.join("proxy.toml"));
+        assert_eq!(e.key.as_deref(), Some(key), "{e}\n--- in ---\n{text}");
+        assert_eq!(e.line, line, "{e}\n--- in ---\n{text}");
+        assert!(e.reason.contains(reason), "{e}\n--- in ---\n{text}");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
+    }
+}
+
+#[test]
+fn a_readable_key_file_is_a_warning() {
+    let dir = TempDir::new("perm");
+    let path = with_key(&dir);
+    std::fs::set_permissions(
+        dir.0.join("proxy.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let c = ProxyConfig::from_toml_str(&path, &base()).unwrap();
+    assert_eq!(c.warnings.len(), 1);
+    assert!(c.warnings[0].contains("chmod 600"));
+}
+
+#[test]
+fn member_add_appends_keeps_comments_and_takes_the_next_free_addresses() {
+    let dir = TempDir::new("add");
+    let path = with_key(&dir);
+    let original = format!(
+        "# The co-op's proxy.\n{}# members below\n[[member]]\nname = \"first\" # hand-written\npublic_key = \"{ALICE}\"\naddress = [\"10.77.0.2\", \"fd77::3\"]",
+        base()
+    );
+    let added = admin::add_member(
+        &path,
+        &original,
+        "second",
+        Some(CipherChoice::ChaCha20Poly1305),
+        true,
+    )
+    .unwrap();
+    assert!(
+        added.config_text.starts_with(&original),
+        "the user's text is kept as it was"
+    );
+    let c = ProxyConfig::from_toml_str(&path, &added.config_text).unwrap();
+    let second = c.members.iter().find(|m| m.name == "second").unwrap();
+    let want: Vec<IpAddr> = vec!["10.77.0.3".parse().unwrap(), "fd77::2".parse().unwrap()];
+    assert_eq!(second.addresses, want, "lowest free address of each pool");
+    assert_eq!(second.public_key, added.bundle.private_key.public_key());
+    assert_eq!(second.cipher, Some(CipherChoice::ChaCha20Poly1305));
+    assert_eq!(second.psk, added.bundle.psk);
+
+    let b = &added.bundle;
+    assert_eq!(b.member, "second");
+    assert_eq!(b.proxy_public_key, c.private_key.public_key());
+    assert_eq!(b.proxy_endpoints, ["203.0.113.10:7117"]);
+    assert_eq!(b.mesh_key, c.mesh_key);
+    assert_eq!(b.addresses, want);
+    assert_eq!(MemberBundle::parse(&b.render()).unwrap(), *b);
+
+    let again = admin::add_member(&path, &added.config_text, "second", None, false).unwrap_err();
+    assert!(again.to_string().contains("already exists"), "{again}");
+    let bad = admin::add_member(&path, &added.config_text, "no/slash", None, false).unwrap_err();
+    assert!(bad.to_string().contains("contains `/`"), "{bad}");
+}
+
+#[test]
+fn member_add_refuses_when_the_pool_is_full() {
+    let dir = TempDir::new("full");
+    let path = with_key(&dir);
+    let text = format!(
+        "{}[tunnel]\nipv4_pool = \"192.168.9.0/30\"\nipv6_pool = \"\"\n[[member]]\nname = \"a\"\npublic_key = \"{ALICE}\"\naddress = [\"192.168.9.2\"]\n",
+        base()
+    );
+    let e = admin::add_member(&path, &text, "b", None, false).unwrap_err();
+    assert!(e.to_string().contains("no free address"), "{e}");
+}
+
+#[test]
+fn init_writes_a_valid_config_and_key_and_refuses_to_overwrite() {
+    let dir = TempDir::new("init");
+    let path = dir.0.join("sub/proxy.toml");
+    let key = admin::init(&path, &["proxy.example.org:7200".into()], None).unwrap();
+    assert_eq!(key, dir.0.join("sub/proxy.key"));
+    for p in [&path, &key] {
+        let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", p.display());
+    }
+    let c = ProxyConfig::load(&path).unwrap();
+    assert_eq!(
+        c.listen,
+        [
+            "0.0.0.0:7200".parse().unwrap(),
+            "[::]:7200".parse().unwrap()
+        ]
+    );
+    assert_eq!(c.endpoints, ["proxy.example.org:7200"]);
+    assert!(c.members.is_empty());
+    let before = std::fs::read(&key).unwrap();
+    let e = admin::init(&path, &["p:1".into()], None).unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        before,
+        "the key was not replaced"
+    );
+    assert!(admin::init(&dir.0.join("other.toml"), &[], None).is_err());
+}
