@@ -327,6 +327,7 @@ pub struct Coop {
 /// Address plan; all inside our own namespaces (documentation and private ranges).
 mod plan {
     use super::Iface;
+    use std::net::{Ipv4Addr, Ipv6Addr};
     pub(super) fn lan_router(n: usize) -> Iface {
         Iface::new(
             "br-lan",
@@ -372,8 +373,13 @@ mod plan {
             64,
         )
     }
-    pub(super) fn nat_public(n: usize) -> (&'static str, String, String) {
-        ("nat", format!("192.0.2.{n}"), format!("2001:db8:ffff::{n}"))
+    /// The carrier NAT's public addresses for router `n`; `generation` changes them.
+    pub(super) fn nat_public(n: usize, generation: usize) -> (Ipv4Addr, Ipv6Addr) {
+        let g = generation % 2;
+        (
+            format!("192.0.2.{}", n + 100 * g).parse().expect("plan"),
+            format!("2001:db8:ffff:{g}::{n}").parse().expect("plan"),
+        )
     }
     pub(super) fn proxy() -> Iface {
         Iface::new("eth0", "203.0.113.10", 24, "2001:db8:ff00::10", 64)
@@ -547,15 +553,9 @@ impl Coop {
             }
             let mut public = None;
             if spec.nat {
-                let (_, v4, v6) = plan::nat_public(n);
-                nft(
-                    &core.ns,
-                    &format!(
-                        "table inet lpt_cgnat_r{n} {{ chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; iifname \"r{n}\" oifname != \"r{n}\" ip saddr {} snat ip to {v4}; iifname \"r{n}\" oifname != \"r{n}\" ip6 saddr {} snat ip6 to {v6}; }}; }}",
-                        wan.v4, wan.v6
-                    ),
-                )?;
-                public = Some((v4.parse().expect("plan"), v6.parse().expect("plan")));
+                let addrs = plan::nat_public(n, 0);
+                set_carrier_nat(&core.ns, n, &wan, addrs)?;
+                public = Some(addrs);
             }
             for ns in [&r.ns, &c.ns] {
                 write_resolv_conf(ns, &resolv)?;
@@ -849,6 +849,34 @@ impl Coop {
         Ok(path)
     }
 
+    /// Gives router `n`'s carrier NAT new public addresses (as when a CGNAT or mobile line
+    /// is renumbered) and forgets its mappings, so the next packet of every flow, the
+    /// tunnel's included, arrives from a new address: a roaming member. The router must be
+    /// behind NAT (`nat = true`). Returns the new public addresses.
+    pub fn rebind_nat(&mut self, n: usize) -> Result<(Ipv4Addr, Ipv6Addr), Error> {
+        let router = self.router(n).clone();
+        let Some(old) = router.public else {
+            return Err(Error::new(format!(
+                "rebind_nat: r{n} is not behind a carrier NAT (set `nat = true`)"
+            )));
+        };
+        let generation = if old == plan::nat_public(n, 0) { 1 } else { 0 };
+        let new = plan::nat_public(n, generation);
+        let core = self.core().ns.clone();
+        set_carrier_nat(&core, n, &router.wan, new)?;
+        for (family, addr) in [
+            ("ipv4", router.wan.v4.to_string()),
+            ("ipv6", router.wan.v6.to_string()),
+        ] {
+            // Exit status 1 just means there was no mapping to forget.
+            let _ = self
+                .core()
+                .exec(&["conntrack", "-D", "-f", family, "-s", &addr]);
+        }
+        self.routers[n - 1].public = Some(new);
+        Ok(new)
+    }
+
     /// Starts the control socket (`RUN_DIR/control.sock`) that `linkpool-testbed link` and
     /// `exec` talk to.
     pub fn serve_control(&mut self) -> Result<PathBuf, Error> {
@@ -1049,6 +1077,28 @@ fn nft(ns: &str, ruleset: &str) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// Puts router `n` behind a carrier NAT in the core that rewrites its WAN sources to
+/// `public` (replacing an earlier one).
+fn set_carrier_nat(
+    core_ns: &str,
+    n: usize,
+    wan: &Iface,
+    public: (Ipv4Addr, Ipv6Addr),
+) -> Result<(), Error> {
+    let table = format!("lpt_cgnat_r{n}");
+    // Deleting a table that does not exist yet fails; that is fine.
+    let _ = netns::ns_run(core_ns, &["nft", "delete", "table", "inet", &table]);
+    nft(
+        core_ns,
+        &format!(
+            "table inet {table} {{ chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; \
+             iifname \"r{n}\" oifname != \"r{n}\" ip saddr {} snat ip to {}; \
+             iifname \"r{n}\" oifname != \"r{n}\" ip6 saddr {} snat ip6 to {}; }}; }}",
+            wan.v4, public.0, wan.v6, public.1
+        ),
+    )
 }
 
 fn write_resolv_conf(ns: &str, text: &str) -> Result<(), Error> {

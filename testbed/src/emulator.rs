@@ -33,6 +33,8 @@ const MAX_IN_FLIGHT: usize = 65536;
 const SOCKET_BUFFER: libc::c_int = 16 << 20;
 /// Longest sleep, so that stop requests and parameter changes are seen promptly.
 const MAX_WAIT: Duration = Duration::from_millis(100);
+/// Frames read per turn before due frames are sent again.
+const RECEIVE_BATCH: usize = 64;
 /// Histogram resolution for the scheduling lateness.
 const LATENESS_BUCKET_US: u64 = 10;
 const LATENESS_BUCKETS: usize = 10_000;
@@ -540,9 +542,10 @@ impl Forwarder {
         }
     }
 
-    /// Reads every frame waiting on the receive socket and schedules it.
+    /// Reads the frames waiting on the receive socket (a bounded batch, so that a backlog
+    /// does not hold back frames that are due) and schedules them.
     fn receive(&mut self, s: &mut Schedule, buf: &mut [u8]) {
-        loop {
+        for _ in 0..RECEIVE_BATCH {
             let mut control = [0u64; 16];
             let mut iov = libc::iovec {
                 iov_base: buf.as_mut_ptr().cast(),

@@ -102,7 +102,14 @@ fn mesh_nat_and_reachability_follow_the_topology() {
         "inline",
     )
     .unwrap();
-    let coop = Coop::build(&topology).unwrap_or_else(|e| panic!("cannot build the testbed: {e}"));
+    let mut coop =
+        Coop::build(&topology).unwrap_or_else(|e| panic!("cannot build the testbed: {e}"));
+    // Roaming: the carrier NAT is renumbered; the Internet sees r1 from a new address.
+    let before = coop.router(1).public_addrs();
+    let after = coop.rebind_nat(1).unwrap();
+    assert_ne!(before.0, after.0);
+    assert_ne!(before.1, after.1);
+    assert!(coop.rebind_nat(2).is_err(), "r2 is not behind NAT");
     let (r1, r2) = (coop.router(1), coop.router(2));
     let inet = coop.internet();
     // r1 is behind a carrier NAT: the Internet sees the NAT's address, not its WAN.
