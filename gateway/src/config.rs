@@ -63,6 +63,9 @@ pub struct TunnelConfig {
     pub fwmark: u32,
     /// Devices whose traffic goes into the pool.
     pub lan_devices: Vec<String>,
+    /// Devices of the community mesh, where neighbours' gateways are found (may also be
+    /// LAN devices). Empty: this router only uses its own uplinks.
+    pub mesh_devices: Vec<String>,
 }
 
 /// One `[[uplink]]`.
@@ -143,6 +146,7 @@ impl GatewayConfig {
             rule_priority: tunnel.rule_priority,
             fwmark: tunnel.fwmark,
             lan_devices: tunnel.lan_devices,
+            mesh_devices: tunnel.mesh_devices,
             uplinks: raw
                 .uplink
                 .into_iter()
@@ -165,6 +169,7 @@ impl GatewayConfig {
                 Field::RulePriority => "tunnel.rule_priority".to_string(),
                 Field::Fwmark => "tunnel.fwmark".to_string(),
                 Field::LanDevices => "tunnel.lan_devices".to_string(),
+                Field::MeshDevices => "tunnel.mesh_devices".to_string(),
                 Field::Uplinks => "uplink".to_string(),
                 Field::Uplink(i) => format!("uplink[{i}]"),
                 Field::UplinkName(i) => format!("uplink[{i}].name"),
@@ -237,6 +242,7 @@ struct RawTunnel {
     rule_priority: Option<u32>,
     fwmark: Option<u32>,
     lan_devices: Option<Vec<String>>,
+    mesh_devices: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -259,6 +265,7 @@ struct Settings {
     rule_priority: Option<u32>,
     fwmark: Option<u32>,
     lan_devices: Option<Vec<String>>,
+    mesh_devices: Option<Vec<String>>,
     uplinks: Vec<UplinkSettings>,
     warnings: Vec<String>,
 }
@@ -281,6 +288,7 @@ enum Field {
     RulePriority,
     Fwmark,
     LanDevices,
+    MeshDevices,
     Uplinks,
     Uplink(usize),
     UplinkName(usize),
@@ -398,6 +406,20 @@ impl Settings {
             }
         }
 
+        let mesh_devices = self.mesh_devices.unwrap_or_default();
+        for (i, mesh) in mesh_devices.iter().enumerate() {
+            check_ifname(mesh).map_err(|r| err(Field::MeshDevices, r))?;
+            if *mesh == device {
+                return Err(err(
+                    Field::MeshDevices,
+                    format!("`{mesh}` is the tunnel device itself"),
+                ));
+            }
+            if mesh_devices[..i].contains(mesh) {
+                return Err(err(Field::MeshDevices, format!("`{mesh}` is listed twice")));
+            }
+        }
+
         if self.uplinks.is_empty() {
             let mut reason = "missing: at least one uplink is needed".to_string();
             for w in &self.warnings {
@@ -422,10 +444,10 @@ impl Settings {
                     format!("`{name}` is not a usable label (1 to 32 characters, no spaces)"),
                 ));
             }
-            if dev == device || lan_devices.contains(&dev) {
+            if dev == device || lan_devices.contains(&dev) || mesh_devices.contains(&dev) {
                 return Err(err(
                     Field::UplinkDevice(i),
-                    format!("`{dev}` is the tunnel device or a LAN device, not an uplink"),
+                    format!("`{dev}` is the tunnel device, a LAN or a mesh device, not an uplink"),
                 ));
             }
             if let Some(other) = uplinks.iter().find(|o| o.name == name) {
@@ -455,6 +477,7 @@ impl Settings {
                 rule_priority,
                 fwmark,
                 lan_devices,
+                mesh_devices,
             },
             uplinks,
             warnings: self.warnings,
@@ -501,6 +524,8 @@ const GATEWAY_OPTIONS: &[&str] = &[
     "fwmark",
     "lan_network",
     "lan_device",
+    "mesh_network",
+    "mesh_device",
 ];
 const UPLINK_OPTIONS: &[&str] = &["enabled", "name", "network", "device"];
 
@@ -563,7 +588,10 @@ fn from_uci(
                     format!("unknown option (known: {})", allowed.join(", ")),
                 ));
             }
-            let is_list_option = matches!(o.name.as_str(), "lan_network" | "lan_device");
+            let is_list_option = matches!(
+                o.name.as_str(),
+                "lan_network" | "lan_device" | "mesh_network" | "mesh_device"
+            );
             if matches!(o.value, UciValue::List(_)) && !is_list_option {
                 return Err(ConfigError::key(
                     file,
@@ -685,6 +713,26 @@ fn from_uci(
         }
         settings.lan_devices = Some(devices);
     }
+
+    // Mesh: the same two ways; absent means no mesh.
+    let mesh_networks = words("mesh_network");
+    let mut mesh_devices = words("mesh_device");
+    if let Some(o) = gw.get("mesh_network").or_else(|| gw.get("mesh_device")) {
+        keys.push((Field::MeshDevices, gw_key(&o.name), Some(o.line)));
+    }
+    for net in &mesh_networks {
+        match resolve_net(net) {
+            Some(dev) => {
+                if !mesh_devices.contains(&dev) {
+                    mesh_devices.push(dev)
+                }
+            }
+            None => settings.warnings.push(format!(
+                "mesh network `{net}` was not resolved to a device (no --resolve {net}=DEVICE; is it up?)"
+            )),
+        }
+    }
+    settings.mesh_devices = Some(mesh_devices);
 
     // Uplinks.
     let mut index = 0;

@@ -55,6 +55,7 @@ table = 100
 rule_priority = 500
 fwmark = 0x10
 lan_devices = ["br-lan", "bat0"]
+mesh_devices = ["bat0"]
 
 [[uplink]]
 name = "wan"
@@ -77,6 +78,7 @@ device = "wwan0"
         (100, 500, 0x10)
     );
     assert_eq!(c.tunnel.lan_devices, ["br-lan", "bat0"]);
+    assert_eq!(c.tunnel.mesh_devices, ["bat0"]);
     assert_eq!(c.uplinks.len(), 2);
     assert_eq!(
         (c.uplinks[1].name.as_str(), c.uplinks[1].device.as_str()),
@@ -97,6 +99,7 @@ fn toml_defaults() {
         (7117, 7117, 0x7117)
     );
     assert_eq!(c.tunnel.lan_devices, ["br-lan"]);
+    assert!(c.tunnel.mesh_devices.is_empty());
     assert_eq!(c.control_socket, PathBuf::from("/var/run/linkpool.sock"));
     assert_eq!(c.log_level, tracing::level_filters::LevelFilter::INFO);
 }
@@ -250,7 +253,15 @@ fn toml_errors_name_file_line_key_and_reason() {
             format!("bundle = \"{b}\"\n[[uplink]]\ndevice = \"br-lan\"\n"),
             Some(3),
             "uplink[0].device",
-            "LAN device",
+            "a LAN or a mesh device",
+        ),
+        (
+            format!(
+                "bundle = \"{b}\"\n[tunnel]\nmesh_devices = [\"bat0\", \"bat0\"]\n[[uplink]]\ndevice = \"eth1\"\n"
+            ),
+            Some(3),
+            "tunnel.mesh_devices",
+            "listed twice",
         ),
     ];
     for (text, line, key, reason) in cases {
@@ -297,7 +308,12 @@ fn unreadable_file() {
 fn openwrt_uci_file_with_comments_and_odd_quoting() {
     let loaded = GatewayConfig::load_uci(
         &data("openwrt.uci"),
-        &resolve(&[("lan", "br-lan"), ("guest", "br-guest"), ("wan", "eth1")]),
+        &resolve(&[
+            ("lan", "br-lan"),
+            ("guest", "br-guest"),
+            ("wan", "eth1"),
+            ("mesh", "wlan1-mesh"),
+        ]),
     )
     .unwrap();
     let Loaded::Enabled(c) = loaded else {
@@ -308,6 +324,7 @@ fn openwrt_uci_file_with_comments_and_odd_quoting() {
     assert_eq!(c.tunnel.mtu, Some(1400));
     assert_eq!(c.tunnel.fwmark, 0x7117);
     assert_eq!(c.tunnel.lan_devices, ["bat0", "br-lan", "br-guest"]);
+    assert_eq!(c.tunnel.mesh_devices, ["bat0", "wlan1-mesh"]);
     let uplinks: Vec<(&str, &str)> = c
         .uplinks
         .iter()
@@ -334,7 +351,8 @@ fn uci_unresolved_networks_are_skipped_with_a_warning() {
         "the WAN is not resolved, the device-based uplink stays"
     );
     assert_eq!(c.tunnel.lan_devices, ["bat0", "br-lan"]);
-    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
+    assert!(c.warnings.iter().any(|w| w.contains("mesh network `mesh`")));
     assert!(c.warnings.iter().any(|w| w.contains("network `guest`")));
     assert!(
         c.warnings
