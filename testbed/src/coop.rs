@@ -1151,8 +1151,9 @@ pub struct CleanupReport {
 }
 
 /// Removes testbed leftovers: namespaces, their processes, `/etc/netns` entries and run
-/// directories whose name starts with `prefix` (default `lpt`). Unless `include_live`,
-/// leftovers of a process that is still running are kept.
+/// directories of runs matching `prefix` (default `lpt`: all; `lpt<pid>`: that process's;
+/// `lpt<pid>-<n>`: one run). Unless `include_live`, leftovers of a process that is still
+/// running (this one included) are kept.
 pub fn cleanup(prefix: Option<&str>, include_live: bool) -> Result<CleanupReport, Error> {
     netns::require_root()?;
     let prefix = prefix.unwrap_or(PREFIX_STEM);
@@ -1161,13 +1162,15 @@ pub fn cleanup(prefix: Option<&str>, include_live: bool) -> Result<CleanupReport
             "cleanup: prefix `{prefix}` does not start with `{PREFIX_STEM}`"
         )));
     }
-    let own = live_prefixes();
+    // `lpt` matches every run; `lpt<pid>` or `lpt<pid>-<n>` match whole name components, so
+    // `lpt12-1` does not take `lpt12-10` with it.
     let wanted = |name: &str| -> bool {
-        if !name.starts_with(prefix)
-            || own
-                .iter()
-                .any(|p| name.starts_with(&format!("{p}-")) || name == p)
-        {
+        let matches = if prefix == PREFIX_STEM {
+            name.starts_with(prefix)
+        } else {
+            name == prefix || name.starts_with(&format!("{prefix}-"))
+        };
+        if !matches {
             return false;
         }
         if include_live {

@@ -76,3 +76,14 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn handles_can_be_shared_between_test_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<crate::Coop>();
+        shareable::<crate::Link>();
+        shareable::<crate::Process>();
+    }
+}

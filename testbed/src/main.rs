@@ -37,7 +37,6 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(move |info| {
         default_hook(info);
         for prefix in live_prefixes() {
-            let _ = cleanup(Some(&format!("{prefix}-")), true);
             let _ = cleanup(Some(&prefix), true);
         }
     }));

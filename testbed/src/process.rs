@@ -59,6 +59,31 @@ impl Process {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until its log contains `needle` (e.g. a daemon's "ready" line). Fails with
+    /// the log when it exits first or the timeout passes.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.try_wait() {
+                return Err(Error::new(format!(
+                    "{} exited ({status}) before logging `{needle}`; log:\n{log}",
+                    self.label
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::new(format!(
+                    "{} did not log `{needle}` within {timeout:?}; log:\n{log}",
+                    self.label
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends a signal (e.g. `libc::SIGHUP`).
     pub fn signal(&self, signal: i32) -> io::Result<()> {
         // SAFETY: plain kill(2) on our child's pid.

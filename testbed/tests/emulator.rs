@@ -114,10 +114,11 @@ fn loss_rate_is_within_statistical_tolerance() {
         out.lines().last().unwrap_or("")
     );
     let counted = after.dropped_loss - before.dropped_loss;
-    assert_eq!(
-        counted as usize,
-        2000 - rtts.len(),
-        "emulator's loss counter disagrees with ping"
+    // The counter also sees neighbour discovery, and ping may miss a late reply: close, not equal.
+    let lost_pings = 2000 - rtts.len() as u64;
+    assert!(
+        counted.abs_diff(lost_pings) <= 5,
+        "emulator counted {counted} losses, ping lost {lost_pings}"
     );
 }
 

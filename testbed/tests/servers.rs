@@ -134,3 +134,31 @@ fn mesh_nat_and_reachability_follow_the_topology() {
     );
     assert!(coop.link("nope").is_err());
 }
+
+#[test]
+fn spawned_processes_log_and_stop() {
+    let coop = coop1();
+    let mut p = coop
+        .client(1)
+        .spawn(&[
+            "sh",
+            "-c",
+            "echo started; trap 'echo bye; exit 3' TERM; while :; do sleep 0.05; done",
+        ])
+        .unwrap();
+    p.wait_for_log("started", std::time::Duration::from_secs(5))
+        .unwrap();
+    let status = p.stop(std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "SIGTERM reached the process: {}",
+        p.log()
+    );
+    assert!(p.log().contains("bye"));
+    let mut quick = coop.client(1).spawn(&["true"]).unwrap();
+    let err = quick
+        .wait_for_log("never", std::time::Duration::from_secs(5))
+        .unwrap_err();
+    assert!(err.to_string().contains("exited"), "{err}");
+}
