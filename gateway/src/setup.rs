@@ -8,10 +8,9 @@ use linkpool_os::tun::{AsyncTun, Tun};
 use std::net::IpAddr;
 use tracing::{info, warn};
 
-/// Bytes a sealed packet adds on the wire, worst case (outer IPv6 40 + UDP 8 + linkpool
-/// header, AEAD tag and relay tag). Used for the automatic tunnel MTU.
-// TODO(lead): take this from linkpool_protocol once the wire format fixes it.
-pub const ENCAPSULATION_OVERHEAD: u16 = 80;
+/// Bytes a sealed packet adds on the wire, worst case (relayed, over IPv6). Used for the
+/// automatic tunnel MTU.
+pub const ENCAPSULATION_OVERHEAD: u16 = linkpool_protocol::wire::WORST_CASE_OVERHEAD as u16;
 
 /// MTU assumed for an uplink whose device cannot be read (not up yet).
 const ASSUMED_UPLINK_MTU: u16 = 1500;

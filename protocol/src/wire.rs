@@ -37,6 +37,9 @@ pub const TRANSPORT_OVERHEAD: usize = TRANSPORT_HEADER_LEN + TAG_LEN;
 pub const RELAY_HEADER_LEN: usize = 12;
 /// What a relay adds around a sealed datagram.
 pub const RELAY_OVERHEAD: usize = RELAY_HEADER_LEN + MAC_LEN;
+/// What a relayed packet costs on the worst path: outer IPv6 and UDP headers, the
+/// transport header and tag, the relay envelope and tag. The tunnel MTU leaves room for it.
+pub const WORST_CASE_OVERHEAD: usize = 40 + 8 + TRANSPORT_OVERHEAD + RELAY_OVERHEAD;
 /// Largest IP packet that still fits in a relayed datagram.
 pub const MAX_IP_PACKET: usize = MAX_DATAGRAM - TRANSPORT_OVERHEAD - RELAY_OVERHEAD;
 

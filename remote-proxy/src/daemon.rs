@@ -1,39 +1,261 @@
-//! STUB — the lead replaces this module with the proxy's event loop.
+//! The proxy's event loop: a thin shell of I/O around [`linkpool_protocol::server`].
 //!
-//! Contract: `run` gets the validated configuration, the OS side already set up (TUN, NAT,
-//! listening sockets; removed when `os` is dropped) and the configuration file to read
-//! again on SIGHUP (new members without dropping sessions). It returns when the daemon
-//! should stop.
-//!
-//! Until then it only waits for signals, so that everything around it can be tested.
+//! Datagrams from members are opened and their IP packets written to the TUN device, where
+//! the kernel NATs them to the Internet; replies read from the TUN are routed to the member
+//! that owns the destination tunnel address, sealed and sent back to where that member's
+//! path was last heard from. Buffers are allocated once.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use linkpool_os::log::LogHandle;
+use linkpool_os::signal::{Signal, Signals};
+use linkpool_protocol::client::SEAL_OFFSET;
+use linkpool_protocol::server::{MemberId, MemberKey, Server, ServerConfig, ServerEvent};
+use linkpool_protocol::session::Limits;
+use linkpool_protocol::wire::MAX_DATAGRAM;
+use linkpool_protocol::{DropReason, ip};
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
+use tracing::{debug, error, info, warn};
 
 use crate::config::ProxyConfig;
 use crate::setup::ProxyOs;
-use linkpool_os::log::LogHandle;
-use linkpool_os::signal::{Signal, Signals};
-use tracing::{error, info};
+
+/// Handshakes per second before the proxy asks initiators for cookies.
+const HANDSHAKES_PER_SECOND: u32 = 200;
+/// Packets taken from the TUN in one go before looking at the sockets again.
+const TUN_BATCH: usize = 32;
+/// How often member status changes are logged.
+const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why the proxy itself dropped a packet the protocol accepted.
+#[derive(Debug, Default)]
+struct ProxyDrops {
+    /// A member sent a packet whose source is not one of its tunnel addresses.
+    spoofed_source: u64,
+    /// A packet from the Internet for an address no member has.
+    no_member: u64,
+    /// A packet for a member without a session (or not heard from yet).
+    member_offline: u64,
+}
+
+struct Proxy {
+    config: ProxyConfig,
+    server: Server,
+    by_address: HashMap<IpAddr, MemberId>,
+    drops: ProxyDrops,
+    connected: Vec<bool>,
+}
+
+fn member_keys(config: &ProxyConfig) -> Vec<MemberKey> {
+    config
+        .members
+        .iter()
+        .map(|m| MemberKey {
+            public_key: m.public_key,
+            psk: m.psk.clone(),
+        })
+        .collect()
+}
+
+fn address_map(config: &ProxyConfig) -> HashMap<IpAddr, MemberId> {
+    let mut map = HashMap::new();
+    for (i, m) in config.members.iter().enumerate() {
+        for a in &m.addresses {
+            map.insert(*a, MemberId(i as u32));
+        }
+    }
+    map
+}
+
+fn random_bytes() -> io::Result<[u8; 32]> {
+    // A fresh secret is 32 bytes from the OS random source.
+    linkpool_protocol::keys::SharedSecret::generate()
+        .map(|s| *s.as_bytes())
+        .map_err(|e| io::Error::other(e.to_string()))
+}
 
 /// Runs until SIGTERM or SIGINT.
-pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> std::io::Result<()> {
+pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result<()> {
     let mut signals = Signals::new()?;
-    info!(
-        members = config.members.len(),
-        tun = %os.tun.get_ref().name(),
-        "running (stub daemon: no traffic is forwarded yet)"
+    let tun = &os.tun;
+    let sockets = &os.sockets;
+    let now = Instant::now();
+    let server = Server::new(
+        ServerConfig {
+            static_key: config.private_key.clone(),
+            members: member_keys(&config),
+            limits: Limits::default(),
+            handshakes_per_second: HANDSHAKES_PER_SECOND,
+        },
+        now,
+        random_bytes()?,
     );
+    let mut proxy = Proxy {
+        by_address: address_map(&config),
+        connected: vec![false; config.members.len()],
+        config,
+        server,
+        drops: ProxyDrops::default(),
+    };
+    let mut rx = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
+    let mut reply = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
+    let mut tx = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
+    let mut status = tokio::time::interval(STATUS_INTERVAL);
     loop {
-        match signals.recv().await {
-            Signal::Terminate => {
-                info!("stopping");
-                return Ok(());
-            }
-            Signal::Reload => match ProxyConfig::load(&config.file) {
-                Ok(new) => {
-                    log.set_level(new.log_level);
-                    info!(members = new.members.len(), "configuration re-read");
+        let wake = proxy.server.poll_timeout();
+        tokio::select! {
+            (i, result) = recv_any(sockets, &mut rx) => match result {
+                Ok((n, from)) => {
+                    proxy.handle_datagram(&sockets[i].1, from, &mut rx[..n], &mut reply, tun).await
                 }
-                Err(e) => error!("configuration not reloaded: {e}"),
+                Err(e) => debug!("receive: {e}"),
+            },
+            read = tun.recv(&mut tx[SEAL_OFFSET..]) => {
+                match read {
+                    Ok(n) => proxy.send_packet(sockets, &mut tx, n),
+                    Err(e) => warn!("reading the tunnel device: {e}"),
+                }
+                for _ in 0..TUN_BATCH {
+                    match tun.try_recv(&mut tx[SEAL_OFFSET..]) {
+                        Ok(n) => proxy.send_packet(sockets, &mut tx, n),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = sleep_until(wake) => proxy.server.handle_timeout(Instant::now()),
+            _ = status.tick() => proxy.log_status(),
+            signal = signals.recv() => match signal {
+                Signal::Terminate => {
+                    info!("stopping");
+                    return Ok(());
+                }
+                Signal::Reload => match ProxyConfig::load(&proxy.config.file) {
+                    Ok(new) => {
+                        log.set_level(new.log_level);
+                        proxy.server.set_members(member_keys(&new));
+                        proxy.by_address = address_map(&new);
+                        proxy.connected = vec![false; new.members.len()];
+                        info!(members = new.members.len(), "configuration re-read");
+                        proxy.config = new;
+                    }
+                    Err(e) => error!("configuration not reloaded: {e}"),
+                },
             },
         }
+    }
+}
+
+async fn recv_any(
+    sockets: &[(SocketAddr, UdpSocket)],
+    buf: &mut [u8],
+) -> (usize, io::Result<(usize, SocketAddr)>) {
+    std::future::poll_fn(|cx| {
+        for (i, (_, socket)) in sockets.iter().enumerate() {
+            let mut rb = ReadBuf::new(buf);
+            match socket.poll_recv_from(cx, &mut rb) {
+                Poll::Ready(Ok(from)) => return Poll::Ready((i, Ok((rb.filled().len(), from)))),
+                Poll::Ready(Err(e)) => return Poll::Ready((i, Err(e))),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Proxy {
+    async fn handle_datagram(
+        &mut self,
+        socket: &UdpSocket,
+        from: SocketAddr,
+        datagram: &mut [u8],
+        reply: &mut [u8],
+        tun: &linkpool_os::tun::AsyncTun,
+    ) {
+        match self
+            .server
+            .handle_datagram(Instant::now(), from, datagram, reply)
+        {
+            Ok(ServerEvent::Packet { member, range }) => {
+                let packet = &datagram[range];
+                // A member may only speak from its own tunnel addresses: no spoofing other
+                // members (or anyone) through the proxy.
+                if ip::source(packet).and_then(|a| self.by_address.get(&a)) != Some(&member) {
+                    self.drops.spoofed_source += 1;
+                    return;
+                }
+                if let Err(e) = tun.send(packet).await {
+                    debug!("writing to the tunnel device: {e}");
+                }
+            }
+            Ok(ServerEvent::Reply { len, .. }) => {
+                if let Err(e) = socket.try_send_to(&reply[..len], from) {
+                    debug!(%from, "send: {e}");
+                }
+            }
+            Ok(ServerEvent::Consumed) => {}
+            Err(reason) => debug!(%from, "datagram dropped: {reason}"),
+        }
+    }
+
+    fn send_packet(&mut self, sockets: &[(SocketAddr, UdpSocket)], buf: &mut [u8], n: usize) {
+        let packet = &buf[SEAL_OFFSET..SEAL_OFFSET + n];
+        let Some(&member) = ip::destination(packet).and_then(|a| self.by_address.get(&a)) else {
+            self.drops.no_member += 1;
+            return;
+        };
+        match self.server.seal_packet(Instant::now(), member, buf, n) {
+            Ok((to, len)) => {
+                // Answer from the socket of the member's address family.
+                let socket = sockets
+                    .iter()
+                    .find(|(local, _)| local.is_ipv4() == to.is_ipv4())
+                    .or_else(|| sockets.first());
+                if let Some((_, s)) = socket {
+                    if let Err(e) = s.try_send_to(&buf[..len], to) {
+                        debug!(%to, "send: {e}");
+                    }
+                }
+            }
+            Err(DropReason::NoSession) => self.drops.member_offline += 1,
+            Err(reason) => debug!("packet for member dropped: {reason}"),
+        }
+    }
+
+    fn log_status(&mut self) {
+        for (i, m) in self.config.members.iter().enumerate() {
+            let connected = self
+                .server
+                .member(MemberId(i as u32))
+                .is_some_and(|s| s.connected);
+            if connected != self.connected[i] {
+                self.connected[i] = connected;
+                if connected {
+                    info!(member = %m.name, "member connected");
+                } else {
+                    info!(member = %m.name, "member disconnected");
+                }
+            }
+        }
+        let d = &self.drops;
+        debug!(
+            spoofed = d.spoofed_source,
+            no_member = d.no_member,
+            offline = d.member_offline,
+            protocol_drops = self.server.stats().drops.total(),
+            "status"
+        );
     }
 }
