@@ -1184,10 +1184,13 @@ pub fn cleanup(prefix: Option<&str>, include_live: bool) -> Result<CleanupReport
         pid.is_empty() || !Path::new("/proc").join(&pid).exists()
     };
     let mut report = CleanupReport::default();
+    let mut failures = Vec::new();
     for ns in netns::list().into_iter().filter(|n| wanted(n)) {
         report.processes += netns::pids(&ns).len();
-        netns::destroy(&ns)?;
-        report.namespaces.push(ns);
+        match netns::destroy(&ns) {
+            Ok(()) => report.namespaces.push(ns),
+            Err(e) => failures.push(e.to_string()),
+        }
     }
     for root in [Path::new(RUN_ROOT), Path::new(netns::NETNS_ETC_DIR)] {
         let Ok(entries) = std::fs::read_dir(root) else {
@@ -1204,6 +1207,9 @@ pub fn cleanup(prefix: Option<&str>, include_live: bool) -> Result<CleanupReport
         }
     }
     report.namespaces.sort();
+    if !failures.is_empty() {
+        return Err(Error::new(format!("cleanup: {}", failures.join("; "))));
+    }
     Ok(report)
 }
 

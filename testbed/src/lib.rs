@@ -58,6 +58,35 @@ pub use topology::{MAX_ROUTERS, RouterSpec, Topology};
 
 use std::fmt;
 
+/// Environment variable naming the directory that holds the linkpool binaries (default:
+/// the cargo target directory the running executable was built into).
+pub const BIN_DIR_ENV: &str = "LINKPOOL_BIN_DIR";
+
+/// Path of a workspace binary (`linkpool`, `linkpool-proxy`, `linkpool-testbed`) for
+/// starting it inside a namespace: from `LINKPOOL_BIN_DIR`, else next to the running
+/// executable (`target/<profile>/`, also from `target/<profile>/deps/` for tests).
+pub fn workspace_binary(name: &str) -> Result<std::path::PathBuf, Error> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
+        candidates.push(std::path::PathBuf::from(dir).join(name));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            candidates.push(dir.join(name));
+        }
+    }
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        Error::new(format!(
+            "binary `{name}` not found (looked at {}); build it first (`cargo build --workspace`) or set {BIN_DIR_ENV}",
+            candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+}
+
 /// A testbed error: a sentence that says what failed and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error(String);
@@ -85,5 +114,11 @@ mod tests {
         shareable::<crate::Coop>();
         shareable::<crate::Link>();
         shareable::<crate::Process>();
+    }
+
+    #[test]
+    fn finds_workspace_binaries_or_says_how_to_get_them() {
+        let err = crate::workspace_binary("no-such-binary").unwrap_err();
+        assert!(err.to_string().contains("cargo build"), "{err}");
     }
 }

@@ -5,7 +5,8 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
 
 use linkpool_testbed::bench::{BenchOptions, bench_link};
 use linkpool_testbed::{
@@ -40,7 +41,9 @@ fn main() -> ExitCode {
             let _ = cleanup(Some(&prefix), true);
         }
     }));
-    match run() {
+    let code = run();
+    let _exiting = EXITING.lock();
+    match code {
         Ok(code) => code,
         Err(e) => {
             eprintln!("linkpool-testbed: {e}");
@@ -126,7 +129,7 @@ fn run() -> Result<ExitCode, Error> {
             let [path] = positional.as_slice() else {
                 return Err(Error::new(format!("up: give one topology file\n\n{USAGE}")));
             };
-            up(PathBuf::from(path))
+            up(PathBuf::from(path), handle_signals())
         }
         Some("link") => {
             if positional.len() < 2 {
@@ -177,10 +180,12 @@ fn run() -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Some("bench-link") => {
+            let _signals = handle_signals();
             print!("{}", bench_link(&bench)?);
             Ok(ExitCode::SUCCESS)
         }
         Some("demo") => {
+            let _signals = handle_signals();
             linkpool_testbed::demo::run()?;
             Ok(ExitCode::SUCCESS)
         }
@@ -189,11 +194,17 @@ fn run() -> Result<ExitCode, Error> {
     }
 }
 
-/// Builds the co-op and waits for SIGINT/SIGTERM/SIGHUP; tears down either way.
-fn up(path: PathBuf) -> Result<ExitCode, Error> {
-    let topology = Topology::from_file(&path)?;
-    // Block the signals in every thread (threads inherit the mask) and take them with
-    // sigwait, so a Ctrl-C during the build is acted on as soon as the build returns.
+/// Set while `up` waits for its signal; otherwise a signal means "clean up and exit now".
+static UP_WAITING: AtomicBool = AtomicBool::new(false);
+/// Taken by the signal thread while it cleans up and exits, and by `main` before returning.
+static EXITING: Mutex<()> = Mutex::new(());
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in every thread (threads inherit the mask; children
+/// get a clean mask from std) and takes them on a dedicated thread: `up` gets them through
+/// the returned channel for an orderly teardown; during a build, `bench-link` or `demo`
+/// the run's namespaces and processes are removed and the process exits.
+fn handle_signals() -> mpsc::Receiver<i32> {
+    let (tx, rx) = mpsc::channel();
     // SAFETY: sigset manipulation on a local set; pthread_sigmask on the calling thread.
     let set = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -204,16 +215,41 @@ fn up(path: PathBuf) -> Result<ExitCode, Error> {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     };
+    std::thread::spawn(move || {
+        loop {
+            let mut signal: libc::c_int = 0;
+            // SAFETY: set is a valid sigset; signal receives the number.
+            if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
+                continue;
+            }
+            if UP_WAITING.load(Ordering::Acquire) {
+                let _ = tx.send(signal);
+                continue;
+            }
+            // Held until exit: main must not return (with the error of a command whose
+            // processes we just killed) before the cleanup is complete.
+            let _exiting = EXITING.lock();
+            eprintln!("linkpool-testbed: signal {signal}: removing the namespaces of this run");
+            for prefix in live_prefixes() {
+                let _ = cleanup(Some(&prefix), true);
+            }
+            std::process::exit(128 + signal);
+        }
+    });
+    rx
+}
+
+/// Builds the co-op and waits for SIGINT/SIGTERM/SIGHUP; tears down either way.
+fn up(path: PathBuf, signals: mpsc::Receiver<i32>) -> Result<ExitCode, Error> {
+    let topology = Topology::from_file(&path)?;
     let mut coop = Coop::build(&topology)?;
     let socket = coop.serve_control()?;
     print!("{}", coop.describe());
     println!("control socket {}", socket.display());
+    UP_WAITING.store(true, Ordering::Release);
     println!("ready; Ctrl-C (or SIGTERM) tears everything down");
-    let mut signal: libc::c_int = 0;
-    // SAFETY: set is a valid sigset; signal receives the number.
-    unsafe { libc::sigwait(&set, &mut signal) };
+    let signal = signals.recv().unwrap_or(0);
     println!("signal {signal}: tearing down {}", coop.prefix());
     coop.teardown();
-    std::thread::sleep(Duration::from_millis(1));
     Ok(ExitCode::SUCCESS)
 }

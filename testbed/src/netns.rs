@@ -148,7 +148,12 @@ pub(crate) fn destroy(ns: &str) -> Result<(), Error> {
     kill_all(ns);
     let _ = std::fs::remove_dir_all(Path::new(NETNS_ETC_DIR).join(ns));
     if handle_path(ns).exists() {
-        ip(&["netns", "del", ns])?;
+        if let Err(e) = ip(&["netns", "del", ns]) {
+            // Someone else (a concurrent teardown) may have removed it meanwhile.
+            if handle_path(ns).exists() {
+                return Err(e);
+            }
+        }
     }
     Ok(())
 }

@@ -194,3 +194,38 @@ fn cleanup_removes_what_a_killed_run_left() {
     assert!(text.contains(&format!("{prefix}-r1")), "{text}");
     assert_gone(&prefix, &pids);
 }
+
+#[test]
+fn workspace_binaries_are_found_from_tests() {
+    let path = linkpool_testbed::workspace_binary("linkpool-testbed").unwrap();
+    assert_eq!(path, Path::new(BIN));
+}
+
+#[test]
+fn the_demo_interrupted_midway_leaves_nothing() {
+    let mut child = Command::new(BIN)
+        .arg("demo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start linkpool-testbed demo");
+    let mut prefix = None;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("(prefix ").nth(1) {
+            prefix = rest.split(',').next().map(String::from);
+        }
+        if line.starts_with("[3/4]") {
+            break;
+        }
+    }
+    let prefix = prefix.expect("the demo printed its prefix");
+    let pids = pids_of(&prefix);
+    assert!(!pids.is_empty(), "the demo's servers run");
+    // SAFETY: plain kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGINT), "{status}");
+    assert_gone(&prefix, &pids);
+}
