@@ -35,6 +35,9 @@ pub struct PathState {
     pub rx_bytes: u64,
     highest_rx_counter: u64,
     reported_rx_packets: u64,
+    /// A receipt goes out after each probe when data arrived since the last one: once
+    /// per probe interval, not per packet.
+    receipt_pending: bool,
     /// Last time anything authenticated arrived on this path.
     pub last_received: Option<Instant>,
     /// What the peer last reported receiving from us on this path (packets, bytes).
@@ -59,6 +62,7 @@ impl PathState {
             rx_bytes: 0,
             highest_rx_counter: 0,
             reported_rx_packets: 0,
+            receipt_pending: false,
             last_received: None,
             peer_receipt: None,
             pending_ack: None,
@@ -96,6 +100,7 @@ impl PathState {
     pub(crate) fn probe(&mut self, now_us: u64) -> Control {
         self.probe_seq = self.probe_seq.wrapping_add(1);
         self.acked_bits <<= 1;
+        self.receipt_pending = self.rx_packets != self.reported_rx_packets;
         Control::Probe {
             seq: self.probe_seq,
             sent_at_us: now_us,
@@ -103,10 +108,11 @@ impl PathState {
     }
 
     pub(crate) fn receipt_due(&self) -> bool {
-        self.rx_packets != self.reported_rx_packets && self.pending_ack.is_none()
+        self.receipt_pending
     }
 
     pub(crate) fn receipt(&mut self) -> Control {
+        self.receipt_pending = false;
         self.reported_rx_packets = self.rx_packets;
         Control::Receipt {
             path: self.id,

@@ -46,6 +46,8 @@ struct Net {
     at_client: Vec<Vec<u8>>,
     /// Attack traffic the proxy gets before the member's, a burst per step.
     flood: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Datagrams the client's own machinery sent (handshakes, probes, receipts, acks).
+    client_control_sent: usize,
 }
 
 impl Net {
@@ -86,6 +88,7 @@ impl Net {
             at_server: Vec::new(),
             at_client: Vec::new(),
             flood: VecDeque::new(),
+            client_control_sent: 0,
         }
     }
 
@@ -101,6 +104,7 @@ impl Net {
         }
         let mut buf = [0u8; MAX_DATAGRAM];
         while let Some(t) = self.client.poll_transmit(now, &mut buf) {
+            self.client_control_sent += 1;
             self.to_server
                 .push_back((now + self.delay, buf[..t.len].to_vec()));
         }
@@ -543,4 +547,28 @@ fn server(
         now,
         [seed; 32],
     )
+}
+
+#[test]
+fn receipts_report_downstream_once_per_probe_interval() {
+    let mut net = Net::new(CipherSuite::Aes256Gcm, false, Limits::default());
+    net.connect();
+    let control_before = net.client_control_sent;
+    // 3 seconds of downstream traffic: 1000 packets.
+    for i in 0..300 {
+        for j in 0..10 {
+            net.send_down(&ipv4(500, i * 10 + j)).unwrap();
+        }
+        net.step(Duration::from_millis(10));
+    }
+    for _ in 0..200 {
+        net.step(Duration::from_millis(10));
+    }
+    let path = &net.server.member(MemberId(0)).unwrap().paths[0];
+    // The member confirmed every packet and byte it got, and the proxy recorded it.
+    assert_eq!(path.receipt, Some((3000, 3000 * 500)));
+    assert_eq!(net.at_client.len(), 3000);
+    // Control traffic stayed small: a probe and a receipt per second, not one per packet.
+    let control = net.client_control_sent - control_before;
+    assert!(control <= 2 * 5 + 2, "{control} control datagrams in 5 s");
 }
