@@ -246,7 +246,7 @@ ipv4_pool = "10.77.0.0/16"
 ipv6_pool = "fd77::/64"
 # Masquerade out of this device only; empty = any device but the tunnel.
 egress_device = ""
-mtu = 1420
+mtu = 1392
 
 # Members are added with: linkpool-proxy member add NAME -c THIS_FILE
 "#,

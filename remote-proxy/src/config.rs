@@ -24,7 +24,7 @@ pub const DEFAULT_IPV4_POOL: &str = "10.77.0.0/16";
 /// Default member IPv6 pool.
 pub const DEFAULT_IPV6_POOL: &str = "fd77::/64";
 /// Default MTU of the proxy's TUN device: what a gateway on a 1500-byte uplink gets.
-pub const DEFAULT_MTU: u16 = 1420;
+pub const DEFAULT_MTU: u16 = 1500 - linkpool_protocol::wire::WORST_CASE_OVERHEAD as u16;
 
 /// An address pool: the first host address is the proxy's own, members get the next ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

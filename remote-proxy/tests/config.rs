@@ -81,7 +81,7 @@ fn defaults() {
     assert_eq!(c.tunnel.ipv4_pool.to_string(), "10.77.0.0/16");
     assert_eq!(c.tunnel.ipv6_pool.unwrap().to_string(), "fd77::/64");
     assert_eq!(c.tunnel.egress_device, None);
-    assert_eq!(c.tunnel.mtu, 1420);
+    assert_eq!(c.tunnel.mtu, 1392);
     assert_eq!(c.private_key.to_base64(), KEY);
     let nat = c.nat();
     assert_eq!(nat.ipv4_pool, ("10.77.0.0".parse().unwrap(), 16));
