@@ -109,30 +109,7 @@ fn answer(words: &[&str], state: &State) -> Result<String, String> {
             link.apply(settings)?;
             Ok(format!("{name} {}\n", link.params(Direction::Upstream)))
         }
-        ["links"] => {
-            let mut out = String::new();
-            for (name, link) in &state.links {
-                let (up, down) = (
-                    link.stats(Direction::Upstream),
-                    link.stats(Direction::Downstream),
-                );
-                out += &format!(
-                    "{name:<9} {}\n          up: {} frames {} bytes, lost {} queue-drop {} outage-drop {}; down: {} frames {} bytes, lost {} queue-drop {} outage-drop {}\n",
-                    link.params(Direction::Upstream),
-                    up.frames_out,
-                    up.bytes_out,
-                    up.dropped_loss,
-                    up.dropped_queue,
-                    up.dropped_outage,
-                    down.frames_out,
-                    down.bytes_out,
-                    down.dropped_loss,
-                    down.dropped_queue,
-                    down.dropped_outage,
-                );
-            }
-            Ok(out)
-        }
+        ["links"] => Ok(state.links.values().map(Link::summary).collect()),
         ["ns", role] => state
             .roles
             .iter()

@@ -182,6 +182,31 @@ impl Link {
         }
     }
 
+    /// Two lines: parameters, then per-direction traffic and drops (for reports).
+    pub fn summary(&self) -> String {
+        let dir = |d: Direction| {
+            let p = self.params(d);
+            let s = self.stats(d);
+            format!(
+                "{p}; {} frames {} bytes delivered, dropped: loss {} queue {} outage {} other {}",
+                s.frames_out,
+                s.bytes_out,
+                s.dropped_loss,
+                s.dropped_queue,
+                s.dropped_outage,
+                s.dropped_other
+            )
+        };
+        format!(
+            "{:<9} up:   {}
+          down: {}
+",
+            self.name(),
+            dir(Direction::Upstream),
+            dir(Direction::Downstream)
+        )
+    }
+
     /// Percentiles (`0.0..=1.0`) of how late frames of `dir` left compared with their due
     /// time: the emulator's own scheduling error. `None` before any frame left.
     pub fn lateness_percentiles(&self, dir: Direction, quantiles: &[f64]) -> Option<Vec<Duration>> {

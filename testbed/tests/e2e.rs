@@ -1,0 +1,352 @@
+//! End to end: real gateways and a real proxy in a namespace co-op, real clients (curl,
+//! dig, ping) on the LANs, real servers on the internet host. Run as root; these fail,
+//! never skip, when the testbed cannot be built.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use linkpool_testbed::{Coop, Node, Process, Topology};
+
+/// The workspace's `target/<profile>` directory, where `linkpool` and `linkpool-proxy`
+/// are built by `cargo test --workspace`.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    for b in ["linkpool", "linkpool-proxy"] {
+        assert!(
+            dir.join(b).exists(),
+            "{} missing: run `cargo build --workspace` (cargo test --workspace does)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// The proxy and one gateway per router, configured through the real CLIs.
+struct Pool {
+    dir: PathBuf,
+    bins: PathBuf,
+    proxy: Option<Process>,
+    gateways: Vec<Process>,
+}
+
+impl Pool {
+    fn start(coop: &Coop) -> Pool {
+        let bins = bin_dir();
+        let dir = coop.run_dir().join("pool");
+        std::fs::create_dir_all(&dir).unwrap();
+        let proxy_conf = dir.join("proxy.toml");
+        let endpoint = format!("{}:7117", coop.proxy().addr_v4());
+        run(
+            &bins,
+            "linkpool-proxy",
+            &["init", "-c", s(&proxy_conf), "--endpoint", &endpoint],
+        );
+        // Our own sockets, not the system's /var/run.
+        edit(
+            &proxy_conf,
+            "/var/run/linkpool-proxy.sock",
+            s(&dir.join("proxy.sock")),
+        );
+        let mut pool = Pool {
+            dir,
+            bins,
+            proxy: None,
+            gateways: Vec::new(),
+        };
+        for r in coop.routers() {
+            let name = format!("member{}", r.index());
+            let bundle = pool.dir.join(format!("{name}.bundle"));
+            run(
+                &pool.bins,
+                "linkpool-proxy",
+                &[
+                    "member",
+                    "add",
+                    &name,
+                    "-c",
+                    s(&proxy_conf),
+                    "--out",
+                    s(&bundle),
+                ],
+            );
+            let conf = pool.dir.join(format!("{name}.toml"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "bundle_file = {bundle:?}\nlog_level = \"debug\"\ncontrol_socket = {sock:?}\n\
+                     [tunnel]\nlan_devices = [{lan:?}]\n\
+                     [[uplink]]\nname = \"wan\"\ndevice = {wan:?}\n",
+                    sock = pool.dir.join(format!("{name}.sock")),
+                    lan = r.lan_device(),
+                    wan = r.wan_device(),
+                ),
+            )
+            .unwrap();
+        }
+        pool.start_proxy(coop);
+        for r in coop.routers() {
+            let conf = pool.dir.join(format!("member{}.toml", r.index()));
+            let mut gw = r
+                .spawn(&[s(&pool.bins.join("linkpool")), "run", "-c", s(&conf)])
+                .unwrap();
+            gw.wait_for_log(
+                "session with the proxy established",
+                Duration::from_secs(20),
+            )
+            .unwrap_or_else(|e| panic!("gateway {} never connected: {e}\n{}", r.index(), gw.log()));
+            pool.gateways.push(gw);
+        }
+        pool
+    }
+
+    fn start_proxy(&mut self, coop: &Coop) {
+        let conf = self.dir.join("proxy.toml");
+        let mut p = coop
+            .proxy()
+            .spawn(&[s(&self.bins.join("linkpool-proxy")), "run", "-c", s(&conf)])
+            .unwrap();
+        p.wait_for_log("listening", Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("proxy did not start: {e}\n{}", p.log()));
+        self.proxy = Some(p);
+    }
+
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        if let Some(p) = &self.proxy {
+            all += &format!("--- proxy\n{}\n", p.log());
+        }
+        for (i, g) in self.gateways.iter().enumerate() {
+            all += &format!("--- gateway {}\n{}\n", i + 1, g.log());
+        }
+        all
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn run(bins: &Path, bin: &str, args: &[&str]) {
+    let out = std::process::Command::new(bins.join(bin))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{bin} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn edit(file: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains(from), "{} has no {from}", file.display());
+    std::fs::write(file, text.replace(from, to)).unwrap();
+}
+
+fn build(routers: usize) -> Coop {
+    Coop::build(&Topology::coop(routers))
+        .unwrap_or_else(|e| panic!("cannot build the testbed: {e}"))
+}
+
+/// Downloads `url` from `client` and returns the body's SHA-256.
+fn download_sha256(client: &Node, url: &str) -> String {
+    let out = client
+        .exec_ok(&[
+            "sh",
+            "-c",
+            &format!("curl -sS --fail -m 120 -g '{url}' | sha256sum"),
+        ])
+        .unwrap();
+    out.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Retries `f` until it succeeds or `timeout` passes.
+fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    false
+}
+
+#[test]
+fn lan_traffic_goes_through_the_tunnel_v4_and_v6() {
+    let coop = build(1);
+    let pool = Pool::start(&coop);
+    let client = coop.client(1);
+    let net = coop.internet();
+    let file = net.serve_file("twenty.bin", 20 << 20).unwrap();
+
+    let got = download_sha256(client, &net.url_v4(&file.path()));
+    assert_eq!(got, file.sha256, "IPv4 download corrupted\n{}", pool.logs());
+    let small = net.serve_file("five.bin", 5 << 20).unwrap();
+    let got = download_sha256(client, &net.url_v6(&small.path()));
+    assert_eq!(
+        got,
+        small.sha256,
+        "IPv6 download corrupted\n{}",
+        pool.logs()
+    );
+
+    client
+        .exec_ok(&[
+            "ping",
+            "-n",
+            "-c",
+            "3",
+            "-W",
+            "2",
+            &net.addr_v4().to_string(),
+        ])
+        .unwrap();
+    client
+        .exec_ok(&[
+            "ping",
+            "-6",
+            "-n",
+            "-c",
+            "3",
+            "-W",
+            "2",
+            &net.addr_v6().to_string(),
+        ])
+        .unwrap();
+    for (rtype, expect) in [
+        ("A", net.addr_v4().to_string()),
+        ("AAAA", net.addr_v6().to_string()),
+    ] {
+        let answer = client
+            .exec_ok(&[
+                "dig",
+                "+short",
+                "+notcp",
+                "+time=2",
+                "+tries=2",
+                &format!("@{}", net.addr_v4()),
+                net.dns_name(),
+                rtype,
+            ])
+            .unwrap();
+        assert_eq!(answer.trim(), expect, "DNS {rtype} over UDP");
+    }
+
+    // The internet saw only the proxy, never the member's own WAN address.
+    let requests = net.http_requests();
+    assert!(requests.len() >= 2);
+    let proxy = coop.proxy();
+    let r1 = coop.router(1);
+    for req in &requests {
+        assert!(
+            req.peer == proxy.addr_v4() || req.peer == proxy.addr_v6(),
+            "internet host saw {} (router WAN {} / {})",
+            req.peer,
+            r1.wan_addr_v4(),
+            r1.wan_addr_v6()
+        );
+    }
+    // And it really went through the tunnel: the gateway's TUN carried the bytes.
+    let stats = r1
+        .exec_ok(&["cat", "/sys/class/net/linkpool0/statistics/rx_bytes"])
+        .unwrap();
+    let tun_rx: u64 = stats.trim().parse().unwrap();
+    assert!(tun_rx > 25 << 20, "TUN received only {tun_rx} bytes");
+}
+
+#[test]
+fn two_members_at_once_without_interference() {
+    let coop = build(2);
+    let pool = Pool::start(&coop);
+    let net = coop.internet();
+    let a = net.serve_file("a.bin", 8 << 20).unwrap();
+    let b = net.serve_file("b.bin", 8 << 20).unwrap();
+    let (ua, ub) = (net.url_v4(&a.path()), net.url_v4(&b.path()));
+    let (c1, c2) = (coop.client(1).clone(), coop.client(2).clone());
+    let t = std::thread::spawn(move || download_sha256(&c2, &ub));
+    let got_a = download_sha256(&c1, &ua);
+    let got_b = t.join().unwrap();
+    assert_eq!(got_a, a.sha256, "{}", pool.logs());
+    assert_eq!(got_b, b.sha256, "{}", pool.logs());
+    // Each member's replies reached its own LAN: both clients saw the proxy as peer.
+    for n in [1, 2] {
+        let ip = coop
+            .client(n)
+            .exec_ok(&["curl", "-sS", "-m", "10", &net.url_v4("/ip")])
+            .unwrap();
+        assert_eq!(ip.trim(), coop.proxy().addr_v4().to_string());
+    }
+}
+
+#[test]
+fn member_recovers_by_itself_when_the_proxy_restarts() {
+    let coop = build(1);
+    let mut pool = Pool::start(&coop);
+    let client = coop.client(1);
+    let target = coop.internet().addr_v4().to_string();
+    let ping = |c: &Node| {
+        c.exec_ok(&["ping", "-n", "-c", "1", "-W", "1", &target])
+            .is_ok()
+    };
+    assert!(eventually(Duration::from_secs(5), || ping(client)));
+
+    // A crash, not a clean stop: the proxy forgets every session.
+    pool.proxy.take().unwrap().kill().unwrap();
+    assert!(!ping(client), "traffic flowed with the proxy down");
+    std::thread::sleep(Duration::from_secs(2));
+    pool.start_proxy(&coop);
+    let started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(30), || ping(client)),
+        "no traffic 30 s after the proxy came back\n{}",
+        pool.logs()
+    );
+    eprintln!(
+        "recovered {:?} after the proxy restarted",
+        started.elapsed()
+    );
+    // The gateway was not restarted: it reconnected by itself.
+    assert!(pool.gateways[0].try_wait().unwrap().is_none());
+    assert!(
+        pool.gateways[0]
+            .log()
+            .matches("session with the proxy established")
+            .count()
+            >= 2
+            || pool.gateways[0].log().contains("session rekeyed")
+    );
+}
+
+#[test]
+fn gateway_stop_removes_everything_it_added() {
+    let coop = build(1);
+    let mut pool = Pool::start(&coop);
+    let r1 = coop.router(1);
+    let rules_before_stop = r1.exec_ok(&["ip", "rule"]).unwrap();
+    assert!(rules_before_stop.contains("lookup 7117"));
+    let mut gw = pool.gateways.pop().unwrap();
+    gw.signal(15).unwrap();
+    let status = gw
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap()
+        .expect("gateway did not stop");
+    assert!(status.success(), "{}", gw.log());
+    let rules = r1.exec_ok(&["ip", "rule"]).unwrap();
+    assert!(!rules.contains("7117"), "{rules}");
+    assert!(r1.exec_ok(&["ip", "link", "show", "linkpool0"]).is_err());
+    let tables = r1.exec_ok(&["nft", "list", "tables"]).unwrap();
+    assert!(!tables.contains("linkpool"), "{tables}");
+    // LAN traffic now takes the plain WAN again (the router routes without linkpool).
+    let ip = coop
+        .client(1)
+        .exec_ok(&["curl", "-sS", "-m", "10", &coop.internet().url_v4("/ip")])
+        .unwrap();
+    assert_ne!(ip.trim(), coop.proxy().addr_v4().to_string());
+}
