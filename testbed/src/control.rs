@@ -1,6 +1,7 @@
 //! The control socket of a running `linkpool-testbed up`: one request line, one reply.
 //!
-//! Requests: `link NAME SETTING...` (see [`crate::LinkParams::apply`]), `links`,
+//! Requests: `link NAME [upstream|downstream] SETTING...` (see
+//! [`crate::LinkParams::apply`]; without a direction both change), `links`,
 //! `ns ROLE`, `describe`. Replies start with `ok` or `error:`.
 
 use std::collections::BTreeMap;
@@ -106,8 +107,12 @@ fn answer(words: &[&str], state: &State) -> Result<String, String> {
             if settings.is_empty() {
                 return Err("link: give settings, e.g. `delay=30ms loss=1%` or `down`".into());
             }
-            link.apply(settings)?;
-            Ok(format!("{name} {}\n", link.params(Direction::Upstream)))
+            match settings {
+                ["upstream", rest @ ..] => link.apply_direction(Direction::Upstream, rest)?,
+                ["downstream", rest @ ..] => link.apply_direction(Direction::Downstream, rest)?,
+                _ => link.apply(settings)?,
+            }
+            Ok(link.summary())
         }
         ["links"] => Ok(state.links.values().map(Link::summary).collect()),
         ["ns", role] => state

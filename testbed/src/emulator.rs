@@ -140,6 +140,14 @@ impl Link {
         Ok(())
     }
 
+    /// Applies text settings to one direction only.
+    pub fn apply_direction(&self, dir: Direction, settings: &[&str]) -> Result<(), String> {
+        let mut p = self.params(dir);
+        p.apply(settings.iter().copied())?;
+        self.set_direction(dir, p);
+        Ok(())
+    }
+
     /// Starts an outage: every frame in both directions is dropped, including those in flight.
     pub fn down(&self) {
         self.change(|p| p.up = false);

@@ -18,8 +18,10 @@ linkpool-testbed: co-ops in network namespaces with emulated links
 
 usage:
   linkpool-testbed up TOPOLOGY.toml      build it, print names and addresses, wait for Ctrl-C
-  linkpool-testbed link NAME SETTING...  change a running link: delay=30ms jitter=2ms loss=1%
-                                         rate=20mbit queue=100ms, or down / up
+  linkpool-testbed link NAME [upstream|downstream] SETTING...
+                                         change a running link (both directions unless one is
+                                         named): delay=30ms jitter=2ms loss=1% rate=20mbit
+                                         queue=100ms, or down / up
   linkpool-testbed links                 the running links with parameters and counters
   linkpool-testbed exec ROLE -- CMD...   run CMD in a running node (r1, c1, proxy, internet, core)
   linkpool-testbed cleanup [--all]       remove leftovers of runs that are no longer alive

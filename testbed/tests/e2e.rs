@@ -106,7 +106,7 @@ impl Pool {
             .proxy()
             .spawn(&[s(&self.bins.join("linkpool-proxy")), "run", "-c", s(&conf)])
             .unwrap();
-        p.wait_for_log("listening", Duration::from_secs(10))
+        p.wait_for_log("sockets set up", Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("proxy did not start: {e}\n{}", p.log()));
         self.proxy = Some(p);
     }
