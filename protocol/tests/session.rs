@@ -572,3 +572,41 @@ fn receipts_report_downstream_once_per_probe_interval() {
     let control = net.client_control_sent - control_before;
     assert!(control <= 2 * 5 + 2, "{control} control datagrams in 5 s");
 }
+
+#[test]
+fn proxy_follows_a_member_whose_address_changes() {
+    let mut net = Net::new(CipherSuite::Aes256Gcm, false, Limits::default());
+    net.connect();
+    net.send_up(&ipv4(100, 1)).unwrap();
+    net.step(Duration::from_millis(20));
+    // The member's WAN gets a new address (DHCP renewal, LTE reconnect, NAT rebinding).
+    let old = net.member_addr;
+    net.member_addr = "192.0.2.200:51000".parse().unwrap();
+    // Before it says anything from there, replies still go to the old address.
+    let mut buf = [0u8; MAX_DATAGRAM];
+    buf[SEAL_OFFSET..SEAL_OFFSET + 60].copy_from_slice(&ipv4(60, 2));
+    let (to, _) = net
+        .server
+        .seal_packet(net.now, MemberId(0), &mut buf, 60)
+        .unwrap();
+    assert_eq!(to, old);
+    // One authenticated packet from the new address moves the path.
+    net.send_up(&ipv4(100, 3)).unwrap();
+    net.step(Duration::from_millis(20));
+    net.send_down(&ipv4(100, 4)).unwrap(); // asserts it goes to the new address
+    // A forged packet from elsewhere does not move it.
+    let forged_from: SocketAddr = "203.0.113.66:666".parse().unwrap();
+    let mut forged = net.sealed_up(&ipv4(100, 5));
+    forged[30] ^= 0xff;
+    let mut reply = [0u8; MAX_DATAGRAM];
+    assert_eq!(
+        net.server
+            .handle_datagram(net.now, forged_from, &mut forged, &mut reply),
+        Err(DropReason::BadTag)
+    );
+    net.send_down(&ipv4(100, 6)).unwrap();
+    assert_eq!(
+        net.server.member(MemberId(0)).unwrap().paths[0].endpoint,
+        net.member_addr
+    );
+}
