@@ -1,0 +1,287 @@
+//! Seed inputs made from real messages: what the protocol core itself writes, and the
+//! repository's own config files. `cargo run --example seeds` writes them out.
+
+use std::path::Path;
+use std::time::Instant;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use linkpool_protocol::bundle::MemberBundle;
+use linkpool_protocol::client::{Client, ClientConfig};
+use linkpool_protocol::keys::{SecretKey, SharedSecret};
+use linkpool_protocol::server::{MemberKey, Server, ServerConfig, ServerEvent};
+use linkpool_protocol::session::Limits;
+use linkpool_protocol::wire::{Control, MAX_DATAGRAM, MeshHello};
+use linkpool_protocol::{CipherSuite, PathId};
+
+use crate::session::{Pair, ipv4_packet, ipv6_packet, script};
+
+/// One seed: target, file name, bytes.
+pub type Seed = (&'static str, String, Vec<u8>);
+
+/// Every seed of every target. `repo` is the repository root, for the config files kept
+/// there (missing ones are skipped).
+pub fn all(repo: &Path) -> Vec<Seed> {
+    let mut out = Vec::new();
+    wire(&mut out);
+    control(&mut out);
+    bundles(&mut out);
+    mesh(&mut out);
+    ip(&mut out);
+    session(&mut out);
+    configs(repo, &mut out);
+    out
+}
+
+fn push(out: &mut Vec<Seed>, target: &'static str, name: &str, bytes: Vec<u8>) {
+    out.push((target, name.to_string(), bytes));
+}
+
+/// Handshake initiation, response, cookie reply, transport packets and a relay envelope,
+/// as a real client and server write them.
+fn wire(out: &mut Vec<Seed>) {
+    let pair = Pair::new();
+    let (up, down) = pair.baseline();
+    for (i, d) in up.iter().enumerate() {
+        push(out, "wire_message", &format!("up-{i}-type{}", d[1]), d.clone());
+    }
+    for (i, d) in down.iter().enumerate() {
+        push(out, "wire_message", &format!("down-{i}-type{}", d[1]), d.clone());
+    }
+    if let Some(cookie) = cookie_reply() {
+        push(out, "wire_message", "cookie-reply", cookie);
+    }
+    // A relay envelope around the first upstream transport packet.
+    if let Some(inner) = up.iter().find(|d| d[1] == 4 || d[1] == 5) {
+        let mut env = vec![1u8, 6, 0, 0, 0, 0, 0, 9, 0, 0, 0, 1];
+        env.extend(inner);
+        env.extend([0xa5; 16]);
+        push(out, "wire_message", "relay-up", env);
+    }
+    let mut hello = vec![0u8; 68];
+    crate::mesh_key()
+        .seal_hello(&sample_hello(), &mut hello)
+        .expect("buffer fits a hello");
+    push(out, "wire_message", "mesh-hello", hello);
+}
+
+/// A cookie reply from a proxy that thinks itself under load (one handshake per second,
+/// three initiations at once).
+fn cookie_reply() -> Option<Vec<u8>> {
+    let now = Instant::now();
+    let proxy = SecretKey::from_bytes([0x55; 32]);
+    let member = SecretKey::from_bytes([0x66; 32]);
+    let mut server = Server::new(
+        ServerConfig {
+            static_key: proxy.clone(),
+            members: vec![MemberKey {
+                public_key: member.public_key(),
+                psk: None,
+            }],
+            limits: Limits::default(),
+            handshakes_per_second: 1,
+        },
+        now,
+        [3; 32],
+    );
+    let from = "192.0.2.50:1000".parse().expect("literal");
+    for seed in 0..4 {
+        let mut client = Client::new(
+            ClientConfig {
+                static_key: member.clone(),
+                proxy_key: proxy.public_key(),
+                psk: None,
+                suite: CipherSuite::ChaCha20Poly1305,
+                limits: Limits::default(),
+            },
+            now,
+            1_700_000_000_000_000 + seed,
+            seed,
+        );
+        client.add_path(PathId(0), now);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let t = client.poll_transmit(now, &mut buf)?;
+        let mut reply = vec![0u8; MAX_DATAGRAM];
+        if let Ok(ServerEvent::Reply { len, member: None }) =
+            server.handle_datagram(now, from, &mut buf[..t.len], &mut reply)
+        {
+            return Some(reply[..len].to_vec());
+        }
+    }
+    None
+}
+
+fn controls() -> [Control; 4] {
+    [
+        Control::Keepalive,
+        Control::Probe {
+            seq: 7,
+            sent_at_us: 1_234_567,
+        },
+        Control::ProbeAck {
+            seq: 7,
+            echo_sent_at_us: 1_234_567,
+            received_at_us: 9_876_543,
+        },
+        Control::Receipt {
+            path: PathId(1),
+            packets: 1000,
+            bytes: 1_400_000,
+            highest_counter: 1200,
+        },
+    ]
+}
+
+fn control(out: &mut Vec<Seed>) {
+    for (i, c) in controls().iter().enumerate() {
+        let mut b = [0u8; Control::MAX_LEN];
+        let n = c.encode(&mut b);
+        push(out, "control_decode", &format!("control-{i}"), b[..n].to_vec());
+    }
+}
+
+fn sample_bundle(psk: bool, v6: bool) -> MemberBundle {
+    MemberBundle {
+        member: "alice".into(),
+        private_key: SecretKey::from_bytes([1; 32]),
+        proxy_public_key: SecretKey::from_bytes([2; 32]).public_key(),
+        proxy_endpoints: vec!["203.0.113.10:7117".into(), "[2001:db8::10]:7117".into()],
+        cipher: if psk {
+            CipherSuite::ChaCha20Poly1305
+        } else {
+            CipherSuite::Aes256Gcm
+        },
+        psk: psk.then(|| SharedSecret::from_bytes([3; 32])),
+        mesh_key: SharedSecret::from_bytes([4; 32]),
+        addresses: if v6 {
+            vec!["10.77.0.2".parse().expect("literal"), "fd77::2".parse().expect("literal")]
+        } else {
+            vec!["10.77.0.2".parse().expect("literal")]
+        },
+    }
+}
+
+/// Bundles: the `LP1:` form as rendered (first byte `R`: parsed as is), and the decoded
+/// text (first byte `T`: the target base64-wraps it, so the fuzzer works on the text).
+fn bundles(out: &mut Vec<Seed>) {
+    for (i, (psk, v6)) in [(false, false), (true, true)].into_iter().enumerate() {
+        let rendered = sample_bundle(psk, v6).render();
+        let mut raw = b"R".to_vec();
+        raw.extend(rendered.as_bytes());
+        push(out, "bundle_parse", &format!("rendered-{i}"), raw);
+        let text = STANDARD
+            .decode(&rendered[linkpool_protocol::bundle::BUNDLE_PREFIX.len()..])
+            .expect("rendered bundle is base64");
+        let mut t = b"T".to_vec();
+        t.extend(text);
+        push(out, "bundle_parse", &format!("text-{i}"), t);
+    }
+}
+
+fn sample_hello() -> MeshHello {
+    MeshHello {
+        member: SecretKey::from_bytes([1; 32]).public_key().0,
+        relay_port: 7118,
+        offered_kbit: 20_000,
+        sent_at_ms: 1_700_000_000_000,
+    }
+}
+
+/// Mesh hellos: a valid one (first byte even: opened as is) and the fields of one
+/// (first byte odd: sealed, then opened).
+fn mesh(out: &mut Vec<Seed>) {
+    let mut hello = vec![0u8; 68];
+    let n = crate::mesh_key()
+        .seal_hello(&sample_hello(), &mut hello)
+        .expect("buffer fits a hello");
+    let mut open = vec![0u8];
+    open.extend(&hello[..n]);
+    push(out, "mesh_hello", "sealed", open);
+    let mut fields = vec![1u8];
+    fields.extend(&hello[4..52]);
+    push(out, "mesh_hello", "fields", fields);
+}
+
+fn ip(out: &mut Vec<Seed>) {
+    push(out, "ip_check", "ipv4-udp", ipv4_packet(60, 1));
+    push(out, "ip_check", "ipv6-udp", ipv6_packet(80));
+    let mut opts = ipv4_packet(64, 2);
+    opts[0] = 0x46;
+    push(out, "ip_check", "ipv4-options", opts);
+}
+
+/// Scripts for `session_pair`: real traffic, replays, tampering, time passing.
+fn session(out: &mut Vec<Seed>) {
+    let mut s = Vec::new();
+    script::seal_up(&mut s, &ipv4_packet(100, 1));
+    script::seal_down(&mut s, &ipv6_packet(120));
+    script::advance(&mut s, 250);
+    push(out, "session_pair", "traffic", s);
+
+    let mut s = Vec::new();
+    script::seal_up(&mut s, &ipv4_packet(80, 3));
+    // The datagram just sealed is the first recent capture after the baseline.
+    for idx in 0..8 {
+        script::mutate(&mut s, 0, idx, 0, 0, &[]);
+        script::mutate(&mut s, 1, idx, 0, 0, &[]);
+    }
+    push(out, "session_pair", "replays", s);
+
+    let mut s = Vec::new();
+    for idx in 0..4 {
+        script::mutate(&mut s, 0, idx, 20, 0, &[0x01]);
+        script::mutate(&mut s, 1, idx, 3, 0, &[0x80]);
+        script::mutate(&mut s, 0, idx, 0, 5, &[]);
+        script::extend(&mut s, 1, idx, &[0; 8]);
+    }
+    push(out, "session_pair", "tamper", s);
+
+    let mut s = Vec::new();
+    script::advance(&mut s, 31_000); // 124 s: past rekey-after-time
+    script::seal_up(&mut s, &ipv4_packet(60, 9));
+    script::advance(&mut s, 65_535); // 262 s: past reject-after-time
+    script::pump(&mut s);
+    script::seal_down(&mut s, &ipv4_packet(60, 10));
+    push(out, "session_pair", "time", s);
+
+    let mut s = Vec::new();
+    script::seal_up(&mut s, &[0x45, 0, 0, 99]);
+    script::seal_down(&mut s, &[0x60; 41]);
+    script::to_server(&mut s, 2, &[1, 4, 0, 0, 0, 0, 0, 1]);
+    script::to_client(&mut s, 1, &[1, 5, 0, 0]);
+    push(out, "session_pair", "garbage", s);
+
+    let pair = Pair::new();
+    let (up, down) = pair.baseline();
+    if let Some(init) = up.first() {
+        let mut s = Vec::new();
+        script::to_server(&mut s, 1, init);
+        script::advance(&mut s, 2000);
+        script::to_server(&mut s, 0, init);
+        push(out, "session_pair", "handshake-replay", s);
+    }
+    if let Some(resp) = down.first() {
+        let mut s = Vec::new();
+        script::to_client(&mut s, 0, resp);
+        push(out, "session_pair", "response-replay", s);
+    }
+}
+
+/// The repository's own config files.
+fn configs(repo: &Path, out: &mut Vec<Seed>) {
+    let uci = [
+        "openwrt/linkpool/files/linkpool.config",
+        "gateway/tests/data/openwrt.uci",
+        "gateway/tests/data/typo.uci",
+        "gateway/tests/data/unterminated.uci",
+    ];
+    for f in uci {
+        if let Ok(b) = std::fs::read(repo.join(f)) {
+            let name = f.rsplit('/').next().unwrap_or(f);
+            push(out, "uci_parse", name, b);
+        }
+    }
+    if let Ok(b) = std::fs::read(repo.join("gateway/linkpool.example.toml")) {
+        push(out, "gateway_toml", "linkpool.example.toml", b);
+    }
+}
