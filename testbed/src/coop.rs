@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::control::ControlServer;
 use crate::emulator::{Emulator, Link};
-use crate::params::LinkParams;
+use crate::params::LinkSpec;
 use crate::process::Process;
 use crate::servers::{self, HttpRequest, HttpServer, ServedFile};
 use crate::topology::Topology;
@@ -664,7 +664,7 @@ impl Coop {
         name: &str,
         a: (&Node, &str),
         b: (&Node, &str),
-        params: LinkParams,
+        spec: LinkSpec,
     ) -> Result<(), Error> {
         let emu = self.emu.as_ref().expect("emu namespace exists").ns.clone();
         let k = self.links.len();
@@ -686,7 +686,7 @@ impl Coop {
             .emulator
             .as_mut()
             .expect("emulator exists")
-            .add_link(name, &emu, &ea, &eb, params, seed)
+            .add_link(name, &emu, &ea, &eb, spec, seed)
             .map_err(|e| Error::new(format!("emulating link {name}: {e}")))?;
         self.links.insert(name.to_string(), link);
         Ok(())
@@ -699,7 +699,7 @@ impl Coop {
         let up = |name: &str| {
             self.links
                 .get(name)
-                .is_some_and(|l| l.params(crate::Direction::Upstream).up)
+                .is_some_and(|l| l.spec().upstream.up && l.spec().downstream.up)
         };
         if !up("internet") {
             return Ok(());
@@ -945,7 +945,7 @@ impl Coop {
         }
         let _ = writeln!(s, "links:");
         for (name, link) in &self.links {
-            let _ = writeln!(s, "  {name:<9} {}", link.params(crate::Direction::Upstream));
+            let _ = writeln!(s, "  {name:<9} {}", link.spec());
         }
         s
     }

@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::netns;
-use crate::params::LinkParams;
+use crate::params::{LinkParams, LinkSpec};
 
 /// `PACKET_IGNORE_OUTGOING` from linux/if_packet.h (not in every libc version).
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
@@ -215,6 +215,14 @@ impl Link {
         )
     }
 
+    /// The parameters of both directions.
+    pub fn spec(&self) -> LinkSpec {
+        LinkSpec {
+            upstream: self.params(Direction::Upstream),
+            downstream: self.params(Direction::Downstream),
+        }
+    }
+
     /// Percentiles (`0.0..=1.0`) of how late frames of `dir` left compared with their due
     /// time: the emulator's own scheduling error. `None` before any frame left.
     pub fn lateness_percentiles(&self, dir: Direction, quantiles: &[f64]) -> Option<Vec<Duration>> {
@@ -287,12 +295,12 @@ impl Emulator {
         ns: &str,
         side_a: &str,
         side_b: &str,
-        params: LinkParams,
+        spec: LinkSpec,
         seed: u64,
     ) -> io::Result<Link> {
         let (a, b) = netns::within(ns, || Ok((open_socket(side_a)?, open_socket(side_b)?)))?;
         let (a, b) = (Arc::new(a), Arc::new(b));
-        let direction = || DirectionState {
+        let direction = |params| DirectionState {
             params: Mutex::new(params),
             generation: AtomicU64::new(0),
             counters: Counters::default(),
@@ -300,7 +308,7 @@ impl Emulator {
         };
         let state = Arc::new(LinkState {
             name: name.to_string(),
-            directions: [direction(), direction()],
+            directions: [direction(spec.upstream), direction(spec.downstream)],
         });
         for (dir, rx, tx) in [
             (Direction::Upstream, a.clone(), b.clone()),

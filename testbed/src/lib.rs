@@ -51,7 +51,7 @@ pub use coop::{
     Router, addrs, cleanup, live_prefixes,
 };
 pub use emulator::{Direction, DirectionStats, Emulator, Link};
-pub use params::{LinkParams, parse_duration, parse_loss, parse_rate};
+pub use params::{LinkParams, LinkSpec, parse_duration, parse_loss, parse_rate};
 pub use process::Process;
 pub use servers::{HttpRequest, ServedFile, hex};
 pub use topology::{MAX_ROUTERS, RouterSpec, Topology};

@@ -38,6 +38,39 @@ impl Default for LinkParams {
     }
 }
 
+/// The parameters of both directions of a link.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LinkSpec {
+    /// From the node (router, proxy, internet host) towards the core or the mesh.
+    pub upstream: LinkParams,
+    /// Towards the node.
+    pub downstream: LinkParams,
+}
+
+impl LinkSpec {
+    /// The same parameters both ways.
+    pub fn both(params: LinkParams) -> LinkSpec {
+        LinkSpec {
+            upstream: params,
+            downstream: params,
+        }
+    }
+}
+
+impl fmt::Display for LinkSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.upstream == self.downstream {
+            write!(f, "{}", self.upstream)
+        } else {
+            write!(
+                f,
+                "upstream {} / downstream {}",
+                self.upstream, self.downstream
+            )
+        }
+    }
+}
+
 impl LinkParams {
     /// Applies `key=value` settings (and the bare words `up`/`down`) to `self`.
     ///

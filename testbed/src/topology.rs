@@ -21,6 +21,8 @@
 //! ```
 //!
 //! Link keys are those of [`LinkParams::set`] plus `up = false` for a link that starts down.
+//! Sub-tables `upstream` and `downstream` override keys for one direction:
+//! `isp = { rate = "16mbit", delay = "20ms", upstream = { rate = "2mbit" } }`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,7 +30,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::Error;
-use crate::params::LinkParams;
+use crate::params::{LinkParams, LinkSpec};
 
 /// Most routers a topology may have (addresses are derived from the router's number).
 pub const MAX_ROUTERS: usize = 50;
@@ -41,9 +43,9 @@ pub struct Topology {
     /// Member routers, r1 first.
     pub routers: Vec<RouterSpec>,
     /// The proxy's link to the core.
-    pub proxy_link: LinkParams,
+    pub proxy_link: LinkSpec,
     /// The internet host's link to the core.
-    pub internet_link: LinkParams,
+    pub internet_link: LinkSpec,
     /// DNS name of the internet host (A and AAAA records on its DNS server).
     pub dns_name: String,
 }
@@ -52,9 +54,9 @@ pub struct Topology {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RouterSpec {
     /// Its ISP link (WAN to the core).
-    pub isp: LinkParams,
+    pub isp: LinkSpec,
     /// Its port on the community mesh segment.
-    pub mesh: LinkParams,
+    pub mesh: LinkSpec,
     /// Behind a carrier NAT: the core rewrites the router's WAN source addresses.
     pub nat: bool,
     /// The router masquerades its LAN out of its WAN (OpenWrt's default).
@@ -64,8 +66,8 @@ pub struct RouterSpec {
 impl Default for RouterSpec {
     fn default() -> Self {
         RouterSpec {
-            isp: LinkParams::default(),
-            mesh: LinkParams::default(),
+            isp: LinkSpec::default(),
+            mesh: LinkSpec::default(),
             nat: false,
             masquerade: true,
         }
@@ -118,8 +120,8 @@ impl Topology {
         Topology {
             name: format!("coop{routers}"),
             routers: vec![RouterSpec::default(); routers.clamp(1, MAX_ROUTERS)],
-            proxy_link: LinkParams::default(),
-            internet_link: LinkParams::default(),
+            proxy_link: LinkSpec::default(),
+            internet_link: LinkSpec::default(),
             dns_name: "files.test".to_string(),
         }
     }
@@ -141,29 +143,24 @@ impl Topology {
                 file.router.len()
             )));
         }
-        let link = |table: &Option<LinkTable>, key: String| -> Result<LinkParams, Error> {
-            let mut params = LinkParams::default();
-            for (name, value) in table.iter().flatten() {
-                let text = match value {
-                    toml::Value::String(s) => s.clone(),
-                    toml::Value::Integer(i) => i.to_string(),
-                    toml::Value::Float(f) => f.to_string(),
-                    toml::Value::Boolean(b) if name == "up" => {
-                        params.up = *b;
-                        continue;
-                    }
-                    other => {
+        let link = |table: &Option<LinkTable>, key: String| -> Result<LinkSpec, Error> {
+            let base = link_params(table.iter().flatten(), LinkParams::default(), &key, origin)?;
+            let mut spec = LinkSpec::both(base);
+            for (direction, params) in [
+                ("upstream", &mut spec.upstream),
+                ("downstream", &mut spec.downstream),
+            ] {
+                if let Some(value) = table.as_ref().and_then(|t| t.get(direction)) {
+                    let toml::Value::Table(sub) = value else {
                         return Err(Error::new(format!(
-                            "{origin}: `{key}.{name}`: expected a string, found {}",
-                            other.type_str()
+                            "{origin}: `{key}.{direction}`: expected a table, found {}",
+                            value.type_str()
                         )));
-                    }
-                };
-                params
-                    .set(name, &text)
-                    .map_err(|e| Error::new(format!("{origin}: `{key}`: {e}")))?;
+                    };
+                    *params = link_params(sub.iter(), base, &format!("{key}.{direction}"), origin)?;
+                }
             }
-            Ok(params)
+            Ok(spec)
         };
         let mut routers = Vec::new();
         for (i, r) in file.router.iter().enumerate() {
@@ -200,6 +197,38 @@ impl Topology {
     }
 }
 
+/// Applies the keys of a link table (except the direction sub-tables) to `params`.
+fn link_params<'a>(
+    entries: impl Iterator<Item = (&'a String, &'a toml::Value)>,
+    mut params: LinkParams,
+    key: &str,
+    origin: &str,
+) -> Result<LinkParams, Error> {
+    for (name, value) in entries {
+        let text = match value {
+            // Direction sub-tables are read (and their type checked) by the caller.
+            _ if name == "upstream" || name == "downstream" => continue,
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) if name == "up" => {
+                params.up = *b;
+                continue;
+            }
+            other => {
+                return Err(Error::new(format!(
+                    "{origin}: `{key}.{name}`: expected a string, found {}",
+                    other.type_str()
+                )));
+            }
+        };
+        params
+            .set(name, &text)
+            .map_err(|e| Error::new(format!("{origin}: `{key}`: {e}")))?;
+    }
+    Ok(params)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,8 +239,12 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/coop3.toml");
         let t = Topology::from_file(&path).unwrap();
         assert_eq!(t.routers.len(), 3);
-        assert_eq!(t.routers[0].isp.rate_bps, Some(50_000_000));
-        assert_eq!(t.routers[0].isp.delay, Duration::from_millis(10));
+        assert_eq!(t.routers[0].isp.upstream.rate_bps, Some(50_000_000));
+        assert_eq!(t.routers[0].isp.downstream.delay, Duration::from_millis(10));
+        // r2 is an asymmetric DSL line.
+        assert_eq!(t.routers[1].isp.downstream.rate_bps, Some(16_000_000));
+        assert_eq!(t.routers[1].isp.upstream.rate_bps, Some(2_000_000));
+        assert_eq!(t.routers[1].isp.upstream.delay, Duration::from_millis(20));
         assert!(!t.routers[2].nat && t.routers[2].masquerade);
     }
 
@@ -229,6 +262,20 @@ mod tests {
 
         let err = Topology::parse("name = \"x\"\n", "t.toml").unwrap_err();
         assert!(err.to_string().contains("router"), "{err}");
+
+        let err =
+            Topology::parse("[[router]]\nisp = { upstream = \"x\" }\n", "t.toml").unwrap_err();
+        assert!(
+            err.to_string().contains("isp.upstream") && err.to_string().contains("table"),
+            "{err}"
+        );
+
+        let err = Topology::parse(
+            "[[router]]\nisp = { upstream = { loss = \"2\" } }\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("router[0].isp.upstream"), "{err}");
 
         let err = Topology::parse("[[router]]\nisp = { delay = [1] }\n", "t.toml").unwrap_err();
         assert!(

@@ -170,7 +170,7 @@ fn the_cli_killed_with_sigint_leaves_nothing() {
     let text = String::from_utf8_lossy(&out.stdout);
     let (up_line, down_line) = text.split_once('\n').unwrap_or_default();
     assert!(
-        up_line.contains("rate=16mbit") && down_line.contains("rate=5mbit"),
+        up_line.contains("rate=2mbit") && down_line.contains("rate=5mbit"),
         "{text}"
     );
     let out = Command::new(BIN)
