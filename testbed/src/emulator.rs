@@ -29,6 +29,8 @@ const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const MAX_FRAME: usize = 65536;
 /// Frames in flight per direction; beyond this the link drops (a memory bound, not a model).
 const MAX_IN_FLIGHT: usize = 65536;
+/// Frame buffers kept for reuse; after a burst the rest is freed.
+const MAX_SPARE: usize = 4096;
 /// Socket buffers big enough for a burst of 100 ms at 1 Gbit/s.
 const SOCKET_BUFFER: libc::c_int = 16 << 20;
 /// Longest sleep, so that stop requests and parameter changes are seen promptly.
@@ -519,9 +521,7 @@ impl Forwarder {
             // An outage also loses what is on the wire.
             let lost = s.queue.len() as u64;
             d.counters.dropped_outage.fetch_add(lost, Ordering::Relaxed);
-            for f in s.queue.drain(..) {
-                s.spare.push(f.data);
-            }
+            s.queue.clear();
             let now = Instant::now();
             s.wire_free_at = now;
             s.last_due = now;
@@ -579,7 +579,9 @@ impl Forwarder {
                     .bytes_out
                     .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
             }
-            s.spare.push(frame.data);
+            if s.spare.len() < MAX_SPARE {
+                s.spare.push(frame.data);
+            }
         }
     }
 
