@@ -162,3 +162,72 @@ fn spawned_processes_log_and_stop() {
         .unwrap_err();
     assert!(err.to_string().contains("exited"), "{err}");
 }
+
+#[test]
+fn full_size_frames_cross_emulated_links_and_bigger_ones_do_not() {
+    let coop = coop1();
+    let c1 = coop.client(1);
+    let inet = coop.internet();
+    warm_up(c1, &inet.addr_v4().to_string());
+    // 1500-byte IP packets (don't fragment) through LAN, r1-wan and internet links.
+    c1.exec_ok(&[
+        "ping",
+        "-n",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        "-M",
+        "do",
+        "-s",
+        "1472",
+        &inet.addr_v4().to_string(),
+    ])
+    .unwrap();
+    c1.exec_ok(&[
+        "ping",
+        "-n",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        "-M",
+        "do",
+        "-s",
+        "1452",
+        &inet.addr_v6().to_string(),
+    ])
+    .unwrap();
+    // One byte more does not fit the path MTU of 1500.
+    let out = c1
+        .exec(&[
+            "ping",
+            "-n",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            "1473",
+            &inet.addr_v4().to_string(),
+        ])
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a 1501-byte packet with DF crossed a 1500-byte path"
+    );
+    let stats = coop
+        .link("r1-wan")
+        .unwrap()
+        .stats(linkpool_testbed::Direction::Upstream);
+    assert_eq!(
+        stats.dropped_other, 0,
+        "no frame too big or refused: {stats:?}"
+    );
+}
