@@ -232,6 +232,9 @@ impl Family {
                 self.runner().join(" "),
             );
         }
+        // Under qemu, unoptimised crypto and packet loops make the session tests take
+        // minutes; optimising keeps debug assertions and overflow checks on.
+        cmd.env("CARGO_PROFILE_DEV_OPT_LEVEL", "2");
         if !test_args.is_empty() {
             cmd.arg("--").args(test_args);
         }
