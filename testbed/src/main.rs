@@ -17,7 +17,8 @@ const USAGE: &str = "\
 linkpool-testbed: co-ops in network namespaces with emulated links
 
 usage:
-  linkpool-testbed up TOPOLOGY.toml      build it, print names and addresses, wait for Ctrl-C
+  linkpool-testbed up [TOPOLOGY.toml]    build it (default: the demo's coop3), print names and
+                                         addresses, wait for Ctrl-C
   linkpool-testbed link NAME [upstream|downstream] SETTING...
                                          change a running link (both directions unless one is
                                          named): delay=30ms jitter=2ms loss=1% rate=20mbit
@@ -128,10 +129,16 @@ fn run() -> Result<ExitCode, Error> {
     }
     match command.as_deref() {
         Some("up") => {
-            let [path] = positional.as_slice() else {
-                return Err(Error::new(format!("up: give one topology file\n\n{USAGE}")));
+            let topology = match positional.as_slice() {
+                [] => Topology::parse(linkpool_testbed::demo::COOP3, "topologies/coop3.toml")?,
+                [path] => Topology::from_file(&PathBuf::from(path))?,
+                _ => {
+                    return Err(Error::new(format!(
+                        "up: give at most one topology file\n\n{USAGE}"
+                    )));
+                }
             };
-            up(PathBuf::from(path), handle_signals())
+            up(topology, handle_signals())
         }
         Some("link") => {
             if positional.len() < 2 {
@@ -242,8 +249,7 @@ fn handle_signals() -> mpsc::Receiver<i32> {
 }
 
 /// Builds the co-op and waits for SIGINT/SIGTERM/SIGHUP; tears down either way.
-fn up(path: PathBuf, signals: mpsc::Receiver<i32>) -> Result<ExitCode, Error> {
-    let topology = Topology::from_file(&path)?;
+fn up(topology: Topology, signals: mpsc::Receiver<i32>) -> Result<ExitCode, Error> {
     let mut coop = Coop::build(&topology)?;
     let socket = coop.serve_control()?;
     print!("{}", coop.describe());
