@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use linkpool_os::control::{self, Format};
 use linkpool_os::log::LogHandle;
 use linkpool_os::signal::{Signal, Signals};
 use linkpool_protocol::client::{Client, ClientConfig, Received, SEAL_OFFSET};
@@ -35,6 +36,8 @@ struct Uplink {
 }
 
 struct Gateway {
+    started: Instant,
+    mtu: u16,
     config: GatewayConfig,
     client: Client,
     uplinks: Vec<Uplink>,
@@ -50,8 +53,11 @@ pub async fn run(
     log: LogHandle,
 ) -> io::Result<()> {
     let mut signals = Signals::new()?;
+    let (_control, mut requests) = control::serve(&config.control_socket)?;
     let now = Instant::now();
     let mut gw = Gateway {
+        started: now,
+        mtu: os.mtu,
         client: new_client(&config, now),
         uplinks: Vec::new(),
         proxy: None,
@@ -88,6 +94,9 @@ pub async fn run(
             }
             _ = sleep_until(wake) => {
                 gw.client.handle_timeout(Instant::now());
+            }
+            Some((format, reply)) = requests.recv() => {
+                let _ = reply.send(gw.status(format));
             }
             _ = maintenance.tick() => {
                 gw.maintain(Instant::now()).await;
@@ -320,6 +329,51 @@ impl Gateway {
         }
     }
 
+    /// A snapshot for `linkpool status`.
+    fn status(&self, format: Format) -> String {
+        let now = Instant::now();
+        let stats = self.client.stats();
+        let uplinks: Vec<_> = self
+            .uplinks
+            .iter()
+            .map(|u| {
+                let p = self.client.path(u.path);
+                serde_json::json!({
+                    "name": u.config.name,
+                    "device": u.config.device,
+                    "ready": u.socket.is_some(),
+                    "srtt_ms": p.and_then(|p| p.srtt()).map(|d| d.as_secs_f64() * 1e3),
+                    "probe_loss": p.map(|p| p.probe_loss()),
+                    "queue_delay_ms": p.map(|p| p.queue_delay().as_secs_f64() * 1e3),
+                    "tx_packets": p.map_or(0, |p| p.tx_packets),
+                    "tx_bytes": p.map_or(0, |p| p.tx_bytes),
+                    "rx_packets": p.map_or(0, |p| p.rx_packets),
+                    "rx_bytes": p.map_or(0, |p| p.rx_bytes),
+                })
+            })
+            .collect();
+        let drops: serde_json::Map<String, serde_json::Value> = stats
+            .drops
+            .iter()
+            .map(|(r, n)| (r.name().to_string(), n.into()))
+            .collect();
+        let status = serde_json::json!({
+            "member": self.config.bundle.member,
+            "connected": self.client.is_connected(),
+            "proxy": self.proxy.map(|p| p.to_string()),
+            "uptime_s": now.saturating_duration_since(self.started).as_secs(),
+            "tunnel": { "device": self.config.tunnel.device, "mtu": self.mtu },
+            "handshakes_sent": stats.handshakes_sent,
+            "handshakes_completed": stats.handshakes_completed,
+            "uplinks": uplinks,
+            "drops": drops,
+        });
+        match format {
+            Format::Json => format!("{status}\n"),
+            Format::Text => status_text(&status),
+        }
+    }
+
     fn reload(&mut self, source: &ConfigSource, log: &LogHandle) {
         let new = match source.load() {
             Ok(Loaded::Enabled(c)) => *c,
@@ -357,4 +411,50 @@ impl Gateway {
         }
         info!("configuration re-read");
     }
+}
+
+/// The status for a person, from the same snapshot as the JSON.
+fn status_text(s: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let state = if s["connected"] == true {
+        "connected"
+    } else {
+        "connecting"
+    };
+    let _ = writeln!(
+        out,
+        "member {}  {state} to {}  up {} s  handshakes {}",
+        s["member"].as_str().unwrap_or("?"),
+        s["proxy"].as_str().unwrap_or("(unresolved)"),
+        s["uptime_s"],
+        s["handshakes_completed"],
+    );
+    let _ = writeln!(
+        out,
+        "tunnel {} mtu {}",
+        s["tunnel"]["device"].as_str().unwrap_or("?"),
+        s["tunnel"]["mtu"]
+    );
+    for u in s["uplinks"].as_array().into_iter().flatten() {
+        let rtt = u["srtt_ms"]
+            .as_f64()
+            .map_or("-".to_string(), |v| format!("{v:.1} ms"));
+        let _ = writeln!(
+            out,
+            "uplink {} ({}){}  rtt {rtt}  sent {} B / {} pkts  received {} B / {} pkts",
+            u["name"].as_str().unwrap_or("?"),
+            u["device"].as_str().unwrap_or("?"),
+            if u["ready"] == true { "" } else { " not ready" },
+            u["tx_bytes"],
+            u["tx_packets"],
+            u["rx_bytes"],
+            u["rx_packets"],
+        );
+    }
+    if let Some(drops) = s["drops"].as_object().filter(|d| !d.is_empty()) {
+        let list: Vec<String> = drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(out, "dropped {}", list.join(", "));
+    }
+    out
 }

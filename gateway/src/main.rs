@@ -17,7 +17,8 @@ usage: linkpool --version
                                        run the daemon from an OpenWrt UCI file
        linkpool check-config (-c FILE | --uci FILE [--resolve NETWORK=DEVICE ...])
                                        validate a configuration and exit 0 or 1
-       linkpool status                 ask the running daemon (not available yet)";
+       linkpool status [--json] [-c FILE | --uci FILE | --socket PATH]
+                                       ask the running daemon how it is doing";
 
 /// A command-line mistake: exit 2 with the usage.
 struct Usage(String);
@@ -35,7 +36,7 @@ enum Command {
     Pubkey,
     Run(ConfigSource),
     CheckConfig(ConfigSource),
-    Status,
+    Status { socket: PathBuf, json: bool },
 }
 
 fn parse_source(parser: &mut lexopt::Parser) -> Result<ConfigSource, Usage> {
@@ -67,6 +68,39 @@ fn parse_source(parser: &mut lexopt::Parser) -> Result<ConfigSource, Usage> {
     }
 }
 
+fn parse_status(parser: &mut lexopt::Parser) -> Result<Command, Usage> {
+    use lexopt::prelude::*;
+    let mut socket = None;
+    let mut json = false;
+    let mut source = None;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("json") => json = true,
+            Long("socket") => socket = Some(PathBuf::from(parser.value()?)),
+            Short('c') | Long("config") => {
+                source = Some(ConfigSource::Toml(parser.value()?.into()))
+            }
+            Long("uci") => {
+                source = Some(ConfigSource::Uci {
+                    path: parser.value()?.into(),
+                    resolve: Vec::new(),
+                })
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    // The socket the configuration names, so a non-default one is found too.
+    let socket = match (socket, source) {
+        (Some(s), _) => s,
+        (None, Some(src)) => match src.load() {
+            Ok(Loaded::Enabled(c)) => c.control_socket,
+            _ => PathBuf::from(linkpool_gateway::config::DEFAULT_CONTROL_SOCKET),
+        },
+        (None, None) => PathBuf::from(linkpool_gateway::config::DEFAULT_CONTROL_SOCKET),
+    };
+    Ok(Command::Status { socket, json })
+}
+
 fn parse_args() -> Result<Command, Usage> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_env();
@@ -78,7 +112,7 @@ fn parse_args() -> Result<Command, Usage> {
             "pubkey" => Command::Pubkey,
             "run" => return Ok(Command::Run(parse_source(&mut parser)?)),
             "check-config" => return Ok(Command::CheckConfig(parse_source(&mut parser)?)),
-            "status" => Command::Status,
+            "status" => return parse_status(&mut parser),
             "help" => Command::Help,
             other => return Err(Usage(format!("unknown command `{other}`"))),
         },
@@ -153,7 +187,20 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
-        Command::Status => fail("status is not available yet"),
+        Command::Status { socket, json } => {
+            let format = if json {
+                linkpool_os::control::Format::Json
+            } else {
+                linkpool_os::control::Format::Text
+            };
+            match linkpool_os::control::query(&socket, format) {
+                Ok(answer) => {
+                    print!("{answer}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
         Command::Run(source) => run(source),
     }
 }

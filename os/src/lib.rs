@@ -10,6 +10,7 @@
 
 pub mod cmd;
 pub mod config_file;
+pub mod control;
 pub mod log;
 pub mod netns;
 pub mod routing;

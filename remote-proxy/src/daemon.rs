@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use linkpool_os::control::{self, Format};
 use linkpool_os::log::LogHandle;
 use linkpool_os::signal::{Signal, Signals};
 use linkpool_protocol::client::SEAL_OFFSET;
@@ -44,6 +45,7 @@ struct ProxyDrops {
 }
 
 struct Proxy {
+    started: Instant,
     config: ProxyConfig,
     server: Server,
     by_address: HashMap<IpAddr, MemberId>,
@@ -82,6 +84,7 @@ fn random_bytes() -> io::Result<[u8; 32]> {
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result<()> {
     let mut signals = Signals::new()?;
+    let (_control, mut requests) = control::serve(&config.control_socket)?;
     let tun = &os.tun;
     let sockets = &os.sockets;
     let now = Instant::now();
@@ -96,6 +99,7 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
         random_bytes()?,
     );
     let mut proxy = Proxy {
+        started: now,
         by_address: address_map(&config),
         connected: vec![false; config.members.len()],
         config,
@@ -129,6 +133,9 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
             }
             _ = sleep_until(wake) => proxy.server.handle_timeout(Instant::now()),
             _ = status.tick() => proxy.log_status(),
+            Some((format, reply)) = requests.recv() => {
+                let _ = reply.send(proxy.status(format));
+            }
             signal = signals.recv() => match signal {
                 Signal::Terminate => {
                     info!("stopping");
@@ -234,6 +241,71 @@ impl Proxy {
         }
     }
 
+    /// A snapshot for `linkpool-proxy status`.
+    fn status(&self, format: Format) -> String {
+        let now = Instant::now();
+        let ago = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs());
+        let members: Vec<_> = self
+            .config
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let s = self.server.member(MemberId(i as u32));
+                let paths: Vec<_> = s
+                    .iter()
+                    .flat_map(|s| s.paths.iter())
+                    .map(|p| {
+                        serde_json::json!({
+                            "path": p.id.0,
+                            "endpoint": p.endpoint.to_string(),
+                            "last_received_s_ago": now.saturating_duration_since(p.last_received).as_secs(),
+                            "rx_packets": p.rx_packets,
+                            "rx_bytes": p.rx_bytes,
+                            "tx_packets": p.tx_packets,
+                            "tx_bytes": p.tx_bytes,
+                            "receipt_bytes": p.receipt.map(|r| r.1),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": m.name,
+                    "addresses": m.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "connected": s.as_ref().is_some_and(|s| s.connected),
+                    "session_age_s": ago(s.as_ref().and_then(|s| s.session_started)),
+                    "last_received_s_ago": ago(s.as_ref().and_then(|s| s.last_received)),
+                    "paths": paths,
+                })
+            })
+            .collect();
+        let stats = self.server.stats();
+        let mut drops: serde_json::Map<String, serde_json::Value> = stats
+            .drops
+            .iter()
+            .map(|(r, n)| (r.name().to_string(), n.into()))
+            .collect();
+        for (name, n) in [
+            ("spoofed_source", self.drops.spoofed_source),
+            ("no_member", self.drops.no_member),
+            ("member_offline", self.drops.member_offline),
+        ] {
+            if n > 0 {
+                drops.insert(name.to_string(), n.into());
+            }
+        }
+        let status = serde_json::json!({
+            "uptime_s": now.saturating_duration_since(self.started).as_secs(),
+            "handshakes": stats.handshakes,
+            "cookies_sent": stats.cookies_sent,
+            "members": members,
+            "drops": drops,
+        });
+        match format {
+            Format::Json => format!("{status}\n"),
+            Format::Text => status_text(&status),
+        }
+    }
+
     fn log_status(&mut self) {
         for (i, m) in self.config.members.iter().enumerate() {
             let connected = self
@@ -258,4 +330,45 @@ impl Proxy {
             "status"
         );
     }
+}
+
+/// The status for a person, from the same snapshot as the JSON.
+fn status_text(s: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let members = s["members"].as_array().map_or(&[][..], |m| m.as_slice());
+    let up = members.iter().filter(|m| m["connected"] == true).count();
+    let _ = writeln!(
+        out,
+        "up {} s  members {up}/{} connected  handshakes {}  cookies sent {}",
+        s["uptime_s"],
+        members.len(),
+        s["handshakes"],
+        s["cookies_sent"]
+    );
+    for m in members {
+        let state = if m["connected"] == true {
+            "connected"
+        } else {
+            "offline"
+        };
+        let _ = writeln!(out, "member {} {state}", m["name"].as_str().unwrap_or("?"));
+        for p in m["paths"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  path {} from {}  received {} B / {} pkts  sent {} B / {} pkts",
+                p["path"],
+                p["endpoint"].as_str().unwrap_or("?"),
+                p["rx_bytes"],
+                p["rx_packets"],
+                p["tx_bytes"],
+                p["tx_packets"],
+            );
+        }
+    }
+    if let Some(drops) = s["drops"].as_object().filter(|d| !d.is_empty()) {
+        let list: Vec<String> = drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(out, "dropped {}", list.join(", "));
+    }
+    out
 }

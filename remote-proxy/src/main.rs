@@ -17,7 +17,9 @@ usage: linkpool-proxy --version
                                            add a member; print (or write) its bundle
        linkpool-proxy member list -c FILE  list the members
        linkpool-proxy run -c FILE          run the daemon
-       linkpool-proxy check-config -c FILE validate the configuration and exit 0 or 1";
+       linkpool-proxy check-config -c FILE validate the configuration and exit 0 or 1
+       linkpool-proxy status -c FILE [--json]
+                                           ask the running daemon about its members";
 
 struct Usage(String);
 
@@ -52,6 +54,10 @@ enum Command {
     CheckConfig {
         config: PathBuf,
     },
+    Status {
+        config: PathBuf,
+        json: bool,
+    },
 }
 
 fn parse_args() -> Result<Command, Usage> {
@@ -79,6 +85,7 @@ fn parse_args() -> Result<Command, Usage> {
     let mut cipher = None;
     let mut psk = false;
     let mut name = None;
+    let mut json = false;
     while let Some(arg) = p.next()? {
         match arg {
             Short('c') | Long("config") => config = Some(PathBuf::from(p.value()?)),
@@ -90,6 +97,7 @@ fn parse_args() -> Result<Command, Usage> {
                 cipher = Some(v.parse().map_err(|e| Usage(format!("--cipher: {e}")))?);
             }
             Long("psk") if command == "member add" => psk = true,
+            Long("json") if command == "status" => json = true,
             Value(v) if command == "member add" && name.is_none() => name = Some(v.string()?),
             _ => return Err(arg.unexpected().into()),
         }
@@ -127,6 +135,10 @@ fn parse_args() -> Result<Command, Usage> {
         },
         "check-config" => Command::CheckConfig {
             config: needs_config()?,
+        },
+        "status" => Command::Status {
+            config: needs_config()?,
+            json,
         },
         other => return Err(Usage(format!("unknown command `{other}`"))),
     })
@@ -233,6 +245,24 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
+        Command::Status { config, json } => {
+            let socket = match ProxyConfig::load(&config) {
+                Ok(c) => c.control_socket,
+                Err(e) => return fail(e),
+            };
+            let format = if json {
+                linkpool_os::control::Format::Json
+            } else {
+                linkpool_os::control::Format::Text
+            };
+            match linkpool_os::control::query(&socket, format) {
+                Ok(answer) => {
+                    print!("{answer}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
         Command::CheckConfig { config } => match ProxyConfig::load(&config) {
             Ok(c) => {
                 for w in &c.warnings {

@@ -259,6 +259,59 @@ fn lan_traffic_goes_through_the_tunnel_v4_and_v6() {
         .unwrap();
     let tun_rx: u64 = stats.trim().parse().unwrap();
     assert!(tun_rx > 25 << 20, "TUN received only {tun_rx} bytes");
+
+    // `linkpool status` reports the session and what the uplink carried.
+    let sock = pool.dir.join("member1.sock");
+    let json = r1
+        .exec_ok(&[
+            s(&pool.bins.join("linkpool")),
+            "status",
+            "--json",
+            "--socket",
+            s(&sock),
+        ])
+        .unwrap();
+    assert!(json.contains("\"connected\":true"), "{json}");
+    let rx = json_number(&json, "rx_bytes");
+    assert!(
+        rx > 25 << 20,
+        "status says the uplink received {rx} bytes: {json}"
+    );
+    let text = r1
+        .exec_ok(&[
+            s(&pool.bins.join("linkpool")),
+            "status",
+            "--socket",
+            s(&sock),
+        ])
+        .unwrap();
+    assert!(text.contains("member member1  connected"), "{text}");
+    let proxy_text = coop
+        .proxy()
+        .exec_ok(&[
+            s(&pool.bins.join("linkpool-proxy")),
+            "status",
+            "-c",
+            s(&pool.dir.join("proxy.toml")),
+        ])
+        .unwrap();
+    assert!(
+        proxy_text.contains("member member1 connected"),
+        "{proxy_text}"
+    );
+}
+
+/// The first number after `"key":` in a JSON text.
+fn json_number(json: &str, key: &str) -> u64 {
+    let at = json
+        .find(&format!("\"{key}\":"))
+        .unwrap_or_else(|| panic!("no {key} in {json}"));
+    json[at + key.len() + 3..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .unwrap()
 }
 
 #[test]
