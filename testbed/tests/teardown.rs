@@ -48,6 +48,27 @@ fn assert_gone(prefix: &str, pids: &[i32]) {
         !etc.iter().any(|e| e.starts_with(&format!("{prefix}-"))),
         "/etc/netns left: {etc:?}"
     );
+    // Everything is created inside the run's namespaces; nothing of ours in the root one.
+    let root = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let ours: Vec<String> = String::from_utf8_lossy(&root.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .filter(|n| {
+            matches!(n.as_str(), "wan" | "mesh0" | "br-lan" | "lan1" | "br0")
+                || (n.starts_with('e')
+                    && (n.ends_with('a') || n.ends_with('b'))
+                    && n[1..n.len() - 1].chars().all(|c| c.is_ascii_digit())
+                    && n.len() > 2)
+        })
+        .collect();
+    assert!(
+        ours.is_empty(),
+        "testbed interfaces in the root namespace: {ours:?}"
+    );
 }
 
 fn pids_of(prefix: &str) -> Vec<i32> {
