@@ -62,7 +62,13 @@ pub fn ns_command(ns: &str, argv: &[&str]) -> Command {
 
 /// Creates the named namespace with loopback up.
 pub(crate) fn create(ns: &str) -> Result<(), Error> {
-    ip(&["netns", "add", ns])?;
+    // The first `ip netns add` on a machine turns /run/netns into a shared mount; two at
+    // once can stack that mount and hide each other's namespaces. One at a time.
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    {
+        let _one = CREATING.lock().unwrap_or_else(|e| e.into_inner());
+        ip(&["netns", "add", ns])?;
+    }
     ip(&["-n", ns, "link", "set", "lo", "up"])?;
     Ok(())
 }
