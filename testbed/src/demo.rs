@@ -1,18 +1,103 @@
 //! `linkpool-testbed demo`: the one-command demonstration.
 //!
-//! Today it builds the three-member co-op of `topologies/coop3.toml`, downloads a file from
-//! every member's LAN client and prints what each uplink carried. The daemons are not wired
-//! yet: the place where `linkpool-proxy` and `linkpool` start is marked below
-//! (`WIRE THE DAEMONS HERE`); once they carry traffic the same download goes through the
-//! tunnel and the report shows the proxy's address as the source.
+//! Today it builds the three-member co-op of `topologies/coop3.toml`, downloads a file on
+//! every member's LAN client at once while printing each uplink's throughput every second,
+//! and reports what each uplink carried. The daemons are not wired yet: the place where
+//! `linkpool-proxy` and `linkpool` start is marked below (`WIRE THE DAEMONS HERE`); once
+//! they carry traffic the same downloads go through the tunnel and the report shows the
+//! proxy's address as the source.
 
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use crate::bench::quantile;
-use crate::{Coop, Direction, Error, Topology};
+use crate::{Coop, Direction, Error, Link, Process, Topology};
 
 /// The topology the demo uses, shipped in the binary.
 pub const COOP3: &str = include_str!("../topologies/coop3.toml");
+
+/// Throughput of a set of links between samples, for progress lines and reports.
+pub struct TrafficMeter {
+    links: Vec<(String, Link)>,
+    last: Vec<(u64, u64)>,
+    first: Vec<(u64, u64)>,
+    last_at: Instant,
+    started: Instant,
+}
+
+impl TrafficMeter {
+    /// Starts measuring the named links of `coop` (e.g. every `rN-wan`).
+    pub fn new(coop: &Coop, names: &[String]) -> Result<TrafficMeter, Error> {
+        let links: Vec<(String, Link)> = names
+            .iter()
+            .map(|n| Ok((n.clone(), coop.link(n)?.clone())))
+            .collect::<Result<_, Error>>()?;
+        let now = links.iter().map(|(_, l)| bytes(l)).collect::<Vec<_>>();
+        Ok(TrafficMeter {
+            links,
+            first: now.clone(),
+            last: now,
+            last_at: Instant::now(),
+            started: Instant::now(),
+        })
+    }
+
+    /// One line: each link's downstream/upstream Mbit/s since the previous sample, and the
+    /// total.
+    pub fn sample(&mut self) -> String {
+        let now = Instant::now();
+        let secs = now.duration_since(self.last_at).as_secs_f64().max(1e-3);
+        let mut line = format!("{:>5.1}s ", now.duration_since(self.started).as_secs_f64());
+        let mut total = 0.0;
+        for ((name, link), last) in self.links.iter().zip(self.last.iter_mut()) {
+            let (up, down) = bytes(link);
+            let down_mbit = (down - last.1) as f64 * 8.0 / secs / 1e6;
+            let up_mbit = (up - last.0) as f64 * 8.0 / secs / 1e6;
+            total += down_mbit + up_mbit;
+            let _ = write!(line, " {name} ↓{down_mbit:6.1} ↑{up_mbit:5.1}");
+            *last = (up, down);
+        }
+        self.last_at = now;
+        let _ = write!(line, "  total {total:6.1} Mbit/s");
+        line
+    }
+
+    /// A table of what each link carried since the meter started.
+    pub fn report(&self) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let mut out = format!(
+            "  {:<9} {:>14} {:>14} {:>12}\n",
+            "uplink", "down bytes", "up bytes", "avg Mbit/s"
+        );
+        let mut total = 0u64;
+        for ((name, link), first) in self.links.iter().zip(&self.first) {
+            let (up, down) = bytes(link);
+            let carried = (up - first.0) + (down - first.1);
+            total += carried;
+            let _ = writeln!(
+                out,
+                "  {name:<9} {:>14} {:>14} {:>12.1}",
+                down - first.1,
+                up - first.0,
+                carried as f64 * 8.0 / secs / 1e6
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  {:<9} {:>29} {:>12.1}",
+            "total",
+            total,
+            total as f64 * 8.0 / secs / 1e6
+        );
+        out
+    }
+}
+
+fn bytes(link: &Link) -> (u64, u64) {
+    (
+        link.stats(Direction::Upstream).bytes_out,
+        link.stats(Direction::Downstream).bytes_out,
+    )
+}
 
 /// Runs the demo, printing progress and a report to stdout.
 pub fn run() -> Result<(), Error> {
@@ -34,18 +119,21 @@ pub fn run() -> Result<(), Error> {
     println!("[2/4] starting the daemons...");
     // WIRE THE DAEMONS HERE: write the proxy config with `coop.write_file`, start
     // `linkpool-proxy run` with `coop.proxy().spawn(..)`, add a member per router, start
-    // `linkpool run` on each router (uplink `wan`, LAN `br-lan`) and wait for the handshakes.
+    // `linkpool run` on each router (uplink `wan`, LAN `br-lan`) and wait for the handshakes
+    // (`Process::wait_for_log`). Binaries: `crate::workspace_binary("linkpool")`.
     println!("      (not wired yet: traffic goes straight out of each router's WAN)");
 
     println!(
-        "[3/4] downloading {} ({} bytes) from each member's LAN client...",
+        "[3/4] downloading {} ({} bytes) on every member's LAN client at once...",
         file.name, file.size
     );
-    let mut rows = Vec::new();
-    for (i, router) in coop.routers().iter().enumerate() {
-        let client = coop.client(i + 1);
-        let t = Instant::now();
-        let out = client.exec_ok(&[
+    let uplinks: Vec<String> = coop.routers().iter().map(|r| r.wan_link()).collect();
+    let mut meter = TrafficMeter::new(&coop, &uplinks)?;
+    let url = coop.internet().url_name(&file.path());
+    let mut downloads: Vec<(String, Process)> = Vec::new();
+    for i in 1..=coop.routers().len() {
+        let client = coop.client(i);
+        let p = client.spawn(&[
             "curl",
             "-sS",
             "--max-time",
@@ -53,50 +141,54 @@ pub fn run() -> Result<(), Error> {
             "-o",
             "/dev/null",
             "-w",
-            "%{size_download} %{speed_download}",
-            &coop.internet().url_name(&file.path()),
+            "%{size_download} %{time_total}\n",
+            &url,
         ])?;
-        let mut words = out.split_whitespace();
-        let bytes: f64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0.0);
-        println!(
-            "      {} -> {:.1} MB in {:.1} s",
-            client.role(),
-            bytes / 1e6,
-            t.elapsed().as_secs_f64()
-        );
-        rows.push((router.role().to_string(), bytes, t.elapsed()));
+        downloads.push((client.role().to_string(), p));
     }
-    let seen: Vec<String> = coop
+    let deadline = Instant::now() + Duration::from_secs(130);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        println!("      {}", meter.sample());
+        let mut running = 0;
+        for (_, p) in downloads.iter_mut() {
+            if p.try_wait().ok().flatten().is_none() {
+                running += 1;
+            }
+        }
+        if running == 0 || Instant::now() > deadline {
+            break;
+        }
+    }
+
+    println!("[4/4] report");
+    println!(
+        "  {:<8} {:>12} {:>9} {:>12}",
+        "member", "bytes", "seconds", "Mbit/s"
+    );
+    for (role, p) in &mut downloads {
+        let status = p.kill()?;
+        let log = p.log();
+        let mut words = log.split_whitespace();
+        let size: f64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0.0);
+        let secs: f64 = words
+            .next()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(f64::NAN);
+        let ok = if status.success() { "" } else { "  (failed)" };
+        println!(
+            "  {role:<8} {size:>12} {secs:>9.1} {:>12.1}{ok}",
+            size * 8.0 / secs / 1e6
+        );
+    }
+    print!("{}", meter.report());
+    let mut seen: Vec<String> = coop
         .internet()
         .http_requests()
         .iter()
         .map(|r| r.peer.to_string())
         .collect();
-
-    println!("[4/4] report");
-    println!(
-        "  {:<8} {:>12} {:>14} {:>14}",
-        "member", "Mbit/s", "wan up bytes", "wan down bytes"
-    );
-    for (role, bytes, took) in &rows {
-        let link = coop.link(&format!("{role}-wan"))?;
-        println!(
-            "  {:<8} {:>12.1} {:>14} {:>14}",
-            role,
-            bytes * 8.0 / took.as_secs_f64().max(1e-3) / 1e6,
-            link.stats(Direction::Upstream).bytes_out,
-            link.stats(Direction::Downstream).bytes_out
-        );
-    }
-    let rates: Vec<f64> = rows
-        .iter()
-        .map(|(_, b, t)| b * 8.0 / t.as_secs_f64().max(1e-3) / 1e6)
-        .collect();
-    println!(
-        "  median per-member throughput {:.1} Mbit/s",
-        quantile(&rates, 0.5)
-    );
+    seen.dedup();
     println!("  the internet host saw requests from: {}", seen.join(", "));
-    std::thread::sleep(Duration::from_millis(10));
     Ok(())
 }
