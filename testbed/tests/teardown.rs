@@ -267,3 +267,32 @@ fn the_demo_interrupted_midway_leaves_nothing() {
     assert_eq!(status.code(), Some(128 + libc::SIGINT), "{status}");
     assert_gone(&prefix, &pids);
 }
+
+#[test]
+fn cleanup_leaves_live_runs_alone() {
+    let coop = Coop::build(&Topology::coop(1)).unwrap_or_else(|e| panic!("cannot build: {e}"));
+    let before: Vec<String> = netns::list()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{}-", coop.prefix())))
+        .collect();
+    let out = Command::new(BIN).arg("cleanup").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for ns in &before {
+        assert!(
+            netns::list().contains(ns),
+            "cleanup removed {ns} of a live run"
+        );
+    }
+    assert!(Path::new(RUN_ROOT).join(coop.prefix()).exists());
+    // Bad prefixes are refused, not guessed at.
+    let out = Command::new(BIN)
+        .args(["cleanup", "--prefix", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not start with"));
+}
