@@ -15,7 +15,7 @@ use linkpool_os::signal::{Signal, Signals};
 use linkpool_protocol::client::{Client, ClientConfig, Received, SEAL_OFFSET};
 use linkpool_protocol::session::Limits;
 use linkpool_protocol::wire::MAX_DATAGRAM;
-use linkpool_protocol::{DropReason, PathId};
+use linkpool_protocol::{DropReason, PathId, ip};
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tracing::{debug, error, info, warn};
@@ -43,6 +43,9 @@ struct Gateway {
     uplinks: Vec<Uplink>,
     proxy: Option<SocketAddr>,
     connected: bool,
+    /// Packets from the TUN whose source is not our tunnel address (the kernel's own
+    /// IPv6 link-local chatter on the device): the proxy would refuse them anyway.
+    foreign_source: u64,
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -62,6 +65,7 @@ pub async fn run(
         uplinks: Vec::new(),
         proxy: None,
         connected: false,
+        foreign_source: 0,
         config,
     };
     gw.set_uplinks();
@@ -259,6 +263,11 @@ impl Gateway {
     }
 
     async fn send_packet(&mut self, buf: &mut [u8], n: usize) {
+        let packet = &buf[SEAL_OFFSET..SEAL_OFFSET + n];
+        if !ip::source(packet).is_some_and(|a| self.config.bundle.addresses.contains(&a)) {
+            self.foreign_source += 1;
+            return;
+        }
         let (Some(proxy), Some(path)) = (self.proxy, self.pick_path().map(|u| u.path)) else {
             return;
         };
@@ -352,11 +361,14 @@ impl Gateway {
                 })
             })
             .collect();
-        let drops: serde_json::Map<String, serde_json::Value> = stats
+        let mut drops: serde_json::Map<String, serde_json::Value> = stats
             .drops
             .iter()
             .map(|(r, n)| (r.name().to_string(), n.into()))
             .collect();
+        if self.foreign_source > 0 {
+            drops.insert("foreign_source".into(), self.foreign_source.into());
+        }
         let status = serde_json::json!({
             "member": self.config.bundle.member,
             "connected": self.client.is_connected(),

@@ -1,13 +1,13 @@
 //! `linkpool-testbed demo`: the one-command demonstration.
 //!
-//! Today it builds the three-member co-op of `topologies/coop3.toml`, downloads a file on
-//! every member's LAN client at once while printing each uplink's throughput every second,
-//! and reports what each uplink carried. The daemons are not wired yet: the place where
-//! `linkpool-proxy` and `linkpool` start is marked below (`WIRE THE DAEMONS HERE`); once
-//! they carry traffic the same downloads go through the tunnel and the report shows the
-//! proxy's address as the source.
+//! It builds the three-member co-op of `topologies/coop3.toml`, starts the proxy and a
+//! gateway on every router, downloads a file on every member's LAN client at once through
+//! linkpool while printing each uplink's throughput every second, and reports what each
+//! uplink carried, what the internet saw, and what the daemons say about themselves.
 
 use std::fmt::Write as _;
+
+use crate::pool::Pool;
 use std::time::{Duration, Instant};
 
 use crate::{Coop, Direction, Error, Link, Process, Topology};
@@ -116,12 +116,22 @@ pub fn run() -> Result<(), Error> {
     );
     let file = coop.internet().serve_file("demo-8M.bin", 8 << 20)?;
 
-    println!("[2/4] starting the daemons...");
-    // WIRE THE DAEMONS HERE: write the proxy config with `coop.write_file`, start
-    // `linkpool-proxy run` with `coop.proxy().spawn(..)`, add a member per router, start
-    // `linkpool run` on each router (uplink `wan`, LAN `br-lan`) and wait for the handshakes
-    // (`Process::wait_for_log`). Binaries: `crate::workspace_binary("linkpool")`.
-    println!("      (not wired yet: traffic goes straight out of each router's WAN)");
+    println!("[2/4] starting linkpool: the proxy, then a gateway on every router...");
+    let mut pool = Pool::configure(&coop)?;
+    pool.start_proxy(&coop)?;
+    println!(
+        "      proxy up at {}:{} with {} members",
+        coop.proxy().addr_v4(),
+        crate::pool::PROXY_PORT,
+        coop.routers().len()
+    );
+    for i in 1..=coop.routers().len() {
+        let took = pool.start_gateway(&coop, i)?;
+        println!(
+            "      r{i}: session with the proxy after {:.0} ms",
+            took.as_secs_f64() * 1e3
+        );
+    }
 
     println!(
         "[3/4] downloading {} ({} bytes) on every member's LAN client at once...",
@@ -188,7 +198,22 @@ pub fn run() -> Result<(), Error> {
         .iter()
         .map(|r| r.peer.to_string())
         .collect();
+    seen.sort();
     seen.dedup();
-    println!("  the internet host saw requests from: {}", seen.join(", "));
+    println!(
+        "  the internet host saw requests from: {} (the proxy is {}; the routers' own WANs never appear)",
+        seen.join(", "),
+        coop.proxy().addr_v4()
+    );
+    println!("\n  what each gateway says (`linkpool status`):");
+    for i in 1..=coop.routers().len() {
+        for line in pool.gateway_status(&coop, i, false)?.lines() {
+            println!("    {line}");
+        }
+    }
+    println!("\n  what the proxy says (`linkpool-proxy status`):");
+    for line in pool.proxy_status(&coop, false)?.lines() {
+        println!("    {line}");
+    }
     Ok(())
 }

@@ -41,6 +41,7 @@ pub mod demo;
 mod emulator;
 pub mod netns;
 mod params;
+pub mod pool;
 mod process;
 mod servers;
 mod topology;

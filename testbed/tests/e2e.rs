@@ -2,149 +2,10 @@
 //! dig, ping) on the LANs, real servers on the internet host. Run as root; these fail,
 //! never skip, when the testbed cannot be built.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use linkpool_testbed::{Coop, Node, Process, Topology};
-
-/// The workspace's `target/<profile>` directory, where `linkpool` and `linkpool-proxy`
-/// are built by `cargo test --workspace`.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    for b in ["linkpool", "linkpool-proxy"] {
-        assert!(
-            dir.join(b).exists(),
-            "{} missing: run `cargo build --workspace` (cargo test --workspace does)",
-            dir.join(b).display()
-        );
-    }
-    dir
-}
-
-/// The proxy and one gateway per router, configured through the real CLIs.
-struct Pool {
-    dir: PathBuf,
-    bins: PathBuf,
-    proxy: Option<Process>,
-    gateways: Vec<Process>,
-}
-
-impl Pool {
-    fn start(coop: &Coop) -> Pool {
-        let bins = bin_dir();
-        let dir = coop.run_dir().join("pool");
-        std::fs::create_dir_all(&dir).unwrap();
-        let proxy_conf = dir.join("proxy.toml");
-        let endpoint = format!("{}:7117", coop.proxy().addr_v4());
-        run(
-            &bins,
-            "linkpool-proxy",
-            &["init", "-c", s(&proxy_conf), "--endpoint", &endpoint],
-        );
-        // Our own sockets, not the system's /var/run.
-        edit(
-            &proxy_conf,
-            "/var/run/linkpool-proxy.sock",
-            s(&dir.join("proxy.sock")),
-        );
-        let mut pool = Pool {
-            dir,
-            bins,
-            proxy: None,
-            gateways: Vec::new(),
-        };
-        for r in coop.routers() {
-            let name = format!("member{}", r.index());
-            let bundle = pool.dir.join(format!("{name}.bundle"));
-            run(
-                &pool.bins,
-                "linkpool-proxy",
-                &[
-                    "member",
-                    "add",
-                    &name,
-                    "-c",
-                    s(&proxy_conf),
-                    "--out",
-                    s(&bundle),
-                ],
-            );
-            let conf = pool.dir.join(format!("{name}.toml"));
-            std::fs::write(
-                &conf,
-                format!(
-                    "bundle_file = {bundle:?}\nlog_level = \"debug\"\ncontrol_socket = {sock:?}\n\
-                     [tunnel]\nlan_devices = [{lan:?}]\n\
-                     [[uplink]]\nname = \"wan\"\ndevice = {wan:?}\n",
-                    sock = pool.dir.join(format!("{name}.sock")),
-                    lan = r.lan_device(),
-                    wan = r.wan_device(),
-                ),
-            )
-            .unwrap();
-        }
-        pool.start_proxy(coop);
-        for r in coop.routers() {
-            let conf = pool.dir.join(format!("member{}.toml", r.index()));
-            let mut gw = r
-                .spawn(&[s(&pool.bins.join("linkpool")), "run", "-c", s(&conf)])
-                .unwrap();
-            gw.wait_for_log(
-                "session with the proxy established",
-                Duration::from_secs(20),
-            )
-            .unwrap_or_else(|e| panic!("gateway {} never connected: {e}\n{}", r.index(), gw.log()));
-            pool.gateways.push(gw);
-        }
-        pool
-    }
-
-    fn start_proxy(&mut self, coop: &Coop) {
-        let conf = self.dir.join("proxy.toml");
-        let mut p = coop
-            .proxy()
-            .spawn(&[s(&self.bins.join("linkpool-proxy")), "run", "-c", s(&conf)])
-            .unwrap();
-        p.wait_for_log("sockets set up", Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("proxy did not start: {e}\n{}", p.log()));
-        self.proxy = Some(p);
-    }
-
-    fn logs(&self) -> String {
-        let mut all = String::new();
-        if let Some(p) = &self.proxy {
-            all += &format!("--- proxy\n{}\n", p.log());
-        }
-        for (i, g) in self.gateways.iter().enumerate() {
-            all += &format!("--- gateway {}\n{}\n", i + 1, g.log());
-        }
-        all
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn run(bins: &Path, bin: &str, args: &[&str]) {
-    let out = std::process::Command::new(bins.join(bin))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{bin} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn edit(file: &Path, from: &str, to: &str) {
-    let text = std::fs::read_to_string(file).unwrap();
-    assert!(text.contains(from), "{} has no {from}", file.display());
-    std::fs::write(file, text.replace(from, to)).unwrap();
-}
+use linkpool_testbed::pool::Pool;
+use linkpool_testbed::{Coop, Node, Topology};
 
 fn build(routers: usize) -> Coop {
     Coop::build(&Topology::coop(routers))
@@ -181,7 +42,7 @@ fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 #[test]
 fn lan_traffic_goes_through_the_tunnel_v4_and_v6() {
     let coop = build(1);
-    let pool = Pool::start(&coop);
+    let pool = Pool::start(&coop).unwrap_or_else(|e| panic!("{e}"));
     let client = coop.client(1);
     let net = coop.internet();
     let file = net.serve_file("twenty.bin", 20 << 20).unwrap();
@@ -261,40 +122,16 @@ fn lan_traffic_goes_through_the_tunnel_v4_and_v6() {
     assert!(tun_rx > 25 << 20, "TUN received only {tun_rx} bytes");
 
     // `linkpool status` reports the session and what the uplink carried.
-    let sock = pool.dir.join("member1.sock");
-    let json = r1
-        .exec_ok(&[
-            s(&pool.bins.join("linkpool")),
-            "status",
-            "--json",
-            "--socket",
-            s(&sock),
-        ])
-        .unwrap();
+    let json = pool.gateway_status(&coop, 1, true).unwrap();
     assert!(json.contains("\"connected\":true"), "{json}");
     let rx = json_number(&json, "rx_bytes");
     assert!(
         rx > 25 << 20,
         "status says the uplink received {rx} bytes: {json}"
     );
-    let text = r1
-        .exec_ok(&[
-            s(&pool.bins.join("linkpool")),
-            "status",
-            "--socket",
-            s(&sock),
-        ])
-        .unwrap();
+    let text = pool.gateway_status(&coop, 1, false).unwrap();
     assert!(text.contains("member member1  connected"), "{text}");
-    let proxy_text = coop
-        .proxy()
-        .exec_ok(&[
-            s(&pool.bins.join("linkpool-proxy")),
-            "status",
-            "-c",
-            s(&pool.dir.join("proxy.toml")),
-        ])
-        .unwrap();
+    let proxy_text = pool.proxy_status(&coop, false).unwrap();
     assert!(
         proxy_text.contains("member member1 connected"),
         "{proxy_text}"
@@ -317,7 +154,7 @@ fn json_number(json: &str, key: &str) -> u64 {
 #[test]
 fn two_members_at_once_without_interference() {
     let coop = build(2);
-    let pool = Pool::start(&coop);
+    let pool = Pool::start(&coop).unwrap_or_else(|e| panic!("{e}"));
     let net = coop.internet();
     let a = net.serve_file("a.bin", 8 << 20).unwrap();
     let b = net.serve_file("b.bin", 8 << 20).unwrap();
@@ -341,7 +178,7 @@ fn two_members_at_once_without_interference() {
 #[test]
 fn member_recovers_by_itself_when_the_proxy_restarts() {
     let coop = build(1);
-    let mut pool = Pool::start(&coop);
+    let mut pool = Pool::start(&coop).unwrap_or_else(|e| panic!("{e}"));
     let client = coop.client(1);
     let target = coop.internet().addr_v4().to_string();
     let ping = |c: &Node| {
@@ -354,7 +191,7 @@ fn member_recovers_by_itself_when_the_proxy_restarts() {
     pool.proxy.take().unwrap().kill().unwrap();
     assert!(!ping(client), "traffic flowed with the proxy down");
     std::thread::sleep(Duration::from_secs(2));
-    pool.start_proxy(&coop);
+    pool.start_proxy(&coop).unwrap();
     let started = Instant::now();
     assert!(
         eventually(Duration::from_secs(30), || ping(client)),
@@ -380,7 +217,7 @@ fn member_recovers_by_itself_when_the_proxy_restarts() {
 #[test]
 fn gateway_stop_removes_everything_it_added() {
     let coop = build(1);
-    let mut pool = Pool::start(&coop);
+    let mut pool = Pool::start(&coop).unwrap_or_else(|e| panic!("{e}"));
     let r1 = coop.router(1);
     let rules_before_stop = r1.exec_ok(&["ip", "rule"]).unwrap();
     assert!(rules_before_stop.contains("lookup 7117"));

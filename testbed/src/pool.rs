@@ -1,0 +1,193 @@
+//! linkpool itself on a testbed co-op: the proxy and one gateway per router, configured
+//! through the real command-line tools (`linkpool-proxy init`, `member add`) and run as
+//! processes in their namespaces.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::{Coop, Error, Process, workspace_binary};
+
+/// The proxy's UDP port in the testbed.
+pub const PROXY_PORT: u16 = 7117;
+
+/// Running daemons; killed when dropped (the co-op's teardown would too).
+pub struct Pool {
+    /// Where the configurations, bundles and control sockets are.
+    pub dir: PathBuf,
+    linkpool: PathBuf,
+    proxy_bin: PathBuf,
+    /// The proxy, while it runs.
+    pub proxy: Option<Process>,
+    /// One gateway per router, in router order.
+    pub gateways: Vec<Process>,
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+fn run(bin: &Path, args: &[&str]) -> Result<(), Error> {
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .output()
+        .map_err(|e| Error::new(format!("cannot run {}: {e}", bin.display())))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "{} {}: {}",
+            bin.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl Pool {
+    /// Configures and starts the proxy and every router's gateway, and waits until each
+    /// gateway has a session with the proxy.
+    pub fn start(coop: &Coop) -> Result<Pool, Error> {
+        let mut pool = Pool::configure(coop)?;
+        pool.start_proxy(coop)?;
+        for i in 1..=coop.routers().len() {
+            pool.start_gateway(coop, i)?;
+        }
+        Ok(pool)
+    }
+
+    /// Writes the proxy configuration, one member per router and their gateway
+    /// configurations, without starting anything.
+    pub fn configure(coop: &Coop) -> Result<Pool, Error> {
+        let dir = coop.run_dir().join("pool");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::new(format!("{}: {e}", dir.display())))?;
+        let pool = Pool {
+            linkpool: workspace_binary("linkpool")?,
+            proxy_bin: workspace_binary("linkpool-proxy")?,
+            dir,
+            proxy: None,
+            gateways: Vec::new(),
+        };
+        let conf = pool.proxy_config();
+        let endpoint = format!("{}:{PROXY_PORT}", coop.proxy().addr_v4());
+        run(
+            &pool.proxy_bin,
+            &["init", "-c", s(&conf), "--endpoint", &endpoint],
+        )?;
+        // Keep the control socket in the run directory, not the system's /var/run.
+        let text = std::fs::read_to_string(&conf)
+            .map_err(|e| Error::new(format!("{}: {e}", conf.display())))?
+            .replace(
+                "/var/run/linkpool-proxy.sock",
+                s(&pool.dir.join("proxy.sock")),
+            );
+        std::fs::write(&conf, text).map_err(|e| Error::new(format!("{}: {e}", conf.display())))?;
+        for r in coop.routers() {
+            let name = Pool::member_name(r.index());
+            let bundle = pool.dir.join(format!("{name}.bundle"));
+            run(
+                &pool.proxy_bin,
+                &["member", "add", &name, "-c", s(&conf), "--out", s(&bundle)],
+            )?;
+            let gw = format!(
+                "bundle_file = {bundle:?}\nlog_level = \"debug\"\ncontrol_socket = {sock:?}\n\n\
+                 [tunnel]\nlan_devices = [{lan:?}]\n\n\
+                 [[uplink]]\nname = \"wan\"\ndevice = {wan:?}\n",
+                sock = pool.gateway_socket(r.index()),
+                lan = r.lan_device(),
+                wan = r.wan_device(),
+            );
+            let path = pool.gateway_config(r.index());
+            std::fs::write(&path, gw)
+                .map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+        }
+        Ok(pool)
+    }
+
+    /// The member name of router `n`.
+    pub fn member_name(n: usize) -> String {
+        format!("member{n}")
+    }
+
+    /// The proxy's configuration file.
+    pub fn proxy_config(&self) -> PathBuf {
+        self.dir.join("proxy.toml")
+    }
+
+    /// Router `n`'s gateway configuration file.
+    pub fn gateway_config(&self, n: usize) -> PathBuf {
+        self.dir.join(format!("{}.toml", Pool::member_name(n)))
+    }
+
+    /// Router `n`'s gateway control socket.
+    pub fn gateway_socket(&self, n: usize) -> PathBuf {
+        self.dir.join(format!("{}.sock", Pool::member_name(n)))
+    }
+
+    /// The `linkpool` binary in use.
+    pub fn linkpool_bin(&self) -> &Path {
+        &self.linkpool
+    }
+
+    /// The `linkpool-proxy` binary in use.
+    pub fn proxy_bin(&self) -> &Path {
+        &self.proxy_bin
+    }
+
+    /// Starts the proxy and waits until it listens.
+    pub fn start_proxy(&mut self, coop: &Coop) -> Result<(), Error> {
+        let conf = self.proxy_config();
+        let mut p = coop
+            .proxy()
+            .spawn(&[s(&self.proxy_bin), "run", "-c", s(&conf)])?;
+        p.wait_for_log("sockets set up", Duration::from_secs(10))?;
+        self.proxy = Some(p);
+        Ok(())
+    }
+
+    /// Starts router `n`'s gateway and waits for its session; returns how long that took.
+    pub fn start_gateway(&mut self, coop: &Coop, n: usize) -> Result<Duration, Error> {
+        let conf = self.gateway_config(n);
+        let started = Instant::now();
+        let mut gw = coop
+            .router(n)
+            .spawn(&[s(&self.linkpool), "run", "-c", s(&conf)])?;
+        gw.wait_for_log(
+            "session with the proxy established",
+            Duration::from_secs(20),
+        )?;
+        self.gateways.push(gw);
+        Ok(started.elapsed())
+    }
+
+    /// `linkpool status` of router `n`'s gateway (text, or JSON).
+    pub fn gateway_status(&self, coop: &Coop, n: usize, json: bool) -> Result<String, Error> {
+        let sock = self.gateway_socket(n);
+        let mut argv = vec![s(&self.linkpool), "status", "--socket", s(&sock)];
+        if json {
+            argv.push("--json");
+        }
+        coop.router(n).exec_ok(&argv)
+    }
+
+    /// `linkpool-proxy status` (text, or JSON).
+    pub fn proxy_status(&self, coop: &Coop, json: bool) -> Result<String, Error> {
+        let conf = self.proxy_config();
+        let mut argv = vec![s(&self.proxy_bin), "status", "-c", s(&conf)];
+        if json {
+            argv.push("--json");
+        }
+        coop.proxy().exec_ok(&argv)
+    }
+
+    /// Every daemon's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        if let Some(p) = &self.proxy {
+            all += &format!("--- proxy\n{}\n", p.log());
+        }
+        for (i, g) in self.gateways.iter().enumerate() {
+            all += &format!("--- gateway {}\n{}\n", i + 1, g.log());
+        }
+        all
+    }
+}
