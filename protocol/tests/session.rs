@@ -610,3 +610,53 @@ fn proxy_follows_a_member_whose_address_changes() {
         net.member_addr
     );
 }
+
+#[test]
+fn relay_tags_verify_only_with_the_relays_own_session_keys() {
+    use linkpool_protocol::relay::{seal_envelope, verify_envelope};
+    use linkpool_protocol::wire::{Message, MessageType, RELAY_HEADER_LEN};
+    let mut net = Net::new(CipherSuite::Aes256Gcm, false, Limits::default());
+    net.connect();
+    // This member relays a neighbour's sealed datagram (opaque bytes to it).
+    let (index, up, _down) = net.client.relay_keys().unwrap();
+    let carried = net.sealed_up(&ipv4(200, 1));
+    let mut buf = [0u8; MAX_DATAGRAM];
+    buf[RELAY_HEADER_LEN..RELAY_HEADER_LEN + carried.len()].copy_from_slice(&carried);
+    let n = seal_envelope(
+        &up,
+        MessageType::RelayUp,
+        index,
+        42,
+        &mut buf,
+        carried.len(),
+    )
+    .unwrap();
+    // The proxy finds the relay's keys from the envelope and checks the tag.
+    let Ok(Message::Relay(env)) = Message::parse(&buf[..n]) else {
+        panic!("not an envelope")
+    };
+    let (relay, proxy_up, _) = net.server.relay_keys(env.relay_index()).unwrap();
+    assert_eq!(relay, MemberId(0));
+    assert_eq!(env.slot(), 42);
+    assert_eq!(env.inner(), &carried[..]);
+    verify_envelope(&proxy_up, &env).unwrap();
+    // Any change to what it carried, or to the slot, breaks the tag.
+    for at in [9, RELAY_HEADER_LEN + 20, n - 1] {
+        let mut bad = buf;
+        bad[at] ^= 1;
+        let Ok(Message::Relay(env)) = Message::parse(&bad[..n]) else {
+            panic!()
+        };
+        assert_eq!(
+            verify_envelope(&proxy_up, &env),
+            Err(DropReason::BadRelayTag)
+        );
+    }
+    // A device without the relay's session cannot make a valid tag, even knowing the
+    // index: the other direction's key (or any other) does not verify.
+    let (_, _, proxy_down) = net.server.relay_keys(env.relay_index()).unwrap();
+    assert_eq!(
+        verify_envelope(&proxy_down, &env),
+        Err(DropReason::BadRelayTag)
+    );
+}

@@ -99,6 +99,19 @@ fn lan_traffic_goes_through_the_tunnel_v4_and_v6() {
             .unwrap();
         assert_eq!(answer.trim(), expect, "DNS {rtype} over UDP");
     }
+    let answer = client
+        .exec_ok(&[
+            "dig",
+            "+short",
+            "+notcp",
+            "+time=2",
+            "+tries=2",
+            &format!("@{}", net.addr_v6()),
+            net.dns_name(),
+            "AAAA",
+        ])
+        .unwrap();
+    assert_eq!(answer.trim(), net.addr_v6().to_string(), "DNS over IPv6");
 
     // The internet saw only the proxy, never the member's own WAN address.
     let requests = net.http_requests();
@@ -239,4 +252,35 @@ fn gateway_stop_removes_everything_it_added() {
         .exec_ok(&["curl", "-sS", "-m", "10", &coop.internet().url_v4("/ip")])
         .unwrap();
     assert_ne!(ip.trim(), coop.proxy().addr_v4().to_string());
+}
+
+#[test]
+fn proxy_follows_a_member_whose_public_address_changes() {
+    let mut topology = Topology::coop(1);
+    topology.routers[0].nat = true;
+    let mut coop =
+        Coop::build(&topology).unwrap_or_else(|e| panic!("cannot build the testbed: {e}"));
+    let pool = Pool::start(&coop).unwrap_or_else(|e| panic!("{e}"));
+    let target = coop.internet().addr_v4().to_string();
+    let ping = |c: &Node| {
+        c.exec_ok(&["ping", "-n", "-c", "1", "-W", "1", &target])
+            .is_ok()
+    };
+    assert!(eventually(Duration::from_secs(5), || ping(coop.client(1))));
+    let before = pool.proxy_status(&coop, true).unwrap();
+    // The carrier renumbers the member's line: its tunnel now arrives from elsewhere.
+    let (new_v4, _) = coop.rebind_nat(1).unwrap();
+    assert!(!before.contains(&new_v4.to_string()));
+    assert!(
+        eventually(Duration::from_secs(10), || ping(coop.client(1))),
+        "no traffic after the member's address changed\n{}",
+        pool.logs()
+    );
+    let after = pool.proxy_status(&coop, true).unwrap();
+    assert!(
+        after.contains(&format!("\"endpoint\":\"{new_v4}:")),
+        "proxy did not follow the member to {new_v4}: {after}"
+    );
+    // Same session: no new handshake was needed.
+    assert_eq!(json_number(&after, "handshakes"), 1, "{after}");
 }
