@@ -25,8 +25,9 @@ use crate::setup::GatewayOs;
 
 /// How often missing uplink sockets and an unresolved proxy name are retried.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(2);
-/// Packets taken from the TUN in one go before looking at the sockets again.
-const TUN_BATCH: usize = 32;
+/// Packets taken from the TUN or a socket in one go before looking at the others again:
+/// a wake-up of the event loop costs more than a packet.
+const BATCH: usize = 32;
 
 /// One uplink: its configuration and, once its device exists, its socket.
 struct Uplink {
@@ -83,7 +84,7 @@ pub async fn run(
                     Err(e) => warn!("reading the tunnel device: {e}"),
                 }
                 // Take what else is queued without going back to sleep.
-                for _ in 0..TUN_BATCH {
+                for _ in 0..BATCH {
                     match os.tun.try_recv(&mut tx[SEAL_OFFSET..]) {
                         Ok(n) => gw.send_packet(&mut tx, n).await,
                         Err(_) => break,
@@ -94,6 +95,14 @@ pub async fn run(
                 match result {
                     Ok((n, from)) => gw.handle_datagram(i, from, &mut rx[..n], &os).await,
                     Err(e) => debug!(uplink = %gw.uplinks[i].config.name, "receive: {e}"),
+                }
+                // Drain what else that socket holds before going round the loop again.
+                for _ in 0..BATCH {
+                    let Some(socket) = &gw.uplinks[i].socket else { break };
+                    match socket.try_recv_from(&mut rx) {
+                        Ok((n, from)) => gw.handle_datagram(i, from, &mut rx[..n], &os).await,
+                        Err(_) => break,
+                    }
                 }
             }
             _ = sleep_until(wake) => {

@@ -28,8 +28,9 @@ use crate::setup::ProxyOs;
 
 /// Handshakes per second before the proxy asks initiators for cookies.
 const HANDSHAKES_PER_SECOND: u32 = 200;
-/// Packets taken from the TUN in one go before looking at the sockets again.
-const TUN_BATCH: usize = 32;
+/// Packets taken from the TUN or a socket in one go before looking at the others again:
+/// a wake-up of the event loop costs more than a packet.
+const BATCH: usize = 32;
 /// How often member status changes are logged.
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -113,18 +114,30 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
     loop {
         let wake = proxy.server.poll_timeout();
         tokio::select! {
-            (i, result) = recv_any(sockets, &mut rx) => match result {
-                Ok((n, from)) => {
-                    proxy.handle_datagram(&sockets[i].1, from, &mut rx[..n], &mut reply, tun).await
+            (i, result) = recv_any(sockets, &mut rx) => {
+                let socket = &sockets[i].1;
+                match result {
+                    Ok((n, from)) => {
+                        proxy.handle_datagram(socket, from, &mut rx[..n], &mut reply, tun).await
+                    }
+                    Err(e) => debug!("receive: {e}"),
                 }
-                Err(e) => debug!("receive: {e}"),
-            },
+                // Drain what else that socket holds before going round the loop again.
+                for _ in 0..BATCH {
+                    match socket.try_recv_from(&mut rx) {
+                        Ok((n, from)) => {
+                            proxy.handle_datagram(socket, from, &mut rx[..n], &mut reply, tun).await
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
             read = tun.recv(&mut tx[SEAL_OFFSET..]) => {
                 match read {
                     Ok(n) => proxy.send_packet(sockets, &mut tx, n),
                     Err(e) => warn!("reading the tunnel device: {e}"),
                 }
-                for _ in 0..TUN_BATCH {
+                for _ in 0..BATCH {
                     match tun.try_recv(&mut tx[SEAL_OFFSET..]) {
                         Ok(n) => proxy.send_packet(sockets, &mut tx, n),
                         Err(_) => break,

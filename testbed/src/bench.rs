@@ -232,3 +232,160 @@ mod tests {
         assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), 2.0);
     }
 }
+
+/// What `bench-pool` measures on.
+#[derive(Clone, Debug)]
+pub struct PoolBenchOptions {
+    /// The member's uplink rate, bits per second (0: unlimited).
+    pub rate_bps: u64,
+    /// The uplink's one-way delay.
+    pub delay: Duration,
+    /// Seconds per iperf3 run.
+    pub seconds: u32,
+}
+
+impl Default for PoolBenchOptions {
+    fn default() -> Self {
+        PoolBenchOptions {
+            rate_bps: 100_000_000,
+            delay: Duration::from_millis(10),
+            seconds: 8,
+        }
+    }
+}
+
+/// `bench-pool`: TCP throughput through linkpool against the same uplink used directly
+/// (the reference, measured in the same run), both directions, and the gateway's and
+/// proxy's resident memory and CPU time under that load. Prints figures; asserts nothing.
+pub fn bench_pool(options: &PoolBenchOptions) -> Result<String, Error> {
+    use crate::pool::Pool;
+    let mut topology = Topology::coop(1);
+    topology.routers[0].isp = crate::LinkSpec::both(LinkParams {
+        rate_bps: (options.rate_bps > 0).then_some(options.rate_bps),
+        delay: options.delay,
+        ..LinkParams::default()
+    });
+    let coop = Coop::build(&topology)?;
+    let pool = Pool::start(&coop)?;
+    let target = coop.internet().addr_v4().to_string();
+    let port = coop.internet().iperf3_ports()[0].to_string();
+    let secs = options.seconds.to_string();
+    let iperf = |node: &crate::Node, reverse: bool| -> Result<f64, Error> {
+        let mut argv = vec!["iperf3", "-J", "-c", &target, "-p", &port, "-t", &secs];
+        if reverse {
+            argv.push("-R");
+        }
+        let out = node.exec_ok(&argv)?;
+        iperf3_received_bps(&out).ok_or_else(|| Error::new(format!("no iperf3 result in: {out}")))
+    };
+    let pids: Vec<u32> = pool
+        .gateways
+        .iter()
+        .chain(pool.proxy.as_ref())
+        .map(|p| p.pid())
+        .collect();
+    let mut out = format!(
+        "bench-pool: one member, uplink {} at {:?} one-way, {} s per run\n",
+        if options.rate_bps > 0 {
+            format!("{} Mbit/s", options.rate_bps / 1_000_000)
+        } else {
+            "unlimited".to_string()
+        },
+        options.delay,
+        options.seconds
+    );
+    let _ = writeln!(
+        out,
+        "  {:<10} {:>16} {:>16} {:>8}",
+        "direction", "direct Mbit/s", "linkpool Mbit/s", "ratio"
+    );
+    let mut peak_rss = [0u64; 2];
+    for (label, reverse) in [("download", true), ("upload", false)] {
+        let direct = iperf(coop.router(1), reverse)?;
+        let sampler = RssSampler::start(&pids);
+        let pooled = iperf(coop.client(1), reverse)?;
+        for (peak, rss) in peak_rss.iter_mut().zip(sampler.stop()) {
+            *peak = (*peak).max(rss);
+        }
+        let _ = writeln!(
+            out,
+            "  {label:<10} {:>16.1} {:>16.1} {:>8.2}",
+            direct / 1e6,
+            pooled / 1e6,
+            pooled / direct
+        );
+    }
+    let cpu: Vec<f64> = pids.iter().map(|&p| cpu_seconds(p)).collect();
+    let _ = writeln!(
+        out,
+        "  gateway: peak resident {} KiB, {:.1} s CPU; proxy: peak resident {} KiB, {:.1} s CPU",
+        peak_rss[0],
+        cpu[0],
+        peak_rss[1],
+        cpu.get(1).copied().unwrap_or(0.0)
+    );
+    let _ = writeln!(
+        out,
+        "  (direct = iperf3 from the router itself over the same emulated uplink)"
+    );
+    Ok(out)
+}
+
+/// Samples the resident set (VmRSS, KiB) of processes every 100 ms in a thread.
+struct RssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<u64>>,
+}
+
+impl RssSampler {
+    fn start(pids: &[u32]) -> RssSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pids = pids.to_vec();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = vec![0u64; pids.len()];
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for (p, pid) in peak.iter_mut().zip(&pids) {
+                    *p = (*p).max(rss_kib(*pid));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            peak
+        });
+        RssSampler { stop, thread }
+    }
+
+    fn stop(self) -> Vec<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU seconds of a process so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz.max(1.0)
+}

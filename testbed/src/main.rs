@@ -27,6 +27,9 @@ usage:
   linkpool-testbed exec ROLE -- CMD...   run CMD in a running node (r1, c1, proxy, internet, core)
   linkpool-testbed cleanup [--all]       remove leftovers of runs that are no longer alive
                                          (--all: also of live ones)
+  linkpool-testbed bench-pool [--rate 100mbit|unlimited] [--delay 10ms]
+                                         throughput through linkpool against the same
+                                         uplink used directly, memory and CPU of the daemons
   linkpool-testbed bench-link [--delay 10ms] [--load 100mbit] [--pings 500]
                                          print the emulator's delay accuracy
   linkpool-testbed demo                  the linkpool demo
@@ -63,6 +66,7 @@ fn run() -> Result<ExitCode, Error> {
     let mut prefix: Option<String> = None;
     let mut all = false;
     let mut bench = BenchOptions::default();
+    let mut bench_rate: Option<u64> = None;
     let mut rest: Vec<OsString> = Vec::new();
     let bad = |e: lexopt::Error| Error::new(format!("{e}\n\n{USAGE}"));
     while let Some(arg) = parser.next().map_err(bad)? {
@@ -87,6 +91,14 @@ fn run() -> Result<ExitCode, Error> {
                 bench.load_bps = parse_rate(&v)
                     .map_err(|e| Error::new(format!("--load: {e}")))?
                     .ok_or_else(|| Error::new("--load: give a rate such as 100mbit"))?;
+            }
+            Long("rate") => {
+                let v = parser.value().map_err(bad)?.string().map_err(bad)?;
+                bench_rate = Some(
+                    parse_rate(&v)
+                        .map_err(|e| Error::new(format!("--rate: {e}")))?
+                        .unwrap_or(0),
+                );
             }
             Long("pings") => {
                 let v = parser.value().map_err(bad)?.string().map_err(bad)?;
@@ -186,6 +198,16 @@ fn run() -> Result<ExitCode, Error> {
             for ns in &report.namespaces {
                 println!("  {ns}");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("bench-pool") => {
+            let _signals = handle_signals();
+            let mut options = linkpool_testbed::bench::PoolBenchOptions::default();
+            if let Some(r) = bench_rate {
+                options.rate_bps = r;
+            }
+            options.delay = bench.delay;
+            print!("{}", linkpool_testbed::bench::bench_pool(&options)?);
             Ok(ExitCode::SUCCESS)
         }
         Some("bench-link") => {
