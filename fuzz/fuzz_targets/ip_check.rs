@@ -12,11 +12,17 @@ fuzz_target!(|data: &[u8]| {
     match data[0] >> 4 {
         4 => {
             assert!(data.len() >= 20);
-            assert_eq!(usize::from(u16::from_be_bytes([data[2], data[3]])), data.len());
+            assert_eq!(
+                usize::from(u16::from_be_bytes([data[2], data[3]])),
+                data.len()
+            );
         }
         6 => {
             assert!(data.len() >= 40);
-            assert_eq!(usize::from(u16::from_be_bytes([data[4], data[5]])) + 40, data.len());
+            assert_eq!(
+                usize::from(u16::from_be_bytes([data[4], data[5]])) + 40,
+                data.len()
+            );
         }
         v => panic!("version {v} passed"),
     }

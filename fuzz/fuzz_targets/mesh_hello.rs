@@ -42,6 +42,9 @@ fuzz_target!(|data: &[u8]| {
     let byte = flip / 8;
     if !matches!(byte, 2 | 3 | 38 | 39) {
         out[byte] ^= 1 << (flip % 8);
-        assert!(key.open_hello(&out).is_err(), "tampered hello accepted (bit {flip})");
+        assert!(
+            key.open_hello(&out).is_err(),
+            "tampered hello accepted (bit {flip})"
+        );
     }
 });

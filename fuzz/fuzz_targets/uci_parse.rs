@@ -16,7 +16,11 @@ fuzz_target!(|data: &[u8]| {
     let pkg = match uci::parse(text) {
         Ok(p) => p,
         Err(e) => {
-            assert!(e.line >= 1 && e.line <= lines, "error on line {} of {lines}", e.line);
+            assert!(
+                e.line >= 1 && e.line <= lines,
+                "error on line {} of {lines}",
+                e.line
+            );
             return;
         }
     };

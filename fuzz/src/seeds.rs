@@ -43,10 +43,20 @@ fn wire(out: &mut Vec<Seed>) {
     let pair = Pair::new();
     let (up, down) = pair.baseline();
     for (i, d) in up.iter().enumerate() {
-        push(out, "wire_message", &format!("up-{i}-type{}", d[1]), d.clone());
+        push(
+            out,
+            "wire_message",
+            &format!("up-{i}-type{}", d[1]),
+            d.clone(),
+        );
     }
     for (i, d) in down.iter().enumerate() {
-        push(out, "wire_message", &format!("down-{i}-type{}", d[1]), d.clone());
+        push(
+            out,
+            "wire_message",
+            &format!("down-{i}-type{}", d[1]),
+            d.clone(),
+        );
     }
     if let Some(cookie) = cookie_reply() {
         push(out, "wire_message", "cookie-reply", cookie);
@@ -136,7 +146,12 @@ fn control(out: &mut Vec<Seed>) {
     for (i, c) in controls().iter().enumerate() {
         let mut b = [0u8; Control::MAX_LEN];
         let n = c.encode(&mut b);
-        push(out, "control_decode", &format!("control-{i}"), b[..n].to_vec());
+        push(
+            out,
+            "control_decode",
+            &format!("control-{i}"),
+            b[..n].to_vec(),
+        );
     }
 }
 
@@ -154,7 +169,10 @@ fn sample_bundle(psk: bool, v6: bool) -> MemberBundle {
         psk: psk.then(|| SharedSecret::from_bytes([3; 32])),
         mesh_key: SharedSecret::from_bytes([4; 32]),
         addresses: if v6 {
-            vec!["10.77.0.2".parse().expect("literal"), "fd77::2".parse().expect("literal")]
+            vec![
+                "10.77.0.2".parse().expect("literal"),
+                "fd77::2".parse().expect("literal"),
+            ]
         } else {
             vec!["10.77.0.2".parse().expect("literal")]
         },
@@ -215,7 +233,7 @@ fn session(out: &mut Vec<Seed>) {
     let mut s = Vec::new();
     script::seal_up(&mut s, &ipv4_packet(100, 1));
     script::seal_down(&mut s, &ipv6_packet(120));
-    script::advance(&mut s, 250);
+    script::advance(&mut s, 125); // 1 s, live
     push(out, "session_pair", "traffic", s);
 
     let mut s = Vec::new();
@@ -237,11 +255,13 @@ fn session(out: &mut Vec<Seed>) {
     push(out, "session_pair", "tamper", s);
 
     let mut s = Vec::new();
-    script::advance(&mut s, 31_000); // 124 s: past rekey-after-time
+    script::advance(&mut s, 15_500); // 124 s live: past rekey-after-time
     script::seal_up(&mut s, &ipv4_packet(60, 9));
-    script::advance(&mut s, 65_535); // 262 s: past reject-after-time
+    script::advance(&mut s, 0x8000 | 1000); // 8 s asleep: past dead-after
+    script::seal_up(&mut s, &ipv4_packet(60, 10));
+    script::advance(&mut s, 0x8000 | 25_000); // 200 s asleep: past reject-after-time
     script::pump(&mut s);
-    script::seal_down(&mut s, &ipv4_packet(60, 10));
+    script::seal_down(&mut s, &ipv4_packet(60, 11));
     push(out, "session_pair", "time", s);
 
     let mut s = Vec::new();
@@ -256,7 +276,7 @@ fn session(out: &mut Vec<Seed>) {
     if let Some(init) = up.first() {
         let mut s = Vec::new();
         script::to_server(&mut s, 1, init);
-        script::advance(&mut s, 2000);
+        script::advance(&mut s, 0x8000 | 1000); // 8 s asleep: the member looks idle
         script::to_server(&mut s, 0, init);
         push(out, "session_pair", "handshake-replay", s);
     }

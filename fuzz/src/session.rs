@@ -10,7 +10,7 @@
 //! | 2 `SEAL_UP`   | len:u16le bytes                        | gateway seals `bytes` as an IP packet, proxy opens it |
 //! | 3 `SEAL_DOWN` | len:u16le bytes                        | proxy seals, gateway opens                    |
 //! | 4 `MUTATE`    | dir:u8 idx:u8 at:u16le cut:u8 n:u8 mask| a captured datagram, `mask` XORed in at `at`, `cut` bytes cut off the end, delivered again |
-//! | 5 `ADVANCE`   | ms:u16le                               | time moves `4 * ms` milliseconds; timers run, both sides exchange what they want to send |
+//! | 5 `ADVANCE`   | t:u16le                                | time moves `8 * (t & 0x7fff)` ms (at most 10 minutes per input in all): live, in 2 s steps at which timers run and both sides exchange what is due; or, with bit 15 set, in one jump (a gateway that slept; 4 jumps per input at most) |
 //! | 6 `PUMP`      | (none)                                 | exchange without moving time                  |
 //! | 7 `EXTEND`    | dir:u8 idx:u8 len:u16le bytes          | a captured datagram with `bytes` appended, delivered again |
 //!
@@ -68,6 +68,12 @@ const P0: PathId = PathId(0);
 const P1: PathId = PathId(1);
 const TO_SERVER: usize = 0;
 const TO_CLIENT: usize = 1;
+/// Simulated time one input may pass with `ADVANCE`: a few rekeys and key expiries.
+const MAX_TIME_PER_INPUT: Duration = Duration::from_secs(600);
+/// `ADVANCE` jumps one input may make (later ones are skipped).
+const MAX_JUMPS_PER_INPUT: u32 = 4;
+/// Time step of a live `ADVANCE`: below [`Limits::dead_after`].
+const LIVE_STEP: Duration = Duration::from_secs(2);
 /// Datagrams one input may capture per direction.
 const RECENT_CAP: usize = 32;
 
@@ -227,11 +233,15 @@ impl Pair {
 
     /// Whether both sides have a session.
     pub fn connected(&self) -> bool {
-        self.client.is_connected()
-            && self
-                .server
-                .member(MemberId(0))
-                .is_some_and(|m| m.connected)
+        self.client.is_connected() && self.server.member(MemberId(0)).is_some_and(|m| m.connected)
+    }
+
+    /// Handshakes so far: (initiations the gateway sent, initiations the proxy answered).
+    pub fn handshakes(&self) -> (u64, u64) {
+        (
+            self.client.stats().handshakes_sent,
+            self.server.stats().handshakes,
+        )
     }
 
     /// The datagrams captured while connecting: (towards the proxy, towards the gateway).
@@ -268,7 +278,11 @@ impl Pair {
 
     /// Delivers a datagram to the proxy, with every accounting check; a reply goes on to
     /// the gateway.
-    fn to_server(&mut self, from: SocketAddr, datagram: &mut [u8]) -> Result<ServerEvent, DropReason> {
+    fn to_server(
+        &mut self,
+        from: SocketAddr,
+        datagram: &mut [u8],
+    ) -> Result<ServerEvent, DropReason> {
         let sealed = datagram.to_vec();
         let mut reply = vec![0u8; MAX_DATAGRAM];
         let before = self.server.stats().drops.clone();
@@ -279,8 +293,12 @@ impl Pair {
         check_counted("server", &before, &self.server.stats().drops, &r, cookie);
         match &r {
             Ok(ServerEvent::Packet { range, .. }) => {
-                assert!(range.end <= datagram.len(), "packet range {range:?} outside buffer");
-                ip::check(&datagram[range.clone()]).expect("server handed out a malformed IP packet");
+                assert!(
+                    range.end <= datagram.len(),
+                    "packet range {range:?} outside buffer"
+                );
+                ip::check(&datagram[range.clone()])
+                    .expect("server handed out a malformed IP packet");
                 self.note_accepted(TO_SERVER, sealed);
             }
             Ok(ServerEvent::Reply { len, member }) => {
@@ -307,8 +325,12 @@ impl Pair {
         check_counted("client", &before, &self.client.stats().drops, &r, false);
         match &r {
             Ok(Received::Packet(range)) => {
-                assert!(range.end <= datagram.len(), "packet range {range:?} outside buffer");
-                ip::check(&datagram[range.clone()]).expect("client handed out a malformed IP packet");
+                assert!(
+                    range.end <= datagram.len(),
+                    "packet range {range:?} outside buffer"
+                );
+                ip::check(&datagram[range.clone()])
+                    .expect("client handed out a malformed IP packet");
                 self.note_accepted(TO_CLIENT, sealed);
             }
             Ok(Received::Control) => self.note_accepted(TO_CLIENT, sealed),
@@ -346,6 +368,16 @@ impl Pair {
         self.pump();
     }
 
+    /// Moves time forward in steps shorter than the dead-peer timeout, exchanging what
+    /// is due at each (probes keep the session alive, as on a live link).
+    pub fn live(&mut self, by: Duration) {
+        let end = self.now + by;
+        while self.now < end {
+            let step = (end - self.now).min(LIVE_STEP);
+            self.advance(step);
+        }
+    }
+
     /// The gateway seals `packet`; the proxy must deliver it intact or refuse it for a
     /// reason a working session can have.
     fn seal_up(&mut self, packet: &[u8]) {
@@ -353,8 +385,16 @@ impl Pair {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         buf[SEAL_OFFSET..SEAL_OFFSET + packet.len()].copy_from_slice(packet);
         let before = self.client.stats().drops.clone();
-        let sealed = self.client.seal_packet(self.now, P0, &mut buf, packet.len());
-        check_counted("client seal", &before, &self.client.stats().drops, &sealed, false);
+        let sealed = self
+            .client
+            .seal_packet(self.now, P0, &mut buf, packet.len());
+        check_counted(
+            "client seal",
+            &before,
+            &self.client.stats().drops,
+            &sealed,
+            false,
+        );
         let Ok(n) = sealed else { return };
         let mut d = buf[..n].to_vec();
         self.record(TO_SERVER, &d);
@@ -381,7 +421,13 @@ impl Pair {
         let sealed = self
             .server
             .seal_packet(self.now, MemberId(0), &mut buf, packet.len());
-        check_counted("server seal", &before, &self.server.stats().drops, &sealed, false);
+        check_counted(
+            "server seal",
+            &before,
+            &self.server.stats().drops,
+            &sealed,
+            false,
+        );
         let Ok((_, n)) = sealed else { return };
         let mut d = buf[..n].to_vec();
         self.record(TO_CLIENT, &d);
@@ -400,8 +446,7 @@ impl Pair {
     /// Brings the pair back to a working session before an input: lets timers run (a
     /// gateway that hears nothing handshakes again), and rebuilds it as a last resort.
     fn settle(&mut self) {
-        self.recent = Default::default();
-        self.accepted = self.accepted_baseline.clone();
+        self.forget_input();
         for _ in 0..40 {
             if self.connected() && self.works() {
                 return;
@@ -411,16 +456,32 @@ impl Pair {
         *self = Pair::new();
     }
 
+    /// Drops what one input captured, without allocating: an input that frees what it
+    /// allocated does not send libFuzzer hunting for leaks.
+    fn forget_input(&mut self) {
+        for dir in [TO_SERVER, TO_CLIENT] {
+            self.recent[dir].clear();
+            let baseline = &self.accepted_baseline[dir];
+            self.accepted[dir].retain(|d| baseline.contains(d));
+        }
+    }
+
     /// Whether a packet gets through both ways right now.
     fn works(&mut self) -> bool {
         let mut ok = true;
         let packet = ipv4_packet(40, 0xfeed);
         let mut buf = vec![0u8; MAX_DATAGRAM];
         buf[SEAL_OFFSET..SEAL_OFFSET + packet.len()].copy_from_slice(&packet);
-        match self.client.seal_packet(self.now, P0, &mut buf, packet.len()) {
+        match self
+            .client
+            .seal_packet(self.now, P0, &mut buf, packet.len())
+        {
             Ok(n) => {
                 let mut d = buf[..n].to_vec();
-                ok &= matches!(self.to_server(sources()[0], &mut d), Ok(ServerEvent::Packet { .. }));
+                ok &= matches!(
+                    self.to_server(sources()[0], &mut d),
+                    Ok(ServerEvent::Packet { .. })
+                );
             }
             Err(_) => ok = false,
         }
@@ -442,6 +503,10 @@ impl Pair {
     /// Runs one fuzz input (see the module docs for its format).
     pub fn run(&mut self, input: &[u8]) {
         self.settle();
+        // Each key lifetime passed costs a handshake (two Diffie-Hellmans per side);
+        // without a cap the fuzzer learns that hundreds of them make "new" inputs.
+        let mut time_left = MAX_TIME_PER_INPUT;
+        let mut jumps_left = MAX_JUMPS_PER_INPUT;
         let mut r = Reader(input);
         while let Some(code) = r.u8() {
             match code % 8 {
@@ -483,8 +548,19 @@ impl Pair {
                     self.deliver(dir, &mut d);
                 }
                 op::ADVANCE => {
-                    let ms = u64::from(r.u16().unwrap_or(0)) * 4;
-                    self.advance(Duration::from_millis(ms));
+                    let arg = r.u16().unwrap_or(0);
+                    let by = Duration::from_millis(u64::from(arg & 0x7fff) * 8).min(time_left);
+                    time_left -= by;
+                    if arg & 0x8000 != 0 {
+                        // A long sleep means a new handshake: a few per input will do.
+                        if jumps_left == 0 {
+                            continue;
+                        }
+                        jumps_left -= 1;
+                        self.advance(by);
+                    } else {
+                        self.live(by);
+                    }
                 }
                 op::PUMP => self.pump(),
                 op::EXTEND => {
@@ -500,6 +576,7 @@ impl Pair {
                 _ => unreachable!("op % 8"),
             }
         }
+        self.forget_input();
     }
 
     fn deliver(&mut self, dir: usize, d: &mut [u8]) {
@@ -585,10 +662,10 @@ pub mod script {
         out.extend(mask);
     }
 
-    /// `ADVANCE` by `4 * ms` milliseconds.
-    pub fn advance(out: &mut Vec<u8>, ms: u16) {
+    /// `ADVANCE` by `8 * (t & 0x7fff)` milliseconds; live unless bit 15 is set.
+    pub fn advance(out: &mut Vec<u8>, t: u16) {
         out.push(op::ADVANCE);
-        out.extend(ms.to_le_bytes());
+        out.extend(t.to_le_bytes());
     }
 
     /// `PUMP`.
