@@ -49,6 +49,8 @@ done
 rustup component list --installed | grep -q '^rust-src' || rustup component add rust-src
 if ! command -v cargo-zigbuild >/dev/null || ! python3 -m ziglang version >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check ziglang cargo-zigbuild
+    # pyenv's Python puts new commands behind shims that exist only after a rehash.
+    if command -v pyenv >/dev/null; then pyenv rehash; fi
     hash -r
 fi
 echo "zig $(python3 -m ziglang version), $(cargo-zigbuild --version), $(qemu-mipsel --version | head -1)"

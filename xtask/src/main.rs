@@ -289,6 +289,9 @@ fn ipk_command(
     Ok(written)
 }
 
+/// The stripped size the gateway binary should stay under on MIPS routers (16 MB flash).
+const MIPS_BUDGET: u64 = 2 * 1024 * 1024;
+
 fn mib(bytes: u64) -> String {
     format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -319,6 +322,9 @@ fn size(families: &[&Family], profile: &str, no_build: bool) -> Result<()> {
                     Some(true) => checks.push("soft-float"),
                     Some(false) => checks.push("HARD-FLOAT"),
                     None => {}
+                }
+                if family.elf_machine == elf::EM_MIPS && bytes.len() as u64 > MIPS_BUDGET {
+                    checks.push("OVER the 2 MiB MIPS budget");
                 }
             }
         }
