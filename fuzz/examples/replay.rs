@@ -23,4 +23,15 @@ fn main() {
             s1 - s0
         );
     }
+    let (client, server) = pair.drops();
+    let list = |d: &linkpool_protocol::DropCounters| {
+        d.iter()
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!("gateway drops: {}", list(client));
+    println!("proxy drops: {}", list(server));
+    let (sent, received) = pair.cookies();
+    println!("cookies: {sent} sent, {received} received");
 }

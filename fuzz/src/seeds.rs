@@ -259,10 +259,23 @@ fn session(out: &mut Vec<Seed>) {
     script::seal_up(&mut s, &ipv4_packet(60, 9));
     script::advance(&mut s, 0x8000 | 1000); // 8 s asleep: past dead-after
     script::seal_up(&mut s, &ipv4_packet(60, 10));
-    script::advance(&mut s, 0x8000 | 25_000); // 200 s asleep: past reject-after-time
     script::pump(&mut s);
+    script::advance(&mut s, 0x8000 | 25_000); // 200 s asleep: past reject-after-time
     script::seal_down(&mut s, &ipv4_packet(60, 11));
+    script::pump(&mut s);
+    script::seal_down(&mut s, &ipv4_packet(60, 12));
     push(out, "session_pair", "time", s);
+
+    // A datagram sealed this input (the first capture after the baseline) with its
+    // counter moved ahead: fresh for the replay window, so the AEAD must catch it.
+    let mut s = Vec::new();
+    script::seal_up(&mut s, &ipv4_packet(60, 4));
+    script::seal_down(&mut s, &ipv4_packet(60, 5));
+    for idx in 0..12 {
+        script::mutate(&mut s, 0, idx, 15, 0, &[0x01]);
+        script::mutate(&mut s, 1, idx, 15, 0, &[0x01]);
+    }
+    push(out, "session_pair", "tamper-fresh", s);
 
     let mut s = Vec::new();
     script::seal_up(&mut s, &[0x45, 0, 0, 99]);
@@ -278,7 +291,18 @@ fn session(out: &mut Vec<Seed>) {
         script::to_server(&mut s, 1, init);
         script::advance(&mut s, 0x8000 | 1000); // 8 s asleep: the member looks idle
         script::to_server(&mut s, 0, init);
+        script::pump(&mut s);
         push(out, "session_pair", "handshake-replay", s);
+
+        // Replayed initiations use up the proxy's handshake budget (2/s), so the gateway's
+        // own handshake after its sleep gets a cookie reply and retries with the cookie.
+        let mut s = Vec::new();
+        script::advance(&mut s, 0x8000 | 1000);
+        for _ in 0..4 {
+            script::to_server(&mut s, 1, init);
+        }
+        script::pump(&mut s);
+        push(out, "session_pair", "cookie", s);
     }
     if let Some(resp) = down.first() {
         let mut s = Vec::new();
