@@ -293,7 +293,7 @@ impl Pair {
 
     /// Delivers a datagram to the proxy, with every accounting check; a reply goes on to
     /// the gateway.
-    fn to_server(
+    fn deliver_to_server(
         &mut self,
         from: SocketAddr,
         datagram: &mut [u8],
@@ -324,7 +324,7 @@ impl Pair {
                 }
                 let mut d = reply[..*len].to_vec();
                 self.record(TO_CLIENT, &d);
-                let _ = self.to_client(P0, &mut d);
+                let _ = self.deliver_to_client(P0, &mut d);
             }
             Ok(ServerEvent::Consumed) => self.note_accepted(TO_SERVER, sealed),
             Err(_) => {}
@@ -333,7 +333,11 @@ impl Pair {
     }
 
     /// Delivers a datagram to the gateway, with every accounting check.
-    fn to_client(&mut self, path: PathId, datagram: &mut [u8]) -> Result<Received, DropReason> {
+    fn deliver_to_client(
+        &mut self,
+        path: PathId,
+        datagram: &mut [u8],
+    ) -> Result<Received, DropReason> {
         let sealed = datagram.to_vec();
         let before = self.client.stats().drops.clone();
         let r = self.client.handle_datagram(self.now, path, datagram);
@@ -373,7 +377,7 @@ impl Pair {
             assert!(t.len <= MAX_DATAGRAM, "transmit of {} bytes", t.len);
             let mut d = buf[..t.len].to_vec();
             self.record(TO_SERVER, &d);
-            let _ = self.to_server(from, &mut d);
+            let _ = self.deliver_to_server(from, &mut d);
         }
     }
 
@@ -413,7 +417,7 @@ impl Pair {
         let Ok(n) = sealed else { return };
         let mut d = buf[..n].to_vec();
         self.record(TO_SERVER, &d);
-        match self.to_server(sources()[0], &mut d) {
+        match self.deliver_to_server(sources()[0], &mut d) {
             Ok(ServerEvent::Packet { member, range }) => {
                 assert_eq!(member, MemberId(0));
                 assert_eq!(&d[range], packet, "upstream packet changed in transit");
@@ -446,7 +450,7 @@ impl Pair {
         let Ok((_, n)) = sealed else { return };
         let mut d = buf[..n].to_vec();
         self.record(TO_CLIENT, &d);
-        match self.to_client(P0, &mut d) {
+        match self.deliver_to_client(P0, &mut d) {
             Ok(Received::Packet(range)) => {
                 assert_eq!(&d[range], packet, "downstream packet changed in transit")
             }
@@ -494,7 +498,7 @@ impl Pair {
             Ok(n) => {
                 let mut d = buf[..n].to_vec();
                 ok &= matches!(
-                    self.to_server(sources()[0], &mut d),
+                    self.deliver_to_server(sources()[0], &mut d),
                     Ok(ServerEvent::Packet { .. })
                 );
             }
@@ -508,7 +512,7 @@ impl Pair {
         {
             Ok((_, n)) => {
                 let mut d = buf[..n].to_vec();
-                ok &= matches!(self.to_client(P0, &mut d), Ok(Received::Packet(_)));
+                ok &= matches!(self.deliver_to_client(P0, &mut d), Ok(Received::Packet(_)));
             }
             Err(_) => ok = false,
         }
@@ -528,12 +532,12 @@ impl Pair {
                 op::TO_SERVER => {
                     let from = sources()[usize::from(r.u8().unwrap_or(0)) % 4];
                     let mut d = r.bytes_u16().to_vec();
-                    let _ = self.to_server(from, &mut d);
+                    let _ = self.deliver_to_server(from, &mut d);
                 }
                 op::TO_CLIENT => {
                     let path = if r.u8().unwrap_or(0) % 2 == 0 { P0 } else { P1 };
                     let mut d = r.bytes_u16().to_vec();
-                    let _ = self.to_client(path, &mut d);
+                    let _ = self.deliver_to_client(path, &mut d);
                 }
                 op::SEAL_UP => {
                     let p = r.bytes_u16().to_vec();
@@ -598,9 +602,9 @@ impl Pair {
 
     fn deliver(&mut self, dir: usize, d: &mut [u8]) {
         if dir == TO_SERVER {
-            let _ = self.to_server(sources()[0], d);
+            let _ = self.deliver_to_server(sources()[0], d);
         } else {
-            let _ = self.to_client(P0, d);
+            let _ = self.deliver_to_client(P0, d);
         }
     }
 }
