@@ -50,6 +50,8 @@ pub(crate) struct Family {
 }
 
 const STATIC: &str = "-C target-feature=+crt-static";
+/// std features where std is built here (`-Z build-std-features`).
+pub(crate) const STD_FEATURES: &str = "optimize_for_size";
 const STATIC_ZIG_LIBC: &str = "-C target-feature=+crt-static -C link-self-contained=no";
 
 /// The five families linkpool ships for, smallest routers last.
@@ -195,6 +197,10 @@ impl Family {
         if self.std == StdSource::BuildStd {
             // panic_abort alongside std (which brings panic_unwind) serves both profiles.
             cmd.arg("-Z").arg("build-std=std,panic_abort");
+            // Smaller implementations inside std, no change in behaviour: 17% off the
+            // MIPS gateway binary (1.44 -> 1.19 MiB measured at 0.1.0).
+            cmd.arg("-Z")
+                .arg(format!("build-std-features={STD_FEATURES}"));
             cmd.env("RUSTC_BOOTSTRAP", "1");
         }
         // Global RUSTFLAGS would override the target's (and drop crt-static).
