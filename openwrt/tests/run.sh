@@ -455,5 +455,39 @@ case "$lint_name" in *"$filter"*)
 	;;
 esac
 
+# The daemon's own parser accepts the shipped config: disabled as shipped, and a working
+# configuration once enabled with a bundle. Uses the host build of the gateway
+# ($LINKPOOL_BIN, default target/debug/linkpool, which `cargo test` builds).
+check_name=shipped_config_passes_linkpool_check_config
+case "$check_name" in *"$filter"*)
+	linkpool_bin="${LINKPOOL_BIN:-$here/../../target/debug/linkpool}"
+	if [ ! -x "$linkpool_bin" ]; then
+		failed=$((failed + 1))
+		echo "FAIL $check_name: no $linkpool_bin (cargo build -p linkpool-gateway, or set LINKPOOL_BIN)"
+	else
+		setup
+		problem=""
+		out="$("$linkpool_bin" check-config --uci "$SHIPPED_CONFIG" --resolve lan=br-lan --resolve wan=eth1 2>&1)" ||
+			problem="shipped config rejected: $out"
+		case "$out" in *disabled*) ;; *) problem="${problem:-shipped config is not disabled: $out}" ;; esac
+		sed -e "s/option enabled '0'/option enabled '1'/" \
+			-e "s|option bundle ''|option bundle_file '$here/../../gateway/tests/data/member.bundle'|" \
+			"$SHIPPED_CONFIG" >"$T/linkpool"
+		out="$("$linkpool_bin" check-config --uci "$T/linkpool" --resolve lan=br-lan --resolve wan=eth1 2>&1)" ||
+			problem="${problem:-enabled config rejected: $out}"
+		case "$out" in *"LAN br-lan"*) ;; *) problem="${problem:-enabled config not understood: $out}" ;; esac
+		rm -rf "$T"
+		if [ -z "$problem" ]; then
+			passed=$((passed + 1))
+			echo "ok   $check_name"
+		else
+			failed=$((failed + 1))
+			echo "FAIL $check_name"
+			echo "    $problem"
+		fi
+	fi
+	;;
+esac
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
