@@ -6,17 +6,16 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use linkpool_os::control::{self, Format};
+use linkpool_os::event::{recv_any, sleep_until};
 use linkpool_os::log::LogHandle;
 use linkpool_os::signal::{Signal, Signals};
 use linkpool_protocol::client::{Client, ClientConfig, Received, SEAL_OFFSET};
 use linkpool_protocol::session::Limits;
 use linkpool_protocol::wire::MAX_DATAGRAM;
 use linkpool_protocol::{DropReason, PathId, ip};
-use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tracing::{debug, error, info, warn};
 
@@ -91,7 +90,7 @@ pub async fn run(
                     }
                 }
             }
-            (i, result) = recv_any(&gw.uplinks, &mut rx) => {
+            (i, result) = recv_any(gw.uplinks.len(), |i| gw.uplinks[i].socket.as_ref(), &mut rx) => {
                 match result {
                     Ok((n, from)) => gw.handle_datagram(i, from, &mut rx[..n], &os).await,
                     Err(e) => debug!(uplink = %gw.uplinks[i].config.name, "receive: {e}"),
@@ -158,30 +157,6 @@ fn random_seed() -> u64 {
         ^ SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// Receives from whichever uplink socket has a datagram, without allocating per packet.
-async fn recv_any(uplinks: &[Uplink], buf: &mut [u8]) -> (usize, io::Result<(usize, SocketAddr)>) {
-    std::future::poll_fn(|cx| {
-        for (i, u) in uplinks.iter().enumerate() {
-            let Some(socket) = &u.socket else { continue };
-            let mut rb = ReadBuf::new(buf);
-            match socket.poll_recv_from(cx, &mut rb) {
-                Poll::Ready(Ok(from)) => return Poll::Ready((i, Ok((rb.filled().len(), from)))),
-                Poll::Ready(Err(e)) => return Poll::Ready((i, Err(e))),
-                Poll::Pending => {}
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-async fn sleep_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Dual-stack sockets take IPv4 peers as IPv4-mapped IPv6 addresses.

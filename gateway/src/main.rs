@@ -187,20 +187,11 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
-        Command::Status { socket, json } => {
-            let format = if json {
-                linkpool_os::control::Format::Json
-            } else {
-                linkpool_os::control::Format::Text
-            };
-            match linkpool_os::control::query(&socket, format) {
-                Ok(answer) => {
-                    print!("{answer}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(e),
-            }
-        }
+        Command::Status { socket, json } => match linkpool_os::control::print_status(&socket, json)
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
         Command::Run(source) => run(source),
     }
 }

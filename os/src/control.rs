@@ -117,3 +117,10 @@ pub fn query(path: &Path, format: Format) -> io::Result<String> {
     }
     Ok(answer)
 }
+
+/// What `status [--json]` does in both CLIs: asks the daemon and prints its answer.
+pub fn print_status(path: &Path, json: bool) -> io::Result<()> {
+    let format = if json { Format::Json } else { Format::Text };
+    print!("{}", query(path, format)?);
+    Ok(())
+}

@@ -11,6 +11,7 @@
 pub mod cmd;
 pub mod config_file;
 pub mod control;
+pub mod event;
 pub mod log;
 pub mod netns;
 pub mod routing;

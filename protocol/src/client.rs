@@ -156,10 +156,7 @@ impl Client {
         buf: &mut [u8],
     ) -> Result<Received, DropReason> {
         let r = self.handle_inner(now, path, buf);
-        if let Err(reason) = r {
-            self.stats.drops.count(reason);
-        }
-        r
+        self.stats.drops.record(r)
     }
 
     fn handle_inner(
@@ -254,15 +251,12 @@ impl Client {
         len: usize,
     ) -> Result<usize, DropReason> {
         let r = self.seal(now, MessageType::Data, path, buf, len);
-        match r {
-            Ok(_) => {
-                if let Some(p) = self.paths.iter_mut().find(|p| p.id == path) {
-                    p.on_data_sent(len);
-                }
+        if r.is_ok() {
+            if let Some(p) = self.paths.iter_mut().find(|p| p.id == path) {
+                p.on_data_sent(len);
             }
-            Err(reason) => self.stats.drops.count(reason),
         }
-        r
+        self.stats.drops.record(r)
     }
 
     fn seal(

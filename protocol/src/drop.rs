@@ -136,6 +136,14 @@ impl DropCounters {
         self.0[reason as usize]
     }
 
+    /// Counts `r`'s reason if it is an error, and passes it on.
+    pub fn record<T>(&mut self, r: Result<T, DropReason>) -> Result<T, DropReason> {
+        if let Err(reason) = &r {
+            self.count(*reason);
+        }
+        r
+    }
+
     /// All drops.
     pub fn total(&self) -> u64 {
         self.0.iter().sum()

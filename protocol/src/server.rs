@@ -298,10 +298,7 @@ impl Server {
         reply: &mut [u8],
     ) -> Result<ServerEvent, DropReason> {
         let r = self.handle_inner(now, from, buf, reply);
-        if let Err(reason) = r {
-            self.stats.drops.count(reason);
-        }
-        r
+        self.stats.drops.record(r)
     }
 
     fn handle_inner(
@@ -467,11 +464,7 @@ impl Server {
     /// The cookie for a source address in an epoch: only that address can learn it.
     fn cookie(&self, from: SocketAddr, epoch: u64) -> [u8; 16] {
         let secret = crypto::derive(&self.random, &epoch.to_be_bytes());
-        let ip = match from.ip() {
-            std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-            std::net::IpAddr::V6(a) => a.octets(),
-        };
-        crypto::mac(&secret, &[&ip, &from.port().to_be_bytes()])
+        crypto::mac(&secret, &[&ip_bytes(from), &from.port().to_be_bytes()])
     }
 
     fn write_cookie_reply(
@@ -515,10 +508,7 @@ impl Server {
         len: usize,
     ) -> Result<(SocketAddr, usize), DropReason> {
         let r = self.seal(now, member, buf, len);
-        if let Err(reason) = r {
-            self.stats.drops.count(reason);
-        }
-        r
+        self.stats.drops.record(r)
     }
 
     fn seal(
@@ -568,13 +558,17 @@ impl Server {
     }
 }
 
-fn source_hash(from: &SocketAddr, random: &[u8; 32]) -> usize {
-    // Keyed, so an attacker cannot aim many addresses at one legitimate source's bucket.
-    let ip = match from.ip() {
+/// A source address as 16 bytes (IPv4 mapped), for MACs over it.
+fn ip_bytes(from: SocketAddr) -> [u8; 16] {
+    match from.ip() {
         std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
         std::net::IpAddr::V6(a) => a.octets(),
-    };
-    let m = crypto::mac(random, &[&ip]);
+    }
+}
+
+fn source_hash(from: &SocketAddr, random: &[u8; 32]) -> usize {
+    // Keyed, so an attacker cannot aim many addresses at one legitimate source's bucket.
+    let m = crypto::mac(random, &[&ip_bytes(*from)]);
     usize::from(u16::from_be_bytes([m[0], m[1]]))
 }
 

@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use linkpool_os::control::{self, Format};
+use linkpool_os::event::{recv_any, sleep_until};
 use linkpool_os::log::LogHandle;
 use linkpool_os::signal::{Signal, Signals};
 use linkpool_protocol::client::SEAL_OFFSET;
@@ -19,7 +19,6 @@ use linkpool_protocol::server::{MemberId, MemberKey, Server, ServerConfig, Serve
 use linkpool_protocol::session::Limits;
 use linkpool_protocol::wire::MAX_DATAGRAM;
 use linkpool_protocol::{DropReason, ip};
-use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tracing::{debug, error, info, warn};
 
@@ -114,7 +113,7 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
     loop {
         let wake = proxy.server.poll_timeout();
         tokio::select! {
-            (i, result) = recv_any(sockets, &mut rx) => {
+            (i, result) = recv_any(sockets.len(), |i| Some(&sockets[i].1), &mut rx) => {
                 let socket = &sockets[i].1;
                 match result {
                     Ok((n, from)) => {
@@ -167,31 +166,6 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
                 },
             },
         }
-    }
-}
-
-async fn recv_any(
-    sockets: &[(SocketAddr, UdpSocket)],
-    buf: &mut [u8],
-) -> (usize, io::Result<(usize, SocketAddr)>) {
-    std::future::poll_fn(|cx| {
-        for (i, (_, socket)) in sockets.iter().enumerate() {
-            let mut rb = ReadBuf::new(buf);
-            match socket.poll_recv_from(cx, &mut rb) {
-                Poll::Ready(Ok(from)) => return Poll::Ready((i, Ok((rb.filled().len(), from)))),
-                Poll::Ready(Err(e)) => return Poll::Ready((i, Err(e))),
-                Poll::Pending => {}
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-async fn sleep_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
     }
 }
 

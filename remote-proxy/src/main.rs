@@ -250,16 +250,8 @@ fn main() -> ExitCode {
                 Ok(c) => c.control_socket,
                 Err(e) => return fail(e),
             };
-            let format = if json {
-                linkpool_os::control::Format::Json
-            } else {
-                linkpool_os::control::Format::Text
-            };
-            match linkpool_os::control::query(&socket, format) {
-                Ok(answer) => {
-                    print!("{answer}");
-                    ExitCode::SUCCESS
-                }
+            match linkpool_os::control::print_status(&socket, json) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
         }
