@@ -284,3 +284,88 @@ fn proxy_follows_a_member_whose_public_address_changes() {
     // Same session: no new handshake was needed.
     assert_eq!(json_number(&after, "handshakes"), 1, "{after}");
 }
+
+#[test]
+fn member_recovers_by_itself_when_its_wan_comes_back() {
+    let coop = build(1);
+    let mut pool = Pool::start(&coop).unwrap_or_else(|e| panic!("{e}"));
+    let client = coop.client(1);
+    let target = coop.internet().addr_v4().to_string();
+    let ping = |c: &Node| {
+        c.exec_ok(&["ping", "-n", "-c", "1", "-W", "1", &target])
+            .is_ok()
+    };
+    assert!(eventually(Duration::from_secs(5), || ping(client)));
+
+    // Longer than the gateway waits before it declares the proxy silent and handshakes
+    // again (Limits::dead_after, 6 s), with those handshakes lost on the dead WAN.
+    let wan = coop.link(&coop.router(1).wan_link()).unwrap();
+    wan.down();
+    assert!(!ping(client), "traffic flowed with the WAN down");
+    std::thread::sleep(Duration::from_secs(10));
+    wan.up();
+    let started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(30), || ping(client)),
+        "no traffic 30 s after the WAN came back\n{}",
+        pool.logs()
+    );
+    eprintln!("recovered {:?} after the WAN came back", started.elapsed());
+    assert!(pool.gateways[0].try_wait().unwrap().is_none());
+    let status = pool.gateway_status(&coop, 1, true).unwrap();
+    assert!(status.contains("\"connected\":true"), "{status}");
+}
+
+#[test]
+fn proxy_reload_admits_a_new_member_and_keeps_live_sessions() {
+    let coop = build(2);
+    let mut pool = Pool::configure(&coop).unwrap_or_else(|e| panic!("{e}"));
+    pool.start_proxy(&coop).unwrap();
+    pool.start_gateway(&coop, 1).unwrap();
+
+    // The admin adds a member to the running proxy's configuration; router 2 is given it.
+    let late = pool.dir.join("late.bundle");
+    let conf = pool.proxy_config();
+    let out = std::process::Command::new(pool.proxy_bin())
+        .args(["member", "add", "late", "-c"])
+        .arg(&conf)
+        .arg("--out")
+        .arg(&late)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gw2 = pool.gateway_config(2);
+    let text = std::fs::read_to_string(&gw2).unwrap();
+    let bundle2 = pool.dir.join("member2.bundle");
+    let text = text.replace(&format!("{bundle2:?}"), &format!("{late:?}"));
+    assert!(text.contains("late.bundle"), "{text}");
+    std::fs::write(&gw2, text).unwrap();
+
+    let proxy = pool.proxy.as_mut().unwrap();
+    proxy.signal(libc::SIGHUP).unwrap();
+    proxy
+        .wait_for_log("configuration re-read", Duration::from_secs(10))
+        .unwrap();
+    // Only a proxy that learned the new member completes this handshake.
+    pool.start_gateway(&coop, 2)
+        .unwrap_or_else(|e| panic!("new member not admitted after reload: {e}"));
+
+    let ip = coop
+        .client(2)
+        .exec_ok(&["curl", "-sS", "-m", "10", &coop.internet().url_v4("/ip")])
+        .unwrap();
+    assert_eq!(ip.trim(), coop.proxy().addr_v4().to_string());
+    let ip = coop
+        .client(1)
+        .exec_ok(&["curl", "-sS", "-m", "10", &coop.internet().url_v4("/ip")])
+        .unwrap();
+    assert_eq!(ip.trim(), coop.proxy().addr_v4().to_string());
+    // Member 1 kept its session: two handshakes in all, one per member.
+    let status = pool.proxy_status(&coop, true).unwrap();
+    assert_eq!(json_number(&status, "handshakes"), 2, "{status}");
+    assert!(status.contains("\"name\":\"late\""), "{status}");
+}
