@@ -5,15 +5,15 @@
 # writes the .ipk packages and checks them by parsing them, and prints a size report.
 # Installs what it needs itself. Run as root on Debian 12 from anywhere in the repository.
 #
-#   CROSS_FAMILIES   families to build (default "aarch64_cortex-a53 mipsel_24kc";
-#                    "all" for the five: adds x86_64, arm_cortex-a7_neon-vfpv4, mips_24kc)
+#   CROSS_FAMILIES   families to build (default "all": x86_64, aarch64_cortex-a53,
+#                    arm_cortex-a7_neon-vfpv4, mipsel_24kc, mips_24kc; or a list of them)
 #   CROSS_TEST_FAMILY  where the protocol tests run under qemu (default mipsel_24kc)
 #
 # Cross builds go to target/cross/, apart from the host build, so neither evicts the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-families="${CROSS_FAMILIES:-aarch64_cortex-a53 mipsel_24kc}"
+families="${CROSS_FAMILIES:-all}"
 test_family="${CROSS_TEST_FAMILY:-mipsel_24kc}"
 if [ "$families" = all ]; then
     families="x86_64 aarch64_cortex-a53 arm_cortex-a7_neon-vfpv4 mipsel_24kc mips_24kc"
