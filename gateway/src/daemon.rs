@@ -43,9 +43,12 @@ struct Gateway {
     uplinks: Vec<Uplink>,
     proxy: Option<SocketAddr>,
     connected: bool,
-    /// Packets from the TUN whose source is not our tunnel address (the kernel's own
-    /// IPv6 link-local chatter on the device): the proxy would refuse them anyway.
+    /// Packets from the TUN whose source is not our tunnel address: the proxy would
+    /// refuse them anyway.
     foreign_source: u64,
+    /// Multicast the router's kernel sends on the TUN by itself (MLD reports for the
+    /// groups a forwarding IPv6 interface joins). Never for the Internet; not a drop.
+    local_multicast: u64,
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -66,6 +69,7 @@ pub async fn run(
         proxy: None,
         connected: false,
         foreign_source: 0,
+        local_multicast: 0,
         config,
     };
     gw.set_uplinks();
@@ -248,8 +252,17 @@ impl Gateway {
 
     async fn send_packet(&mut self, buf: &mut [u8], n: usize) {
         let packet = &buf[SEAL_OFFSET..SEAL_OFFSET + n];
-        if !ip::source(packet).is_some_and(|a| self.config.bundle.addresses.contains(&a)) {
+        if ip::destination(packet).is_some_and(|a| a.is_multicast()) {
+            self.local_multicast += 1;
+            return;
+        }
+        let source = ip::source(packet);
+        if !source.is_some_and(|a| self.config.bundle.addresses.contains(&a)) {
             self.foreign_source += 1;
+            debug!(
+                ?source,
+                "packet from the TUN not from our tunnel address: dropped"
+            );
             return;
         }
         let (Some(proxy), Some(path)) = (self.proxy, self.pick_path().map(|u| u.path)) else {
@@ -363,6 +376,7 @@ impl Gateway {
             "handshakes_completed": stats.handshakes_completed,
             "uplinks": uplinks,
             "drops": drops,
+            "local_multicast_ignored": self.local_multicast,
         });
         match format {
             Format::Json => format!("{status}\n"),

@@ -119,9 +119,24 @@ impl Tun {
         ip(&["link", "set", "dev", &self.name, "up"]).map(drop)
     }
 
+    /// Keeps link-local chatter out of the tunnel, where it could only be dropped: no IPv6
+    /// link-local address (so no router solicitations from fe80::) and no multicast flag
+    /// (so mDNS and routing daemons leave the device alone). The kernel still sends MLD
+    /// reports; the daemons skip multicast. Must come before addresses and link up.
+    pub fn silence_link_local(&self) -> Result<(), OsError> {
+        let addr_gen_mode = format!("/proc/sys/net/ipv6/conf/{}/addr_gen_mode", self.name);
+        // Absent when IPv6 is off: then there is nothing to silence.
+        if std::path::Path::new(&addr_gen_mode).exists() {
+            std::fs::write(&addr_gen_mode, "1")
+                .map_err(|e| OsError::io(format!("writing {addr_gen_mode}"), e))?;
+        }
+        ip(&["link", "set", "dev", &self.name, "multicast", "off"]).map(drop)
+    }
+
     /// Sets the MTU, adds the addresses and brings the link up, in the order the kernel
     /// needs (an IPv6 address needs an MTU of at least 1280).
     pub fn configure(&self, mtu: u16, addresses: &[(IpAddr, u8)]) -> Result<(), OsError> {
+        self.silence_link_local()?;
         self.set_mtu(mtu)?;
         for &(a, p) in addresses {
             self.add_address(a, p)?;

@@ -50,6 +50,9 @@ struct Proxy {
     server: Server,
     by_address: HashMap<IpAddr, MemberId>,
     drops: ProxyDrops,
+    /// Multicast the proxy's kernel sends on the TUN by itself (MLD reports for the
+    /// groups a forwarding IPv6 interface joins): for no member, and not a drop.
+    local_multicast: u64,
     connected: Vec<bool>,
 }
 
@@ -105,6 +108,7 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
         config,
         server,
         drops: ProxyDrops::default(),
+        local_multicast: 0,
     };
     let mut rx = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
     let mut reply = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
@@ -206,7 +210,12 @@ impl Proxy {
 
     fn send_packet(&mut self, sockets: &[(SocketAddr, UdpSocket)], buf: &mut [u8], n: usize) {
         let packet = &buf[SEAL_OFFSET..SEAL_OFFSET + n];
-        let Some(&member) = ip::destination(packet).and_then(|a| self.by_address.get(&a)) else {
+        let destination = ip::destination(packet);
+        if destination.is_some_and(|a| a.is_multicast()) {
+            self.local_multicast += 1;
+            return;
+        }
+        let Some(&member) = destination.and_then(|a| self.by_address.get(&a)) else {
             self.drops.no_member += 1;
             return;
         };
@@ -286,6 +295,7 @@ impl Proxy {
             "cookies_sent": stats.cookies_sent,
             "members": members,
             "drops": drops,
+            "local_multicast_ignored": self.local_multicast,
         });
         match format {
             Format::Json => format!("{status}\n"),

@@ -149,6 +149,18 @@ fn lan_traffic_goes_through_the_tunnel_v4_and_v6() {
         proxy_text.contains("member member1 connected"),
         "{proxy_text}"
     );
+    // A clean run drops nothing, on either side: not even the kernel's link-local
+    // chatter on the tunnel devices, which never belongs in the tunnel.
+    assert!(
+        json.contains("\"drops\":{}"),
+        "gateway dropped: {json}\n{}",
+        pool.logs()
+    );
+    let proxy_json = pool.proxy_status(&coop, true).unwrap();
+    assert!(
+        proxy_json.contains("\"drops\":{}"),
+        "proxy dropped: {proxy_json}"
+    );
 }
 
 /// The first number after `"key":` in a JSON text.
