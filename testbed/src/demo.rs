@@ -20,6 +20,8 @@ pub struct TrafficMeter {
     links: Vec<(String, Link)>,
     last: Vec<(u64, u64)>,
     first: Vec<(u64, u64)>,
+    /// Each link's highest one-sample rate (down + up), Mbit/s.
+    peak: Vec<f64>,
     last_at: Instant,
     started: Instant,
 }
@@ -35,6 +37,7 @@ impl TrafficMeter {
         Ok(TrafficMeter {
             links,
             first: now.clone(),
+            peak: vec![0.0; now.len()],
             last: now,
             last_at: Instant::now(),
             started: Instant::now(),
@@ -48,11 +51,17 @@ impl TrafficMeter {
         let secs = now.duration_since(self.last_at).as_secs_f64().max(1e-3);
         let mut line = format!("{:>5.1}s ", now.duration_since(self.started).as_secs_f64());
         let mut total = 0.0;
-        for ((name, link), last) in self.links.iter().zip(self.last.iter_mut()) {
+        for (((name, link), last), peak) in self
+            .links
+            .iter()
+            .zip(self.last.iter_mut())
+            .zip(self.peak.iter_mut())
+        {
             let (up, down) = bytes(link);
             let down_mbit = (down - last.1) as f64 * 8.0 / secs / 1e6;
             let up_mbit = (up - last.0) as f64 * 8.0 / secs / 1e6;
             total += down_mbit + up_mbit;
+            *peak = peak.max(down_mbit + up_mbit);
             let _ = write!(line, " {name} ↓{down_mbit:6.1} ↑{up_mbit:5.1}");
             *last = (up, down);
         }
@@ -61,32 +70,31 @@ impl TrafficMeter {
         line
     }
 
-    /// A table of what each link carried since the meter started.
+    /// A table of what each link carried since the meter started, with its peak rate,
+    /// and the total with its average rate over the whole time.
     pub fn report(&self) -> String {
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         let mut out = format!(
-            "  {:<9} {:>14} {:>14} {:>12}\n",
-            "uplink", "down bytes", "up bytes", "avg Mbit/s"
+            "  {:<9} {:>14} {:>14} {:>16}\n",
+            "uplink", "down bytes", "up bytes", "peak Mbit/s"
         );
         let mut total = 0u64;
-        for ((name, link), first) in self.links.iter().zip(&self.first) {
+        for (((name, link), first), peak) in self.links.iter().zip(&self.first).zip(&self.peak) {
             let (up, down) = bytes(link);
-            let carried = (up - first.0) + (down - first.1);
-            total += carried;
+            total += (up - first.0) + (down - first.1);
             let _ = writeln!(
                 out,
-                "  {name:<9} {:>14} {:>14} {:>12.1}",
+                "  {name:<9} {:>14} {:>14} {peak:>16.1}",
                 down - first.1,
                 up - first.0,
-                carried as f64 * 8.0 / secs / 1e6
             );
         }
         let _ = writeln!(
             out,
-            "  {:<9} {:>29} {:>12.1}",
+            "  {:<9} {:>29} {:>16}",
             "total",
             total,
-            total as f64 * 8.0 / secs / 1e6
+            format!("avg {:.1}", total as f64 * 8.0 / secs / 1e6)
         );
         out
     }
@@ -172,6 +180,7 @@ pub fn run() -> Result<(), Error> {
     }
 
     println!("[4/4] report");
+    let mut failures = Vec::new();
     println!(
         "  {:<8} {:>12} {:>9} {:>12}",
         "member", "bytes", "seconds", "Mbit/s"
@@ -185,7 +194,12 @@ pub fn run() -> Result<(), Error> {
             .next()
             .and_then(|w| w.parse().ok())
             .unwrap_or(f64::NAN);
-        let ok = if status.success() { "" } else { "  (failed)" };
+        let ok = if status.success() && size as u64 == file.size {
+            ""
+        } else {
+            failures.push(format!("{role}'s download failed"));
+            "  (failed)"
+        };
         println!(
             "  {role:<8} {size:>12} {secs:>9.1} {:>12.1}{ok}",
             size * 8.0 / secs / 1e6
@@ -200,11 +214,21 @@ pub fn run() -> Result<(), Error> {
         .collect();
     seen.sort();
     seen.dedup();
-    println!(
-        "  the internet host saw requests from: {} (the proxy is {}; the routers' own WANs never appear)",
-        seen.join(", "),
-        coop.proxy().addr_v4()
-    );
+    let proxy = coop.proxy();
+    let exposed: Vec<&String> = seen
+        .iter()
+        .filter(|a| **a != proxy.addr_v4().to_string() && **a != proxy.addr_v6().to_string())
+        .collect();
+    if exposed.is_empty() {
+        println!(
+            "  the internet host saw requests from: {} (the proxy: no router's own WAN address appears)",
+            seen.join(", ")
+        );
+    } else {
+        failures.push(format!(
+            "the internet host saw addresses other than the proxy's: {exposed:?}"
+        ));
+    }
     println!("\n  what each gateway says (`linkpool status`):");
     for i in 1..=coop.routers().len() {
         for line in pool.gateway_status(&coop, i, false)?.lines() {
@@ -215,5 +239,10 @@ pub fn run() -> Result<(), Error> {
     for line in pool.proxy_status(&coop, false)?.lines() {
         println!("    {line}");
     }
-    Ok(())
+    if failures.is_empty() {
+        println!("\n  demo ok: every member's download went through the pool");
+        Ok(())
+    } else {
+        Err(Error::new(format!("demo failed: {}", failures.join("; "))))
+    }
 }

@@ -381,3 +381,42 @@ fn proxy_reload_admits_a_new_member_and_keeps_live_sessions() {
     assert_eq!(json_number(&status, "handshakes"), 2, "{status}");
     assert!(status.contains("\"name\":\"late\""), "{status}");
 }
+
+/// The README's demo, run to the end as a user runs it (the debug build here).
+#[test]
+fn the_demo_runs_to_the_end_and_reports_every_uplink() {
+    let bin = linkpool_testbed::workspace_binary("linkpool-testbed").unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("demo")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = text
+        .split("[4/4] report")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no report\n{text}"));
+    for n in 1..=3 {
+        let line = report
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("r{n}-wan ")))
+            .unwrap_or_else(|| panic!("no report line for r{n}-wan\n{text}"));
+        // Each member downloaded 8 MiB over its own uplink.
+        let down: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(down > 8 << 20, "{line}");
+        assert!(
+            text.contains(&format!("member member{n}  connected")),
+            "{text}"
+        );
+    }
+    assert!(text.contains("demo ok"), "{text}");
+    assert!(!text.contains("(failed)"), "{text}");
+    assert!(
+        !text.contains("dropped"),
+        "a daemon dropped packets:\n{text}"
+    );
+}
