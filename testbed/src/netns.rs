@@ -129,12 +129,14 @@ pub fn pids(ns: &str) -> Vec<i32> {
         .collect()
 }
 
-/// Kills every process in `ns` (SIGKILL) and waits up to 2 s until none is left.
+/// Kills every process in `ns` (SIGKILL) and waits up to 10 s until none is left.
 /// Returns how many processes were found.
 pub(crate) fn kill_all(ns: &str) -> usize {
     let own = std::process::id() as i32;
     let mut found = 0;
-    let deadline = Instant::now() + Duration::from_secs(2);
+    // A killed daemon that closes a TUN device waits for the kernel's rtnl lock, which
+    // another namespace's teardown may hold for seconds: seen at over 2 s under load.
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let pids: Vec<i32> = pids(ns).into_iter().filter(|&p| p != own).collect();
         if pids.is_empty() || Instant::now() > deadline {
