@@ -660,3 +660,62 @@ fn relay_tags_verify_only_with_the_relays_own_session_keys() {
         Err(DropReason::BadRelayTag)
     );
 }
+
+#[test]
+fn unanswered_handshakes_back_off_and_rotate_over_paths() {
+    let limits = Limits::default();
+    let start = Instant::now();
+    let mut client = Client::new(
+        ClientConfig {
+            static_key: SecretKey::generate().unwrap(),
+            proxy_key: SecretKey::generate().unwrap().public_key(),
+            psk: None,
+            suite: CipherSuite::Aes256Gcm,
+            limits,
+        },
+        start,
+        1_700_000_000_000_000,
+        1,
+    );
+    client.add_path(P0, start);
+    client.add_path(PathId(1), start);
+    // Nobody answers: run the client by its own timers for a minute and note every
+    // initiation it sends.
+    let mut sent: Vec<(Duration, PathId)> = Vec::new();
+    let mut now = start;
+    let mut buf = [0u8; MAX_DATAGRAM];
+    while now < start + Duration::from_secs(60) {
+        while let Some(t) = client.poll_transmit(now, &mut buf) {
+            assert_eq!(
+                t.len,
+                wire::HANDSHAKE_INIT_LEN,
+                "only handshakes before a session"
+            );
+            sent.push((now - start, t.path));
+        }
+        now = client
+            .poll_timeout()
+            .expect("a client without a session keeps trying");
+        client.handle_timeout(now);
+    }
+    let gaps: Vec<u64> = sent
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0).as_secs())
+        .collect();
+    // Doubling from the first retry interval up to the cap, then steady at the cap.
+    let expected: Vec<u64> = (0..gaps.len())
+        .map(|i| {
+            (limits.handshake_retry_initial.as_secs() << i.min(16))
+                .min(limits.handshake_retry_max.as_secs())
+        })
+        .collect();
+    assert!(gaps.len() >= 6, "{gaps:?}");
+    assert_eq!(gaps, expected);
+    // One dead uplink cannot stall the handshake: retries alternate between the paths.
+    assert!(
+        sent.windows(2).all(|w| w[0].1 != w[1].1),
+        "retries stayed on one path: {sent:?}"
+    );
+    assert_eq!(client.stats().handshakes_sent as usize, sent.len());
+    assert!(!client.is_connected());
+}
