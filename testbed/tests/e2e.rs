@@ -420,3 +420,72 @@ fn the_demo_runs_to_the_end_and_reports_every_uplink() {
         "a daemon dropped packets:\n{text}"
     );
 }
+
+/// `mss:N` of every established TCP connection `node` has with `peer`.
+fn tcp_mss(node: &Node, peer: &str) -> Vec<u32> {
+    let out = node
+        .exec_ok(&["ss", "-tinH", "state", "established", "dst", peer])
+        .unwrap();
+    out.split_whitespace()
+        .filter_map(|w| w.strip_prefix("mss:"))
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+#[test]
+fn tcp_mss_is_clamped_to_the_tunnel_mtu_both_ways_v4_and_v6() {
+    let coop = build(1);
+    let pool = Pool::start(&coop).unwrap_or_else(|e| panic!("{e}"));
+    let net = coop.internet();
+    let file = net.serve_file("slow.bin", 4 << 20).unwrap();
+    let client = coop.client(1);
+    let status = pool.gateway_status(&coop, 1, true).unwrap();
+    let mtu = u32::try_from(json_number(&status, "mtu")).unwrap();
+    // Interfaces on both ends are 1500 bytes: unclamped, each side would use 1448.
+    for (url, server_sees, client_sees, header) in [
+        (
+            net.url_v4(&file.path()),
+            coop.proxy().addr_v4().to_string(),
+            net.addr_v4().to_string(),
+            40,
+        ),
+        (
+            net.url_v6(&file.path()),
+            // ss wants IPv6 addresses in brackets.
+            format!("[{}]", coop.proxy().addr_v6()),
+            format!("[{}]", net.addr_v6()),
+            60,
+        ),
+    ] {
+        // Slow, so the connection is still open while we look at it.
+        let mut curl = client
+            .spawn(&[
+                "curl",
+                "-sS",
+                "-g",
+                "--limit-rate",
+                "200k",
+                "-o",
+                "/dev/null",
+                &url,
+            ])
+            .unwrap();
+        let mut seen = (Vec::new(), Vec::new());
+        assert!(
+            eventually(Duration::from_secs(5), || {
+                seen = (tcp_mss(net, &server_sees), tcp_mss(client, &client_sees));
+                !seen.0.is_empty() && !seen.1.is_empty()
+            }),
+            "no established connection to look at ({url})\n{}",
+            pool.logs()
+        );
+        curl.kill().unwrap();
+        let limit = mtu - header;
+        for (side, mss) in [("internet host", &seen.0), ("LAN client", &seen.1)] {
+            assert!(
+                mss.iter().all(|&m| m <= limit),
+                "{side} uses MSS {mss:?} over a {mtu}-byte tunnel ({url}); at most {limit}"
+            );
+        }
+    }
+}
