@@ -202,11 +202,17 @@ impl Gateway {
         }
     }
 
-    /// Opens missing uplink sockets and resolves the proxy's address.
+    /// Opens missing uplink sockets, reopens those whose device was replaced, and resolves
+    /// the proxy's address.
     async fn maintain(&mut self, now: Instant) {
         for u in &mut self.uplinks {
-            if u.socket.is_some() {
-                continue;
+            if let Some(socket) = &u.socket {
+                if linkpool_os::socket::bound_to(socket, &u.config.device) {
+                    continue;
+                }
+                info!(uplink = %u.config.name, device = %u.config.device, "uplink device went away; reopening when it is back");
+                u.socket = None;
+                self.client.remove_path(u.path);
             }
             match linkpool_os::socket::uplink_socket(
                 Some(&u.config.device),

@@ -1,7 +1,7 @@
 //! UDP sockets: uplink sockets bound to one WAN device and marked so they never enter the
 //! tunnel, and the proxy's listening sockets.
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use tokio::net::UdpSocket;
@@ -74,6 +74,14 @@ pub fn uplink_socket(device: Option<&str>, fwmark: u32) -> io::Result<UdpSocket>
     };
     sock.bind(&any.into())?;
     into_tokio(sock)
+}
+
+/// Whether `socket` is still bound to a live device named `device`. A socket stays bound
+/// to the device's index: once the device is gone (a PPPoE or LTE reconnection deletes it
+/// and makes a new one of the same name) it can never send again and must be reopened.
+pub fn bound_to(socket: &UdpSocket, device: &str) -> bool {
+    // The kernel answers with the name of the bound index, or ENODEV once it is gone.
+    matches!(SockRef::from(socket).device(), Ok(Some(name)) if name == device.as_bytes())
 }
 
 /// Opens a listening socket on `addr`. An IPv6 address listens on IPv6 only, so that

@@ -489,3 +489,82 @@ fn tcp_mss_is_clamped_to_the_tunnel_mtu_both_ways_v4_and_v6() {
         }
     }
 }
+
+/// Moves router `n`'s WAN address and default route onto a new macvlan device `dev`
+/// over its WAN: what a PPPoE line looks like to the router, a device that disappears
+/// and comes back (with a new index) on every reconnection.
+fn wan_on_new_device(coop: &Coop, n: usize, dev: &str) {
+    let r = coop.router(n);
+    let (gw4, _) = r.wan_gateway();
+    let addr = format!("{}/24", r.wan_addr_v4());
+    for argv in [
+        &[
+            "ip",
+            "link",
+            "add",
+            "link",
+            r.wan_device(),
+            "name",
+            dev,
+            "type",
+            "macvlan",
+            "mode",
+            "bridge",
+        ][..],
+        &["ip", "-4", "addr", "flush", "dev", r.wan_device()],
+        &["ip", "addr", "add", &addr, "dev", dev],
+        &["ip", "link", "set", dev, "up"],
+        &[
+            "ip",
+            "route",
+            "replace",
+            "default",
+            "via",
+            &gw4.to_string(),
+            "dev",
+            dev,
+        ],
+    ] {
+        r.exec_ok(argv).unwrap();
+    }
+}
+
+#[test]
+fn member_recovers_when_its_wan_device_is_replaced() {
+    let coop = build(1);
+    wan_on_new_device(&coop, 1, "ppp0");
+    let mut pool = Pool::configure(&coop).unwrap_or_else(|e| panic!("{e}"));
+    let conf = pool.gateway_config(1);
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let wan = format!("device = {:?}", coop.router(1).wan_device());
+    assert!(text.contains(&wan), "{text}");
+    std::fs::write(&conf, text.replace(&wan, "device = \"ppp0\"")).unwrap();
+    pool.start_proxy(&coop).unwrap();
+    pool.start_gateway(&coop, 1).unwrap();
+    let client = coop.client(1);
+    let target = coop.internet().addr_v4().to_string();
+    let ping = |c: &Node| {
+        c.exec_ok(&["ping", "-n", "-c", "1", "-W", "1", &target])
+            .is_ok()
+    };
+    assert!(eventually(Duration::from_secs(5), || ping(client)));
+
+    // The line reconnects: the device goes away and a new one of the same name comes
+    // up. No signal tells the gateway; it must notice by itself.
+    coop.router(1)
+        .exec_ok(&["ip", "link", "del", "ppp0"])
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    wan_on_new_device(&coop, 1, "ppp0");
+    let started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(20), || ping(client)),
+        "no traffic 20 s after the WAN device came back\n{}",
+        pool.logs()
+    );
+    eprintln!(
+        "recovered {:?} after the WAN device came back",
+        started.elapsed()
+    );
+    assert!(pool.gateways[0].try_wait().unwrap().is_none());
+}
