@@ -568,3 +568,49 @@ fn member_recovers_when_its_wan_device_is_replaced() {
     );
     assert!(pool.gateways[0].try_wait().unwrap().is_none());
 }
+
+#[test]
+fn a_crashed_gateway_restarts_over_its_own_leftovers() {
+    let coop = build(1);
+    let mut pool = Pool::start(&coop).unwrap_or_else(|e| panic!("{e}"));
+    let r1 = coop.router(1);
+    let state = || {
+        let rules = r1.exec_ok(&["ip", "rule"]).unwrap();
+        let rules6 = r1.exec_ok(&["ip", "-6", "rule"]).unwrap();
+        let nft = r1.exec_ok(&["nft", "list", "tables"]).unwrap();
+        (rules, rules6, nft)
+    };
+    let running = state();
+    assert!(running.0.contains("lookup 7117"), "{running:?}");
+
+    // A crash: no chance to clean up. Rules and the nft table stay behind.
+    pool.gateways.pop().unwrap().kill().unwrap();
+    let after_crash = state();
+    assert!(after_crash.0.contains("lookup 7117"), "{after_crash:?}");
+
+    pool.start_gateway(&coop, 1)
+        .unwrap_or_else(|e| panic!("restart over leftovers: {e}"));
+    assert_eq!(state(), running, "leftovers were not replaced one for one");
+    let ip = coop
+        .client(1)
+        .exec_ok(&["curl", "-sS", "-m", "10", &coop.internet().url_v4("/ip")])
+        .unwrap();
+    assert_eq!(ip.trim(), coop.proxy().addr_v4().to_string());
+
+    // And a clean stop still leaves nothing.
+    let mut gw = pool.gateways.pop().unwrap();
+    gw.signal(libc::SIGTERM).unwrap();
+    assert!(
+        gw.wait_timeout(Duration::from_secs(10))
+            .unwrap()
+            .is_some_and(|s| s.success()),
+        "{}",
+        gw.log()
+    );
+    let (rules, rules6, nft) = state();
+    assert!(
+        !rules.contains("7117") && !rules6.contains("7117"),
+        "{rules}{rules6}"
+    );
+    assert!(!nft.contains("linkpool"), "{nft}");
+}
