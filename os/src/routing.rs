@@ -20,6 +20,21 @@ fn mss(mtu: u16, ipv6: bool) -> u16 {
     mtu.saturating_sub(if ipv6 { 60 } else { 40 })
 }
 
+/// The forward chain both daemons use: SYNs into the tunnel get the route's MSS, SYNs out
+/// of it at most what fits the tunnel MTU. (Path MTU discovery alone is not enough: ICMP
+/// does not always get through.)
+fn mss_clamp_chain(tun: &str, mtu: u16) -> String {
+    let (m4, m6) = (mss(mtu, false), mss(mtu, true));
+    format!(
+        "\tchain forward {{\n\
+         \t\ttype filter hook forward priority mangle; policy accept;\n\
+         \t\toifname \"{tun}\" tcp flags syn tcp option maxseg size set rt mtu\n\
+         \t\tiifname \"{tun}\" meta nfproto ipv4 tcp flags syn tcp option maxseg size > {m4} tcp option maxseg size set {m4}\n\
+         \t\tiifname \"{tun}\" meta nfproto ipv6 tcp flags syn tcp option maxseg size > {m6} tcp option maxseg size set {m6}\n\
+         \t}}\n"
+    )
+}
+
 /// Replaces the whole nftables table `name` with `body` in one transaction, or only removes
 /// it when `body` is `None`. (`table X` before `delete table X` makes the delete succeed
 /// whether or not the table existed.)
@@ -72,18 +87,13 @@ impl GatewayRouting {
     /// TCP MSS to the tunnel MTU in both directions.
     pub fn nft_body(&self) -> String {
         let tun = &self.tun_device;
-        let (m4, m6) = (mss(self.mtu, false), mss(self.mtu, true));
+        let clamp = mss_clamp_chain(tun, self.mtu);
         format!(
             "\tchain postrouting {{\n\
              \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
              \t\toifname \"{tun}\" masquerade\n\
              \t}}\n\
-             \tchain forward {{\n\
-             \t\ttype filter hook forward priority mangle; policy accept;\n\
-             \t\toifname \"{tun}\" tcp flags syn tcp option maxseg size set rt mtu\n\
-             \t\tiifname \"{tun}\" meta nfproto ipv4 tcp flags syn tcp option maxseg size > {m4} tcp option maxseg size set {m4}\n\
-             \t\tiifname \"{tun}\" meta nfproto ipv6 tcp flags syn tcp option maxseg size > {m6} tcp option maxseg size set {m6}\n\
-             \t}}\n"
+             {clamp}"
         )
     }
 
@@ -226,18 +236,13 @@ impl ProxyNat {
         if let Some((v6, p6)) = self.ipv6_pool {
             nat.push_str(&format!("\t\tip6 saddr {v6}/{p6} {out} masquerade\n"));
         }
-        let (m4, m6) = (mss(self.mtu, false), mss(self.mtu, true));
+        let clamp = mss_clamp_chain(tun, self.mtu);
         format!(
             "\tchain postrouting {{\n\
              \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
              {nat}\
              \t}}\n\
-             \tchain forward {{\n\
-             \t\ttype filter hook forward priority mangle; policy accept;\n\
-             \t\toifname \"{tun}\" tcp flags syn tcp option maxseg size set rt mtu\n\
-             \t\tiifname \"{tun}\" meta nfproto ipv4 tcp flags syn tcp option maxseg size > {m4} tcp option maxseg size set {m4}\n\
-             \t\tiifname \"{tun}\" meta nfproto ipv6 tcp flags syn tcp option maxseg size > {m6} tcp option maxseg size set {m6}\n\
-             \t}}\n"
+             {clamp}"
         )
     }
 
