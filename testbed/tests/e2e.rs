@@ -614,3 +614,44 @@ fn a_crashed_gateway_restarts_over_its_own_leftovers() {
     );
     assert!(!nft.contains("linkpool"), "{nft}");
 }
+
+#[test]
+fn gateway_reload_keeps_its_session_and_survives_a_bad_config() {
+    let coop = build(1);
+    let mut pool = Pool::start(&coop).unwrap_or_else(|e| panic!("{e}"));
+    let conf = pool.gateway_config(1);
+    let good = std::fs::read_to_string(&conf).unwrap();
+    let client = coop.client(1);
+    let url = coop.internet().url_v4("/ip");
+    let through_pool = || {
+        client
+            .exec_ok(&["curl", "-sS", "-m", "10", &url])
+            .is_ok_and(|ip| ip.trim() == coop.proxy().addr_v4().to_string())
+    };
+    assert!(through_pool());
+
+    // A broken edit: the running configuration stays, and so does the traffic.
+    std::fs::write(&conf, format!("{good}\nlog_level = 7\n")).unwrap();
+    let gw = &mut pool.gateways[0];
+    gw.signal(libc::SIGHUP).unwrap();
+    gw.wait_for_log("configuration not reloaded", Duration::from_secs(10))
+        .unwrap();
+    assert!(gw.try_wait().unwrap().is_none(), "{}", gw.log());
+    assert!(through_pool());
+
+    // A good edit (one more uplink, on the mesh device): re-read, same session.
+    let mesh = coop.router(1).mesh_device().to_string();
+    std::fs::write(
+        &conf,
+        format!("{good}\n[[uplink]]\nname = \"spare\"\ndevice = {mesh:?}\n"),
+    )
+    .unwrap();
+    gw.signal(libc::SIGHUP).unwrap();
+    gw.wait_for_log("configuration re-read", Duration::from_secs(10))
+        .unwrap();
+    let status = pool.gateway_status(&coop, 1, true).unwrap();
+    assert!(status.contains("\"name\":\"spare\""), "{status}");
+    assert!(status.contains("\"connected\":true"), "{status}");
+    assert_eq!(json_number(&status, "handshakes_completed"), 1, "{status}");
+    assert!(through_pool());
+}
