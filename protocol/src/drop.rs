@@ -163,6 +163,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_reason_is_documented_for_users() {
+        let doc = include_str!("../../docs/status.md");
+        for r in DropReason::ALL {
+            assert!(
+                doc.contains(&format!("| `{}` |", r.name())),
+                "docs/status.md does not explain `{r}`"
+            );
+        }
+    }
+
+    #[test]
     fn all_is_in_discriminant_order() {
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "{r:?}");
