@@ -1,7 +1,8 @@
-//! The proxy's administration commands: `init` (a fresh configuration and key) and
-//! `member add` (a new member block appended to the configuration, and its bundle).
+//! The proxy's administration commands: `init` (a fresh configuration and key),
+//! `member add` (a new member block appended to the configuration, and its bundle) and
+//! `member remove` (that block taken out again).
 //!
-//! Both edit files as text: the operator's comments and layout stay as they were.
+//! They edit files as text: the operator's comments and layout stay as they were.
 
 use crate::config::{ProxyConfig, resolve_relative};
 use linkpool_os::config_file::{ConfigError, read_config_file};
@@ -151,6 +152,43 @@ pub fn add_member_to_file(
         return Err(e);
     }
     Ok(new.bundle)
+}
+
+/// Removes member `name` from the configuration in `text` (read from `path`): its
+/// `[[member]]` table goes, with the comments written above it; every other line stays.
+/// Nothing is written; see [`remove_member_from_file`].
+pub fn remove_member(path: &Path, text: &str, name: &str) -> Result<String, AdminError> {
+    let config = ProxyConfig::from_toml_str(path, text)?;
+    if !config.members.iter().any(|m| m.name == name) {
+        return Err(AdminError::Refused(format!(
+            "no member `{name}` in {}",
+            path.display()
+        )));
+    }
+    // The text parsed as a configuration just above, so it parses as TOML here.
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| AdminError::Refused(format!("{}: {e}", path.display())))?;
+    let Some(members) = doc
+        .get_mut("member")
+        .and_then(|m| m.as_array_of_tables_mut())
+    else {
+        return Err(AdminError::Refused(format!(
+            "{}: members are not `[[member]]` tables; remove `{name}` by hand",
+            path.display()
+        )));
+    };
+    members.retain(|t| t.get("name").and_then(|v| v.as_str()) != Some(name));
+    let new_text = doc.to_string();
+    ProxyConfig::from_toml_str(path, &new_text)?;
+    Ok(new_text)
+}
+
+/// `member remove`: removes the member from the file at `path`, in place and atomically.
+pub fn remove_member_from_file(path: &Path, name: &str) -> Result<(), AdminError> {
+    let text = read_config_file(path)?;
+    let new_text = remove_member(path, &text, name)?;
+    replace_file(path, &new_text)
 }
 
 /// Creates `path` with `contents` and `mode`; refuses if it exists.

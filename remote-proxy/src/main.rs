@@ -15,6 +15,8 @@ usage: linkpool-proxy --version
                                            write a new configuration and private key
        linkpool-proxy member add NAME -c FILE [--out FILE] [--cipher chacha20-poly1305] [--psk]
                                            add a member; print (or write) its bundle
+       linkpool-proxy member remove NAME -c FILE
+                                           remove a member (its bundle stops working on reload)
        linkpool-proxy member list -c FILE  list the members
        linkpool-proxy run -c FILE          run the daemon
        linkpool-proxy check-config -c FILE validate the configuration and exit 0 or 1
@@ -45,6 +47,10 @@ enum Command {
         cipher: Option<CipherChoice>,
         psk: bool,
     },
+    MemberRemove {
+        config: PathBuf,
+        name: String,
+    },
     MemberList {
         config: PathBuf,
     },
@@ -73,7 +79,11 @@ fn parse_args() -> Result<Command, Usage> {
     let command = if command == "member" {
         match p.next()? {
             Some(Value(v)) => format!("member {}", v.string()?),
-            _ => return Err(Usage("`member` needs a subcommand: add or list".into())),
+            _ => {
+                return Err(Usage(
+                    "`member` needs a subcommand: add, remove or list".into(),
+                ));
+            }
         }
     } else {
         command
@@ -98,7 +108,11 @@ fn parse_args() -> Result<Command, Usage> {
             }
             Long("psk") if command == "member add" => psk = true,
             Long("json") if command == "status" => json = true,
-            Value(v) if command == "member add" && name.is_none() => name = Some(v.string()?),
+            Value(v)
+                if command.starts_with("member ") && command != "member list" && name.is_none() =>
+            {
+                name = Some(v.string()?)
+            }
             _ => return Err(arg.unexpected().into()),
         }
     }
@@ -126,6 +140,10 @@ fn parse_args() -> Result<Command, Usage> {
             out,
             cipher,
             psk,
+        },
+        "member remove" => Command::MemberRemove {
+            config: needs_config()?,
+            name: name.ok_or_else(|| Usage("member remove: missing NAME".into()))?,
         },
         "member list" => Command::MemberList {
             config: needs_config()?,
@@ -224,6 +242,18 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
+        Command::MemberRemove { config, name } => {
+            match admin::remove_member_from_file(&config, &name) {
+                Ok(()) => {
+                    eprintln!(
+                        "linkpool-proxy: member {name} removed from {}; a running proxy ends its session on reload (SIGHUP)",
+                        config.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
         Command::MemberList { config } => match ProxyConfig::load(&config) {
             Ok(c) => {
                 println!(

@@ -304,6 +304,40 @@ fn member_add_appends_keeps_comments_and_takes_the_next_free_addresses() {
 }
 
 #[test]
+fn member_remove_takes_out_that_member_only_and_keeps_the_rest_of_the_text() {
+    let dir = TempDir::new("remove");
+    let path = with_key(&dir);
+    let original = format!(
+        "# The co-op's proxy.\n{}\n# Alice, router in the bakery\n[[member]]\nname = \"alice\" # hand-written\npublic_key = \"{ALICE}\"\naddress = [\"10.77.0.2\"]\n\n# Bob\n[[member]]\nname = \"bob\"\npublic_key = \"{BOB}\"\naddress = [\"10.77.0.3\"]\n",
+        base()
+    );
+    let text = admin::remove_member(&path, &original, "alice").unwrap();
+    let c = ProxyConfig::from_toml_str(&path, &text).unwrap();
+    let names: Vec<&str> = c.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["bob"]);
+    assert!(!text.contains(ALICE) && !text.contains("bakery"), "{text}");
+    assert!(
+        text.starts_with(&format!("# The co-op's proxy.\n{}", base())),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!(
+            "# Bob\n[[member]]\nname = \"bob\"\npublic_key = \"{BOB}\"\naddress = [\"10.77.0.3\"]\n"
+        )),
+        "{text}"
+    );
+
+    let e = admin::remove_member(&path, &text, "alice").unwrap_err();
+    assert!(e.to_string().contains("no member `alice`"), "{e}");
+    // The file itself, through the command's own path.
+    std::fs::write(&path, &original).unwrap();
+    admin::remove_member_from_file(&path, "bob").unwrap();
+    let c = ProxyConfig::load(&path).unwrap();
+    assert_eq!(c.members.len(), 1);
+    assert_eq!(c.members[0].name, "alice");
+}
+
+#[test]
 fn member_add_refuses_when_the_pool_is_full() {
     let dir = TempDir::new("full");
     let path = with_key(&dir);

@@ -655,3 +655,51 @@ fn gateway_reload_keeps_its_session_and_survives_a_bad_config() {
     assert_eq!(json_number(&status, "handshakes_completed"), 1, "{status}");
     assert!(through_pool());
 }
+
+#[test]
+fn a_removed_member_is_cut_off_on_reload_and_cannot_come_back() {
+    let coop = build(2);
+    let mut pool = Pool::start(&coop).unwrap_or_else(|e| panic!("{e}"));
+    let target = coop.internet().addr_v4().to_string();
+    let ping = |n: usize| {
+        coop.client(n)
+            .exec_ok(&["ping", "-n", "-c", "1", "-W", "1", &target])
+            .is_ok()
+    };
+    assert!(eventually(Duration::from_secs(5), || ping(1) && ping(2)));
+
+    // The admin revokes member 2 (a stolen router, say) and reloads the proxy.
+    let out = std::process::Command::new(pool.proxy_bin())
+        .args(["member", "remove", &Pool::member_name(2), "-c"])
+        .arg(pool.proxy_config())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let proxy = pool.proxy.as_mut().unwrap();
+    proxy.signal(libc::SIGHUP).unwrap();
+    proxy
+        .wait_for_log("configuration re-read", Duration::from_secs(10))
+        .unwrap();
+
+    assert!(
+        eventually(Duration::from_secs(5), || !ping(2)),
+        "the removed member still reaches the Internet\n{}",
+        pool.logs()
+    );
+    // Past the gateway's silence timeout its new handshakes are refused, every one.
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(!ping(2), "the removed member came back\n{}", pool.logs());
+    let status = pool.proxy_status(&coop, true).unwrap();
+    assert!(
+        json_number(&status, "unknown_member") >= 1,
+        "no refused handshake counted: {status}"
+    );
+    assert!(!status.contains("\"name\":\"member2\""), "{status}");
+    // Member 1 noticed nothing.
+    assert!(ping(1));
+    assert_eq!(json_number(&status, "handshakes"), 2, "{status}");
+}
