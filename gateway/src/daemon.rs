@@ -20,6 +20,7 @@ use tokio::net::UdpSocket;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{ConfigSource, GatewayConfig, Loaded, UplinkConfig};
+use crate::proxy_target::{ProxyTarget, Step};
 use crate::setup::GatewayOs;
 
 /// How often missing uplink sockets and an unresolved proxy name are retried.
@@ -41,6 +42,8 @@ struct Gateway {
     config: GatewayConfig,
     client: Client,
     uplinks: Vec<Uplink>,
+    /// The proxy's addresses, and the one in use (`proxy`).
+    target: ProxyTarget,
     proxy: Option<SocketAddr>,
     connected: bool,
     /// Packets from the TUN whose source is not our tunnel address: the proxy would
@@ -66,6 +69,7 @@ pub async fn run(
         mtu: os.mtu,
         client: new_client(&config, now),
         uplinks: Vec::new(),
+        target: ProxyTarget::default(),
         proxy: None,
         connected: false,
         foreign_source: 0,
@@ -202,8 +206,8 @@ impl Gateway {
         }
     }
 
-    /// Opens missing uplink sockets, reopens those whose device was replaced, and resolves
-    /// the proxy's address.
+    /// Opens missing uplink sockets, reopens those whose device was replaced, and picks
+    /// the proxy address to talk to ([`ProxyTarget`]), resolving its names when needed.
     async fn maintain(&mut self, now: Instant) {
         for u in &mut self.uplinks {
             if let Some(socket) = &u.socket {
@@ -226,19 +230,33 @@ impl Gateway {
                 Err(e) => debug!(uplink = %u.config.name, "uplink not ready: {e}"),
             }
         }
-        if self.proxy.is_none() {
-            for endpoint in &self.config.bundle.proxy_endpoints {
-                match tokio::net::lookup_host(endpoint.as_str()).await {
-                    Ok(mut addrs) => {
-                        if let Some(a) = addrs.next() {
-                            info!(%endpoint, address = %a, "proxy endpoint");
-                            self.proxy = Some(a);
-                            break;
-                        }
-                    }
-                    Err(e) => warn!(%endpoint, "cannot resolve the proxy: {e}"),
+        let sent = self.client.stats().handshakes_sent;
+        let step = if self.target.current().is_none() {
+            Step::Resolve
+        } else {
+            self.target.on_tick(self.client.is_connected(), sent)
+        };
+        let next = match step {
+            Step::Stay => None,
+            Step::Switch(a) => Some(a),
+            Step::Resolve => {
+                let addrs = self.resolve_endpoints().await;
+                if addrs.is_empty() {
+                    self.target.restart(sent)
+                } else {
+                    self.target.set_candidates(addrs, sent)
                 }
             }
+        };
+        if let Some(a) = next.filter(|a| self.proxy != Some(*a)) {
+            match self.proxy {
+                Some(old) => {
+                    info!(from = %old, to = %a, "no answer from the proxy; trying its next address")
+                }
+                None => info!(address = %a, "proxy address"),
+            }
+            self.proxy = Some(a);
+            self.client.restart_handshake(now);
         }
         let connected = self.client.is_connected();
         if connected != self.connected {
@@ -249,6 +267,22 @@ impl Gateway {
                 warn!("session with the proxy lost; reconnecting");
             }
         }
+    }
+
+    /// Every address of every proxy endpoint in the bundle, in bundle order.
+    async fn resolve_endpoints(&self) -> Vec<SocketAddr> {
+        let mut addrs = Vec::new();
+        for endpoint in &self.config.bundle.proxy_endpoints {
+            match tokio::net::lookup_host(endpoint.as_str()).await {
+                Ok(found) => {
+                    let before = addrs.len();
+                    addrs.extend(found);
+                    debug!(%endpoint, addresses = ?&addrs[before..], "proxy endpoint resolved");
+                }
+                Err(e) => warn!(%endpoint, "cannot resolve the proxy: {e}"),
+            }
+        }
+        addrs
     }
 
     /// The path a LAN packet goes out on. One uplink today; the scheduler comes next.
@@ -416,6 +450,7 @@ impl Gateway {
         if bundle_changed {
             info!(member = %self.config.bundle.member, "new member bundle: new session");
             self.client = new_client(&self.config, now);
+            self.target.clear();
             self.proxy = None;
             for u in &mut self.uplinks {
                 u.socket = None;

@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod daemon;
+pub mod proxy_target;
 pub mod setup;
 pub mod uci;

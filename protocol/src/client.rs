@@ -123,6 +123,13 @@ impl Client {
         }
     }
 
+    /// Starts the handshake over now, with the retry backoff from its first step: the
+    /// caller now sends to another of the proxy's addresses. A session that is up stays up.
+    pub fn restart_handshake(&mut self, now: Instant) {
+        self.handshake_attempts = 0;
+        self.handshake_due = Some(now);
+    }
+
     /// Removes a path (its uplink went away).
     pub fn remove_path(&mut self, path: PathId) {
         self.paths.retain(|p| p.id != path);

@@ -703,3 +703,52 @@ fn a_removed_member_is_cut_off_on_reload_and_cannot_come_back() {
     assert!(ping(1));
     assert_eq!(json_number(&status, "handshakes"), 2, "{status}");
 }
+
+#[test]
+fn a_gateway_tries_the_proxys_next_endpoint_when_the_first_does_not_answer() {
+    let coop = build(1);
+    let mut pool = Pool::configure(&coop).unwrap_or_else(|e| panic!("{e}"));
+    // The co-op lists an address where nothing answers first (a retired server), then
+    // the real one; a member with that bundle must still get through.
+    let conf = pool.proxy_config();
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let real = format!("\"{}:7117\"", coop.proxy().addr_v4());
+    let dead = "\"203.0.113.99:7117\"";
+    assert!(text.contains(&format!("[{real}]")), "{text}");
+    std::fs::write(
+        &conf,
+        text.replace(&format!("[{real}]"), &format!("[{dead}, {real}]")),
+    )
+    .unwrap();
+    let bundle = pool.dir.join("two-endpoints.bundle");
+    let out = std::process::Command::new(pool.proxy_bin())
+        .args(["member", "add", "twoway", "-c"])
+        .arg(&conf)
+        .arg("--out")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gw = pool.gateway_config(1);
+    let text = std::fs::read_to_string(&gw).unwrap();
+    let old = format!("{:?}", pool.dir.join("member1.bundle"));
+    assert!(text.contains(&old), "{text}");
+    std::fs::write(&gw, text.replace(&old, &format!("{bundle:?}"))).unwrap();
+
+    pool.start_proxy(&coop).unwrap();
+    let took = pool
+        .start_gateway(&coop, 1)
+        .unwrap_or_else(|e| panic!("never reached the second endpoint: {e}"));
+    eprintln!("session after {took:?}, past the dead endpoint");
+    let log = pool.gateways[0].log();
+    assert!(
+        log.contains("trying its next address"),
+        "no failover logged:\n{log}"
+    );
+    let status = pool.gateway_status(&coop, 1, true).unwrap();
+    assert!(status.contains(&format!("\"proxy\":{real}")), "{status}");
+}
