@@ -103,6 +103,37 @@ impl Pool {
         Ok(pool)
     }
 
+    /// `linkpool-proxy member add NAME` on the proxy's configuration, as an admin would
+    /// while the proxy runs; returns the bundle's path (`NAME.bundle` in `dir`).
+    pub fn add_member(&self, name: &str) -> Result<PathBuf, Error> {
+        let bundle = self.dir.join(format!("{name}.bundle"));
+        let conf = self.proxy_config();
+        run(
+            &self.proxy_bin,
+            &["member", "add", name, "-c", s(&conf), "--out", s(&bundle)],
+        )?;
+        Ok(bundle)
+    }
+
+    /// `linkpool-proxy member remove NAME` on the proxy's configuration.
+    pub fn remove_member(&self, name: &str) -> Result<(), Error> {
+        let conf = self.proxy_config();
+        run(&self.proxy_bin, &["member", "remove", name, "-c", s(&conf)])
+    }
+
+    /// Points router `n`'s gateway configuration at another bundle (takes effect when the
+    /// gateway starts or reloads).
+    pub fn give_bundle(&self, n: usize, bundle: &Path) -> Result<(), Error> {
+        let conf = self.gateway_config(n);
+        let text = std::fs::read_to_string(&conf)
+            .map_err(|e| Error::new(format!("{}: {e}", conf.display())))?;
+        let Some(line) = text.lines().find(|l| l.starts_with("bundle_file = ")) else {
+            return Err(Error::new(format!("{}: no bundle_file", conf.display())));
+        };
+        let text = text.replacen(line, &format!("bundle_file = {bundle:?}"), 1);
+        std::fs::write(&conf, text).map_err(|e| Error::new(format!("{}: {e}", conf.display())))
+    }
+
     /// The member name of router `n`.
     pub fn member_name(n: usize) -> String {
         format!("member{n}")

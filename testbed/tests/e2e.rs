@@ -336,26 +336,8 @@ fn proxy_reload_admits_a_new_member_and_keeps_live_sessions() {
     pool.start_gateway(&coop, 1).unwrap();
 
     // The admin adds a member to the running proxy's configuration; router 2 is given it.
-    let late = pool.dir.join("late.bundle");
-    let conf = pool.proxy_config();
-    let out = std::process::Command::new(pool.proxy_bin())
-        .args(["member", "add", "late", "-c"])
-        .arg(&conf)
-        .arg("--out")
-        .arg(&late)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let gw2 = pool.gateway_config(2);
-    let text = std::fs::read_to_string(&gw2).unwrap();
-    let bundle2 = pool.dir.join("member2.bundle");
-    let text = text.replace(&format!("{bundle2:?}"), &format!("{late:?}"));
-    assert!(text.contains("late.bundle"), "{text}");
-    std::fs::write(&gw2, text).unwrap();
+    let late = pool.add_member("late").unwrap();
+    pool.give_bundle(2, &late).unwrap();
 
     let proxy = pool.proxy.as_mut().unwrap();
     proxy.signal(libc::SIGHUP).unwrap();
@@ -669,16 +651,7 @@ fn a_removed_member_is_cut_off_on_reload_and_cannot_come_back() {
     assert!(eventually(Duration::from_secs(5), || ping(1) && ping(2)));
 
     // The admin revokes member 2 (a stolen router, say) and reloads the proxy.
-    let out = std::process::Command::new(pool.proxy_bin())
-        .args(["member", "remove", &Pool::member_name(2), "-c"])
-        .arg(pool.proxy_config())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pool.remove_member(&Pool::member_name(2)).unwrap();
     let proxy = pool.proxy.as_mut().unwrap();
     proxy.signal(libc::SIGHUP).unwrap();
     proxy
@@ -720,24 +693,8 @@ fn a_gateway_tries_the_proxys_next_endpoint_when_the_first_does_not_answer() {
         text.replace(&format!("[{real}]"), &format!("[{dead}, {real}]")),
     )
     .unwrap();
-    let bundle = pool.dir.join("two-endpoints.bundle");
-    let out = std::process::Command::new(pool.proxy_bin())
-        .args(["member", "add", "twoway", "-c"])
-        .arg(&conf)
-        .arg("--out")
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let gw = pool.gateway_config(1);
-    let text = std::fs::read_to_string(&gw).unwrap();
-    let old = format!("{:?}", pool.dir.join("member1.bundle"));
-    assert!(text.contains(&old), "{text}");
-    std::fs::write(&gw, text.replace(&old, &format!("{bundle:?}"))).unwrap();
+    let bundle = pool.add_member("twoway").unwrap();
+    pool.give_bundle(1, &bundle).unwrap();
 
     pool.start_proxy(&coop).unwrap();
     let took = pool
