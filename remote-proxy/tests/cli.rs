@@ -392,3 +392,24 @@ fn run_sets_up_tun_and_nat_and_removes_them_on_sigterm() {
         "forwarding restored"
     );
 }
+
+/// The shipped unit, with the binary where this build put it: systemd finds no unknown
+/// key, no bad value and no missing executable in it.
+#[test]
+fn the_systemd_unit_verifies() {
+    let dir = TempDir::new("unit");
+    let unit =
+        include_str!("../linkpool-proxy.service").replace("/usr/local/sbin/linkpool-proxy", BIN);
+    let path = dir.path("linkpool-proxy.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package) runs");
+    let complaints = text(&out.stderr);
+    assert!(
+        out.status.success() && complaints.trim().is_empty(),
+        "{complaints}"
+    );
+}
