@@ -27,6 +27,13 @@ fn download_sha256(client: &Node, url: &str) -> String {
         .to_string()
 }
 
+/// One ping from `node` to the internet host gets an answer within a second.
+fn reaches_internet(coop: &Coop, node: &Node) -> bool {
+    let target = coop.internet().addr_v4().to_string();
+    node.exec_ok(&["ping", "-n", "-c", "1", "-W", "1", &target])
+        .is_ok()
+}
+
 /// Retries `f` until it succeeds or `timeout` passes.
 fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
@@ -205,11 +212,7 @@ fn member_recovers_by_itself_when_the_proxy_restarts() {
     let coop = build(1);
     let mut pool = Pool::start(&coop).unwrap_or_else(|e| panic!("{e}"));
     let client = coop.client(1);
-    let target = coop.internet().addr_v4().to_string();
-    let ping = |c: &Node| {
-        c.exec_ok(&["ping", "-n", "-c", "1", "-W", "1", &target])
-            .is_ok()
-    };
+    let ping = |c: &Node| reaches_internet(&coop, c);
     assert!(eventually(Duration::from_secs(5), || ping(client)));
 
     // A crash, not a clean stop: the proxy forgets every session.
@@ -273,18 +276,18 @@ fn proxy_follows_a_member_whose_public_address_changes() {
     let mut coop =
         Coop::build(&topology).unwrap_or_else(|e| panic!("cannot build the testbed: {e}"));
     let pool = Pool::start(&coop).unwrap_or_else(|e| panic!("{e}"));
-    let target = coop.internet().addr_v4().to_string();
-    let ping = |c: &Node| {
-        c.exec_ok(&["ping", "-n", "-c", "1", "-W", "1", &target])
-            .is_ok()
-    };
-    assert!(eventually(Duration::from_secs(5), || ping(coop.client(1))));
+    assert!(eventually(Duration::from_secs(5), || {
+        reaches_internet(&coop, coop.client(1))
+    }));
     let before = pool.proxy_status(&coop, true).unwrap();
     // The carrier renumbers the member's line: its tunnel now arrives from elsewhere.
     let (new_v4, _) = coop.rebind_nat(1).unwrap();
     assert!(!before.contains(&new_v4.to_string()));
     assert!(
-        eventually(Duration::from_secs(10), || ping(coop.client(1))),
+        eventually(Duration::from_secs(10), || reaches_internet(
+            &coop,
+            coop.client(1)
+        )),
         "no traffic after the member's address changed\n{}",
         pool.logs()
     );
@@ -302,11 +305,7 @@ fn member_recovers_by_itself_when_its_wan_comes_back() {
     let coop = build(1);
     let mut pool = Pool::start(&coop).unwrap_or_else(|e| panic!("{e}"));
     let client = coop.client(1);
-    let target = coop.internet().addr_v4().to_string();
-    let ping = |c: &Node| {
-        c.exec_ok(&["ping", "-n", "-c", "1", "-W", "1", &target])
-            .is_ok()
-    };
+    let ping = |c: &Node| reaches_internet(&coop, c);
     assert!(eventually(Duration::from_secs(5), || ping(client)));
 
     // Longer than the gateway waits before it declares the proxy silent and handshakes
@@ -524,11 +523,7 @@ fn member_recovers_when_its_wan_device_is_replaced() {
     pool.start_proxy(&coop).unwrap();
     pool.start_gateway(&coop, 1).unwrap();
     let client = coop.client(1);
-    let target = coop.internet().addr_v4().to_string();
-    let ping = |c: &Node| {
-        c.exec_ok(&["ping", "-n", "-c", "1", "-W", "1", &target])
-            .is_ok()
-    };
+    let ping = |c: &Node| reaches_internet(&coop, c);
     assert!(eventually(Duration::from_secs(5), || ping(client)));
 
     // The line reconnects: the device goes away and a new one of the same name comes
@@ -642,12 +637,7 @@ fn gateway_reload_keeps_its_session_and_survives_a_bad_config() {
 fn a_removed_member_is_cut_off_on_reload_and_cannot_come_back() {
     let coop = build(2);
     let mut pool = Pool::start(&coop).unwrap_or_else(|e| panic!("{e}"));
-    let target = coop.internet().addr_v4().to_string();
-    let ping = |n: usize| {
-        coop.client(n)
-            .exec_ok(&["ping", "-n", "-c", "1", "-W", "1", &target])
-            .is_ok()
-    };
+    let ping = |n: usize| reaches_internet(&coop, coop.client(n));
     assert!(eventually(Duration::from_secs(5), || ping(1) && ping(2)));
 
     // The admin revokes member 2 (a stolen router, say) and reloads the proxy.
