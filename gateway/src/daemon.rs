@@ -42,9 +42,8 @@ struct Gateway {
     config: GatewayConfig,
     client: Client,
     uplinks: Vec<Uplink>,
-    /// The proxy's addresses, and the one in use (`proxy`).
+    /// The proxy's addresses, and the one in use.
     target: ProxyTarget,
-    proxy: Option<SocketAddr>,
     connected: bool,
     /// Packets from the TUN whose source is not our tunnel address: the proxy would
     /// refuse them anyway.
@@ -70,7 +69,6 @@ pub async fn run(
         client: new_client(&config, now),
         uplinks: Vec::new(),
         target: ProxyTarget::default(),
-        proxy: None,
         connected: false,
         foreign_source: 0,
         local_multicast: 0,
@@ -231,31 +229,30 @@ impl Gateway {
             }
         }
         let sent = self.client.stats().handshakes_sent;
+        let before = self.target.current();
         let step = if self.target.current().is_none() {
             Step::Resolve
         } else {
             self.target.on_tick(self.client.is_connected(), sent)
         };
-        let next = match step {
-            Step::Stay => None,
-            Step::Switch(a) => Some(a),
+        match step {
+            Step::Stay | Step::Moved => {}
             Step::Resolve => {
                 let addrs = self.resolve_endpoints().await;
                 if addrs.is_empty() {
-                    self.target.restart(sent)
+                    self.target.restart(sent);
                 } else {
-                    self.target.set_candidates(addrs, sent)
+                    self.target.set_candidates(addrs, sent);
                 }
             }
-        };
-        if let Some(a) = next.filter(|a| self.proxy != Some(*a)) {
-            match self.proxy {
+        }
+        if let Some(a) = self.target.current().filter(|a| before != Some(*a)) {
+            match before {
                 Some(old) => {
                     info!(from = %old, to = %a, "no answer from the proxy; trying its next address")
                 }
                 None => info!(address = %a, "proxy address"),
             }
-            self.proxy = Some(a);
             self.client.restart_handshake(now);
         }
         let connected = self.client.is_connected();
@@ -305,7 +302,8 @@ impl Gateway {
             );
             return;
         }
-        let (Some(proxy), Some(path)) = (self.proxy, self.pick_path().map(|u| u.path)) else {
+        let (Some(proxy), Some(path)) = (self.target.current(), self.pick_path().map(|u| u.path))
+        else {
             return;
         };
         let now = Instant::now();
@@ -341,7 +339,7 @@ impl Gateway {
         os: &GatewayOs,
     ) {
         // Only the proxy talks to our uplink sockets; anything else is not even parsed.
-        if !self.proxy.is_some_and(|p| same_peer(p, from)) {
+        if !self.target.current().is_some_and(|p| same_peer(p, from)) {
             return;
         }
         let path = self.uplinks[i].path;
@@ -368,7 +366,9 @@ impl Gateway {
 
     /// Sends what the protocol wants sent: handshakes, probes, receipts.
     async fn flush(&mut self, buf: &mut [u8]) {
-        let Some(proxy) = self.proxy else { return };
+        let Some(proxy) = self.target.current() else {
+            return;
+        };
         let now = Instant::now();
         while let Some(t) = self.client.poll_transmit(now, buf) {
             self.send_on(t.path, proxy, &buf[..t.len]).await;
@@ -409,7 +409,7 @@ impl Gateway {
         let status = serde_json::json!({
             "member": self.config.bundle.member,
             "connected": self.client.is_connected(),
-            "proxy": self.proxy.map(|p| p.to_string()),
+            "proxy": self.target.current().map(|p| p.to_string()),
             "uptime_s": now.saturating_duration_since(self.started).as_secs(),
             "tunnel": { "device": self.config.tunnel.device, "mtu": self.mtu },
             "handshakes_sent": stats.handshakes_sent,
@@ -451,7 +451,6 @@ impl Gateway {
             info!(member = %self.config.bundle.member, "new member bundle: new session");
             self.client = new_client(&self.config, now);
             self.target.clear();
-            self.proxy = None;
             for u in &mut self.uplinks {
                 u.socket = None;
             }

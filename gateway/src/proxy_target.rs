@@ -26,8 +26,8 @@ pub struct ProxyTarget {
 pub enum Step {
     /// Keep talking to the current address.
     Stay,
-    /// Switch to this address (and start the handshake over).
-    Switch(SocketAddr),
+    /// Moved on to the next address ([`ProxyTarget::current`]): start the handshake over.
+    Moved,
     /// Every address was tried: resolve the endpoints again and call
     /// [`ProxyTarget::set_candidates`] (or, if that fails, [`ProxyTarget::restart`]).
     Resolve,
@@ -80,9 +80,10 @@ impl ProxyTarget {
         }
         self.handshakes_at_pick = handshakes_sent;
         self.current += 1;
-        match self.current() {
-            Some(a) => Step::Switch(a),
-            None => Step::Resolve,
+        if self.current().is_some() {
+            Step::Moved
+        } else {
+            Step::Resolve
         }
     }
 }
@@ -104,7 +105,7 @@ mod tests {
         assert_eq!(t.set_candidates([a, b, a], 0), Some(a));
         // Two handshakes out, no answer yet: still a.
         assert_eq!(t.on_tick(false, 2), Step::Stay);
-        assert_eq!(t.on_tick(false, 3), Step::Switch(b));
+        assert_eq!(t.on_tick(false, 3), Step::Moved);
         assert_eq!(t.current(), Some(b));
         assert_eq!(t.on_tick(false, 5), Step::Stay);
         assert_eq!(t.on_tick(false, 6), Step::Resolve);
@@ -122,7 +123,8 @@ mod tests {
         assert_eq!(t.on_tick(true, 40), Step::Stay);
         // The proxy went quiet: a gets its tries from here.
         assert_eq!(t.on_tick(false, 42), Step::Stay);
-        assert_eq!(t.on_tick(false, 43), Step::Switch(b));
+        assert_eq!(t.on_tick(false, 43), Step::Moved);
+        assert_eq!(t.current(), Some(b));
     }
 
     #[test]
@@ -130,7 +132,8 @@ mod tests {
         let mut t = ProxyTarget::default();
         let (a, b) = (addr("192.0.2.1:7117"), addr("192.0.2.2:7117"));
         t.set_candidates([a, b], 0);
-        assert_eq!(t.on_tick(false, 3), Step::Switch(b));
+        assert_eq!(t.on_tick(false, 3), Step::Moved);
+        assert_eq!(t.current(), Some(b));
         assert_eq!(t.on_tick(false, 6), Step::Resolve);
         assert_eq!(t.restart(6), Some(a));
         t.clear();
