@@ -254,10 +254,6 @@ impl Default for PoolBenchOptions {
     }
 }
 
-/// How to measure the static router binaries instead of the host build.
-const LINKPOOL_BIN_DIR_HINT: &str =
-    "LINKPOOL_BIN_DIR=target/cross/x86_64-unknown-linux-musl/release measures the router build";
-
 /// `bench-pool`: TCP throughput through linkpool against the same uplink used directly
 /// (the reference, measured in the same run), both directions, and the gateway's and
 /// proxy's resident memory and CPU time under that load. Prints figures; asserts nothing.
@@ -331,8 +327,9 @@ pub fn bench_pool(options: &PoolBenchOptions) -> Result<String, Error> {
     let _ = writeln!(
         out,
         "  (direct = iperf3 from the router itself over the same emulated uplink)\n  \
-         daemons: {} ({LINKPOOL_BIN_DIR_HINT})",
-        pool.linkpool_bin().display()
+         daemons: {} ({}=target/cross/x86_64-unknown-linux-musl/release measures the router build)",
+        pool.linkpool_bin().display(),
+        crate::BIN_DIR_ENV
     );
     Ok(out)
 }

@@ -27,6 +27,14 @@ fn download_sha256(client: &Node, url: &str) -> String {
         .to_string()
 }
 
+/// The address the internet host sees `node`'s HTTP requests come from.
+fn public_address(coop: &Coop, node: &Node) -> String {
+    node.exec_ok(&["curl", "-sS", "-m", "10", &coop.internet().url_v4("/ip")])
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 /// One ping from `node` to the internet host gets an answer within a second.
 fn reaches_internet(coop: &Coop, node: &Node) -> bool {
     let target = coop.internet().addr_v4().to_string();
@@ -199,11 +207,10 @@ fn two_members_at_once_without_interference() {
     assert_eq!(got_b, b.sha256, "{}", pool.logs());
     // Each member's replies reached its own LAN: both clients saw the proxy as peer.
     for n in [1, 2] {
-        let ip = coop
-            .client(n)
-            .exec_ok(&["curl", "-sS", "-m", "10", &net.url_v4("/ip")])
-            .unwrap();
-        assert_eq!(ip.trim(), coop.proxy().addr_v4().to_string());
+        assert_eq!(
+            public_address(&coop, coop.client(n)),
+            coop.proxy().addr_v4().to_string()
+        );
     }
 }
 
@@ -262,11 +269,10 @@ fn gateway_stop_removes_everything_it_added() {
     let tables = r1.exec_ok(&["nft", "list", "tables"]).unwrap();
     assert!(!tables.contains("linkpool"), "{tables}");
     // LAN traffic now takes the plain WAN again (the router routes without linkpool).
-    let ip = coop
-        .client(1)
-        .exec_ok(&["curl", "-sS", "-m", "10", &coop.internet().url_v4("/ip")])
-        .unwrap();
-    assert_ne!(ip.trim(), coop.proxy().addr_v4().to_string());
+    assert_ne!(
+        public_address(&coop, coop.client(1)),
+        coop.proxy().addr_v4().to_string()
+    );
 }
 
 #[test]
@@ -347,16 +353,14 @@ fn proxy_reload_admits_a_new_member_and_keeps_live_sessions() {
     pool.start_gateway(&coop, 2)
         .unwrap_or_else(|e| panic!("new member not admitted after reload: {e}"));
 
-    let ip = coop
-        .client(2)
-        .exec_ok(&["curl", "-sS", "-m", "10", &coop.internet().url_v4("/ip")])
-        .unwrap();
-    assert_eq!(ip.trim(), coop.proxy().addr_v4().to_string());
-    let ip = coop
-        .client(1)
-        .exec_ok(&["curl", "-sS", "-m", "10", &coop.internet().url_v4("/ip")])
-        .unwrap();
-    assert_eq!(ip.trim(), coop.proxy().addr_v4().to_string());
+    assert_eq!(
+        public_address(&coop, coop.client(2)),
+        coop.proxy().addr_v4().to_string()
+    );
+    assert_eq!(
+        public_address(&coop, coop.client(1)),
+        coop.proxy().addr_v4().to_string()
+    );
     // Member 1 kept its session: two handshakes in all, one per member.
     let status = pool.proxy_status(&coop, true).unwrap();
     assert_eq!(json_number(&status, "handshakes"), 2, "{status}");
@@ -568,11 +572,10 @@ fn a_crashed_gateway_restarts_over_its_own_leftovers() {
     pool.start_gateway(&coop, 1)
         .unwrap_or_else(|e| panic!("restart over leftovers: {e}"));
     assert_eq!(state(), running, "leftovers were not replaced one for one");
-    let ip = coop
-        .client(1)
-        .exec_ok(&["curl", "-sS", "-m", "10", &coop.internet().url_v4("/ip")])
-        .unwrap();
-    assert_eq!(ip.trim(), coop.proxy().addr_v4().to_string());
+    assert_eq!(
+        public_address(&coop, coop.client(1)),
+        coop.proxy().addr_v4().to_string()
+    );
 
     // And a clean stop still leaves nothing.
     let mut gw = pool.gateways.pop().unwrap();
