@@ -84,6 +84,20 @@ pub(crate) fn cookie_key(public: &PublicKey) -> [u8; 32] {
     crypto::derive(&public.0, b"cookie")
 }
 
+/// Writes mac1 of a handshake initiation in `init` (at least [`HANDSHAKE_INIT_LEN`]
+/// bytes) for the proxy `proxy`, and clears mac2. Anyone who knows the proxy's public key
+/// can do this: mac1 only spares the proxy work for datagrams that are not initiations at
+/// all. Test tools use it to forge initiations with random keys.
+pub fn write_mac1(proxy: &PublicKey, init: &mut [u8]) {
+    let Some(init) = init.get_mut(..HANDSHAKE_INIT_LEN) else {
+        return;
+    };
+    let m1_at = HANDSHAKE_INIT_LEN - 2 * MAC_LEN;
+    let mac1 = crypto::mac(&mac1_key(proxy), &[&init[..m1_at]]);
+    init[m1_at..m1_at + MAC_LEN].copy_from_slice(&mac1);
+    init[m1_at + MAC_LEN..].fill(0);
+}
+
 /// An initiator's handshake in flight.
 pub(crate) struct Initiation {
     pub(crate) state: snow::HandshakeState,
@@ -126,14 +140,13 @@ pub(crate) fn initiate(
         .write_message(&timestamp_us.to_be_bytes(), &mut out[8..8 + NOISE_INIT_LEN])
         .map_err(|_| DropReason::HandshakeFailed)?;
     debug_assert_eq!(n, NOISE_INIT_LEN);
+    write_mac1(proxy, out);
     let m1_at = HANDSHAKE_INIT_LEN - 2 * MAC_LEN;
-    let mac1 = crypto::mac(&mac1_key(proxy), &[&out[..m1_at]]);
-    out[m1_at..m1_at + MAC_LEN].copy_from_slice(&mac1);
-    let mac2 = match cookie {
-        Some(c) => crypto::mac(c, &[&out[..m1_at + MAC_LEN]]),
-        None => [0u8; MAC_LEN],
-    };
-    out[m1_at + MAC_LEN..].copy_from_slice(&mac2);
+    let mac1: [u8; MAC_LEN] = out[m1_at..m1_at + MAC_LEN].try_into().expect("fixed length");
+    if let Some(c) = cookie {
+        let mac2 = crypto::mac(c, &[&out[..m1_at + MAC_LEN]]);
+        out[m1_at + MAC_LEN..].copy_from_slice(&mac2);
+    }
     Ok(Initiation {
         state,
         local_index,
