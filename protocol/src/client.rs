@@ -64,6 +64,25 @@ pub struct ClientStats {
     pub handshakes_completed: u64,
     /// Cookie replies received.
     pub cookies_received: u64,
+    /// Times the proxy went silent for [`Limits::dead_after`] while a session was up.
+    pub sessions_lost: u64,
+}
+
+/// How the session with the proxy stands, as far as the member can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// No keys yet (or they expired): handshaking.
+    Connecting,
+    /// Keys are up and the proxy answers.
+    Up,
+    /// A probe went unanswered: probing fast and handshaking again, still sending on the
+    /// keys we have (a proxy that restarted answers the handshake at once; one that is
+    /// only late answers the probes).
+    Suspect,
+    /// Nothing heard for [`Limits::dead_after`]: the proxy is unreachable or lost the
+    /// session. Packets are still sealed on the last keys, so that a proxy that comes
+    /// back with the session carries traffic again at once.
+    Lost,
 }
 
 /// The member side of a session with the proxy.
@@ -86,6 +105,9 @@ pub struct Client {
     /// The new keys must be confirmed to the proxy by a first packet.
     confirm_on: Option<PathId>,
     last_received: Option<Instant>,
+    liveness: Liveness,
+    /// Handshakes sent since the last one answered, and when the first of them went out.
+    unanswered: Option<(u32, Instant)>,
     stats: ClientStats,
 }
 
@@ -112,6 +134,8 @@ impl Client {
             cookie: None,
             confirm_on: None,
             last_received: None,
+            liveness: Liveness::Connecting,
+            unanswered: None,
             stats: ClientStats::default(),
         }
     }
@@ -145,9 +169,33 @@ impl Client {
         &self.paths
     }
 
-    /// Whether a session is up (packets can be sealed).
+    /// Whether a session is up and the proxy answers (within [`Limits::dead_after`]).
     pub fn is_connected(&self) -> bool {
-        self.current.is_some()
+        self.current.is_some() && self.liveness != Liveness::Lost
+    }
+
+    /// How the session stands.
+    pub fn liveness(&self) -> Liveness {
+        if self.current.is_none() {
+            Liveness::Connecting
+        } else {
+            self.liveness
+        }
+    }
+
+    /// Handshakes sent since one was last answered, and how long ago the first of them
+    /// went out: a proxy that never answers (wrong address, port closed, bundle not
+    /// known to it) shows here.
+    pub fn unanswered_handshakes(&self, now: Instant) -> Option<(u32, Duration)> {
+        self.unanswered
+            .map(|(n, since)| (n, now.saturating_duration_since(since)))
+    }
+
+    /// The last handshake timestamp sent (microseconds since the Unix epoch, on the
+    /// member's clock as given to [`Client::new`]); the proxy accepts only newer ones, so
+    /// a gateway persists how far it got across restarts.
+    pub fn last_timestamp_us(&self) -> u64 {
+        self.last_timestamp_us
     }
 
     /// Counters.
@@ -199,7 +247,8 @@ impl Client {
                 self.previous = self.current.replace(keypair);
                 self.handshake_due = None;
                 self.handshake_attempts = 0;
-                self.last_received = Some(now);
+                self.unanswered = None;
+                self.heard(now);
                 self.confirm_on = Some(path);
                 self.stats.handshakes_completed += 1;
                 for p in &mut self.paths {
@@ -229,7 +278,7 @@ impl Client {
                     .find(|k| k.local_index == header.receiver_index)
                     .ok_or(DropReason::UnknownSession)?;
                 let range = keypair.open(&header, buf, now, &self.config.limits)?;
-                self.last_received = Some(now);
+                self.heard(now);
                 if header.kind == MessageType::Data {
                     crate::ip::check(&buf[range.clone()])?;
                     if let Some(p) = self.paths.iter_mut().find(|p| p.id == path) {
@@ -314,7 +363,7 @@ impl Client {
             }
         }
         let micros = self.micros(now);
-        let interval = self.config.limits.probe_interval;
+        let interval = self.probe_interval();
         for i in 0..self.paths.len() {
             let p = &mut self.paths[i];
             let control = if let Some(ack) = p.pending_ack.take() {
@@ -365,6 +414,8 @@ impl Client {
             Ok(init) => {
                 self.handshake = Some(init);
                 self.stats.handshakes_sent += 1;
+                let (n, since) = self.unanswered.unwrap_or((0, now));
+                self.unanswered = Some((n + 1, since));
                 Some(Transmit {
                     path,
                     len: wire::HANDSHAKE_INIT_LEN,
@@ -377,23 +428,37 @@ impl Client {
         }
     }
 
-    /// When [`Client::handle_timeout`] should next be called.
+    /// When [`Client::handle_timeout`] should next be called. Every time offered is one
+    /// that `handle_timeout` (or `poll_transmit`, for probes and handshakes) acts on and
+    /// moves forward: a time in the past never survives them, so an event loop cannot spin.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let limits = &self.config.limits;
-        let mut next = self.handshake_due;
-        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        let mut next = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        if !self.paths.is_empty() {
+            // With no path nothing can be sent: adding one wakes the loop anyway.
+            if let Some(t) = self.handshake_due {
+                consider(t);
+            }
+        }
         if let Some(k) = &self.current {
-            consider(k.created + limits.rekey_after_time);
+            if self.handshake_due.is_none() {
+                consider(k.created + limits.rekey_after_time);
+            }
             consider(k.created + limits.reject_after_time);
             for p in &self.paths {
                 consider(p.next_probe);
             }
+            if let Some(t) = self.last_received {
+                match self.liveness {
+                    Liveness::Up => consider(t + self.suspect_after()),
+                    Liveness::Suspect => consider(t + limits.dead_after),
+                    Liveness::Connecting | Liveness::Lost => {}
+                }
+            }
         }
         if let Some(k) = &self.previous {
             consider(k.created + limits.reject_after_time);
-        }
-        if let Some(t) = self.last_received {
-            consider(t + limits.dead_after);
         }
         next
     }
@@ -415,8 +480,26 @@ impl Client {
         {
             self.previous = self.current.take();
         }
-        if self.handshake_due.is_some() {
-            return;
+        if self.current.is_none() {
+            self.liveness = Liveness::Connecting;
+        }
+        let silent = self
+            .last_received
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        if self.current.is_some() {
+            if self.liveness == Liveness::Up && silent >= self.suspect_after() {
+                self.liveness = Liveness::Suspect;
+                // Probe fast from now on, and handshake again at once: a proxy that
+                // restarted has forgotten our keys and answers only a handshake.
+                for p in &mut self.paths {
+                    p.next_probe = p.next_probe.min(now);
+                }
+                self.want_handshake(now);
+            }
+            if self.liveness == Liveness::Suspect && silent >= limits.dead_after {
+                self.liveness = Liveness::Lost;
+                self.stats.sessions_lost += 1;
+            }
         }
         let stale = match &self.current {
             None => true,
@@ -425,16 +508,43 @@ impl Client {
                     || k.send_counter >= limits.rekey_after_messages
             }
         };
-        let silent = self
-            .last_received
-            .is_some_and(|t| now.saturating_duration_since(t) >= limits.dead_after);
-        if stale || silent {
-            if silent {
-                // Do not keep firing while we wait for the new handshake to complete.
-                self.last_received = Some(now);
-            }
+        if stale {
+            self.want_handshake(now);
+        }
+    }
+
+    /// Schedules a handshake now, unless one is already under way (its retries have
+    /// their own times).
+    fn want_handshake(&mut self, now: Instant) {
+        if self.handshake_due.is_none() {
             self.handshake_attempts = 0;
             self.handshake_due = Some(now);
+        }
+    }
+
+    /// Something authenticated came from the proxy.
+    fn heard(&mut self, now: Instant) {
+        self.last_received = Some(now);
+        self.liveness = Liveness::Up;
+    }
+
+    /// Silence after which the proxy is suspect: one probe interval, plus the time its
+    /// answer may take (RFC 6298's RTO over the best path, at least 200 ms).
+    fn suspect_after(&self) -> Duration {
+        let rto = self
+            .paths
+            .iter()
+            .filter_map(|p| p.srtt().map(|s| s + 4 * p.rttvar()))
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        self.config.limits.probe_interval + rto.max(SUSPECT_MARGIN)
+    }
+
+    /// Probing interval now: faster while the proxy is suspect.
+    fn probe_interval(&self) -> Duration {
+        match self.liveness {
+            Liveness::Suspect => self.config.limits.probe_interval / 5,
+            _ => self.config.limits.probe_interval,
         }
     }
 
@@ -460,6 +570,9 @@ pub(crate) fn micros(origin: Instant, now: Instant) -> u64 {
 
 /// Where a gateway reads an IP packet into its buffer so that sealing needs no copy.
 pub const SEAL_OFFSET: usize = TRANSPORT_HEADER_LEN;
+
+/// Least time an answer to a probe is given before the proxy is suspect.
+const SUSPECT_MARGIN: Duration = Duration::from_millis(200);
 
 /// How long a cookie from a busy proxy stays usable.
 pub(crate) const COOKIE_LIFETIME: Duration = Duration::from_secs(120);

@@ -719,3 +719,125 @@ fn unanswered_handshakes_back_off_and_rotate_over_paths() {
     assert_eq!(client.stats().handshakes_sent as usize, sent.len());
     assert!(!client.is_connected());
 }
+
+impl Net {
+    /// Runs both ends by their own timers until `end`, as an event loop would: time jumps
+    /// to the earliest wake-up or arrival. While `proxy_gone`, nothing reaches the proxy.
+    /// Returns the client's wake-ups. Panics if a wake-up time in the past survives
+    /// `handle_timeout` and `poll_transmit` (a spinning event loop).
+    fn run_until(&mut self, end: Instant, proxy_gone: bool) -> usize {
+        let mut wakeups = 0;
+        while self.now < end {
+            let next = [
+                self.client.poll_timeout(),
+                self.server.poll_timeout(),
+                self.to_server.front().map(|(t, _)| *t),
+                self.to_client.front().map(|(t, _)| *t),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(end)
+            .min(end);
+            if self.client.poll_timeout().is_some_and(|t| t <= self.now) {
+                wakeups += 1;
+            }
+            let dt = next.saturating_duration_since(self.now);
+            self.step(dt);
+            if proxy_gone {
+                self.to_server.clear();
+            }
+            // What arrived may have made something due now (a probe after a handshake):
+            // the daemon sends it before it sleeps again.
+            if self.client.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.step(Duration::ZERO);
+                if proxy_gone {
+                    self.to_server.clear();
+                }
+            }
+            if let Some(t) = self.client.poll_timeout() {
+                assert!(
+                    t > self.now,
+                    "a wake-up {:?} in the past survived the client's timers",
+                    self.now - t
+                );
+            }
+        }
+        wakeups
+    }
+}
+
+#[test]
+fn no_timer_in_the_past_survives_while_the_proxy_is_gone() {
+    // Outages starting at any point of the session's life, the rekey window included.
+    for outage_at in [0, 30, 117, 125] {
+        let mut net = Net::new(CipherSuite::Aes256Gcm, false, Limits::default());
+        net.connect();
+        let start = net.now;
+        net.run_until(start + Duration::from_secs(outage_at), false);
+        assert!(net.client.is_connected());
+        let gone = net.now;
+        let wakeups = net.run_until(gone + Duration::from_secs(300), true);
+        // Probes (fast while suspect, then one a second), handshake retries and key
+        // expiry: a few wake-ups a second at most, never a spin.
+        let per_second = wakeups as f64 / 300.0;
+        assert!(
+            per_second <= 2.0,
+            "{wakeups} wake-ups in 300 s (outage at {outage_at} s)"
+        );
+        assert!(!net.client.is_connected());
+    }
+}
+
+#[test]
+fn a_silent_proxy_is_noticed_within_dead_after_and_a_returning_one_at_once() {
+    use linkpool_protocol::client::Liveness;
+    let limits = Limits::default();
+    let mut net = Net::new(CipherSuite::Aes256Gcm, false, limits);
+    net.connect();
+    net.run_until(net.now + Duration::from_secs(5), false);
+    let sent_before = net.client.stats().handshakes_sent;
+    let gone = net.now;
+    // A probe goes unanswered: suspect, a new handshake at once, fast probes.
+    net.run_until(gone + Duration::from_millis(1500), true);
+    assert_eq!(net.client.liveness(), Liveness::Suspect);
+    assert!(net.client.is_connected());
+    assert!(net.client.stats().handshakes_sent > sent_before);
+    // Within dead_after of the last answer (still in flight when the proxy went).
+    net.run_until(gone + limits.dead_after + net.delay * 2, true);
+    assert_eq!(net.client.liveness(), Liveness::Lost);
+    assert!(!net.client.is_connected(), "not noticed within dead_after");
+    assert_eq!(net.client.stats().sessions_lost, 1);
+    let (unanswered, _) = net.client.unanswered_handshakes(net.now).unwrap();
+    assert!(unanswered >= 2, "{unanswered}");
+    // The link comes back 30 s into the outage with the proxy's session intact: the
+    // next packet on the old keys (or the pending handshake) brings it back.
+    net.run_until(gone + Duration::from_secs(30), true);
+    let back = net.now;
+    net.run_until(back + Duration::from_secs(10), false);
+    assert!(net.client.is_connected());
+    net.at_server.clear();
+    net.send_up(&ipv4(100, 1)).unwrap();
+    net.run_until(net.now + Duration::from_millis(100), false);
+    assert_eq!(net.at_server.len(), 1);
+}
+
+#[test]
+fn a_restarted_proxy_gets_a_handshake_within_one_probe_interval() {
+    let limits = Limits::default();
+    let mut net = Net::new(CipherSuite::Aes256Gcm, false, limits);
+    net.connect();
+    net.run_until(net.now + Duration::from_secs(3), false);
+    // A crash and an immediate restart: the proxy forgets every session, but answers.
+    net.server = server(&net.proxy_key, net.members.clone(), limits, net.now, 7);
+    let restart = net.now;
+    while !net.server.member(MemberId(0)).unwrap().connected {
+        assert!(
+            net.now - restart < limits.probe_interval * 2,
+            "no new session {:?} after the restart",
+            net.now - restart
+        );
+        net.run_until(net.now + Duration::from_millis(10), false);
+    }
+    eprintln!("new session {:?} after the restart", net.now - restart);
+}
