@@ -34,6 +34,7 @@
 
 #![warn(missing_docs)]
 
+pub mod attack;
 pub mod bench;
 mod control;
 mod coop;

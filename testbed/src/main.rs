@@ -27,6 +27,19 @@ usage:
   linkpool-testbed exec ROLE -- CMD...   run CMD in a running node (r1, c1, proxy, internet, core)
   linkpool-testbed cleanup [--all]       remove leftovers of runs that are no longer alive
                                          (--all: also of live ones)
+  linkpool-testbed attack capture --out FILE [--from proxy] [--device eth0] [--source ADDR]
+                         [--timeout 60s]
+                                         keep the next handshake initiation a real gateway
+                                         sends to the proxy's port (AF_PACKET on the device)
+  linkpool-testbed attack random|replay|mangled|mac1 [--rate 20000] [--duration 5s]
+                         [--from internet] [--to 203.0.113.10:7117] [--sources 1]
+                         [--packet FILE] [--bundle FILE | --proxy-key BASE64]
+                                         flood the proxy from a node (datagrams per second,
+                                         paced, reports the rate reached): random datagrams,
+                                         exact copies of a captured initiation (--packet),
+                                         exact/truncated/bit-flipped copies of it, or
+                                         initiations with random keys and a valid mac1
+                                         (the proxy's key from --bundle or --proxy-key)
   linkpool-testbed bench-pool [--rate 100mbit|unlimited] [--delay 10ms]
                                          throughput through linkpool against the same
                                          uplink used directly, memory and CPU of the daemons
@@ -122,6 +135,11 @@ fn run() -> Result<ExitCode, Error> {
             Short('-') => {}
             _ => return Err(bad(arg.unexpected())),
         }
+        if command.as_deref() == Some("attack") {
+            // `attack` has options of its own (`--rate` is datagrams per second there).
+            rest = parser.raw_args().map_err(bad)?.collect();
+            break;
+        }
         if command.as_deref() == Some("exec") && positional.len() == 1 {
             // Everything after the role (and an optional `--`) is the command.
             let raw: Vec<OsString> = parser.raw_args().map_err(bad)?.collect();
@@ -199,6 +217,10 @@ fn run() -> Result<ExitCode, Error> {
                 println!("  {ns}");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Some("attack") => {
+            let _signals = handle_signals();
+            attack(rest, prefix)
         }
         Some("bench-pool") => {
             let _signals = handle_signals();
@@ -282,4 +304,127 @@ fn up(topology: Topology, signals: mpsc::Receiver<i32>) -> Result<ExitCode, Erro
     println!("signal {signal}: tearing down {}", coop.prefix());
     coop.teardown();
     Ok(ExitCode::SUCCESS)
+}
+
+/// `attack capture ...` and `attack KIND ...`, against a running `up`.
+fn attack(args: Vec<OsString>, mut prefix: Option<String>) -> Result<ExitCode, Error> {
+    use lexopt::prelude::*;
+    use linkpool_testbed::attack::{self, Capture, FloodKind, FloodSpec};
+    use linkpool_testbed::pool::PROXY_PORT;
+    let mut parser = lexopt::Parser::from_args(args);
+    let bad = |e: lexopt::Error| Error::new(format!("attack: {e}\n\n{USAGE}"));
+    let mut what: Option<String> = None;
+    let mut from: Option<String> = None;
+    let mut device = "eth0".to_string();
+    let mut out: Option<PathBuf> = None;
+    let mut source: Option<std::net::IpAddr> = None;
+    let mut timeout = std::time::Duration::from_secs(60);
+    let mut to: std::net::SocketAddr = ([203, 0, 113, 10], PROXY_PORT).into();
+    let mut rate: u64 = 20_000;
+    let mut duration = std::time::Duration::from_secs(5);
+    let mut sources = 1;
+    let mut packet: Option<PathBuf> = None;
+    let mut bundle: Option<PathBuf> = None;
+    let mut proxy_key: Option<String> = None;
+    let value = |parser: &mut lexopt::Parser| -> Result<String, Error> {
+        parser.value().map_err(bad)?.string().map_err(bad)
+    };
+    while let Some(arg) = parser.next().map_err(bad)? {
+        match arg {
+            Long("prefix") => prefix = Some(value(&mut parser)?),
+            Long("from") => from = Some(value(&mut parser)?),
+            Long("device") => device = value(&mut parser)?,
+            Long("out") => out = Some(value(&mut parser)?.into()),
+            Long("packet") => packet = Some(value(&mut parser)?.into()),
+            Long("bundle") => bundle = Some(value(&mut parser)?.into()),
+            Long("proxy-key") => proxy_key = Some(value(&mut parser)?),
+            Long("source") => {
+                let v = value(&mut parser)?;
+                source =
+                    Some(v.parse().map_err(|_| {
+                        Error::new(format!("--source: `{v}` is not an IP address"))
+                    })?);
+            }
+            Long("to") => {
+                let v = value(&mut parser)?;
+                to = v.parse().map_err(|_| {
+                    Error::new(format!("--to: `{v}` is not ADDRESS:PORT ([v6]:port)"))
+                })?;
+            }
+            Long("timeout") => {
+                timeout = parse_duration(&value(&mut parser)?)
+                    .map_err(|e| Error::new(format!("--timeout: {e}")))?;
+            }
+            Long("duration") => {
+                duration = parse_duration(&value(&mut parser)?)
+                    .map_err(|e| Error::new(format!("--duration: {e}")))?;
+            }
+            Long("rate") => {
+                let v = value(&mut parser)?;
+                rate = v.trim_end_matches("/s").parse().map_err(|_| {
+                    Error::new(format!("--rate: `{v}` is not datagrams per second"))
+                })?;
+            }
+            Long("sources") => {
+                let v = value(&mut parser)?;
+                sources = v
+                    .parse()
+                    .map_err(|_| Error::new(format!("--sources: `{v}` is not a number")))?;
+            }
+            Value(v) if what.is_none() => what = Some(v.string().map_err(bad)?),
+            _ => return Err(bad(arg.unexpected())),
+        }
+    }
+    let socket = find_socket(prefix.as_deref())?;
+    let ns_of = |role: &str| -> Result<String, Error> {
+        Ok(request(&socket, &format!("ns {role}"))?.trim().to_string())
+    };
+    match what.as_deref() {
+        Some("capture") => {
+            let out = out.ok_or_else(|| Error::new("attack capture: give --out FILE"))?;
+            let role = from.unwrap_or_else(|| "proxy".into());
+            let mut capture = Capture::open(&ns_of(&role)?, &device, to.port())?;
+            if let Some(s) = source {
+                capture = capture.from_source(s);
+            }
+            println!("waiting up to {timeout:?} for a handshake initiation on {role} {device}");
+            let c = capture.next_initiation(timeout)?;
+            std::fs::write(&out, &c.payload)
+                .map_err(|e| Error::new(format!("{}: {e}", out.display())))?;
+            println!(
+                "captured a {}-byte initiation from {} to {} into {}",
+                c.payload.len(),
+                c.from,
+                c.to,
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(kind) => {
+            let kind: FloodKind = kind.parse()?;
+            let mut spec = FloodSpec::new(kind, to, rate, duration);
+            spec.sources = sources;
+            if let Some(p) = packet {
+                spec.packet = Some(
+                    std::fs::read(&p).map_err(|e| Error::new(format!("{}: {e}", p.display())))?,
+                );
+            }
+            spec.proxy_key = match (bundle, proxy_key) {
+                (Some(b), _) => Some(attack::proxy_key_from_bundle(&b)?),
+                (None, Some(k)) => Some(
+                    linkpool_protocol::keys::PublicKey::from_base64(&k)
+                        .map_err(|e| Error::new(format!("--proxy-key: {e}")))?,
+                ),
+                (None, None) => None,
+            };
+            let role = from.unwrap_or_else(|| "internet".into());
+            let stop = AtomicBool::new(false);
+            let report = attack::flood(&ns_of(&role)?, &spec, &stop)?;
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Err(Error::new(format!(
+            "attack: give capture or a flood kind (random, replay, mangled, mac1)\n\n{USAGE}"
+        ))),
+    }
 }
