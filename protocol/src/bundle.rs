@@ -1,7 +1,7 @@
 //! Member bundles: what the co-op hands a member to join.
 //!
-//! A bundle is one line, `LP1:` followed by the standard base64 (with padding, no line
-//! breaks) of a small `key = value` text:
+//! A bundle is one line, `LP2:` followed by the standard base64 (with padding, no line
+//! breaks) of a small `key = value` text whose last line is a checksum:
 //!
 //! ```text
 //! member = alice
@@ -12,7 +12,19 @@
 //! psk = <base64 32 bytes>                 (optional)
 //! mesh_key = <base64 32 bytes>
 //! address = 10.77.0.2                     (one or more: the member's tunnel addresses)
+//! checksum = <16 hex digits>              (always last)
 //! ```
+//!
+//! The checksum is the first 8 bytes of SHA-256 over `LP2:` and every byte of the text
+//! before the `checksum` line. It is not a signature (anyone can compute it): it is there
+//! so that a bundle damaged in copying (one character changed, two swapped, the end cut
+//! off) is refused as damaged instead of passing as another valid bundle with a wrong
+//! address or key. A change to base64 characters changes the decoded bytes (the decoder
+//! refuses non-canonical padding and trailing bits), so every such change is caught
+//! except with probability 2^-64.
+//!
+//! The first format, `LP1:`, is the same text without the checksum line. It is still
+//! read ([`BundleFormat::Legacy`]); callers tell the user to get a new bundle.
 //!
 //! It is deliberately not serde: the format is tiny, and the gateway should not carry a
 //! second text format for it.
@@ -20,13 +32,42 @@
 use crate::keys::{KeyError, PublicKey, SecretKey, SharedSecret};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use sha2::{Digest as _, Sha256};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
 /// What every bundle starts with; the digit is the format version.
-pub const BUNDLE_PREFIX: &str = "LP1:";
+pub const BUNDLE_PREFIX: &str = "LP2:";
+/// The first format, without a checksum: still read, never written.
+pub const LEGACY_BUNDLE_PREFIX: &str = "LP1:";
+/// Bytes of SHA-256 kept as the checksum (written as twice as many hex digits).
+pub const CHECKSUM_LEN: usize = 8;
+/// The key of the checksum line.
+const CHECKSUM_KEY: &[u8] = b"checksum = ";
+
+/// What to tell the user about an `LP1:` bundle (check-config and the daemon's log).
+pub const LEGACY_WARNING: &str = "this bundle has no checksum (an `LP1:` bundle: a mistake made in copying it would go unnoticed); ask your co-op for a new one";
 
 pub use crate::wire::{CipherSuite as CipherChoice, UnknownCipher};
+
+/// Which format a bundle was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleFormat {
+    /// `LP2:`, with a checksum.
+    Checked,
+    /// `LP1:`, without one: worth a warning ([`LEGACY_WARNING`]).
+    Legacy,
+}
+
+impl BundleFormat {
+    /// The warning to show for this format, if any.
+    pub fn warning(self) -> Option<&'static str> {
+        match self {
+            BundleFormat::Checked => None,
+            BundleFormat::Legacy => Some(LEGACY_WARNING),
+        }
+    }
+}
 
 /// Everything a gateway needs to join the co-op as one member.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,14 +90,30 @@ pub struct MemberBundle {
     pub addresses: Vec<IpAddr>,
 }
 
-/// Why a bundle was refused. `Display` names the key and the reason.
+/// Why a bundle was refused. `Display` says what is wrong and, for a bundle damaged in
+/// copying, that it was damaged in copying (and how, where that can be told).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BundleError {
-    /// The text does not start with `LP1:` (or is empty).
+    /// The text does not start with `LP2:` or `LP1:` (or is empty).
     NotABundle,
     /// It starts with `LP<n>:` for a version this build does not know.
     UnsupportedVersion(String),
-    /// What follows `LP1:` is not base64.
+    /// An intact `LP2:` bundle behind a damaged prefix (what it starts with instead).
+    WrongPrefix(String),
+    /// A character that cannot be in a bundle.
+    BadCharacter {
+        /// The character.
+        found: char,
+        /// 1-based position in the bundle, not counting whitespace.
+        position: usize,
+    },
+    /// The base64 does not come out even: characters lost or added, or the end cut off.
+    BadLength,
+    /// The checksum line at the end is missing or cut short: the end was cut off.
+    Truncated,
+    /// The checksum does not match what it covers: the bundle was altered.
+    ChecksumMismatch,
+    /// What follows the prefix is not base64 for another reason.
     BadBase64,
     /// The decoded text is not UTF-8.
     NotUtf8,
@@ -80,6 +137,25 @@ pub enum BundleError {
     },
 }
 
+impl BundleError {
+    /// Whether the error means the bundle was damaged on its way (cut, altered), as opposed
+    /// to a bundle that is whole but wrong or not a bundle at all.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            BundleError::WrongPrefix(_)
+                | BundleError::BadCharacter { .. }
+                | BundleError::BadLength
+                | BundleError::Truncated
+                | BundleError::ChecksumMismatch
+                | BundleError::BadBase64
+        )
+    }
+}
+
+const COPY_AGAIN: &str =
+    "copy the whole line again exactly as you received it, or ask your co-op for a new one";
+
 impl fmt::Display for BundleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -92,8 +168,35 @@ impl fmt::Display for BundleError {
                     "bundle format `{v}` is not supported by this version (expected `{BUNDLE_PREFIX}`)"
                 )
             }
-            BundleError::BadBase64 => f.write_str(
-                "bundle is not valid base64 after `LP1:` (was it cut or altered when copied?)",
+            BundleError::WrongPrefix(found) if found.is_empty() => write!(
+                f,
+                "bundle was altered in copying: its `{BUNDLE_PREFIX}` prefix is missing; {COPY_AGAIN}"
+            ),
+            BundleError::WrongPrefix(found) => write!(
+                f,
+                "bundle was altered in copying: it starts with `{}` instead of `{BUNDLE_PREFIX}`; {COPY_AGAIN}",
+                found.escape_debug()
+            ),
+            BundleError::BadCharacter { found, position } => write!(
+                f,
+                "bundle was altered in copying: `{}` (character {position}, not counting spaces and line breaks) cannot be part of a bundle; {COPY_AGAIN}",
+                found.escape_debug()
+            ),
+            BundleError::BadLength => write!(
+                f,
+                "bundle was cut short or altered in copying: its length is wrong (characters lost or added, or the end cut off); {COPY_AGAIN}"
+            ),
+            BundleError::Truncated => write!(
+                f,
+                "bundle was cut short in copying: its end (the checksum) is missing; {COPY_AGAIN}"
+            ),
+            BundleError::ChecksumMismatch => write!(
+                f,
+                "bundle was altered in copying: its checksum does not match its content; {COPY_AGAIN}"
+            ),
+            BundleError::BadBase64 => write!(
+                f,
+                "bundle is not valid base64 after its prefix (was it cut or altered when copied?); {COPY_AGAIN}"
             ),
             BundleError::NotUtf8 => f.write_str("bundle content is not UTF-8 text"),
             BundleError::BadLine { line } => {
@@ -108,6 +211,102 @@ impl fmt::Display for BundleError {
 }
 
 impl std::error::Error for BundleError {}
+
+/// The checksum of `text` as written in a bundle: 16 lowercase hex digits.
+fn checksum_hex(text: &[u8]) -> String {
+    let digest = Sha256::new()
+        .chain_update(BUNDLE_PREFIX.as_bytes())
+        .chain_update(text)
+        .finalize();
+    digest[..CHECKSUM_LEN]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `LP2:` + base64 of `text` with its checksum line appended (a line break is added first
+/// when `text` does not end with one). [`MemberBundle::render`] uses it; so can tests and
+/// fuzzers that want a well-formed bundle around arbitrary text.
+pub fn wrap_text(text: &[u8]) -> String {
+    let mut payload = text.to_vec();
+    if !payload.is_empty() && !payload.ends_with(b"\n") {
+        payload.push(b'\n');
+    }
+    let sum = checksum_hex(&payload);
+    payload.extend_from_slice(CHECKSUM_KEY);
+    payload.extend_from_slice(sum.as_bytes());
+    payload.push(b'\n');
+    format!("{BUNDLE_PREFIX}{}", STANDARD.encode(payload))
+}
+
+/// Base64-decodes what follows a prefix of `offset` characters, naming what is wrong.
+fn decode(payload: &str, offset: usize) -> Result<Vec<u8>, BundleError> {
+    use base64::DecodeError as E;
+    STANDARD.decode(payload).map_err(|e| match e {
+        // Offsets are in bytes; report characters (a pasted non-ASCII character).
+        E::InvalidByte(at, _) => BundleError::BadCharacter {
+            found: payload
+                .get(at..)
+                .and_then(|rest| rest.chars().next())
+                .unwrap_or(char::REPLACEMENT_CHARACTER),
+            position: offset + payload.get(..at).map_or(at, |p| p.chars().count()) + 1,
+        },
+        E::InvalidLength(_) | E::InvalidPadding => BundleError::BadLength,
+        E::InvalidLastSymbol(..) => BundleError::ChecksumMismatch,
+    })
+}
+
+/// Decodes an `LP2:` payload and checks its checksum; returns the text before it.
+fn open_checked(payload: &str) -> Result<Vec<u8>, BundleError> {
+    let mut bytes = decode(payload, BUNDLE_PREFIX.len())?;
+    // The checksum line is the last line: find where it starts.
+    let start = (0..=bytes.len().saturating_sub(CHECKSUM_KEY.len()))
+        .rev()
+        .find(|&i| bytes[i..].starts_with(CHECKSUM_KEY) && (i == 0 || bytes[i - 1] == b'\n'));
+    let Some(start) = start else {
+        return Err(BundleError::Truncated);
+    };
+    let written = &bytes[start + CHECKSUM_KEY.len()..];
+    let want_len = 2 * CHECKSUM_LEN + 1;
+    if written.len() != want_len || written[want_len - 1] != b'\n' {
+        let cut = written.len() < want_len && written.iter().all(u8::is_ascii_hexdigit);
+        return Err(if cut {
+            BundleError::Truncated
+        } else {
+            BundleError::ChecksumMismatch
+        });
+    }
+    if written[..want_len - 1] != *checksum_hex(&bytes[..start]).as_bytes() {
+        return Err(BundleError::ChecksumMismatch);
+    }
+    bytes.truncate(start);
+    Ok(bytes)
+}
+
+/// An intact `LP2:` payload behind a damaged prefix: what stands in front of it.
+fn damaged_prefix(compact: &str) -> Option<String> {
+    let n = BUNDLE_PREFIX.len();
+    let split = |s: &str, len: usize| s.char_indices().nth(len).map(|(i, _)| i);
+    // The prefix altered, one character of it lost or one added, or all of it lost.
+    let found = [n, n - 1, n + 1, 0].into_iter().find_map(|len| {
+        let (head, rest) = compact.split_at(split(compact, len)?);
+        open_checked(rest).ok().map(|_| head.to_string())
+    });
+    if found.is_some() {
+        return found;
+    }
+    // Its `:` moved: `LP2b:WVt...` for `LP2:bWVt...`.
+    let colon = compact
+        .char_indices()
+        .take(n + 2)
+        .find(|&(_, c)| c == ':')?
+        .0;
+    let without = format!("{}{}", &compact[..colon], &compact[colon + 1..]);
+    let rest = &without[split(&without, n - 1)?..];
+    open_checked(rest)
+        .ok()
+        .map(|_| compact[..=colon].to_string())
+}
 
 /// Checks a member name: 1 to 32 characters of `A-Z a-z 0-9 . _ -`, not starting with
 /// `.` or `-` (names end up in file names, logs and status output).
@@ -175,8 +374,13 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
 }
 
 impl MemberBundle {
-    /// The one-line `LP1:...` form.
+    /// The one-line `LP2:...` form, with its checksum.
     pub fn render(&self) -> String {
+        wrap_text(self.text().as_bytes())
+    }
+
+    /// The `key = value` text inside the bundle (without a checksum line).
+    fn text(&self) -> String {
         let mut text = String::new();
         let mut line = |k: &str, v: &str| {
             text.push_str(k);
@@ -198,32 +402,47 @@ impl MemberBundle {
         for a in &self.addresses {
             line("address", &a.to_string());
         }
-        format!("{BUNDLE_PREFIX}{}", STANDARD.encode(text))
+        text
     }
 
-    /// Parses a bundle. Whitespace anywhere (a bundle pasted from a mail with line breaks,
-    /// or with a trailing newline) is ignored.
+    /// Parses a bundle, `LP2:` or `LP1:` (see [`MemberBundle::parse_with_format`] to know
+    /// which). Whitespace anywhere (a bundle pasted from a mail with line breaks, or with a
+    /// trailing newline) is ignored.
     pub fn parse(input: &str) -> Result<Self, BundleError> {
+        Self::parse_with_format(input).map(|(b, _)| b)
+    }
+
+    /// Parses a bundle and says which format it was in: an `LP1:` bundle has no checksum,
+    /// and the caller should pass [`LEGACY_WARNING`] on to the user.
+    pub fn parse_with_format(input: &str) -> Result<(Self, BundleFormat), BundleError> {
         let compact: String = input.chars().filter(|c| !c.is_whitespace()).collect();
         if compact.is_empty() {
             return Err(BundleError::NotABundle);
         }
-        let Some(payload) = compact.strip_prefix(BUNDLE_PREFIX) else {
-            let version = compact.split(':').next().unwrap_or("");
-            if compact.contains(':')
-                && version.len() > 2
-                && version.starts_with("LP")
-                && version[2..].chars().all(|c| c.is_ascii_digit())
-            {
-                return Err(BundleError::UnsupportedVersion(format!("{version}:")));
-            }
-            return Err(BundleError::NotABundle);
-        };
-        let bytes = STANDARD
-            .decode(payload)
-            .map_err(|_| BundleError::BadBase64)?;
-        let text = String::from_utf8(bytes).map_err(|_| BundleError::NotUtf8)?;
-        Self::parse_text(&text)
+        if let Some(payload) = compact.strip_prefix(BUNDLE_PREFIX) {
+            let text =
+                String::from_utf8(open_checked(payload)?).map_err(|_| BundleError::NotUtf8)?;
+            return Ok((Self::parse_text(&text)?, BundleFormat::Checked));
+        }
+        // Before anything else: a whole LP2 bundle whose prefix was damaged (including
+        // `LP2:` turned into `LP1:`, which would otherwise be read without a checksum).
+        if let Some(found) = damaged_prefix(&compact) {
+            return Err(BundleError::WrongPrefix(found));
+        }
+        if let Some(payload) = compact.strip_prefix(LEGACY_BUNDLE_PREFIX) {
+            let bytes = decode(payload, LEGACY_BUNDLE_PREFIX.len())?;
+            let text = String::from_utf8(bytes).map_err(|_| BundleError::NotUtf8)?;
+            return Ok((Self::parse_text(&text)?, BundleFormat::Legacy));
+        }
+        let version = compact.split(':').next().unwrap_or("");
+        if compact.contains(':')
+            && version.len() > 2
+            && version.starts_with("LP")
+            && version[2..].chars().all(|c| c.is_ascii_digit())
+        {
+            return Err(BundleError::UnsupportedVersion(format!("{version}:")));
+        }
+        Err(BundleError::NotABundle)
     }
 
     fn parse_text(text: &str) -> Result<Self, BundleError> {
@@ -356,16 +575,267 @@ mod tests {
     }
 
     /// Known bundle → known text. If this changes, bundles already handed to members break.
-    const FIXED_VECTOR: &str = "LP1:bWVtYmVyID0gYWxpY2UKcHJpdmF0ZV9rZXkgPSBBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFPQpwcm94eV9wdWJsaWNfa2V5ID0gQWdJQ0FnSUNBZ0lDQWdJQ0FnSUNBZ0lDQWdJQ0FnSUNBZ0lDQWdJQ0FnST0KcHJveHlfZW5kcG9pbnQgPSAyMDMuMC4xMTMuMTA6NzExNwpwcm94eV9lbmRwb2ludCA9IFsyMDAxOmRiODo6MTBdOjcxMTcKY2lwaGVyID0gY2hhY2hhMjAtcG9seTEzMDUKcHNrID0gQXdNREF3TURBd01EQXdNREF3TURBd01EQXdNREF3TURBd01EQXdNREF3TT0KbWVzaF9rZXkgPSBCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRPQphZGRyZXNzID0gMTAuNzcuMC4yCmFkZHJlc3MgPSBmZDc3OjoyCg==";
+    /// (The checksum was computed apart from this code: Python's hashlib.sha256 over `LP2:`
+    /// and the text, first 8 bytes; the line is `checksum = 45ae1510ccc74e16`.)
+    const FIXED_VECTOR: &str = "LP2:bWVtYmVyID0gYWxpY2UKcHJpdmF0ZV9rZXkgPSBBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFPQpwcm94eV9wdWJsaWNfa2V5ID0gQWdJQ0FnSUNBZ0lDQWdJQ0FnSUNBZ0lDQWdJQ0FnSUNBZ0lDQWdJQ0FnST0KcHJveHlfZW5kcG9pbnQgPSAyMDMuMC4xMTMuMTA6NzExNwpwcm94eV9lbmRwb2ludCA9IFsyMDAxOmRiODo6MTBdOjcxMTcKY2lwaGVyID0gY2hhY2hhMjAtcG9seTEzMDUKcHNrID0gQXdNREF3TURBd01EQXdNREF3TURBd01EQXdNREF3TURBd01EQXdNREF3TT0KbWVzaF9rZXkgPSBCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRPQphZGRyZXNzID0gMTAuNzcuMC4yCmFkZHJlc3MgPSBmZDc3OjoyCmNoZWNrc3VtID0gNDVhZTE1MTBjY2M3NGUxNgo=";
 
+    /// The same bundle in the first format, as `member add` wrote it before LP2: members
+    /// hold bundles like this one, so it must keep parsing.
+    const LEGACY_VECTOR: &str = "LP1:bWVtYmVyID0gYWxpY2UKcHJpdmF0ZV9rZXkgPSBBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFPQpwcm94eV9wdWJsaWNfa2V5ID0gQWdJQ0FnSUNBZ0lDQWdJQ0FnSUNBZ0lDQWdJQ0FnSUNBZ0lDQWdJQ0FnST0KcHJveHlfZW5kcG9pbnQgPSAyMDMuMC4xMTMuMTA6NzExNwpwcm94eV9lbmRwb2ludCA9IFsyMDAxOmRiODo6MTBdOjcxMTcKY2lwaGVyID0gY2hhY2hhMjAtcG9seTEzMDUKcHNrID0gQXdNREF3TURBd01EQXdNREF3TURBd01EQXdNREF3TURBd01EQXdNREF3TT0KbWVzaF9rZXkgPSBCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRPQphZGRyZXNzID0gMTAuNzcuMC4yCmFkZHJlc3MgPSBmZDc3OjoyCg==";
+
+    /// An `LP2:` bundle (with a valid checksum) around `text`.
     fn encode(text: &str) -> String {
-        format!("LP1:{}", STANDARD.encode(text))
+        wrap_text(text.as_bytes())
+    }
+
+    fn legacy_text() -> String {
+        let payload = LEGACY_VECTOR.strip_prefix(LEGACY_BUNDLE_PREFIX).unwrap();
+        String::from_utf8(STANDARD.decode(payload).unwrap()).unwrap()
     }
 
     #[test]
     fn fixed_vector_renders_and_parses() {
         assert_eq!(fixed().render(), FIXED_VECTOR);
-        assert_eq!(MemberBundle::parse(FIXED_VECTOR).unwrap(), fixed());
+        assert_eq!(
+            MemberBundle::parse_with_format(FIXED_VECTOR).unwrap(),
+            (fixed(), BundleFormat::Checked)
+        );
+        let text = String::from_utf8(
+            STANDARD
+                .decode(FIXED_VECTOR.strip_prefix(BUNDLE_PREFIX).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            text,
+            format!("{}checksum = 45ae1510ccc74e16\n", legacy_text())
+        );
+        assert_eq!(checksum_hex(legacy_text().as_bytes()), "45ae1510ccc74e16");
+    }
+
+    #[test]
+    fn legacy_bundles_still_parse_and_say_they_have_no_checksum() {
+        let (b, format) = MemberBundle::parse_with_format(LEGACY_VECTOR).unwrap();
+        assert_eq!(b, fixed());
+        assert_eq!(format, BundleFormat::Legacy);
+        let w = format.warning().unwrap();
+        assert!(w.contains("no checksum") && w.contains("ask your co-op for a new one"));
+        assert_eq!(BundleFormat::Checked.warning(), None);
+        // Rendering it again gives the checked format.
+        assert_eq!(b.render(), FIXED_VECTOR);
+    }
+
+    /// What the issue found: `fd77::2` → `fd70::2` inside an LP1 bundle is another valid
+    /// bundle (nothing can tell); inside an LP2 bundle it is refused as altered.
+    #[test]
+    fn an_altered_address_is_refused() {
+        let altered = legacy_text().replace("fd77::2", "fd70::2");
+        let lp1 = format!("{LEGACY_BUNDLE_PREFIX}{}", STANDARD.encode(&altered));
+        assert!(MemberBundle::parse(&lp1).is_ok(), "LP1 cannot tell");
+        let payload = STANDARD
+            .decode(FIXED_VECTOR.strip_prefix(BUNDLE_PREFIX).unwrap())
+            .unwrap();
+        let payload = String::from_utf8(payload)
+            .unwrap()
+            .replace("fd77::2", "fd70::2");
+        let lp2 = format!("{BUNDLE_PREFIX}{}", STANDARD.encode(payload));
+        let e = MemberBundle::parse(&lp2).unwrap_err();
+        assert_eq!(e, BundleError::ChecksumMismatch);
+        assert!(
+            e.to_string()
+                .starts_with("bundle was altered in copying: its checksum does not match"),
+            "{e}"
+        );
+    }
+
+    /// Characters a substitution is tried with at every position: base64 letters of each
+    /// kind, the padding, the prefix's own characters, and some a paste brings in.
+    const SUBSTITUTES: &[char] = &[
+        'A', 'B', 'Q', 'g', 'w', 'z', '0', '1', '2', '9', '+', '/', '=', 'L', 'P', ':', '-', '_',
+        '.', '*', 'é', ' ', '\u{0}',
+    ];
+
+    const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    fn assert_damage(input: &str, what: &str) {
+        match MemberBundle::parse(input) {
+            Ok(_) => panic!("{what}: accepted"),
+            Err(e) => {
+                assert!(e.is_damage(), "{what}: {e:?}");
+                let msg = e.to_string();
+                assert!(msg.contains("in copying"), "{what}: {msg}");
+                assert!(
+                    !msg.contains(&fixed().private_key.to_base64()),
+                    "{what}: the message shows the key"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_single_character_substitution_is_refused() {
+        let chars: Vec<char> = FIXED_VECTOR.chars().collect();
+        let mut tried = 0;
+        for i in 0..chars.len() {
+            // The next character of the base64 alphabet too: the smallest change there is.
+            let neighbour = ALPHABET
+                .find(chars[i])
+                .map(|p| ALPHABET.as_bytes()[(p + 1) % 64] as char);
+            for &c in SUBSTITUTES.iter().chain(neighbour.iter()) {
+                if c == chars[i] {
+                    continue;
+                }
+                let mut v = chars.clone();
+                v[i] = c;
+                let s: String = v.into_iter().collect();
+                assert_damage(&s, &format!("position {i}: {:?} -> {c:?}", chars[i]));
+                tried += 1;
+            }
+        }
+        assert!(tried > 20 * FIXED_VECTOR.len(), "{tried}");
+    }
+
+    #[test]
+    fn transpositions_deletions_and_insertions_are_refused() {
+        let chars: Vec<char> = FIXED_VECTOR.chars().collect();
+        for i in 0..chars.len() {
+            if i + 1 < chars.len() && chars[i] != chars[i + 1] {
+                let mut v = chars.clone();
+                v.swap(i, i + 1);
+                assert_damage(&v.iter().collect::<String>(), &format!("swap at {i}"));
+            }
+            let mut v = chars.clone();
+            v.remove(i);
+            assert_damage(&v.iter().collect::<String>(), &format!("delete {i}"));
+            let mut v = chars.clone();
+            v.insert(i, 'A');
+            assert_damage(&v.iter().collect::<String>(), &format!("insert at {i}"));
+        }
+    }
+
+    #[test]
+    fn truncation_is_refused_and_said_to_be() {
+        for len in 1..FIXED_VECTOR.len() {
+            let cut = &FIXED_VECTOR[..len];
+            let e = MemberBundle::parse(cut).unwrap_err();
+            if len < BUNDLE_PREFIX.len() {
+                assert_eq!(e, BundleError::NotABundle, "{cut}");
+                continue;
+            }
+            // Cut at a whole base64 group, the text decodes but its end is missing;
+            // elsewhere, the base64 does not come out even.
+            let want = if (len - BUNDLE_PREFIX.len()) % 4 == 0 {
+                BundleError::Truncated
+            } else {
+                BundleError::BadLength
+            };
+            assert_eq!(e, want, "cut to {len}");
+            assert!(e.to_string().contains("cut short"), "{e}");
+        }
+        // Cut at the front: the prefix is missing, the rest whole.
+        let e = MemberBundle::parse(&FIXED_VECTOR[BUNDLE_PREFIX.len()..]).unwrap_err();
+        assert_eq!(e, BundleError::WrongPrefix(String::new()));
+        assert!(e.to_string().contains("`LP2:` prefix is missing"), "{e}");
+    }
+
+    #[test]
+    fn damage_messages_say_what_happened() {
+        let with = |i: usize, c: char| {
+            let mut v: Vec<char> = FIXED_VECTOR.chars().collect();
+            v[i] = c;
+            MemberBundle::parse(&v.into_iter().collect::<String>()).unwrap_err()
+        };
+        // The prefix: a whole bundle behind it, so it is the prefix that was damaged.
+        assert_eq!(with(0, 'X'), BundleError::WrongPrefix("XP2:".into()));
+        assert_eq!(with(2, '1'), BundleError::WrongPrefix("LP1:".into()));
+        assert_eq!(
+            with(2, '1').to_string(),
+            "bundle was altered in copying: it starts with `LP1:` instead of `LP2:`; copy the whole line again exactly as you received it, or ask your co-op for a new one"
+        );
+        assert_eq!(with(2, '3'), BundleError::WrongPrefix("LP3:".into()));
+        // A character that base64 has not.
+        assert_eq!(
+            with(10, '%'),
+            BundleError::BadCharacter {
+                found: '%',
+                position: 11
+            }
+        );
+        assert!(
+            with(10, '%')
+                .to_string()
+                .starts_with("bundle was altered in copying: `%` (character 11, not counting spaces and line breaks) cannot be part of a bundle"),
+        );
+        assert_eq!(
+            with(10, 'é'),
+            BundleError::BadCharacter {
+                found: 'é',
+                position: 11
+            }
+        );
+        // A base64 character for another.
+        assert_eq!(with(100, 'A'), BundleError::ChecksumMismatch);
+        // Positions do not count the whitespace a paste adds.
+        let wrapped = format!(
+            "{}\n  {}%{}",
+            &FIXED_VECTOR[..8],
+            &FIXED_VECTOR[8..20],
+            &FIXED_VECTOR[21..]
+        );
+        assert_eq!(
+            MemberBundle::parse(&wrapped),
+            Err(BundleError::BadCharacter {
+                found: '%',
+                position: 21
+            })
+        );
+        // The checksum line itself: cut inside it, or altered.
+        let text = legacy_text();
+        let cut = format!(
+            "{BUNDLE_PREFIX}{}",
+            STANDARD.encode(format!("{text}checksum = 45ae15"))
+        );
+        assert_eq!(MemberBundle::parse(&cut), Err(BundleError::Truncated));
+        let bad = format!(
+            "{BUNDLE_PREFIX}{}",
+            STANDARD.encode(format!("{text}checksum = 45ae1510ccc74e1x\n"))
+        );
+        assert_eq!(
+            MemberBundle::parse(&bad),
+            Err(BundleError::ChecksumMismatch)
+        );
+        let none = format!("{BUNDLE_PREFIX}{}", STANDARD.encode(&text));
+        assert_eq!(MemberBundle::parse(&none), Err(BundleError::Truncated));
+        let after = format!(
+            "{BUNDLE_PREFIX}{}",
+            STANDARD.encode(format!(
+                "{text}checksum = 45ae1510ccc74e16\naddress = 10.0.0.9\n"
+            ))
+        );
+        assert_eq!(
+            MemberBundle::parse(&after),
+            Err(BundleError::ChecksumMismatch)
+        );
+    }
+
+    #[test]
+    fn wrap_text_adds_the_line_break_and_checksum() {
+        let a = wrap_text(b"member = a");
+        let b = wrap_text(b"member = a\n");
+        assert_eq!(a, b);
+        // Its text parses as far as the keys go (no keys missing here but the others).
+        assert_eq!(
+            MemberBundle::parse(&a),
+            Err(BundleError::MissingKey("proxy_endpoint"))
+        );
+        assert_eq!(
+            MemberBundle::parse(&wrap_text(b"")),
+            Err(BundleError::MissingKey("proxy_endpoint"))
+        );
+        assert_eq!(
+            MemberBundle::parse(&wrap_text(&[0xff, 0xfe])),
+            Err(BundleError::NotUtf8)
+        );
     }
 
     #[test]
@@ -379,33 +849,37 @@ mod tests {
             ..fixed()
         };
         let s = b.render();
-        assert!(s.starts_with("LP1:") && !s.contains(char::is_whitespace));
-        assert_eq!(MemberBundle::parse(&s).unwrap(), b);
+        assert!(s.starts_with("LP2:") && !s.contains(char::is_whitespace));
+        assert_eq!(
+            MemberBundle::parse_with_format(&s).unwrap(),
+            (b, BundleFormat::Checked)
+        );
     }
 
     #[test]
     fn whitespace_pasted_around_and_inside_is_ignored() {
-        let s = FIXED_VECTOR;
-        let wrapped = format!("\n  {}\r\n{}\n\t{}  \n\n", &s[..30], &s[30..100], &s[100..]);
-        assert_eq!(MemberBundle::parse(&wrapped).unwrap(), fixed());
+        for s in [FIXED_VECTOR, LEGACY_VECTOR] {
+            let wrapped = format!("\n  {}\r\n{}\n\t{}  \n\n", &s[..30], &s[30..100], &s[100..]);
+            assert_eq!(MemberBundle::parse(&wrapped).unwrap(), fixed());
+        }
     }
 
     #[test]
     fn cipher_defaults_to_aes_and_comments_are_allowed() {
         let text = "# made by hand\nmember = bob\nprivate_key = AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\nproxy_public_key = AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=\nproxy_endpoint = proxy.example.org:7117\nmesh_key = BAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ=\naddress = 10.77.0.3\n";
-        let b = MemberBundle::parse(&encode(text)).unwrap();
-        assert_eq!(b.cipher, CipherChoice::Aes256Gcm);
-        assert_eq!(b.member, "bob");
-        assert_eq!(b.psk, None);
+        for s in [
+            encode(text),
+            format!("{LEGACY_BUNDLE_PREFIX}{}", STANDARD.encode(text)),
+        ] {
+            let b = MemberBundle::parse(&s).unwrap();
+            assert_eq!(b.cipher, CipherChoice::Aes256Gcm);
+            assert_eq!(b.member, "bob");
+            assert_eq!(b.psk, None);
+        }
     }
 
     fn with_line_replaced(key: &str, new: Option<&str>) -> String {
-        let text = String::from_utf8(
-            STANDARD
-                .decode(FIXED_VECTOR.strip_prefix("LP1:").unwrap())
-                .unwrap(),
-        )
-        .unwrap();
+        let text = legacy_text();
         let mut out = String::new();
         let mut replaced = false;
         for l in text.lines() {
@@ -430,10 +904,17 @@ mod tests {
             ("".into(), BundleError::NotABundle),
             ("hello".into(), BundleError::NotABundle),
             (
-                "LP2:AAAA".into(),
-                BundleError::UnsupportedVersion("LP2:".into()),
+                "LP3:AAAA".into(),
+                BundleError::UnsupportedVersion("LP3:".into()),
             ),
-            ("LP1:***".into(), BundleError::BadBase64),
+            (
+                "LP1:***".into(),
+                BundleError::BadCharacter {
+                    found: '*',
+                    position: 5,
+                },
+            ),
+            ("LP1:AAA".into(), BundleError::BadLength),
             (
                 format!("LP1:{}", STANDARD.encode([0xff, 0xfe])),
                 BundleError::NotUtf8,
