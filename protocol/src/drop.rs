@@ -52,11 +52,14 @@ pub enum DropReason {
     PacketTooLarge,
     /// Nothing to seal with yet: the handshake has not completed.
     NoSession,
+    /// A handshake initiation seen before (its ephemeral key was already used): a replay,
+    /// refused before any Diffie-Hellman.
+    ReplayedHandshake,
 }
 
 impl DropReason {
     /// All reasons, in counter order.
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::TooShort,
         DropReason::Oversized,
         DropReason::BadLength,
@@ -81,6 +84,7 @@ impl DropReason {
         DropReason::BadInnerPacket,
         DropReason::PacketTooLarge,
         DropReason::NoSession,
+        DropReason::ReplayedHandshake,
     ];
 
     /// A stable snake_case name for logs and metrics labels.
@@ -110,6 +114,7 @@ impl DropReason {
             DropReason::BadInnerPacket => "bad_inner_packet",
             DropReason::PacketTooLarge => "packet_too_large",
             DropReason::NoSession => "no_session",
+            DropReason::ReplayedHandshake => "replayed_handshake",
         }
     }
 }

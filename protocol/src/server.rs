@@ -37,8 +37,20 @@ pub struct ServerConfig {
     /// Timers and limits.
     pub limits: Limits,
     /// Handshakes per second before the proxy considers itself under load and asks for
-    /// cookies (and rate-limits per source).
+    /// cookies (and rate-limits per source). Set it from what a handshake costs on this
+    /// machine ([`handshake_budget`]), so that handshakes never take more than a small
+    /// share of a core, whatever floods the proxy.
     pub handshakes_per_second: u32,
+}
+
+/// The share of one core the proxy spends on handshakes before it asks for cookies.
+pub const HANDSHAKE_SHARE: u32 = 8;
+
+/// Handshakes per second the proxy allows itself before asking for cookies, from what one
+/// costs on this machine (measured by the daemon): one [`HANDSHAKE_SHARE`]-th of a core.
+pub fn handshake_budget(cost: Duration) -> u32 {
+    let per_core = 1.0 / cost.as_secs_f64().max(1e-7);
+    ((per_core / f64::from(HANDSHAKE_SHARE)) as u32).max(1)
 }
 
 /// Index of a member in [`ServerConfig::members`].
@@ -146,6 +158,9 @@ pub struct ServerStats {
     pub handshakes: u64,
     /// Cookie replies sent.
     pub cookies_sent: u64,
+    /// Initiations that passed the cheap checks and cost a Diffie-Hellman (answered or
+    /// not): what the load limit bounds.
+    pub handshakes_processed: u64,
 }
 
 /// Token bucket over `now`, in whole tokens.
@@ -184,6 +199,43 @@ const SOURCE_BUCKETS: usize = 256;
 const SOURCE_RATE: f32 = 2.0;
 /// Cookie secrets change this often; cookies from the previous secret still count.
 const COOKIE_ROTATION: Duration = Duration::from_secs(120);
+/// The load bucket holds this share of a second's handshakes: a burst of handshakes never
+/// holds the data path for more than a few milliseconds.
+const LOAD_BURST_DIVISOR: f32 = 25.0;
+/// Ephemeral keys of the last initiations that cost a Diffie-Hellman: a replay of any of
+/// them is refused by a lookup. Older replays cost one DH and fail the timestamp rule.
+const SEEN_EPHEMERALS: usize = 8192;
+
+/// A bounded set of recently used initiation ephemerals, oldest evicted first.
+struct SeenEphemerals {
+    set: std::collections::HashSet<[u8; 32]>,
+    order: std::collections::VecDeque<[u8; 32]>,
+}
+
+impl SeenEphemerals {
+    fn new() -> Self {
+        SeenEphemerals {
+            set: std::collections::HashSet::with_capacity(SEEN_EPHEMERALS + 1),
+            order: std::collections::VecDeque::with_capacity(SEEN_EPHEMERALS + 1),
+        }
+    }
+
+    fn contains(&self, e: &[u8; 32]) -> bool {
+        self.set.contains(e)
+    }
+
+    fn insert(&mut self, e: [u8; 32]) {
+        if !self.set.insert(e) {
+            return;
+        }
+        self.order.push_back(e);
+        if self.order.len() > SEEN_EPHEMERALS {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+}
 
 /// The proxy's sessions with all members.
 pub struct Server {
@@ -201,6 +253,7 @@ pub struct Server {
     cookie_nonce: u64,
     load: TokenBucket,
     sources: Box<[TokenBucket; SOURCE_BUCKETS]>,
+    seen: SeenEphemerals,
     stats: ServerStats,
 }
 
@@ -226,6 +279,7 @@ impl Server {
             cookie_nonce: 0,
             load: TokenBucket::new(),
             sources: Box::new([TokenBucket::new(); SOURCE_BUCKETS]),
+            seen: SeenEphemerals::new(),
             stats: ServerStats::default(),
         };
         server.set_members(config.members);
@@ -403,8 +457,14 @@ impl Server {
         ) {
             return Err(DropReason::BadMac1);
         }
+        // A replay of a recent initiation costs this lookup: no cookie, no Diffie-Hellman.
+        let ephemeral: [u8; 32] = init.noise()[..32].try_into().expect("fixed length");
+        if self.seen.contains(&ephemeral) {
+            return Err(DropReason::ReplayedHandshake);
+        }
         let rate = self.handshakes_per_second as f32;
-        if !self.load.take(now, rate, rate) {
+        let burst = (rate / LOAD_BURST_DIVISOR).max(1.0);
+        if !self.load.take(now, rate, burst) {
             let epoch = self.cookie_epoch(now);
             let valid = [epoch, epoch.wrapping_sub(1)].iter().any(|&e| {
                 crypto::mac_eq(
@@ -423,20 +483,20 @@ impl Server {
                 return Err(DropReason::RateLimited);
             }
         }
+        // Only initiations that cost a Diffie-Hellman are remembered: a flood answered with
+        // cookies cannot push the real ones out.
+        self.seen.insert(ephemeral);
+        self.stats.handshakes_processed += 1;
         let received = session::receive_initiation(&self.static_key, init)?;
         let id = *self
             .by_key
             .get(&received.member_key)
             .ok_or(DropReason::UnknownMember)?;
-        let limits = self.limits;
         let member = &mut self.members[id.0 as usize];
-        // Replayed initiations carry an old timestamp. A member that has been silent for a
-        // while may come back with a reset clock (router reboot without RTC): accept it
-        // then, since unconfirmed responder keys cannot displace a working session.
-        let idle = member
-            .last_received
-            .is_none_or(|t| now.saturating_duration_since(t) >= limits.dead_after);
-        if received.timestamp_us <= member.last_timestamp_us && !idle {
+        // WireGuard's rule: only an initiation newer than any accepted before. Gateways
+        // keep their timestamps rising across reboots (a persisted floor), so a replayed
+        // old initiation can never displace a member's pending keys.
+        if received.timestamp_us <= member.last_timestamp_us {
             return Err(DropReason::StaleHandshake);
         }
         let mut index = self.rng.next_u32();

@@ -512,6 +512,7 @@ fn handshake_flood_does_not_stop_a_member() {
             .unwrap();
         net.flood.push_back((from, d));
     }
+    let flood_start = net.now;
     while !net.flood.is_empty() {
         net.step(Duration::from_millis(5));
     }
@@ -520,6 +521,14 @@ fn handshake_flood_does_not_stop_a_member() {
         "member must get through the flood"
     );
     let stats = net.server.stats();
+    // Diffie-Hellmans stay within the budget (50/s here, a burst of 2) plus the member's
+    // own, whatever the flood.
+    let elapsed = (net.now - flood_start).as_secs_f64();
+    assert!(
+        stats.handshakes_processed as f64 <= 50.0 * elapsed + 2.0 + 3.0,
+        "{} handshakes in {elapsed} s",
+        stats.handshakes_processed
+    );
     // Only the first burst (the rate allowance) cost a Diffie-Hellman; the rest got
     // cookies, and a spoofed source cannot use its cookie.
     assert!(stats.cookies_sent >= 1900, "{stats:?}");
@@ -840,4 +849,60 @@ fn a_restarted_proxy_gets_a_handshake_within_one_probe_interval() {
         net.run_until(net.now + Duration::from_millis(10), false);
     }
     eprintln!("new session {:?} after the restart", net.now - restart);
+}
+
+#[test]
+fn replayed_initiations_cost_no_handshake_even_from_an_idle_member() {
+    let limits = Limits::default();
+    let mut net = Net::new(CipherSuite::Aes256Gcm, false, limits);
+    // Capture the member's first initiation on its way to the proxy.
+    net.step(Duration::ZERO);
+    let captured = net.to_server.front().unwrap().1.clone();
+    assert_eq!(captured.len(), wire::HANDSHAKE_INIT_LEN);
+    net.connect();
+    let stats = net.server.stats().clone();
+    // The member goes quiet for longer than dead_after (the old code then skipped the
+    // timestamp check): replays from anywhere are refused by a lookup.
+    net.run_until(net.now + Duration::from_secs(3), false);
+    net.run_until(net.now + limits.dead_after * 2, true);
+    for i in 0..100u16 {
+        let from: SocketAddr = format!("203.0.113.9:{}", 1000 + i).parse().unwrap();
+        let mut reply = [0u8; MAX_DATAGRAM];
+        let r = net
+            .server
+            .handle_datagram(net.now, from, &mut captured.clone(), &mut reply);
+        assert_eq!(r, Err(DropReason::ReplayedHandshake));
+    }
+    let after = net.server.stats();
+    assert_eq!(after.handshakes, stats.handshakes);
+    assert_eq!(after.handshakes_processed, stats.handshakes_processed);
+    assert_eq!(after.cookies_sent, stats.cookies_sent);
+    assert_eq!(after.drops.get(DropReason::ReplayedHandshake), 100);
+    // The member comes back and carries traffic on its session.
+    net.run_until(net.now + Duration::from_secs(3), false);
+    assert!(net.client.is_connected());
+    net.send_up(&ipv4(100, 7)).unwrap();
+    net.run_until(net.now + Duration::from_millis(100), false);
+    assert_eq!(net.at_server.last().map(|p| seq_of(p)), Some(7));
+}
+
+#[test]
+fn an_initiation_older_than_the_last_accepted_is_refused() {
+    // Two initiations of one member, delivered newest first to a proxy that has not seen
+    // either ephemeral (as after they fell out of its memory): the older one is stale.
+    let limits = Limits::default();
+    let mut net = Net::new(CipherSuite::Aes256Gcm, false, limits);
+    net.step(Duration::ZERO);
+    let older = net.to_server.pop_front().unwrap().1;
+    net.client
+        .restart_handshake(net.now + Duration::from_secs(1));
+    net.step(Duration::from_secs(1));
+    let newer = net.to_server.pop_front().unwrap().1;
+    assert!(matches!(
+        net.deliver_up(newer),
+        Ok(ServerEvent::Reply { .. })
+    ));
+    // Even once the member has been silent for a long time.
+    net.now += limits.dead_after * 10;
+    assert_eq!(net.deliver_up(older), Err(DropReason::StaleHandshake));
 }
