@@ -8,6 +8,7 @@
 //! so leftovers of a crash are cleared.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod cli;
 pub mod cmd;
 pub mod config_file;
 pub mod control;
