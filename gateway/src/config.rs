@@ -17,6 +17,9 @@ use tracing::level_filters::LevelFilter;
 
 /// Where the control socket lives unless configured.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/var/run/linkpool.sock";
+/// Default state file: what must survive a reboot (the handshake timestamp floor). On
+/// flash, so it is written rarely.
+pub const DEFAULT_STATE_FILE: &str = "/etc/linkpool/linkpool.state";
 /// Default TUN device name.
 pub const DEFAULT_DEVICE: &str = "linkpool0";
 /// Default routing table, first rule priority and socket mark (0x7117).
@@ -39,6 +42,8 @@ pub struct GatewayConfig {
     pub log_level: LevelFilter,
     /// Unix socket for `linkpool status`.
     pub control_socket: PathBuf,
+    /// What survives reboots (the handshake timestamp floor).
+    pub state_file: PathBuf,
     /// TUN device and policy routing.
     pub tunnel: TunnelConfig,
     /// The uplinks (at least one).
@@ -140,6 +145,7 @@ impl GatewayConfig {
             bundle_file: raw.bundle_file,
             log_level: raw.log_level,
             control_socket: raw.control_socket,
+            state_file: raw.state_file,
             device: tunnel.device,
             mtu: tunnel.mtu,
             table: tunnel.table,
@@ -163,6 +169,7 @@ impl GatewayConfig {
                 Field::BundleFile => "bundle_file".to_string(),
                 Field::LogLevel => "log_level".to_string(),
                 Field::ControlSocket => "control_socket".to_string(),
+                Field::StateFile => "state_file".to_string(),
                 Field::Device => "tunnel.device".to_string(),
                 Field::Mtu => "tunnel.mtu".to_string(),
                 Field::Table => "tunnel.table".to_string(),
@@ -228,6 +235,7 @@ struct RawToml {
     bundle_file: Option<String>,
     log_level: Option<String>,
     control_socket: Option<String>,
+    state_file: Option<String>,
     tunnel: Option<RawTunnel>,
     #[serde(default)]
     uplink: Vec<RawUplink>,
@@ -259,6 +267,7 @@ struct Settings {
     bundle_file: Option<String>,
     log_level: Option<String>,
     control_socket: Option<String>,
+    state_file: Option<String>,
     device: Option<String>,
     mtu: Option<u16>,
     table: Option<u32>,
@@ -282,6 +291,7 @@ enum Field {
     BundleFile,
     LogLevel,
     ControlSocket,
+    StateFile,
     Device,
     Mtu,
     Table,
@@ -337,6 +347,11 @@ impl Settings {
             None => PathBuf::from(DEFAULT_CONTROL_SOCKET),
             Some("") => return Err(err(Field::ControlSocket, "is empty".into())),
             Some(p) => PathBuf::from(p),
+        };
+        let state_file = match self.state_file.as_deref() {
+            None => PathBuf::from(DEFAULT_STATE_FILE),
+            Some("") => return Err(err(Field::StateFile, "is empty".into())),
+            Some(p) => resolve_relative(file, p),
         };
 
         let device = self.device.unwrap_or_else(|| DEFAULT_DEVICE.into());
@@ -470,6 +485,7 @@ impl Settings {
             bundle,
             log_level,
             control_socket,
+            state_file,
             tunnel: TunnelConfig {
                 device,
                 mtu,
@@ -517,6 +533,7 @@ const GATEWAY_OPTIONS: &[&str] = &[
     "bundle_file",
     "log_level",
     "control_socket",
+    "state_file",
     "device",
     "mtu",
     "table",
@@ -654,6 +671,7 @@ fn from_uci(
     text_opt(Field::BundleFile, "bundle_file");
     settings.log_level = text_opt(Field::LogLevel, "log_level");
     settings.control_socket = text_opt(Field::ControlSocket, "control_socket");
+    settings.state_file = text_opt(Field::StateFile, "state_file");
     settings.device = text_opt(Field::Device, "device");
     let mut int_opt = |field: Field, name: &str, max: u64| -> Result<Option<u64>, ConfigError> {
         let Some((v, line)) = single(name) else {

@@ -12,7 +12,7 @@ use linkpool_os::control::{self, Format};
 use linkpool_os::event::{recv_any, sleep_until};
 use linkpool_os::log::LogHandle;
 use linkpool_os::signal::{Signal, Signals};
-use linkpool_protocol::client::{Client, ClientConfig, Received, SEAL_OFFSET};
+use linkpool_protocol::client::{Client, ClientConfig, Liveness, Received, SEAL_OFFSET};
 use linkpool_protocol::session::Limits;
 use linkpool_protocol::wire::MAX_DATAGRAM;
 use linkpool_protocol::{DropReason, PathId, ip};
@@ -22,12 +22,16 @@ use tracing::{debug, error, info, warn};
 use crate::config::{ConfigSource, GatewayConfig, Loaded, UplinkConfig};
 use crate::proxy_target::{ProxyTarget, Step};
 use crate::setup::GatewayOs;
+use crate::state::StateFile;
 
 /// How often missing uplink sockets and an unresolved proxy name are retried.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(2);
 /// Packets taken from the TUN or a socket in one go before looking at the others again:
 /// a wake-up of the event loop costs more than a packet.
 const BATCH: usize = 32;
+/// Handshakes unanswered this long get a log line (and again this often while it lasts).
+const UNANSWERED_LOG_AFTER: Duration = Duration::from_secs(15);
+const UNANSWERED_LOG_EVERY: Duration = Duration::from_secs(300);
 
 /// One uplink: its configuration and, once its device exists, its socket.
 struct Uplink {
@@ -44,7 +48,15 @@ struct Gateway {
     uplinks: Vec<Uplink>,
     /// The proxy's addresses, and the one in use.
     target: ProxyTarget,
-    connected: bool,
+    /// The session as last logged.
+    liveness: Liveness,
+    /// When unanswered handshakes were last logged.
+    unanswered_logged: Option<Instant>,
+    /// The floor under handshake timestamps, kept across reboots.
+    state: StateFile,
+    state_error_logged: bool,
+    /// The wall clock the client's timestamps count from, at `started`.
+    timestamp_base_us: u64,
     /// Packets from the TUN whose source is not our tunnel address: the proxy would
     /// refuse them anyway.
     foreign_source: u64,
@@ -63,17 +75,28 @@ pub async fn run(
     let mut signals = Signals::new()?;
     let (_control, mut requests) = control::serve(&config.control_socket)?;
     let now = Instant::now();
+    let (state, warning) = StateFile::load(&config.state_file);
+    if let Some(w) = warning {
+        warn!("{w}");
+    }
+    // Timestamps start above anything a previous run used, whatever the clock says.
+    let timestamp_base_us = wall_clock_us().max(state.floor_us());
     let mut gw = Gateway {
         started: now,
         mtu: os.mtu,
-        client: new_client(&config, now),
+        client: new_client(&config, now, timestamp_base_us),
         uplinks: Vec::new(),
         target: ProxyTarget::default(),
-        connected: false,
+        liveness: Liveness::Connecting,
+        unanswered_logged: None,
+        state,
+        state_error_logged: false,
+        timestamp_base_us,
         foreign_source: 0,
         local_multicast: 0,
         config,
     };
+    gw.keep_timestamps_reserved(now, true);
     gw.set_uplinks();
     gw.maintain(now).await;
 
@@ -128,14 +151,19 @@ pub async fn run(
             },
         }
         gw.flush(&mut tx).await;
+        gw.note_session(Instant::now());
     }
 }
 
-fn new_client(config: &GatewayConfig, now: Instant) -> Client {
-    let b = &config.bundle;
-    let wall = SystemTime::now()
+fn wall_clock_us() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A client whose handshake timestamps count up from `timestamp_base_us` at `now`.
+fn new_client(config: &GatewayConfig, now: Instant, timestamp_base_us: u64) -> Client {
+    let b = &config.bundle;
     Client::new(
         ClientConfig {
             static_key: b.private_key.clone(),
@@ -145,7 +173,7 @@ fn new_client(config: &GatewayConfig, now: Instant) -> Client {
             limits: Limits::default(),
         },
         now,
-        wall,
+        timestamp_base_us,
         random_seed(),
     )
 }
@@ -255,14 +283,77 @@ impl Gateway {
             }
             self.client.restart_handshake(now);
         }
-        let connected = self.client.is_connected();
-        if connected != self.connected {
-            self.connected = connected;
-            if connected {
-                info!("session with the proxy established");
-            } else {
-                warn!("session with the proxy lost; reconnecting");
+        self.keep_timestamps_reserved(now, false);
+    }
+
+    /// The timestamp the client would put in a handshake now.
+    fn timestamp_now(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.started).as_micros() as u64;
+        (self.timestamp_base_us + elapsed).max(self.client.last_timestamp_us())
+    }
+
+    /// Moves the reservation in the state file ahead when half of it is used (or at once).
+    fn keep_timestamps_reserved(&mut self, now: Instant, force: bool) {
+        let used = self.timestamp_now(now);
+        if !force && !self.state.needs_reservation(used) {
+            return;
+        }
+        match self.state.reserve(used) {
+            Ok(()) => debug!(file = %self.state.path().display(), "handshake timestamps reserved"),
+            Err(e) if !self.state_error_logged => {
+                self.state_error_logged = true;
+                warn!(
+                    "cannot write {}: {e}; after a reboot with the clock behind, the proxy \
+                     may refuse this router's handshakes until the clock catches up",
+                    self.state.path().display()
+                );
             }
+            Err(_) => {}
+        }
+    }
+
+    /// Logs changes of the session's state, and handshakes that go unanswered.
+    fn note_session(&mut self, now: Instant) {
+        let liveness = self.client.liveness();
+        if liveness != self.liveness {
+            let was = std::mem::replace(&mut self.liveness, liveness);
+            match liveness {
+                Liveness::Up if was == Liveness::Suspect => debug!("the proxy answers again"),
+                Liveness::Up => {
+                    info!(proxy = ?self.target.current(), "session with the proxy established")
+                }
+                Liveness::Suspect => debug!("a probe went unanswered; handshaking again"),
+                Liveness::Lost => warn!(
+                    "session with the proxy lost: nothing heard for {} s; reconnecting",
+                    Limits::default().dead_after.as_secs()
+                ),
+                Liveness::Connecting if was != Liveness::Lost => {
+                    warn!("session with the proxy lost: its keys expired; reconnecting")
+                }
+                Liveness::Connecting => {}
+            }
+        }
+        match self.client.unanswered_handshakes(now) {
+            Some((n, waited)) if waited >= UNANSWERED_LOG_AFTER => {
+                if self
+                    .unanswered_logged
+                    .is_none_or(|t| now.saturating_duration_since(t) >= UNANSWERED_LOG_EVERY)
+                {
+                    self.unanswered_logged = Some(now);
+                    warn!(
+                        "{n} handshakes to the proxy at {} unanswered in {} s: check that the \
+                         proxy runs and its UDP port is reachable from this router, and that \
+                         the bundle is current (the proxy never answers a bundle it does not \
+                         know: a removed member's, or one altered in copying)",
+                        self.target
+                            .current()
+                            .map_or("(unresolved)".to_string(), |a| a.to_string()),
+                        waited.as_secs()
+                    );
+                }
+            }
+            Some(_) => {}
+            None => self.unanswered_logged = None,
         }
     }
 
@@ -350,11 +441,8 @@ impl Gateway {
                 }
             }
             Ok(Received::Connected) => {
-                if !self.connected {
-                    self.connected = true;
-                    info!(uplink = %self.uplinks[i].config.name, "session with the proxy established");
-                } else {
-                    debug!("session rekeyed");
+                if self.liveness == Liveness::Up {
+                    debug!(uplink = %self.uplinks[i].config.name, "session rekeyed");
                 }
             }
             Ok(_) => {}
@@ -412,8 +500,12 @@ impl Gateway {
             "proxy": self.target.current().map(|p| p.to_string()),
             "uptime_s": now.saturating_duration_since(self.started).as_secs(),
             "tunnel": { "device": self.config.tunnel.device, "mtu": self.mtu },
+            "session": liveness_name(self.client.liveness()),
             "handshakes_sent": stats.handshakes_sent,
             "handshakes_completed": stats.handshakes_completed,
+            "handshakes_unanswered": self.client.unanswered_handshakes(now).map_or(0, |(n, _)| n),
+            "unanswered_for_s": self.client.unanswered_handshakes(now).map(|(_, d)| d.as_secs()),
+            "sessions_lost": stats.sessions_lost,
             "uplinks": uplinks,
             "drops": drops,
             "local_multicast_ignored": self.local_multicast,
@@ -449,12 +541,15 @@ impl Gateway {
         self.config = GatewayConfig { tunnel, ..new };
         if bundle_changed {
             info!(member = %self.config.bundle.member, "new member bundle: new session");
-            self.client = new_client(&self.config, now);
+            // The new client's timestamps go on from the old one's.
+            self.timestamp_base_us = self.timestamp_now(now);
+            self.started = now;
+            self.client = new_client(&self.config, now, self.timestamp_base_us);
             self.target.clear();
             for u in &mut self.uplinks {
                 u.socket = None;
             }
-            self.connected = false;
+            self.liveness = Liveness::Connecting;
         }
         if uplinks_changed {
             self.set_uplinks();
@@ -463,23 +558,41 @@ impl Gateway {
     }
 }
 
+fn liveness_name(l: Liveness) -> &'static str {
+    match l {
+        Liveness::Connecting => "connecting",
+        Liveness::Up => "up",
+        Liveness::Suspect => "suspect",
+        Liveness::Lost => "lost",
+    }
+}
+
 /// The status for a person, from the same snapshot as the JSON.
 fn status_text(s: &serde_json::Value) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let state = if s["connected"] == true {
-        "connected"
-    } else {
-        "connecting"
+    let state = match s["session"].as_str() {
+        Some("up") => "connected",
+        Some("suspect") => "connected (proxy slow to answer)",
+        Some("lost") => "proxy unreachable",
+        _ => "connecting",
     };
     let _ = writeln!(
         out,
-        "member {}  {state} to {}  up {} s  handshakes {}",
+        "member {}  {state} to {}  up {} s  handshakes {} of {} sent answered",
         s["member"].as_str().unwrap_or("?"),
         s["proxy"].as_str().unwrap_or("(unresolved)"),
         s["uptime_s"],
         s["handshakes_completed"],
+        s["handshakes_sent"],
     );
+    if let Some(waited) = s["unanswered_for_s"].as_u64() {
+        let _ = writeln!(
+            out,
+            "{} handshakes unanswered for {waited} s",
+            s["handshakes_unanswered"]
+        );
+    }
     let _ = writeln!(
         out,
         "tunnel {} mtu {}",

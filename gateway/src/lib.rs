@@ -5,4 +5,5 @@ pub mod config;
 pub mod daemon;
 pub mod proxy_target;
 pub mod setup;
+pub mod state;
 pub mod uci;

@@ -89,10 +89,12 @@ impl Pool {
                 &["member", "add", &name, "-c", s(&conf), "--out", s(&bundle)],
             )?;
             let gw = format!(
-                "bundle_file = {bundle:?}\nlog_level = \"debug\"\ncontrol_socket = {sock:?}\n\n\
+                "bundle_file = {bundle:?}\nlog_level = \"debug\"\ncontrol_socket = {sock:?}\n\
+                 state_file = {state:?}\n\n\
                  [tunnel]\nlan_devices = [{lan:?}]\n\n\
                  [[uplink]]\nname = \"wan\"\ndevice = {wan:?}\n",
                 sock = pool.gateway_socket(r.index()),
+                state = pool.dir.join(format!("{name}.state")),
                 lan = r.lan_device(),
                 wan = r.wan_device(),
             );
