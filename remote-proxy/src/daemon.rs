@@ -15,7 +15,9 @@ use linkpool_os::event::{recv_any, sleep_until};
 use linkpool_os::log::LogHandle;
 use linkpool_os::signal::{Signal, Signals};
 use linkpool_protocol::client::SEAL_OFFSET;
-use linkpool_protocol::server::{MemberId, MemberKey, Server, ServerConfig, ServerEvent};
+use linkpool_protocol::server::{
+    HANDSHAKE_SHARE, MemberId, MemberKey, Server, ServerConfig, ServerEvent, handshake_budget,
+};
 use linkpool_protocol::session::Limits;
 use linkpool_protocol::wire::MAX_DATAGRAM;
 use linkpool_protocol::{DropReason, ip};
@@ -25,8 +27,8 @@ use tracing::{debug, error, info, warn};
 use crate::config::ProxyConfig;
 use crate::setup::ProxyOs;
 
-/// Handshakes per second before the proxy asks initiators for cookies.
-const HANDSHAKES_PER_SECOND: u32 = 200;
+/// Handshakes timed at start to learn what one costs on this machine.
+const CALIBRATION_HANDSHAKES: u32 = 16;
 /// Packets taken from the TUN or a socket in one go before looking at the others again:
 /// a wake-up of the event loop costs more than a packet.
 const BATCH: usize = 32;
@@ -54,6 +56,9 @@ struct Proxy {
     /// groups a forwarding IPv6 interface joins): for no member, and not a drop.
     local_multicast: u64,
     connected: Vec<bool>,
+    /// What one handshake costs on this machine, and the budget set from it.
+    handshake_cost: Duration,
+    handshake_budget: u32,
 }
 
 fn member_keys(config: &ProxyConfig) -> Vec<MemberKey> {
@@ -84,19 +89,84 @@ fn random_bytes() -> io::Result<[u8; 32]> {
         .map_err(|e| io::Error::other(e.to_string()))
 }
 
+/// What answering one handshake costs on this machine: the proxy's own responder code on
+/// throwaway keys, timed. Handshakes are bounded to a share of a core from it, so a flood
+/// can never take the CPU the data path needs, on a small VPS or a big one.
+fn measure_handshake_cost() -> io::Result<Duration> {
+    use linkpool_protocol::client::{Client, ClientConfig};
+    use linkpool_protocol::keys::SecretKey;
+    let key = |r: Result<SecretKey, _>| r.map_err(|e| io::Error::other(format!("{e:?}")));
+    let proxy = key(SecretKey::generate())?;
+    let member = key(SecretKey::generate())?;
+    let now = Instant::now();
+    let mut server = Server::new(
+        ServerConfig {
+            static_key: proxy.clone(),
+            members: vec![MemberKey {
+                public_key: member.public_key(),
+                psk: None,
+            }],
+            limits: Limits::default(),
+            handshakes_per_second: u32::MAX,
+        },
+        now,
+        random_bytes()?,
+    );
+    let mut client = Client::new(
+        ClientConfig {
+            static_key: member,
+            proxy_key: proxy.public_key(),
+            psk: None,
+            suite: linkpool_protocol::CipherSuite::Aes256Gcm,
+            limits: Limits::default(),
+        },
+        now,
+        1,
+        1,
+    );
+    client.add_path(linkpool_protocol::PathId(0), now);
+    let from: SocketAddr = ([192, 0, 2, 1], 1).into();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut reply = vec![0u8; MAX_DATAGRAM];
+    let mut spent = Duration::ZERO;
+    for _ in 0..CALIBRATION_HANDSHAKES {
+        client.restart_handshake(now);
+        let Some(t) = client.poll_transmit(now, &mut buf) else {
+            return Err(io::Error::other("calibration: no initiation"));
+        };
+        let start = Instant::now();
+        let answered = server.handle_datagram(now, from, &mut buf[..t.len], &mut reply);
+        spent += start.elapsed();
+        if !matches!(answered, Ok(ServerEvent::Reply { .. })) {
+            return Err(io::Error::other(format!(
+                "calibration handshake refused: {answered:?}"
+            )));
+        }
+    }
+    Ok(spent / CALIBRATION_HANDSHAKES)
+}
+
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result<()> {
     let mut signals = Signals::new()?;
     let (_control, mut requests) = control::serve(&config.control_socket)?;
     let tun = &os.tun;
     let sockets = &os.sockets;
+    let handshake_cost = measure_handshake_cost()?;
+    let budget = handshake_budget(handshake_cost);
+    info!(
+        cost_us = handshake_cost.as_micros() as u64,
+        per_core = (1.0 / handshake_cost.as_secs_f64()) as u64,
+        budget,
+        "handshakes: cookies asked beyond {budget}/s (a {HANDSHAKE_SHARE}th of a core)"
+    );
     let now = Instant::now();
     let server = Server::new(
         ServerConfig {
             static_key: config.private_key.clone(),
             members: member_keys(&config),
             limits: Limits::default(),
-            handshakes_per_second: HANDSHAKES_PER_SECOND,
+            handshakes_per_second: budget,
         },
         now,
         random_bytes()?,
@@ -109,6 +179,8 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
         server,
         drops: ProxyDrops::default(),
         local_multicast: 0,
+        handshake_cost,
+        handshake_budget: budget,
     };
     let mut rx = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
     let mut reply = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
@@ -292,6 +364,9 @@ impl Proxy {
         let status = serde_json::json!({
             "uptime_s": now.saturating_duration_since(self.started).as_secs(),
             "handshakes": stats.handshakes,
+            "handshakes_processed": stats.handshakes_processed,
+            "handshake_cost_us": self.handshake_cost.as_micros() as u64,
+            "handshake_budget_per_s": self.handshake_budget,
             "cookies_sent": stats.cookies_sent,
             "members": members,
             "drops": drops,
