@@ -873,7 +873,7 @@ mod tests {
         assert_ne!(buf[..len], buf[1024..1024 + len], "keys are random");
         assert_eq!(&buf[..4], &[wire::VERSION, 1, 0, 0]);
         assert!(matches!(
-            wire::Message::parse(&mut buf[..len]),
+            wire::Message::parse(&buf[..len]),
             Ok(wire::Message::HandshakeInit(_))
         ));
         // mac2 is cleared, as a gateway without a cookie sends it.

@@ -1,0 +1,484 @@
+//! Floods at the proxy's port, on the real daemons in a namespace co-op of two members.
+//!
+//! Each test: member 1 stays connected and its LAN client pings the internet host 50 times
+//! a second; member 2's gateway is stopped for longer than `dead_after` (so the proxy has
+//! given it up, as after a router's reboot), then the flood starts from the internet host
+//! and, one second into it, member 2's gateway starts again. Pass: member 1 loses at most
+//! 1 % of its pings during the flood and member 2 has its session within 2 s of its start.
+//! The flood never crosses a member's ISP link: it goes internet host → core → proxy, so
+//! what it meets there is the proxy, not an emulated bottleneck (the proxy's link has no
+//! rate; each test checks that the emulator delivered every flood frame).
+//!
+//! Every test prints its figures on stderr (not captured): flood rate reached, ping loss,
+//! reconnect time, proxy CPU, proxy counters and what the emulated links carried. Floods
+//! run one at a time whatever `--test-threads` says. Run as root; these fail, never skip,
+//! when the testbed cannot be built.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use linkpool_testbed::attack::{self, Capture, FloodKind, FloodReport, FloodSpec};
+use linkpool_testbed::bench::{ping_rtts, quantile};
+use linkpool_testbed::pool::{PROXY_PORT, Pool};
+use linkpool_testbed::{Coop, Direction, DirectionStats, Node, Topology};
+
+/// Floods are measurements: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The flood rate of the issue's measurements, datagrams per second.
+const RATE: u64 = 20_000;
+/// How long each flood lasts.
+const FLOOD: Duration = Duration::from_secs(6);
+/// Member 2's gateway starts this long after the flood.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+/// Longer than the proxy's `dead_after` (6 s): member 2 counts as silent, as after a reboot.
+const SILENT: Duration = Duration::from_millis(6500);
+/// Pings of the connected member: 50 a second.
+const PING_INTERVAL: Duration = Duration::from_millis(20);
+/// Pass criteria.
+const MAX_LOSS: f64 = 0.01;
+const MAX_RECONNECT: Duration = Duration::from_secs(2);
+
+/// Prints on the real stderr, past the test harness's capture, so CI logs show it.
+fn show(text: &str) {
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// What `ping` said.
+#[derive(Debug, Default, Clone)]
+struct Pings {
+    sent: u64,
+    received: u64,
+    rtts: Vec<f64>,
+}
+
+impl Pings {
+    fn loss(&self) -> f64 {
+        if self.sent == 0 {
+            return 1.0;
+        }
+        1.0 - self.received as f64 / self.sent as f64
+    }
+}
+
+impl std::fmt::Display for Pings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} pings lost ({:.1} %), RTT p50 {:.2} ms p99 {:.2} ms",
+            self.sent - self.received.min(self.sent),
+            self.sent,
+            self.loss() * 100.0,
+            quantile(&self.rtts, 0.5),
+            quantile(&self.rtts, 0.99),
+        )
+    }
+}
+
+/// Pings the internet host from `node` every [`PING_INTERVAL`] for `duration`.
+fn ping(node: &Node, target: &str, duration: Duration) -> Pings {
+    let count = (duration.as_millis() / PING_INTERVAL.as_millis()).max(1) as u64;
+    let interval = format!("{:.3}", PING_INTERVAL.as_secs_f64());
+    let out = node
+        .exec(&[
+            "ping",
+            "-n",
+            "-i",
+            &interval,
+            "-c",
+            &count.to_string(),
+            "-W",
+            "1",
+            target,
+        ])
+        .unwrap_or_else(|e| panic!("ping: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stats = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no summary from ping: {text}"));
+    let number = |i: usize| -> u64 {
+        stats
+            .split(',')
+            .nth(i)
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    Pings {
+        sent: number(0),
+        received: number(1),
+        rtts: ping_rtts(&text),
+    }
+}
+
+/// The first number after `"key":` in a JSON text.
+fn json_number(json: &str, key: &str) -> u64 {
+    let Some(at) = json.find(&format!("\"{key}\":")) else {
+        return 0;
+    };
+    json[at + key.len() + 3..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// The flat `"drops":{"reason":n,...}` object of the proxy's status.
+fn json_drops(json: &str) -> BTreeMap<String, u64> {
+    let Some(at) = json.find("\"drops\":{") else {
+        return BTreeMap::new();
+    };
+    let rest = &json[at + "\"drops\":{".len()..];
+    let body = &rest[..rest.find('}').unwrap_or(rest.len())];
+    body.split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once(':')?;
+            Some((
+                k.trim().trim_matches('"').to_string(),
+                v.trim().parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Counters read before and after a flood.
+struct Snapshot {
+    at: Instant,
+    handshakes: u64,
+    /// Responder handshakes the proxy ran (accepted or not), where it counts them.
+    processed: u64,
+    /// The proxy's handshake budget and measured cost, where it reports them.
+    budget: u64,
+    cost_us: u64,
+    cookies_sent: u64,
+    drops: BTreeMap<String, u64>,
+    /// Kernel UDP counters in the proxy's namespace: datagrams delivered to sockets,
+    /// datagrams dropped because a socket's receive buffer was full.
+    udp_in: u64,
+    udp_rcvbuf_errors: u64,
+    /// Frames the proxy's `eth0` received.
+    proxy_rx_frames: u64,
+    /// Emulated links: internet host → core, core → proxy.
+    internet_up: DirectionStats,
+    proxy_down: DirectionStats,
+}
+
+fn snapshot(coop: &Coop, pool: &Pool) -> Snapshot {
+    let at = Instant::now();
+    // The status socket may be slow to answer right after a flood.
+    let mut status = String::new();
+    for _ in 0..20 {
+        match pool.proxy_status(coop, true) {
+            Ok(s) => {
+                status = s;
+                break;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    let snmp = coop
+        .proxy()
+        .exec_ok(&["cat", "/proc/net/snmp"])
+        .unwrap_or_default();
+    let udp: Vec<Vec<&str>> = snmp
+        .lines()
+        .filter(|l| l.starts_with("Udp:"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let udp_field = |name: &str| -> u64 {
+        let [names, values] = udp.as_slice() else {
+            return 0;
+        };
+        names
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|i| values.get(i)?.parse().ok())
+            .unwrap_or(0)
+    };
+    let rx = coop
+        .proxy()
+        .exec_ok(&[
+            "cat",
+            &format!(
+                "/sys/class/net/{}/statistics/rx_packets",
+                coop.proxy().device()
+            ),
+        ])
+        .unwrap_or_default();
+    Snapshot {
+        at,
+        handshakes: json_number(&status, "handshakes"),
+        processed: json_number(&status, "handshakes_processed"),
+        budget: json_number(&status, "handshake_budget_per_s"),
+        cost_us: json_number(&status, "handshake_cost_us"),
+        cookies_sent: json_number(&status, "cookies_sent"),
+        drops: json_drops(&status),
+        udp_in: udp_field("InDatagrams"),
+        udp_rcvbuf_errors: udp_field("RcvbufErrors"),
+        proxy_rx_frames: rx.trim().parse().unwrap_or(0),
+        internet_up: coop.link("internet").unwrap().stats(Direction::Upstream),
+        proxy_down: coop.link("proxy").unwrap().stats(Direction::Downstream),
+    }
+}
+
+fn link_delta(a: &DirectionStats, b: &DirectionStats) -> String {
+    format!(
+        "{} frames in, {} out, dropped: loss {} queue {} outage {} other {}",
+        b.frames_in - a.frames_in,
+        b.frames_out - a.frames_out,
+        b.dropped_loss - a.dropped_loss,
+        b.dropped_queue - a.dropped_queue,
+        b.dropped_outage - a.dropped_outage,
+        b.dropped_other - a.dropped_other
+    )
+}
+
+/// What one flood test measured.
+struct Figures {
+    flood: FloodReport,
+    quiet: Pings,
+    during: Pings,
+    /// Member 2's first session, without a flood (gateway start to session).
+    connect_quiet: Duration,
+    /// Member 2's session during the flood; `None` if none came before the deadline.
+    reconnect: Option<Duration>,
+    handshakes: u64,
+    processed: u64,
+    cookies_sent: u64,
+    drops: BTreeMap<String, u64>,
+    proxy_cpu: f64,
+    udp_in: u64,
+    udp_rcvbuf_errors: u64,
+    proxy_rx_frames: u64,
+    /// Flood frames the emulator did not deliver (0 unless the emulator is the bottleneck).
+    emulator_lost: u64,
+    report: String,
+    logs: String,
+}
+
+/// Builds the co-op and the pool; returns them with member 2's first connect time and,
+/// when asked, member 2's first handshake initiation as the proxy's `eth0` received it.
+fn start(capture: bool) -> (Coop, Pool, Duration, Option<Vec<u8>>) {
+    let coop =
+        Coop::build(&Topology::coop(2)).unwrap_or_else(|e| panic!("cannot build the testbed: {e}"));
+    let mut pool = Pool::configure(&coop).unwrap_or_else(|e| panic!("{e}"));
+    pool.start_proxy(&coop).unwrap_or_else(|e| panic!("{e}"));
+    pool.start_gateway(&coop, 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let proxy = coop.proxy();
+    let capture = capture.then(|| {
+        Capture::open(proxy.ns(), proxy.device(), PROXY_PORT)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .from_source(coop.router(2).wan_addr_v4().into())
+    });
+    let connect = pool
+        .start_gateway(&coop, 2)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let packet = capture.map(|c| {
+        c.next_initiation(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .payload
+    });
+    (coop, pool, connect, packet)
+}
+
+/// Runs the scenario of the file's docs with a flood of `kind` at `rate`.
+fn run(kind: FloodKind, rate: u64) -> Figures {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (coop, mut pool, connect_quiet, packet) = start(kind.needs_packet());
+    let proxy = coop.proxy();
+    let mut spec = FloodSpec::new(kind, (proxy.addr_v4(), PROXY_PORT).into(), rate, FLOOD);
+    spec.packet = packet;
+    if kind.needs_proxy_key() {
+        let bundle = pool.dir.join(format!("{}.bundle", Pool::member_name(1)));
+        spec.proxy_key = Some(attack::proxy_key_from_bundle(&bundle).unwrap());
+    }
+    let target = coop.internet().addr_v4().to_string();
+    let c1 = coop.client(1);
+
+    // Member 2 goes away for longer than dead_after; member 1's pings meanwhile are the
+    // quiet baseline.
+    let mut gw2 = pool.gateways.remove(1);
+    gw2.stop(Duration::from_secs(5)).unwrap();
+    let quiet = ping(c1, &target, SILENT);
+
+    let before = snapshot(&coop, &pool);
+    let stop = AtomicBool::new(false);
+    let inet_ns = coop.internet().ns().to_string();
+    let linkpool = pool.linkpool_bin().to_str().unwrap().to_string();
+    let conf = pool.gateway_config(2).to_str().unwrap().to_string();
+    let proxy_pid = pool.proxy.as_ref().expect("proxy runs").pid();
+    let (cpu_from, cpu_at) = (attack::cpu_seconds(proxy_pid), Instant::now());
+    let (flood, during, reconnect, gw2, proxy_cpu) = std::thread::scope(|s| {
+        let flood = s.spawn(|| attack::flood(&inet_ns, &spec, &stop));
+        let pings = s.spawn(|| ping(c1, &target, FLOOD - Duration::from_millis(200)));
+        std::thread::sleep(RECONNECT_AFTER);
+        let started = Instant::now();
+        let mut gw = coop
+            .router(2)
+            .spawn(&[&linkpool, "run", "-c", &conf])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let reconnect = gw
+            .wait_for_log("session with the proxy established", FLOOD)
+            .ok()
+            .map(|()| started.elapsed());
+        let flood = flood.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+        // The proxy's CPU over the flood itself.
+        let cpu = (attack::cpu_seconds(proxy_pid) - cpu_from) / cpu_at.elapsed().as_secs_f64();
+        (flood, pings.join().unwrap(), reconnect, gw, cpu)
+    });
+    let after = snapshot(&coop, &pool);
+    pool.gateways.push(gw2);
+
+    let window = after.at.duration_since(before.at).as_secs_f64();
+    let drops: BTreeMap<String, u64> = after
+        .drops
+        .iter()
+        .map(|(k, &v)| (k.clone(), v - before.drops.get(k).copied().unwrap_or(0)))
+        .filter(|&(_, v)| v > 0)
+        .collect();
+    let delivered = after.proxy_down.frames_out - before.proxy_down.frames_out;
+    let figures = Figures {
+        quiet,
+        during,
+        connect_quiet,
+        reconnect,
+        handshakes: after.handshakes - before.handshakes,
+        processed: after.processed - before.processed,
+        cookies_sent: after.cookies_sent - before.cookies_sent,
+        drops,
+        proxy_cpu,
+        udp_in: after.udp_in - before.udp_in,
+        udp_rcvbuf_errors: after.udp_rcvbuf_errors - before.udp_rcvbuf_errors,
+        proxy_rx_frames: after.proxy_rx_frames - before.proxy_rx_frames,
+        emulator_lost: flood.sent.saturating_sub(delivered),
+        report: format!(
+            "  emulated link internet, upstream: {}\n  emulated link proxy, downstream:  {}",
+            link_delta(&before.internet_up, &after.internet_up),
+            link_delta(&before.proxy_down, &after.proxy_down)
+        ),
+        logs: pool.logs(),
+        flood,
+    };
+    show(&format!(
+        "\n=== {kind} flood ===\n  {}\n  member 1 without flood: {}\n  member 1 during flood:  {}\n  \
+         member 2 first connect {:?}; reconnect during flood {}\n  \
+         proxy: CPU {:.0} % of a core during the flood; over {window:.1} s: handshakes +{} (processed +{}; budget {}/s at {} µs each), cookies sent +{}, drops {:?}\n  \
+         proxy host: eth0 received {} frames, UDP delivered {} datagrams, {} dropped on a full socket buffer\n{}\n",
+        figures.flood,
+        figures.quiet,
+        figures.during,
+        figures.connect_quiet,
+        figures
+            .reconnect
+            .map_or(format!("none within {FLOOD:?}"), |d| format!("{d:?}")),
+        figures.proxy_cpu * 100.0,
+        figures.handshakes,
+        figures.processed,
+        after.budget,
+        after.cost_us,
+        figures.cookies_sent,
+        figures.drops,
+        figures.proxy_rx_frames,
+        figures.udp_in,
+        figures.udp_rcvbuf_errors,
+        figures.report,
+    ));
+    figures
+}
+
+/// The pass criteria every flood shares, with the flood really at the asked rate and the
+/// emulator not in the way.
+fn check(f: &Figures) {
+    let asked = f.flood.rate_asked as f64;
+    assert!(
+        f.flood.rate() >= 0.5 * asked,
+        "the attacker reached only {:.0}/s of {asked}/s: this machine did not test the proxy",
+        f.flood.rate()
+    );
+    assert!(
+        f.emulator_lost <= f.flood.sent / 100,
+        "the emulator did not deliver {} of {} flood frames: the test measured the emulator\n{}",
+        f.emulator_lost,
+        f.flood.sent,
+        f.report
+    );
+    assert!(
+        f.quiet.loss() <= MAX_LOSS,
+        "member 1 lost pings without a flood ({}): the testbed is not fit to measure",
+        f.quiet
+    );
+    assert!(
+        f.during.loss() <= MAX_LOSS,
+        "during the {} flood member 1: {} (at most {:.0} % allowed)\n{}",
+        f.flood.kind,
+        f.during,
+        MAX_LOSS * 100.0,
+        f.logs
+    );
+    match f.reconnect {
+        Some(d) if d <= MAX_RECONNECT => {}
+        other => panic!(
+            "during the {} flood member 2 got a session after {other:?} (at most {MAX_RECONNECT:?}; \
+             {:?} without a flood)\n{}",
+            f.flood.kind, f.connect_quiet, f.logs
+        ),
+    }
+}
+
+#[test]
+fn random_datagrams_at_the_proxy_cost_members_nothing() {
+    let f = run(FloodKind::Random, RATE);
+    check(&f);
+    assert!(
+        f.handshakes <= 3,
+        "random datagrams made handshakes: +{}",
+        f.handshakes
+    );
+}
+
+#[test]
+fn replayed_truncated_and_bit_flipped_initiations_cost_members_nothing() {
+    let f = run(FloodKind::Mangled, RATE);
+    let exact = f.flood.variants[0].1;
+    assert!(exact > 1000, "only {exact} exact replays sent");
+    // Member 2's own reconnection is one handshake (two if a retry crossed); the replays
+    // of its old initiation are none.
+    assert!(
+        f.handshakes <= 3,
+        "the proxy counted {} handshakes during a flood of {exact} exact replays of one \
+         initiation (and answered {} of them)",
+        f.handshakes,
+        f.flood.responses
+    );
+    check(&f);
+}
+
+#[test]
+fn exact_replays_of_a_captured_initiation_are_refused_cheaply() {
+    // Defect 1's second measurement: 500 replays a second from one address.
+    let f = run(FloodKind::Replay, 500);
+    assert!(
+        f.handshakes <= 3 && f.flood.responses == 0,
+        "the proxy counted {} handshakes and sent {} handshake responses for {} exact replays",
+        f.handshakes,
+        f.flood.responses,
+        f.flood.sent
+    );
+    check(&f);
+}
+
+#[test]
+fn initiations_with_random_keys_and_a_valid_mac1_cost_members_nothing() {
+    let f = run(FloodKind::Mac1, RATE);
+    check(&f);
+    assert!(
+        f.cookies_sent > 0,
+        "a flood of {} valid-mac1 initiations drew no cookie",
+        f.flood.sent
+    );
+}
