@@ -660,3 +660,35 @@ fn path_entry(paths: &mut Vec<MemberPath>, id: PathId, from: SocketAddr, now: In
         oldest
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handshake_budget_is_an_eighth_of_a_core() {
+        // 1 ms a handshake: 1000 a second on one core, 125 before cookies.
+        assert_eq!(handshake_budget(Duration::from_millis(1)), 125);
+        assert_eq!(handshake_budget(Duration::from_micros(100)), 1250);
+        // However slow the machine, some handshakes get through without cookies.
+        assert_eq!(handshake_budget(Duration::from_secs(10)), 1);
+        assert!(handshake_budget(Duration::ZERO) > 1_000_000);
+    }
+
+    #[test]
+    fn seen_ephemerals_forget_the_oldest_first() {
+        let mut seen = SeenEphemerals::new();
+        let key = |i: usize| {
+            let mut k = [0u8; 32];
+            k[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            k
+        };
+        for i in 0..SEEN_EPHEMERALS + 10 {
+            seen.insert(key(i));
+        }
+        assert!(!seen.contains(&key(9)));
+        assert!(seen.contains(&key(10)));
+        assert!(seen.contains(&key(SEEN_EPHEMERALS + 9)));
+        assert_eq!(seen.set.len(), SEEN_EPHEMERALS);
+    }
+}
