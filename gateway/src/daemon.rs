@@ -319,9 +319,8 @@ impl Gateway {
             let was = std::mem::replace(&mut self.liveness, liveness);
             match liveness {
                 Liveness::Up if was == Liveness::Suspect => debug!("the proxy answers again"),
-                Liveness::Up => {
-                    info!(proxy = ?self.target.current(), "session with the proxy established")
-                }
+                Liveness::Up if was == Liveness::Lost => info!("the proxy answers again"),
+                Liveness::Up => info!("session with the proxy established"),
                 Liveness::Suspect => debug!("a probe went unanswered; handshaking again"),
                 Liveness::Lost => warn!(
                     "session with the proxy lost: nothing heard for {} s; reconnecting",
@@ -441,8 +440,13 @@ impl Gateway {
                 }
             }
             Ok(Received::Connected) => {
+                let uplink = &self.uplinks[i].config.name;
                 if self.liveness == Liveness::Up {
-                    debug!(uplink = %self.uplinks[i].config.name, "session rekeyed");
+                    debug!(%uplink, "session rekeyed");
+                } else {
+                    // New keys after a start, an outage or a proxy restart.
+                    self.liveness = Liveness::Up;
+                    info!(%uplink, "session with the proxy established");
                 }
             }
             Ok(_) => {}
