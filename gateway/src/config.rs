@@ -11,6 +11,7 @@ use linkpool_os::log::parse_level;
 use linkpool_os::routing::{GATEWAY_RULE_COUNT, GatewayRouting};
 use linkpool_os::tun::check_ifname;
 use linkpool_protocol::bundle::MemberBundle;
+use linkpool_protocol::wire::MAX_IP_PACKET;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tracing::level_filters::LevelFilter;
@@ -30,6 +31,11 @@ pub const DEFAULT_RULE_PRIORITY: u32 = 7117;
 pub const DEFAULT_FWMARK: u32 = 0x7117;
 /// Default LAN device.
 pub const DEFAULT_LAN_DEVICE: &str = "br-lan";
+/// Largest tunnel MTU: the largest IP packet a datagram carries. Datagrams are at most
+/// `wire::MAX_DATAGRAM` (2048) bytes, and a relayed one spends 60 of them on headers.
+pub const MAX_MTU: u16 = MAX_IP_PACKET as u16;
+/// Smallest tunnel MTU without IPv6 in the bundle (RFC 791's 576) and with it (RFC 8200).
+pub const MIN_MTU: [u16; 2] = [576, 1280];
 
 /// A validated gateway configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +168,7 @@ impl GatewayConfig {
                 })
                 .collect(),
             warnings: Vec::new(),
+            unresolved_lan: Vec::new(),
         };
         let locate = |field: Field| {
             let key = match field {
@@ -245,7 +252,8 @@ struct RawToml {
 #[serde(deny_unknown_fields)]
 struct RawTunnel {
     device: Option<String>,
-    mtu: Option<u16>,
+    // Wider than an MTU, so that `mtu = 9000` or `65536` gets the range in its error.
+    mtu: Option<i64>,
     table: Option<u32>,
     rule_priority: Option<u32>,
     fwmark: Option<u32>,
@@ -269,7 +277,7 @@ struct Settings {
     control_socket: Option<String>,
     state_file: Option<String>,
     device: Option<String>,
-    mtu: Option<u16>,
+    mtu: Option<i64>,
     table: Option<u32>,
     rule_priority: Option<u32>,
     fwmark: Option<u32>,
@@ -277,6 +285,8 @@ struct Settings {
     mesh_devices: Option<Vec<String>>,
     uplinks: Vec<UplinkSettings>,
     warnings: Vec<String>,
+    /// LAN networks named but not resolved to a device (UCI only).
+    unresolved_lan: Vec<String>,
 }
 
 struct UplinkSettings {
@@ -308,7 +318,7 @@ enum Field {
 type Locate<'a> = dyn Fn(Field) -> (String, Option<usize>) + 'a;
 
 impl Settings {
-    fn validate(self, file: &Path, locate: &Locate<'_>) -> Result<GatewayConfig, ConfigError> {
+    fn validate(mut self, file: &Path, locate: &Locate<'_>) -> Result<GatewayConfig, ConfigError> {
         let err = |field: Field, reason: String| {
             let (key, line) = locate(field);
             ConfigError::key(file, key, line, reason)
@@ -323,7 +333,20 @@ impl Settings {
             }
             (None, None) => return Err(err(Field::Bundle, "missing (or set bundle_file)".into())),
             (Some(text), None) => {
-                MemberBundle::parse(text).map_err(|e| err(Field::Bundle, e.to_string()))?
+                let (bundle, format) = MemberBundle::parse_with_format(text)
+                    .map_err(|e| err(Field::Bundle, e.to_string()))?;
+                let (key, _) = locate(Field::Bundle);
+                if let Some(w) = format.warning() {
+                    self.warnings
+                        .push(format!("`{key}` in {}: {w}", file.display()));
+                }
+                if let Some(mode) = open_to_others(file) {
+                    self.warnings.push(format!(
+                        "`{key}` holds the member's private key, but {} can be read by other users (mode {mode:04o}): put the bundle in a bundle_file only root can read (chmod 600)",
+                        file.display()
+                    ));
+                }
+                bundle
             }
             (None, Some(bundle_path)) => {
                 let p = resolve_relative(file, bundle_path);
@@ -333,8 +356,19 @@ impl Settings {
                         format!("cannot read bundle file {}: {e}", p.display()),
                     )
                 })?;
-                MemberBundle::parse(&text)
-                    .map_err(|e| err(Field::BundleFile, format!("in {}: {e}", p.display())))?
+                let (bundle, format) = MemberBundle::parse_with_format(&text)
+                    .map_err(|e| err(Field::BundleFile, format!("in {}: {e}", p.display())))?;
+                if let Some(w) = format.warning() {
+                    self.warnings.push(format!("{}: {w}", p.display()));
+                }
+                if let Some(mode) = open_to_others(&p) {
+                    self.warnings.push(format!(
+                        "{} holds the member's private key, but other users can read or change it (mode {mode:04o}): chmod 600 {}",
+                        p.display(),
+                        p.display()
+                    ));
+                }
+                bundle
             }
         };
         let has_v6 = bundle.addresses.iter().any(|a| a.is_ipv6());
@@ -359,19 +393,7 @@ impl Settings {
 
         let mtu = match self.mtu {
             None | Some(0) => None,
-            Some(m) if has_v6 && m < 1280 => {
-                return Err(err(
-                    Field::Mtu,
-                    format!("{m} is below 1280, the IPv6 minimum (use 0 for automatic)"),
-                ));
-            }
-            Some(m) if m < 576 => {
-                return Err(err(
-                    Field::Mtu,
-                    format!("{m} is below 576 (use 0 for automatic)"),
-                ));
-            }
-            Some(m) => Some(m),
+            Some(m) => Some(check_mtu(m, has_v6).map_err(|r| err(Field::Mtu, r))?),
         };
 
         let table = self.table.unwrap_or(DEFAULT_TABLE);
@@ -403,10 +425,21 @@ impl Settings {
             .lan_devices
             .unwrap_or_else(|| vec![DEFAULT_LAN_DEVICE.into()]);
         if lan_devices.is_empty() {
-            return Err(err(
-                Field::LanDevices,
-                "is empty: no traffic would enter the pool".into(),
-            ));
+            let reason = match self.unresolved_lan.as_slice() {
+                [] => "is empty: no traffic would enter the pool".to_string(),
+                nets => format!(
+                    "no LAN device: {} not resolved to a device, so no traffic would enter the pool. Give {} (the init script passes them; on OpenWrt `check-config` asks netifd itself), or check that the network is up",
+                    match nets {
+                        [one] => format!("network `{one}` is"),
+                        more => format!("networks `{}` are", more.join("`, `")),
+                    },
+                    nets.iter()
+                        .map(|n| format!("--resolve {n}=DEVICE"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            };
+            return Err(err(Field::LanDevices, reason));
         }
         for (i, lan) in lan_devices.iter().enumerate() {
             check_ifname(lan).map_err(|r| err(Field::LanDevices, r))?;
@@ -499,6 +532,36 @@ impl Settings {
             warnings: self.warnings,
         })
     }
+}
+
+/// Checks a tunnel MTU (not 0) against what a datagram can carry and what the tunnel's
+/// address families need.
+pub fn check_mtu(mtu: i64, ipv6: bool) -> Result<u16, String> {
+    let min = MIN_MTU[usize::from(ipv6)];
+    if (i64::from(min)..=i64::from(MAX_MTU)).contains(&mtu) {
+        return Ok(mtu as u16);
+    }
+    let why = if mtu > i64::from(MAX_MTU) {
+        format!(
+            "a datagram is at most {} bytes, {} of them linkpool's headers on a relayed path",
+            linkpool_protocol::wire::MAX_DATAGRAM,
+            linkpool_protocol::wire::MAX_DATAGRAM - MAX_IP_PACKET
+        )
+    } else if ipv6 {
+        "1280 is the IPv6 minimum, and the bundle has an IPv6 address".to_string()
+    } else {
+        "576 is the IPv4 minimum".to_string()
+    };
+    Err(format!(
+        "{mtu} is out of range: use 0 (automatic) or {min} to {MAX_MTU} ({why})"
+    ))
+}
+
+/// The permission bits of `path` when users other than its owner may read or write it.
+fn open_to_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o066 != 0).then_some(mode)
 }
 
 fn resolve_relative(config_file: &Path, p: &str) -> PathBuf {
@@ -684,11 +747,18 @@ fn from_uci(
                 file,
                 gw_key(name),
                 Some(line),
-                format!("expected an integer from 0 to {max}, got `{v}`"),
+                if name == "mtu" {
+                    format!(
+                        "expected an integer (0 for automatic, or a size up to {MAX_MTU}), got `{v}`"
+                    )
+                } else {
+                    format!("expected an integer from 0 to {max}, got `{v}`")
+                },
             )),
         }
     };
-    settings.mtu = int_opt(Field::Mtu, "mtu", u16::MAX.into())?.map(|n| n as u16);
+    // Any integer: out of range, the error gives the range.
+    settings.mtu = int_opt(Field::Mtu, "mtu", i64::MAX as u64)?.map(|n| n as i64);
     settings.table = int_opt(Field::Table, "table", u32::MAX.into())?.map(|n| n as u32);
     settings.rule_priority =
         int_opt(Field::RulePriority, "rule_priority", u32::MAX.into())?.map(|n| n as u32);
@@ -724,9 +794,12 @@ fn from_uci(
                         devices.push(dev)
                     }
                 }
-                None => settings.warnings.push(format!(
-                    "LAN network `{net}` was not resolved to a device (no --resolve {net}=DEVICE; is it up?); its traffic stays out of the pool"
-                )),
+                None => {
+                    settings.warnings.push(format!(
+                        "LAN network `{net}` was not resolved to a device (no --resolve {net}=DEVICE; is it up?); its traffic stays out of the pool"
+                    ));
+                    settings.unresolved_lan.push(net.clone());
+                }
             }
         }
         settings.lan_devices = Some(devices);

@@ -1,7 +1,7 @@
 //! `linkpool`: the gateway daemon and its command line.
 
 use linkpool_gateway::config::{ConfigSource, Loaded};
-use linkpool_gateway::{daemon, setup};
+use linkpool_gateway::{daemon, netifd, setup};
 use linkpool_protocol::keys::SecretKey;
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -19,6 +19,23 @@ usage: linkpool --version
                                        validate a configuration and exit 0 or 1
        linkpool status [--json] [-c FILE | --uci FILE | --socket PATH]
                                        ask the running daemon how it is doing";
+
+/// Prints a line on stdout; when stdout is gone (a closed pipe), says so on stderr if it
+/// can and returns exit status 1 from the enclosing function. Never panics.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        if let Err(e) = linkpool_os::cli::stdout_line(format_args!($($arg)*)) {
+            return linkpool_os::cli::output_failed("linkpool", &e);
+        }
+    };
+}
+
+/// Prints a line on stderr (a closed stderr is ignored).
+macro_rules! tell {
+    ($($arg:tt)*) => {
+        linkpool_os::cli::stderr_line(format_args!($($arg)*))
+    };
+}
 
 /// A command-line mistake: exit 2 with the usage.
 struct Usage(String);
@@ -81,10 +98,12 @@ fn parse_status(parser: &mut lexopt::Parser) -> Result<Command, Usage> {
                 source = Some(ConfigSource::Toml(parser.value()?.into()))
             }
             Long("uci") => {
-                source = Some(ConfigSource::Uci {
+                // Only to find the control socket: quietly.
+                let uci = ConfigSource::Uci {
                     path: parser.value()?.into(),
                     resolve: Vec::new(),
-                })
+                };
+                source = Some(resolve_like_init(uci, false))
             }
             _ => return Err(arg.unexpected().into()),
         }
@@ -111,7 +130,10 @@ fn parse_args() -> Result<Command, Usage> {
             "keygen" => Command::Keygen,
             "pubkey" => Command::Pubkey,
             "run" => return Ok(Command::Run(parse_source(&mut parser)?)),
-            "check-config" => return Ok(Command::CheckConfig(parse_source(&mut parser)?)),
+            "check-config" => {
+                let source = resolve_like_init(parse_source(&mut parser)?, true);
+                return Ok(Command::CheckConfig(source));
+            }
             "status" => return parse_status(&mut parser),
             "help" => Command::Help,
             other => return Err(Usage(format!("unknown command `{other}`"))),
@@ -125,8 +147,66 @@ fn parse_args() -> Result<Command, Usage> {
     Ok(cmd)
 }
 
+/// For a UCI file given without any `--resolve` (a command typed by hand, as in the README),
+/// resolves the logical networks it names the way the init script does: through netifd,
+/// with OpenWrt's `network_get_device`. Off OpenWrt (no `network.sh`), or for `run` (the
+/// init script passes what it resolved), the source is left as it is, and what stays
+/// unresolved is reported with the `--resolve` that would fix it. `verbose`: say on stderr
+/// what was resolved, or why nothing was.
+fn resolve_like_init(source: ConfigSource, verbose: bool) -> ConfigSource {
+    let ConfigSource::Uci { path, resolve } = source else {
+        return source;
+    };
+    if !resolve.is_empty() {
+        return ConfigSource::Uci { path, resolve };
+    }
+    let script = std::path::Path::new(netifd::NETWORK_SH);
+    let networks = std::fs::read_to_string(&path)
+        .map(|text| netifd::uci_networks(&text))
+        .unwrap_or_default();
+    if networks.is_empty() {
+        return ConfigSource::Uci { path, resolve };
+    }
+    if !script.exists() {
+        if !verbose {
+            return ConfigSource::Uci { path, resolve };
+        }
+        tell!(
+            "linkpool: note: {} names logical networks ({}), and {} is not here (not OpenWrt?) to resolve them to devices: give --resolve NETWORK=DEVICE for each",
+            path.display(),
+            networks.join(", "),
+            script.display()
+        );
+        return ConfigSource::Uci { path, resolve };
+    }
+    match netifd::resolve_with(script, &networks) {
+        Ok(resolve) if !verbose => ConfigSource::Uci { path, resolve },
+        Ok(resolve) => {
+            let shown: Vec<String> = resolve.iter().map(|(n, d)| format!("{n}={d}")).collect();
+            tell!(
+                "linkpool: networks resolved through netifd as the init script does: {}",
+                if shown.is_empty() {
+                    "none is up".to_string()
+                } else {
+                    shown.join(" ")
+                }
+            );
+            ConfigSource::Uci { path, resolve }
+        }
+        Err(e) => {
+            if verbose {
+                tell!("linkpool: note: cannot resolve the networks: {e}");
+            }
+            ConfigSource::Uci {
+                path,
+                resolve: Vec::new(),
+            }
+        }
+    }
+}
+
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("linkpool: {msg}");
+    tell!("linkpool: {msg}");
     ExitCode::FAILURE
 }
 
@@ -134,22 +214,22 @@ fn main() -> ExitCode {
     let cmd = match parse_args() {
         Ok(c) => c,
         Err(Usage(msg)) => {
-            eprintln!("linkpool: {msg}\n{USAGE}");
+            tell!("linkpool: {msg}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
     match cmd {
         Command::Version => {
-            println!("linkpool {}", env!("CARGO_PKG_VERSION"));
+            out!("linkpool {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
         Command::Help => {
-            println!("{USAGE}");
+            out!("{USAGE}");
             ExitCode::SUCCESS
         }
         Command::Keygen => match SecretKey::generate() {
             Ok(k) => {
-                println!("{}", k.to_base64());
+                out!("{}", k.to_base64());
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),
@@ -161,7 +241,7 @@ fn main() -> ExitCode {
             }
             match SecretKey::from_base64(input.trim()) {
                 Ok(k) => {
-                    println!("{}", k.public_key().to_base64());
+                    out!("{}", k.public_key().to_base64());
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(format!("stdin is not a private key: {e}")),
@@ -170,9 +250,9 @@ fn main() -> ExitCode {
         Command::CheckConfig(source) => match source.load() {
             Ok(Loaded::Enabled(c)) => {
                 for w in &c.warnings {
-                    eprintln!("linkpool: warning: {w}");
+                    tell!("linkpool: warning: {w}");
                 }
-                println!(
+                out!(
                     "{}: ok (member {}, {} uplink(s), LAN {})",
                     source.path().display(),
                     c.bundle.member,
@@ -182,7 +262,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Ok(Loaded::Disabled { reason }) => {
-                println!("{}: ok, disabled: {reason}", source.path().display());
+                out!("{}: ok, disabled: {reason}", source.path().display());
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),

@@ -25,7 +25,8 @@ pub fn device_mtu(device: &str) -> Option<u16> {
 }
 
 /// The tunnel MTU: the configured one, or the worst uplink's MTU minus the encapsulation,
-/// never below what the tunnel's address families need (1280 with IPv6, 576 without).
+/// never below what the tunnel's address families need (1280 with IPv6, 576 without) and
+/// never above what a datagram carries ([`crate::config::MAX_MTU`]: jumbo-frame uplinks).
 pub fn tunnel_mtu(config: &GatewayConfig) -> u16 {
     if let Some(m) = config.tunnel.mtu {
         return m;
@@ -41,7 +42,9 @@ pub fn tunnel_mtu(config: &GatewayConfig) -> u16 {
     } else {
         576
     };
-    worst.saturating_sub(ENCAPSULATION_OVERHEAD).max(floor)
+    worst
+        .saturating_sub(ENCAPSULATION_OVERHEAD)
+        .clamp(floor, crate::config::MAX_MTU)
 }
 
 /// The TUN device and routing in place. Dropping it removes the routing (then the device).

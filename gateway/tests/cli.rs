@@ -403,3 +403,104 @@ fn run_from_uci_sets_up_and_removes_everything_on_sigterm() {
         "TUN left behind"
     );
 }
+
+/// Runs `args` with stdout and stderr on a pipe nobody reads (`2>&1 | true`).
+fn with_closed_output(bin: &str, args: &[&str]) -> std::process::ExitStatus {
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let write2 = write.try_clone().unwrap();
+    Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(write))
+        .stderr(Stdio::from(write2))
+        .status()
+        .unwrap()
+}
+
+/// `linkpool frobnicate 2>&1 | true` exited 134 (a panic on EPIPE); it is a usage error,
+/// exit 2, whatever became of the message. Output that cannot be written is status 1.
+#[test]
+fn a_closed_stdout_or_stderr_is_no_panic() {
+    for (args, code) in [
+        (&["frobnicate"][..], 2),
+        (&[][..], 2),
+        (&["run"][..], 2),
+        (&["--help"][..], 1),
+        (&["--version"][..], 1),
+        (&["keygen"][..], 1),
+        (&["check-config", "-c", "/nonexistent.toml"][..], 1),
+    ] {
+        let status = with_closed_output(BIN, args);
+        assert_eq!(status.code(), Some(code), "{args:?}: {status:?}");
+    }
+}
+
+/// README step 4 on the shipped config, as typed there (no --resolve). Off OpenWrt the
+/// networks cannot be resolved: the error says which, and how.
+#[test]
+fn check_config_on_the_shipped_uci_file_as_the_readme_runs_it() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let shipped =
+        std::fs::read_to_string(repo.join("openwrt/linkpool/files/linkpool.config")).unwrap();
+    let dir = TempDir::new("shipped");
+    let bundle_file = dir.path("member.bundle");
+    std::fs::copy(data("member.bundle"), &bundle_file).unwrap();
+    std::fs::set_permissions(
+        &bundle_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let conf = dir.path("linkpool");
+    std::fs::write(
+        &conf,
+        shipped
+            .replace("option enabled '0'", "option enabled '1'")
+            .replace(
+                "#option bundle_file '/etc/linkpool/member.bundle'",
+                &format!("option bundle_file '{}'", bundle_file.display()),
+            ),
+    )
+    .unwrap();
+    let c = conf.to_str().unwrap();
+    let lan_line = 1 + shipped
+        .lines()
+        .position(|l| l.trim() == "list lan_network 'lan'")
+        .unwrap();
+    if !Path::new(linkpool_gateway::netifd::NETWORK_SH).exists() {
+        let out = linkpool(&["check-config", "--uci", c]);
+        assert_eq!(out.status.code(), Some(1));
+        let e = text(&out.stderr);
+        assert!(
+            e.contains(
+                "names logical networks (lan, wan), and /lib/functions/network.sh is not here"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!("{c}:{lan_line}: key `linkpool.main.lan_network`: no LAN device: network `lan` is not resolved to a device")),
+            "{e}"
+        );
+        assert!(e.contains("Give --resolve lan=DEVICE"), "{e}");
+        assert!(!e.contains("is empty"), "{e}");
+    }
+    let out = linkpool(&[
+        "check-config",
+        "--uci",
+        c,
+        "--resolve",
+        "lan=br-lan",
+        "--resolve",
+        "wan=eth1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("{c}: ok (member alice, 1 uplink(s), LAN br-lan)\n")
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "",
+        "no warning for an LP2 bundle in a 0600 file"
+    );
+}

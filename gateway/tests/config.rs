@@ -26,6 +26,15 @@ fn resolve(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The warnings but the one about a fixture's file mode (git checks files out 0644, and
+/// the UCI fixtures hold their bundle inline).
+fn not_about_permissions(warnings: &[String]) -> Vec<&String> {
+    warnings
+        .iter()
+        .filter(|w| !w.contains("can be read by other users"))
+        .collect()
+}
+
 fn toml(text: &str) -> Result<GatewayConfig, ConfigError> {
     GatewayConfig::from_toml_str(Path::new("/etc/linkpool/gateway.toml"), text)
 }
@@ -129,13 +138,37 @@ fn toml_errors_name_file_line_key_and_reason() {
             format!("bundle = \"{b}\"\n[tunnel]\nmtu = \"big\"\n[[uplink]]\ndevice = \"eth1\"\n"),
             Some(3),
             "tunnel.mtu",
-            "invalid type: string \"big\", expected u16",
+            "invalid type: string \"big\", expected i64",
         ),
         (
             format!("bundle = \"{b}\"\n[tunnel]\nmtu = 70000\n[[uplink]]\ndevice = \"eth1\"\n"),
             Some(3),
             "tunnel.mtu",
-            "u16",
+            "70000 is out of range: use 0 (automatic) or 1280 to 1988 (a datagram is at most 2048 bytes, 60 of them linkpool's headers on a relayed path)",
+        ),
+        (
+            format!("bundle = \"{b}\"\n[tunnel]\nmtu = 9000\n[[uplink]]\ndevice = \"eth1\"\n"),
+            Some(3),
+            "tunnel.mtu",
+            "9000 is out of range: use 0 (automatic) or 1280 to 1988",
+        ),
+        (
+            format!("bundle = \"{b}\"\n[tunnel]\nmtu = 65535\n[[uplink]]\ndevice = \"eth1\"\n"),
+            Some(3),
+            "tunnel.mtu",
+            "65535 is out of range",
+        ),
+        (
+            format!("bundle = \"{b}\"\n[tunnel]\nmtu = 1989\n[[uplink]]\ndevice = \"eth1\"\n"),
+            Some(3),
+            "tunnel.mtu",
+            "1989 is out of range",
+        ),
+        (
+            format!("bundle = \"{b}\"\n[tunnel]\nmtu = -1\n[[uplink]]\ndevice = \"eth1\"\n"),
+            Some(3),
+            "tunnel.mtu",
+            "-1 is out of range",
         ),
         (
             format!(
@@ -203,7 +236,7 @@ fn toml_errors_name_file_line_key_and_reason() {
             format!("bundle = \"{b}\"\n[tunnel]\nmtu = 1000\n[[uplink]]\ndevice = \"eth1\"\n"),
             Some(3),
             "tunnel.mtu",
-            "below 1280",
+            "1000 is out of range: use 0 (automatic) or 1280 to 1988 (1280 is the IPv6 minimum, and the bundle has an IPv6 address)",
         ),
         (
             format!("bundle = \"{b}\"\n[tunnel]\ntable = 254\n[[uplink]]\ndevice = \"eth1\"\n"),
@@ -335,7 +368,11 @@ fn openwrt_uci_file_with_comments_and_odd_quoting() {
         [("wan", "eth1"), ("neighbour_lte", "wwan0")],
         "the disabled uplink is left out"
     );
-    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(
+        not_about_permissions(&c.warnings).is_empty(),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]
@@ -351,7 +388,12 @@ fn uci_unresolved_networks_are_skipped_with_a_warning() {
         "the WAN is not resolved, the device-based uplink stays"
     );
     assert_eq!(c.tunnel.lan_devices, ["bat0", "br-lan"]);
-    assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
+    assert_eq!(
+        not_about_permissions(&c.warnings).len(),
+        3,
+        "{:?}",
+        c.warnings
+    );
     assert!(c.warnings.iter().any(|w| w.contains("mesh network `mesh`")));
     assert!(c.warnings.iter().any(|w| w.contains("network `guest`")));
     assert!(
@@ -392,13 +434,13 @@ fn uci_errors_name_file_line_key_and_reason() {
             "bad-bundle.uci",
             4,
             Some("linkpool.main.bundle"),
-            "bundle is not valid base64",
+            "bundle was cut short in copying",
         ),
         (
             "bad-mtu.uci",
             4,
             Some("linkpool.main.mtu"),
-            "expected an integer from 0 to 65535, got `auto`",
+            "expected an integer (0 for automatic, or a size up to 1988), got `auto`",
         ),
         ("unterminated.uci", 3, None, "EOF with unterminated '"),
     ];
@@ -478,4 +520,265 @@ fn the_example_configuration_is_valid() {
     let c = GatewayConfig::load_toml(&path).unwrap();
     assert_eq!(c.tunnel.device, "linkpool0");
     assert_eq!(c.uplinks[0].device, "eth1");
+}
+
+/// A scratch directory, removed at the end.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("lp-gw-config-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    /// Writes `name` with `text` and `mode`; returns its path.
+    fn file(&self, name: &str, text: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn with_bundle_file(
+    dir: &TempDir,
+    bundle_text: &str,
+    mode: u32,
+) -> Result<GatewayConfig, ConfigError> {
+    dir.file("member.bundle", bundle_text, mode);
+    let conf = dir.file(
+        "gateway.toml",
+        "bundle_file = \"member.bundle\"\n[[uplink]]\ndevice = \"eth1\"\n",
+        0o600,
+    );
+    GatewayConfig::load_toml(&conf)
+}
+
+#[test]
+fn a_legacy_bundle_is_accepted_with_a_warning() {
+    let dir = TempDir::new("legacy");
+    let legacy = std::fs::read_to_string(data("legacy.bundle")).unwrap();
+    assert!(legacy.trim().starts_with("LP1:"));
+    let c = with_bundle_file(&dir, &legacy, 0o600).unwrap();
+    assert_eq!(c.bundle.member, "alice");
+    let bundle_path = dir.0.join("member.bundle");
+    assert_eq!(
+        c.warnings,
+        [format!(
+            "{}: this bundle has no checksum (an `LP1:` bundle: a mistake made in copying it would go unnoticed); ask your co-op for a new one",
+            bundle_path.display()
+        )]
+    );
+    // The same bundle inline: the warning names the key.
+    let c = toml(&format!(
+        "bundle = \"{}\"\n[[uplink]]\ndevice = \"eth1\"\n",
+        legacy.trim()
+    ))
+    .unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0]
+            .starts_with("`bundle` in /etc/linkpool/gateway.toml: this bundle has no checksum"),
+        "{:?}",
+        c.warnings
+    );
+    // An LP2 bundle: no warning.
+    let c = with_bundle_file(&dir, &bundle(), 0o600).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+/// The case: `fd77::2` → `fd70::2` in the bundle passed as "ok".
+#[test]
+fn a_bundle_altered_in_copying_is_refused_saying_so() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    let dir = TempDir::new("altered");
+    let b = bundle();
+    let text = String::from_utf8(STANDARD.decode(&b[4..]).unwrap()).unwrap();
+    let altered = format!(
+        "LP2:{}",
+        STANDARD.encode(text.replace("fd77::2", "fd70::2"))
+    );
+    let e = with_bundle_file(&dir, &altered, 0o600).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("bundle_file"));
+    assert!(
+        e.reason
+            .contains("bundle was altered in copying: its checksum does not match"),
+        "{e}"
+    );
+    // One character of the line itself changed, as a mistyped copy would.
+    let mut chars: Vec<char> = b.chars().collect();
+    chars[200] = if chars[200] == 'x' { 'y' } else { 'x' };
+    let e = with_bundle_file(&dir, &chars.iter().collect::<String>(), 0o600).unwrap_err();
+    assert!(e.reason.contains("altered in copying"), "{e}");
+    // Cut short.
+    let e = with_bundle_file(&dir, &b[..b.len() - 8], 0o600).unwrap_err();
+    assert!(e.reason.contains("cut short in copying"), "{e}");
+}
+
+#[test]
+fn a_bundle_file_others_can_read_is_a_warning() {
+    let dir = TempDir::new("mode");
+    for (mode, warned) in [
+        (0o600, false),
+        (0o400, false),
+        (0o644, true),
+        (0o640, true),
+        (0o604, true),
+        (0o620, true),
+    ] {
+        let c = with_bundle_file(&dir, &bundle(), mode).unwrap();
+        let p = dir.0.join("member.bundle");
+        if warned {
+            assert_eq!(
+                c.warnings,
+                [format!(
+                    "{} holds the member's private key, but other users can read or change it (mode {mode:04o}): chmod 600 {}",
+                    p.display(),
+                    p.display()
+                )],
+                "{mode:o}"
+            );
+        } else {
+            assert!(c.warnings.is_empty(), "{mode:o}: {:?}", c.warnings);
+        }
+    }
+    // A bundle inline in a configuration file others can read.
+    let conf = dir.file(
+        "inline.toml",
+        &format!("bundle = \"{}\"\n[[uplink]]\ndevice = \"eth1\"\n", bundle()),
+        0o644,
+    );
+    let c = GatewayConfig::load_toml(&conf).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].contains(&format!("`bundle` holds the member's private key, but {} can be read by other users (mode 0644)", conf.display())), "{:?}", c.warnings);
+    std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    assert!(GatewayConfig::load_toml(&conf).unwrap().warnings.is_empty());
+}
+
+#[test]
+fn mtu_bounds_in_uci() {
+    let b = bundle();
+    let path = Path::new("/etc/config/linkpool");
+    let r = resolve(&[("lan", "br-lan"), ("wan", "eth1")]);
+    let uci = |mtu: &str| {
+        GatewayConfig::from_uci_str(
+            path,
+            &format!(
+                "config gateway 'main'\n option bundle '{b}'\n option mtu '{mtu}'\nconfig uplink 'wan'\n option network 'wan'\n"
+            ),
+            &r,
+        )
+    };
+    for bad in ["9000", "65535", "70000", "1989", "0x7d0", "100"] {
+        let e = uci(bad).expect_err(bad);
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("linkpool.main.mtu"), Some(3)),
+            "{e}"
+        );
+        assert!(
+            e.reason
+                .contains("is out of range: use 0 (automatic) or 1280 to 1988"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("/etc/config/linkpool:3: key `linkpool.main.mtu`: "),
+            "{e}"
+        );
+    }
+    for (good, want) in [
+        ("0", None),
+        ("1280", Some(1280)),
+        ("1988", Some(1988)),
+        ("0x500", Some(1280)),
+    ] {
+        match uci(good).expect(good) {
+            Loaded::Enabled(c) => assert_eq!(c.tunnel.mtu, want, "{good}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Without IPv6 in the bundle, 576 is the floor.
+    assert_eq!(linkpool_gateway::config::check_mtu(576, false), Ok(576));
+    assert!(
+        linkpool_gateway::config::check_mtu(575, false)
+            .unwrap_err()
+            .contains("use 0 (automatic) or 576 to 1988")
+    );
+}
+
+/// README step 4 on the shipped /etc/config/linkpool: enabled, a bundle file, nothing
+/// else changed. Its networks resolve the way the init script resolves them.
+#[test]
+fn the_shipped_uci_config_after_readme_step_4() {
+    use linkpool_gateway::netifd;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let shipped =
+        std::fs::read_to_string(repo.join("openwrt/linkpool/files/linkpool.config")).unwrap();
+    let dir = TempDir::new("shipped");
+    let bundle_file = dir.file("member.bundle", &bundle(), 0o600);
+    let edited = shipped
+        .replace("option enabled '0'", "option enabled '1'")
+        .replace(
+            "#option bundle_file '/etc/linkpool/member.bundle'",
+            &format!("option bundle_file '{}'", bundle_file.display()),
+        );
+    assert_ne!(edited, shipped);
+    let conf = dir.file("linkpool", &edited, 0o644);
+    assert_eq!(netifd::uci_networks(&edited), ["lan", "wan"]);
+
+    // Unresolved (what `check-config` without --resolve got): an error that says which
+    // network and how to resolve it, not "is empty".
+    let e = GatewayConfig::load_uci(&conf, &[]).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("linkpool.main.lan_network"), "{e}");
+    assert!(
+        e.reason
+            .contains("network `lan` is not resolved to a device"),
+        "{e}"
+    );
+    assert!(e.reason.contains("--resolve lan=DEVICE"), "{e}");
+
+    // Resolved through OpenWrt's network_get_device (the tests' stand-in for it, which
+    // reads netifd's state from $STANDIN_NETWORK_STATE).
+    let state = dir.file("netstate", "lan br-lan br-lan\nwan pppoe-wan eth1\n", 0o644);
+    let standin = repo.join("openwrt/tests/standin/lib/functions/network.sh");
+    let script = dir.file(
+        "network.sh",
+        &format!(
+            "STANDIN_NETWORK_STATE='{}'\n. '{}'\n",
+            state.display(),
+            standin.display()
+        ),
+        0o644,
+    );
+    let networks = netifd::uci_networks(&edited);
+    let resolved = netifd::resolve_with(&script, &networks).unwrap();
+    assert_eq!(
+        resolved,
+        resolve(&[("lan", "br-lan"), ("wan", "pppoe-wan")])
+    );
+    let Loaded::Enabled(c) = GatewayConfig::load_uci(&conf, &resolved).unwrap() else {
+        panic!("disabled")
+    };
+    assert_eq!(c.tunnel.lan_devices, ["br-lan"]);
+    assert_eq!(c.uplinks[0].device, "pppoe-wan");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    // A network that is down is left out, as the init script leaves it out.
+    std::fs::write(&state, "lan br-lan br-lan\n").unwrap();
+    assert_eq!(
+        netifd::resolve_with(&script, &networks).unwrap(),
+        resolve(&[("lan", "br-lan")])
+    );
+    // A library that does not load is an error, not "nothing resolved".
+    assert!(netifd::resolve_with(&dir.0.join("missing.sh"), &networks).is_err());
 }
