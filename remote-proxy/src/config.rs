@@ -255,9 +255,11 @@ impl ProxyConfig {
         })?;
         if let Ok(meta) = std::fs::metadata(&key_path) {
             use std::os::unix::fs::PermissionsExt as _;
-            if meta.permissions().mode() & 0o077 != 0 {
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o066 != 0 {
                 warnings.push(format!(
-                    "{} can be read by other users (chmod 600 it)",
+                    "{} holds the proxy's private key, but other users can read or change it (mode {mode:04o}): chmod 600 {}",
+                    key_path.display(),
                     key_path.display()
                 ));
             }
@@ -316,14 +318,8 @@ impl ProxyConfig {
                 Some(d.to_string())
             }
         };
-        let mtu = t.mtu.unwrap_or(DEFAULT_MTU);
-        let mtu_floor = if ipv6_pool.is_some() { 1280 } else { 576 };
-        if mtu < mtu_floor {
-            return Err(err(
-                "tunnel.mtu".into(),
-                format!("{mtu} is below {mtu_floor}"),
-            ));
-        }
+        let mtu = check_mtu(t.mtu.unwrap_or(DEFAULT_MTU.into()), ipv6_pool.is_some())
+            .map_err(|r| err("tunnel.mtu".into(), r))?;
 
         let own_public = private_key.public_key();
         let mut members: Vec<MemberConfig> = Vec::new();
@@ -461,6 +457,33 @@ impl ProxyConfig {
     }
 }
 
+/// Largest TUN MTU: the largest IP packet a datagram carries to a member (datagrams are
+/// at most `wire::MAX_DATAGRAM` bytes, and a relayed one spends 60 of them on headers).
+pub const MAX_MTU: u16 = linkpool_protocol::wire::MAX_IP_PACKET as u16;
+
+/// Checks the TUN MTU against what a datagram carries and what the pools need (1280 with
+/// an IPv6 pool, 576 without).
+fn check_mtu(mtu: i64, ipv6: bool) -> Result<u16, String> {
+    let min: u16 = if ipv6 { 1280 } else { 576 };
+    if (i64::from(min)..=i64::from(MAX_MTU)).contains(&mtu) {
+        return Ok(mtu as u16);
+    }
+    let why = if mtu > i64::from(MAX_MTU) {
+        format!(
+            "a datagram is at most {} bytes, {} of them linkpool's headers on a relayed path",
+            linkpool_protocol::wire::MAX_DATAGRAM,
+            linkpool_protocol::wire::MAX_DATAGRAM - linkpool_protocol::wire::MAX_IP_PACKET
+        )
+    } else if ipv6 {
+        "1280 is the IPv6 minimum, and tunnel.ipv6_pool is on".to_string()
+    } else {
+        "576 is the IPv4 minimum".to_string()
+    };
+    Err(format!(
+        "{mtu} is out of range: use {min} to {MAX_MTU} ({why})"
+    ))
+}
+
 pub(crate) fn resolve_relative(config_file: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
@@ -490,7 +513,8 @@ struct RawTunnel {
     ipv4_pool: Option<String>,
     ipv6_pool: Option<String>,
     egress_device: Option<String>,
-    mtu: Option<u16>,
+    // Wider than an MTU, so that `mtu = 9000` or `65536` gets the range in its error.
+    mtu: Option<i64>,
 }
 
 #[derive(Deserialize)]

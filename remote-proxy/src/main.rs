@@ -23,6 +23,24 @@ usage: linkpool-proxy --version
        linkpool-proxy status -c FILE [--json]
                                            ask the running daemon about its members";
 
+/// Prints a line on stdout; when stdout is gone (a closed pipe), says so on stderr if it
+/// can and returns exit status 1 from the enclosing function. Never panics.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        if let Err(e) = linkpool_os::cli::stdout_line(format_args!($($arg)*)) {
+            return linkpool_os::cli::output_failed("linkpool-proxy", &e);
+        }
+    };
+}
+
+/// Prints a line on stderr (a closed stderr is ignored).
+macro_rules! tell {
+    ($($arg:tt)*) => {
+        linkpool_os::cli::stderr_line(format_args!($($arg)*))
+    };
+}
+
+/// A command-line mistake: exit 2 with the usage.
 struct Usage(String);
 
 impl From<lexopt::Error> for Usage {
@@ -170,7 +188,7 @@ fn no_more(p: &mut lexopt::Parser, cmd: Command) -> Result<Command, Usage> {
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("linkpool-proxy: {msg}");
+    tell!("linkpool-proxy: {msg}");
     ExitCode::FAILURE
 }
 
@@ -178,22 +196,22 @@ fn main() -> ExitCode {
     let cmd = match parse_args() {
         Ok(c) => c,
         Err(Usage(msg)) => {
-            eprintln!("linkpool-proxy: {msg}\n{USAGE}");
+            tell!("linkpool-proxy: {msg}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
     match cmd {
         Command::Version => {
-            println!("linkpool-proxy {}", env!("CARGO_PKG_VERSION"));
+            out!("linkpool-proxy {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
         Command::Help => {
-            println!("{USAGE}");
+            out!("{USAGE}");
             ExitCode::SUCCESS
         }
         Command::Keygen => match SecretKey::generate() {
             Ok(k) => {
-                println!("{}", k.to_base64());
+                out!("{}", k.to_base64());
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),
@@ -204,7 +222,7 @@ fn main() -> ExitCode {
             key_file,
         } => match admin::init(&config, &endpoints, key_file.as_deref()) {
             Ok(key) => {
-                eprintln!(
+                tell!(
                     "linkpool-proxy: wrote {} and {}; add members with `linkpool-proxy member add NAME -c {}`",
                     config.display(),
                     key.display(),
@@ -224,20 +242,29 @@ fn main() -> ExitCode {
             Ok(bundle) => {
                 let addrs: Vec<String> = bundle.addresses.iter().map(|a| a.to_string()).collect();
                 match out {
-                    Some(out) => eprintln!(
+                    Some(out) => tell!(
                         "linkpool-proxy: member {name} added ({}); bundle written to {} (it holds the member's private key)",
                         addrs.join(", "),
                         out.display()
                     ),
                     None => {
-                        eprintln!(
+                        tell!(
                             "linkpool-proxy: member {name} added ({}); its bundle (holds the member's private key):",
                             addrs.join(", ")
                         );
-                        println!("{}", bundle.render());
+                        let shown =
+                            linkpool_os::cli::stdout_line(format_args!("{}", bundle.render()));
+                        if let Err(e) = shown {
+                            // The member is in the file, but nobody has its private key.
+                            return fail(format!(
+                                "member {name} was added to {}, but its bundle could not be written ({e}); run `linkpool-proxy member remove {name} -c {}` and add it again, with --out FILE",
+                                config.display(),
+                                config.display()
+                            ));
+                        }
                     }
                 }
-                eprintln!("linkpool-proxy: a running proxy picks the member up on reload (SIGHUP)");
+                tell!("linkpool-proxy: a running proxy picks the member up on reload (SIGHUP)");
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),
@@ -245,7 +272,7 @@ fn main() -> ExitCode {
         Command::MemberRemove { config, name } => {
             match admin::remove_member_from_file(&config, &name) {
                 Ok(()) => {
-                    eprintln!(
+                    tell!(
                         "linkpool-proxy: member {name} removed from {}; a running proxy ends its session on reload (SIGHUP)",
                         config.display()
                     );
@@ -256,13 +283,15 @@ fn main() -> ExitCode {
         }
         Command::MemberList { config } => match ProxyConfig::load(&config) {
             Ok(c) => {
-                println!(
+                out!(
                     "{:<20} {:<30} {:<18} public key",
-                    "name", "addresses", "cipher"
+                    "name",
+                    "addresses",
+                    "cipher"
                 );
                 for m in &c.members {
                     let addrs: Vec<String> = m.addresses.iter().map(|a| a.to_string()).collect();
-                    println!(
+                    out!(
                         "{:<20} {:<30} {:<18} {}",
                         m.name,
                         addrs.join(","),
@@ -288,9 +317,9 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => match ProxyConfig::load(&config) {
             Ok(c) => {
                 for w in &c.warnings {
-                    eprintln!("linkpool-proxy: warning: {w}");
+                    tell!("linkpool-proxy: warning: {w}");
                 }
-                println!(
+                out!(
                     "{}: ok ({} member(s), listening on {})",
                     config.display(),
                     c.members.len(),

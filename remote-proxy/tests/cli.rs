@@ -413,3 +413,49 @@ fn the_systemd_unit_verifies() {
         "{complaints}"
     );
 }
+
+/// `linkpool-proxy frobnicate 2>&1 | true`: a usage error exits 2, even with nowhere to
+/// say so; output that cannot be written is status 1, never a panic.
+#[test]
+fn a_closed_stdout_or_stderr_is_no_panic() {
+    let dir = TempDir::new("epipe");
+    let config = init(&dir);
+    let c = config.to_str().unwrap();
+    for (args, code) in [
+        (&["frobnicate"][..], 2),
+        (&[][..], 2),
+        (&["member"][..], 2),
+        (&["--help"][..], 1),
+        (&["keygen"][..], 1),
+        (&["member", "list", "-c", c][..], 1),
+        (&["check-config", "-c", c][..], 1),
+    ] {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        drop(read);
+        let write2 = write.try_clone().unwrap();
+        let status = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(write))
+            .stderr(Stdio::from(write2))
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(code), "{args:?}: {status:?}");
+    }
+
+    // `member add` whose bundle cannot be printed says the member is in the file anyway.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let out = Command::new(BIN)
+        .args(["member", "add", "carol", "-c", c])
+        .stdout(Stdio::from(write))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("member carol was added to") && e.contains("member remove carol"),
+        "{e}"
+    );
+}

@@ -155,7 +155,31 @@ fn errors_name_file_line_key_and_reason() {
             format!("{b}[tunnel]\nmtu = 1000\n"),
             Some(5),
             "tunnel.mtu",
-            "below 1280",
+            "1000 is out of range: use 1280 to 1988 (1280 is the IPv6 minimum, and tunnel.ipv6_pool is on)",
+        ),
+        (
+            format!("{b}[tunnel]\nmtu = 9000\n"),
+            Some(5),
+            "tunnel.mtu",
+            "9000 is out of range: use 1280 to 1988 (a datagram is at most 2048 bytes, 60 of them linkpool's headers on a relayed path)",
+        ),
+        (
+            format!("{b}[tunnel]\nmtu = 65535\n"),
+            Some(5),
+            "tunnel.mtu",
+            "65535 is out of range",
+        ),
+        (
+            format!("{b}[tunnel]\nmtu = 70000\n"),
+            Some(5),
+            "tunnel.mtu",
+            "70000 is out of range",
+        ),
+        (
+            format!("{b}[tunnel]\nipv6_pool = \"\"\nmtu = 500\n"),
+            Some(6),
+            "tunnel.mtu",
+            "500 is out of range: use 576 to 1988 (576 is the IPv4 minimum)",
         ),
         (
             format!("{b}{}", member("a", ALICE, "\"10.78.0.2\"")),
@@ -257,8 +281,29 @@ fn a_readable_key_file_is_a_warning() {
     )
     .unwrap();
     let c = ProxyConfig::from_toml_str(&path, &base()).unwrap();
-    assert_eq!(c.warnings.len(), 1);
-    assert!(c.warnings[0].contains("chmod 600"));
+    let key = dir.0.join("proxy.key");
+    assert_eq!(
+        c.warnings,
+        [format!(
+            "{} holds the proxy's private key, but other users can read or change it (mode 0644): chmod 600 {}",
+            key.display(),
+            key.display()
+        )]
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let c = ProxyConfig::from_toml_str(&path, &base()).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn mtu_in_range_is_accepted() {
+    let dir = TempDir::new("mtu");
+    let path = with_key(&dir);
+    for (mtu, want) in [(1280, 1280), (1988, 1988)] {
+        let c = ProxyConfig::from_toml_str(&path, &format!("{}[tunnel]\nmtu = {mtu}\n", base()))
+            .unwrap();
+        assert_eq!(c.tunnel.mtu, want);
+    }
 }
 
 #[test]
