@@ -1,21 +1,20 @@
 //! `bundle::MemberBundle::parse` on anything: no panic, and a bundle that parses renders to
 //! a bundle that parses to the same thing.
 //!
-//! First byte `T`: the rest is bundle *text*, wrapped here as `LP1:` + base64 so that the
-//! fuzzer works on the key/value lines; anything else: the rest is parsed as given.
+//! First byte `T`: the rest is bundle *text*, wrapped here as an `LP2:` bundle with its
+//! checksum (`bundle::wrap_text`) so that the fuzzer works on the key/value lines past the
+//! checksum; anything else: the rest is parsed as given (`LP2:`, `LP1:`, damaged, ...).
 #![no_main]
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use libfuzzer_sys::fuzz_target;
-use linkpool_protocol::bundle::{BUNDLE_PREFIX, MemberBundle};
+use linkpool_protocol::bundle::{MemberBundle, wrap_text};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
     let input = if mode == b'T' {
-        format!("{BUNDLE_PREFIX}{}", STANDARD.encode(rest))
+        wrap_text(rest)
     } else {
         String::from_utf8_lossy(rest).into_owned()
     };
