@@ -227,6 +227,8 @@ pub struct FloodReport {
     pub cookies: u64,
     /// Other datagrams the proxy sent back.
     pub other_replies: u64,
+    /// CPU time the flooding thread used (user + system: making and sending datagrams).
+    pub cpu: Duration,
 }
 
 impl FloodReport {
@@ -246,7 +248,7 @@ impl fmt::Display for FloodReport {
         write!(
             f,
             "{} flood to {}: {} datagrams ({}) in {:.2} s = {:.0}/s (asked {}/s), {:.1} Mbit/s, \
-             {} send errors; proxy answered {} handshake responses, {} cookie replies, {} other",
+             {} send errors, attacker CPU {:.0} % of a core; proxy answered {} handshake responses, {} cookie replies, {} other",
             self.kind,
             self.target,
             self.sent,
@@ -256,6 +258,7 @@ impl fmt::Display for FloodReport {
             self.rate_asked,
             self.bytes as f64 * 8.0 / self.elapsed.as_secs_f64().max(1e-9) / 1e6,
             self.send_errors,
+            self.cpu.as_secs_f64() * 100.0 / self.elapsed.as_secs_f64().max(1e-9),
             self.responses,
             self.cookies,
             self.other_replies
@@ -469,7 +472,9 @@ fn run_flood(spec: &FloodSpec, stop: &AtomicBool) -> io::Result<FloodReport> {
         responses: 0,
         cookies: 0,
         other_replies: 0,
+        cpu: Duration::ZERO,
     };
+    let cpu_start = thread_cpu();
     let mut bufs = vec![[0u8; wire::MAX_DATAGRAM]; BATCH];
     let mut lens = [0usize; BATCH];
     let mut kinds = [0usize; BATCH];
@@ -530,7 +535,20 @@ fn run_flood(spec: &FloodSpec, stop: &AtomicBool) -> io::Result<FloodReport> {
     for s in &sockets {
         drain_replies(s, &mut replies, &mut report);
     }
+    report.cpu = thread_cpu().saturating_sub(cpu_start);
     Ok(report)
+}
+
+/// CPU time (user + system) of the calling thread.
+fn thread_cpu() -> Duration {
+    // SAFETY: zeroed rusage is valid; getrusage fills it.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_THREAD on the calling thread with a live rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
 }
 
 /// One `sendmmsg` on a connected socket; returns how many datagrams the kernel took.

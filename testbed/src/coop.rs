@@ -315,6 +315,7 @@ pub struct Coop {
     clients: Vec<Host>,
     proxy: Option<Host>,
     internet: Option<Internet>,
+    attacker: Option<Host>,
     core: Option<Node>,
     mesh: Option<Node>,
     emu: Option<Node>,
@@ -393,6 +394,12 @@ mod plan {
     pub(super) fn core_internet() -> Iface {
         Iface::new("inet", "198.51.100.1", 24, "2001:db8:ff01::1", 64)
     }
+    pub(super) fn attacker() -> Iface {
+        Iface::new("eth0", "198.18.0.2", 24, "2001:db8:ff02::2", 64)
+    }
+    pub(super) fn proxy_attacker() -> Iface {
+        Iface::new("atk0", "198.18.0.1", 24, "2001:db8:ff02::1", 64)
+    }
 }
 
 const ROUTER_SYSCTLS: &[&str] = &["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"];
@@ -429,6 +436,7 @@ impl Coop {
             clients: Vec::new(),
             proxy: None,
             internet: None,
+            attacker: None,
             core: None,
             mesh: None,
             emu: None,
@@ -759,6 +767,36 @@ impl Coop {
     pub fn proxy(&self) -> &Host {
         self.proxy.as_ref().expect("built")
     }
+    /// Adds (once) an attacker host for floods at the proxy (`linkpool_testbed::attack`):
+    /// its `eth0` is wired straight to the proxy host's `atk0` by a plain veth pair, not
+    /// an emulated link, so a flood costs the emulator nothing and meets the proxy, not
+    /// the emulator's forwarding threads. Its default route leads to the proxy host only.
+    pub fn add_attacker(&mut self) -> Result<&Host, Error> {
+        if self.attacker.is_none() {
+            let node = self.node("attacker", &[])?;
+            let proxy = self.proxy().node.ns.clone();
+            let (a, p) = (plan::attacker(), plan::proxy_attacker());
+            ip(&[
+                "-n", &node.ns, "link", "add", &a.device, "type", "veth", "peer", "name",
+                &p.device, "netns", &proxy,
+            ])?;
+            for (ns, iface) in [(&node.ns, &a), (&proxy, &p)] {
+                add_addrs(ns, iface)?;
+                ip(&["-n", ns, "link", "set", &iface.device, "up"])?;
+            }
+            add_default_routes(&node.ns, (p.v4, p.v6))?;
+            self.attacker = Some(Host {
+                node,
+                iface: a,
+                gateway: (p.v4, p.v6),
+            });
+        }
+        Ok(self.attacker.as_ref().expect("just added"))
+    }
+    /// The attacker host, if [`Coop::add_attacker`] added it.
+    pub fn attacker(&self) -> Option<&Host> {
+        self.attacker.as_ref()
+    }
     /// The internet host.
     pub fn internet(&self) -> &Internet {
         self.internet.as_ref().expect("built")
@@ -800,6 +838,7 @@ impl Coop {
         }
         all.extend(self.proxy.as_deref());
         all.extend(self.internet.as_ref().map(|i| &i.host.node));
+        all.extend(self.attacker.as_deref());
         all.extend(self.core.as_ref());
         all.extend(self.mesh.as_ref());
         all.extend(self.emu.as_ref());
@@ -927,6 +966,9 @@ impl Coop {
         }
         if let Some(p) = &self.proxy {
             let _ = writeln!(s, "  {:<9} ns {}  {}", "proxy", p.ns, addr(&p.iface));
+        }
+        if let Some(a) = &self.attacker {
+            let _ = writeln!(s, "  {:<9} ns {}  {}", "attacker", a.ns, addr(&a.iface));
         }
         if let Some(i) = &self.internet {
             let _ = writeln!(s, "  {:<9} ns {}  {}", "internet", i.ns, addr(&i.iface));

@@ -32,9 +32,10 @@ usage:
                                          keep the next handshake initiation a real gateway
                                          sends to the proxy's port (AF_PACKET on the device)
   linkpool-testbed attack random|replay|mangled|mac1 [--rate 20000] [--duration 5s]
-                         [--from internet] [--to 203.0.113.10:7117] [--sources 1]
+                         [--from attacker] [--to 203.0.113.10:7117] [--sources 1]
                          [--packet FILE] [--bundle FILE | --proxy-key BASE64]
-                                         flood the proxy from a node (datagrams per second,
+                                         flood the proxy from a node (the attacker host,
+                                         wired straight to the proxy; datagrams per second,
                                          paced, reports the rate reached): random datagrams,
                                          exact copies of a captured initiation (--packet),
                                          exact/truncated/bit-flipped copies of it, or
@@ -295,6 +296,7 @@ fn handle_signals() -> mpsc::Receiver<i32> {
 /// Builds the co-op and waits for SIGINT/SIGTERM/SIGHUP; tears down either way.
 fn up(topology: Topology, signals: mpsc::Receiver<i32>) -> Result<ExitCode, Error> {
     let mut coop = Coop::build(&topology)?;
+    coop.add_attacker()?;
     let socket = coop.serve_control()?;
     print!("{}", coop.describe());
     println!("control socket {}", socket.display());
@@ -417,7 +419,7 @@ fn attack(args: Vec<OsString>, mut prefix: Option<String>) -> Result<ExitCode, E
                 ),
                 (None, None) => None,
             };
-            let role = from.unwrap_or_else(|| "internet".into());
+            let role = from.unwrap_or_else(|| "attacker".into());
             let stop = AtomicBool::new(false);
             let report = attack::flood(&ns_of(&role)?, &spec, &stop)?;
             println!("{report}");
