@@ -227,6 +227,9 @@ pub struct FloodReport {
     pub cookies: u64,
     /// Other datagrams the proxy sent back.
     pub other_replies: u64,
+    /// Replies (counted above too) that came from another address than the target: a
+    /// multi-homed proxy answering from the wrong address (the gateway would drop them).
+    pub replies_from_elsewhere: u64,
     /// CPU time the flooding thread used (user + system: making and sending datagrams).
     pub cpu: Duration,
 }
@@ -248,7 +251,7 @@ impl fmt::Display for FloodReport {
         write!(
             f,
             "{} flood to {}: {} datagrams ({}) in {:.2} s = {:.0}/s (asked {}/s), {:.1} Mbit/s, \
-             {} send errors, attacker CPU {:.0} % of a core; proxy answered {} handshake responses, {} cookie replies, {} other",
+             {} send errors, attacker CPU {:.0} % of a core; proxy answered {} handshake responses, {} cookie replies, {} other ({} from another address)",
             self.kind,
             self.target,
             self.sent,
@@ -261,7 +264,8 @@ impl fmt::Display for FloodReport {
             self.cpu.as_secs_f64() * 100.0 / self.elapsed.as_secs_f64().max(1e-9),
             self.responses,
             self.cookies,
-            self.other_replies
+            self.other_replies,
+            self.replies_from_elsewhere
         )
     }
 }
@@ -447,10 +451,11 @@ fn run_flood(spec: &FloodSpec, stop: &AtomicBool) -> io::Result<FloodReport> {
     };
     let mut sockets = Vec::with_capacity(spec.sources);
     for _ in 0..spec.sources {
-        let s = UdpSocket::bind(any)?;
-        s.connect(spec.target)?;
-        sockets.push(s);
+        // Not connected: a connected socket would hide replies the proxy sends from
+        // another of its addresses (a multi-homed proxy answering from the wrong one).
+        sockets.push(UdpSocket::bind(any)?);
     }
+    let target = SockAddr::from(spec.target);
     // SAFETY: setting our own thread's timer slack.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };
     let mut generator = Generator::new(
@@ -472,6 +477,7 @@ fn run_flood(spec: &FloodSpec, stop: &AtomicBool) -> io::Result<FloodReport> {
         responses: 0,
         cookies: 0,
         other_replies: 0,
+        replies_from_elsewhere: 0,
         cpu: Duration::ZERO,
     };
     let cpu_start = thread_cpu();
@@ -490,7 +496,7 @@ fn run_flood(spec: &FloodSpec, stop: &AtomicBool) -> io::Result<FloodReport> {
             break;
         }
         for s in &sockets {
-            drain_replies(s, &mut replies, &mut report);
+            drain_replies(s, spec.target, &mut replies, &mut report);
         }
         // Datagrams (sent or refused) due by now.
         let due = (spec.rate as f64 * elapsed.as_secs_f64()) as u64;
@@ -509,7 +515,7 @@ fn run_flood(spec: &FloodSpec, stop: &AtomicBool) -> io::Result<FloodReport> {
         next_socket = (next_socket + 1) % sockets.len();
         let mut at = 0;
         while at < n {
-            match send_batch(socket, &bufs[at..n], &lens[at..n]) {
+            match send_batch(socket, &target, &bufs[at..n], &lens[at..n]) {
                 Ok(k) => {
                     for i in at..at + k {
                         report.sent += 1;
@@ -533,7 +539,7 @@ fn run_flood(spec: &FloodSpec, stop: &AtomicBool) -> io::Result<FloodReport> {
     // What the proxy answered to the last datagrams.
     std::thread::sleep(Duration::from_millis(50));
     for s in &sockets {
-        drain_replies(s, &mut replies, &mut report);
+        drain_replies(s, spec.target, &mut replies, &mut report);
     }
     report.cpu = thread_cpu().saturating_sub(cpu_start);
     Ok(report)
@@ -551,9 +557,66 @@ fn thread_cpu() -> Duration {
     tv(u.ru_utime) + tv(u.ru_stime)
 }
 
-/// One `sendmmsg` on a connected socket; returns how many datagrams the kernel took.
+/// A socket address as the kernel takes it.
+struct SockAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl From<SocketAddr> for SockAddr {
+    fn from(addr: SocketAddr) -> Self {
+        // SAFETY: a zeroed sockaddr_storage is valid; we fill the family's fields.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+                let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
+                let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                sin6.sin6_scope_id = a.scope_id();
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        SockAddr {
+            storage,
+            len: len as libc::socklen_t,
+        }
+    }
+}
+
+impl SockAddr {
+    fn to_std(&self) -> Option<SocketAddr> {
+        match i32::from(self.storage.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the family says it is a sockaddr_in.
+                let sin = unsafe { &*(&self.storage as *const _ as *const libc::sockaddr_in) };
+                let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+                Some(SocketAddr::new(ip.into(), u16::from_be(sin.sin_port)))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family says it is a sockaddr_in6.
+                let sin6 = unsafe { &*(&self.storage as *const _ as *const libc::sockaddr_in6) };
+                let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                Some(SocketAddr::new(ip.into(), u16::from_be(sin6.sin6_port)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One `sendmmsg` of datagrams to `to`; returns how many the kernel took.
 fn send_batch(
     socket: &UdpSocket,
+    to: &SockAddr,
     bufs: &[[u8; wire::MAX_DATAGRAM]],
     lens: &[usize],
 ) -> io::Result<usize> {
@@ -572,6 +635,9 @@ fn send_batch(
             let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
             hdr.msg_iov = iov;
             hdr.msg_iovlen = 1;
+            // The kernel only reads the address.
+            hdr.msg_name = &to.storage as *const _ as *mut libc::c_void;
+            hdr.msg_namelen = to.len;
             libc::mmsghdr {
                 msg_hdr: hdr,
                 msg_len: 0,
@@ -593,27 +659,29 @@ fn send_batch(
     Ok(rc as usize)
 }
 
-/// Counts (and discards) what the proxy sent back, without blocking.
-fn drain_replies(socket: &UdpSocket, buf: &mut [u8], report: &mut FloodReport) {
+/// Counts (and discards) what came back, without blocking.
+fn drain_replies(socket: &UdpSocket, target: SocketAddr, buf: &mut [u8], report: &mut FloodReport) {
     loop {
-        // SAFETY: receiving into a live buffer of the given length.
+        let mut from = SockAddr::from(target);
+        from.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: receiving into a live buffer and address of the given lengths.
         let n = unsafe {
-            libc::recv(
+            libc::recvfrom(
                 socket.as_raw_fd(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
                 libc::MSG_DONTWAIT,
+                (&mut from.storage as *mut libc::sockaddr_storage).cast(),
+                &mut from.len,
             )
         };
         if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                return;
-            }
-            // A pending ICMP error on the connected socket: read, go on.
-            continue;
+            return; // EAGAIN: drained (or a transient error: next time).
         }
         let n = n as usize;
+        if from.to_std() != Some(target) {
+            report.replies_from_elsewhere += 1;
+        }
         match (n >= 2).then(|| buf[1]) {
             Some(t) if t == MessageType::HandshakeResponse as u8 => report.responses += 1,
             Some(t) if t == MessageType::CookieReply as u8 => report.cookies += 1,
@@ -934,6 +1002,14 @@ mod tests {
         // A fragment is not a datagram.
         v4[6] = 0x20;
         assert!(parse_udp(0x0800, &v4).is_none());
+    }
+
+    #[test]
+    fn socket_addresses_round_trip() {
+        for a in ["203.0.113.10:7117", "[2001:db8:ff00::10]:7117"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(SockAddr::from(a).to_std(), Some(a));
+        }
     }
 
     #[test]

@@ -76,6 +76,23 @@ fn emulator_cpu_seconds() -> f64 {
         / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
+/// Busy and total jiffies of the whole machine (`/proc/stat`), all cores.
+fn machine_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    // idle and iowait are the 4th and 5th.
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
 /// What `ping` said.
 #[derive(Debug, Default, Clone)]
 struct Pings {
@@ -307,6 +324,9 @@ struct Figures {
     /// CPU of the emulator's threads during the flood (they run SCHED_FIFO: what they
     /// take, the proxy cannot have on a small machine).
     emulator_cpu: f64,
+    /// How busy the whole machine was during the flood (every process, all cores).
+    machine_busy: f64,
+    cores: usize,
     udp_in: u64,
     udp_rcvbuf_errors: u64,
     attack_rx_frames: u64,
@@ -370,33 +390,37 @@ fn run(kind: FloodKind, rate: u64) -> Figures {
     let linkpool = pool.linkpool_bin().to_str().unwrap().to_string();
     let conf = pool.gateway_config(2).to_str().unwrap().to_string();
     let proxy_pid = pool.proxy.as_ref().expect("proxy runs").pid();
-    let (cpu_from, emu_from, cpu_at) = (
+    let (cpu_from, emu_from, machine_from, cpu_at) = (
         attack::cpu_seconds(proxy_pid),
         emulator_cpu_seconds(),
+        machine_jiffies(),
         Instant::now(),
     );
-    let (flood, during, reconnect, gw2, (proxy_cpu, emulator_cpu)) = std::thread::scope(|s| {
-        let flood = s.spawn(|| attack::flood(&attacker_ns, &spec, &stop));
-        let pings = s.spawn(|| ping(c1, &target, FLOOD - Duration::from_millis(200)));
-        std::thread::sleep(RECONNECT_AFTER);
-        let started = Instant::now();
-        let mut gw = coop
-            .router(2)
-            .spawn(&[&linkpool, "run", "-c", &conf])
-            .unwrap_or_else(|e| panic!("{e}"));
-        let reconnect = gw
-            .wait_for_log("session with the proxy established", FLOOD)
-            .ok()
-            .map(|()| started.elapsed());
-        let flood = flood.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
-        // The proxy's CPU over the flood itself.
-        let secs = cpu_at.elapsed().as_secs_f64();
-        let cpu = (
-            (attack::cpu_seconds(proxy_pid) - cpu_from) / secs,
-            (emulator_cpu_seconds() - emu_from) / secs,
-        );
-        (flood, pings.join().unwrap(), reconnect, gw, cpu)
-    });
+    let (flood, during, reconnect, gw2, (proxy_cpu, emulator_cpu, machine_busy)) =
+        std::thread::scope(|s| {
+            let flood = s.spawn(|| attack::flood(&attacker_ns, &spec, &stop));
+            let pings = s.spawn(|| ping(c1, &target, FLOOD - Duration::from_millis(200)));
+            std::thread::sleep(RECONNECT_AFTER);
+            let started = Instant::now();
+            let mut gw = coop
+                .router(2)
+                .spawn(&[&linkpool, "run", "-c", &conf])
+                .unwrap_or_else(|e| panic!("{e}"));
+            let reconnect = gw
+                .wait_for_log("session with the proxy established", FLOOD)
+                .ok()
+                .map(|()| started.elapsed());
+            let flood = flood.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+            // The proxy's CPU over the flood itself.
+            let secs = cpu_at.elapsed().as_secs_f64();
+            let machine = machine_jiffies();
+            let cpu = (
+                (attack::cpu_seconds(proxy_pid) - cpu_from) / secs,
+                (emulator_cpu_seconds() - emu_from) / secs,
+                (machine.0 - machine_from.0) as f64 / (machine.1 - machine_from.1).max(1) as f64,
+            );
+            (flood, pings.join().unwrap(), reconnect, gw, cpu)
+        });
     let after = snapshot(&coop, &pool);
     pool.gateways.push(gw2);
 
@@ -419,6 +443,8 @@ fn run(kind: FloodKind, rate: u64) -> Figures {
         drops,
         proxy_cpu,
         emulator_cpu,
+        machine_busy,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         udp_in: after.udp_in - before.udp_in,
         udp_rcvbuf_errors: after.udp_rcvbuf_errors - before.udp_rcvbuf_errors,
         attack_rx_frames: after.attack_rx_frames - before.attack_rx_frames,
@@ -433,7 +459,7 @@ fn run(kind: FloodKind, rate: u64) -> Figures {
          member 2 first connect {:?}; reconnect during flood {}\n  \
          proxy: CPU {:.0} % of a core during the flood; over {window:.1} s: handshakes +{} (processed +{}; budget {}/s at {} µs each), cookies sent +{}, drops {:?}\n  \
          proxy host: received {} frames from the attacker and {} on eth0, UDP delivered {} datagrams, {} dropped on a full socket buffer\n  \
-         emulator threads: CPU {:.0} % of a core during the flood\n{}",
+         emulator threads: CPU {:.0} % of a core during the flood; the machine ({} cores) {:.0} % busy\n{}",
         figures.flood,
         figures.quiet,
         figures.during,
@@ -453,6 +479,8 @@ fn run(kind: FloodKind, rate: u64) -> Figures {
         figures.udp_in,
         figures.udp_rcvbuf_errors,
         figures.emulator_cpu * 100.0,
+        figures.cores,
+        figures.machine_busy * 100.0,
         figures.report,
     ));
     figures
