@@ -93,6 +93,51 @@ fn machine_jiffies() -> (u64, u64) {
     (total - idle, total)
 }
 
+/// CPU ticks (user + system) of every process now, by pid, with its name.
+fn process_ticks() -> BTreeMap<u32, (String, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return BTreeMap::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some((pid, (name, ticks)))
+        })
+        .collect()
+}
+
+/// The processes that used most CPU between two [`process_ticks`], as "name pid N %".
+fn top_processes(
+    a: &BTreeMap<u32, (String, u64)>,
+    b: &BTreeMap<u32, (String, u64)>,
+    secs: f64,
+) -> String {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut used: Vec<(u64, &str, u32)> = b
+        .iter()
+        .map(|(pid, (name, t))| {
+            (
+                t - a.get(pid).map_or(0, |x| x.1.min(*t)),
+                name.as_str(),
+                *pid,
+            )
+        })
+        .filter(|&(d, ..)| d > 0)
+        .collect();
+    used.sort_by_key(|u| std::cmp::Reverse(u.0));
+    used.iter()
+        .take(6)
+        .map(|(d, name, pid)| format!("{name} {pid} {:.0} %", *d as f64 / hz / secs * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// What `ping` said.
 #[derive(Debug, Default, Clone)]
 struct Pings {
@@ -326,6 +371,8 @@ struct Figures {
     emulator_cpu: f64,
     /// How busy the whole machine was during the flood (every process, all cores).
     machine_busy: f64,
+    /// The processes that used most CPU during the flood.
+    top: String,
     cores: usize,
     udp_in: u64,
     udp_rcvbuf_errors: u64,
@@ -390,13 +437,14 @@ fn run(kind: FloodKind, rate: u64) -> Figures {
     let linkpool = pool.linkpool_bin().to_str().unwrap().to_string();
     let conf = pool.gateway_config(2).to_str().unwrap().to_string();
     let proxy_pid = pool.proxy.as_ref().expect("proxy runs").pid();
+    let ticks_from = process_ticks();
     let (cpu_from, emu_from, machine_from, cpu_at) = (
         attack::cpu_seconds(proxy_pid),
         emulator_cpu_seconds(),
         machine_jiffies(),
         Instant::now(),
     );
-    let (flood, during, reconnect, gw2, (proxy_cpu, emulator_cpu, machine_busy)) =
+    let (flood, during, reconnect, gw2, (proxy_cpu, emulator_cpu, machine_busy, top)) =
         std::thread::scope(|s| {
             let flood = s.spawn(|| attack::flood(&attacker_ns, &spec, &stop));
             let pings = s.spawn(|| ping(c1, &target, FLOOD - Duration::from_millis(200)));
@@ -418,6 +466,7 @@ fn run(kind: FloodKind, rate: u64) -> Figures {
                 (attack::cpu_seconds(proxy_pid) - cpu_from) / secs,
                 (emulator_cpu_seconds() - emu_from) / secs,
                 (machine.0 - machine_from.0) as f64 / (machine.1 - machine_from.1).max(1) as f64,
+                top_processes(&ticks_from, &process_ticks(), secs),
             );
             (flood, pings.join().unwrap(), reconnect, gw, cpu)
         });
@@ -444,6 +493,7 @@ fn run(kind: FloodKind, rate: u64) -> Figures {
         proxy_cpu,
         emulator_cpu,
         machine_busy,
+        top,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         udp_in: after.udp_in - before.udp_in,
         udp_rcvbuf_errors: after.udp_rcvbuf_errors - before.udp_rcvbuf_errors,
@@ -459,7 +509,8 @@ fn run(kind: FloodKind, rate: u64) -> Figures {
          member 2 first connect {:?}; reconnect during flood {}\n  \
          proxy: CPU {:.0} % of a core during the flood; over {window:.1} s: handshakes +{} (processed +{}; budget {}/s at {} µs each), cookies sent +{}, drops {:?}\n  \
          proxy host: received {} frames from the attacker and {} on eth0, UDP delivered {} datagrams, {} dropped on a full socket buffer\n  \
-         emulator threads: CPU {:.0} % of a core during the flood; the machine ({} cores) {:.0} % busy\n{}",
+         emulator threads: CPU {:.0} % of a core during the flood; the machine ({} cores) {:.0} % busy\n  \
+         most CPU during the flood: {}\n{}",
         figures.flood,
         figures.quiet,
         figures.during,
@@ -481,6 +532,7 @@ fn run(kind: FloodKind, rate: u64) -> Figures {
         figures.emulator_cpu * 100.0,
         figures.cores,
         figures.machine_busy * 100.0,
+        figures.top,
         figures.report,
     ));
     figures
