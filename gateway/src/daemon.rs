@@ -535,6 +535,9 @@ impl Gateway {
             }
         };
         log.set_level(new.log_level);
+        for w in &new.warnings {
+            warn!("{w}");
+        }
         if new.tunnel != self.config.tunnel {
             warn!("tunnel settings changed: they take effect on restart");
         }

@@ -187,6 +187,11 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
     let mut tx = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
     let mut status = tokio::time::interval(STATUS_INTERVAL);
     loop {
+        // Status first, whatever floods the sockets: `select!` alone gives it no priority,
+        // and a busy socket branch would keep an operator waiting.
+        while let Ok((format, reply)) = requests.try_recv() {
+            let _ = reply.send(proxy.status(format));
+        }
         let wake = proxy.server.poll_timeout();
         tokio::select! {
             (i, result) = recv_any(sockets.len(), |i| Some(&sockets[i].1), &mut rx) => {
