@@ -28,9 +28,22 @@ pub fn device_mtu(device: &str) -> Option<u16> {
 /// never below what the tunnel's address families need (1280 with IPv6, 576 without) and
 /// never above what a datagram carries ([`crate::config::MAX_MTU`]: jumbo-frame uplinks).
 pub fn tunnel_mtu(config: &GatewayConfig) -> u16 {
-    if let Some(m) = config.tunnel.mtu {
-        return m;
+    let automatic = automatic_mtu(config);
+    match config.tunnel.mtu {
+        Some(m) if m > automatic => {
+            warn!(
+                "tunnel MTU {m} is above what the worst uplink carries after the \
+                 encapsulation ({automatic}): full-size packets will leave as fragments, which \
+                 some networks drop; leave the MTU automatic (0) unless you know better"
+            );
+            m
+        }
+        Some(m) => m,
+        None => automatic,
     }
+}
+
+fn automatic_mtu(config: &GatewayConfig) -> u16 {
     let worst = config
         .uplinks
         .iter()
