@@ -102,9 +102,12 @@ impl GatewayRouting {
     }
 
     /// Sets everything up (after clearing leftovers). The TUN device must exist and be up.
-    /// On error, whatever was added is removed again.
+    /// On error, whatever was added is removed again. A leftover nftables table is replaced
+    /// in one transaction, never removed first on its own (see [`ProxyNat::apply`]: a
+    /// namespace left without NAT switches connection tracking off, and established flows
+    /// lose their state).
     pub fn apply(&self) -> Result<(), OsError> {
-        self.teardown()?;
+        self.remove_rules_and_routes()?;
         let result = self.add();
         if result.is_err() {
             if let Err(e) = self.teardown() {
@@ -176,6 +179,11 @@ impl GatewayRouting {
     /// Removes our rules, table and nftables table. Idempotent; IPv6 is cleared even when
     /// this configuration does not use it (a previous one may have).
     pub fn teardown(&self) -> Result<(), OsError> {
+        self.remove_rules_and_routes()?;
+        replace_nft_table(GATEWAY_NFT_TABLE, None)
+    }
+
+    fn remove_rules_and_routes(&self) -> Result<(), OsError> {
         let table = self.table.to_string();
         for fam in ["-4", "-6"] {
             if fam == "-6" && !ipv6_available() {
@@ -191,7 +199,7 @@ impl GatewayRouting {
                 r => drop(r?),
             }
         }
-        replace_nft_table(GATEWAY_NFT_TABLE, None)
+        Ok(())
     }
 }
 
@@ -246,10 +254,17 @@ impl ProxyNat {
         )
     }
 
-    /// Turns forwarding on and installs the NAT table (after clearing leftovers). Returns
-    /// what forwarding was before, for [`ProxyNat::teardown`].
+    /// Turns forwarding on and installs the NAT table, replacing a leftover one (a crash)
+    /// in the same transaction. Returns what forwarding was before, for
+    /// [`ProxyNat::teardown`].
+    ///
+    /// The leftover table is never removed first on its own: with no NAT chain between two
+    /// transactions, nothing in the namespace may need connection tracking, the kernel
+    /// switches it off, and flows that were established across the gap lose their TCP
+    /// window state. The members' next ACKs are then out of window for conntrack
+    /// ("ACKed data not seen yet"), INVALID, leave without masquerade, and the flows never
+    /// resume (a download through a proxy killed and restarted stayed at 0 bit/s).
     pub fn apply(&self) -> Result<ForwardingState, OsError> {
-        self.teardown(&ForwardingState::default())?;
         let mut state = ForwardingState::default();
         let mut sysctls = vec![IPV4_FORWARD];
         if self.ipv6_pool.is_some() {

@@ -505,3 +505,130 @@ fn listen_sockets_share_a_port_across_families() {
         assert!(listen_socket("0.0.0.0:7117".parse().unwrap()).is_err());
     });
 }
+
+/// `nft monitor`, killed when dropped (also when a test panics).
+struct NftMonitor(std::process::Child);
+
+impl Drop for NftMonitor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What `nft monitor` reports while `f` runs, one list of lines per committed transaction.
+fn nft_transactions(f: impl FnOnce()) -> Vec<Vec<String>> {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
+    // Line-buffered: nft buffers its output when it is not a terminal.
+    let mut monitor = NftMonitor(
+        std::process::Command::new("stdbuf")
+            .args(["-oL", "nft", "monitor"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let (out, lines) = (monitor.0.stdout.take().unwrap(), lines.clone());
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    // The monitor listens only once it has started: poke until it reports something.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while lines.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nft monitor is silent"
+        );
+        linkpool_os::cmd::nft_script("table inet lpwarm\ndelete table inet lpwarm\n").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A marker transaction before and after, so nothing is missed at either end.
+    let mark = |script: &str| {
+        linkpool_os::cmd::nft_script(&format!("{script}\n")).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !lines.lock().unwrap().iter().any(|l| l == script) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nft monitor did not report `{script}`"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    mark("add table inet lpmark");
+    f();
+    mark("delete table inet lpmark");
+    drop(monitor);
+    reader.join().unwrap();
+    let lines = lines.lock().unwrap();
+    let start = lines
+        .iter()
+        .position(|l| l == "add table inet lpmark")
+        .unwrap();
+    let mut transactions = vec![Vec::new()];
+    for line in &lines[start..] {
+        if line.starts_with("# new generation") {
+            transactions.push(Vec::new());
+        } else if line == "delete table inet lpmark" {
+            break;
+        } else {
+            transactions.last_mut().unwrap().push(line.clone());
+        }
+    }
+    // The first one is the marker's own.
+    transactions.remove(0);
+    transactions.retain(|t| !t.is_empty());
+    transactions
+}
+
+/// Set-up over a leftover table (a crash, a restart) replaces it in one transaction: the
+/// namespace is never without our NAT, so the kernel never switches connection tracking
+/// off under established flows (they would lose their TCP window state and stall for
+/// good: their ACKs turn INVALID and leave unmasqueraded).
+#[test]
+fn set_up_over_leftovers_replaces_the_nat_table_in_one_transaction() {
+    let ns = NetNs::new("nftx");
+    ns.run_blocking(|| {
+        veth("lan0");
+        let tun = Tun::create("lp0").unwrap();
+        tun.configure(1400, &[("10.77.0.2".parse().unwrap(), 32)])
+            .unwrap();
+        let routing = GatewayRouting {
+            lan_devices: vec!["lan0".into()],
+            ipv6: false,
+            ..gateway_routing()
+        };
+        let nat = proxy_nat();
+        routing.apply().unwrap();
+        let state = nat.apply().unwrap();
+        let transactions = nft_transactions(|| {
+            routing.apply().unwrap();
+            nat.apply().unwrap();
+        });
+        for table in ["linkpool", "linkpool_proxy"] {
+            let (deleted, added) = (
+                format!("delete table inet {table}"),
+                format!("add table inet {table}"),
+            );
+            let replacing: Vec<_> = transactions
+                .iter()
+                .filter(|t| t.contains(&deleted))
+                .collect();
+            assert!(
+                !replacing.is_empty(),
+                "{table} was not replaced: {transactions:#?}"
+            );
+            assert!(
+                replacing.iter().all(|t| t.contains(&added)),
+                "{table} deleted in a transaction of its own: {transactions:#?}"
+            );
+        }
+        nat.teardown(&state).unwrap();
+        routing.teardown().unwrap();
+    });
+}

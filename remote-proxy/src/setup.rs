@@ -31,17 +31,19 @@ pub fn setup(config: &ProxyConfig) -> Result<ProxyOs, OsError> {
         let s = listen_socket(addr).map_err(|e| OsError::io(format!("listen {addr}"), e))?;
         sockets.push((addr, s));
     }
-    let tun = Tun::create(&config.tunnel.device)?;
-    let mut addresses = vec![(
-        config.tunnel.ipv4_pool.proxy_address(),
-        config.tunnel.ipv4_pool.prefix_len,
-    )];
-    if let Some(p) = config.tunnel.ipv6_pool {
-        addresses.push((p.proxy_address(), p.prefix_len));
-    }
-    tun.configure(config.tunnel.mtu, &addresses)?;
+    // NAT before the TUN device: the pools are routed once the device has its addresses,
+    // and nothing from them may reach the world unmasqueraded. After a crash the old NAT
+    // table stays in force until `apply` replaces it, in one transaction: connection
+    // tracking never stops, so the members' established flows resume where they were.
     let nat = config.nat();
     let forwarding = nat.apply()?;
+    let tun = match create_tun(config) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = nat.teardown(&forwarding);
+            return Err(e);
+        }
+    };
     info!(
         device = %config.tunnel.device,
         mtu = config.tunnel.mtu,
@@ -66,6 +68,20 @@ pub fn setup(config: &ProxyConfig) -> Result<ProxyOs, OsError> {
         nat,
         forwarding,
     })
+}
+
+/// The TUN device with the pools' first addresses, up.
+fn create_tun(config: &ProxyConfig) -> Result<Tun, OsError> {
+    let tun = Tun::create(&config.tunnel.device)?;
+    let mut addresses = vec![(
+        config.tunnel.ipv4_pool.proxy_address(),
+        config.tunnel.ipv4_pool.prefix_len,
+    )];
+    if let Some(p) = config.tunnel.ipv6_pool {
+        addresses.push((p.proxy_address(), p.prefix_len));
+    }
+    tun.configure(config.tunnel.mtu, &addresses)?;
+    Ok(tun)
 }
 
 impl Drop for ProxyOs {
