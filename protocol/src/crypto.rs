@@ -62,14 +62,29 @@ impl PacketCipher {
 
 /// HMAC-SHA256 over the concatenation of `parts`, truncated to [`MAC_LEN`].
 pub(crate) fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; MAC_LEN] {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    for p in parts {
-        m.update(p);
+    MacKey::new(key).mac(parts)
+}
+
+/// A MAC key with HMAC's key schedule done once: a flood of handshakes is checked with
+/// two SHA-256 blocks less per datagram than [`mac`] takes.
+#[derive(Clone)]
+pub(crate) struct MacKey(Hmac<Sha256>);
+
+impl MacKey {
+    pub(crate) fn new(key: &[u8]) -> Self {
+        MacKey(<Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length"))
     }
-    let full = m.finalize().into_bytes();
-    let mut out = [0u8; MAC_LEN];
-    out.copy_from_slice(&full[..MAC_LEN]);
-    out
+
+    pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; MAC_LEN] {
+        let mut m = self.0.clone();
+        for p in parts {
+            m.update(p);
+        }
+        let full = m.finalize().into_bytes();
+        let mut out = [0u8; MAC_LEN];
+        out.copy_from_slice(&full[..MAC_LEN]);
+        out
+    }
 }
 
 /// Constant-time check of a truncated MAC.

@@ -240,7 +240,7 @@ impl SeenEphemerals {
 /// The proxy's sessions with all members.
 pub struct Server {
     static_key: SecretKey,
-    mac1_key: [u8; 32],
+    mac1_key: crypto::MacKey,
     cookie_key: [u8; 32],
     limits: Limits,
     handshakes_per_second: u32,
@@ -254,6 +254,8 @@ pub struct Server {
     load: TokenBucket,
     sources: Box<[TokenBucket; SOURCE_BUCKETS]>,
     seen: SeenEphemerals,
+    /// Cookie secrets by epoch parity: (epoch, secret).
+    cookie_secrets: [(Option<u64>, [u8; 32]); 2],
     stats: ServerStats,
 }
 
@@ -265,7 +267,7 @@ impl Server {
         let mut seed = [0u8; 8];
         seed.copy_from_slice(&random[..8]);
         let mut server = Server {
-            mac1_key: session::mac1_key(&public),
+            mac1_key: crypto::MacKey::new(&session::mac1_key(&public)),
             cookie_key: session::cookie_key(&public),
             static_key: config.static_key,
             limits: config.limits,
@@ -280,6 +282,7 @@ impl Server {
             load: TokenBucket::new(),
             sources: Box::new([TokenBucket::new(); SOURCE_BUCKETS]),
             seen: SeenEphemerals::new(),
+            cookie_secrets: [(None, [0; 32]); 2],
             stats: ServerStats::default(),
         };
         server.set_members(config.members);
@@ -451,10 +454,7 @@ impl Server {
         reply: &mut [u8],
     ) -> Result<ServerEvent, DropReason> {
         // Cheap checks first: a flood must not cost us a Diffie-Hellman per packet.
-        if !crypto::mac_eq(
-            &crypto::mac(&self.mac1_key, &[init.mac1_input()]),
-            init.mac1(),
-        ) {
+        if !crypto::mac_eq(&self.mac1_key.mac(&[init.mac1_input()]), init.mac1()) {
             return Err(DropReason::BadMac1);
         }
         // A replay of a recent initiation costs this lookup: no cookie, no Diffie-Hellman.
@@ -465,15 +465,17 @@ impl Server {
         let rate = self.handshakes_per_second as f32;
         let burst = (rate / LOAD_BURST_DIVISOR).max(1.0);
         if !self.load.take(now, rate, burst) {
+            // Under a flood this runs for every datagram: one MAC for the cookie, the
+            // previous epoch's only when the current one fails, none for an empty mac2.
             let epoch = self.cookie_epoch(now);
-            let valid = [epoch, epoch.wrapping_sub(1)].iter().any(|&e| {
-                crypto::mac_eq(
-                    &crypto::mac(&self.cookie(from, e), &[init.mac2_input()]),
-                    init.mac2(),
-                )
-            });
+            let current = self.cookie(from, epoch);
+            let mac2_ok = |cookie: &[u8; 16]| {
+                crypto::mac_eq(&crypto::mac(cookie, &[init.mac2_input()]), init.mac2())
+            };
+            let valid = init.mac2().iter().any(|&b| b != 0)
+                && (mac2_ok(&current) || mac2_ok(&self.cookie(from, epoch.wrapping_sub(1))));
             if !valid {
-                let len = self.write_cookie_reply(now, from, init, reply)?;
+                let len = self.write_cookie_reply(&current, init, reply)?;
                 self.stats.cookies_sent += 1;
                 self.stats.drops.count(DropReason::CookieRequired);
                 return Ok(ServerEvent::Reply { len, member: None });
@@ -521,16 +523,22 @@ impl Server {
         now.saturating_duration_since(self.origin).as_secs() / COOKIE_ROTATION.as_secs()
     }
 
-    /// The cookie for a source address in an epoch: only that address can learn it.
-    fn cookie(&self, from: SocketAddr, epoch: u64) -> [u8; 16] {
-        let secret = crypto::derive(&self.random, &epoch.to_be_bytes());
-        crypto::mac(&secret, &[&ip_bytes(from), &from.port().to_be_bytes()])
+    /// The cookie for a source address in an epoch: only that address can learn it. The
+    /// epoch's secret is derived once and kept (for this epoch and the one before).
+    fn cookie(&mut self, from: SocketAddr, epoch: u64) -> [u8; 16] {
+        let slot = &mut self.cookie_secrets[(epoch % 2) as usize];
+        if slot.0 != Some(epoch) {
+            *slot = (
+                Some(epoch),
+                crypto::derive(&self.random, &epoch.to_be_bytes()),
+            );
+        }
+        crypto::mac(&slot.1, &[&ip_bytes(from), &from.port().to_be_bytes()])
     }
 
     fn write_cookie_reply(
         &mut self,
-        now: Instant,
-        from: SocketAddr,
+        cookie: &[u8; 16],
         init: &wire::HandshakeInit<'_>,
         reply: &mut [u8],
     ) -> Result<usize, DropReason> {
@@ -549,7 +557,7 @@ impl Server {
         out[12..20].copy_from_slice(&self.cookie_nonce.to_be_bytes());
         let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&out[8..20]);
-        out[20..36].copy_from_slice(&self.cookie(from, self.cookie_epoch(now)));
+        out[20..36].copy_from_slice(cookie);
         let mac1: [u8; MAC_LEN] = init.mac1().try_into().expect("checked length");
         let tag = crypto::cookie_cipher(&self.cookie_key)
             .encrypt_in_place_detached((&nonce).into(), &mac1, &mut out[20..36])
