@@ -244,11 +244,24 @@ impl ProxyNat {
         if let Some((v6, p6)) = self.ipv6_pool {
             nat.push_str(&format!("\t\tip6 saddr {v6}/{p6} {out} masquerade\n"));
         }
+        // Replies for the pools go only into the tunnel: while the proxy is down (a crash,
+        // this table left in place) they would otherwise follow the default route out,
+        // addressed to private tunnel addresses.
+        let mut guard = format!("\t\tip daddr {v4}/{p4} oifname != \"{tun}\" counter drop\n");
+        if let Some((v6, p6)) = self.ipv6_pool {
+            guard.push_str(&format!(
+                "\t\tip6 daddr {v6}/{p6} oifname != \"{tun}\" counter drop\n"
+            ));
+        }
         let clamp = mss_clamp_chain(tun, self.mtu);
         format!(
             "\tchain postrouting {{\n\
              \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
              {nat}\
+             \t}}\n\
+             \tchain pool_guard {{\n\
+             \t\ttype filter hook forward priority filter; policy accept;\n\
+             {guard}\
              \t}}\n\
              {clamp}"
         )

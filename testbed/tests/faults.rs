@@ -110,6 +110,28 @@ fn a_download_survives_a_proxy_kill_and_restart() {
     drop(old); // SIGKILL, reaped
     std::thread::sleep(Duration::from_millis(500));
     let stalled = file_len(&out);
+    // What the server sent meanwhile, de-NATed to the member, was dropped at the proxy
+    // host by the NAT table the crash left, not sent out its default route.
+    let guard = coop
+        .proxy()
+        .exec_ok(&[
+            "nft",
+            "list",
+            "chain",
+            "inet",
+            "linkpool_proxy",
+            "pool_guard",
+        ])
+        .unwrap();
+    let guarded: u64 = guard
+        .split("counter packets ")
+        .skip(1)
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        guarded > 0,
+        "no reply for the member was stopped while the proxy was down:\n{guard}"
+    );
     pool.start_proxy(&coop).unwrap();
     let restarted = Instant::now();
     let after_restart = conntrack(&coop);
