@@ -11,7 +11,6 @@ use linkpool_os::log::parse_level;
 use linkpool_os::routing::{GATEWAY_RULE_COUNT, GatewayRouting};
 use linkpool_os::tun::check_ifname;
 use linkpool_protocol::bundle::MemberBundle;
-use linkpool_protocol::wire::MAX_IP_PACKET;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tracing::level_filters::LevelFilter;
@@ -33,9 +32,7 @@ pub const DEFAULT_FWMARK: u32 = 0x7117;
 pub const DEFAULT_LAN_DEVICE: &str = "br-lan";
 /// Largest tunnel MTU: the largest IP packet a datagram carries. Datagrams are at most
 /// `wire::MAX_DATAGRAM` (2048) bytes, and a relayed one spends 60 of them on headers.
-pub const MAX_MTU: u16 = MAX_IP_PACKET as u16;
-/// Smallest tunnel MTU without IPv6 in the bundle (RFC 791's 576) and with it (RFC 8200).
-pub const MIN_MTU: [u16; 2] = [576, 1280];
+pub const MAX_MTU: u16 = linkpool_protocol::wire::MAX_TUNNEL_MTU;
 
 /// A validated gateway configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -537,24 +534,11 @@ impl Settings {
 /// Checks a tunnel MTU (not 0) against what a datagram can carry and what the tunnel's
 /// address families need.
 pub fn check_mtu(mtu: i64, ipv6: bool) -> Result<u16, String> {
-    let min = MIN_MTU[usize::from(ipv6)];
-    if (i64::from(min)..=i64::from(MAX_MTU)).contains(&mtu) {
-        return Ok(mtu as u16);
-    }
-    let why = if mtu > i64::from(MAX_MTU) {
-        format!(
-            "a datagram is at most {} bytes, {} of them linkpool's headers on a relayed path",
-            linkpool_protocol::wire::MAX_DATAGRAM,
-            linkpool_protocol::wire::MAX_DATAGRAM - MAX_IP_PACKET
-        )
-    } else if ipv6 {
-        "1280 is the IPv6 minimum, and the bundle has an IPv6 address".to_string()
-    } else {
-        "576 is the IPv4 minimum".to_string()
-    };
-    Err(format!(
-        "{mtu} is out of range: use 0 (automatic) or {min} to {MAX_MTU} ({why})"
-    ))
+    linkpool_protocol::wire::check_tunnel_mtu(
+        mtu,
+        ipv6.then_some("the bundle has an IPv6 address"),
+        true,
+    )
 }
 
 /// The permission bits of `path` when users other than its owner may read or write it.

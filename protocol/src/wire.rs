@@ -43,6 +43,36 @@ pub const WORST_CASE_OVERHEAD: usize = 40 + 8 + TRANSPORT_OVERHEAD + RELAY_OVERH
 /// Largest IP packet that still fits in a relayed datagram.
 pub const MAX_IP_PACKET: usize = MAX_DATAGRAM - TRANSPORT_OVERHEAD - RELAY_OVERHEAD;
 
+/// Smallest tunnel MTU for IPv4 only (RFC 791's 576) and with IPv6 (RFC 8200's 1280).
+pub const MIN_TUNNEL_MTU: [u16; 2] = [576, 1280];
+/// Largest tunnel MTU: the largest IP packet a datagram carries.
+pub const MAX_TUNNEL_MTU: u16 = MAX_IP_PACKET as u16;
+
+/// Checks a tunnel MTU against what a datagram carries and what the tunnel's families
+/// need. `ipv6` says why the tunnel carries IPv6 (for the message), if it does;
+/// `automatic` whether 0 (automatic) is also allowed where this MTU is configured.
+pub fn check_tunnel_mtu(mtu: i64, ipv6: Option<&str>, automatic: bool) -> Result<u16, String> {
+    let min = MIN_TUNNEL_MTU[usize::from(ipv6.is_some())];
+    if (i64::from(min)..=i64::from(MAX_TUNNEL_MTU)).contains(&mtu) {
+        return Ok(mtu as u16);
+    }
+    let why = if mtu > i64::from(MAX_TUNNEL_MTU) {
+        format!(
+            "a datagram is at most {MAX_DATAGRAM} bytes, {} of them linkpool's headers on a \
+             relayed path",
+            MAX_DATAGRAM - MAX_IP_PACKET
+        )
+    } else if let Some(because) = ipv6 {
+        format!("1280 is the IPv6 minimum, and {because}")
+    } else {
+        "576 is the IPv4 minimum".to_string()
+    };
+    let zero = if automatic { "0 (automatic) or " } else { "" };
+    Err(format!(
+        "{mtu} is out of range: use {zero}{min} to {MAX_TUNNEL_MTU} ({why})"
+    ))
+}
+
 /// Noise IKpsk2 first message: e (32), encrypted s (32 + 16), encrypted timestamp (8 + 16).
 pub const NOISE_INIT_LEN: usize = 32 + 48 + 8 + 16;
 /// Noise IKpsk2 second message: e (32), encrypted empty payload (16).

@@ -459,29 +459,12 @@ impl ProxyConfig {
 
 /// Largest TUN MTU: the largest IP packet a datagram carries to a member (datagrams are
 /// at most `wire::MAX_DATAGRAM` bytes, and a relayed one spends 60 of them on headers).
-pub const MAX_MTU: u16 = linkpool_protocol::wire::MAX_IP_PACKET as u16;
+pub const MAX_MTU: u16 = linkpool_protocol::wire::MAX_TUNNEL_MTU;
 
 /// Checks the TUN MTU against what a datagram carries and what the pools need (1280 with
 /// an IPv6 pool, 576 without).
 fn check_mtu(mtu: i64, ipv6: bool) -> Result<u16, String> {
-    let min: u16 = if ipv6 { 1280 } else { 576 };
-    if (i64::from(min)..=i64::from(MAX_MTU)).contains(&mtu) {
-        return Ok(mtu as u16);
-    }
-    let why = if mtu > i64::from(MAX_MTU) {
-        format!(
-            "a datagram is at most {} bytes, {} of them linkpool's headers on a relayed path",
-            linkpool_protocol::wire::MAX_DATAGRAM,
-            linkpool_protocol::wire::MAX_DATAGRAM - linkpool_protocol::wire::MAX_IP_PACKET
-        )
-    } else if ipv6 {
-        "1280 is the IPv6 minimum, and tunnel.ipv6_pool is on".to_string()
-    } else {
-        "576 is the IPv4 minimum".to_string()
-    };
-    Err(format!(
-        "{mtu} is out of range: use {min} to {MAX_MTU} ({why})"
-    ))
+    linkpool_protocol::wire::check_tunnel_mtu(mtu, ipv6.then_some("tunnel.ipv6_pool is on"), false)
 }
 
 pub(crate) fn resolve_relative(config_file: &Path, p: &str) -> PathBuf {
