@@ -877,25 +877,6 @@ fn parse_udp(ethertype: u16, ip: &[u8]) -> Option<Captured> {
     })
 }
 
-/// User + system CPU seconds a process has used so far (from `/proc/PID/stat`; 0 when it
-/// is gone).
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // The fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / hz.max(1.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,7 +54,7 @@ pub use coop::{
 };
 pub use emulator::{Direction, DirectionStats, Emulator, Link};
 pub use params::{LinkParams, LinkSpec, parse_duration, parse_loss, parse_rate};
-pub use process::Process;
+pub use process::{Process, cpu_seconds};
 pub use servers::{HttpRequest, ServedFile, hex};
 pub use topology::{MAX_ROUTERS, RouterSpec, Topology};
 

@@ -439,7 +439,7 @@ fn run(kind: FloodKind, rate: u64) -> Figures {
     let proxy_pid = pool.proxy.as_ref().expect("proxy runs").pid();
     let ticks_from = process_ticks();
     let (cpu_from, emu_from, machine_from, cpu_at) = (
-        attack::cpu_seconds(proxy_pid),
+        linkpool_testbed::cpu_seconds(proxy_pid),
         emulator_cpu_seconds(),
         machine_jiffies(),
         Instant::now(),
@@ -463,7 +463,7 @@ fn run(kind: FloodKind, rate: u64) -> Figures {
             let secs = cpu_at.elapsed().as_secs_f64();
             let machine = machine_jiffies();
             let cpu = (
-                (attack::cpu_seconds(proxy_pid) - cpu_from) / secs,
+                (linkpool_testbed::cpu_seconds(proxy_pid) - cpu_from) / secs,
                 (emulator_cpu_seconds() - emu_from) / secs,
                 (machine.0 - machine_from.0) as f64 / (machine.1 - machine_from.1).max(1) as f64,
                 top_processes(&ticks_from, &process_ticks(), secs),

@@ -44,17 +44,7 @@ fn file_len(path: &Path) -> u64 {
 
 /// CPU time (user + system) of process `pid` so far, from `/proc/PID/stat`.
 fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
-    // The command name (field 2) may hold spaces; count from the `)` that ends it.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
-        .split_whitespace()
-        .collect();
-    // Fields 14 and 15 of the line, utime and stime, in clock ticks.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_secs_f64(ticks as f64 / hz as f64)
+    Duration::from_secs_f64(linkpool_testbed::cpu_seconds(pid))
 }
 
 /// A download from the internet host runs while the proxy is killed (SIGKILL: no cleanup)
