@@ -228,15 +228,16 @@ fn ip(out: &mut Vec<Seed>) {
     push(out, "ip_check", "ipv4-options", opts);
 }
 
-/// Scripts for `session_pair`: real traffic, replays, tampering, time passing.
+/// Scripts for `session_pair`: real traffic, replays, tampering, time passing, and (mode
+/// byte odd) handshakes: cookies, forged and twin initiations, losses, sleeps.
 fn session(out: &mut Vec<Seed>) {
-    let mut s = Vec::new();
+    let mut s = script::start(false);
     script::seal_up(&mut s, &ipv4_packet(100, 1));
     script::seal_down(&mut s, &ipv6_packet(120));
     script::advance(&mut s, 125); // 1 s, live
     push(out, "session_pair", "traffic", s);
 
-    let mut s = Vec::new();
+    let mut s = script::start(false);
     script::seal_up(&mut s, &ipv4_packet(80, 3));
     // The datagram just sealed is the first recent capture after the baseline.
     for idx in 0..8 {
@@ -245,7 +246,7 @@ fn session(out: &mut Vec<Seed>) {
     }
     push(out, "session_pair", "replays", s);
 
-    let mut s = Vec::new();
+    let mut s = script::start(false);
     for idx in 0..4 {
         script::mutate(&mut s, 0, idx, 20, 0, &[0x01]);
         script::mutate(&mut s, 1, idx, 3, 0, &[0x80]);
@@ -254,13 +255,13 @@ fn session(out: &mut Vec<Seed>) {
     }
     push(out, "session_pair", "tamper", s);
 
-    let mut s = Vec::new();
-    script::advance(&mut s, 15_500); // 124 s live: past rekey-after-time
+    let mut s = script::start(true);
+    script::advance(&mut s, 1000); // 8 s live (the most an input gets)
     script::seal_up(&mut s, &ipv4_packet(60, 9));
-    script::advance(&mut s, 0x8000 | 1000); // 8 s asleep: past dead-after
+    script::advance(&mut s, 0x8000 | 250); // 8 s asleep: past dead-after
     script::seal_up(&mut s, &ipv4_packet(60, 10));
     script::pump(&mut s);
-    script::advance(&mut s, 0x8000 | 25_000); // 200 s asleep: past reject-after-time
+    script::advance(&mut s, 0x8000 | 25_000); // 800 s asleep: past reject-after-time
     script::seal_down(&mut s, &ipv4_packet(60, 11));
     script::pump(&mut s);
     script::seal_down(&mut s, &ipv4_packet(60, 12));
@@ -268,7 +269,7 @@ fn session(out: &mut Vec<Seed>) {
 
     // A datagram sealed this input (the first capture after the baseline) with its
     // counter moved ahead: fresh for the replay window, so the AEAD must catch it.
-    let mut s = Vec::new();
+    let mut s = script::start(false);
     script::seal_up(&mut s, &ipv4_packet(60, 4));
     script::seal_down(&mut s, &ipv4_packet(60, 5));
     for idx in 0..12 {
@@ -277,35 +278,78 @@ fn session(out: &mut Vec<Seed>) {
     }
     push(out, "session_pair", "tamper-fresh", s);
 
-    let mut s = Vec::new();
+    let mut s = script::start(false);
     script::seal_up(&mut s, &[0x45, 0, 0, 99]);
     script::seal_down(&mut s, &[0x60; 41]);
     script::to_server(&mut s, 2, &[1, 4, 0, 0, 0, 0, 0, 1]);
     script::to_client(&mut s, 1, &[1, 5, 0, 0]);
     push(out, "session_pair", "garbage", s);
 
+    // Two handshakes at one instant: the proxy (2 a second) answers the second with a
+    // cookie, and the gateway retries with it at once.
+    let mut s = script::start(true);
+    script::rekey(&mut s);
+    script::pump(&mut s);
+    script::rekey(&mut s);
+    script::pump(&mut s);
+    push(out, "session_pair", "cookie", s);
+
+    // Everything the gateway sends is lost for 8 s: its probes go unanswered (suspect,
+    // fast probes, a handshake at once), its handshakes too, and after 6 s the proxy is
+    // dead to it. Then the last datagram it sent arrives late.
+    let mut s = script::start(true);
+    script::lose(&mut s, 255, 0);
+    script::advance(&mut s, 1000); // 8 s live
+    script::mutate(&mut s, 0, 0xff, 0, 0, &[]);
+    script::pump(&mut s);
+    push(out, "session_pair", "loss", s);
+
+    // The answer to the gateway's handshake is lost; it arrives after the retry went out.
+    let mut s = script::start(true);
+    script::lose(&mut s, 0, 1);
+    script::rekey(&mut s);
+    script::pump(&mut s);
+    script::advance(&mut s, 125); // 1 s live: the retry
+    script::mutate(&mut s, 1, 0, 0, 0, &[]);
+    push(out, "session_pair", "late-response", s);
+
+    // A second router with the same keys: one whose clock is behind (stale), one ahead
+    // (accepted: its keys wait as the member's pending ones).
+    let mut s = script::start(true);
+    script::twin(&mut s, 1, -5000);
+    script::advance(&mut s, 125); // 1 s live: the proxy's load limit refills
+    script::twin(&mut s, 2, 500);
+    script::seal_up(&mut s, &ipv4_packet(60, 13));
+    push(out, "session_pair", "twin", s);
+
     let pair = Pair::new();
     let (up, down) = pair.baseline();
     if let Some(init) = up.first() {
-        let mut s = Vec::new();
+        // An initiation of another run (older than any the proxy accepted: stale), before
+        // and after the gateway slept; the gateway's own first initiation replayed (seen:
+        // refused by a lookup).
+        let mut s = script::start(true);
         script::to_server(&mut s, 1, init);
-        script::advance(&mut s, 0x8000 | 1000); // 8 s asleep: the member looks idle
+        script::advance(&mut s, 0x8000 | 250); // 8 s asleep
         script::to_server(&mut s, 0, init);
         script::pump(&mut s);
+        script::mutate(&mut s, 0, 0, 0, 0, &[]);
         push(out, "session_pair", "handshake-replay", s);
 
-        // Replayed initiations use up the proxy's handshake budget (2/s), so the gateway's
-        // own handshake after its sleep gets a cookie reply and retries with the cookie.
-        let mut s = Vec::new();
-        script::advance(&mut s, 0x8000 | 1000);
-        for _ in 0..4 {
-            script::to_server(&mut s, 1, init);
+        // The gateway's first initiation with a byte of its ephemeral changed and a valid
+        // mac1 (anyone can compute it): Noise fails at the static key. Two use up the
+        // proxy's load limit, so the second and the gateway's handshake after them get
+        // cookies; the gateway retries with its cookie.
+        let mut s = script::start(true);
+        for at in [8 + 5, 8 + 6] {
+            script::forge(&mut s, 0, 0, at, &[0x40]);
         }
+        script::rekey(&mut s);
         script::pump(&mut s);
-        push(out, "session_pair", "cookie", s);
+        push(out, "session_pair", "forge", s);
     }
     if let Some(resp) = down.first() {
-        let mut s = Vec::new();
+        let mut s = script::start(false);
         script::to_client(&mut s, 0, resp);
         push(out, "session_pair", "response-replay", s);
     }
