@@ -478,7 +478,9 @@ impl Client {
             .as_ref()
             .is_some_and(|k| k.expired(now, &limits))
         {
-            self.previous = self.current.take();
+            // Expired keys open nothing either: dropped, not kept as the previous ones
+            // (whose expiry would then be offered again, already due).
+            self.current = None;
         }
         if self.current.is_none() {
             self.liveness = Liveness::Connecting;

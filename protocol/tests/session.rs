@@ -752,13 +752,14 @@ impl Net {
                 wakeups += 1;
             }
             let dt = next.saturating_duration_since(self.now);
+            let arrivals = self.to_client.iter().filter(|(t, _)| *t <= next).count();
             self.step(dt);
             if proxy_gone {
                 self.to_server.clear();
             }
             // What arrived may have made something due now (a probe after a handshake):
-            // the daemon sends it before it sleeps again.
-            if self.client.poll_timeout().is_some_and(|t| t <= self.now) {
+            // the daemon sends it before it sleeps again. Timers alone never may.
+            if arrivals > 0 && self.client.poll_timeout().is_some_and(|t| t <= self.now) {
                 self.step(Duration::ZERO);
                 if proxy_gone {
                     self.to_server.clear();
