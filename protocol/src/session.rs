@@ -142,7 +142,9 @@ pub(crate) fn initiate(
     debug_assert_eq!(n, NOISE_INIT_LEN);
     write_mac1(proxy, out);
     let m1_at = HANDSHAKE_INIT_LEN - 2 * MAC_LEN;
-    let mac1: [u8; MAC_LEN] = out[m1_at..m1_at + MAC_LEN].try_into().expect("fixed length");
+    let mac1: [u8; MAC_LEN] = out[m1_at..m1_at + MAC_LEN]
+        .try_into()
+        .expect("fixed length");
     if let Some(c) = cookie {
         let mac2 = crypto::mac(c, &[&out[..m1_at + MAC_LEN]]);
         out[m1_at + MAC_LEN..].copy_from_slice(&mac2);
