@@ -482,9 +482,6 @@ impl Client {
             // (whose expiry would then be offered again, already due).
             self.current = None;
         }
-        if self.current.is_none() {
-            self.liveness = Liveness::Connecting;
-        }
         let silent = self
             .last_received
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));

@@ -401,6 +401,12 @@ fn open_socket(ifname: &str) -> io::Result<OwnedFd> {
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER)?;
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER)?;
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+    bind_packet_socket(fd, ifindex)?;
+    Ok(sock)
+}
+
+/// Binds packet socket `fd` to interface `ifindex`, for frames of every protocol.
+pub(crate) fn bind_packet_socket(fd: libc::c_int, ifindex: libc::c_uint) -> io::Result<()> {
     // SAFETY: zeroed sockaddr_ll is valid; we fill the fields bind needs.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
@@ -417,7 +423,7 @@ fn open_socket(ifname: &str) -> io::Result<OwnedFd> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(sock)
+    Ok(())
 }
 
 /// A small, fast, seedable PRNG (Steele et al.'s SplitMix64); good enough for loss and jitter.
