@@ -334,11 +334,15 @@ fn run_sets_up_tun_and_nat_and_removes_them_on_sigterm() {
         dir.path("log"),
     );
     let log = || std::fs::read_to_string(dir.path("log")).unwrap();
-    daemon.wait_until("the NAT table", || {
+    // The last line before the event loop, logged once signals are caught: the device,
+    // NAT and sockets are all in place by then.
+    daemon.wait_until("the set-up", || log().contains("handshakes: cookies asked"));
+    assert!(
         in_ns(&ns, &["nft", "list", "table", "inet", "linkpool_proxy"])
             .status
-            .success()
-    });
+            .success(),
+        "NAT table"
+    );
     let addrs = text(&in_ns(&ns, &["ip", "addr", "show", "dev", "lpproxy0"]).stdout);
     assert!(
         addrs.contains("inet 10.77.0.1/16") && addrs.contains("inet6 fd77::1/64"),
