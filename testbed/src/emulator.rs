@@ -3,9 +3,10 @@
 //! An emulated link between node A and node B is two veth pairs that meet in the emulator
 //! namespace: `A:dev_a <-> emu:side_a` and `emu:side_b <-> B:dev_b`. For each direction a
 //! thread of this process reads whole Ethernet frames from one side's AF_PACKET socket,
-//! schedules them (loss by a seeded PRNG, a serialising bottleneck with a tail-drop queue
-//! for the rate, then delay ± jitter) in a FIFO ordered by departure time, and writes
-//! them to the other side when due. Arrival times come from the kernel's receive
+//! asks the link model ([`linkpool_sim::link::LinkModel`], shared with the in-process
+//! simulator: loss by a seeded PRNG, a serialising bottleneck with a tail-drop queue for
+//! the rate, then delay ± jitter) when each is due, keeps them in a FIFO ordered by that
+//! time, and writes them to the other side when due. Arrival times come from the kernel's receive
 //! timestamps, so a frame that waited in the socket buffer is not delayed twice.
 //!
 //! The threads live in the `linkpool-testbed` process, so the emulation dies with it.
@@ -19,8 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use linkpool_sim::link::{DropReason, LinkModel, Verdict};
+
 use crate::netns;
 use crate::params::{LinkParams, LinkSpec};
+
+pub use linkpool_sim::link::Direction;
 
 /// `PACKET_IGNORE_OUTGOING` from linux/if_packet.h (not in every libc version).
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
@@ -40,20 +45,6 @@ const RECEIVE_BATCH: usize = 64;
 /// Histogram resolution for the scheduling lateness.
 const LATENESS_BUCKET_US: u64 = 10;
 const LATENESS_BUCKETS: usize = 10_000;
-
-/// A direction of an emulated link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// From the link's A end (the node: router, proxy, internet host) to its B end.
-    Upstream = 0,
-    /// From the B end (the core or the mesh) to the A end.
-    Downstream = 1,
-}
-
-impl Direction {
-    /// Both directions.
-    pub const BOTH: [Direction; 2] = [Direction::Upstream, Direction::Downstream];
-}
 
 /// Counters of one direction of a link (since the link was created).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -323,7 +314,7 @@ impl Emulator {
                 tx,
                 wake: self.wake.clone(),
                 stop: self.stop.clone(),
-                rng: SplitMix64(seed ^ (dir as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                seed: seed ^ (dir as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("emu-{name}-{}", dir as u8))
@@ -426,24 +417,6 @@ pub(crate) fn bind_packet_socket(fd: libc::c_int, ifindex: libc::c_uint) -> io::
     Ok(())
 }
 
-/// A small, fast, seedable PRNG (Steele et al.'s SplitMix64); good enough for loss and jitter.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 struct Frame {
     due: Instant,
     data: Vec<u8>,
@@ -457,17 +430,16 @@ struct Forwarder {
     tx: Arc<OwnedFd>,
     wake: Arc<OwnedFd>,
     stop: Arc<AtomicBool>,
-    rng: SplitMix64,
+    /// Seeds this direction's link model (loss and jitter).
+    seed: u64,
 }
 
 /// Scheduling state of one direction.
 struct Schedule {
-    params: LinkParams,
+    /// Decides every frame's fate and due time.
+    model: LinkModel,
     generation: u64,
-    /// When the emulated bottleneck finishes serialising what it holds.
-    wire_free_at: Instant,
-    /// Due time of the newest frame (frames never overtake each other).
-    last_due: Instant,
+    /// The frames the model delivers, in due order, until they are sent.
     queue: VecDeque<Frame>,
     spare: Vec<Vec<u8>>,
 }
@@ -487,12 +459,9 @@ impl Forwarder {
         let param = libc::sched_param { sched_priority: 10 };
         // SAFETY: setting our own thread's policy with a valid sched_param.
         unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
-        let now = Instant::now();
         let mut s = Schedule {
-            params: LinkParams::default(),
+            model: LinkModel::new(LinkParams::default(), self.seed),
             generation: u64::MAX,
-            wire_free_at: now,
-            last_due: now,
             queue: VecDeque::new(),
             spare: Vec::new(),
         };
@@ -522,15 +491,14 @@ impl Forwarder {
             return;
         }
         s.generation = generation;
-        s.params = *d.params.lock().unwrap_or_else(|e| e.into_inner());
-        if !s.params.up {
-            // An outage also loses what is on the wire.
+        let params = *d.params.lock().unwrap_or_else(|e| e.into_inner());
+        // An outage also loses what is on the wire: the model forgets it, and so do we
+        // (counting what had not left yet, also what was due but not sent).
+        s.model.set_params(Instant::now(), params);
+        if !params.up {
             let lost = s.queue.len() as u64;
             d.counters.dropped_outage.fetch_add(lost, Ordering::Relaxed);
             s.queue.clear();
-            let now = Instant::now();
-            s.wire_free_at = now;
-            s.last_due = now;
         }
     }
 
@@ -632,45 +600,20 @@ impl Forwarder {
     }
 
     fn schedule(&mut self, s: &mut Schedule, arrival: Instant, frame: &[u8]) {
-        let p = s.params;
         let counters = &self.state.directions[self.dir as usize].counters;
-        if !p.up {
-            counters.dropped_outage.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        if p.loss > 0.0 && self.rng.next_f64() < p.loss {
-            counters.dropped_loss.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        if s.queue.len() >= MAX_IN_FLIGHT {
-            counters.dropped_queue.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let mut leaves_bottleneck = arrival;
-        if let Some(rate) = p.rate_bps {
-            let start = s.wire_free_at.max(arrival);
-            if start.duration_since(arrival) > p.queue {
-                counters.dropped_queue.fetch_add(1, Ordering::Relaxed);
+        let room = s.queue.len() < MAX_IN_FLIGHT;
+        let due = match s.model.offer_if(arrival, frame.len(), room) {
+            Verdict::Deliver(due) => due,
+            Verdict::Dropped(why) => {
+                let counter = match why {
+                    DropReason::Loss => &counters.dropped_loss,
+                    DropReason::Queue => &counters.dropped_queue,
+                    DropReason::Outage => &counters.dropped_outage,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            let bits = frame.len() as u128 * 8;
-            let serialise = Duration::from_nanos((bits * 1_000_000_000 / rate as u128) as u64);
-            s.wire_free_at = start + serialise;
-            leaves_bottleneck = s.wire_free_at;
-        }
-        let mut due = leaves_bottleneck + p.delay;
-        if !p.jitter.is_zero() {
-            let offset = p.jitter.as_secs_f64() * (2.0 * self.rng.next_f64() - 1.0);
-            due = if offset >= 0.0 {
-                due + Duration::from_secs_f64(offset)
-            } else {
-                due.checked_sub(Duration::from_secs_f64(-offset))
-                    .unwrap_or(leaves_bottleneck)
-                    .max(leaves_bottleneck)
-            };
-        }
-        due = due.max(s.last_due);
-        s.last_due = due;
+        };
         let mut data = s.spare.pop().unwrap_or_default();
         data.clear();
         data.extend_from_slice(frame);
@@ -701,17 +644,4 @@ fn receive_lag(msg: &libc::msghdr) -> Duration {
         }
     }
     Duration::ZERO
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prng_is_uniform_enough() {
-        let mut rng = SplitMix64(7);
-        let n = 100_000;
-        let below = (0..n).filter(|_| rng.next_f64() < 0.1).count();
-        assert!((9_500..10_500).contains(&below), "{below}");
-    }
 }
