@@ -131,16 +131,72 @@ impl Node {
     }
 }
 
-/// A member router: LAN bridge `br-lan` (with client port `lan1`), WAN `wan`, mesh `mesh0`.
+/// A member router: LAN bridge `br-lan` (with client port `lan1`), WAN `wan` (and `wan2`,
+/// ... with several ISP links), mesh `mesh0`.
 #[derive(Clone, Debug)]
 pub struct Router {
     node: Node,
     index: usize,
     lan: Iface,
-    wan: Iface,
+    /// Its WANs, one per ISP link, `wan` first.
+    wans: Vec<Wan>,
     mesh: Iface,
-    wan_gateway: (Ipv4Addr, Ipv6Addr),
+}
+
+/// One WAN of a router: its device (`wan`, `wan2`, ...) on its own emulated ISP link
+/// (`rN-wan`, `rN-wan2`, ...) to its own device in the core (`rN`, `rNw2`, ...).
+///
+/// The first WAN holds the router's main default routes; WAN `k` ≥ 2 has default routes
+/// of higher metric (so a socket bound to its device, `SO_BINDTODEVICE` or `ping -I wanK`,
+/// goes out through it) and a policy route for its own source addresses (so a socket bound
+/// to one of its addresses does too).
+#[derive(Clone, Debug)]
+pub struct Wan {
+    number: usize,
+    iface: Iface,
+    gateway: (Ipv4Addr, Ipv6Addr),
     public: Option<(Ipv4Addr, Ipv6Addr)>,
+    link: String,
+    core_device: String,
+}
+
+impl Wan {
+    /// Its number on the router (1 for `wan`, 2 for `wan2`, ...).
+    pub fn number(&self) -> usize {
+        self.number
+    }
+    /// Device name in the router (`wan`, `wan2`, ...).
+    pub fn device(&self) -> &str {
+        &self.iface.device
+    }
+    /// Its interface.
+    pub fn iface(&self) -> &Iface {
+        &self.iface
+    }
+    /// IPv4 address.
+    pub fn addr_v4(&self) -> Ipv4Addr {
+        self.iface.v4
+    }
+    /// IPv6 address.
+    pub fn addr_v6(&self) -> Ipv6Addr {
+        self.iface.v6
+    }
+    /// The ISP's next hop (the core) on this WAN, IPv4 and IPv6.
+    pub fn gateway(&self) -> (Ipv4Addr, Ipv6Addr) {
+        self.gateway
+    }
+    /// The addresses the Internet sees for this WAN (the carrier NAT's, behind one).
+    pub fn public_addrs(&self) -> (Ipv4Addr, Ipv6Addr) {
+        self.public.unwrap_or((self.iface.v4, self.iface.v6))
+    }
+    /// Name of its emulated ISP link (`rN-wan`, `rN-wan2`, ...).
+    pub fn link(&self) -> &str {
+        &self.link
+    }
+    /// The core's device at the other end (`rN`, `rNw2`, ...).
+    pub fn core_device(&self) -> &str {
+        &self.core_device
+    }
 }
 
 impl Deref for Router {
@@ -155,30 +211,47 @@ impl Router {
     pub fn index(&self) -> usize {
         self.index
     }
-    /// WAN device name (`wan`).
+    /// Every WAN, one per ISP link: `wan` first, then `wan2`, ...
+    pub fn wans(&self) -> &[Wan] {
+        &self.wans
+    }
+    /// WAN `k` (1 for `wan`, 2 for `wan2`, ...). Panics if there is none (a bug in the test).
+    pub fn wan_number(&self, k: usize) -> &Wan {
+        assert!(
+            k >= 1 && k <= self.wans.len(),
+            "r{} has no WAN {k} (it has {})",
+            self.index,
+            self.wans.len()
+        );
+        &self.wans[k - 1]
+    }
+    fn first_wan(&self) -> &Wan {
+        &self.wans[0]
+    }
+    /// (First) WAN device name (`wan`).
     pub fn wan_device(&self) -> &str {
-        &self.wan.device
+        self.first_wan().device()
     }
-    /// WAN interface.
+    /// (First) WAN interface.
     pub fn wan(&self) -> &Iface {
-        &self.wan
+        self.first_wan().iface()
     }
-    /// WAN IPv4 address.
+    /// (First) WAN IPv4 address.
     pub fn wan_addr_v4(&self) -> Ipv4Addr {
-        self.wan.v4
+        self.first_wan().addr_v4()
     }
-    /// WAN IPv6 address.
+    /// (First) WAN IPv6 address.
     pub fn wan_addr_v6(&self) -> Ipv6Addr {
-        self.wan.v6
+        self.first_wan().addr_v6()
     }
-    /// The ISP's next hop (the core) on the WAN, IPv4 and IPv6.
+    /// The ISP's next hop (the core) on the (first) WAN, IPv4 and IPv6.
     pub fn wan_gateway(&self) -> (Ipv4Addr, Ipv6Addr) {
-        self.wan_gateway
+        self.first_wan().gateway()
     }
-    /// The addresses the Internet sees for this router: its WAN addresses, or the carrier
-    /// NAT's when it is behind one.
+    /// The addresses the Internet sees for this router (through its first WAN): its WAN
+    /// addresses, or the carrier NAT's when it is behind one.
     pub fn public_addrs(&self) -> (Ipv4Addr, Ipv6Addr) {
-        self.public.unwrap_or((self.wan.v4, self.wan.v6))
+        self.first_wan().public_addrs()
     }
     /// LAN bridge device name (`br-lan`).
     pub fn lan_device(&self) -> &str {
@@ -196,9 +269,13 @@ impl Router {
     pub fn mesh(&self) -> &Iface {
         &self.mesh
     }
-    /// Name of its ISP link (`rN-wan`).
+    /// Name of its (first) ISP link (`rN-wan`).
     pub fn wan_link(&self) -> String {
-        format!("r{}-wan", self.index)
+        self.first_wan().link.clone()
+    }
+    /// Names of all its ISP links (`rN-wan`, `rN-wan2`, ...).
+    pub fn wan_links(&self) -> Vec<String> {
+        self.wans.iter().map(|w| w.link.clone()).collect()
     }
     /// Name of its mesh link (`rN-mesh`).
     pub fn mesh_link(&self) -> String {
@@ -347,23 +424,41 @@ mod plan {
             64,
         )
     }
-    pub(super) fn wan_router(n: usize) -> Iface {
+    /// WAN `k` (1-based) of router `n`: `wan`, `wan2`, ... in 100.(63+k).N.0/24 and
+    /// 2001:db8:N:(k-1)::/64 (so the first WAN is 100.64.N.2, 2001:db8:N::2).
+    pub(super) fn wan_router(n: usize, k: usize) -> Iface {
+        let device = if k == 1 {
+            "wan".to_string()
+        } else {
+            format!("wan{k}")
+        };
         Iface::new(
-            "wan",
-            &format!("100.64.{n}.2"),
+            &device,
+            &format!("100.{}.{n}.2", 63 + k),
             24,
-            &format!("2001:db8:{n}::2"),
+            &format!("2001:db8:{n}:{:x}::2", k - 1),
             64,
         )
     }
-    pub(super) fn wan_core(n: usize) -> Iface {
+    /// The core's end of WAN `k` of router `n`: `rN`, `rNw2`, ...
+    pub(super) fn wan_core(n: usize, k: usize) -> Iface {
+        let device = if k == 1 {
+            format!("r{n}")
+        } else {
+            format!("r{n}w{k}")
+        };
         Iface::new(
-            &format!("r{n}"),
-            &format!("100.64.{n}.1"),
+            &device,
+            &format!("100.{}.{n}.1", 63 + k),
             24,
-            &format!("2001:db8:{n}::1"),
+            &format!("2001:db8:{n}:{:x}::1", k - 1),
             64,
         )
+    }
+    /// Routing table and rule priority of the source policy route of WAN `k` ≥ 2 (below
+    /// the gateway's own rules, which start at 7117).
+    pub(super) fn wan_table(k: usize) -> u32 {
+        1000 + k as u32
     }
     pub(super) fn mesh_router(n: usize) -> Iface {
         Iface::new(
@@ -374,12 +469,21 @@ mod plan {
             64,
         )
     }
-    /// The carrier NAT's public addresses for router `n`; `generation` changes them.
-    pub(super) fn nat_public(n: usize, generation: usize) -> (Ipv4Addr, Ipv6Addr) {
+    /// The carrier NAT's public addresses for WAN `k` of router `n`; `generation` changes
+    /// them. The first WAN's are 192.0.2.N (.N+100), later ones' 198.19.G.N.
+    pub(super) fn nat_public(n: usize, k: usize, generation: usize) -> (Ipv4Addr, Ipv6Addr) {
         let g = generation % 2;
+        let group = 2 * (k - 1) + g;
+        let v4 = if k == 1 {
+            format!("192.0.2.{}", n + 100 * g)
+        } else {
+            format!("198.19.{group}.{n}")
+        };
         (
-            format!("192.0.2.{}", n + 100 * g).parse().expect("plan"),
-            format!("2001:db8:ffff:{g}::{n}").parse().expect("plan"),
+            v4.parse().expect("plan"),
+            format!("2001:db8:ffff:{group:x}::{n}")
+                .parse()
+                .expect("plan"),
         )
     }
     pub(super) fn proxy() -> Iface {
@@ -524,17 +628,34 @@ impl Coop {
             add_addrs(&r.ns, &lan)?;
             add_addrs(&c.ns, &client)?;
             add_default_routes(&c.ns, (lan.v4, lan.v6))?;
-            // WAN: router wan <-> emulator <-> core rN.
-            let (wan, core_side) = (plan::wan_router(n), plan::wan_core(n));
-            self.emulated_link(
-                &format!("r{n}-wan"),
-                (&r, "wan"),
-                (&core, &core_side.device),
-                spec.isp,
-            )?;
-            add_addrs(&r.ns, &wan)?;
-            add_addrs(&core.ns, &core_side)?;
-            add_default_routes(&r.ns, (core_side.v4, core_side.v6))?;
+            // WANs: router wan <-> emulator <-> core rN, wan2 <-> core rNw2, ...
+            let mut wans = Vec::new();
+            for (j, isp) in spec.isp_links().enumerate() {
+                let k = j + 1;
+                let (wan, core_side) = (plan::wan_router(n, k), plan::wan_core(n, k));
+                let link = if k == 1 {
+                    format!("r{n}-wan")
+                } else {
+                    format!("r{n}-wan{k}")
+                };
+                self.emulated_link(&link, (&r, &wan.device), (&core, &core_side.device), *isp)?;
+                add_addrs(&r.ns, &wan)?;
+                add_addrs(&core.ns, &core_side)?;
+                let gateway = (core_side.v4, core_side.v6);
+                if k == 1 {
+                    add_default_routes(&r.ns, gateway)?;
+                } else {
+                    add_extra_wan_routes(&r.ns, k, &wan, gateway)?;
+                }
+                wans.push(Wan {
+                    number: k,
+                    iface: wan,
+                    gateway,
+                    public: None,
+                    link,
+                    core_device: core_side.device,
+                });
+            }
             // Mesh: router mesh0 <-> emulator <-> mesh bridge port rN.
             let mesh_if = plan::mesh_router(n);
             self.emulated_link(
@@ -554,16 +675,21 @@ impl Coop {
             ])?;
             add_addrs(&r.ns, &mesh_if)?;
             if spec.masquerade {
+                let devices: Vec<String> =
+                    wans.iter().map(|w| format!("\"{}\"", w.device())).collect();
                 nft(
                     &r.ns,
-                    "table inet lpt_nat { chain postrouting { type nat hook postrouting priority srcnat; policy accept; oifname \"wan\" masquerade; }; }",
+                    &format!(
+                        "table inet lpt_nat {{ chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; oifname {{ {} }} masquerade; }}; }}",
+                        devices.join(", ")
+                    ),
                 )?;
             }
-            let mut public = None;
             if spec.nat {
-                let addrs = plan::nat_public(n, 0);
-                set_carrier_nat(&core.ns, n, &wan, addrs)?;
-                public = Some(addrs);
+                for w in &mut wans {
+                    w.public = Some(plan::nat_public(n, w.number, 0));
+                }
+                set_carrier_nat(&core.ns, n, &wans)?;
             }
             for ns in [&r.ns, &c.ns] {
                 write_resolv_conf(ns, &resolv)?;
@@ -572,10 +698,8 @@ impl Coop {
                 node: r,
                 index: n,
                 lan,
-                wan,
+                wans,
                 mesh: mesh_if,
-                wan_gateway: (core_side.v4, core_side.v6),
-                public,
             });
             self.clients.push(Host {
                 node: c,
@@ -712,18 +836,24 @@ impl Coop {
         if !up("internet") {
             return Ok(());
         }
-        let mut who: Vec<(&Node, String)> = Vec::new();
+        // (node, the device to send from: the routes' choice, or one WAN of a router)
+        let mut who: Vec<(&Node, Option<&str>)> = Vec::new();
         if up("proxy") {
-            who.push((self.proxy(), "proxy".into()));
+            who.push((self.proxy(), None));
         }
         for r in &self.routers {
-            if up(&r.wan_link()) {
-                who.push((r, r.wan_link()));
+            for w in r.wans.iter().filter(|w| up(&w.link)) {
+                who.push((r, Some(w.device())));
             }
         }
-        for (node, _) in who {
+        for (node, device) in who {
             for addr in [inet.addr_v4().to_string(), inet.addr_v6().to_string()] {
-                node.exec_ok(&["ping", "-n", "-q", "-c", "1", "-i", "0.2", "-w", "5", &addr])
+                let mut argv = vec!["ping", "-n", "-q", "-c", "1", "-i", "0.2", "-w", "5"];
+                if let Some(dev) = device {
+                    argv.extend(["-I", dev]);
+                }
+                argv.push(&addr);
+                node.exec_ok(&argv)
                     .map_err(|e| Error::new(format!("reachability check: {e}")))?;
             }
         }
@@ -891,28 +1021,38 @@ impl Coop {
     /// Gives router `n`'s carrier NAT new public addresses (as when a CGNAT or mobile line
     /// is renumbered) and forgets its mappings, so the next packet of every flow, the
     /// tunnel's included, arrives from a new address: a roaming member. The router must be
-    /// behind NAT (`nat = true`). Returns the new public addresses.
+    /// behind NAT (`nat = true`); every WAN it has is renumbered. Returns the new public
+    /// addresses of its first WAN.
     pub fn rebind_nat(&mut self, n: usize) -> Result<(Ipv4Addr, Ipv6Addr), Error> {
-        let router = self.router(n).clone();
-        let Some(old) = router.public else {
+        let mut router = self.router(n).clone();
+        let Some(old) = router.first_wan().public else {
             return Err(Error::new(format!(
                 "rebind_nat: r{n} is not behind a carrier NAT (set `nat = true`)"
             )));
         };
-        let generation = if old == plan::nat_public(n, 0) { 1 } else { 0 };
-        let new = plan::nat_public(n, generation);
-        let core = self.core().ns.clone();
-        set_carrier_nat(&core, n, &router.wan, new)?;
-        for (family, addr) in [
-            ("ipv4", router.wan.v4.to_string()),
-            ("ipv6", router.wan.v6.to_string()),
-        ] {
-            // Exit status 1 just means there was no mapping to forget.
-            let _ = self
-                .core()
-                .exec(&["conntrack", "-D", "-f", family, "-s", &addr]);
+        let generation = if old == plan::nat_public(n, 1, 0) {
+            1
+        } else {
+            0
+        };
+        for w in &mut router.wans {
+            w.public = Some(plan::nat_public(n, w.number, generation));
         }
-        self.routers[n - 1].public = Some(new);
+        let core = self.core().ns.clone();
+        set_carrier_nat(&core, n, &router.wans)?;
+        for w in &router.wans {
+            for (family, addr) in [
+                ("ipv4", w.iface.v4.to_string()),
+                ("ipv6", w.iface.v6.to_string()),
+            ] {
+                // Exit status 1 just means there was no mapping to forget.
+                let _ = self
+                    .core()
+                    .exec(&["conntrack", "-D", "-f", family, "-s", &addr]);
+            }
+        }
+        let new = router.public_addrs();
+        self.routers[n - 1] = router;
         Ok(new)
     }
 
@@ -950,15 +1090,23 @@ impl Coop {
         };
         for (r, c) in self.routers.iter().zip(&self.clients) {
             let _ = writeln!(s, "  {:<9} ns {}", r.role, r.ns);
-            let _ = writeln!(
-                s,
-                "            wan  {}  via {} / {}",
-                addr(&r.wan),
-                r.wan_gateway.0,
-                r.wan_gateway.1
-            );
-            if let Some((v4, v6)) = r.public {
-                let _ = writeln!(s, "            behind carrier NAT: seen as {v4} / {v6}");
+            for w in &r.wans {
+                let _ = writeln!(
+                    s,
+                    "            {:<4} {}  via {} / {}  link {}",
+                    if w.number == 1 {
+                        "wan".to_string()
+                    } else {
+                        format!("wan{}", w.number)
+                    },
+                    addr(&w.iface),
+                    w.gateway.0,
+                    w.gateway.1,
+                    w.link
+                );
+                if let Some((v4, v6)) = w.public {
+                    let _ = writeln!(s, "            behind carrier NAT: seen as {v4} / {v6}");
+                }
             }
             let _ = writeln!(s, "            lan  {}", addr(&r.lan));
             let _ = writeln!(s, "            mesh {}", addr(&r.mesh));
@@ -1083,6 +1231,38 @@ fn add_default_routes(ns: &str, via: (Ipv4Addr, Ipv6Addr)) -> Result<(), Error> 
     Ok(())
 }
 
+/// Routes of WAN `k` ≥ 2 of a router: default routes through it with a higher metric than
+/// the first WAN's (a socket bound to the device uses them), and a policy route for its
+/// own source addresses (a socket bound to one of them goes out through it too).
+fn add_extra_wan_routes(
+    ns: &str,
+    k: usize,
+    wan: &Iface,
+    via: (Ipv4Addr, Ipv6Addr),
+) -> Result<(), Error> {
+    let metric4 = (100 * (k - 1)).to_string();
+    let metric6 = (1024 + 100 * (k - 1)).to_string();
+    let table = plan::wan_table(k).to_string();
+    for (family, gateway, source, metric) in [
+        ("-4", via.0.to_string(), wan.v4.to_string(), &metric4),
+        ("-6", via.1.to_string(), wan.v6.to_string(), &metric6),
+    ] {
+        let dev = wan.device.as_str();
+        ip(&[
+            "-n", ns, family, "route", "add", "default", "via", &gateway, "dev", dev, "metric",
+            metric,
+        ])?;
+        ip(&[
+            "-n", ns, family, "route", "add", "default", "via", &gateway, "dev", dev, "table",
+            &table,
+        ])?;
+        ip(&[
+            "-n", ns, family, "rule", "add", "from", &source, "lookup", &table, "priority", &table,
+        ])?;
+    }
+    Ok(())
+}
+
 fn offloads_off(ns: &str, dev: &str) -> Result<(), Error> {
     // Whole frames with real checksums: no GSO super-frames or partial checksums reach
     // the emulator's packet sockets.
@@ -1121,24 +1301,29 @@ fn nft(ns: &str, ruleset: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Puts router `n` behind a carrier NAT in the core that rewrites its WAN sources to
-/// `public` (replacing an earlier one).
-fn set_carrier_nat(
-    core_ns: &str,
-    n: usize,
-    wan: &Iface,
-    public: (Ipv4Addr, Ipv6Addr),
-) -> Result<(), Error> {
+/// Puts router `n` behind a carrier NAT in the core that rewrites each WAN's sources to
+/// its `public` addresses (replacing an earlier one).
+fn set_carrier_nat(core_ns: &str, n: usize, wans: &[Wan]) -> Result<(), Error> {
     let table = format!("lpt_cgnat_r{n}");
     // Deleting a table that does not exist yet fails; that is fine.
     let _ = netns::ns_run(core_ns, &["nft", "delete", "table", "inet", &table]);
+    let mut rules = String::new();
+    for w in wans {
+        let (Some(public), dev) = (w.public, &w.core_device) else {
+            continue;
+        };
+        let _ = write!(
+            rules,
+            "iifname \"{dev}\" oifname != \"{dev}\" ip saddr {} snat ip to {}; \
+             iifname \"{dev}\" oifname != \"{dev}\" ip6 saddr {} snat ip6 to {}; ",
+            w.iface.v4, public.0, w.iface.v6, public.1
+        );
+    }
     nft(
         core_ns,
         &format!(
             "table inet {table} {{ chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; \
-             iifname \"r{n}\" oifname != \"r{n}\" ip saddr {} snat ip to {}; \
-             iifname \"r{n}\" oifname != \"r{n}\" ip6 saddr {} snat ip6 to {}; }}; }}",
-            wan.v4, public.0, wan.v6, public.1
+             {rules}}}; }}"
         ),
     )
 }
@@ -1258,4 +1443,52 @@ pub fn cleanup(prefix: Option<&str>, include_live: bool) -> Result<CleanupReport
 /// Addresses of an interface as `IpAddr`s (v4 first).
 pub fn addrs(iface: &Iface) -> [IpAddr; 2] {
     [IpAddr::V4(iface.v4), IpAddr::V6(iface.v6)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn the_first_wan_keeps_its_addresses_and_later_ones_get_their_own() {
+        let wan = plan::wan_router(1, 1);
+        assert_eq!(
+            (wan.device.as_str(), wan.v4.to_string(), wan.v6.to_string()),
+            ("wan", "100.64.1.2".into(), "2001:db8:1::2".into())
+        );
+        assert_eq!(plan::wan_core(1, 1).device, "r1");
+        let wan2 = plan::wan_router(3, 2);
+        assert_eq!(
+            (
+                wan2.device.as_str(),
+                wan2.v4.to_string(),
+                wan2.v6.to_string()
+            ),
+            ("wan2", "100.65.3.2".into(), "2001:db8:3:1::2".into())
+        );
+        let core2 = plan::wan_core(50, 8);
+        assert_eq!(core2.device, "r50w8");
+        assert!(core2.device.len() <= 15, "an interface name");
+        assert_eq!(core2.v4.to_string(), "100.71.50.1");
+        // Every WAN of every router, and every carrier-NAT address, is distinct.
+        let max_k = crate::RouterSpec::MAX_ISP_LINKS;
+        let mut seen = BTreeSet::new();
+        for n in 1..=crate::MAX_ROUTERS {
+            for k in 1..=max_k {
+                for a in [plan::wan_router(n, k), plan::wan_core(n, k)] {
+                    assert!(seen.insert(a.v4.to_string()) && seen.insert(a.v6.to_string()));
+                }
+                for g in 0..2 {
+                    let (v4, v6) = plan::nat_public(n, k, g);
+                    assert!(seen.insert(v4.to_string()) && seen.insert(v6.to_string()));
+                }
+            }
+        }
+        assert_eq!(plan::nat_public(7, 1, 0).0.to_string(), "192.0.2.7");
+        assert_eq!(
+            plan::nat_public(7, 1, 1).1.to_string(),
+            "2001:db8:ffff:1::7"
+        );
+    }
 }

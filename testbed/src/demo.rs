@@ -145,7 +145,7 @@ pub fn run() -> Result<(), Error> {
         "[3/4] downloading {} ({} bytes) on every member's LAN client at once...",
         file.name, file.size
     );
-    let uplinks: Vec<String> = coop.routers().iter().map(|r| r.wan_link()).collect();
+    let uplinks: Vec<String> = coop.routers().iter().flat_map(|r| r.wan_links()).collect();
     let mut meter = TrafficMeter::new(&coop, &uplinks)?;
     let url = coop.internet().url_name(&file.path());
     let mut downloads: Vec<(String, Process)> = Vec::new();

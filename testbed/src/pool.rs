@@ -88,16 +88,21 @@ impl Pool {
                 &pool.proxy_bin,
                 &["member", "add", &name, "-c", s(&conf), "--out", s(&bundle)],
             )?;
-            let gw = format!(
+            let mut gw = format!(
                 "bundle_file = {bundle:?}\nlog_level = \"debug\"\ncontrol_socket = {sock:?}\n\
                  state_file = {state:?}\n\n\
-                 [tunnel]\nlan_devices = [{lan:?}]\n\n\
-                 [[uplink]]\nname = \"wan\"\ndevice = {wan:?}\n",
+                 [tunnel]\nlan_devices = [{lan:?}]\n",
                 sock = pool.gateway_socket(r.index()),
                 state = pool.dir.join(format!("{name}.state")),
                 lan = r.lan_device(),
-                wan = r.wan_device(),
             );
+            // One uplink per WAN device, named after it (`wan`, `wan2`, ...).
+            for w in r.wans() {
+                gw += &format!(
+                    "\n[[uplink]]\nname = {dev:?}\ndevice = {dev:?}\n",
+                    dev = w.device()
+                );
+            }
             let path = pool.gateway_config(r.index());
             std::fs::write(&path, gw)
                 .map_err(|e| Error::new(format!("{}: {e}", path.display())))?;

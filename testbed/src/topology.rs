@@ -23,6 +23,15 @@
 //! Link keys are those of [`LinkParams::set`] plus `up = false` for a link that starts down.
 //! Sub-tables `upstream` and `downstream` override keys for one direction:
 //! `isp = { rate = "16mbit", delay = "20ms", upstream = { rate = "2mbit" } }`.
+//!
+//! A router with several ISP links (a second line, an LTE stick) gives an array of link
+//! tables; each is emulated on its own and has its own WAN device (`wan`, `wan2`, ...) and
+//! link name (`rN-wan`, `rN-wan2`, ...):
+//!
+//! ```toml
+//! [[router]]
+//! isp = [ { rate = "20mbit", delay = "10ms" }, { rate = "10mbit", delay = "30ms" } ]
+//! ```
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -53,8 +62,11 @@ pub struct Topology {
 /// One member router.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RouterSpec {
-    /// Its ISP link (WAN to the core).
+    /// Its (first) ISP link: WAN device `wan` to the core, link `rN-wan`.
     pub isp: LinkSpec,
+    /// Its further ISP links, if any: WAN devices `wan2`, `wan3`, ..., links `rN-wan2`, ...
+    /// (at most [`RouterSpec::MAX_ISP_LINKS`] links in all).
+    pub extra_isp: Vec<LinkSpec>,
     /// Its port on the community mesh segment.
     pub mesh: LinkSpec,
     /// Behind a carrier NAT: the core rewrites the router's WAN source addresses.
@@ -63,10 +75,21 @@ pub struct RouterSpec {
     pub masquerade: bool,
 }
 
+impl RouterSpec {
+    /// Most ISP links a router may have (each gets its own address range).
+    pub const MAX_ISP_LINKS: usize = 8;
+
+    /// Every ISP link, `wan`'s first.
+    pub fn isp_links(&self) -> impl Iterator<Item = &LinkSpec> {
+        std::iter::once(&self.isp).chain(&self.extra_isp)
+    }
+}
+
 impl Default for RouterSpec {
     fn default() -> Self {
         RouterSpec {
             isp: LinkSpec::default(),
+            extra_isp: Vec::new(),
             mesh: LinkSpec::default(),
             nat: false,
             masquerade: true,
@@ -89,7 +112,8 @@ struct TopologyFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RouterFile {
-    isp: Option<LinkTable>,
+    /// One link table, or an array of them.
+    isp: Option<toml::Value>,
     mesh: Option<LinkTable>,
     #[serde(default)]
     nat: bool,
@@ -164,8 +188,46 @@ impl Topology {
         };
         let mut routers = Vec::new();
         for (i, r) in file.router.iter().enumerate() {
+            let key = format!("router[{i}].isp");
+            // One table, or an array of tables (`router[0].isp[1]` in errors).
+            let tables: Vec<(Option<LinkTable>, String)> = match &r.isp {
+                None => vec![(None, key)],
+                Some(toml::Value::Table(t)) => vec![(Some(t.clone().into_iter().collect()), key)],
+                Some(toml::Value::Array(items)) => {
+                    if items.is_empty() || items.len() > RouterSpec::MAX_ISP_LINKS {
+                        return Err(Error::new(format!(
+                            "{origin}: `{key}`: need 1 to {} ISP links, found {}",
+                            RouterSpec::MAX_ISP_LINKS,
+                            items.len()
+                        )));
+                    }
+                    let mut tables = Vec::new();
+                    for (k, item) in items.iter().enumerate() {
+                        let toml::Value::Table(t) = item else {
+                            return Err(Error::new(format!(
+                                "{origin}: `{key}[{k}]`: expected a link table, found {}",
+                                item.type_str()
+                            )));
+                        };
+                        tables.push((Some(t.clone().into_iter().collect()), format!("{key}[{k}]")));
+                    }
+                    tables
+                }
+                Some(other) => {
+                    return Err(Error::new(format!(
+                        "{origin}: `{key}`: expected a link table or an array of them, found {}",
+                        other.type_str()
+                    )));
+                }
+            };
+            let mut isps = tables
+                .into_iter()
+                .map(|(table, key)| link(&table, key))
+                .collect::<Result<Vec<_>, Error>>()?;
+            let isp = isps.remove(0);
             routers.push(RouterSpec {
-                isp: link(&r.isp, format!("router[{i}].isp"))?,
+                isp,
+                extra_isp: isps,
                 mesh: link(&r.mesh, format!("router[{i}].mesh"))?,
                 nat: r.nat,
                 masquerade: r.masquerade,
@@ -222,9 +284,13 @@ fn link_params<'a>(
                 )));
             }
         };
-        params
-            .set(name, &text)
-            .map_err(|e| Error::new(format!("{origin}: `{key}`: {e}")))?;
+        params.set(name, &text).map_err(|e| {
+            // `delay`: no unit ... -> `router[0].isp[1].delay`: no unit ...
+            match e.strip_prefix(&format!("`{name}`: ")) {
+                Some(why) => Error::new(format!("{origin}: `{key}.{name}`: {why}")),
+                None => Error::new(format!("{origin}: `{key}`: {e}")),
+            }
+        })?;
     }
     Ok(params)
 }
@@ -246,6 +312,101 @@ mod tests {
         assert_eq!(t.routers[1].isp.upstream.rate_bps, Some(2_000_000));
         assert_eq!(t.routers[1].isp.upstream.delay, Duration::from_millis(20));
         assert!(!t.routers[2].nat && t.routers[2].masquerade);
+        assert!(t.routers.iter().all(|r| r.extra_isp.is_empty()));
+    }
+
+    #[test]
+    fn parses_the_shipped_twowan() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/twowan.toml");
+        let t = Topology::from_file(&path).unwrap();
+        assert_eq!(t.routers.len(), 1);
+        let links: Vec<&LinkSpec> = t.routers[0].isp_links().collect();
+        assert_eq!(links.len(), 2);
+        assert_eq!(links[0].upstream.rate_bps, Some(20_000_000));
+        assert_eq!(links[0].downstream.delay, Duration::from_millis(10));
+        assert_eq!(links[1].downstream.rate_bps, Some(10_000_000));
+        assert_eq!(links[1].upstream.delay, Duration::from_millis(30));
+    }
+
+    #[test]
+    fn isp_is_one_table_or_an_array_of_them() {
+        let one = Topology::parse("[[router]]\nisp = { delay = \"7ms\" }\n", "t.toml").unwrap();
+        assert_eq!(one.routers[0].isp.upstream.delay, Duration::from_millis(7));
+        assert!(one.routers[0].extra_isp.is_empty());
+
+        let none = Topology::parse("[[router]]\n", "t.toml").unwrap();
+        assert_eq!(none.routers[0].isp, LinkSpec::default());
+        assert!(none.routers[0].extra_isp.is_empty());
+
+        let text = "[[router]]\n\
+                    isp = [ { delay = \"10ms\", rate = \"20mbit\" },\n\
+                    \x20       { delay = \"30ms\", upstream = { rate = \"1mbit\" }, up = false },\n\
+                    \x20       {} ]\n\
+                    [[router]]\n\
+                    isp = [ { delay = \"5ms\" } ]\n";
+        let t = Topology::parse(text, "t.toml").unwrap();
+        let r1 = &t.routers[0];
+        assert_eq!(r1.isp.downstream.delay, Duration::from_millis(10));
+        assert_eq!(r1.isp.upstream.rate_bps, Some(20_000_000));
+        assert_eq!(r1.extra_isp.len(), 2);
+        let wan2 = r1.extra_isp[0];
+        assert_eq!(wan2.downstream.delay, Duration::from_millis(30));
+        assert_eq!(wan2.downstream.rate_bps, None);
+        assert_eq!(wan2.upstream.rate_bps, Some(1_000_000));
+        assert_eq!(wan2.upstream.delay, Duration::from_millis(30));
+        assert!(!wan2.upstream.up && !wan2.downstream.up);
+        assert_eq!(r1.extra_isp[1], LinkSpec::default());
+        // A one-element array is the single table.
+        assert_eq!(t.routers[1].isp.upstream.delay, Duration::from_millis(5));
+        assert!(t.routers[1].extra_isp.is_empty());
+    }
+
+    #[test]
+    fn isp_array_errors_name_the_link() {
+        let err = |text: &str| Topology::parse(text, "t.toml").unwrap_err().to_string();
+
+        let msg = err("[[router]]\nisp = [ { delay = \"1ms\" }, { delay = \"20\" } ]\n");
+        assert!(
+            msg.starts_with("t.toml: `router[0].isp[1].delay`:") && msg.contains("no unit"),
+            "{msg}"
+        );
+
+        let msg = err("[[router]]\nisp = [ {}, { loss = [1] } ]\n");
+        assert!(
+            msg.contains("t.toml: `router[0].isp[1].loss`") && msg.contains("array"),
+            "{msg}"
+        );
+
+        let msg = err("[[router]]\n[[router]]\nisp = [ {}, { upstream = { rate = \"fast\" } } ]\n");
+        assert!(msg.contains("`router[1].isp[1].upstream.rate`"), "{msg}");
+
+        let msg = err("[[router]]\nisp = [ {}, { colour = \"red\" } ]\n");
+        assert!(
+            msg.contains("`router[0].isp[1]`") && msg.contains("colour"),
+            "{msg}"
+        );
+
+        let msg = err("[[router]]\nisp = [ {}, \"10ms\" ]\n");
+        assert!(
+            msg.contains("`router[0].isp[1]`") && msg.contains("expected a link table"),
+            "{msg}"
+        );
+
+        let msg = err("[[router]]\nisp = []\n");
+        assert!(
+            msg.contains("`router[0].isp`") && msg.contains("need 1 to 8 ISP links, found 0"),
+            "{msg}"
+        );
+
+        let nine = ["{}"; 9].join(", ");
+        let msg = err(&format!("[[router]]\nisp = [ {nine} ]\n"));
+        assert!(msg.contains("found 9"), "{msg}");
+
+        let msg = err("[[router]]\nisp = \"20mbit\"\n");
+        assert!(
+            msg.contains("`router[0].isp`") && msg.contains("a link table or an array"),
+            "{msg}"
+        );
     }
 
     #[test]

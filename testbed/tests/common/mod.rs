@@ -44,3 +44,11 @@ pub fn stddev(v: &[f64]) -> f64 {
     let mean = v.iter().sum::<f64>() / v.len() as f64;
     (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
 }
+
+/// A topology shipped in `testbed/topologies/` (`NAME.toml`).
+pub fn shipped_topology(name: &str) -> Topology {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("topologies")
+        .join(format!("{name}.toml"));
+    Topology::from_file(&path).unwrap_or_else(|e| panic!("{e}"))
+}
