@@ -125,21 +125,7 @@ pub fn run() -> Result<(), Error> {
     let file = coop.internet().serve_file("demo-8M.bin", 8 << 20)?;
 
     println!("[2/4] starting linkpool: the proxy, then a gateway on every router...");
-    let mut pool = Pool::configure(&coop)?;
-    pool.start_proxy(&coop)?;
-    println!(
-        "      proxy up at {}:{} with {} members",
-        coop.proxy().addr_v4(),
-        crate::pool::PROXY_PORT,
-        coop.routers().len()
-    );
-    for i in 1..=coop.routers().len() {
-        let took = pool.start_gateway(&coop, i)?;
-        println!(
-            "      r{i}: session with the proxy after {:.0} ms",
-            took.as_secs_f64() * 1e3
-        );
-    }
+    let pool = Pool::start_reporting(&coop, |line| println!("      {line}"))?;
 
     println!(
         "[3/4] downloading {} ({} bytes) on every member's LAN client at once...",

@@ -7,22 +7,31 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use linkpool_testbed::bench::{BenchOptions, bench_link};
+use linkpool_testbed::pool::Pool;
 use linkpool_testbed::{
-    Coop, Error, Topology, cleanup, find_socket, live_prefixes, parse_duration, parse_rate, request,
+    Coop, Error, PREFIX_STEM, Topology, cleanup, find_socket, live_prefixes, netns, parse_duration,
+    parse_rate, request,
 };
 
 const USAGE: &str = "\
 linkpool-testbed: co-ops in network namespaces with emulated links
 
 usage:
-  linkpool-testbed up [TOPOLOGY.toml]    build it (default: the demo's coop3), print names and
-                                         addresses, wait for Ctrl-C
+  linkpool-testbed up [--pool] [TOPOLOGY.toml]
+                                         build it (default: the demo's coop3), print names and
+                                         addresses, wait for Ctrl-C, SIGTERM or `down`;
+                                         --pool: also start the proxy and a gateway on every
+                                         router (LAN clients then go through linkpool) and
+                                         wait until every gateway is connected
+  linkpool-testbed down                  tear a running `up` down, as Ctrl-C would
   linkpool-testbed link NAME [upstream|downstream] SETTING...
-                                         change a running link (both directions unless one is
-                                         named): delay=30ms jitter=2ms loss=1% rate=20mbit
-                                         queue=100ms, or down / up
+                                         change a running link (rN-wan, rN-wan2 for a second
+                                         ISP link, rN-mesh, proxy, internet; both directions
+                                         unless one is named): delay=30ms jitter=2ms loss=1%
+                                         rate=20mbit queue=100ms, or down / up
   linkpool-testbed links                 the running links with parameters and counters
   linkpool-testbed exec ROLE -- CMD...   run CMD in a running node (r1, c1, proxy, internet, core)
   linkpool-testbed cleanup [--all]       remove leftovers of runs that are no longer alive
@@ -48,7 +57,7 @@ usage:
                                          print the emulator's delay accuracy
   linkpool-testbed demo                  the linkpool demo
 options:
-  --prefix lptPID-N                      which run (link, links, exec, cleanup)
+  --prefix lptPID-N                      which run (down, link, links, exec, cleanup)
   --version, --help
 ";
 
@@ -79,6 +88,7 @@ fn run() -> Result<ExitCode, Error> {
     let mut positional: Vec<String> = Vec::new();
     let mut prefix: Option<String> = None;
     let mut all = false;
+    let mut with_pool = false;
     let mut bench = BenchOptions::default();
     let mut bench_rate: Option<u64> = None;
     let mut rest: Vec<OsString> = Vec::new();
@@ -95,6 +105,7 @@ fn run() -> Result<ExitCode, Error> {
             }
             Long("prefix") => prefix = Some(parser.value().map_err(bad)?.string().map_err(bad)?),
             Long("all") => all = true,
+            Long("pool") => with_pool = true,
             Long("delay") => {
                 let v = parser.value().map_err(bad)?.string().map_err(bad)?;
                 bench.delay =
@@ -158,6 +169,9 @@ fn run() -> Result<ExitCode, Error> {
             break;
         }
     }
+    if with_pool && command.as_deref() != Some("up") {
+        return Err(Error::new(format!("--pool goes with `up` only\n\n{USAGE}")));
+    }
     match command.as_deref() {
         Some("up") => {
             let topology = match positional.as_slice() {
@@ -169,7 +183,15 @@ fn run() -> Result<ExitCode, Error> {
                     )));
                 }
             };
-            up(topology, handle_signals())
+            up(topology, with_pool, handle_signals())
+        }
+        Some("down") => {
+            if !positional.is_empty() {
+                return Err(Error::new(
+                    "down: takes no arguments (--prefix picks the run)",
+                ));
+            }
+            down(prefix.as_deref())
         }
         Some("link") => {
             if positional.len() < 2 {
@@ -293,19 +315,114 @@ fn handle_signals() -> mpsc::Receiver<i32> {
     rx
 }
 
-/// Builds the co-op and waits for SIGINT/SIGTERM/SIGHUP; tears down either way.
-fn up(topology: Topology, signals: mpsc::Receiver<i32>) -> Result<ExitCode, Error> {
+/// Builds the co-op (and with `with_pool` starts linkpool on it) and waits for
+/// SIGINT/SIGTERM/SIGHUP; tears down either way.
+fn up(
+    topology: Topology,
+    with_pool: bool,
+    signals: mpsc::Receiver<i32>,
+) -> Result<ExitCode, Error> {
     let mut coop = Coop::build(&topology)?;
     coop.add_attacker()?;
     let socket = coop.serve_control()?;
     print!("{}", coop.describe());
     println!("control socket {}", socket.display());
+    let mut pool = None;
+    if with_pool {
+        println!("starting linkpool: the proxy, then a gateway on every router...");
+        pool = Some(Pool::start_reporting(&coop, |line| println!("  {line}"))?);
+        println!(
+            "every gateway is connected: LAN clients reach the internet through the proxy ({})",
+            coop.proxy().addr_v4()
+        );
+    }
     UP_WAITING.store(true, Ordering::Release);
-    println!("ready; Ctrl-C (or SIGTERM) tears everything down");
+    println!(
+        "ready; Ctrl-C, SIGTERM or `linkpool-testbed down --prefix {}` tears everything down",
+        coop.prefix()
+    );
     let signal = signals.recv().unwrap_or(0);
     println!("signal {signal}: tearing down {}", coop.prefix());
+    if let Some(mut pool) = pool {
+        // Gateways first, each cleaning up after itself, then the proxy.
+        for g in pool.gateways.iter_mut().rev() {
+            let _ = g.stop(Duration::from_secs(2));
+        }
+        if let Some(p) = pool.proxy.as_mut() {
+            let _ = p.stop(Duration::from_secs(2));
+        }
+    }
     coop.teardown();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Tears down a running `up`: SIGTERM to its process (the pid is in the run's prefix,
+/// `lpt<pid>-<n>`), then waits until its namespaces are gone and it has exited.
+fn down(prefix: Option<&str>) -> Result<ExitCode, Error> {
+    let socket = find_socket(prefix)?;
+    let run = socket
+        .parent()
+        .and_then(|d| d.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let pid: i32 = run
+        .strip_prefix(PREFIX_STEM)
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| Error::new(format!("down: `{run}` is not a run prefix (lpt<pid>-<n>)")))?;
+    let running = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.starts_with(" Z"))
+        })
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let argv: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let is_up = argv
+        .first()
+        .is_some_and(|a| a.ends_with("linkpool-testbed"))
+        && argv.iter().any(|a| a == "up");
+    if !running(pid) || !is_up {
+        return Err(Error::new(format!(
+            "down: run {run} is not held by a running `linkpool-testbed up` (process {pid}: {}); \
+             `linkpool-testbed cleanup --prefix {run}` removes its leftovers",
+            if argv.join(" ").trim().is_empty() {
+                "gone".to_string()
+            } else {
+                argv.join(" ")
+            }
+        )));
+    }
+    // SAFETY: plain kill(2).
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        return Err(Error::new(format!(
+            "down: cannot signal process {pid}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mine = format!("{run}-");
+    loop {
+        let left = netns::list()
+            .iter()
+            .filter(|n| n.starts_with(&mine))
+            .count();
+        if left == 0 && !running(pid) {
+            println!("{run}: torn down");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if Instant::now() > deadline {
+            return Err(Error::new(format!(
+                "down: {run} still has {left} namespaces 60 s after SIGTERM (process {pid} {})",
+                if running(pid) { "still runs" } else { "exited" }
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `attack capture ...` and `attack KIND ...`, against a running `up`.

@@ -43,16 +43,76 @@ fn run(bin: &Path, args: &[&str]) -> Result<(), Error> {
     }
 }
 
+/// Whether a gateway's `status --json` says `"connected": true`.
+fn status_connected(json: &str) -> bool {
+    json.split_once("\"connected\":")
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with("true"))
+}
+
 impl Pool {
     /// Configures and starts the proxy and every router's gateway, and waits until each
     /// gateway has a session with the proxy.
     pub fn start(coop: &Coop) -> Result<Pool, Error> {
+        Pool::start_reporting(coop, |_| {})
+    }
+
+    /// [`Pool::start`], telling `say` what it started as it goes, one line each (the
+    /// proxy's address, each gateway's time to its session and its uplinks); for the demo
+    /// and `linkpool-testbed up --pool`. Returns once every gateway's status says it is
+    /// connected.
+    pub fn start_reporting(coop: &Coop, mut say: impl FnMut(&str)) -> Result<Pool, Error> {
         let mut pool = Pool::configure(coop)?;
         pool.start_proxy(coop)?;
-        for i in 1..=coop.routers().len() {
-            pool.start_gateway(coop, i)?;
+        say(&format!(
+            "proxy up at {}:{PROXY_PORT} with {} member{} (pid {}; status: {} status -c {})",
+            coop.proxy().addr_v4(),
+            coop.routers().len(),
+            if coop.routers().len() == 1 { "" } else { "s" },
+            pool.proxy.as_ref().map_or(0, Process::pid),
+            pool.proxy_bin.display(),
+            pool.proxy_config().display()
+        ));
+        for r in coop.routers() {
+            let n = r.index();
+            let took = pool.start_gateway(coop, n)?;
+            let uplinks: Vec<&str> = r.wans().iter().map(|w| w.device()).collect();
+            say(&format!(
+                "r{n}: session with the proxy after {:.0} ms (pid {}, uplinks {}; status: {} status --socket {})",
+                took.as_secs_f64() * 1e3,
+                pool.gateways.last().map_or(0, Process::pid),
+                uplinks.join(", "),
+                pool.linkpool.display(),
+                pool.gateway_socket(n).display()
+            ));
         }
+        pool.wait_connected(coop, Duration::from_secs(10))?;
         Ok(pool)
+    }
+
+    /// Waits until the status of every running gateway says it is connected to the proxy.
+    pub fn wait_connected(&self, coop: &Coop, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        for n in 1..=self.gateways.len() {
+            loop {
+                let status = self.gateway_status(coop, n, true);
+                if let Ok(json) = &status {
+                    if status_connected(json) {
+                        break;
+                    }
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::new(format!(
+                        "r{n}'s gateway not connected after {timeout:?}; its status: {}",
+                        match status {
+                            Ok(json) => json,
+                            Err(e) => e.to_string(),
+                        }
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
     }
 
     /// Writes the proxy configuration, one member per router and their gateway
@@ -227,5 +287,20 @@ impl Pool {
             all += &format!("--- gateway {}\n{}\n", i + 1, g.log());
         }
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_connected_from_a_gateway_status() {
+        assert!(status_connected(
+            r#"{"member":"member1","connected":true,"proxy":"203.0.113.10:7117"}"#
+        ));
+        assert!(status_connected("{\"connected\": true}"));
+        assert!(!status_connected(r#"{"member":"m","connected":false}"#));
+        assert!(!status_connected(r#"{"member":"m"}"#));
     }
 }
