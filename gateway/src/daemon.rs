@@ -9,10 +9,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use linkpool_os::control::{self, Format};
-use linkpool_os::event::{recv_any, sleep_until};
+use linkpool_os::event::{readable_any, sleep_until};
 use linkpool_os::log::LogHandle;
 use linkpool_os::signal::{Signal, Signals};
-use linkpool_protocol::client::{Client, ClientConfig, Liveness, Received, SEAL_OFFSET};
+use linkpool_protocol::client::{Client, ClientConfig, DEFAULT_QUEUE_SLOTS, Event, Liveness};
+use linkpool_protocol::path::{PathSettings, PathState};
 use linkpool_protocol::session::Limits;
 use linkpool_protocol::wire::MAX_DATAGRAM;
 use linkpool_protocol::{DropReason, PathId, ip};
@@ -33,11 +34,12 @@ const BATCH: usize = 32;
 const UNANSWERED_LOG_AFTER: Duration = Duration::from_secs(15);
 const UNANSWERED_LOG_EVERY: Duration = Duration::from_secs(300);
 
-/// One uplink: its configuration and, once its device exists, its socket.
+/// One uplink: its configuration and, once its device exists, its socket and its path.
 struct Uplink {
     config: UplinkConfig,
-    path: PathId,
     socket: Option<UdpSocket>,
+    /// Open while the socket is and the proxy's address is known.
+    path: Option<PathId>,
 }
 
 struct Gateway {
@@ -63,6 +65,8 @@ struct Gateway {
     /// Multicast the router's kernel sends on the TUN by itself (MLD reports for the
     /// groups a forwarding IPv6 interface joins). Never for the Internet; not a drop.
     local_multicast: u64,
+    /// The uplink socket looked at first, moved on each turn so none starves the others.
+    receive_cursor: usize,
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -84,7 +88,7 @@ pub async fn run(
     let mut gw = Gateway {
         started: now,
         mtu: os.mtu,
-        client: new_client(&config, now, timestamp_base_us),
+        client: new_client(&config, os.mtu, now, timestamp_base_us),
         uplinks: Vec::new(),
         target: ProxyTarget::default(),
         liveness: Liveness::Connecting,
@@ -94,6 +98,7 @@ pub async fn run(
         timestamp_base_us,
         foreign_source: 0,
         local_multicast: 0,
+        receive_cursor: 0,
         config,
     };
     gw.keep_timestamps_reserved(now, true);
@@ -105,32 +110,34 @@ pub async fn run(
     let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
     loop {
         let wake = gw.client.poll_timeout();
+        let first = gw.receive_cursor;
         tokio::select! {
-            read = os.tun.recv(&mut tx[SEAL_OFFSET..]) => {
+            read = os.tun.recv(&mut rx) => {
                 match read {
-                    Ok(n) => gw.send_packet(&mut tx, n).await,
+                    Ok(n) => gw.handle_packet(&rx[..n]),
                     Err(e) => warn!("reading the tunnel device: {e}"),
                 }
                 // Take what else is queued without going back to sleep.
                 for _ in 0..BATCH {
-                    match os.tun.try_recv(&mut tx[SEAL_OFFSET..]) {
-                        Ok(n) => gw.send_packet(&mut tx, n).await,
+                    match os.tun.try_recv(&mut rx) {
+                        Ok(n) => gw.handle_packet(&rx[..n]),
                         Err(_) => break,
                     }
                 }
             }
-            (i, result) = recv_any(gw.uplinks.len(), |i| gw.uplinks[i].socket.as_ref(), &mut rx) => {
-                match result {
-                    Ok((n, from)) => gw.handle_datagram(i, from, &mut rx[..n], &os).await,
-                    Err(e) => debug!(uplink = %gw.uplinks[i].config.name, "receive: {e}"),
-                }
-                // Drain what else that socket holds before going round the loop again.
+            i = readable_any(gw.uplinks.len(), first, |i| gw.uplinks[i].socket.as_ref()) => {
+                gw.receive_cursor = (i + 1) % gw.uplinks.len().max(1);
                 for _ in 0..BATCH {
                     let Some(socket) = &gw.uplinks[i].socket else { break };
                     match socket.try_recv_from(&mut rx) {
-                        Ok((n, from)) => gw.handle_datagram(i, from, &mut rx[..n], &os).await,
-                        Err(_) => break,
+                        Ok((n, from)) => gw.handle_datagram(i, from, &mut rx[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            debug!(uplink = %gw.uplinks[i].config.name, "receive: {e}");
+                            break;
+                        }
                     }
+                    gw.deliver(&mut tx, &os).await;
                 }
             }
             _ = sleep_until(wake) => {
@@ -150,7 +157,8 @@ pub async fn run(
                 Signal::Reload => gw.reload(&source, &log),
             },
         }
-        gw.flush(&mut tx).await;
+        gw.flush(&mut tx);
+        gw.note_events();
         gw.note_session(Instant::now());
     }
 }
@@ -162,7 +170,7 @@ fn wall_clock_us() -> u64 {
 }
 
 /// A client whose handshake timestamps count up from `timestamp_base_us` at `now`.
-fn new_client(config: &GatewayConfig, now: Instant, timestamp_base_us: u64) -> Client {
+fn new_client(config: &GatewayConfig, mtu: u16, now: Instant, timestamp_base_us: u64) -> Client {
     let b = &config.bundle;
     Client::new(
         ClientConfig {
@@ -171,6 +179,8 @@ fn new_client(config: &GatewayConfig, now: Instant, timestamp_base_us: u64) -> C
             psk: b.psk.clone(),
             suite: b.cipher,
             limits: Limits::default(),
+            mtu,
+            queue_slots: DEFAULT_QUEUE_SLOTS,
         },
         now,
         timestamp_base_us,
@@ -208,27 +218,26 @@ fn same_peer(a: SocketAddr, b: SocketAddr) -> bool {
 }
 
 impl Gateway {
-    /// Makes the uplink list match the configuration; paths are numbered by position.
-    /// Unchanged uplinks keep their sockets; sockets of the others are (re)opened by
-    /// [`Gateway::maintain`], and a path exists only while its socket does.
+    /// Makes the uplink list match the configuration. Unchanged uplinks keep their
+    /// sockets and paths; sockets of the others are (re)opened by [`Gateway::maintain`],
+    /// and a path exists only while its socket does.
     fn set_uplinks(&mut self) {
         let mut old: Vec<Option<Uplink>> = std::mem::take(&mut self.uplinks)
             .into_iter()
             .map(Some)
             .collect();
-        for (i, config) in self.config.uplinks.iter().enumerate() {
-            let path = PathId(i as u8);
+        for config in &self.config.uplinks {
             let kept = old
-                .get_mut(i)
-                .and_then(|u| u.take_if(|u| u.config == *config));
+                .iter_mut()
+                .find_map(|u| u.take_if(|u| u.config == *config));
             self.uplinks.push(kept.unwrap_or(Uplink {
                 config: config.clone(),
-                path,
                 socket: None,
+                path: None,
             }));
         }
-        for u in old.into_iter().flatten() {
-            self.client.remove_path(u.path);
+        for path in old.into_iter().flatten().filter_map(|u| u.path) {
+            self.client.close_path(path);
         }
     }
 
@@ -242,7 +251,9 @@ impl Gateway {
                 }
                 info!(uplink = %u.config.name, device = %u.config.device, "uplink device went away; reopening when it is back");
                 u.socket = None;
-                self.client.remove_path(u.path);
+                if let Some(path) = u.path.take() {
+                    self.client.close_path(path);
+                }
             }
             match linkpool_os::socket::uplink_socket(
                 Some(&u.config.device),
@@ -251,7 +262,6 @@ impl Gateway {
                 Ok(s) => {
                     info!(uplink = %u.config.name, device = %u.config.device, "uplink ready");
                     u.socket = Some(s);
-                    self.client.add_path(u.path, now);
                 }
                 Err(e) => debug!(uplink = %u.config.name, "uplink not ready: {e}"),
             }
@@ -274,7 +284,8 @@ impl Gateway {
                 }
             }
         }
-        if let Some(a) = self.target.current().filter(|a| before != Some(*a)) {
+        let moved = self.target.current().filter(|a| before != Some(*a));
+        if let Some(a) = moved {
             match before {
                 Some(old) => {
                     info!(from = %old, to = %a, "no answer from the proxy; trying its next address")
@@ -282,6 +293,22 @@ impl Gateway {
                 None => info!(address = %a, "proxy address"),
             }
             self.client.restart_handshake(now);
+        }
+        if let Some(proxy) = self.target.current() {
+            // Every uplink with a socket has a path, all to the proxy address in use.
+            for u in &mut self.uplinks {
+                match (&u.socket, u.path) {
+                    (Some(_), None) => {
+                        let path = self.client.open_path(now, proxy, PathSettings::default());
+                        debug!(uplink = %u.config.name, %path, "path opened");
+                        u.path = Some(path);
+                    }
+                    (Some(_), Some(path)) if moved.is_some() => {
+                        self.client.set_path_remote(path, proxy)
+                    }
+                    _ => {}
+                }
+            }
         }
         self.keep_timestamps_reserved(now, false);
     }
@@ -372,13 +399,8 @@ impl Gateway {
         addrs
     }
 
-    /// The path a LAN packet goes out on. One uplink today; the scheduler comes next.
-    fn pick_path(&self) -> Option<&Uplink> {
-        self.uplinks.iter().find(|u| u.socket.is_some())
-    }
-
-    async fn send_packet(&mut self, buf: &mut [u8], n: usize) {
-        let packet = &buf[SEAL_OFFSET..SEAL_OFFSET + n];
+    /// A packet from the LAN: the core queues it for the best path.
+    fn handle_packet(&mut self, packet: &[u8]) {
         if ip::destination(packet).is_some_and(|a| a.is_multicast()) {
             self.local_multicast += 1;
             return;
@@ -392,78 +414,82 @@ impl Gateway {
             );
             return;
         }
-        let (Some(proxy), Some(path)) = (self.target.current(), self.pick_path().map(|u| u.path))
-        else {
-            return;
-        };
-        let now = Instant::now();
-        match self.client.seal_packet(now, path, buf, n) {
-            Ok(len) => self.send_on(path, proxy, &buf[..len]).await,
-            Err(DropReason::NoSession) => {}
+        match self.client.handle_packet(Instant::now(), packet) {
+            Ok(()) | Err(DropReason::NoSession) => {}
             Err(reason) => debug!("packet from the LAN dropped: {reason}"),
         }
     }
 
-    async fn send_on(&self, path: PathId, proxy: SocketAddr, datagram: &[u8]) {
-        let Some(socket) = self
-            .uplinks
-            .iter()
-            .find(|u| u.path == path)
-            .and_then(|u| u.socket.as_ref())
-        else {
-            return;
-        };
-        // A full socket buffer or an unreachable network loses this datagram only.
-        if let Err(e) = socket.try_send_to(datagram, peer_for(socket, proxy)) {
-            if e.kind() != io::ErrorKind::WouldBlock {
-                debug!(path = path.0, "send: {e}");
-            }
-        }
-    }
-
-    async fn handle_datagram(
-        &mut self,
-        i: usize,
-        from: SocketAddr,
-        datagram: &mut [u8],
-        os: &GatewayOs,
-    ) {
+    fn handle_datagram(&mut self, i: usize, from: SocketAddr, datagram: &mut [u8]) {
         // Only the proxy talks to our uplink sockets; anything else is not even parsed.
         if !self.target.current().is_some_and(|p| same_peer(p, from)) {
             return;
         }
-        let path = self.uplinks[i].path;
-        match self.client.handle_datagram(Instant::now(), path, datagram) {
-            Ok(Received::Packet(range)) => {
-                if let Err(e) = os.tun.send(&datagram[range]).await {
-                    debug!("writing to the tunnel device: {e}");
-                }
-            }
-            Ok(Received::Connected) => {
-                let uplink = &self.uplinks[i].config.name;
-                if self.liveness == Liveness::Up {
-                    debug!(%uplink, "session rekeyed");
-                } else {
-                    // New keys after a start, an outage or a proxy restart.
-                    self.liveness = Liveness::Up;
-                    info!(%uplink, "session with the proxy established");
-                }
-            }
-            Ok(_) => {}
-            Err(reason) => {
-                debug!(uplink = %self.uplinks[i].config.name, "datagram dropped: {reason}")
+        let Some(path) = self.uplinks[i].path else {
+            return;
+        };
+        if let Err(reason) = self.client.handle_datagram(Instant::now(), path, datagram) {
+            debug!(uplink = %self.uplinks[i].config.name, "datagram dropped: {reason}")
+        }
+    }
+
+    /// Writes what the core has for the LAN to the TUN.
+    async fn deliver(&mut self, buf: &mut [u8], os: &GatewayOs) {
+        while let Some(n) = self.client.poll_packet(buf) {
+            if let Err(e) = os.tun.send(&buf[..n]).await {
+                debug!("writing to the tunnel device: {e}");
             }
         }
     }
 
-    /// Sends what the protocol wants sent: handshakes, probes, receipts.
-    async fn flush(&mut self, buf: &mut [u8]) {
-        let Some(proxy) = self.target.current() else {
-            return;
-        };
+    /// Sends everything the core wants sent, each on the uplink of its path.
+    fn flush(&mut self, buf: &mut [u8]) {
         let now = Instant::now();
         while let Some(t) = self.client.poll_transmit(now, buf) {
-            self.send_on(t.path, proxy, &buf[..t.len]).await;
+            let Some(socket) = self
+                .uplinks
+                .iter()
+                .find(|u| u.path == Some(t.path))
+                .and_then(|u| u.socket.as_ref())
+            else {
+                continue;
+            };
+            // A full socket buffer or an unreachable network loses this datagram only:
+            // the path's acks show it, and the core moves traffic off a path that stops.
+            if let Err(e) = socket.try_send_to(&buf[..t.len], peer_for(socket, t.remote)) {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    debug!(path = %t.path, "send: {e}");
+                }
+            }
+        }
+    }
+
+    /// Logs what the core reports: handshakes and paths changing state.
+    fn note_events(&mut self) {
+        while let Some(event) = self.client.poll_event() {
+            match event {
+                Event::Handshake if self.liveness == Liveness::Up => debug!("session rekeyed"),
+                Event::Handshake => {
+                    // New keys after a start, an outage or a proxy restart.
+                    self.liveness = Liveness::Up;
+                    info!("session with the proxy established");
+                }
+                Event::Path(e) => {
+                    let uplink = self
+                        .uplinks
+                        .iter()
+                        .find(|u| u.path == Some(e.path))
+                        .map_or("?", |u| u.config.name.as_str());
+                    match e.state {
+                        PathState::Active => info!(%uplink, "uplink carries traffic"),
+                        PathState::Suspect => {
+                            info!(%uplink, "uplink stopped answering; its traffic moves to the others")
+                        }
+                        PathState::Dead => warn!(%uplink, "uplink down (no answer from the proxy)"),
+                        PathState::Probing => debug!(%uplink, "uplink answers again; confirming"),
+                    }
+                }
+            }
         }
     }
 
@@ -475,18 +501,29 @@ impl Gateway {
             .uplinks
             .iter()
             .map(|u| {
-                let p = self.client.path(u.path);
+                let p = u.path.and_then(|id| self.client.path(id));
+                let c = p.map(|p| *p.counters()).unwrap_or_default();
+                let ms = |d: Duration| d.as_secs_f64() * 1e3;
                 serde_json::json!({
                     "name": u.config.name,
                     "device": u.config.device,
                     "ready": u.socket.is_some(),
-                    "srtt_ms": p.and_then(|p| p.srtt()).map(|d| d.as_secs_f64() * 1e3),
-                    "probe_loss": p.map(|p| p.probe_loss()),
-                    "queue_delay_ms": p.map(|p| p.queue_delay().as_secs_f64() * 1e3),
-                    "tx_packets": p.map_or(0, |p| p.tx_packets),
-                    "tx_bytes": p.map_or(0, |p| p.tx_bytes),
-                    "rx_packets": p.map_or(0, |p| p.rx_packets),
-                    "rx_bytes": p.map_or(0, |p| p.rx_bytes),
+                    "path": u.path.map(|p| p.0),
+                    "state": p.map(|p| p.state().name()),
+                    "state_for_s": p.map(|p| now.saturating_duration_since(p.state_since()).as_secs()),
+                    "srtt_ms": p.and_then(|p| p.srtt()).map(ms),
+                    "min_rtt_ms": p.and_then(|p| p.min_rtt()).map(ms),
+                    "loss": p.map(|p| p.loss()),
+                    "delivery_rate_bps": p.map(|p| p.delivery_rate() * 8),
+                    "queue_delay_ms": p.map(|p| ms(p.queue_delay())),
+                    "in_flight": p.map(|p| p.in_flight()),
+                    "tx_packets": c.tx_packets,
+                    "tx_bytes": c.tx_bytes,
+                    "rx_packets": c.rx_packets,
+                    "rx_bytes": c.rx_bytes,
+                    "lost": c.lost,
+                    "resent_elsewhere": c.resent_elsewhere,
+                    "suspected": c.suspected,
                 })
             })
             .collect();
@@ -510,6 +547,7 @@ impl Gateway {
             "handshakes_unanswered": self.client.unanswered_handshakes(now).map_or(0, |(n, _)| n),
             "unanswered_for_s": self.client.unanswered_handshakes(now).map(|(_, d)| d.as_secs()),
             "sessions_lost": stats.sessions_lost,
+            "queued": self.client.queued(),
             "uplinks": uplinks,
             "drops": drops,
             "local_multicast_ignored": self.local_multicast,
@@ -551,10 +589,11 @@ impl Gateway {
             // The new client's timestamps go on from the old one's.
             self.timestamp_base_us = self.timestamp_now(now);
             self.started = now;
-            self.client = new_client(&self.config, now, self.timestamp_base_us);
+            self.client = new_client(&self.config, self.mtu, now, self.timestamp_base_us);
             self.target.clear();
             for u in &mut self.uplinks {
                 u.socket = None;
+                u.path = None;
             }
             self.liveness = Liveness::Connecting;
         }
@@ -610,12 +649,18 @@ fn status_text(s: &serde_json::Value) -> String {
         let rtt = u["srtt_ms"]
             .as_f64()
             .map_or("-".to_string(), |v| format!("{v:.1} ms"));
+        let state = if u["ready"] == true {
+            u["state"].as_str().unwrap_or("no path")
+        } else {
+            "not ready"
+        };
         let _ = writeln!(
             out,
-            "uplink {} ({}){}  rtt {rtt}  sent {} B / {} pkts  received {} B / {} pkts",
+            "uplink {} ({}) {state}  rtt {rtt}  loss {:.1}%  rate {:.1} Mbit/s  sent {} B / {} pkts  received {} B / {} pkts",
             u["name"].as_str().unwrap_or("?"),
             u["device"].as_str().unwrap_or("?"),
-            if u["ready"] == true { "" } else { " not ready" },
+            u["loss"].as_f64().unwrap_or(0.0) * 100.0,
+            u["delivery_rate_bps"].as_f64().unwrap_or(0.0) / 1e6,
             u["tx_bytes"],
             u["tx_packets"],
             u["rx_bytes"],

@@ -1,29 +1,25 @@
 //! Small pieces both daemons' event loops are made of.
 
-use std::io;
-use std::net::SocketAddr;
 use std::task::Poll;
 use std::time::Instant;
 
-use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 
-/// Receives one datagram from whichever of `sockets` has one first, into `buf`, without
-/// allocating. `sockets(i)` gives socket `i` of `count` (or `None` for a slot without one).
-/// Returns the socket's index with the length and source, or its error.
-pub async fn recv_any<'a>(
+/// Waits until one of `sockets` has a datagram and returns its index. `sockets(i)` gives
+/// socket `i` of `count` (or `None` for a slot without one). The search starts at `first`
+/// and wraps, so a caller that moves `first` on after each turn lets no busy socket
+/// starve the others. The datagram is then read with the socket's `try_*` calls.
+pub async fn readable_any<'a>(
     count: usize,
+    first: usize,
     sockets: impl Fn(usize) -> Option<&'a UdpSocket>,
-    buf: &mut [u8],
-) -> (usize, io::Result<(usize, SocketAddr)>) {
+) -> usize {
     std::future::poll_fn(|cx| {
-        for i in 0..count {
+        for k in 0..count {
+            let i = (first + k) % count;
             let Some(socket) = sockets(i) else { continue };
-            let mut rb = ReadBuf::new(buf);
-            match socket.poll_recv_from(cx, &mut rb) {
-                Poll::Ready(Ok(from)) => return Poll::Ready((i, Ok((rb.filled().len(), from)))),
-                Poll::Ready(Err(e)) => return Poll::Ready((i, Err(e))),
-                Poll::Pending => {}
+            if socket.poll_recv_ready(cx).is_ready() {
+                return Poll::Ready(i);
             }
         }
         Poll::Pending

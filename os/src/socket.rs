@@ -3,7 +3,7 @@
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tokio::net::UdpSocket;
 
 /// Socket buffer size we ask for: a few hundred full-size datagrams, so bursts from the
@@ -92,7 +92,115 @@ pub fn listen_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
         sock.set_only_v6(true)?;
     }
     set_buffers(&sock);
+    // Each datagram's destination address comes with it, so that answers leave from the
+    // address the member reached (a multi-homed proxy, or a wildcard listen).
+    let fd = std::os::fd::AsFd::as_fd(&sock);
+    if addr.is_ipv6() {
+        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::Ipv6RecvPacketInfo, &true)
+    } else {
+        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::Ipv4PacketInfo, &true)
+    }
+    .map_err(|e| io::Error::other(format!("listening on {addr}: {e}")))?;
     sock.bind(&addr.into())
         .map_err(|e| io::Error::new(e.kind(), format!("listening on {addr}: {e}")))?;
     into_tokio(sock)
+}
+
+/// Receives a datagram without blocking; returns its length, its source and the local
+/// address it was sent to (from `IP_PKTINFO`/`IPV6_PKTINFO`, on sockets from
+/// [`listen_socket`]; `None` elsewhere).
+pub fn try_recv_with_destination(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
+    use std::os::fd::AsRawFd;
+    socket.try_io(tokio::io::Interest::READABLE, || {
+        let mut cmsg = nix::cmsg_space!(nix::libc::in6_pktinfo);
+        let mut iov = [io::IoSliceMut::new(buf)];
+        let msg = recvmsg::<SockaddrStorage>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(io::Error::from)?;
+        let from = msg
+            .address
+            .and_then(|a| {
+                a.as_sockaddr_in()
+                    .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                    .or_else(|| {
+                        a.as_sockaddr_in6()
+                            .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+                    })
+            })
+            .ok_or_else(|| io::Error::other("datagram without a source address"))?;
+        let mut local = None;
+        for c in msg.cmsgs().map_err(io::Error::from)? {
+            match c {
+                ControlMessageOwned::Ipv4PacketInfo(i) => {
+                    local = Some(IpAddr::from(u32::from_be(i.ipi_addr.s_addr).to_be_bytes()))
+                }
+                ControlMessageOwned::Ipv6PacketInfo(i) => {
+                    local = Some(IpAddr::from(i.ipi6_addr.s6_addr))
+                }
+                _ => {}
+            }
+        }
+        Ok((msg.bytes, from, local))
+    })
+}
+
+/// Sends `buf` to `to` from the local address `from` (when given, with
+/// `IP_PKTINFO`/`IPV6_PKTINFO`; the kernel picks the route's source otherwise).
+pub fn try_send_from(
+    socket: &UdpSocket,
+    buf: &[u8],
+    to: SocketAddr,
+    from: Option<IpAddr>,
+) -> io::Result<usize> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrStorage, sendmsg};
+    use std::os::fd::AsRawFd;
+    let Some(from) = from else {
+        return socket.try_send_to(buf, to);
+    };
+    socket.try_io(tokio::io::Interest::WRITABLE, || {
+        let iov = [io::IoSlice::new(buf)];
+        let dest = SockaddrStorage::from(to);
+        let sent = match from {
+            IpAddr::V4(a) => {
+                let info = nix::libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: nix::libc::in_addr {
+                        s_addr: u32::from(a).to_be(),
+                    },
+                    ipi_addr: nix::libc::in_addr { s_addr: 0 },
+                };
+                sendmsg(
+                    socket.as_raw_fd(),
+                    &iov,
+                    &[ControlMessage::Ipv4PacketInfo(&info)],
+                    MsgFlags::MSG_DONTWAIT,
+                    Some(&dest),
+                )
+            }
+            IpAddr::V6(a) => {
+                let info = nix::libc::in6_pktinfo {
+                    ipi6_addr: nix::libc::in6_addr {
+                        s6_addr: a.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                };
+                sendmsg(
+                    socket.as_raw_fd(),
+                    &iov,
+                    &[ControlMessage::Ipv6PacketInfo(&info)],
+                    MsgFlags::MSG_DONTWAIT,
+                    Some(&dest),
+                )
+            }
+        };
+        sent.map_err(io::Error::from)
+    })
 }

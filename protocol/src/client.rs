@@ -1,19 +1,23 @@
 //! The member side of a session: what a gateway runs, whatever its paths are.
 //!
-//! Drive it like quinn-proto: feed datagrams with [`Client::handle_datagram`], seal LAN
-//! packets with [`Client::seal_packet`], take handshakes and probes out with
-//! [`Client::poll_transmit`], and call [`Client::handle_timeout`] at
+//! Drive it like quinn-proto: open a path per uplink with [`Client::open_path`], give it
+//! LAN packets with [`Client::handle_packet`] and datagrams with
+//! [`Client::handle_datagram`], send everything [`Client::poll_transmit`] writes (data,
+//! handshakes, acks, pings) where its [`Transmit`] says, write what
+//! [`Client::poll_packet`] gives to the TUN, and call [`Client::handle_timeout`] at
 //! [`Client::poll_timeout`].
 
-use std::ops::Range;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::crypto;
 use crate::keys::{PublicKey, SecretKey, SharedSecret};
-use crate::path::PathState;
+use crate::path::{Endpoint, Path, PathSettings};
 use crate::relay::RelayKey;
 use crate::session::{self, Initiation, Keypair, Limits};
-use crate::wire::{self, CipherSuite, Control, Message, MessageType, PathId, TRANSPORT_HEADER_LEN};
+use crate::transport::Transport;
+pub use crate::transport::{PathEvent, Transmit};
+use crate::wire::{self, CipherSuite, Message, PathId};
 use crate::{DropCounters, DropReason, SplitMix};
 
 /// What a member needs to reach its proxy.
@@ -29,28 +33,35 @@ pub struct ClientConfig {
     pub suite: CipherSuite,
     /// Timers and limits.
     pub limits: Limits,
+    /// The largest inner packet (the tunnel MTU).
+    pub mtu: u16,
+    /// Packets the send queue holds; sent ones stay in it for re-sends until their slot
+    /// is needed. About a path's worth of bytes in flight over two RTTs.
+    pub queue_slots: usize,
 }
 
-/// A datagram [`Client::poll_transmit`] wrote: send `buf[..len]` on `path`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transmit {
-    /// Path to send it on.
-    pub path: PathId,
-    /// Its length at the start of the caller's buffer.
-    pub len: usize,
-}
+/// Send-queue slots a gateway gets unless told otherwise: at 1400 bytes, 1.4 MB, what
+/// 100 Mbit/s puts in flight in about 110 ms.
+pub const DEFAULT_QUEUE_SLOTS: usize = 1024;
 
 /// What an accepted datagram was.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Received {
-    /// An IP packet for the LAN, at this range of the caller's buffer.
-    Packet(Range<usize>),
-    /// A control message, handled.
-    Control,
+    /// Transport: inner packets (if any) wait in [`Client::poll_packet`].
+    Transport,
     /// A handshake completed: the session is (re)established.
     Connected,
     /// A cookie arrived; the handshake is retried with it.
     Cookie,
+}
+
+/// Something that happened, for logs and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A handshake completed (a new session, or a rekey of the current one).
+    Handshake,
+    /// A path changed state.
+    Path(PathEvent),
 }
 
 /// Counters of a client, for status and tests.
@@ -75,9 +86,9 @@ pub enum Liveness {
     Connecting,
     /// Keys are up and the proxy answers.
     Up,
-    /// A probe went unanswered: probing fast and handshaking again, still sending on the
-    /// keys we have (a proxy that restarted answers the handshake at once; one that is
-    /// only late answers the probes).
+    /// Nothing heard on any path for [`Limits::suspect_after`]: handshaking again, still
+    /// sending on the keys we have (a proxy that restarted answers the handshake at once;
+    /// one that is only late answers the pings).
     Suspect,
     /// Nothing heard for [`Limits::dead_after`]: the proxy is unreachable or lost the
     /// session. Packets are still sealed on the last keys, so that a proxy that comes
@@ -93,57 +104,97 @@ pub struct Client {
     wall_at_origin_us: u64,
     last_timestamp_us: u64,
     rng: SplitMix,
-    paths: Vec<PathState>,
+    transport: Transport,
+    /// The next path id to give out: ids count up and are never reused.
+    next_path_id: u16,
     current: Option<Keypair>,
     previous: Option<Keypair>,
     handshake: Option<Initiation>,
+    /// When and on which path the pending initiation went out (its answer is an RTT).
+    handshake_sent: Option<(Instant, PathId)>,
     /// When the next initiation should go out; `None` when none is wanted.
     handshake_due: Option<Instant>,
     handshake_attempts: u32,
-    handshake_path_cursor: usize,
     cookie: Option<([u8; 16], Instant)>,
-    /// The new keys must be confirmed to the proxy by a first packet.
-    confirm_on: Option<PathId>,
     last_received: Option<Instant>,
     liveness: Liveness,
     /// Handshakes sent since the last one answered, and when the first of them went out.
     unanswered: Option<(u32, Instant)>,
+    events: std::collections::VecDeque<Event>,
     stats: ClientStats,
 }
 
 impl Client {
     /// A client that will connect as soon as it has a path. `wall_clock_us` is the wall
     /// clock at `now` (microseconds since the Unix epoch): handshakes carry it so that the
-    /// proxy can reject replayed initiations. `seed` seeds session indices.
+    /// proxy can reject replayed initiations. `seed` seeds session indices and path ids.
     pub fn new(config: ClientConfig, now: Instant, wall_clock_us: u64, seed: u64) -> Self {
         let mac1_key = session::mac1_key(&config.static_key.public_key());
+        let mut rng = SplitMix(seed);
+        let next_path_id = rng.next_u32() as u16;
+        let transport = Transport::new(now, now, usize::from(config.mtu), config.queue_slots);
         Client {
             config,
             mac1_key,
             origin: now,
             wall_at_origin_us: wall_clock_us,
             last_timestamp_us: 0,
-            rng: SplitMix(seed),
-            paths: Vec::new(),
+            rng,
+            transport,
+            next_path_id,
             current: None,
             previous: None,
             handshake: None,
+            handshake_sent: None,
             handshake_due: Some(now),
             handshake_attempts: 0,
-            handshake_path_cursor: 0,
             cookie: None,
-            confirm_on: None,
             last_received: None,
             liveness: Liveness::Connecting,
             unanswered: None,
+            events: std::collections::VecDeque::new(),
             stats: ClientStats::default(),
         }
     }
 
-    /// Adds a path (an uplink, or a relay); probing starts at once.
-    pub fn add_path(&mut self, path: PathId, now: Instant) {
-        if !self.paths.iter().any(|p| p.id == path) {
-            self.paths.push(PathState::new(path, now));
+    /// Opens a path (an uplink) to the proxy at `remote`; probing starts at once. Returns
+    /// its id, which no other path of this client will ever have.
+    pub fn open_path(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        settings: PathSettings,
+    ) -> PathId {
+        let mut id = PathId(self.next_path_id);
+        while self.transport.path(id).is_some() {
+            self.next_path_id = self.next_path_id.wrapping_add(1);
+            id = PathId(self.next_path_id);
+        }
+        self.next_path_id = self.next_path_id.wrapping_add(1);
+        let endpoint = Endpoint {
+            remote,
+            local: None,
+        };
+        self.transport.add_path(now, id, endpoint, settings);
+        id
+    }
+
+    /// Closes a path (its uplink went away).
+    pub fn close_path(&mut self, path: PathId) {
+        self.transport.remove_path(path);
+    }
+
+    /// Points a path at another address of the proxy.
+    pub fn set_path_remote(&mut self, path: PathId, remote: SocketAddr) {
+        if let Some(p) = self.transport.path_mut(path) {
+            p.set_remote(remote);
+        }
+    }
+
+    /// Changes a path's settings (its probing interval).
+    pub fn set_path_settings(&mut self, path: PathId, settings: PathSettings) {
+        if let Some(p) = self.transport.path_mut(path) {
+            p.set_settings(settings);
         }
     }
 
@@ -154,19 +205,14 @@ impl Client {
         self.handshake_due = Some(now);
     }
 
-    /// Removes a path (its uplink went away).
-    pub fn remove_path(&mut self, path: PathId) {
-        self.paths.retain(|p| p.id != path);
-    }
-
-    /// Live estimates of a path.
-    pub fn path(&self, path: PathId) -> Option<&PathState> {
-        self.paths.iter().find(|p| p.id == path)
+    /// A path's state, estimates and counters.
+    pub fn path(&self, path: PathId) -> Option<&Path> {
+        self.transport.path(path)
     }
 
     /// All paths.
-    pub fn paths(&self) -> &[PathState] {
-        &self.paths
+    pub fn paths(&self) -> &[Path] {
+        self.transport.paths()
     }
 
     /// Whether a session is up and the proxy answers (within [`Limits::dead_after`]).
@@ -201,6 +247,33 @@ impl Client {
     /// Counters.
     pub fn stats(&self) -> &ClientStats {
         &self.stats
+    }
+
+    /// Inner packets waiting to be sent.
+    pub fn queued(&self) -> usize {
+        self.transport.waiting()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        self.transport.poll_event().map(Event::Path)
+    }
+
+    /// An IP packet from the LAN for the Internet: queued for the best path.
+    pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), DropReason> {
+        let r = match &self.current {
+            Some(k) if !k.expired(now, &self.config.limits) => self.transport.push_packet(packet),
+            _ => Err(DropReason::NoSession),
+        };
+        self.stats.drops.record(r)
+    }
+
+    /// The next inner packet for the LAN, written into `buf`; its length.
+    pub fn poll_packet(&mut self, buf: &mut [u8]) -> Option<usize> {
+        self.transport.poll_packet(buf)
     }
 
     /// Handles one datagram received on `path`, decrypting in place.
@@ -249,11 +322,15 @@ impl Client {
                 self.handshake_attempts = 0;
                 self.unanswered = None;
                 self.heard(now);
-                self.confirm_on = Some(path);
                 self.stats.handshakes_completed += 1;
-                for p in &mut self.paths {
-                    p.next_probe = now;
+                if let Some((sent, on)) = self.handshake_sent.take() {
+                    if let Some(p) = self.transport.path_mut(on).filter(|_| on == path) {
+                        p.on_handshake_rtt(now, now.saturating_duration_since(sent));
+                    }
                 }
+                // Every path confirms the new keys to the proxy and is measured at once.
+                self.transport.ping_all(now);
+                self.push_event(Event::Handshake);
                 Ok(Received::Connected)
             }
             Message::CookieReply(reply) => {
@@ -272,6 +349,10 @@ impl Client {
                 Ok(Received::Cookie)
             }
             Message::Transport(header) => {
+                if header.path != path {
+                    // The proxy answers each path on that path: anything else is confused.
+                    return Err(DropReason::Unexpected);
+                }
                 let keypair = [self.current.as_mut(), self.previous.as_mut()]
                     .into_iter()
                     .flatten()
@@ -279,115 +360,55 @@ impl Client {
                     .ok_or(DropReason::UnknownSession)?;
                 let range = keypair.open(&header, buf, now, &self.config.limits)?;
                 self.heard(now);
-                if header.kind == MessageType::Data {
-                    crate::ip::check(&buf[range.clone()])?;
-                    if let Some(p) = self.paths.iter_mut().find(|p| p.id == path) {
-                        p.on_data_received(now, range.len(), header.counter);
-                    }
-                    return Ok(Received::Packet(range));
-                }
-                let control = Control::decode(&buf[range])?;
-                let micros = micros(self.origin, now);
-                if let Some(p) = self.paths.iter_mut().find(|p| p.id == path) {
-                    p.on_control(now, control, micros);
-                }
-                Ok(Received::Control)
+                self.transport
+                    .on_packet(now, header.path, None, buf, range, |_| Ok(()))?;
+                Ok(Received::Transport)
             }
             _ => Err(DropReason::Unexpected),
         }
     }
 
-    /// Seals the IP packet at `buf[SEAL_OFFSET..SEAL_OFFSET + len]` for `path`, in place.
-    /// Returns the datagram length (it starts at `buf[0]`).
-    pub fn seal_packet(
-        &mut self,
-        now: Instant,
-        path: PathId,
-        buf: &mut [u8],
-        len: usize,
-    ) -> Result<usize, DropReason> {
-        let r = self.seal(now, MessageType::Data, path, buf, len);
-        if r.is_ok() {
-            if let Some(p) = self.paths.iter_mut().find(|p| p.id == path) {
-                p.on_data_sent(len);
-            }
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() < 16 {
+            self.events.push_back(e);
         }
-        self.stats.drops.record(r)
-    }
-
-    fn seal(
-        &mut self,
-        now: Instant,
-        kind: MessageType,
-        path: PathId,
-        buf: &mut [u8],
-        len: usize,
-    ) -> Result<usize, DropReason> {
-        let limits = self.config.limits;
-        let keypair = self.current.as_mut().ok_or(DropReason::NoSession)?;
-        if keypair.expired(now, &limits) {
-            return Err(DropReason::NoSession);
-        }
-        let n = keypair.seal(kind, path, buf, len, &limits)?;
-        if keypair.send_counter >= limits.rekey_after_messages
-            && self.handshake.is_none()
-            && self.handshake_due.is_none()
-        {
-            self.handshake_due = Some(now);
-        }
-        Ok(n)
-    }
-
-    fn seal_control(
-        &mut self,
-        now: Instant,
-        path: PathId,
-        control: Control,
-        buf: &mut [u8],
-    ) -> Option<Transmit> {
-        let len = control.encode(buf.get_mut(TRANSPORT_HEADER_LEN..)?);
-        let len = self.seal(now, MessageType::Control, path, buf, len).ok()?;
-        Some(Transmit { path, len })
     }
 
     /// The next datagram the client wants sent, written at the start of `buf` (which
     /// should hold [`wire::MAX_DATAGRAM`] bytes). Call until it returns `None`.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        if self.handshake_due.is_some_and(|t| t <= now) && !self.paths.is_empty() {
-            return self.send_initiation(now, buf);
-        }
-        self.current.as_ref()?;
-        if let Some(path) = self.confirm_on.take() {
-            if let Some(t) = self.seal_control(now, path, Control::Keepalive, buf) {
+        if self.handshake_due.is_some_and(|t| t <= now) && !self.transport.paths().is_empty() {
+            if let Some(t) = self.send_initiation(now, buf) {
                 return Some(t);
             }
         }
-        let micros = self.micros(now);
-        let interval = self.probe_interval();
-        for i in 0..self.paths.len() {
-            let p = &mut self.paths[i];
-            let control = if let Some(ack) = p.pending_ack.take() {
-                ack
-            } else if p.next_probe <= now {
-                p.next_probe = now + interval;
-                p.probe(micros)
-            } else if p.receipt_due() {
-                p.receipt()
-            } else {
-                continue;
-            };
-            let id = p.id;
-            return self.seal_control(now, id, control, buf);
+        let limits = self.config.limits;
+        let keys = self.current.as_mut().filter(|k| !k.expired(now, &limits))?;
+        let r = self.transport.poll_transmit(now, keys, &limits, buf);
+        if keys.send_counter >= limits.rekey_after_messages
+            && self.handshake.is_none()
+            && self.handshake_due.is_none()
+        {
+            self.handshake_due = Some(now);
         }
-        None
+        match r {
+            Ok(t) => t,
+            Err(reason) => {
+                self.stats.drops.count(reason);
+                None
+            }
+        }
     }
 
     fn send_initiation(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        let path = self.paths[self.handshake_path_cursor % self.paths.len()].id;
-        // Rotate paths on retries: one dead uplink must not stall the handshake.
-        self.handshake_path_cursor = self.handshake_path_cursor.wrapping_add(1);
+        // The best path first; retries rotate, so one dead uplink cannot stall it.
+        let paths = self.transport.paths();
+        let best = self.transport.best_path(None)?;
+        let path = &paths[(best + self.handshake_attempts as usize) % paths.len()];
+        let (id, remote) = (path.id(), path.endpoint().remote);
         let index = self.rng.next_u32();
-        let timestamp = (self.wall_at_origin_us + self.micros(now)).max(self.last_timestamp_us + 1);
+        let timestamp =
+            (self.wall_at_origin_us + micros(self.origin, now)).max(self.last_timestamp_us + 1);
         self.last_timestamp_us = timestamp;
         let cookie = self
             .cookie
@@ -413,11 +434,14 @@ impl Client {
         match init {
             Ok(init) => {
                 self.handshake = Some(init);
+                self.handshake_sent = Some((now, id));
                 self.stats.handshakes_sent += 1;
                 let (n, since) = self.unanswered.unwrap_or((0, now));
                 self.unanswered = Some((n + 1, since));
                 Some(Transmit {
-                    path,
+                    path: id,
+                    remote,
+                    local: None,
                     len: wire::HANDSHAKE_INIT_LEN,
                 })
             }
@@ -429,14 +453,15 @@ impl Client {
     }
 
     /// When [`Client::handle_timeout`] should next be called. Every time offered is one
-    /// that `handle_timeout` (or `poll_transmit`, for probes and handshakes) acts on and
-    /// moves forward: a time in the past never survives them, so an event loop cannot spin.
+    /// that `handle_timeout` (or `poll_transmit`, for pings, acks and handshakes) acts on
+    /// and moves forward: a time in the past never survives them, so an event loop cannot
+    /// spin.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let limits = &self.config.limits;
         let mut next = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
-        if !self.paths.is_empty() {
-            // With no path nothing can be sent: adding one wakes the loop anyway.
+        if !self.transport.paths().is_empty() {
+            // With no path nothing can be sent: opening one wakes the loop anyway.
             if let Some(t) = self.handshake_due {
                 consider(t);
             }
@@ -446,12 +471,13 @@ impl Client {
                 consider(k.created + limits.rekey_after_time);
             }
             consider(k.created + limits.reject_after_time);
-            for p in &self.paths {
-                consider(p.next_probe);
+            // Path timers only with keys: without them nothing they ask for can be sent.
+            if let Some(t) = self.transport.poll_timeout() {
+                consider(t);
             }
             if let Some(t) = self.last_received {
                 match self.liveness {
-                    Liveness::Up => consider(t + self.suspect_after()),
+                    Liveness::Up => consider(t + limits.suspect_after),
                     Liveness::Suspect => consider(t + limits.dead_after),
                     Liveness::Connecting | Liveness::Lost => {}
                 }
@@ -463,7 +489,7 @@ impl Client {
         next
     }
 
-    /// Runs timers: rekeying, retries, expiry, dead-proxy detection.
+    /// Runs timers: paths' silence and probing, rekeying, retries, expiry, a dead proxy.
     pub fn handle_timeout(&mut self, now: Instant) {
         let limits = self.config.limits;
         if self
@@ -481,18 +507,19 @@ impl Client {
             // Expired keys open nothing either: dropped, not kept as the previous ones
             // (whose expiry would then be offered again, already due).
             self.current = None;
+            self.transport.clear_queue();
+        }
+        if self.current.is_some() {
+            self.transport.handle_timeout(now);
         }
         let silent = self
             .last_received
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         if self.current.is_some() {
-            if self.liveness == Liveness::Up && silent >= self.suspect_after() {
+            if self.liveness == Liveness::Up && silent >= limits.suspect_after {
                 self.liveness = Liveness::Suspect;
-                // Probe fast from now on, and handshake again at once: a proxy that
-                // restarted has forgotten our keys and answers only a handshake.
-                for p in &mut self.paths {
-                    p.next_probe = p.next_probe.min(now);
-                }
+                // Handshake again at once: a proxy that restarted has forgotten our keys
+                // and answers only a handshake.
                 self.want_handshake(now);
             }
             if self.liveness == Liveness::Suspect && silent >= limits.dead_after {
@@ -527,30 +554,6 @@ impl Client {
         self.liveness = Liveness::Up;
     }
 
-    /// Silence after which the proxy is suspect: one probe interval, plus the time its
-    /// answer may take (RFC 6298's RTO over the best path, at least 200 ms).
-    fn suspect_after(&self) -> Duration {
-        let rto = self
-            .paths
-            .iter()
-            .filter_map(|p| p.srtt().map(|s| s + 4 * p.rttvar()))
-            .min()
-            .unwrap_or(Duration::from_secs(1));
-        self.config.limits.probe_interval + rto.max(SUSPECT_MARGIN)
-    }
-
-    /// Probing interval now: faster while the proxy is suspect.
-    fn probe_interval(&self) -> Duration {
-        match self.liveness {
-            Liveness::Suspect => self.config.limits.probe_interval / 5,
-            _ => self.config.limits.probe_interval,
-        }
-    }
-
-    fn micros(&self, now: Instant) -> u64 {
-        micros(self.origin, now)
-    }
-
     /// This member's relay tag keys (upstream, downstream) and the proxy's index for its
     /// current session: what it needs to relay for neighbours.
     pub fn relay_keys(&self) -> Option<(u32, RelayKey, RelayKey)> {
@@ -563,15 +566,7 @@ impl Client {
     }
 }
 
-pub(crate) fn micros(origin: Instant, now: Instant) -> u64 {
-    u64::try_from(now.saturating_duration_since(origin).as_micros()).unwrap_or(u64::MAX)
-}
-
-/// Where a gateway reads an IP packet into its buffer so that sealing needs no copy.
-pub const SEAL_OFFSET: usize = TRANSPORT_HEADER_LEN;
-
-/// Least time an answer to a probe is given before the proxy is suspect.
-const SUSPECT_MARGIN: Duration = Duration::from_millis(200);
+pub(crate) use crate::path::micros;
 
 /// How long a cookie from a busy proxy stays usable.
 pub(crate) const COOKIE_LIFETIME: Duration = Duration::from_secs(120);

@@ -42,8 +42,8 @@ pub enum DropReason {
     StaleHandshake,
     /// Response or cookie for a handshake we are not doing.
     NoPendingHandshake,
-    /// Control message malformed.
-    BadControl,
+    /// A frame inside an authenticated packet is malformed (ack, receipt, packet number).
+    BadFrame,
     /// Relay or mesh MAC did not verify.
     BadRelayTag,
     /// Decrypted packet is not an IPv4 or IPv6 packet of consistent length.
@@ -55,11 +55,19 @@ pub enum DropReason {
     /// A handshake initiation seen before (its ephemeral key was already used): a replay,
     /// refused before any Diffie-Hellman.
     ReplayedHandshake,
+    /// The core's send queue was full: the uplinks carry less than arrives.
+    QueueFull,
+    /// A member sent a packet whose source is not one of its tunnel addresses.
+    SpoofedSource,
+    /// A packet from the Internet for an address no member has.
+    NoMember,
+    /// A packet for a member without a session.
+    MemberOffline,
 }
 
 impl DropReason {
     /// All reasons, in counter order.
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 29] = [
         DropReason::TooShort,
         DropReason::Oversized,
         DropReason::BadLength,
@@ -79,12 +87,16 @@ impl DropReason {
         DropReason::UnknownMember,
         DropReason::StaleHandshake,
         DropReason::NoPendingHandshake,
-        DropReason::BadControl,
+        DropReason::BadFrame,
         DropReason::BadRelayTag,
         DropReason::BadInnerPacket,
         DropReason::PacketTooLarge,
         DropReason::NoSession,
         DropReason::ReplayedHandshake,
+        DropReason::QueueFull,
+        DropReason::SpoofedSource,
+        DropReason::NoMember,
+        DropReason::MemberOffline,
     ];
 
     /// A stable snake_case name for logs and metrics labels.
@@ -109,12 +121,16 @@ impl DropReason {
             DropReason::UnknownMember => "unknown_member",
             DropReason::StaleHandshake => "stale_handshake",
             DropReason::NoPendingHandshake => "no_pending_handshake",
-            DropReason::BadControl => "bad_control",
+            DropReason::BadFrame => "bad_frame",
             DropReason::BadRelayTag => "bad_relay_tag",
             DropReason::BadInnerPacket => "bad_inner_packet",
             DropReason::PacketTooLarge => "packet_too_large",
             DropReason::NoSession => "no_session",
             DropReason::ReplayedHandshake => "replayed_handshake",
+            DropReason::QueueFull => "queue_full",
+            DropReason::SpoofedSource => "spoofed_source",
+            DropReason::NoMember => "no_member",
+            DropReason::MemberOffline => "member_offline",
         }
     }
 }

@@ -4,7 +4,9 @@
 //! `now`, `handle_*` calls feed datagrams in and `poll_*` calls take out what to send and
 //! when to wake up. The daemons are thin I/O shells around it.
 //!
-//! * [`wire`]: every message on the wire, parsed once and checked.
+//! * [`wire`]: every message on the wire, parsed once and checked; [`frame`]: what a
+//!   sealed transport packet holds (per-path packet numbers, acks, pings, packets).
+//! * [`path::Path`]: one path's state machine, estimates and counters, at either end.
 //! * [`client::Client`]: a member's session with the proxy, over any number of paths.
 //! * [`server::Server`]: the proxy's sessions with all members.
 //! * [`relay`]: relay envelopes and mesh hellos.
@@ -15,17 +17,21 @@ pub mod bundle;
 pub mod client;
 mod crypto;
 mod drop;
+pub mod frame;
 pub mod ip;
 pub mod keys;
 pub mod path;
+mod queue;
 pub mod relay;
 mod replay;
 pub mod server;
 pub mod session;
+mod transport;
 pub mod wire;
 
 pub use drop::{DropCounters, DropReason};
 pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
+pub use transport::{MAX_PATHS, PathEvent, Transmit};
 pub use wire::{CipherSuite, PathId};
 
 /// Small deterministic generator for session indices (not for keys: those come from the

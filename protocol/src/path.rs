@@ -1,184 +1,845 @@
-//! Per-path state and live estimates: RTT, loss, one-way-delay trend, traffic counters.
+//! One path between a member and the proxy, as either end sees it: where it goes, what
+//! it is worth (RTT, loss, delivery rate, queueing delay), how it stands (probing →
+//! active → suspect → dead → probing), and what it carried.
 //!
-//! The scheduler (a later stage) reads these; today they already drive probing and the
-//! receipts the proxy's ledger will credit from.
+//! Every packet on a path has a packet number of that path, and the far end acknowledges
+//! them ([`crate::frame`]), so the estimates move with every packet rather than with
+//! probes. Idle paths are pinged often enough that a death shows within a few hundred
+//! milliseconds.
 
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::wire::{Control, PathId};
+use crate::frame::{Ack, MAX_ACK_RANGES};
+use crate::wire::PathId;
 
-/// How many probes back the loss estimate looks.
-const LOSS_WINDOW: u32 = 32;
-
-/// One path as its sender sees it.
-#[derive(Debug, Clone)]
-pub struct PathState {
-    /// Its id on the wire.
-    pub id: PathId,
-    pub(crate) next_probe: Instant,
-    probe_seq: u32,
-    /// Bit i set: probe `probe_seq - 1 - i` was acknowledged.
-    acked_bits: u32,
-    srtt: Option<Duration>,
-    rttvar: Duration,
-    /// Smallest (receiver clock - sender clock) seen: the base one-way delay plus the
-    /// clock offset. Only differences to it mean anything (clocks are not synchronised).
-    base_owd_offset_us: Option<i64>,
-    queue_delay_us: u64,
-    /// Data sent on this path.
-    pub tx_packets: u64,
-    /// Inner bytes sent on this path.
-    pub tx_bytes: u64,
-    /// Data received on this path.
-    pub rx_packets: u64,
-    /// Inner bytes received on this path.
-    pub rx_bytes: u64,
-    highest_rx_counter: u64,
-    reported_rx_packets: u64,
-    /// A receipt goes out after each probe when data arrived since the last one: once
-    /// per probe interval, not per packet.
-    receipt_pending: bool,
-    /// Last time anything authenticated arrived on this path.
-    pub last_received: Option<Instant>,
-    /// What the peer last reported receiving from us on this path (packets, bytes).
-    pub peer_receipt: Option<(u64, u64)>,
-    pub(crate) pending_ack: Option<Control>,
+/// How a path stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathState {
+    /// Not (or no longer) confirmed: pinged until enough pings are answered.
+    Probing,
+    /// Answers: carries traffic.
+    Active,
+    /// Something sent on it went unanswered for about two RTTs: no new traffic, what was
+    /// in flight is re-sent on the others, pinged fast.
+    Suspect,
+    /// Unanswered for [`DEAD_AFTER`] as suspect: pinged slowly until it answers again.
+    Dead,
 }
 
 impl PathState {
-    pub(crate) fn new(id: PathId, now: Instant) -> Self {
-        PathState {
+    /// A stable name for status output.
+    pub fn name(self) -> &'static str {
+        match self {
+            PathState::Probing => "probing",
+            PathState::Active => "active",
+            PathState::Suspect => "suspect",
+            PathState::Dead => "dead",
+        }
+    }
+}
+
+/// Per-path settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathSettings {
+    /// An idle path is pinged this often. Each ping and its answer cost about 150 bytes
+    /// on the wire both ways together (see docs/probing.md): slow it on metered lines.
+    pub probe_interval: Duration,
+}
+
+impl Default for PathSettings {
+    fn default() -> Self {
+        PathSettings {
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+        }
+    }
+}
+
+/// How often an idle path is pinged unless its settings say otherwise.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// Suspect this long without an answer: dead.
+pub const DEAD_AFTER: Duration = Duration::from_millis(1500);
+/// A dead path is pinged at most this often (or at its probe interval, if slower).
+pub const DEAD_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest an acknowledgement waits for more packets to acknowledge with it.
+pub const MAX_ACK_DELAY: Duration = Duration::from_millis(10);
+/// Acknowledge at once after this many ack-eliciting packets.
+const ACK_EVERY: u32 = 4;
+/// RTT assumed before a path's first sample (RFC 9002's initial RTT).
+const INITIAL_RTT: Duration = Duration::from_millis(333);
+/// Never suspect a path sooner than this after sending (timer granularity, scheduling).
+const MIN_SUSPECT_AFTER: Duration = Duration::from_millis(25);
+/// Answered pings a path that died needs before it carries traffic again.
+const CONFIRMATIONS_AFTER_DEAD: u32 = 3;
+/// Packets sent and not yet acknowledged that a path remembers; older ones are forgotten
+/// (counted neither acked nor lost). At 100 Mbit/s of full packets this is 500 ms.
+const MAX_SENT: usize = 4096;
+/// Packet-number reordering that means loss (RFC 9002's kPacketThreshold).
+const PACKET_THRESHOLD: u64 = 3;
+/// Base-delay history (RFC 6817 §3.4.2): minima of this many intervals...
+const BASE_HISTORY: usize = 10;
+/// ... each this long. Ten 30 s minima: a clock drift of 100 ppm between the two ends
+/// shows as at most 30 ms of false queueing delay, where a minimum kept forever grows
+/// without bound.
+const BASE_INTERVAL_US: u64 = 30_000_000;
+/// The current delay is the minimum of this many recent samples (RFC 6817's CURRENT_FILTER).
+const CURRENT_FILTER: usize = 4;
+/// Delivery-rate samples are kept as maxima of time buckets of this length...
+const RATE_BUCKET: Duration = Duration::from_millis(125);
+/// ... this many of them.
+const RATE_BUCKETS: usize = 8;
+/// Weight of each resolved packet in the windowed loss estimate.
+const LOSS_GAIN: f64 = 1.0 / 256.0;
+
+/// Where a path goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The far end's address.
+    pub remote: SocketAddr,
+    /// Our address this path uses, when it matters (the proxy answers from the address a
+    /// path reached; a gateway's uplink socket is bound to its device instead).
+    pub local: Option<SocketAddr>,
+}
+
+/// Counters of one path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathCounters {
+    /// Inner packets sent on it (re-sent ones included).
+    pub tx_packets: u64,
+    /// Inner bytes sent on it.
+    pub tx_bytes: u64,
+    /// Inner packets received on it.
+    pub rx_packets: u64,
+    /// Inner bytes received on it.
+    pub rx_bytes: u64,
+    /// Datagrams sent (data, pings, acks).
+    pub tx_datagrams: u64,
+    /// Their bytes on the wire (UDP payload).
+    pub tx_datagram_bytes: u64,
+    /// Datagrams received and authenticated.
+    pub rx_datagrams: u64,
+    /// Ack-eliciting packets the far end acknowledged.
+    pub acked: u64,
+    /// Ack-eliciting packets declared lost.
+    pub lost: u64,
+    /// Inner packets that were in flight here when it turned suspect and were re-sent on
+    /// another path.
+    pub resent_elsewhere: u64,
+    /// Times it turned suspect.
+    pub suspected: u64,
+}
+
+/// An ack-eliciting packet sent and not yet resolved.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    pn: u64,
+    at: Instant,
+    /// Datagram bytes.
+    size: u32,
+    /// The inner packet's slot in the core's ring, for a re-send elsewhere.
+    packet: Option<u64>,
+    /// Bytes delivered on this path when it was sent, and when that count last moved.
+    delivered: u64,
+    delivered_at: Instant,
+    acked: bool,
+    lost: bool,
+}
+
+/// One path, at either end.
+#[derive(Debug, Clone)]
+pub struct Path {
+    id: PathId,
+    endpoint: Endpoint,
+    settings: PathSettings,
+    state: PathState,
+    state_since: Instant,
+    /// Answered pings since the path was last dead.
+    confirmations: u32,
+    origin: Instant,
+
+    // Sending.
+    next_pn: u64,
+    sent: VecDeque<Sent>,
+    largest_acked: Option<u64>,
+    last_ack_eliciting_sent: Option<Instant>,
+    next_ping: Instant,
+    /// Pings sent since the last answer, for the suspect-state backoff.
+    unanswered_pings: u32,
+
+    // Estimates.
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    min_rtt: Option<Duration>,
+    latest_rtt: Duration,
+    delivered: u64,
+    delivered_at: Instant,
+    rate_buckets: [(u64, u64); RATE_BUCKETS],
+    loss: f64,
+    delay: DelayTrend,
+
+    // Receiving.
+    received: Received,
+    /// Ack-eliciting packets received since our last ack.
+    unacked: u32,
+    ack_due: Option<Instant>,
+    /// Highest packet number that moved the remote endpoint (roaming).
+    largest_from_endpoint: Option<u64>,
+
+    counters: PathCounters,
+    /// What the far end last reported receiving from us on this path (packets, bytes).
+    peer_receipt: Option<(u64, u64)>,
+    receipt_reported: u64,
+}
+
+impl Path {
+    pub(crate) fn new(
+        id: PathId,
+        endpoint: Endpoint,
+        settings: PathSettings,
+        now: Instant,
+        origin: Instant,
+    ) -> Path {
+        Path {
             id,
-            next_probe: now,
-            probe_seq: 0,
-            acked_bits: 0,
+            endpoint,
+            settings,
+            state: PathState::Probing,
+            state_since: now,
+            confirmations: 0,
+            origin,
+            next_pn: 0,
+            sent: VecDeque::with_capacity(64),
+            largest_acked: None,
+            last_ack_eliciting_sent: None,
+            next_ping: now,
+            unanswered_pings: 0,
             srtt: None,
             rttvar: Duration::ZERO,
-            base_owd_offset_us: None,
-            queue_delay_us: 0,
-            tx_packets: 0,
-            tx_bytes: 0,
-            rx_packets: 0,
-            rx_bytes: 0,
-            highest_rx_counter: 0,
-            reported_rx_packets: 0,
-            receipt_pending: false,
-            last_received: None,
+            min_rtt: None,
+            latest_rtt: Duration::ZERO,
+            delivered: 0,
+            delivered_at: now,
+            rate_buckets: [(0, 0); RATE_BUCKETS],
+            loss: 0.0,
+            delay: DelayTrend::default(),
+            received: Received::default(),
+            unacked: 0,
+            ack_due: None,
+            largest_from_endpoint: None,
+            counters: PathCounters::default(),
             peer_receipt: None,
-            pending_ack: None,
+            receipt_reported: 0,
         }
     }
 
-    /// Smoothed round-trip time (RFC 6298), once a probe was answered.
+    /// Its id on the wire. Ids are never reused for another path in one session.
+    pub fn id(&self) -> PathId {
+        self.id
+    }
+
+    /// Where it goes.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// How it stands.
+    pub fn state(&self) -> PathState {
+        self.state
+    }
+
+    /// Since when.
+    pub fn state_since(&self) -> Instant {
+        self.state_since
+    }
+
+    /// Its settings.
+    pub fn settings(&self) -> PathSettings {
+        self.settings
+    }
+
+    /// Smoothed round-trip time (RFC 9002), once a packet was acknowledged.
     pub fn srtt(&self) -> Option<Duration> {
         self.srtt
     }
 
-    /// RTT variation (RFC 6298).
+    /// RTT variation (RFC 9002).
     pub fn rttvar(&self) -> Duration {
         self.rttvar
     }
 
-    /// Fraction of the last probes that went unanswered (0.0 ..= 1.0), counting only
-    /// probes old enough to have been answered.
-    pub fn probe_loss(&self) -> f32 {
-        // The newest probe may still be in flight: look at the ones before it.
-        let considered = self.probe_seq.saturating_sub(1).min(LOSS_WINDOW - 1);
-        if considered == 0 {
-            return 0.0;
-        }
-        let mask = (1u32 << considered) - 1;
-        let acked = ((self.acked_bits >> 1) & mask).count_ones();
-        1.0 - acked as f32 / considered as f32
+    /// Smallest RTT seen.
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt
     }
 
-    /// Current queueing delay estimate from the one-way-delay trend (LEDBAT style).
+    /// Recent fraction of ack-eliciting packets lost (0.0 ..= 1.0), weighted towards the
+    /// last few hundred.
+    pub fn loss(&self) -> f64 {
+        self.loss
+    }
+
+    /// Delivery rate: the most bytes per second acknowledged over about one second
+    /// (datagram bytes, as the link carries them). Zero before any sample.
+    pub fn delivery_rate(&self) -> u64 {
+        let now_bucket = self.rate_buckets.iter().map(|b| b.0).max().unwrap_or(0);
+        self.rate_buckets
+            .iter()
+            .filter(|b| b.0 + RATE_BUCKETS as u64 > now_bucket)
+            .map(|b| b.1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Queueing delay on the way out, from the one-way-delay trend over a rolling base
+    /// (RFC 6817).
     pub fn queue_delay(&self) -> Duration {
-        Duration::from_micros(self.queue_delay_us)
+        self.delay.queue_delay()
     }
 
-    pub(crate) fn probe(&mut self, now_us: u64) -> Control {
-        self.probe_seq = self.probe_seq.wrapping_add(1);
-        self.acked_bits <<= 1;
-        self.receipt_pending = self.rx_packets != self.reported_rx_packets;
-        Control::Probe {
-            seq: self.probe_seq,
-            sent_at_us: now_us,
+    /// Counters.
+    pub fn counters(&self) -> &PathCounters {
+        &self.counters
+    }
+
+    /// What the far end last reported receiving on this path (packets, bytes).
+    pub fn peer_receipt(&self) -> Option<(u64, u64)> {
+        self.peer_receipt
+    }
+
+    /// Ack-eliciting packets in flight.
+    pub fn in_flight(&self) -> usize {
+        self.sent.iter().filter(|s| !s.acked && !s.lost).count()
+    }
+
+    /// Whether new traffic may go on it.
+    pub(crate) fn usable(&self) -> bool {
+        self.state == PathState::Active
+    }
+
+    pub(crate) fn set_remote(&mut self, remote: SocketAddr) {
+        self.endpoint.remote = remote;
+    }
+
+    pub(crate) fn set_settings(&mut self, settings: PathSettings) {
+        self.settings = settings;
+        self.next_ping = self
+            .next_ping
+            .min(self.last_activity() + settings.probe_interval);
+    }
+
+    fn last_activity(&self) -> Instant {
+        self.last_ack_eliciting_sent.unwrap_or(self.state_since)
+    }
+
+    /// A packet authenticated on this path came from `from` to `local`: the endpoint moves
+    /// only on the highest packet number yet, so a late packet from an old NAT binding
+    /// cannot move it back.
+    pub(crate) fn on_authenticated_from(&mut self, pn: u64, from: Endpoint) {
+        if self.largest_from_endpoint.is_none_or(|l| pn > l) {
+            self.largest_from_endpoint = Some(pn);
+            self.endpoint = from;
         }
     }
 
-    pub(crate) fn receipt_due(&self) -> bool {
-        self.receipt_pending
+    // ---- sending ----
+
+    /// The packet number the next packet on this path gets.
+    pub(crate) fn next_packet_number(&self) -> u64 {
+        self.next_pn
     }
 
-    pub(crate) fn receipt(&mut self) -> Control {
-        self.receipt_pending = false;
-        self.reported_rx_packets = self.rx_packets;
-        Control::Receipt {
-            path: self.id,
-            packets: self.rx_packets,
-            bytes: self.rx_bytes,
-            highest_counter: self.highest_rx_counter,
+    /// Records a packet sent (its number was [`Path::next_packet_number`]).
+    pub(crate) fn on_sent(
+        &mut self,
+        now: Instant,
+        size: usize,
+        ack_eliciting: bool,
+        packet: Option<(u64, usize)>,
+    ) {
+        let pn = self.next_pn;
+        self.next_pn += 1;
+        self.counters.tx_datagrams += 1;
+        self.counters.tx_datagram_bytes += size as u64;
+        if let Some((_, len)) = packet {
+            self.counters.tx_packets += 1;
+            self.counters.tx_bytes += len as u64;
+        }
+        if !ack_eliciting {
+            return;
+        }
+        if self.sent.len() == MAX_SENT {
+            self.sent.pop_front();
+        }
+        if self.in_flight_is_empty() {
+            // Delivery rate counts from when the path became busy again, not from the
+            // last ack before an idle gap.
+            self.delivered_at = now;
+        }
+        self.sent.push_back(Sent {
+            pn,
+            at: now,
+            size: size as u32,
+            packet: packet.map(|p| p.0),
+            delivered: self.delivered,
+            delivered_at: self.delivered_at,
+            acked: false,
+            lost: false,
+        });
+        self.last_ack_eliciting_sent = Some(now);
+        self.next_ping = now + self.ping_interval();
+    }
+
+    fn in_flight_is_empty(&self) -> bool {
+        self.sent.iter().all(|s| s.acked || s.lost)
+    }
+
+    /// Whether a ping is due now.
+    pub(crate) fn ping_due(&self, now: Instant) -> bool {
+        self.next_ping <= now
+    }
+
+    /// Asks for a ping now.
+    pub(crate) fn ping_now(&mut self, now: Instant) {
+        self.next_ping = now;
+    }
+
+    /// A ping went out (in a packet recorded with [`Path::on_sent`]).
+    pub(crate) fn on_ping_sent(&mut self, now: Instant) {
+        self.unanswered_pings += 1;
+        self.next_ping = now + self.ping_interval();
+    }
+
+    /// Time between pings in the current state.
+    fn ping_interval(&self) -> Duration {
+        let idle = self.settings.probe_interval;
+        match self.state {
+            PathState::Active => idle,
+            PathState::Probing => idle.min(self.suspect_after()),
+            // Fast while suspect, backing off: answer or die quickly.
+            PathState::Suspect => self
+                .suspect_after()
+                .saturating_mul(1 << self.unanswered_pings.min(4))
+                .min(DEAD_AFTER / 3),
+            PathState::Dead => idle.max(DEAD_PROBE_INTERVAL),
         }
     }
 
-    pub(crate) fn on_data_sent(&mut self, len: usize) {
-        self.tx_packets += 1;
-        self.tx_bytes += len as u64;
+    /// How long an ack-eliciting packet may go unanswered before the path is suspect:
+    /// about two RTTs, plus the peer's ack delay.
+    pub fn suspect_after(&self) -> Duration {
+        let Some(srtt) = self.srtt else {
+            return INITIAL_RTT * 2;
+        };
+        (2 * srtt + 4 * self.rttvar + MAX_ACK_DELAY).max(MIN_SUSPECT_AFTER)
     }
 
-    pub(crate) fn on_data_received(&mut self, now: Instant, len: usize, counter: u64) {
-        self.rx_packets += 1;
-        self.rx_bytes += len as u64;
-        self.highest_rx_counter = self.highest_rx_counter.max(counter);
-        self.last_received = Some(now);
-    }
-
-    pub(crate) fn on_control(&mut self, now: Instant, control: Control, now_us: u64) {
-        self.last_received = Some(now);
-        match control {
-            Control::ProbeAck {
-                seq,
-                echo_sent_at_us,
-                received_at_us,
-            } => {
-                let age = self.probe_seq.wrapping_sub(seq);
-                if age < LOSS_WINDOW {
-                    self.acked_bits |= 1 << age;
+    /// Applies an acknowledgement of this path's packets. Returns whether it acknowledged
+    /// anything new.
+    pub(crate) fn on_ack(&mut self, now: Instant, ack: &Ack) -> bool {
+        let Some(largest) = ack.largest() else {
+            return false;
+        };
+        if largest >= self.next_pn {
+            // Acks a packet never sent: a confused peer. Ignore it whole.
+            return false;
+        }
+        let mut newly = false;
+        let mut largest_newly: Option<Sent> = None;
+        let mut acked_bytes = 0u64;
+        for &(start, end) in ack.ranges() {
+            let from = self.sent.partition_point(|s| s.pn < start);
+            for s in self.sent.range_mut(from..) {
+                if s.pn > end {
+                    break;
                 }
-                let rtt = Duration::from_micros(now_us.saturating_sub(echo_sent_at_us));
-                self.on_rtt_sample(rtt);
-                let offset = received_at_us as i64 - echo_sent_at_us as i64;
-                let base = self.base_owd_offset_us.map_or(offset, |b| b.min(offset));
-                self.base_owd_offset_us = Some(base);
-                self.queue_delay_us = (offset - base) as u64;
+                if s.acked {
+                    continue;
+                }
+                if s.lost {
+                    // Declared lost, arrived after all: the estimate was wrong once.
+                    self.counters.lost = self.counters.lost.saturating_sub(1);
+                    s.lost = false;
+                }
+                s.acked = true;
+                newly = true;
+                self.counters.acked += 1;
+                self.loss *= 1.0 - LOSS_GAIN;
+                acked_bytes += u64::from(s.size);
+                if largest_newly.is_none_or(|l| s.pn > l.pn) {
+                    largest_newly = Some(*s);
+                }
             }
-            Control::Probe { seq, sent_at_us } => {
-                self.pending_ack = Some(Control::ProbeAck {
-                    seq,
-                    echo_sent_at_us: sent_at_us,
-                    received_at_us: now_us,
-                });
+        }
+        if !newly {
+            return false;
+        }
+        self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
+        self.delivered += acked_bytes;
+        self.delivered_at = now;
+        let newest = largest_newly.expect("newly acked");
+        if newest.pn == largest {
+            let delay = Duration::from_micros(ack.delay_us).min(MAX_ACK_DELAY);
+            self.on_rtt_sample(now.saturating_duration_since(newest.at), delay);
+            let sent_us = micros(self.origin, newest.at) as i64;
+            self.delay.on_sample(
+                micros(self.origin, now),
+                ack.received_at_us as i64 - sent_us,
+            );
+        }
+        // Delivery rate (as BBR): what was delivered since the newest acked packet left,
+        // over the time that took.
+        let elapsed = now.saturating_duration_since(newest.delivered_at);
+        if elapsed >= Duration::from_millis(1) {
+            let rate = (self.delivered - newest.delivered) as u128 * 1_000_000
+                / elapsed.as_micros().max(1);
+            self.on_rate_sample(now, rate as u64);
+        }
+        self.detect_losses(now);
+        self.unanswered_pings = 0;
+        self.on_answered(now);
+        true
+    }
+
+    fn detect_losses(&mut self, now: Instant) {
+        let Some(largest) = self.largest_acked else {
+            return;
+        };
+        let threshold = self
+            .srtt
+            .unwrap_or(INITIAL_RTT)
+            .max(self.latest_rtt)
+            .mul_f64(9.0 / 8.0);
+        for s in &mut self.sent {
+            if s.pn >= largest {
+                break;
             }
-            Control::Receipt { packets, bytes, .. } => {
-                self.peer_receipt = Some((packets, bytes));
+            if s.acked || s.lost {
+                continue;
             }
-            Control::Keepalive => {}
+            if largest - s.pn >= PACKET_THRESHOLD || now.saturating_duration_since(s.at) > threshold
+            {
+                s.lost = true;
+                self.counters.lost += 1;
+                self.loss = self.loss * (1.0 - LOSS_GAIN) + LOSS_GAIN;
+            }
+        }
+        while self.sent.front().is_some_and(|s| s.acked || s.lost) {
+            self.sent.pop_front();
         }
     }
 
-    fn on_rtt_sample(&mut self, rtt: Duration) {
+    fn on_answered(&mut self, now: Instant) {
+        match self.state {
+            PathState::Active => {}
+            PathState::Suspect => self.set_state(now, PathState::Active),
+            PathState::Probing | PathState::Dead => {
+                self.confirmations += 1;
+                let needed = if self.counters.suspected == 0 {
+                    1
+                } else {
+                    CONFIRMATIONS_AFTER_DEAD
+                };
+                if self.confirmations >= needed {
+                    self.set_state(now, PathState::Active);
+                } else {
+                    self.set_state(now, PathState::Probing);
+                    // Confirm quickly.
+                    self.next_ping = now;
+                }
+            }
+        }
+    }
+
+    fn set_state(&mut self, now: Instant, state: PathState) {
+        if state == self.state {
+            return;
+        }
+        if state == PathState::Suspect {
+            self.counters.suspected += 1;
+        }
+        if state == PathState::Dead {
+            self.confirmations = 0;
+        }
+        self.state = state;
+        self.state_since = now;
+        self.next_ping = self.next_ping.min(now + self.ping_interval());
+    }
+
+    fn on_rtt_sample(&mut self, rtt: Duration, ack_delay: Duration) {
+        self.latest_rtt = rtt;
+        let min = self.min_rtt.map_or(rtt, |m| m.min(rtt));
+        self.min_rtt = Some(min);
+        // RFC 9002 §5.3: the peer's ack delay is taken off, but never below min_rtt.
+        let adjusted = if rtt >= min + ack_delay {
+            rtt - ack_delay
+        } else {
+            rtt
+        };
         match self.srtt {
             None => {
-                self.srtt = Some(rtt);
-                self.rttvar = rtt / 2;
+                self.srtt = Some(adjusted);
+                self.rttvar = adjusted / 2;
             }
             Some(srtt) => {
-                let diff = srtt.abs_diff(rtt);
-                self.rttvar = (self.rttvar * 3 + diff) / 4;
-                self.srtt = Some((srtt * 7 + rtt) / 8);
+                self.rttvar = (self.rttvar * 3 + srtt.abs_diff(adjusted)) / 4;
+                self.srtt = Some((srtt * 7 + adjusted) / 8);
             }
         }
+    }
+
+    /// An RTT measured outside the ack machinery (the handshake's round trip).
+    pub(crate) fn on_handshake_rtt(&mut self, now: Instant, rtt: Duration) {
+        if self.srtt.is_none() {
+            self.on_rtt_sample(rtt, Duration::ZERO);
+        }
+        self.on_answered(now);
+    }
+
+    fn on_rate_sample(&mut self, now: Instant, rate: u64) {
+        let bucket = (now.saturating_duration_since(self.origin).as_micros()
+            / RATE_BUCKET.as_micros()) as u64;
+        let slot = &mut self.rate_buckets[(bucket % RATE_BUCKETS as u64) as usize];
+        if slot.0 != bucket {
+            *slot = (bucket, 0);
+        }
+        slot.1 = slot.1.max(rate);
+    }
+
+    /// Runs the state machine: suspect on silence, dead on long silence. Returns the
+    /// slots of inner packets to re-send elsewhere when the path just turned suspect.
+    pub(crate) fn on_timeout(&mut self, now: Instant, resend: &mut impl FnMut(u64)) {
+        if self.state == PathState::Suspect
+            && now.saturating_duration_since(self.state_since) >= DEAD_AFTER
+        {
+            self.set_state(now, PathState::Dead);
+        }
+        if let Some(t) = self.suspect_at() {
+            if t <= now {
+                self.set_state(now, PathState::Suspect);
+                self.next_ping = now;
+                for s in &mut self.sent {
+                    if !s.acked && !s.lost {
+                        // Resolved now: it is not waited for again here.
+                        s.lost = true;
+                        if let Some(slot) = s.packet.take() {
+                            self.counters.resent_elsewhere += 1;
+                            resend(slot);
+                        }
+                    }
+                }
+                while self.sent.front().is_some_and(|s| s.acked || s.lost) {
+                    self.sent.pop_front();
+                }
+            }
+        }
+    }
+
+    /// When an unanswered packet makes an active (or confirming) path suspect.
+    fn suspect_at(&self) -> Option<Instant> {
+        if !matches!(self.state, PathState::Active | PathState::Probing) {
+            return None;
+        }
+        if self.state == PathState::Probing && self.counters.acked == 0 && self.srtt.is_none() {
+            // Never answered yet: nothing to suspect, it is still being found.
+            return None;
+        }
+        let oldest = self.sent.iter().find(|s| !s.acked && !s.lost)?;
+        Some(oldest.at + self.suspect_after())
+    }
+
+    /// The next time [`Path::on_timeout`] or a ping needs this path.
+    pub(crate) fn next_timeout(&self) -> Option<Instant> {
+        let mut t = Some(self.next_ping);
+        let mut consider = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t: Instant| t.min(x)));
+            }
+        };
+        consider(self.suspect_at());
+        consider(self.ack_due);
+        if self.state == PathState::Suspect {
+            consider(Some(self.state_since + DEAD_AFTER));
+        }
+        t
+    }
+
+    // ---- receiving ----
+
+    /// Records an authenticated packet `pn` (full packet number) received now; returns
+    /// false if it was seen before.
+    pub(crate) fn on_received(&mut self, now: Instant, pn: u64, ack_eliciting: bool) -> bool {
+        let in_order = self.received.largest().is_none_or(|l| pn == l + 1);
+        if !self.received.insert(pn, now) {
+            return false;
+        }
+        self.counters.rx_datagrams += 1;
+        if ack_eliciting {
+            self.unacked += 1;
+            if self.unacked >= ACK_EVERY || !in_order {
+                self.ack_due = Some(now);
+            } else if self.ack_due.is_none() {
+                self.ack_due = Some(now + MAX_ACK_DELAY);
+            }
+        }
+        true
+    }
+
+    /// The largest packet number received, for expanding truncated ones.
+    pub(crate) fn largest_received(&self) -> Option<u64> {
+        self.received.largest()
+    }
+
+    pub(crate) fn on_inner_received(&mut self, len: usize) {
+        self.counters.rx_packets += 1;
+        self.counters.rx_bytes += len as u64;
+    }
+
+    /// Whether an ack-only packet must go out now.
+    pub(crate) fn ack_due(&self, now: Instant) -> bool {
+        self.ack_due.is_some_and(|t| t <= now)
+    }
+
+    /// Whether an ack would tell the peer something new (to piggyback one).
+    pub(crate) fn has_unacked(&self) -> bool {
+        self.received.changed
+    }
+
+    /// The acknowledgement to send now, if anything was received.
+    pub(crate) fn ack(&self, now: Instant) -> Option<Ack> {
+        let (largest_at, ranges) = self.received.ranges()?;
+        Some(Ack::new(
+            self.id,
+            micros(largest_at, now),
+            micros(self.origin, largest_at),
+            ranges,
+        ))
+    }
+
+    /// The acknowledgement from [`Path::ack`] went out.
+    pub(crate) fn on_ack_sent(&mut self) {
+        self.unacked = 0;
+        self.ack_due = None;
+        self.received.changed = false;
+    }
+
+    /// A receipt is worth sending: inner packets arrived since the last one reported.
+    pub(crate) fn receipt_due(&self) -> bool {
+        self.counters.rx_packets != self.receipt_reported
+    }
+
+    pub(crate) fn take_receipt(&mut self) -> (u64, u64) {
+        self.receipt_reported = self.counters.rx_packets;
+        (self.counters.rx_packets, self.counters.rx_bytes)
+    }
+
+    pub(crate) fn on_receipt(&mut self, packets: u64, bytes: u64) {
+        self.peer_receipt = Some((packets, bytes));
+    }
+}
+
+pub(crate) fn micros(origin: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(origin).as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Received packet numbers of one path: the newest [`MAX_ACK_RANGES`] ranges.
+#[derive(Debug, Clone, Default)]
+struct Received {
+    /// Inclusive ranges, newest (highest) first.
+    ranges: [(u64, u64); MAX_ACK_RANGES],
+    count: usize,
+    largest_at: Option<Instant>,
+    changed: bool,
+}
+
+impl Received {
+    fn largest(&self) -> Option<u64> {
+        (self.count > 0).then(|| self.ranges[0].1)
+    }
+
+    /// Adds `pn`; false if it was already there (or is too old to tell: refused too).
+    fn insert(&mut self, pn: u64, now: Instant) -> bool {
+        let r = &mut self.ranges;
+        let n = self.count;
+        // Position: first range whose start <= pn (ranges descend).
+        let i = r[..n].iter().position(|&(s, _)| s <= pn).unwrap_or(n);
+        if i < n && pn <= r[i].1 {
+            return false;
+        }
+        if i == n && n == MAX_ACK_RANGES {
+            // Older than everything we remember.
+            return false;
+        }
+        self.changed = true;
+        if i == 0 {
+            self.largest_at = Some(now);
+        }
+        let joins_above = i > 0 && r[i - 1].0 == pn + 1;
+        let joins_below = i < n && r[i].1 + 1 == pn;
+        match (joins_above, joins_below) {
+            (true, true) => {
+                r[i - 1].0 = r[i].0;
+                r.copy_within(i + 1..n, i);
+                self.count -= 1;
+            }
+            (true, false) => r[i - 1].0 = pn,
+            (false, true) => r[i].1 = pn,
+            (false, false) => {
+                let keep = n.min(MAX_ACK_RANGES - 1);
+                if i <= keep {
+                    r.copy_within(i..keep, i + 1);
+                    r[i] = (pn, pn);
+                    self.count = keep + 1;
+                }
+            }
+        }
+        true
+    }
+
+    fn ranges(&self) -> Option<(Instant, &[(u64, u64)])> {
+        Some((self.largest_at?, &self.ranges[..self.count]))
+    }
+}
+
+/// One-way-delay trend over a rolling base (RFC 6817 §3.4.2). Samples are (receiver's
+/// clock − sender's clock), so they hold the clocks' offset: only differences matter.
+#[derive(Debug, Clone, Default)]
+struct DelayTrend {
+    /// Minimum per [`BASE_INTERVAL_US`], newest at `base_at % BASE_HISTORY`.
+    base: [Option<i64>; BASE_HISTORY],
+    base_interval: u64,
+    current: [i64; CURRENT_FILTER],
+    samples: usize,
+}
+
+impl DelayTrend {
+    fn on_sample(&mut self, now_us: u64, offset: i64) {
+        let interval = now_us / BASE_INTERVAL_US;
+        if self.samples == 0 {
+            self.base_interval = interval;
+        }
+        if interval > self.base_interval {
+            // Intervals start empty; after a long pause every slot is stale.
+            let steps = (interval - self.base_interval).min(BASE_HISTORY as u64);
+            for k in 1..=steps {
+                self.base[((self.base_interval + k) % BASE_HISTORY as u64) as usize] = None;
+            }
+            self.base_interval = interval;
+        }
+        let slot = &mut self.base[(interval % BASE_HISTORY as u64) as usize];
+        *slot = Some(slot.map_or(offset, |b| b.min(offset)));
+        self.current[self.samples % CURRENT_FILTER] = offset;
+        self.samples += 1;
+    }
+
+    fn queue_delay(&self) -> Duration {
+        if self.samples == 0 {
+            return Duration::ZERO;
+        }
+        let base = self.base.iter().flatten().min().copied().unwrap_or(0);
+        let n = self.samples.min(CURRENT_FILTER);
+        let current = self.current[..n].iter().min().copied().unwrap_or(base);
+        Duration::from_micros(current.saturating_sub(base).max(0) as u64)
     }
 }
 
@@ -186,34 +847,126 @@ impl PathState {
 mod tests {
     use super::*;
 
+    fn path(now: Instant) -> Path {
+        let endpoint = Endpoint {
+            remote: "192.0.2.1:7117".parse().unwrap(),
+            local: None,
+        };
+        Path::new(PathId(1), endpoint, PathSettings::default(), now, now)
+    }
+
     #[test]
-    fn rtt_loss_and_queue_delay() {
-        let t0 = Instant::now();
-        let mut p = PathState::new(PathId(0), t0);
-        // Four probes; the second is lost; each answered 20 ms later with a growing
-        // one-way delay on the way out.
-        for i in 0..4u64 {
-            let sent = i * 1_000_000;
-            let Control::Probe { seq, sent_at_us } = p.probe(sent) else {
-                panic!()
-            };
-            if i == 1 {
-                continue;
-            }
-            let ack = Control::ProbeAck {
-                seq,
-                echo_sent_at_us: sent_at_us,
-                received_at_us: 5_000_000 + sent + i * 3_000,
-            };
-            p.on_control(t0, ack, sent + 20_000);
+    fn received_ranges_merge_and_stay_bounded() {
+        let t = Instant::now();
+        let mut r = Received::default();
+        for pn in [0, 1, 2, 5, 4, 9] {
+            assert!(r.insert(pn, t));
         }
-        assert_eq!(p.srtt(), Some(Duration::from_millis(20)));
-        // Of the 3 probes before the newest, one was lost.
-        assert!(
-            (p.probe_loss() - 1.0 / 3.0).abs() < 1e-6,
-            "{}",
-            p.probe_loss()
-        );
-        assert_eq!(p.queue_delay(), Duration::from_millis(9));
+        assert!(!r.insert(4, t));
+        assert_eq!(&r.ranges[..r.count], &[(9, 9), (4, 5), (0, 2)]);
+        assert!(r.insert(3, t));
+        assert_eq!(&r.ranges[..r.count], &[(9, 9), (0, 5)]);
+        // Many gaps: only the newest ranges are kept, older packets are refused.
+        for pn in (10..200).step_by(2) {
+            r.insert(pn, t);
+        }
+        assert_eq!(r.count, MAX_ACK_RANGES);
+        assert_eq!(r.largest(), Some(198));
+        assert!(!r.insert(1, t));
+    }
+
+    #[test]
+    fn acks_measure_rtt_and_losses_and_silence_makes_it_suspect_then_dead() {
+        let t0 = Instant::now();
+        let mut p = path(t0);
+        let ms = Duration::from_millis;
+        // Ten packets 1 ms apart, each acked 20 ms after it left, except number 3.
+        for i in 0..10u64 {
+            assert_eq!(p.next_packet_number(), i);
+            p.on_sent(t0 + ms(i), 1200, true, Some((i, 1100)));
+        }
+        let acked: Vec<(u64, u64)> = vec![(4, 9), (0, 2)];
+        let ack = Ack::new(PathId(1), 0, 0, &acked);
+        assert!(p.on_ack(t0 + ms(29), &ack));
+        assert_eq!(p.state(), PathState::Active);
+        assert_eq!(p.srtt(), Some(ms(20)));
+        assert_eq!(p.counters().lost, 1);
+        assert_eq!(p.counters().acked, 9);
+        assert_eq!(p.in_flight(), 0);
+        // Silence after the next packet: suspect after about two RTTs, and what was in
+        // flight is handed back for a re-send.
+        p.on_sent(t0 + ms(30), 1200, true, Some((10, 1100)));
+        let at = p.next_timeout().unwrap();
+        // One sample: 2 × 20 ms + 4 × the first variation (10 ms) + the ack delay.
+        assert_eq!(p.suspect_after(), ms(90));
+        assert_eq!(at, t0 + ms(30) + p.suspect_after());
+        let mut resent = Vec::new();
+        p.on_timeout(at, &mut |s| resent.push(s));
+        assert_eq!(p.state(), PathState::Suspect);
+        assert_eq!(resent, [10]);
+        let mut again = Vec::new();
+        p.on_timeout(at + ms(500), &mut |s| again.push(s));
+        assert!(again.is_empty(), "a packet is re-sent once");
+        p.on_timeout(at + DEAD_AFTER, &mut |_| {});
+        assert_eq!(p.state(), PathState::Dead);
+        // It answers again: probing, then active after three answers.
+        for i in 0..CONFIRMATIONS_AFTER_DEAD as u64 {
+            let pn = p.next_packet_number();
+            let t = at + DEAD_AFTER + ms(100 * i);
+            p.on_sent(t, 60, true, None);
+            p.on_ping_sent(t);
+            p.on_ack(t + ms(20), &Ack::new(PathId(1), 0, 0, &[(pn, pn)]));
+        }
+        assert_eq!(p.state(), PathState::Active);
+    }
+
+    #[test]
+    fn an_ack_of_packets_never_sent_is_ignored() {
+        let t0 = Instant::now();
+        let mut p = path(t0);
+        p.on_sent(t0, 100, true, None);
+        assert!(!p.on_ack(t0, &Ack::new(PathId(1), 0, 0, &[(0, 5)])));
+        assert_eq!(p.counters().acked, 0);
+    }
+
+    #[test]
+    fn the_base_delay_rolls_so_a_clock_drift_does_not_grow_without_bound() {
+        // The far end's clock runs 100 ppm fast; the true queueing delay is zero.
+        let mut d = DelayTrend::default();
+        let hour_us = 3_600_000_000u64;
+        let mut t = 0;
+        while t <= hour_us {
+            d.on_sample(t, 5_000 + (t / 10_000) as i64);
+            t += 100_000;
+        }
+        // A minimum kept forever would report 360 ms here.
+        let q = d.queue_delay();
+        assert!(q <= Duration::from_millis(31), "{q:?}");
+        // And a real standing queue still shows.
+        let mut d = DelayTrend::default();
+        for i in 0..100 {
+            d.on_sample(i * 10_000, if i < 50 { 1_000 } else { 41_000 });
+        }
+        assert_eq!(d.queue_delay(), Duration::from_millis(40));
+    }
+
+    #[test]
+    fn acks_are_due_after_four_packets_or_the_ack_delay_or_a_gap() {
+        let t0 = Instant::now();
+        let mut p = path(t0);
+        p.on_received(t0, 0, true);
+        assert!(!p.ack_due(t0));
+        assert!(p.ack_due(t0 + MAX_ACK_DELAY));
+        for pn in 1..4 {
+            p.on_received(t0, pn, true);
+        }
+        assert!(p.ack_due(t0));
+        let a = p.ack(t0 + Duration::from_millis(2)).unwrap();
+        p.on_ack_sent();
+        assert!(!p.ack_due(t0 + MAX_ACK_DELAY));
+        assert_eq!(a.ranges(), &[(0, 3)]);
+        assert_eq!(a.delay_us, 2000);
+        p.on_received(t0, 6, true);
+        assert!(p.ack_due(t0), "a gap is acknowledged at once");
     }
 }

@@ -1,21 +1,23 @@
 //! The proxy side: one [`Server`] holds every member's session.
 //!
 //! Members are known by their static keys; where to answer each of a member's paths is
-//! learnt from authenticated packets only (roaming), never from configuration.
+//! learnt from authenticated packets only (roaming), never from configuration. Driven as
+//! the client is: [`Server::handle_datagram`] and [`Server::handle_packet`] in,
+//! [`Server::poll_transmit`] and [`Server::poll_packet`] out, [`Server::handle_timeout`]
+//! at [`Server::poll_timeout`].
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::ops::Range;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::client::micros;
 use crate::crypto;
 use crate::keys::{PublicKey, SecretKey, SharedSecret};
+use crate::path::{Endpoint, Path, PathSettings};
 use crate::relay::RelayKey;
 use crate::session::{self, Keypair, Limits};
-use crate::wire::{
-    self, COOKIE_REPLY_LEN, Control, MAC_LEN, Message, MessageType, PathId, TRANSPORT_HEADER_LEN,
-};
+use crate::transport::Transport;
+pub use crate::transport::{PathEvent, Transmit};
+use crate::wire::{self, COOKIE_REPLY_LEN, HANDSHAKE_RESPONSE_LEN, MAC_LEN, Message, MessageType};
 use crate::{DropCounters, DropReason, SplitMix};
 
 /// A member as the proxy's configuration knows it.
@@ -25,6 +27,9 @@ pub struct MemberKey {
     pub public_key: PublicKey,
     /// Optional pre-shared key.
     pub psk: Option<SharedSecret>,
+    /// The member's tunnel addresses: packets for them go to it, and it may send only
+    /// from them.
+    pub addresses: Vec<IpAddr>,
 }
 
 /// The proxy's configuration.
@@ -41,7 +46,21 @@ pub struct ServerConfig {
     /// machine ([`handshake_budget`]), so that handshakes never take more than a small
     /// share of a core, whatever floods the proxy.
     pub handshakes_per_second: u32,
+    /// The largest inner packet (the tunnel MTU).
+    pub mtu: u16,
+    /// Send-queue slots per connected member (allocated while it is connected).
+    pub queue_slots: usize,
 }
+
+/// Send-queue slots per member unless told otherwise.
+pub const DEFAULT_QUEUE_SLOTS: usize = 512;
+/// How often the proxy pings an idle path itself. The member pings every ~100 ms and the
+/// proxy's answers carry a ping of their own when this is half due, so each direction is
+/// measured without the proxy adding traffic of its own on a member's metered line.
+const PROXY_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Handshake and cookie answers waiting for `poll_transmit`; beyond this they are dropped
+/// (the daemon sends them after each datagram, so this only bounds a misuse).
+const MAX_ANSWERS: usize = 64;
 
 /// The share of one core the proxy spends on handshakes before it asks for cookies.
 pub const HANDSHAKE_SHARE: u32 = 8;
@@ -57,50 +76,45 @@ pub fn handshake_budget(cost: Duration) -> u32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MemberId(pub u32);
 
-/// What an accepted datagram produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerEvent {
-    /// An IP packet from `member`, at `range` of the caller's buffer, for the Internet.
-    Packet {
-        /// Who sent it.
-        member: MemberId,
-        /// Where it is in the buffer.
-        range: Range<usize>,
-    },
-    /// Send `reply[..len]` back to the datagram's source.
-    Reply {
-        /// Length of the reply.
-        len: usize,
-        /// The member it concerns, when known (not for cookie replies).
+/// What an accepted datagram was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// A handshake initiation, answered (`member` is known) or asked for a cookie.
+    Handshake {
+        /// The member, when the answer is a handshake response.
         member: Option<MemberId>,
     },
-    /// Handled; nothing to do.
-    Consumed,
+    /// Transport from `member`: inner packets (if any) wait in [`Server::poll_packet`].
+    Transport {
+        /// Who sent it.
+        member: MemberId,
+    },
 }
 
-/// Per-path counters and the address to answer on, as the proxy sees a member's path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberPath {
-    /// Path id.
-    pub id: PathId,
-    /// Where this path's last authenticated packet came from.
-    pub endpoint: SocketAddr,
-    /// When that was.
-    pub last_received: Instant,
-    /// Data packets received on it.
-    pub rx_packets: u64,
-    /// Inner bytes received on it.
-    pub rx_bytes: u64,
-    /// Data packets sent on it.
-    pub tx_packets: u64,
-    /// Inner bytes sent on it.
-    pub tx_bytes: u64,
-    /// The member's last receipt for this path: (packets, bytes) it confirms receiving.
-    pub receipt: Option<(u64, u64)>,
+/// Something that happened, for logs and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// A member's new keys were confirmed by its first packet on them.
+    Connected(MemberId),
+    /// A member's session expired.
+    Disconnected(MemberId),
+    /// One of a member's paths changed state.
+    Path(MemberId, PathEvent),
 }
 
-/// Bound on paths per member: memory stays fixed whatever a member sends.
-const MAX_PATHS: usize = 16;
+/// A handshake or cookie answer waiting to be sent.
+struct Answer {
+    bytes: [u8; ANSWER_LEN],
+    len: usize,
+    remote: SocketAddr,
+    local: Option<SocketAddr>,
+}
+
+const ANSWER_LEN: usize = if HANDSHAKE_RESPONSE_LEN > COOKIE_REPLY_LEN {
+    HANDSHAKE_RESPONSE_LEN
+} else {
+    COOKIE_REPLY_LEN
+};
 
 struct Member {
     key: MemberKey,
@@ -110,9 +124,8 @@ struct Member {
     pending: Option<Keypair>,
     last_timestamp_us: u64,
     last_received: Option<Instant>,
-    paths: Vec<MemberPath>,
-    /// Path of the last data packet: where replies go until the scheduler arrives.
-    reply_path: Option<usize>,
+    /// Paths, queue and estimates: from the first confirmed session on.
+    transport: Option<Transport>,
 }
 
 impl Member {
@@ -124,8 +137,7 @@ impl Member {
             pending: None,
             last_timestamp_us: 0,
             last_received: None,
-            paths: Vec::new(),
-            reply_path: None,
+            transport: None,
         }
     }
 
@@ -146,7 +158,9 @@ pub struct MemberStatus<'a> {
     /// Last authenticated packet.
     pub last_received: Option<Instant>,
     /// The member's paths.
-    pub paths: &'a [MemberPath],
+    pub paths: &'a [Path],
+    /// Inner packets waiting to be sent to it.
+    pub queued: usize,
 }
 
 /// Counters of the whole proxy.
@@ -256,6 +270,15 @@ pub struct Server {
     seen: SeenEphemerals,
     /// Cookie secrets by epoch parity: (epoch, secret).
     cookie_secrets: [(Option<u64>, [u8; 32]); 2],
+    by_address: HashMap<IpAddr, MemberId>,
+    mtu: u16,
+    queue_slots: usize,
+    answers: VecDeque<Answer>,
+    /// Members with inner packets for the TUN, in arrival order.
+    inbound: VecDeque<MemberId>,
+    /// Where `poll_transmit` looks first, so no member starves the others.
+    cursor: usize,
+    events: VecDeque<ServerEvent>,
     stats: ServerStats,
 }
 
@@ -283,6 +306,13 @@ impl Server {
             sources: Box::new([TokenBucket::new(); SOURCE_BUCKETS]),
             seen: SeenEphemerals::new(),
             cookie_secrets: [(None, [0; 32]); 2],
+            by_address: HashMap::new(),
+            mtu: config.mtu,
+            queue_slots: config.queue_slots,
+            answers: VecDeque::new(),
+            inbound: VecDeque::new(),
+            cursor: 0,
+            events: VecDeque::new(),
             stats: ServerStats::default(),
         };
         server.set_members(config.members);
@@ -299,6 +329,8 @@ impl Server {
             .collect();
         self.by_key.clear();
         self.by_index.clear();
+        self.by_address.clear();
+        self.inbound.clear();
         for (i, key) in members.into_iter().enumerate() {
             let id = MemberId(i as u32);
             let member = match old.remove(&key.public_key) {
@@ -310,6 +342,9 @@ impl Server {
                 self.by_index.insert(k.local_index, id);
             }
             self.by_key.insert(member.key.public_key, id);
+            for a in &member.key.addresses {
+                self.by_address.insert(*a, id);
+            }
             self.members.push(member);
         }
     }
@@ -326,7 +361,8 @@ impl Server {
             connected: m.current.is_some(),
             session_started: m.current.as_ref().map(|k| k.created),
             last_received: m.last_received,
-            paths: &m.paths,
+            paths: m.transport.as_ref().map_or(&[][..], |t| t.paths()),
+            queued: m.transport.as_ref().map_or(0, |t| t.waiting()),
         })
     }
 
@@ -345,34 +381,49 @@ impl Server {
         &self.stats
     }
 
-    /// Handles a datagram from `from`, decrypting in place. A reply, if any, is written to
-    /// `reply` (which should hold [`wire::MAX_DATAGRAM`] bytes).
+    /// Handles a datagram that came from `remote` to our `local` address (when the
+    /// daemon knows it: answers leave from it), decrypting in place.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
         buf: &mut [u8],
-        reply: &mut [u8],
-    ) -> Result<ServerEvent, DropReason> {
-        let r = self.handle_inner(now, from, buf, reply);
+    ) -> Result<Accepted, DropReason> {
+        let r = self.handle_inner(now, remote, local, buf);
         self.stats.drops.record(r)
     }
 
     fn handle_inner(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
         buf: &mut [u8],
-        reply: &mut [u8],
-    ) -> Result<ServerEvent, DropReason> {
+    ) -> Result<Accepted, DropReason> {
         match Message::parse(buf)? {
-            Message::HandshakeInit(init) => self.handle_initiation(now, from, &init, reply),
+            Message::HandshakeInit(init) => {
+                let mut answer = Answer {
+                    bytes: [0; ANSWER_LEN],
+                    len: 0,
+                    remote,
+                    local,
+                };
+                let (len, member) =
+                    self.handle_initiation(now, remote, &init, &mut answer.bytes)?;
+                answer.len = len;
+                if self.answers.len() < MAX_ANSWERS {
+                    self.answers.push_back(answer);
+                }
+                Ok(Accepted::Handshake { member })
+            }
             Message::Transport(header) => {
                 let id = *self
                     .by_index
                     .get(&header.receiver_index)
                     .ok_or(DropReason::UnknownSession)?;
                 let limits = self.limits;
+                let (mtu, slots) = (usize::from(self.mtu), self.queue_slots);
                 let member = &mut self.members[id.0 as usize];
                 let slot = [
                     &mut member.current,
@@ -399,51 +450,117 @@ impl Server {
                     }
                     member.previous = member.current.take();
                     member.current = member.pending.take();
+                    if member.previous.is_none() {
+                        push_event(&mut self.events, ServerEvent::Connected(id));
+                    }
                 }
                 member.last_received = Some(now);
-                let p = path_entry(&mut member.paths, header.path, from, now);
-                if header.kind == MessageType::Data || member.reply_path.is_none() {
-                    member.reply_path = Some(p);
+                let transport = member
+                    .transport
+                    .get_or_insert_with(|| Transport::new(now, now, mtu, slots));
+                let from = Endpoint { remote, local };
+                if transport.path(header.path).is_none() {
+                    let settings = PathSettings {
+                        probe_interval: PROXY_PROBE_INTERVAL,
+                    };
+                    transport.add_path(now, header.path, from, settings);
                 }
-                if header.kind == MessageType::Data {
-                    crate::ip::check(&buf[range.clone()])?;
-                    let path = &mut member.paths[p];
-                    path.rx_packets += 1;
-                    path.rx_bytes += range.len() as u64;
-                    return Ok(ServerEvent::Packet { member: id, range });
-                }
-                match Control::decode(&buf[range])? {
-                    Control::Probe { seq, sent_at_us } => {
-                        let ack = Control::ProbeAck {
-                            seq,
-                            echo_sent_at_us: sent_at_us,
-                            received_at_us: micros(self.origin, now),
-                        };
-                        let len = ack.encode(&mut reply[TRANSPORT_HEADER_LEN..]);
-                        let keypair = member.current.as_mut().ok_or(DropReason::NoSession)?;
-                        let len =
-                            keypair.seal(MessageType::Control, header.path, reply, len, &limits)?;
-                        Ok(ServerEvent::Reply {
-                            len,
-                            member: Some(id),
-                        })
+                let waiting = transport.waiting_inbound();
+                let addresses = &member.key.addresses;
+                transport.on_packet(now, header.path, Some(from), buf, range, |packet| {
+                    // A member may only speak from its own tunnel addresses: no spoofing
+                    // other members (or anyone) through the proxy.
+                    match crate::ip::source(packet) {
+                        Some(a) if addresses.contains(&a) => Ok(()),
+                        _ => Err(DropReason::SpoofedSource),
                     }
-                    Control::Receipt {
-                        path,
-                        packets,
-                        bytes,
-                        ..
-                    } => {
-                        if let Some(p) = member.paths.iter_mut().find(|p| p.id == path) {
-                            p.receipt = Some((packets, bytes));
-                        }
-                        Ok(ServerEvent::Consumed)
-                    }
-                    Control::Keepalive | Control::ProbeAck { .. } => Ok(ServerEvent::Consumed),
+                })?;
+                if transport.waiting_inbound() > waiting {
+                    self.inbound.push_back(id);
                 }
+                while let Some(e) = transport.poll_event() {
+                    push_event(&mut self.events, ServerEvent::Path(id, e));
+                }
+                Ok(Accepted::Transport { member: id })
             }
             _ => Err(DropReason::Unexpected),
         }
+    }
+
+    /// An IP packet from the Internet: queued for the member that owns its destination.
+    pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<MemberId, DropReason> {
+        let r = self.route(now, packet);
+        self.stats.drops.record(r)
+    }
+
+    fn route(&mut self, now: Instant, packet: &[u8]) -> Result<MemberId, DropReason> {
+        let destination = crate::ip::destination(packet).ok_or(DropReason::BadInnerPacket)?;
+        let id = *self
+            .by_address
+            .get(&destination)
+            .ok_or(DropReason::NoMember)?;
+        let limits = self.limits;
+        let m = &mut self.members[id.0 as usize];
+        let live = m.current.as_ref().is_some_and(|k| !k.expired(now, &limits));
+        match (&mut m.transport, live) {
+            (Some(t), true) if !t.paths().is_empty() => t.push_packet(packet).map(|_| id),
+            _ => Err(DropReason::MemberOffline),
+        }
+    }
+
+    /// The next inner packet for the TUN, written into `buf`; its length.
+    pub fn poll_packet(&mut self, buf: &mut [u8]) -> Option<usize> {
+        while let Some(&id) = self.inbound.front() {
+            let t = self.members[id.0 as usize].transport.as_mut();
+            if let Some(n) = t.and_then(|t| t.poll_packet(buf)) {
+                return Some(n);
+            }
+            self.inbound.pop_front();
+        }
+        None
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next datagram to send, written at the start of `buf` (which should hold
+    /// [`wire::MAX_DATAGRAM`] bytes): handshake answers first, then each member's acks,
+    /// pings and packets in turn. Call until it returns `None`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some(a) = self.answers.pop_front() {
+            buf[..a.len].copy_from_slice(&a.bytes[..a.len]);
+            return Some(Transmit {
+                // Handshakes belong to no path yet.
+                path: wire::PathId(0),
+                remote: a.remote,
+                local: a.local,
+                len: a.len,
+            });
+        }
+        let n = self.members.len();
+        let limits = self.limits;
+        for k in 0..n {
+            let i = (self.cursor + k) % n;
+            let m = &mut self.members[i];
+            let (Some(keys), Some(t)) = (m.current.as_mut(), m.transport.as_mut()) else {
+                continue;
+            };
+            if keys.expired(now, &limits) {
+                continue;
+            }
+            match t.poll_transmit(now, keys, &limits, buf) {
+                Ok(Some(transmit)) => {
+                    // The next call starts with the next member: one packet each in turn.
+                    self.cursor = (i + 1) % n;
+                    return Some(transmit);
+                }
+                Ok(None) => {}
+                Err(reason) => self.stats.drops.count(reason),
+            }
+        }
+        None
     }
 
     fn handle_initiation(
@@ -452,7 +569,7 @@ impl Server {
         from: SocketAddr,
         init: &wire::HandshakeInit<'_>,
         reply: &mut [u8],
-    ) -> Result<ServerEvent, DropReason> {
+    ) -> Result<(usize, Option<MemberId>), DropReason> {
         // Cheap checks first: a flood must not cost us a Diffie-Hellman per packet.
         if !crypto::mac_eq(&self.mac1_key.mac(&[init.mac1_input()]), init.mac1()) {
             return Err(DropReason::BadMac1);
@@ -478,7 +595,7 @@ impl Server {
                 let len = self.write_cookie_reply(&current, init, reply)?;
                 self.stats.cookies_sent += 1;
                 self.stats.drops.count(DropReason::CookieRequired);
-                return Ok(ServerEvent::Reply { len, member: None });
+                return Ok((len, None));
             }
             let bucket = &mut self.sources[source_hash(&from, &self.random) % SOURCE_BUCKETS];
             if !bucket.take(now, SOURCE_RATE, SOURCE_RATE) {
@@ -513,10 +630,7 @@ impl Server {
         }
         self.by_index.insert(index, id);
         self.stats.handshakes += 1;
-        Ok(ServerEvent::Reply {
-            len: wire::HANDSHAKE_RESPONSE_LEN,
-            member: Some(id),
-        })
+        Ok((HANDSHAKE_RESPONSE_LEN, Some(id)))
     }
 
     fn cookie_epoch(&self, now: Instant) -> u64 {
@@ -566,64 +680,56 @@ impl Server {
         Ok(COOKIE_REPLY_LEN)
     }
 
-    /// Seals the IP packet at `buf[SEAL_OFFSET..SEAL_OFFSET + len]` for `member`, in
-    /// place; returns where to send it and the datagram length.
-    pub fn seal_packet(
-        &mut self,
-        now: Instant,
-        member: MemberId,
-        buf: &mut [u8],
-        len: usize,
-    ) -> Result<(SocketAddr, usize), DropReason> {
-        let r = self.seal(now, member, buf, len);
-        self.stats.drops.record(r)
-    }
-
-    fn seal(
-        &mut self,
-        now: Instant,
-        id: MemberId,
-        buf: &mut [u8],
-        len: usize,
-    ) -> Result<(SocketAddr, usize), DropReason> {
-        let limits = self.limits;
-        let member = self
-            .members
-            .get_mut(id.0 as usize)
-            .ok_or(DropReason::UnknownMember)?;
-        let p = member.reply_path.ok_or(DropReason::NoSession)?;
-        let keypair = member.current.as_mut().ok_or(DropReason::NoSession)?;
-        if keypair.expired(now, &limits) {
-            return Err(DropReason::NoSession);
-        }
-        let path = &mut member.paths[p];
-        let n = keypair.seal(MessageType::Data, path.id, buf, len, &limits)?;
-        path.tx_packets += 1;
-        path.tx_bytes += len as u64;
-        Ok((path.endpoint, n))
-    }
-
     /// When [`Server::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let expiry = self.limits.reject_after_time;
         self.members
             .iter()
-            .flat_map(|m| m.keypairs())
-            .map(|k| k.created + self.limits.reject_after_time)
+            .flat_map(|m| {
+                let keys = m.keypairs().map(move |k| k.created + expiry);
+                // Path timers only with keys to send what they ask for.
+                let paths = m
+                    .transport
+                    .as_ref()
+                    .filter(|_| m.current.is_some())
+                    .and_then(|t| t.poll_timeout());
+                keys.chain(paths)
+            })
             .min()
     }
 
-    /// Expires old keys.
+    /// Runs the paths' timers and expires old keys.
     pub fn handle_timeout(&mut self, now: Instant) {
         let limits = self.limits;
-        for m in &mut self.members {
+        for (i, m) in self.members.iter_mut().enumerate() {
+            let id = MemberId(i as u32);
+            let had = m.current.is_some();
             for slot in [&mut m.current, &mut m.previous, &mut m.pending] {
                 if slot.as_ref().is_some_and(|k| k.expired(now, &limits)) {
                     let k = slot.take().expect("checked");
                     self.by_index.remove(&k.local_index);
                 }
             }
+            if had && m.current.is_none() {
+                // Nothing to seal with: what waits for the member goes, and its memory.
+                m.transport = None;
+                push_event(&mut self.events, ServerEvent::Disconnected(id));
+            }
+            if let (Some(t), true) = (&mut m.transport, m.current.is_some()) {
+                t.handle_timeout(now);
+                while let Some(e) = t.poll_event() {
+                    push_event(&mut self.events, ServerEvent::Path(id, e));
+                }
+            }
         }
     }
+}
+
+fn push_event(events: &mut VecDeque<ServerEvent>, e: ServerEvent) {
+    if events.len() == 256 {
+        events.pop_front();
+    }
+    events.push_back(e);
 }
 
 /// A source address as 16 bytes (IPv4 mapped), for MACs over it.
@@ -638,35 +744,6 @@ fn source_hash(from: &SocketAddr, random: &[u8; 32]) -> usize {
     // Keyed, so an attacker cannot aim many addresses at one legitimate source's bucket.
     let m = crypto::mac(random, &[&ip_bytes(*from)]);
     usize::from(u16::from_be_bytes([m[0], m[1]]))
-}
-
-fn path_entry(paths: &mut Vec<MemberPath>, id: PathId, from: SocketAddr, now: Instant) -> usize {
-    if let Some(i) = paths.iter().position(|p| p.id == id) {
-        // Roaming: the newest authenticated source wins.
-        paths[i].endpoint = from;
-        paths[i].last_received = now;
-        return i;
-    }
-    let fresh = MemberPath {
-        id,
-        endpoint: from,
-        last_received: now,
-        rx_packets: 0,
-        rx_bytes: 0,
-        tx_packets: 0,
-        tx_bytes: 0,
-        receipt: None,
-    };
-    if paths.len() < MAX_PATHS {
-        paths.push(fresh);
-        paths.len() - 1
-    } else {
-        let oldest = (0..paths.len())
-            .min_by_key(|&i| paths[i].last_received)
-            .expect("non-empty");
-        paths[oldest] = fresh;
-        oldest
-    }
 }
 
 #[cfg(test)]

@@ -9,16 +9,16 @@
 //! | 1 | [`HandshakeInit`] | gateway → proxy |
 //! | 2 | [`HandshakeResponse`] | proxy → gateway |
 //! | 3 | [`CookieReply`] | proxy → gateway, when under load |
-//! | 4 | transport, IP packet | both |
-//! | 5 | transport, [`Control`] message | both |
+//! | 4 | transport: a per-path packet number and frames ([`crate::frame`]) | both |
 //! | 6 | [`RelayEnvelope`] upstream | relay → proxy |
 //! | 7 | [`RelayEnvelope`] downstream | proxy → relay |
 //! | 8 | [`MeshHello`] | gateway → mesh |
 
 use crate::DropReason;
 
-/// The only protocol version this build speaks.
-pub const VERSION: u8 = 1;
+/// The only protocol version this build speaks. Version 2 numbers packets per path and
+/// acknowledges them ([`crate::frame`]); version 1 had a data and a control type instead.
+pub const VERSION: u8 = 2;
 
 /// Largest datagram we accept or produce. Sized for a 1500-byte inner packet in a relay
 /// envelope, with room to spare, and small enough for a router's buffers.
@@ -29,10 +29,17 @@ pub const TAG_LEN: usize = 16;
 /// Length of a MAC (truncated HMAC-SHA256) on handshake, relay and mesh messages.
 pub const MAC_LEN: usize = 16;
 
-/// Transport header: version, type, path, flags, receiver index, counter.
+/// Transport header: version, type, path (u16), receiver index, counter.
 pub const TRANSPORT_HEADER_LEN: usize = 16;
-/// What sealing adds to an IP packet on a direct path.
-pub const TRANSPORT_OVERHEAD: usize = TRANSPORT_HEADER_LEN + TAG_LEN;
+/// What sealing adds to an IP packet on a direct path, at most: the header, the packet
+/// number, a spread packet's frame header, the tag.
+pub const TRANSPORT_OVERHEAD: usize = TRANSPORT_HEADER_LEN
+    + crate::frame::PACKET_NUMBER_LEN
+    + crate::frame::SPREAD_PACKET_FRAME_LEN
+    + TAG_LEN;
+/// The shortest transport message: header, packet number, tag.
+pub const MIN_TRANSPORT_LEN: usize =
+    TRANSPORT_HEADER_LEN + crate::frame::PACKET_NUMBER_LEN + TAG_LEN;
 /// Relay envelope header: version, type, reserved, relay index, slot.
 pub const RELAY_HEADER_LEN: usize = 12;
 /// What a relay adds around a sealed datagram.
@@ -96,10 +103,8 @@ pub enum MessageType {
     HandshakeResponse = 2,
     /// Cookie the initiator must echo as mac2 while the proxy is under load.
     CookieReply = 3,
-    /// Sealed IP packet.
-    Data = 4,
-    /// Sealed control message.
-    Control = 5,
+    /// Sealed frames: inner packets, acknowledgements, pings, receipts.
+    Transport = 4,
     /// A relay forwarding a neighbour's datagram to the proxy.
     RelayUp = 6,
     /// The proxy sending a datagram for a neighbour through its relay.
@@ -114,8 +119,7 @@ impl MessageType {
             1 => Self::HandshakeInit,
             2 => Self::HandshakeResponse,
             3 => Self::CookieReply,
-            4 => Self::Data,
-            5 => Self::Control,
+            4 => Self::Transport,
             6 => Self::RelayUp,
             7 => Self::RelayDown,
             8 => Self::MeshHello,
@@ -194,10 +198,18 @@ impl std::fmt::Display for CipherSuite {
     }
 }
 
-/// Identifies one path of a member (own WAN, or a neighbour's). Carried, authenticated,
-/// in every transport header so the far end can keep per-path statistics.
+/// Identifies one path of a member's session (own WAN, or a neighbour's). Carried,
+/// authenticated, in every transport header. The member numbers its paths and never
+/// gives a number to another path while the session lasts (it counts up from a random
+/// start), so per-path counters always belong to one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct PathId(pub u8);
+pub struct PathId(pub u16);
+
+impl std::fmt::Display for PathId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
@@ -296,11 +308,9 @@ impl<'a> CookieReply<'a> {
     }
 }
 
-/// The header of a transport (data or control) message.
+/// The header of a transport message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransportHeader {
-    /// Data or control.
-    pub kind: MessageType,
     /// The path the sender put it on.
     pub path: PathId,
     /// The receiver's session index.
@@ -313,9 +323,8 @@ impl TransportHeader {
     /// Writes the header into the first [`TRANSPORT_HEADER_LEN`] bytes of `out`.
     pub fn write(&self, out: &mut [u8]) {
         out[0] = VERSION;
-        out[1] = self.kind as u8;
-        out[2] = self.path.0;
-        out[3] = 0;
+        out[1] = MessageType::Transport as u8;
+        out[2..4].copy_from_slice(&self.path.0.to_be_bytes());
         out[4..8].copy_from_slice(&self.receiver_index.to_be_bytes());
         out[8..16].copy_from_slice(&self.counter.to_be_bytes());
     }
@@ -405,7 +414,7 @@ pub enum Message<'a> {
     HandshakeResponse(HandshakeResponse<'a>),
     /// Cookie reply.
     CookieReply(CookieReply<'a>),
-    /// Data or control; `sealed` is the ciphertext and tag that follow the header.
+    /// Transport; the ciphertext and tag follow the header.
     Transport(TransportHeader),
     /// Relay envelope (up or down).
     Relay(RelayEnvelope<'a>),
@@ -449,13 +458,12 @@ impl<'a> Message<'a> {
                 exact(COOKIE_REPLY_LEN)?;
                 Message::CookieReply(CookieReply { bytes })
             }
-            MessageType::Data | MessageType::Control => {
-                if bytes.len() < TRANSPORT_OVERHEAD {
+            MessageType::Transport => {
+                if bytes.len() < MIN_TRANSPORT_LEN {
                     return Err(DropReason::TooShort);
                 }
                 Message::Transport(TransportHeader {
-                    kind,
-                    path: PathId(bytes[2]),
+                    path: PathId(u16::from_be_bytes([bytes[2], bytes[3]])),
                     receiver_index: be32(bytes, 4),
                     counter: be64(bytes, 8),
                 })
@@ -481,128 +489,5 @@ impl<'a> Message<'a> {
                 Message::MeshHello(hello, &bytes[..split], &bytes[split..])
             }
         })
-    }
-}
-
-/// Control messages, carried sealed in transport messages of type 5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    /// Keeps NAT bindings and the session alive; nothing to answer.
-    Keepalive,
-    /// Asks the peer to echo a timestamp on the same path (RTT, one-way-delay trend).
-    Probe {
-        /// Sequence number on this path.
-        seq: u32,
-        /// Sender's clock, microseconds.
-        sent_at_us: u64,
-    },
-    /// Answer to a probe.
-    ProbeAck {
-        /// The probe's sequence number.
-        seq: u32,
-        /// The probe's timestamp, echoed.
-        echo_sent_at_us: u64,
-        /// The answering side's clock when it got the probe, microseconds (only its trend
-        /// is meaningful: clocks are not synchronised).
-        received_at_us: u64,
-    },
-    /// Receiver feedback: what arrived on a path so far (cumulative). Downstream receipts
-    /// from members are what the proxy credits relays for.
-    Receipt {
-        /// The path being reported.
-        path: PathId,
-        /// Data packets received on it.
-        packets: u64,
-        /// Data bytes (inner IP packets) received on it.
-        bytes: u64,
-        /// Highest counter seen on it.
-        highest_counter: u64,
-    },
-}
-
-impl Control {
-    /// Largest encoded control message.
-    pub const MAX_LEN: usize = 1 + 1 + 8 + 8 + 8;
-
-    /// Encodes into `out`, returning the length.
-    pub fn encode(&self, out: &mut [u8]) -> usize {
-        match *self {
-            Control::Keepalive => {
-                out[0] = 0;
-                1
-            }
-            Control::Probe { seq, sent_at_us } => {
-                out[0] = 1;
-                out[1..5].copy_from_slice(&seq.to_be_bytes());
-                out[5..13].copy_from_slice(&sent_at_us.to_be_bytes());
-                13
-            }
-            Control::ProbeAck {
-                seq,
-                echo_sent_at_us,
-                received_at_us,
-            } => {
-                out[0] = 2;
-                out[1..5].copy_from_slice(&seq.to_be_bytes());
-                out[5..13].copy_from_slice(&echo_sent_at_us.to_be_bytes());
-                out[13..21].copy_from_slice(&received_at_us.to_be_bytes());
-                21
-            }
-            Control::Receipt {
-                path,
-                packets,
-                bytes,
-                highest_counter,
-            } => {
-                out[0] = 3;
-                out[1] = path.0;
-                out[2..10].copy_from_slice(&packets.to_be_bytes());
-                out[10..18].copy_from_slice(&bytes.to_be_bytes());
-                out[18..26].copy_from_slice(&highest_counter.to_be_bytes());
-                26
-            }
-        }
-    }
-
-    /// Decodes a control message; the exact length is required.
-    pub fn decode(b: &[u8]) -> Result<Self, DropReason> {
-        let need = |n: usize| {
-            if b.len() == n {
-                Ok(())
-            } else {
-                Err(DropReason::BadControl)
-            }
-        };
-        match b.first() {
-            Some(0) => {
-                need(1)?;
-                Ok(Control::Keepalive)
-            }
-            Some(1) => {
-                need(13)?;
-                Ok(Control::Probe {
-                    seq: be32(b, 1),
-                    sent_at_us: be64(b, 5),
-                })
-            }
-            Some(2) => {
-                need(21)?;
-                Ok(Control::ProbeAck {
-                    seq: be32(b, 1),
-                    echo_sent_at_us: be64(b, 5),
-                    received_at_us: be64(b, 13),
-                })
-            }
-            Some(3) => {
-                need(26)?;
-                Ok(Control::Receipt {
-                    path: PathId(b[1]),
-                    packets: be64(b, 2),
-                    bytes: be64(b, 10),
-                    highest_counter: be64(b, 18),
-                })
-            }
-            _ => Err(DropReason::BadControl),
-        }
     }
 }

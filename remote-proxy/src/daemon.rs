@@ -1,22 +1,24 @@
 //! The proxy's event loop: a thin shell of I/O around [`linkpool_protocol::server`].
 //!
-//! Datagrams from members are opened and their IP packets written to the TUN device, where
-//! the kernel NATs them to the Internet; replies read from the TUN are routed to the member
-//! that owns the destination tunnel address, sealed and sent back to where that member's
-//! path was last heard from. Buffers are allocated once.
+//! Datagrams from members go into the core, and the IP packets it gives back are written
+//! to the TUN device, where the kernel NATs them to the Internet; packets read from the
+//! TUN go into the core, which picks the member and the path. Whatever the core wants sent
+//! leaves from the listening socket and local address its `Transmit` names. Buffers are
+//! allocated once.
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use linkpool_os::control::{self, Format};
-use linkpool_os::event::{recv_any, sleep_until};
+use linkpool_os::event::{readable_any, sleep_until};
 use linkpool_os::log::LogHandle;
 use linkpool_os::signal::{Signal, Signals};
-use linkpool_protocol::client::SEAL_OFFSET;
+use linkpool_os::socket::{try_recv_with_destination, try_send_from};
+use linkpool_protocol::path::PathState;
 use linkpool_protocol::server::{
-    HANDSHAKE_SHARE, MemberId, MemberKey, Server, ServerConfig, ServerEvent, handshake_budget,
+    Accepted, DEFAULT_QUEUE_SLOTS, HANDSHAKE_SHARE, MemberId, MemberKey, Server, ServerConfig,
+    ServerEvent, handshake_budget,
 };
 use linkpool_protocol::session::Limits;
 use linkpool_protocol::wire::MAX_DATAGRAM;
@@ -35,30 +37,18 @@ const BATCH: usize = 32;
 /// How often member status changes are logged.
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Why the proxy itself dropped a packet the protocol accepted.
-#[derive(Debug, Default)]
-struct ProxyDrops {
-    /// A member sent a packet whose source is not one of its tunnel addresses.
-    spoofed_source: u64,
-    /// A packet from the Internet for an address no member has.
-    no_member: u64,
-    /// A packet for a member without a session (or not heard from yet).
-    member_offline: u64,
-}
-
 struct Proxy {
     started: Instant,
     config: ProxyConfig,
     server: Server,
-    by_address: HashMap<IpAddr, MemberId>,
-    drops: ProxyDrops,
     /// Multicast the proxy's kernel sends on the TUN by itself (MLD reports for the
     /// groups a forwarding IPv6 interface joins): for no member, and not a drop.
     local_multicast: u64,
-    connected: Vec<bool>,
     /// What one handshake costs on this machine, and the budget set from it.
     handshake_cost: Duration,
     handshake_budget: u32,
+    /// The listening socket looked at first, moved on each turn so none starves the others.
+    receive_cursor: usize,
 }
 
 fn member_keys(config: &ProxyConfig) -> Vec<MemberKey> {
@@ -68,18 +58,9 @@ fn member_keys(config: &ProxyConfig) -> Vec<MemberKey> {
         .map(|m| MemberKey {
             public_key: m.public_key,
             psk: m.psk.clone(),
+            addresses: m.addresses.clone(),
         })
         .collect()
-}
-
-fn address_map(config: &ProxyConfig) -> HashMap<IpAddr, MemberId> {
-    let mut map = HashMap::new();
-    for (i, m) in config.members.iter().enumerate() {
-        for a in &m.addresses {
-            map.insert(*a, MemberId(i as u32));
-        }
-    }
-    map
 }
 
 fn random_bytes() -> io::Result<[u8; 32]> {
@@ -105,9 +86,12 @@ fn measure_handshake_cost() -> io::Result<Duration> {
             members: vec![MemberKey {
                 public_key: member.public_key(),
                 psk: None,
+                addresses: Vec::new(),
             }],
             limits: Limits::default(),
             handshakes_per_second: u32::MAX,
+            mtu: 1280,
+            queue_slots: 1,
         },
         now,
         random_bytes()?,
@@ -119,15 +103,16 @@ fn measure_handshake_cost() -> io::Result<Duration> {
             psk: None,
             suite: linkpool_protocol::CipherSuite::Aes256Gcm,
             limits: Limits::default(),
+            mtu: 1280,
+            queue_slots: 1,
         },
         now,
         1,
         1,
     );
-    client.add_path(linkpool_protocol::PathId(0), now);
     let from: SocketAddr = ([192, 0, 2, 1], 1).into();
+    client.open_path(now, from, Default::default());
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut reply = vec![0u8; MAX_DATAGRAM];
     let mut spent = Duration::ZERO;
     for _ in 0..CALIBRATION_HANDSHAKES {
         client.restart_handshake(now);
@@ -135,9 +120,10 @@ fn measure_handshake_cost() -> io::Result<Duration> {
             return Err(io::Error::other("calibration: no initiation"));
         };
         let start = Instant::now();
-        let answered = server.handle_datagram(now, from, &mut buf[..t.len], &mut reply);
+        let answered = server.handle_datagram(now, from, None, &mut buf[..t.len]);
         spent += start.elapsed();
-        if !matches!(answered, Ok(ServerEvent::Reply { .. })) {
+        while server.poll_transmit(now, &mut buf).is_some() {}
+        if !matches!(answered, Ok(Accepted::Handshake { member: Some(_) })) {
             return Err(io::Error::other(format!(
                 "calibration handshake refused: {answered:?}"
             )));
@@ -167,23 +153,22 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
             members: member_keys(&config),
             limits: Limits::default(),
             handshakes_per_second: budget,
+            mtu: config.tunnel.mtu,
+            queue_slots: DEFAULT_QUEUE_SLOTS,
         },
         now,
         random_bytes()?,
     );
     let mut proxy = Proxy {
         started: now,
-        by_address: address_map(&config),
-        connected: vec![false; config.members.len()],
         config,
         server,
-        drops: ProxyDrops::default(),
         local_multicast: 0,
         handshake_cost,
         handshake_budget: budget,
+        receive_cursor: 0,
     };
     let mut rx = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
-    let mut reply = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
     let mut tx = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
     let mut status = tokio::time::interval(STATUS_INTERVAL);
     loop {
@@ -193,33 +178,35 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
             let _ = reply.send(proxy.status(format));
         }
         let wake = proxy.server.poll_timeout();
+        let first = proxy.receive_cursor;
         tokio::select! {
-            (i, result) = recv_any(sockets.len(), |i| Some(&sockets[i].1), &mut rx) => {
-                let socket = &sockets[i].1;
-                match result {
-                    Ok((n, from)) => {
-                        proxy.handle_datagram(socket, from, &mut rx[..n], &mut reply, tun).await
-                    }
-                    Err(e) => debug!("receive: {e}"),
-                }
-                // Drain what else that socket holds before going round the loop again.
+            i = readable_any(sockets.len(), first, |i| Some(&sockets[i].1)) => {
+                proxy.receive_cursor = (i + 1) % sockets.len();
+                let (listen, socket) = &sockets[i];
+                // Drain a batch from that socket before going round the loop again.
                 for _ in 0..BATCH {
-                    match socket.try_recv_from(&mut rx) {
-                        Ok((n, from)) => {
-                            proxy.handle_datagram(socket, from, &mut rx[..n], &mut reply, tun).await
+                    match try_recv_with_destination(socket, &mut rx) {
+                        Ok((n, from, to)) => {
+                            let local = to.map(|ip| SocketAddr::new(ip, listen.port()));
+                            proxy.handle_datagram(from, local, &mut rx[..n]);
+                            proxy.deliver(&mut tx, tun).await;
                         }
-                        Err(_) => break,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            debug!("receive: {e}");
+                            break;
+                        }
                     }
                 }
             }
-            read = tun.recv(&mut tx[SEAL_OFFSET..]) => {
+            read = tun.recv(&mut rx) => {
                 match read {
-                    Ok(n) => proxy.send_packet(sockets, &mut tx, n),
+                    Ok(n) => proxy.handle_packet(&rx[..n]),
                     Err(e) => warn!("reading the tunnel device: {e}"),
                 }
                 for _ in 0..BATCH {
-                    match tun.try_recv(&mut tx[SEAL_OFFSET..]) {
-                        Ok(n) => proxy.send_packet(sockets, &mut tx, n),
+                    match tun.try_recv(&mut rx) {
+                        Ok(n) => proxy.handle_packet(&rx[..n]),
                         Err(_) => break,
                     }
                 }
@@ -238,8 +225,6 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
                     Ok(new) => {
                         log.set_level(new.log_level);
                         proxy.server.set_members(member_keys(&new));
-                        proxy.by_address = address_map(&new);
-                        proxy.connected = vec![false; new.members.len()];
                         info!(members = new.members.len(), "configuration re-read");
                         proxy.config = new;
                     }
@@ -247,70 +232,92 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
                 },
             },
         }
+        proxy.flush(sockets, &mut tx);
+        proxy.note_events();
     }
 }
 
 impl Proxy {
-    async fn handle_datagram(
+    fn handle_datagram(
         &mut self,
-        socket: &UdpSocket,
         from: SocketAddr,
+        local: Option<SocketAddr>,
         datagram: &mut [u8],
-        reply: &mut [u8],
-        tun: &linkpool_os::tun::AsyncTun,
     ) {
-        match self
+        if let Err(reason) = self
             .server
-            .handle_datagram(Instant::now(), from, datagram, reply)
+            .handle_datagram(Instant::now(), from, local, datagram)
         {
-            Ok(ServerEvent::Packet { member, range }) => {
-                let packet = &datagram[range];
-                // A member may only speak from its own tunnel addresses: no spoofing other
-                // members (or anyone) through the proxy.
-                if ip::source(packet).and_then(|a| self.by_address.get(&a)) != Some(&member) {
-                    self.drops.spoofed_source += 1;
-                    return;
-                }
-                if let Err(e) = tun.send(packet).await {
-                    debug!("writing to the tunnel device: {e}");
-                }
-            }
-            Ok(ServerEvent::Reply { len, .. }) => {
-                if let Err(e) = socket.try_send_to(&reply[..len], from) {
-                    debug!(%from, "send: {e}");
-                }
-            }
-            Ok(ServerEvent::Consumed) => {}
-            Err(reason) => debug!(%from, "datagram dropped: {reason}"),
+            debug!(%from, "datagram dropped: {reason}");
         }
     }
 
-    fn send_packet(&mut self, sockets: &[(SocketAddr, UdpSocket)], buf: &mut [u8], n: usize) {
-        let packet = &buf[SEAL_OFFSET..SEAL_OFFSET + n];
-        let destination = ip::destination(packet);
-        if destination.is_some_and(|a| a.is_multicast()) {
+    /// Writes what the core has for the Internet to the TUN.
+    async fn deliver(&mut self, buf: &mut [u8], tun: &linkpool_os::tun::AsyncTun) {
+        while let Some(n) = self.server.poll_packet(buf) {
+            if let Err(e) = tun.send(&buf[..n]).await {
+                debug!("writing to the tunnel device: {e}");
+            }
+        }
+    }
+
+    fn handle_packet(&mut self, packet: &[u8]) {
+        if ip::destination(packet).is_some_and(|a| a.is_multicast()) {
             self.local_multicast += 1;
             return;
         }
-        let Some(&member) = destination.and_then(|a| self.by_address.get(&a)) else {
-            self.drops.no_member += 1;
-            return;
-        };
-        match self.server.seal_packet(Instant::now(), member, buf, n) {
-            Ok((to, len)) => {
-                // Answer from the socket of the member's address family.
-                let socket = sockets
-                    .iter()
-                    .find(|(local, _)| local.is_ipv4() == to.is_ipv4())
-                    .or_else(|| sockets.first());
-                if let Some((_, s)) = socket {
-                    if let Err(e) = s.try_send_to(&buf[..len], to) {
-                        debug!(%to, "send: {e}");
-                    }
+        match self.server.handle_packet(Instant::now(), packet) {
+            Ok(_) | Err(DropReason::NoMember | DropReason::MemberOffline) => {}
+            Err(reason) => debug!("packet for a member dropped: {reason}"),
+        }
+    }
+
+    /// Sends everything the core wants sent, from the socket and address it names.
+    fn flush(&mut self, sockets: &[(SocketAddr, UdpSocket)], buf: &mut [u8]) {
+        let now = Instant::now();
+        while let Some(t) = self.server.poll_transmit(now, buf) {
+            let from = t.local;
+            // The socket the path's datagrams arrived on: same family and port, and the
+            // same address unless it listens on the wildcard.
+            let socket = sockets.iter().find(|(listen, _)| match from {
+                Some(local) => {
+                    listen.port() == local.port()
+                        && listen.is_ipv4() == local.is_ipv4()
+                        && (listen.ip().is_unspecified() || listen.ip() == local.ip())
+                }
+                None => listen.is_ipv4() == t.remote.is_ipv4(),
+            });
+            let Some((_, socket)) = socket else {
+                continue;
+            };
+            let source = from.map(|a| a.ip()).filter(|ip| !ip.is_unspecified());
+            if let Err(e) = try_send_from(socket, &buf[..t.len], t.remote, source) {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    debug!(to = %t.remote, "send: {e}");
                 }
             }
-            Err(DropReason::NoSession) => self.drops.member_offline += 1,
-            Err(reason) => debug!("packet for member dropped: {reason}"),
+        }
+    }
+
+    /// Logs what the core reports: members connecting and paths changing state.
+    fn note_events(&mut self) {
+        while let Some(event) = self.server.poll_event() {
+            let name = |id: MemberId| {
+                self.config
+                    .members
+                    .get(id.0 as usize)
+                    .map_or("?", |m| m.name.as_str())
+            };
+            match event {
+                ServerEvent::Connected(id) => info!(member = %name(id), "member connected"),
+                ServerEvent::Disconnected(id) => info!(member = %name(id), "member disconnected"),
+                ServerEvent::Path(id, e) => match e.state {
+                    PathState::Dead => info!(member = %name(id), path = %e.path, "path down"),
+                    state => {
+                        debug!(member = %name(id), path = %e.path, state = state.name(), "path")
+                    }
+                },
+            }
         }
     }
 
@@ -325,19 +332,26 @@ impl Proxy {
             .enumerate()
             .map(|(i, m)| {
                 let s = self.server.member(MemberId(i as u32));
+                let ms = |d: Duration| d.as_secs_f64() * 1e3;
                 let paths: Vec<_> = s
                     .iter()
                     .flat_map(|s| s.paths.iter())
                     .map(|p| {
+                        let c = p.counters();
                         serde_json::json!({
-                            "path": p.id.0,
-                            "endpoint": p.endpoint.to_string(),
-                            "last_received_s_ago": now.saturating_duration_since(p.last_received).as_secs(),
-                            "rx_packets": p.rx_packets,
-                            "rx_bytes": p.rx_bytes,
-                            "tx_packets": p.tx_packets,
-                            "tx_bytes": p.tx_bytes,
-                            "receipt_bytes": p.receipt.map(|r| r.1),
+                            "path": p.id().0,
+                            "endpoint": p.endpoint().remote.to_string(),
+                            "local": p.endpoint().local.map(|a| a.to_string()),
+                            "state": p.state().name(),
+                            "srtt_ms": p.srtt().map(ms),
+                            "loss": p.loss(),
+                            "delivery_rate_bps": p.delivery_rate() * 8,
+                            "rx_packets": c.rx_packets,
+                            "rx_bytes": c.rx_bytes,
+                            "tx_packets": c.tx_packets,
+                            "tx_bytes": c.tx_bytes,
+                            "resent_elsewhere": c.resent_elsewhere,
+                            "receipt_bytes": p.peer_receipt().map(|r| r.1),
                         })
                     })
                     .collect();
@@ -347,25 +361,17 @@ impl Proxy {
                     "connected": s.as_ref().is_some_and(|s| s.connected),
                     "session_age_s": ago(s.as_ref().and_then(|s| s.session_started)),
                     "last_received_s_ago": ago(s.as_ref().and_then(|s| s.last_received)),
+                    "queued": s.as_ref().map_or(0, |s| s.queued),
                     "paths": paths,
                 })
             })
             .collect();
         let stats = self.server.stats();
-        let mut drops: serde_json::Map<String, serde_json::Value> = stats
+        let drops: serde_json::Map<String, serde_json::Value> = stats
             .drops
             .iter()
             .map(|(r, n)| (r.name().to_string(), n.into()))
             .collect();
-        for (name, n) in [
-            ("spoofed_source", self.drops.spoofed_source),
-            ("no_member", self.drops.no_member),
-            ("member_offline", self.drops.member_offline),
-        ] {
-            if n > 0 {
-                drops.insert(name.to_string(), n.into());
-            }
-        }
         let status = serde_json::json!({
             "uptime_s": now.saturating_duration_since(self.started).as_secs(),
             "handshakes": stats.handshakes,
@@ -384,28 +390,7 @@ impl Proxy {
     }
 
     fn log_status(&mut self) {
-        for (i, m) in self.config.members.iter().enumerate() {
-            let connected = self
-                .server
-                .member(MemberId(i as u32))
-                .is_some_and(|s| s.connected);
-            if connected != self.connected[i] {
-                self.connected[i] = connected;
-                if connected {
-                    info!(member = %m.name, "member connected");
-                } else {
-                    info!(member = %m.name, "member disconnected");
-                }
-            }
-        }
-        let d = &self.drops;
-        debug!(
-            spoofed = d.spoofed_source,
-            no_member = d.no_member,
-            offline = d.member_offline,
-            protocol_drops = self.server.stats().drops.total(),
-            "status"
-        );
+        debug!(protocol_drops = self.server.stats().drops.total(), "status");
     }
 }
 
@@ -431,10 +416,14 @@ fn status_text(s: &serde_json::Value) -> String {
         };
         let _ = writeln!(out, "member {} {state}", m["name"].as_str().unwrap_or("?"));
         for p in m["paths"].as_array().into_iter().flatten() {
+            let rtt = p["srtt_ms"]
+                .as_f64()
+                .map_or("-".to_string(), |v| format!("{v:.1} ms"));
             let _ = writeln!(
                 out,
-                "  path {} from {}  received {} B / {} pkts  sent {} B / {} pkts",
+                "  path {} {} from {}  rtt {rtt}  received {} B / {} pkts  sent {} B / {} pkts",
                 p["path"],
+                p["state"].as_str().unwrap_or("?"),
                 p["endpoint"].as_str().unwrap_or("?"),
                 p["rx_bytes"],
                 p["rx_packets"],

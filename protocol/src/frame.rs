@@ -1,0 +1,558 @@
+//! What a sealed transport packet carries: a per-path packet number, then frames.
+//!
+//! ```text
+//! plaintext = packet number (u32, per path and direction, truncated) , frame*
+//! frame     = 0x00 padding
+//!           | 0x01 ping                      ack-eliciting, no body
+//!           | 0x02 ack  path u16, largest v, delay v (µs), received_at v (µs), count v,
+//!                       first v, (gap v, length v){count}
+//!           | 0x03 receipt path u16, packets v, bytes v
+//!           | 0x04 packet                    the rest is one inner IP packet
+//!           | 0x05 spread packet, seq u32    the rest is one inner IP packet, spread over
+//!                                            paths: the receiver reorders on `seq`
+//!           | 0x40..=0xff type, length v, body   extensions: skipped when unknown
+//! v         = QUIC variable-length integer (RFC 9000 §16)
+//! ```
+//!
+//! Acknowledgement ranges follow RFC 9000 §19.3.1. Every path's packets are numbered from
+//! zero in each direction; an ack names the path whose packets it acknowledges, so it may
+//! travel on another path. A packet with a ping or an inner packet is ack-eliciting.
+
+use crate::DropReason;
+use crate::wire::PathId;
+
+/// Bytes of the packet number at the start of every plaintext.
+pub const PACKET_NUMBER_LEN: usize = 4;
+
+/// Frame types.
+const PADDING: u8 = 0x00;
+const PING: u8 = 0x01;
+const ACK: u8 = 0x02;
+const RECEIPT: u8 = 0x03;
+const PACKET: u8 = 0x04;
+const SPREAD_PACKET: u8 = 0x05;
+/// From here on every frame type carries its length, so older builds can skip it.
+const FIRST_EXTENSION: u8 = 0x40;
+
+/// Most ranges one ack frame carries (the newest ones): bounded work and size.
+pub const MAX_ACK_RANGES: usize = 16;
+/// Largest encoded ack frame.
+pub const MAX_ACK_LEN: usize = 1 + 2 + 4 * 8 + 2 * MAX_ACK_RANGES * 8;
+/// Bytes a packet frame puts before an inner packet: its type, and a spread sequence.
+pub const PACKET_FRAME_LEN: usize = 1;
+/// Same for a spread packet.
+pub const SPREAD_PACKET_FRAME_LEN: usize = 1 + 4;
+
+/// Largest value a variable-length integer holds.
+pub const VARINT_MAX: u64 = (1 << 62) - 1;
+
+/// Acknowledged packet numbers of one path: `ranges[..count]`, newest first, each
+/// inclusive (`start..=end`), disjoint, descending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// Whose packets are acknowledged.
+    pub path: PathId,
+    /// How long the acknowledger held the largest before sending this, in microseconds.
+    pub delay_us: u64,
+    /// The acknowledger's clock (microseconds since its own origin) when the largest
+    /// arrived: only differences between samples mean anything.
+    pub received_at_us: u64,
+    ranges: [(u64, u64); MAX_ACK_RANGES],
+    count: usize,
+}
+
+impl Ack {
+    /// An ack of `ranges` (newest first, inclusive, disjoint, descending; at most
+    /// [`MAX_ACK_RANGES`] are kept).
+    pub fn new(path: PathId, delay_us: u64, received_at_us: u64, ranges: &[(u64, u64)]) -> Ack {
+        let mut a = Ack {
+            path,
+            delay_us,
+            received_at_us,
+            ranges: [(0, 0); MAX_ACK_RANGES],
+            count: ranges.len().min(MAX_ACK_RANGES),
+        };
+        a.ranges[..a.count].copy_from_slice(&ranges[..a.count]);
+        a
+    }
+
+    /// The ranges, newest first.
+    pub fn ranges(&self) -> &[(u64, u64)] {
+        &self.ranges[..self.count]
+    }
+
+    /// The largest packet number acknowledged.
+    pub fn largest(&self) -> Option<u64> {
+        self.ranges().first().map(|r| r.1)
+    }
+
+    fn encode(&self, out: &mut Writer<'_>) -> Option<()> {
+        let (first, rest) = self.ranges().split_first()?;
+        out.u8(ACK)?;
+        out.u16(self.path.0)?;
+        out.varint(first.1)?;
+        out.varint(self.delay_us.min(VARINT_MAX))?;
+        out.varint(self.received_at_us.min(VARINT_MAX))?;
+        out.varint(rest.len() as u64)?;
+        out.varint(first.1 - first.0)?;
+        let mut smallest = first.0;
+        for r in rest {
+            // RFC 9000: gap = packets between the ranges minus one; length = size minus one.
+            out.varint(smallest - r.1 - 2)?;
+            out.varint(r.1 - r.0)?;
+            smallest = r.0;
+        }
+        Some(())
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Ack, DropReason> {
+        let bad = DropReason::BadFrame;
+        let path = PathId(r.u16().ok_or(bad)?);
+        let largest = r.varint().ok_or(bad)?;
+        let delay_us = r.varint().ok_or(bad)?;
+        let received_at_us = r.varint().ok_or(bad)?;
+        let extra = r.varint().ok_or(bad)?;
+        let first = r.varint().ok_or(bad)?;
+        let mut ack = Ack {
+            path,
+            delay_us,
+            received_at_us,
+            ranges: [(0, 0); MAX_ACK_RANGES],
+            count: 0,
+        };
+        let mut smallest = largest.checked_sub(first).ok_or(bad)?;
+        ack.ranges[0] = (smallest, largest);
+        ack.count = 1;
+        for _ in 0..extra {
+            let gap = r.varint().ok_or(bad)?;
+            let len = r.varint().ok_or(bad)?;
+            let end = smallest.checked_sub(gap + 2).ok_or(bad)?;
+            let start = end.checked_sub(len).ok_or(bad)?;
+            smallest = start;
+            // Ranges beyond what we keep are read (to find the next frame) and ignored:
+            // old news about old packets.
+            if ack.count < MAX_ACK_RANGES {
+                ack.ranges[ack.count] = (start, end);
+                ack.count += 1;
+            }
+        }
+        Ok(ack)
+    }
+}
+
+/// One decoded frame. Inner packets are given as a range of the plaintext.
+// An ack is a few hundred bytes on the stack: no allocation per packet.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// Asks for an acknowledgement; nothing else.
+    Ping,
+    /// Acknowledgements for one path.
+    Ack(Ack),
+    /// Receiver feedback: what arrived on a path so far (cumulative). Downstream receipts
+    /// from members are what the proxy will credit relays for.
+    Receipt {
+        /// The path being reported.
+        path: PathId,
+        /// Inner packets received on it.
+        packets: u64,
+        /// Inner bytes received on it.
+        bytes: u64,
+    },
+    /// An inner IP packet at this range of the plaintext; `spread` is its sequence when
+    /// its flow is spread over several paths.
+    Packet {
+        /// Spread sequence, if any.
+        spread: Option<u32>,
+        /// Where the packet is, relative to the start of the plaintext.
+        range: (usize, usize),
+    },
+}
+
+impl Frame {
+    /// Whether a packet holding this frame must be acknowledged.
+    pub fn is_ack_eliciting(&self) -> bool {
+        matches!(self, Frame::Ping | Frame::Packet { .. })
+    }
+}
+
+/// Writes the frame header of an inner packet at the start of `out`; the packet itself
+/// follows it and ends the plaintext. Returns the header's length.
+pub fn write_packet_header(out: &mut [u8], spread: Option<u32>) -> Option<usize> {
+    match spread {
+        None => {
+            *out.first_mut()? = PACKET;
+            Some(PACKET_FRAME_LEN)
+        }
+        Some(seq) => {
+            let out = out.get_mut(..SPREAD_PACKET_FRAME_LEN)?;
+            out[0] = SPREAD_PACKET;
+            out[1..].copy_from_slice(&seq.to_be_bytes());
+            Some(SPREAD_PACKET_FRAME_LEN)
+        }
+    }
+}
+
+/// Reads a plaintext: its packet number, then its frames in order.
+pub struct Frames<'a> {
+    r: Reader<'a>,
+}
+
+impl<'a> Frames<'a> {
+    /// Starts reading `plaintext`; returns its truncated packet number and the frames.
+    pub fn parse(plaintext: &'a [u8]) -> Result<(u32, Frames<'a>), DropReason> {
+        let mut r = Reader {
+            bytes: plaintext,
+            at: 0,
+        };
+        let pn = r.u32().ok_or(DropReason::BadFrame)?;
+        Ok((pn, Frames { r }))
+    }
+}
+
+impl Iterator for Frames<'_> {
+    type Item = Result<Frame, DropReason>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let kind = self.r.u8()?;
+            let bad = Some(Err(DropReason::BadFrame));
+            return Some(Ok(match kind {
+                PADDING => continue,
+                PING => Frame::Ping,
+                ACK => match Ack::decode(&mut self.r) {
+                    Ok(a) => Frame::Ack(a),
+                    Err(e) => return Some(Err(e)),
+                },
+                RECEIPT => {
+                    let (Some(path), Some(packets), Some(bytes)) =
+                        (self.r.u16(), self.r.varint(), self.r.varint())
+                    else {
+                        return bad;
+                    };
+                    Frame::Receipt {
+                        path: PathId(path),
+                        packets,
+                        bytes,
+                    }
+                }
+                PACKET | SPREAD_PACKET => {
+                    let spread = if kind == SPREAD_PACKET {
+                        match self.r.u32() {
+                            Some(s) => Some(s),
+                            None => return bad,
+                        }
+                    } else {
+                        None
+                    };
+                    let range = (self.r.at, self.r.bytes.len());
+                    if range.0 == range.1 {
+                        return bad;
+                    }
+                    self.r.at = self.r.bytes.len();
+                    Frame::Packet { spread, range }
+                }
+                FIRST_EXTENSION.. => {
+                    let Some(len) = self.r.varint() else {
+                        return bad;
+                    };
+                    if self.r.skip(len).is_none() {
+                        return bad;
+                    }
+                    continue;
+                }
+                _ => return bad,
+            }));
+        }
+    }
+}
+
+/// Writes a plaintext into a buffer: the packet number first, then frames.
+pub struct Writer<'a> {
+    out: &'a mut [u8],
+    at: usize,
+}
+
+impl<'a> Writer<'a> {
+    /// Starts a plaintext with packet number `pn` (truncated to its low 32 bits).
+    pub fn new(out: &'a mut [u8], pn: u64) -> Option<Writer<'a>> {
+        let mut w = Writer { out, at: 0 };
+        w.u32(pn as u32)?;
+        Some(w)
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.at
+    }
+
+    /// Whether nothing was written (never true: the packet number is always there).
+    pub fn is_empty(&self) -> bool {
+        self.at == 0
+    }
+
+    /// Room left.
+    pub fn remaining(&self) -> usize {
+        self.out.len() - self.at
+    }
+
+    /// A ping frame.
+    pub fn ping(&mut self) -> Option<()> {
+        self.u8(PING)
+    }
+
+    /// An ack frame.
+    pub fn ack(&mut self, ack: &Ack) -> Option<()> {
+        let at = self.at;
+        let r = ack.encode(self);
+        if r.is_none() {
+            self.at = at;
+        }
+        r
+    }
+
+    /// A receipt frame.
+    pub fn receipt(&mut self, path: PathId, packets: u64, bytes: u64) -> Option<()> {
+        let at = self.at;
+        let r = (|| {
+            self.u8(RECEIPT)?;
+            self.u16(path.0)?;
+            self.varint(packets.min(VARINT_MAX))?;
+            self.varint(bytes.min(VARINT_MAX))
+        })();
+        if r.is_none() {
+            self.at = at;
+        }
+        r
+    }
+
+    /// Pads with padding frames up to `len` bytes in all.
+    pub fn pad_to(&mut self, len: usize) -> Option<()> {
+        while self.at < len {
+            self.u8(PADDING)?;
+        }
+        Some(())
+    }
+
+    fn u8(&mut self, v: u8) -> Option<()> {
+        *self.out.get_mut(self.at)? = v;
+        self.at += 1;
+        Some(())
+    }
+
+    fn u16(&mut self, v: u16) -> Option<()> {
+        self.bytes(&v.to_be_bytes())
+    }
+
+    fn u32(&mut self, v: u32) -> Option<()> {
+        self.bytes(&v.to_be_bytes())
+    }
+
+    fn bytes(&mut self, b: &[u8]) -> Option<()> {
+        self.out
+            .get_mut(self.at..self.at + b.len())?
+            .copy_from_slice(b);
+        self.at += b.len();
+        Some(())
+    }
+
+    fn varint(&mut self, v: u64) -> Option<()> {
+        debug_assert!(v <= VARINT_MAX);
+        match v {
+            0..=0x3f => self.u8(v as u8),
+            0x40..=0x3fff => self.u16(0x4000 | v as u16),
+            0x4000..=0x3fff_ffff => self.u32(0x8000_0000 | v as u32),
+            _ => self.bytes(&(0xc000_0000_0000_0000 | v).to_be_bytes()),
+        }
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn u8(&mut self) -> Option<u8> {
+        let v = *self.bytes.get(self.at)?;
+        self.at += 1;
+        Some(v)
+    }
+
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let b = self.bytes.get(self.at..self.at + N)?;
+        self.at += N;
+        b.try_into().ok()
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        self.take().map(u16::from_be_bytes)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_be_bytes)
+    }
+
+    fn skip(&mut self, n: u64) -> Option<()> {
+        let end = self.at.checked_add(usize::try_from(n).ok()?)?;
+        if end > self.bytes.len() {
+            return None;
+        }
+        self.at = end;
+        Some(())
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let first = *self.bytes.get(self.at)?;
+        let len = 1usize << (first >> 6);
+        let b = self.bytes.get(self.at..self.at + len)?;
+        self.at += len;
+        let mut v = u64::from(first & 0x3f);
+        for &x in &b[1..] {
+            v = (v << 8) | u64::from(x);
+        }
+        Some(v)
+    }
+}
+
+/// The full packet number a truncated one stands for, given the largest received so far
+/// on that path (RFC 9000 §A.3, with 32 bits).
+pub fn expand_packet_number(largest: Option<u64>, truncated: u32) -> u64 {
+    let Some(largest) = largest else {
+        return u64::from(truncated);
+    };
+    const WIN: u64 = 1 << 32;
+    const HALF: u64 = WIN / 2;
+    let expected = largest + 1;
+    let candidate = (expected & !(WIN - 1)) | u64::from(truncated);
+    if candidate + HALF <= expected && candidate < (1 << 62) - WIN {
+        candidate + WIN
+    } else if candidate > expected + HALF && candidate >= WIN {
+        candidate - WIN
+    } else {
+        candidate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(ranges: &[(u64, u64)]) -> Ack {
+        let ack = Ack::new(PathId(9), 1234, 5_000_000, ranges);
+        let mut buf = [0u8; 512];
+        let mut w = Writer::new(&mut buf, 77).unwrap();
+        w.ack(&ack).unwrap();
+        w.ping().unwrap();
+        let n = w.len();
+        let (pn, frames) = Frames::parse(&buf[..n]).unwrap();
+        assert_eq!(pn, 77);
+        let frames: Vec<_> = frames.collect::<Result<_, _>>().unwrap();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[1], Frame::Ping);
+        match frames[0] {
+            Frame::Ack(a) => a,
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn acks_round_trip() {
+        let ranges = [(90, 100), (50, 60), (10, 10), (0, 1)];
+        let a = roundtrip(&ranges);
+        assert_eq!(a.ranges(), &ranges);
+        assert_eq!(a.largest(), Some(100));
+        assert_eq!((a.delay_us, a.received_at_us), (1234, 5_000_000));
+        let big = [(u64::from(u32::MAX) * 7, u64::from(u32::MAX) * 7 + 3)];
+        assert_eq!(roundtrip(&big).ranges(), &big);
+    }
+
+    #[test]
+    fn malformed_acks_are_refused() {
+        // first range longer than largest.
+        let bad = [0, 0, 0, 0, ACK, 0, 1, 5, 0, 0, 0, 6];
+        let (_, mut f) = Frames::parse(&bad).unwrap();
+        assert_eq!(f.next(), Some(Err(DropReason::BadFrame)));
+        // truncated.
+        let (_, mut f) = Frames::parse(&bad[..7]).unwrap();
+        assert_eq!(f.next(), Some(Err(DropReason::BadFrame)));
+        // a gap that runs below zero.
+        let bad = [0, 0, 0, 0, ACK, 0, 1, 5, 0, 0, 1, 1, 9, 0];
+        let (_, mut f) = Frames::parse(&bad).unwrap();
+        assert_eq!(f.next(), Some(Err(DropReason::BadFrame)));
+    }
+
+    #[test]
+    fn packets_receipts_extensions_and_unknown_frames() {
+        let mut buf = [0u8; 64];
+        let mut w = Writer::new(&mut buf, 1).unwrap();
+        w.receipt(PathId(2), 10, 14_000).unwrap();
+        let mut at = w.len();
+        at += write_packet_header(&mut buf[at..], Some(0xdead_beef)).unwrap();
+        buf[at..at + 3].copy_from_slice(b"ip!");
+        let plain = &buf[..at + 3];
+        let (_, f) = Frames::parse(plain).unwrap();
+        let f: Vec<_> = f.collect::<Result<_, _>>().unwrap();
+        assert_eq!(
+            f,
+            [
+                Frame::Receipt {
+                    path: PathId(2),
+                    packets: 10,
+                    bytes: 14_000
+                },
+                Frame::Packet {
+                    spread: Some(0xdead_beef),
+                    range: (at, at + 3)
+                }
+            ]
+        );
+        // An extension frame of a later version is skipped; an unknown old-style one is not.
+        let ext = [0, 0, 0, 0, 0x41, 2, 0xaa, 0xbb, PING];
+        let (_, f) = Frames::parse(&ext).unwrap();
+        assert_eq!(f.collect::<Vec<_>>(), [Ok(Frame::Ping)]);
+        let (_, mut f) = Frames::parse(&[0, 0, 0, 0, 0x3f]).unwrap();
+        assert_eq!(f.next(), Some(Err(DropReason::BadFrame)));
+        // An empty packet frame is malformed.
+        let (_, mut f) = Frames::parse(&[0, 0, 0, 0, PACKET]).unwrap();
+        assert_eq!(f.next(), Some(Err(DropReason::BadFrame)));
+        assert!(Frames::parse(&[0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn varints_cover_every_length() {
+        for v in [
+            0,
+            63,
+            64,
+            16_383,
+            16_384,
+            (1 << 30) - 1,
+            1 << 30,
+            VARINT_MAX,
+        ] {
+            let mut buf = [0u8; 16];
+            let mut w = Writer::new(&mut buf, 0).unwrap();
+            w.varint(v).unwrap();
+            let n = w.len();
+            let mut r = Reader {
+                bytes: &buf[..n],
+                at: 4,
+            };
+            assert_eq!(r.varint(), Some(v));
+            assert_eq!(r.at, n);
+        }
+    }
+
+    #[test]
+    fn packet_numbers_expand_across_the_32_bit_wrap() {
+        assert_eq!(expand_packet_number(None, 5), 5);
+        assert_eq!(expand_packet_number(Some(10), 11), 11);
+        // Late packet from just before the wrap, after it.
+        let w = 1u64 << 32;
+        assert_eq!(expand_packet_number(Some(w + 3), u32::MAX), w - 1);
+        // Early packet after the wrap.
+        assert_eq!(expand_packet_number(Some(w - 2), 1), w + 1);
+        assert_eq!(expand_packet_number(Some(7 * w + 100), 90), 7 * w + 90);
+    }
+}
