@@ -35,3 +35,43 @@ pub async fn sleep_until(t: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two sockets that both always have datagrams: each turn's search starts after the
+    /// socket served last, so both are served in turn (a search from socket 0 every time
+    /// served only socket 0).
+    #[test]
+    fn busy_sockets_take_turns() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let bind = || std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let (a, b, sender) = (bind(), bind(), bind());
+            for s in [&a, &b] {
+                s.set_nonblocking(true).unwrap();
+                for _ in 0..8 {
+                    sender.send_to(b"x", s.local_addr().unwrap()).unwrap();
+                }
+            }
+            let sockets = [
+                UdpSocket::from_std(a).unwrap(),
+                UdpSocket::from_std(b).unwrap(),
+            ];
+            let mut served = Vec::new();
+            let mut first = 0;
+            let mut buf = [0u8; 16];
+            for _ in 0..6 {
+                let i = readable_any(2, first, |i| Some(&sockets[i])).await;
+                sockets[i].try_recv_from(&mut buf).unwrap();
+                served.push(i);
+                first = (i + 1) % 2;
+            }
+            assert_eq!(served, [0, 1, 0, 1, 0, 1]);
+        });
+    }
+}
