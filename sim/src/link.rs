@@ -238,7 +238,6 @@ fn format_rate(bps: u64) -> String {
     }
 }
 
-
 /// A direction of a link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Direction {
@@ -635,7 +634,10 @@ mod tests {
         assert!(min >= ms(10) && min < ms(11), "min delay {min:?}");
         assert!(max <= ms(30) && max > ms(29), "max delay {max:?}");
         let below_20 = delays.iter().filter(|d| **d < ms(20)).count();
-        assert!((900..1100).contains(&below_20), "{below_20} of 2000 below 20 ms");
+        assert!(
+            (900..1100).contains(&below_20),
+            "{below_20} of 2000 below 20 ms"
+        );
         // Frames 0.1 ms apart: never overtaking, so mostly held back by their predecessor.
         let mut link = LinkModel::new(p, 42);
         let mut last = t0;
@@ -702,7 +704,10 @@ mod tests {
         assert_eq!(link.set_params(t0 + ms(40), p), 0);
         assert_eq!(due(link.offer(t0 + ms(40), 1000)), t0 + ms(61));
         let c = link.counters();
-        assert_eq!((c.lost_in_flight, c.dropped_outage, c.accepted), (10, 1, 16));
+        assert_eq!(
+            (c.lost_in_flight, c.dropped_outage, c.accepted),
+            (10, 1, 16)
+        );
     }
 
     #[test]
@@ -725,7 +730,8 @@ mod tests {
         let a = run(9);
         assert_eq!(a, run(9));
         assert_ne!(a, run(10));
-        let dropped = |v: &[Verdict], why| v.iter().filter(|x| **x == Verdict::Dropped(why)).count();
+        let dropped =
+            |v: &[Verdict], why| v.iter().filter(|x| **x == Verdict::Dropped(why)).count();
         assert!(dropped(&a, DropReason::Loss) > 800);
         assert!(dropped(&a, DropReason::Queue) > 0);
     }
