@@ -23,8 +23,12 @@
 //! losses, reordering, timeouts and fast retransmits).
 //!
 //! A test builds a [`SimConfig`] with its paths, creates the two endpoints (a core's
-//! adapter takes `cfg.base` as its start), adds traffic, schedules changes, runs, and
-//! reads the statistics:
+//! adapter takes `cfg.base` as its start and forwards the six [`Endpoint`] calls to the
+//! core, mapping path indexes to the core's paths), adds traffic, schedules changes,
+//! runs, and reads the statistics. `run_until` can be called again and again: run in
+//! steps (say 100 ms) to sample a core's estimates against [`Sim::truth`] over time, or
+//! to change something the schedule cannot express. [`Sim::try_run_until`] returns a
+//! spin or livelock as a [`SimError`] instead of panicking.
 //!
 //! ```
 //! use std::time::Duration;
@@ -62,4 +66,5 @@ pub use sim::{
 };
 pub use traffic::{
     DeliveryLog, Ping, Stall, TcpConfig, TcpEvent, TcpFlow, TcpStats, Traffic, UdpStream,
+    percentile,
 };

@@ -734,7 +734,8 @@ impl TcpFlow {
         ));
         // The first hole goes at once, whatever the window.
         let s = &self.snd;
-        let (seq, len) = s.next_hole(s.una, s.max, mss).unwrap_or((s.una, mss));
+        let first = (s.una, (self.end() - s.una).min(mss));
+        let (seq, len) = s.next_hole(s.una, s.max, mss).unwrap_or(first);
         self.emit_segment(now, seq, len, out);
         let s = &mut self.snd;
         s.high_rxt = seq + len;
