@@ -359,9 +359,10 @@ impl Client {
                     .find(|k| k.local_index == header.receiver_index)
                     .ok_or(DropReason::UnknownSession)?;
                 let range = keypair.open(&header, buf, now, &self.config.limits)?;
+                let keys = keypair.local_index;
                 self.heard(now);
                 self.transport
-                    .on_packet(now, header.path, None, buf, range, |_| Ok(()))?;
+                    .on_packet(now, header.path, keys, None, buf, range, |_| Ok(()))?;
                 Ok(Received::Transport)
             }
             _ => Err(DropReason::Unexpected),

@@ -185,6 +185,8 @@ pub struct Path {
     ack_due: Option<Instant>,
     /// Highest packet number that moved the remote endpoint (roaming).
     largest_from_endpoint: Option<u64>,
+    /// The session keys (our index) the last two keypairs' packets came under.
+    rx_keys: [Option<u32>; 2],
 
     counters: PathCounters,
     /// What the far end last reported receiving from us on this path (packets, bytes).
@@ -209,7 +211,7 @@ impl Path {
             confirmations: 0,
             origin,
             next_pn: 0,
-            sent: VecDeque::with_capacity(64),
+            sent: VecDeque::with_capacity(MAX_SENT),
             largest_acked: None,
             last_ack_eliciting_sent: None,
             next_ping: now,
@@ -227,6 +229,7 @@ impl Path {
             unacked: 0,
             ack_due: None,
             largest_from_endpoint: None,
+            rx_keys: [None; 2],
             counters: PathCounters::default(),
             peer_receipt: None,
             receipt_reported: 0,
@@ -685,6 +688,23 @@ impl Path {
         true
     }
 
+    /// A packet `pn` opened with the keys we index as `keys`. The first packet under new
+    /// keys always has a higher number than any before it on this path, unless the peer
+    /// numbers afresh (it restarted and lost its paths): then what was received is
+    /// forgotten, or its packets would all look old.
+    pub(crate) fn on_keys(&mut self, keys: u32, pn: u64) {
+        if self.rx_keys.contains(&Some(keys)) {
+            return;
+        }
+        self.rx_keys = [Some(keys), self.rx_keys[0]];
+        if self.received.largest().is_some_and(|l| pn <= l) {
+            self.received = Received::default();
+            self.largest_from_endpoint = None;
+            self.unacked = 0;
+            self.ack_due = None;
+        }
+    }
+
     /// The largest packet number received, for expanding truncated ones.
     pub(crate) fn largest_received(&self) -> Option<u64> {
         self.received.largest()
@@ -918,6 +938,27 @@ mod tests {
             p.on_ack(t + ms(20), &Ack::new(PathId(1), 0, 0, &[(pn, pn)]));
         }
         assert_eq!(p.state(), PathState::Active);
+    }
+
+    #[test]
+    fn a_peer_that_numbers_afresh_under_new_keys_is_heard_again() {
+        let t = Instant::now();
+        let mut p = path(t);
+        for pn in 0..100 {
+            p.on_keys(7, pn);
+            assert!(p.on_received(t, pn, true));
+        }
+        // A reordered old packet under the same keys is still a duplicate.
+        p.on_keys(7, 50);
+        assert!(!p.on_received(t, 50, true));
+        // New keys, numbers continuing (a rekey): nothing forgotten.
+        p.on_keys(8, 100);
+        assert!(p.on_received(t, 100, true));
+        assert_eq!(p.largest_received(), Some(100));
+        // New keys from zero (the proxy restarted): heard, not refused as old.
+        p.on_keys(9, 0);
+        assert!(p.on_received(t, 0, true));
+        assert_eq!(p.largest_received(), Some(0));
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub const DEFAULT_QUEUE_SLOTS: usize = 512;
 /// proxy's answers carry a ping of their own when this is half due, so each direction is
 /// measured without the proxy adding traffic of its own on a member's metered line.
 const PROXY_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// A member's path dead this long is forgotten (a gateway that restarted numbers its
+/// paths afresh).
+const FORGET_DEAD_PATHS: Duration = Duration::from_secs(60);
 /// Handshake and cookie answers waiting for `poll_transmit`; beyond this they are dropped
 /// (the daemon sends them after each datagram, so this only bounds a misuse).
 const MAX_ANSWERS: usize = 64;
@@ -310,7 +313,7 @@ impl Server {
             mtu: config.mtu,
             queue_slots: config.queue_slots,
             answers: VecDeque::new(),
-            inbound: VecDeque::new(),
+            inbound: VecDeque::with_capacity(64 * config.members.len()),
             cursor: 0,
             events: VecDeque::new(),
             stats: ServerStats::default(),
@@ -443,6 +446,7 @@ impl Server {
                 }
                 .expect("found above");
                 let range = keypair.open(&header, buf, now, &limits)?;
+                let keys = keypair.local_index;
                 if slot == 2 {
                     // First packet on the new keys: the member has them, switch over.
                     if let Some(old) = member.previous.take() {
@@ -455,9 +459,11 @@ impl Server {
                     }
                 }
                 member.last_received = Some(now);
-                let transport = member
-                    .transport
-                    .get_or_insert_with(|| Transport::new(now, now, mtu, slots));
+                let transport = member.transport.get_or_insert_with(|| {
+                    let mut t = Transport::new(now, now, mtu, slots);
+                    t.forget_dead_paths_after(FORGET_DEAD_PATHS);
+                    t
+                });
                 let from = Endpoint { remote, local };
                 if transport.path(header.path).is_none() {
                     let settings = PathSettings {
@@ -467,7 +473,7 @@ impl Server {
                 }
                 let waiting = transport.waiting_inbound();
                 let addresses = &member.key.addresses;
-                transport.on_packet(now, header.path, Some(from), buf, range, |packet| {
+                transport.on_packet(now, header.path, keys, Some(from), buf, range, |packet| {
                     // A member may only speak from its own tunnel addresses: no spoofing
                     // other members (or anyone) through the proxy.
                     match crate::ip::source(packet) {

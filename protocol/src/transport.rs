@@ -59,6 +59,9 @@ pub(crate) struct Transport {
     events: VecDeque<PathEvent>,
     /// Where the search for due acks and pings starts, so no path starves the others.
     cursor: usize,
+    /// Paths dead this long are removed (at the proxy: a member that restarted numbers its
+    /// paths afresh, and the old ones would be pinged for ever).
+    forget_dead_after: Option<std::time::Duration>,
     next_receipts: Instant,
 }
 
@@ -76,8 +79,14 @@ impl Transport {
             inbound: PacketRing::new(INBOUND_SLOTS, mtu),
             events: VecDeque::new(),
             cursor: 0,
+            forget_dead_after: None,
             next_receipts: now + RECEIPT_INTERVAL,
         }
+    }
+
+    /// Removes paths that stay dead for `after`.
+    pub(crate) fn forget_dead_paths_after(&mut self, after: std::time::Duration) {
+        self.forget_dead_after = Some(after);
     }
 
     pub(crate) fn paths(&self) -> &[Path] {
@@ -166,11 +175,14 @@ impl Transport {
     }
 
     /// Handles the opened plaintext `buf[range]` of a transport packet that arrived on
-    /// path `id` from `from`. An inner packet goes to the TUN queue if `accept` takes it.
+    /// path `id` from `from`, opened with our keys `keys`. An inner packet goes to the TUN
+    /// queue if `accept` takes it.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_packet(
         &mut self,
         now: Instant,
         id: PathId,
+        keys: u32,
         from: Option<Endpoint>,
         buf: &[u8],
         range: std::ops::Range<usize>,
@@ -189,6 +201,7 @@ impl Transport {
             .position(|p| p.id() == id)
             .ok_or(DropReason::UnknownSession)?;
         let pn = frame::expand_packet_number(self.paths[i].largest_received(), truncated);
+        self.paths[i].on_keys(keys, pn);
         if !self.paths[i].on_received(now, pn, eliciting) {
             return Err(DropReason::Replay);
         }
@@ -248,6 +261,12 @@ impl Transport {
                 resend.push_back(slot);
             });
             self.note(i, was);
+        }
+        if let Some(after) = self.forget_dead_after {
+            self.paths.retain(|p| {
+                p.state() != PathState::Dead
+                    || now.saturating_duration_since(p.state_since()) < after
+            });
         }
     }
 
