@@ -284,11 +284,12 @@ ipv4_pool = "10.77.0.0/16"
 ipv6_pool = "fd77::/64"
 # Masquerade out of this device only; empty = any device but the tunnel.
 egress_device = ""
-mtu = 1392
+mtu = {mtu}
 
 # Members are added with: linkpool-proxy member add NAME -c THIS_FILE
 "#,
-        mesh = mesh_key.to_base64()
+        mesh = mesh_key.to_base64(),
+        mtu = crate::config::DEFAULT_MTU,
     )
 }
 
