@@ -52,6 +52,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cores;
 pub mod endpoint;
 pub mod link;
 pub mod packet;
