@@ -1,5 +1,7 @@
-//! Throughput of the data path in one process: a gateway seals, the proxy opens (upstream),
-//! and back (downstream), for both ciphers and three packet sizes. Built with the release
+//! Throughput of the data path in one process: a LAN packet into the gateway's
+//! `handle_packet`, out of its `poll_transmit` sealed, into the proxy's `handle_datagram`
+//! and out of its `poll_packet` (upstream), and back (downstream), with the acks that go
+//! with them, for both ciphers and three packet sizes. Built with the release
 //! profile, the one routers get (opt-level "z"). Prints figures; asserts nothing.
 //!
 //!   cargo bench -p linkpool-protocol
@@ -11,19 +13,16 @@ mod pair;
 use std::time::{Duration, Instant};
 
 use linkpool_protocol::CipherSuite;
-use linkpool_protocol::client::Received;
-use linkpool_protocol::server::ServerEvent;
 use linkpool_protocol::wire::MAX_DATAGRAM;
-use pair::{MEMBER, P0, Pair, packet};
+use pair::{MEMBER, Pair, packet};
 
 /// Packets per timed round; the clock is read once per round.
 const ROUND: u32 = 1000;
 
-/// Seals and opens `size`-byte packets in one direction for about `budget`; returns
+/// Sends `size`-byte packets through in one direction for about `budget`; returns
 /// packets per second.
 fn measure(pair: &mut Pair, size: usize, upstream: bool, budget: Duration) -> f64 {
     let mut buf = [0u8; MAX_DATAGRAM];
-    let mut reply = [0u8; MAX_DATAGRAM];
     let started = Instant::now();
     let mut packets = 0u64;
     let mut seq = 0u32;
@@ -32,24 +31,21 @@ fn measure(pair: &mut Pair, size: usize, upstream: bool, budget: Duration) -> f6
             let now = pair.now;
             seq = seq.wrapping_add(1);
             let n = packet(&mut buf, size, upstream, seq);
-            let ok = if upstream {
-                let len = pair.client.seal_packet(now, P0, &mut buf, n).unwrap();
-                matches!(
-                    pair.server
-                        .handle_datagram(now, pair.from, &mut buf[..len], &mut reply),
-                    Ok(ServerEvent::Packet { .. })
-                )
+            let before = pair.carried;
+            let delivered = if upstream {
+                pair.client.handle_packet(now, &buf[..n]).unwrap();
+                pair.up();
+                pair.carried.up_packets - before.up_packets
             } else {
-                let (_, len) = pair.server.seal_packet(now, MEMBER, &mut buf, n).unwrap();
-                matches!(
-                    pair.client.handle_datagram(now, P0, &mut buf[..len]),
-                    Ok(Received::Packet(_))
-                )
+                assert_eq!(pair.server.handle_packet(now, &buf[..n]), Ok(MEMBER));
+                pair.down();
+                pair.carried.down_packets - before.down_packets
             };
-            assert!(ok, "packet {seq} not delivered");
+            assert_eq!(delivered, 1, "packet {seq} not delivered");
         }
         packets += u64::from(ROUND);
-        // A millisecond of protocol time per round keeps timers (probes, receipts) running.
+        // A millisecond of protocol time per round keeps timers (acks, pings, receipts)
+        // running.
         pair.now += Duration::from_millis(1);
         pair.exchange();
     }
@@ -65,7 +61,9 @@ fn main() {
         }
     }
     let budget = Duration::from_secs_f64(seconds);
-    println!("seal + open on one core, {seconds} s per figure (release profile)");
+    println!(
+        "packet in, sealed, opened, packet out, on one core, {seconds} s per figure (release profile)"
+    );
     println!(
         "  {:<18} {:>6} {:>10} {:>14} {:>10} {:>14}",
         "cipher", "bytes", "up kpps", "up Mbit/s", "down kpps", "down Mbit/s"

@@ -1,9 +1,11 @@
-//! The data path allocates nothing: once a session is up, sealing and opening packets in
-//! both directions, with the probes, acks and receipts that go with them, makes no heap
-//! allocation. Routers have little RAM and slow allocators; this is what keeps the daemons'
-//! memory flat under load.
+//! The data path allocates nothing: once a session is up, packets in both directions
+//! (`handle_packet` → `poll_transmit` → `handle_datagram` → `poll_packet`), with the
+//! acks, pings and receipts that go with them, make no heap allocation, however many are
+//! in flight. Routers have little RAM and slow allocators; this is what keeps the
+//! daemons' memory flat under load.
 //!
 //! A binary of its own, with one test, so that the counting allocator sees nothing else.
+//! `LINKPOOL_ALLOC_TRACE=1` prints a backtrace of every allocation it counts.
 
 mod common;
 
@@ -11,23 +13,37 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::pair::{MEMBER, P0, Pair, packet};
+use common::pair::{MEMBER, Pair, packet};
 use linkpool_protocol::CipherSuite;
-use linkpool_protocol::client::Received;
-use linkpool_protocol::server::ServerEvent;
+use linkpool_protocol::path::PathCounters;
 use linkpool_protocol::wire::MAX_DATAGRAM;
 
 struct Counting;
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+/// Print where each counted allocation comes from.
+static TRACE: AtomicBool = AtomicBool::new(false);
+
+fn counted() {
+    if COUNTING.load(Ordering::Relaxed) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        if TRACE.load(Ordering::Relaxed) {
+            // Capturing allocates: that is neither counted nor traced.
+            COUNTING.store(false, Ordering::Relaxed);
+            eprintln!(
+                "allocation:\n{}",
+                std::backtrace::Backtrace::force_capture()
+            );
+            COUNTING.store(true, Ordering::Relaxed);
+        }
+    }
+}
 
 // SAFETY: forwards to the system allocator; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        counted();
         // SAFETY: the caller's contract is passed on unchanged.
         unsafe { System.alloc(layout) }
     }
@@ -36,9 +52,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        counted();
         // SAFETY: as above.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -47,49 +61,108 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+fn client_path(pair: &Pair) -> PathCounters {
+    *pair.client.path(pair.path).unwrap().counters()
+}
+
+fn server_path(pair: &Pair) -> PathCounters {
+    *pair.server.member(MEMBER).unwrap().paths[0].counters()
+}
+
+/// Datagrams without an inner packet (acks, pings, receipts) sent on a path since
+/// `before`.
+fn control(now: &PathCounters, before: &PathCounters) -> u64 {
+    (now.tx_datagrams - before.tx_datagrams) - (now.tx_packets - before.tx_packets)
+}
+
 #[test]
-fn sealing_and_opening_allocate_nothing() {
+fn the_data_path_allocates_nothing() {
+    TRACE.store(
+        std::env::var_os("LINKPOOL_ALLOC_TRACE").is_some(),
+        Ordering::Relaxed,
+    );
     for suite in [CipherSuite::Aes256Gcm, CipherSuite::ChaCha20Poly1305] {
-        let mut pair = Pair::connected(suite);
+        // Over a 50 ms round trip, so that packets stay in flight for a while.
+        let mut pair = Pair::connected_over(suite, Duration::from_millis(25));
         let mut up = [0u8; MAX_DATAGRAM];
         let mut down = [0u8; MAX_DATAGRAM];
-        let mut reply = [0u8; MAX_DATAGRAM];
-        let mut delivered = (0, 0);
-        let mut run = |pair: &mut Pair, seq: u32| {
+        // One millisecond: `burst` packets each way (none: idle), then the link and the
+        // timers.
+        let mut seq = 0u32;
+        let mut run = |pair: &mut Pair, burst: u32| {
             let now = pair.now;
-            let n = packet(&mut up, 1200, true, seq);
-            let len = pair.client.seal_packet(now, P0, &mut up, n).unwrap();
-            if let Ok(ServerEvent::Packet { .. }) =
-                pair.server
-                    .handle_datagram(now, pair.from, &mut up[..len], &mut reply)
-            {
-                delivered.0 += 1;
-            }
-            let n = packet(&mut down, 1200, false, seq);
-            let (_, len) = pair.server.seal_packet(now, MEMBER, &mut down, n).unwrap();
-            if let Ok(Received::Packet(_)) = pair.client.handle_datagram(now, P0, &mut down[..len])
-            {
-                delivered.1 += 1;
+            for _ in 0..burst {
+                let n = packet(&mut up, 1200, true, seq);
+                pair.client.handle_packet(now, &up[..n]).unwrap();
+                pair.up();
+                let n = packet(&mut down, 1200, false, seq);
+                assert_eq!(pair.server.handle_packet(now, &down[..n]), Ok(MEMBER));
+                pair.down();
+                seq += 1;
             }
             pair.exchange();
             pair.now += Duration::from_millis(1);
         };
-        // Warm-up: the first packets on a path may set up per-path state once.
-        for seq in 0..100 {
-            run(&mut pair, seq);
+        // Warm-up, light: the first packets on a path may set up per-path state once
+        // (and the event queues grow to what a daemon that drains them needs).
+        for _ in 0..1_000 {
+            run(&mut pair, 1);
         }
-        // 3 s of traffic at 1000 packets/s each way: probes, acks and receipts included.
+        let (client_before, server_before) = (client_path(&pair), server_path(&pair));
+        let before = pair.carried;
         ALLOCATIONS.store(0, Ordering::Relaxed);
         COUNTING.store(true, Ordering::Relaxed);
-        for seq in 100..3_100 {
-            run(&mut pair, seq);
+        // 3 s of traffic at 1000 packets/s each way (some 50 in flight each way), 1 s
+        // idle (pings, their acks, receipts), then 2 s at 8 packets a millisecond each
+        // way (96 Mbit/s, some 400 in flight, arriving in batches of 8), and idle long
+        // enough for the last receipts.
+        for _ in 0..3_000 {
+            run(&mut pair, 1);
+        }
+        for _ in 0..1_000 {
+            run(&mut pair, 0);
+        }
+        for _ in 0..2_000 {
+            run(&mut pair, 8);
+        }
+        for _ in 0..1_200 {
+            run(&mut pair, 0);
         }
         COUNTING.store(false, Ordering::Relaxed);
         let allocations = ALLOCATIONS.load(Ordering::Relaxed);
-        assert_eq!(delivered, (3_100, 3_100), "{suite:?}");
+        let carried = pair.carried;
+        assert_eq!(
+            (carried.up_packets, carried.down_packets),
+            (20_000, 20_000),
+            "{suite:?}"
+        );
+        assert_eq!(carried.refused, 0, "{suite:?}");
+        // What the window exercised besides packets: acks both ways, pings while idle,
+        // receipts.
+        let (c, s) = (client_path(&pair), server_path(&pair));
+        let client_control = control(&c, &client_before);
+        let server_control = control(&s, &server_before);
+        assert!(
+            client_control >= 10 && server_control >= 10,
+            "{suite:?}: control datagrams {client_control} up, {server_control} down"
+        );
+        assert!(c.acked - client_before.acked >= 19_000, "{suite:?}: {c:?}");
+        assert!(s.acked - server_before.acked >= 19_000, "{suite:?}: {s:?}");
+        assert_eq!((c.suspected, s.suspected), (0, 0), "{suite:?}");
+        // Receipts: each end reported every inner packet and byte it got.
+        let receipt = pair.server.member(MEMBER).unwrap().paths[0].peer_receipt();
+        assert_eq!(receipt, Some((20_000, 20_000 * 1200)), "{suite:?}");
+        let receipt = pair.client.path(pair.path).unwrap().peer_receipt();
+        assert_eq!(receipt, Some((20_000, 20_000 * 1200)), "{suite:?}");
+        eprintln!(
+            "{suite:?}: {} datagrams up, {} down, {client_control} and {server_control} \
+             of them control, in 7.2 s",
+            carried.up_datagrams - before.up_datagrams,
+            carried.down_datagrams - before.down_datagrams,
+        );
         assert_eq!(
             allocations, 0,
-            "{suite:?}: {allocations} allocations for 6,000 packets"
+            "{suite:?}: {allocations} allocations for 38,000 packets"
         );
     }
 }

@@ -1,31 +1,114 @@
 //! A connected gateway/proxy pair over one lossless, instant path, and packets to send
 //! through it: shared by the allocation test and the throughput benchmark.
+//!
+//! Driven as a daemon drives the core: LAN packets in with `handle_packet`, everything
+//! `poll_transmit` writes carried to the other side's `handle_datagram`, inner packets out
+//! with `poll_packet`, `handle_timeout` when `poll_timeout` is due, events drained.
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use linkpool_protocol::client::{Client, ClientConfig, SEAL_OFFSET};
+use linkpool_protocol::client::{self, Client, ClientConfig};
 use linkpool_protocol::keys::SecretKey;
-use linkpool_protocol::server::{MemberId, MemberKey, Server, ServerConfig, ServerEvent};
+use linkpool_protocol::path::PathSettings;
+use linkpool_protocol::server::{self, MemberId, MemberKey, Server, ServerConfig};
 use linkpool_protocol::session::Limits;
 use linkpool_protocol::wire::MAX_DATAGRAM;
 use linkpool_protocol::{CipherSuite, PathId};
 
-pub const P0: PathId = PathId(0);
 pub const MEMBER: MemberId = MemberId(0);
+/// The largest inner packet both ends take.
+pub const MTU: u16 = 1400;
+/// The member's tunnel address.
+pub const MEMBER_IP: [u8; 4] = [10, 77, 0, 2];
+/// Somewhere on the Internet.
+pub const INTERNET_IP: [u8; 4] = [192, 0, 2, 1];
+
+/// What went through the pair in each direction, and how.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Carried {
+    /// Datagrams the client sent and the proxy accepted.
+    pub up_datagrams: u64,
+    /// Datagrams the proxy sent and the client accepted.
+    pub down_datagrams: u64,
+    /// Inner packets out of the proxy's `poll_packet`.
+    pub up_packets: u64,
+    /// Inner packets out of the client's `poll_packet`.
+    pub down_packets: u64,
+    /// Datagrams either side refused.
+    pub refused: u64,
+}
 
 pub struct Pair {
     pub client: Client,
     pub server: Server,
+    pub path: PathId,
     /// The member's address as the proxy sees it.
     pub from: SocketAddr,
+    /// The proxy's address.
+    pub proxy: SocketAddr,
     pub now: Instant,
+    pub carried: Carried,
+    /// One-way delay of the link (zero: instant).
+    pub delay: Duration,
+    to_server: Held,
+    to_client: Held,
+    /// Scratch buffers, allocated once.
+    buf: Box<[u8; MAX_DATAGRAM]>,
+    inner: Box<[u8; MAX_DATAGRAM]>,
+}
+
+/// Datagrams on the link, in a ring allocated once (the harness must not allocate
+/// either: the allocation test counts everything).
+struct Held {
+    bytes: Box<[u8]>,
+    /// (arrival, length) per slot, oldest first.
+    queue: VecDeque<(Instant, usize)>,
+    head: usize,
+}
+
+const HELD_SLOTS: usize = 4096;
+
+impl Held {
+    fn new() -> Held {
+        Held {
+            bytes: vec![0; HELD_SLOTS * MAX_DATAGRAM].into_boxed_slice(),
+            queue: VecDeque::with_capacity(HELD_SLOTS),
+            head: 0,
+        }
+    }
+
+    fn push(&mut self, due: Instant, datagram: &[u8]) {
+        assert!(self.queue.len() < HELD_SLOTS, "link full");
+        let slot = (self.head + self.queue.len()) % HELD_SLOTS;
+        self.bytes[slot * MAX_DATAGRAM..][..datagram.len()].copy_from_slice(datagram);
+        self.queue.push_back((due, datagram.len()));
+    }
+
+    /// The oldest datagram if it is due by `now`, copied into `out`; its length.
+    fn pop(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
+        let &(due, len) = self.queue.front()?;
+        if due > now {
+            return None;
+        }
+        self.queue.pop_front();
+        out[..len].copy_from_slice(&self.bytes[self.head * MAX_DATAGRAM..][..len]);
+        self.head = (self.head + 1) % HELD_SLOTS;
+        Some(len)
+    }
 }
 
 impl Pair {
-    /// A pair with a session up, at `now`.
+    /// A pair over an instant link with a session up (both ends confirmed, the path
+    /// active), at `now`.
     pub fn connected(suite: CipherSuite) -> Pair {
+        Pair::connected_over(suite, Duration::ZERO)
+    }
+
+    /// The same over a link with a one-way `delay`.
+    pub fn connected_over(suite: CipherSuite, delay: Duration) -> Pair {
         let start = Instant::now();
         let proxy_key = SecretKey::generate().unwrap();
         let member_key = SecretKey::generate().unwrap();
@@ -36,9 +119,12 @@ impl Pair {
                 members: vec![MemberKey {
                     public_key: member_key.public_key(),
                     psk: None,
+                    addresses: vec!["10.77.0.2".parse().unwrap()],
                 }],
                 limits,
                 handshakes_per_second: 50,
+                mtu: MTU,
+                queue_slots: server::DEFAULT_QUEUE_SLOTS,
             },
             start,
             [7; 32],
@@ -50,62 +136,164 @@ impl Pair {
                 psk: None,
                 suite,
                 limits,
+                mtu: MTU,
+                queue_slots: client::DEFAULT_QUEUE_SLOTS,
             },
             start,
             1_700_000_000_000_000,
             3,
         );
-        client.add_path(P0, start);
+        let proxy: SocketAddr = "203.0.113.1:7117".parse().unwrap();
+        let path = client.open_path(start, proxy, PathSettings::default());
         let mut pair = Pair {
             client,
             server,
+            path,
             from: "198.51.100.7:40000".parse().unwrap(),
+            proxy,
             now: start,
+            carried: Carried::default(),
+            delay,
+            to_server: Held::new(),
+            to_client: Held::new(),
+            buf: Box::new([0; MAX_DATAGRAM]),
+            inner: Box::new([0; MAX_DATAGRAM]),
         };
-        for _ in 0..10 {
+        // The handshake, then the first pings confirm the keys and the path.
+        for _ in 0..20 + 4 * delay.as_millis() {
             pair.exchange();
             pair.now += Duration::from_millis(1);
         }
         assert!(pair.client.is_connected(), "{suite:?}: no session");
+        assert!(
+            pair.server.member(MEMBER).unwrap().connected,
+            "{suite:?}: the proxy has no confirmed session"
+        );
+        assert_eq!(
+            pair.client.path(path).unwrap().state(),
+            linkpool_protocol::path::PathState::Active,
+            "{suite:?}"
+        );
         pair
     }
 
-    /// Runs both sides' timers and carries their control datagrams across.
+    /// Delivers what the link has due, runs both sides' timers that are due, and puts
+    /// everything either side wants sent on the link (with no delay: delivered at once,
+    /// until neither side has anything more).
     pub fn exchange(&mut self) {
         let now = self.now;
-        let mut buf = [0u8; MAX_DATAGRAM];
-        let mut reply = [0u8; MAX_DATAGRAM];
+        self.arrive();
         if self.client.poll_timeout().is_some_and(|t| t <= now) {
             self.client.handle_timeout(now);
         }
         if self.server.poll_timeout().is_some_and(|t| t <= now) {
             self.server.handle_timeout(now);
         }
-        while let Some(t) = self.client.poll_transmit(now, &mut buf) {
-            if let Ok(ServerEvent::Reply { len, .. }) =
-                self.server
-                    .handle_datagram(now, self.from, &mut buf[..t.len], &mut reply)
-            {
-                let _ = self.client.handle_datagram(now, P0, &mut reply[..len]);
+        while self.up() | self.down() {}
+        while self.client.poll_event().is_some() {}
+        while self.server.poll_event().is_some() {}
+    }
+
+    /// Hands every datagram due on the link to its receiver, in a batch as a daemon's
+    /// `recvmmsg` would, and then takes the inner packets out.
+    fn arrive(&mut self) {
+        let now = self.now;
+        while let Some(len) = self.to_server.pop(now, &mut self.buf[..]) {
+            self.at_server(len);
+        }
+        self.packets_at_server();
+        while let Some(len) = self.to_client.pop(now, &mut self.buf[..]) {
+            self.at_client(len);
+        }
+        self.packets_at_client();
+    }
+
+    /// The proxy receives `buf[..len]`.
+    fn at_server(&mut self, len: usize) {
+        let now = self.now;
+        match self
+            .server
+            .handle_datagram(now, self.from, Some(self.proxy), &mut self.buf[..len])
+        {
+            Ok(_) => self.carried.up_datagrams += 1,
+            Err(_) => self.carried.refused += 1,
+        }
+    }
+
+    fn packets_at_server(&mut self) {
+        while self.server.poll_packet(&mut self.inner[..]).is_some() {
+            self.carried.up_packets += 1;
+        }
+    }
+
+    /// The client receives `buf[..len]`.
+    fn at_client(&mut self, len: usize) {
+        let now = self.now;
+        match self
+            .client
+            .handle_datagram(now, self.path, &mut self.buf[..len])
+        {
+            Ok(_) => self.carried.down_datagrams += 1,
+            Err(_) => self.carried.refused += 1,
+        }
+    }
+
+    fn packets_at_client(&mut self) {
+        while self.client.poll_packet(&mut self.inner[..]).is_some() {
+            self.carried.down_packets += 1;
+        }
+    }
+
+    /// Sends everything the client has to send (with no delay, it is received at once).
+    /// Returns whether anything was sent.
+    pub fn up(&mut self) -> bool {
+        let now = self.now;
+        let mut any = false;
+        while let Some(t) = self.client.poll_transmit(now, &mut self.buf[..]) {
+            any = true;
+            debug_assert_eq!((t.path, t.remote), (self.path, self.proxy));
+            if self.delay.is_zero() {
+                self.at_server(t.len);
+                self.packets_at_server();
+            } else {
+                self.to_server.push(now + self.delay, &self.buf[..t.len]);
             }
         }
+        any
+    }
+
+    /// Sends everything the proxy has to send (with no delay, it is received at once).
+    /// Returns whether anything was sent.
+    pub fn down(&mut self) -> bool {
+        let now = self.now;
+        let mut any = false;
+        while let Some(t) = self.server.poll_transmit(now, &mut self.buf[..]) {
+            any = true;
+            debug_assert_eq!((t.remote, t.local), (self.from, Some(self.proxy)));
+            if self.delay.is_zero() {
+                self.at_client(t.len);
+                self.packets_at_client();
+            } else {
+                self.to_client.push(now + self.delay, &self.buf[..t.len]);
+            }
+        }
+        any
     }
 }
 
 /// Writes a UDP/IPv4 packet of `len` bytes between the member's tunnel address and the
-/// Internet at `SEAL_OFFSET` of `buf`; returns `len`.
+/// Internet at the start of `buf`; returns `len`.
 pub fn packet(buf: &mut [u8], len: usize, upstream: bool, seq: u32) -> usize {
-    let p = &mut buf[SEAL_OFFSET..SEAL_OFFSET + len];
+    let p = &mut buf[..len];
     p.fill(0);
     p[0] = 0x45;
     p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
     p[8] = 64;
     p[9] = 17;
-    let (member, internet) = ([10, 77, 0, 2], [192, 0, 2, 1]);
     let (src, dst) = if upstream {
-        (member, internet)
+        (MEMBER_IP, INTERNET_IP)
     } else {
-        (internet, member)
+        (INTERNET_IP, MEMBER_IP)
     };
     p[12..16].copy_from_slice(&src);
     p[16..20].copy_from_slice(&dst);
