@@ -72,9 +72,12 @@ const INITIAL_RTT: Duration = Duration::from_millis(333);
 const MIN_SUSPECT_AFTER: Duration = Duration::from_millis(25);
 /// Answered pings a path that died needs before it carries traffic again.
 const CONFIRMATIONS_AFTER_DEAD: u32 = 3;
-/// Packets sent and not yet acknowledged that a path remembers; older ones are forgotten
-/// (counted neither acked nor lost). At 100 Mbit/s of full packets this is 500 ms.
-const MAX_SENT: usize = 4096;
+/// Packets sent and not yet acknowledged that a path remembers at most; older ones are
+/// forgotten (counted neither acked nor lost). At 100 Mbit/s of full packets this is
+/// 500 ms. Each core sizes its paths from its send queue.
+pub const MAX_SENT: usize = 4096;
+/// A path reports what it received (for the ledger) at most this often.
+const RECEIPT_INTERVAL: Duration = Duration::from_secs(1);
 /// Packet-number reordering that means loss (RFC 9002's kPacketThreshold).
 const PACKET_THRESHOLD: u64 = 3;
 /// Base-delay history (RFC 6817 §3.4.2): minima of this many intervals...
@@ -192,16 +195,24 @@ pub struct Path {
     /// What the far end last reported receiving from us on this path (packets, bytes).
     peer_receipt: Option<(u64, u64)>,
     receipt_reported: u64,
+    /// Not before this is the next receipt sent.
+    next_receipt: Instant,
+    /// Ack-eliciting packets remembered at most (the ring below is allocated once).
+    max_sent: usize,
 }
 
 impl Path {
+    /// A path that remembers up to `max_sent` packets in flight (clamped to 64 ..=
+    /// [`MAX_SENT`]; allocated now, never grown).
     pub(crate) fn new(
         id: PathId,
         endpoint: Endpoint,
         settings: PathSettings,
         now: Instant,
         origin: Instant,
+        max_sent: usize,
     ) -> Path {
+        let max_sent = max_sent.clamp(64, MAX_SENT);
         Path {
             id,
             endpoint,
@@ -211,7 +222,7 @@ impl Path {
             confirmations: 0,
             origin,
             next_pn: 0,
-            sent: VecDeque::with_capacity(MAX_SENT),
+            sent: VecDeque::with_capacity(max_sent),
             largest_acked: None,
             last_ack_eliciting_sent: None,
             next_ping: now,
@@ -233,6 +244,8 @@ impl Path {
             counters: PathCounters::default(),
             peer_receipt: None,
             receipt_reported: 0,
+            next_receipt: now + RECEIPT_INTERVAL,
+            max_sent,
         }
     }
 
@@ -371,7 +384,7 @@ impl Path {
         if !ack_eliciting {
             return;
         }
-        if self.sent.len() == MAX_SENT {
+        if self.sent.len() == self.max_sent {
             self.sent.pop_front();
         }
         if self.in_flight_is_empty() {
@@ -661,6 +674,7 @@ impl Path {
         };
         consider(self.suspect_at());
         consider(self.ack_due);
+        consider(self.receipt_pending().then_some(self.next_receipt));
         if self.state == PathState::Suspect {
             consider(Some(self.state_since + DEAD_AFTER));
         }
@@ -743,13 +757,19 @@ impl Path {
         self.received.changed = false;
     }
 
-    /// A receipt is worth sending: inner packets arrived since the last one reported.
-    pub(crate) fn receipt_due(&self) -> bool {
+    /// Inner packets arrived since the last receipt.
+    fn receipt_pending(&self) -> bool {
         self.counters.rx_packets != self.receipt_reported
     }
 
-    pub(crate) fn take_receipt(&mut self) -> (u64, u64) {
+    /// A receipt is due: something to report, and a second since the last one.
+    pub(crate) fn receipt_due(&self, now: Instant) -> bool {
+        self.receipt_pending() && self.next_receipt <= now
+    }
+
+    pub(crate) fn take_receipt(&mut self, now: Instant) -> (u64, u64) {
         self.receipt_reported = self.counters.rx_packets;
+        self.next_receipt = now + RECEIPT_INTERVAL;
         (self.counters.rx_packets, self.counters.rx_bytes)
     }
 
@@ -872,7 +892,7 @@ mod tests {
             remote: "192.0.2.1:7117".parse().unwrap(),
             local: None,
         };
-        Path::new(PathId(1), endpoint, PathSettings::default(), now, now)
+        Path::new(PathId(1), endpoint, PathSettings::default(), now, now, 64)
     }
 
     #[test]

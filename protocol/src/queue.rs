@@ -31,12 +31,17 @@ impl PacketRing {
         }
     }
 
-    fn capacity(&self) -> u64 {
+    /// Slots in all.
+    pub(crate) fn capacity(&self) -> usize {
+        self.lens.len()
+    }
+
+    fn slots_u64(&self) -> u64 {
         self.lens.len() as u64
     }
 
     fn index(&self, seq: u64) -> usize {
-        (seq % self.capacity()) as usize
+        (seq % self.slots_u64()) as usize
     }
 
     /// Queues a copy of `packet`; returns its sequence.
@@ -44,10 +49,10 @@ impl PacketRing {
         if packet.len() > self.slot_len {
             return Err(DropReason::PacketTooLarge);
         }
-        if self.head - self.unsent == self.capacity() {
+        if self.head - self.unsent == self.slots_u64() {
             return Err(DropReason::QueueFull);
         }
-        if self.head - self.tail == self.capacity() {
+        if self.head - self.tail == self.slots_u64() {
             self.tail += 1;
         }
         let i = self.index(self.head);

@@ -313,7 +313,7 @@ impl Server {
             mtu: config.mtu,
             queue_slots: config.queue_slots,
             answers: VecDeque::new(),
-            inbound: VecDeque::with_capacity(64 * config.members.len()),
+            inbound: VecDeque::new(),
             cursor: 0,
             events: VecDeque::new(),
             stats: ServerStats::default(),
@@ -334,6 +334,8 @@ impl Server {
         self.by_index.clear();
         self.by_address.clear();
         self.inbound.clear();
+        // A member is queued at most twice (once more if its packets were taken just before).
+        self.inbound.reserve(2 * members.len());
         for (i, key) in members.into_iter().enumerate() {
             let id = MemberId(i as u32);
             let member = match old.remove(&key.public_key) {
@@ -481,7 +483,8 @@ impl Server {
                         _ => Err(DropReason::SpoofedSource),
                     }
                 })?;
-                if transport.waiting_inbound() > waiting {
+                // One entry per member with packets waiting: bounded by the member count.
+                if waiting == 0 && transport.waiting_inbound() > 0 {
                     self.inbound.push_back(id);
                 }
                 while let Some(e) = transport.poll_event() {

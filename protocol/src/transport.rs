@@ -21,8 +21,6 @@ pub const MAX_PATHS: usize = 16;
 const MAX_EVENTS: usize = 64;
 /// Inner packets waiting for the TUN.
 const INBOUND_SLOTS: usize = 64;
-/// How often a path reports what it received (receipts, for the ledger).
-const RECEIPT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A path changed state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +60,6 @@ pub(crate) struct Transport {
     /// Paths dead this long are removed (at the proxy: a member that restarted numbers its
     /// paths afresh, and the old ones would be pinged for ever).
     forget_dead_after: Option<std::time::Duration>,
-    next_receipts: Instant,
 }
 
 impl Transport {
@@ -80,7 +77,6 @@ impl Transport {
             events: VecDeque::new(),
             cursor: 0,
             forget_dead_after: None,
-            next_receipts: now + RECEIPT_INTERVAL,
         }
     }
 
@@ -118,8 +114,15 @@ impl Transport {
                 .expect("full");
             self.paths.remove(oldest);
         }
-        self.paths
-            .push(Path::new(id, endpoint, settings, now, self.origin));
+        let max_sent = self.queue.capacity();
+        self.paths.push(Path::new(
+            id,
+            endpoint,
+            settings,
+            now,
+            self.origin,
+            max_sent,
+        ));
         self.paths.last_mut().expect("just pushed")
     }
 
@@ -303,17 +306,13 @@ impl Transport {
         limits: &Limits,
         buf: &mut [u8],
     ) -> Result<Option<Transmit>, DropReason> {
-        let receipts = self.next_receipts <= now;
-        if receipts {
-            self.next_receipts = now + RECEIPT_INTERVAL;
-        }
         let n = self.paths.len();
         for k in 0..n {
             let i = (self.cursor + k) % n;
             let p = &self.paths[i];
             let ping = p.ping_due(now);
             let ack = p.ack_due(now) || (ping && p.has_unacked());
-            let receipt = receipts && p.receipt_due();
+            let receipt = p.receipt_due(now);
             if ping || ack || receipt {
                 self.cursor = (i + 1) % n;
                 return self.send_control(now, i, ping, ack, receipt, keys, limits, buf);
@@ -372,7 +371,7 @@ impl Transport {
             w.ping();
         }
         if receipt {
-            let (packets, bytes) = p.take_receipt();
+            let (packets, bytes) = p.take_receipt(now);
             w.receipt(p.id(), packets, bytes);
         }
         let len = w.len();
