@@ -13,6 +13,7 @@ use linkpool_os::tun::check_ifname;
 use linkpool_protocol::bundle::MemberBundle;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tracing::level_filters::LevelFilter;
 
 /// Where the control socket lives unless configured.
@@ -83,7 +84,13 @@ pub struct UplinkConfig {
     pub name: String,
     /// Device the uplink socket is bound to.
     pub device: String,
+    /// How often the path over it is pinged while idle (a metered line wants it slower).
+    pub probe_interval: Duration,
 }
+
+/// Idle probing interval bounds, in milliseconds: faster is pointless, slower than a
+/// minute would take a dead line that long to notice.
+pub const PROBE_INTERVAL_MS: std::ops::RangeInclusive<i64> = 100..=60_000;
 
 /// What loading a UCI file can give: the init script should not even start the daemon
 /// when it is disabled, but if it does, the daemon exits 0 saying so.
@@ -162,6 +169,7 @@ impl GatewayConfig {
                 .map(|u| UplinkSettings {
                     name: u.name,
                     device: u.device,
+                    probe_interval_ms: u.probe_interval_ms,
                 })
                 .collect(),
             warnings: Vec::new(),
@@ -185,6 +193,7 @@ impl GatewayConfig {
                 Field::Uplink(i) => format!("uplink[{i}]"),
                 Field::UplinkName(i) => format!("uplink[{i}].name"),
                 Field::UplinkDevice(i) => format!("uplink[{i}].device"),
+                Field::UplinkProbeInterval(i) => format!("uplink[{i}].probe_interval_ms"),
             };
             // A missing key: point at the header of its table instead.
             let line = toml_key_line(text, &key).or_else(|| {
@@ -263,6 +272,7 @@ struct RawTunnel {
 struct RawUplink {
     name: Option<String>,
     device: Option<String>,
+    probe_interval_ms: Option<i64>,
 }
 
 /// The settings as read, before validation, whatever the file format.
@@ -289,6 +299,7 @@ struct Settings {
 struct UplinkSettings {
     name: Option<String>,
     device: Option<String>,
+    probe_interval_ms: Option<i64>,
 }
 
 /// A setting, so that each file format can say what it is called there and on which line.
@@ -310,6 +321,7 @@ enum Field {
     Uplink(usize),
     UplinkName(usize),
     UplinkDevice(usize),
+    UplinkProbeInterval(usize),
 }
 
 type Locate<'a> = dyn Fn(Field) -> (String, Option<usize>) + 'a;
@@ -507,7 +519,25 @@ impl Settings {
                     format!("device `{dev}` is already uplink `{}`", other.name),
                 ));
             }
-            uplinks.push(UplinkConfig { name, device: dev });
+            let ms = u
+                .probe_interval_ms
+                .unwrap_or(linkpool_protocol::path::DEFAULT_PROBE_INTERVAL.as_millis() as i64);
+            if !PROBE_INTERVAL_MS.contains(&ms) {
+                return Err(err(
+                    Field::UplinkProbeInterval(i),
+                    format!(
+                        "{ms} is out of range: use {} to {} (milliseconds between pings of an idle \
+                         uplink; see docs/status.md for what each costs a month)",
+                        PROBE_INTERVAL_MS.start(),
+                        PROBE_INTERVAL_MS.end()
+                    ),
+                ));
+            }
+            uplinks.push(UplinkConfig {
+                name,
+                device: dev,
+                probe_interval: Duration::from_millis(ms as u64),
+            });
         }
 
         Ok(GatewayConfig {
@@ -591,7 +621,7 @@ const GATEWAY_OPTIONS: &[&str] = &[
     "mesh_network",
     "mesh_device",
 ];
-const UPLINK_OPTIONS: &[&str] = &["enabled", "name", "network", "device"];
+const UPLINK_OPTIONS: &[&str] = &["enabled", "name", "network", "device", "probe_interval_ms"];
 
 fn from_uci(
     file: &Path,
@@ -875,7 +905,34 @@ fn from_uci(
                 ));
             }
         };
-        settings.uplinks.push(UplinkSettings { name, device });
+        let probe_interval_ms = match get("probe_interval_ms") {
+            None => None,
+            Some(v) => {
+                let line = s.get("probe_interval_ms").map(|o| o.line);
+                keys.push((
+                    Field::UplinkProbeInterval(i),
+                    okey("probe_interval_ms"),
+                    line,
+                ));
+                // Any integer: out of range, the error gives the range.
+                match uci_int(&v) {
+                    Some(n) => Some(i64::try_from(n).unwrap_or(i64::MAX)),
+                    None => {
+                        return Err(ConfigError::key(
+                            file,
+                            okey("probe_interval_ms"),
+                            line,
+                            format!("expected an integer (milliseconds), got `{v}`"),
+                        ));
+                    }
+                }
+            }
+        };
+        settings.uplinks.push(UplinkSettings {
+            name,
+            device,
+            probe_interval_ms,
+        });
     }
 
     let fallback = format!("{package}.{gw_label}");

@@ -227,14 +227,28 @@ impl Gateway {
             .map(Some)
             .collect();
         for config in &self.config.uplinks {
-            let kept = old
-                .iter_mut()
-                .find_map(|u| u.take_if(|u| u.config == *config));
-            self.uplinks.push(kept.unwrap_or(Uplink {
-                config: config.clone(),
-                socket: None,
-                path: None,
-            }));
+            let kept = old.iter_mut().find_map(|u| {
+                u.take_if(|u| u.config.name == config.name && u.config.device == config.device)
+            });
+            let uplink = match kept {
+                Some(mut u) => {
+                    // A new probing interval applies to the path as it is.
+                    if let Some(path) = u.path.filter(|_| u.config != *config) {
+                        let settings = PathSettings {
+                            probe_interval: config.probe_interval,
+                        };
+                        self.client.set_path_settings(path, settings);
+                    }
+                    u.config = config.clone();
+                    u
+                }
+                None => Uplink {
+                    config: config.clone(),
+                    socket: None,
+                    path: None,
+                },
+            };
+            self.uplinks.push(uplink);
         }
         for path in old.into_iter().flatten().filter_map(|u| u.path) {
             self.client.close_path(path);
@@ -299,7 +313,10 @@ impl Gateway {
             for u in &mut self.uplinks {
                 match (&u.socket, u.path) {
                     (Some(_), None) => {
-                        let path = self.client.open_path(now, proxy, PathSettings::default());
+                        let settings = PathSettings {
+                            probe_interval: u.config.probe_interval,
+                        };
+                        let path = self.client.open_path(now, proxy, settings);
                         debug!(uplink = %u.config.name, %path, "path opened");
                         u.path = Some(path);
                     }

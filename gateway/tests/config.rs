@@ -5,6 +5,7 @@ use linkpool_gateway::config::{ConfigSource, GatewayConfig, Loaded};
 use linkpool_os::config_file::ConfigError;
 use linkpool_protocol::bundle::CipherChoice;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -72,10 +73,13 @@ device = "eth1"
 
 [[uplink]]
 device = "wwan0"
+probe_interval_ms = 5000
 "#,
         bundle()
     );
     let c = toml(&text).unwrap();
+    assert_eq!(c.uplinks[0].probe_interval, Duration::from_millis(100));
+    assert_eq!(c.uplinks[1].probe_interval, Duration::from_secs(5));
     assert_eq!(c.bundle.member, "alice");
     assert_eq!(c.bundle.cipher, CipherChoice::ChaCha20Poly1305);
     assert_eq!(c.log_level, tracing::level_filters::LevelFilter::DEBUG);
@@ -305,6 +309,41 @@ fn toml_errors_name_file_line_key_and_reason() {
         assert!(e.reason.contains(reason), "{e}\n--- in ---\n{text}");
         assert!(!e.to_string().contains('\n'), "one line: {e}");
     }
+}
+
+#[test]
+fn the_probe_interval_is_checked_in_both_formats() {
+    let text = minimal() + "probe_interval_ms = 50\n";
+    let e = toml_err(&text).to_string();
+    assert!(
+        e.contains(":6: key `uplink[0].probe_interval_ms`: 50 is out of range: use 100 to 60000"),
+        "{e}"
+    );
+    let uci = |value: &str| {
+        GatewayConfig::from_uci_str(
+            Path::new("/etc/config/linkpool"),
+            &format!(
+                "config gateway 'main'\n\toption bundle '{}'\n\nconfig uplink 'lte'\n\t\
+                 option device 'wwan0'\n\toption probe_interval_ms '{value}'\n",
+                bundle()
+            ),
+            &[],
+        )
+    };
+    match uci("10000").unwrap() {
+        Loaded::Enabled(c) => assert_eq!(c.uplinks[0].probe_interval, Duration::from_secs(10)),
+        other => panic!("{other:?}"),
+    }
+    let e = uci("70000").unwrap_err().to_string();
+    assert!(
+        e.contains(":6: key `linkpool.lte.probe_interval_ms`: 70000 is out of range"),
+        "{e}"
+    );
+    let e = uci("1s").unwrap_err().to_string();
+    assert!(
+        e.contains("linkpool.lte.probe_interval_ms`: expected an integer (milliseconds), got `1s`"),
+        "{e}"
+    );
 }
 
 #[test]
