@@ -132,7 +132,7 @@ impl Client {
         let mac1_key = session::mac1_key(&config.static_key.public_key());
         let mut rng = SplitMix(seed);
         let next_path_id = rng.next_u32() as u16;
-        let transport = Transport::new(now, now, usize::from(config.mtu), config.queue_slots);
+        let transport = Transport::new(now, usize::from(config.mtu), config.queue_slots);
         Client {
             config,
             mac1_key,

@@ -462,7 +462,7 @@ impl Server {
                 }
                 member.last_received = Some(now);
                 let transport = member.transport.get_or_insert_with(|| {
-                    let mut t = Transport::new(now, now, mtu, slots);
+                    let mut t = Transport::new(now, mtu, slots);
                     t.forget_dead_paths_after(FORGET_DEAD_PATHS);
                     t
                 });

@@ -65,7 +65,7 @@ pub(crate) struct Transport {
 impl Transport {
     /// `mtu` is the largest inner packet; `slots` how many the send queue holds (sent
     /// ones are kept in the same ring for re-sends).
-    pub(crate) fn new(now: Instant, origin: Instant, mtu: usize, slots: usize) -> Transport {
+    pub(crate) fn new(origin: Instant, mtu: usize, slots: usize) -> Transport {
         Transport {
             origin,
             mtu,
