@@ -1,13 +1,28 @@
-//! The real cores over simulated paths.
+//! The real cores ([`GatewayCore`], [`ProxyCore`]) over simulated paths: what a path cut
+//! costs a download, a path coming back, the per-path estimates against the simulator's
+//! truth, a NAT rebinding, and how often the cores ask to be woken.
+//!
+//! Two paths unless said otherwise: path 0 at 20 Mbit/s and 10 ms each way, path 1 at
+//! 10 Mbit/s and 30 ms, both with 50 ms of queue. Every figure a test checks is printed
+//! (`cargo test -p linkpool-sim --test paths -- --nocapture`).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use linkpool_protocol::path::PathState;
+use linkpool_protocol::PathEvent;
+use linkpool_protocol::client::Event;
+use linkpool_protocol::path::{Path, PathState};
 use linkpool_sim::cores::{self, GatewayCore, ProxyCore};
-use linkpool_sim::{Direction, LinkParams, PathSpec, Side, Sim, SimConfig, TcpFlow};
+use linkpool_sim::{
+    Direction, FlowId, LinkParams, PathSpec, PathTruth, Side, Sim, SimConfig, TcpFlow, UdpStream,
+};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
 }
 
 fn wan(mbit: u64, delay_ms: u64) -> LinkParams {
@@ -19,40 +34,72 @@ fn wan(mbit: u64, delay_ms: u64) -> LinkParams {
     }
 }
 
-fn two_paths(seed: u64) -> Sim<GatewayCore, ProxyCore> {
+/// The configured two-way delays of the two paths.
+const TWO_WAY: [Duration; 2] = [Duration::from_millis(20), Duration::from_millis(60)];
+
+fn two_paths_with(seed: u64, p0: LinkParams, p1: LinkParams) -> Sim<GatewayCore, ProxyCore> {
     let cfg = SimConfig::new(seed)
-        .path(PathSpec::new(wan(20, 10)))
-        .path(PathSpec::new(wan(10, 30)));
+        .path(PathSpec::new(p0))
+        .path(PathSpec::new(p1));
     let (g, p) = cores::pair(&cfg);
     Sim::new(cfg, g, p)
+}
+
+fn two_paths(seed: u64) -> Sim<GatewayCore, ProxyCore> {
+    two_paths_with(seed, wan(20, 10), wan(10, 30))
+}
+
+/// The proxy's path for simulated path `i`.
+fn proxy_path(sim: &Sim<GatewayCore, ProxyCore>, i: usize) -> &Path {
+    let id = sim.gateway().path_id(i);
+    sim.proxy()
+        .member()
+        .paths
+        .iter()
+        .find(|p| p.id() == id)
+        .unwrap_or_else(|| panic!("the proxy has no path {i} ({id:?})"))
+}
+
+/// Datagram bytes delivered in `[from, to)`.
+fn bytes_between(t: &PathTruth, from: Duration, to: Duration) -> u64 {
+    t.deliveries_between(from, to)
+        .iter()
+        .map(|d| d.len as u64)
+        .sum()
+}
+
+/// The one-way delay of the last delivery before `t`.
+fn last_delay_before(t: &PathTruth, at: Duration) -> Duration {
+    t.deliveries_between(Duration::ZERO, at)
+        .last()
+        .expect("a delivery")
+        .delay()
+}
+
+fn within(estimate: f64, truth: f64, tolerance: f64) -> bool {
+    (estimate - truth).abs() <= tolerance * truth.abs()
+}
+
+fn states(sim: &Sim<GatewayCore, ProxyCore>) -> String {
+    let g: Vec<_> = (0..2)
+        .map(|i| sim.gateway().path(i).state().name())
+        .collect();
+    let p: Vec<_> = (0..2).map(|i| proxy_path(sim, i).state().name()).collect();
+    format!("gateway {g:?}, proxy {p:?}")
 }
 
 #[test]
 fn the_cores_connect_and_carry_a_download() {
     let mut sim = two_paths(1);
     let dl = sim.add(TcpFlow::download().start_at(ms(500)));
-    for step in 1..=30 {
-        sim.run_until(ms(100 * step));
-        let g = sim.gateway();
-        let states: Vec<_> = g
-            .client()
-            .paths()
-            .iter()
-            .map(|p| (p.state(), p.srtt(), p.min_rtt()))
-            .collect();
-        println!(
-            "{:?} conn={} {:?} dl={} down0={} down1={}",
-            sim.elapsed(),
-            g.client().is_connected(),
-            states,
-            sim.flow(dl).bytes_delivered(),
-            sim.truth(0, Direction::Downstream).delivered,
-            sim.truth(1, Direction::Downstream).delivered
-        );
-    }
-    println!("{:?}", sim.flow(dl).stats());
-    println!("g {:?} p {:?}", sim.gateway().stats(), sim.proxy().stats());
-    println!("gw {:?}", sim.endpoint_stats(Side::Gateway).wakeups);
+    sim.run_until(secs(3));
+    println!(
+        "{}; goodput {:.1} Mbit/s; {:?}",
+        states(&sim),
+        sim.flow(dl).goodput_bps(secs(1), secs(3)) / 1e6,
+        sim.flow(dl).stats()
+    );
+    assert!(sim.gateway().client().is_connected());
     assert!(
         sim.gateway()
             .client()
@@ -60,5 +107,401 @@ fn the_cores_connect_and_carry_a_download() {
             .iter()
             .all(|p| p.state() == PathState::Active)
     );
-    assert!(sim.flow(dl).goodput_bps(ms(1000), ms(3000)) > 15e6);
+    assert!(sim.proxy().member().paths.len() == 2);
+    assert!(sim.flow(dl).goodput_bps(secs(1), secs(3)) > 15e6);
+    assert_eq!(sim.gateway().stats().datagrams_refused, 0);
+    assert_eq!(sim.proxy().stats().datagrams_refused, 0);
+}
+
+/// Path 0 is cut both ways for 1 s under a download, at a time that varies with the
+/// seed (so the cut finds the download in different phases).
+const OUTAGE: Duration = Duration::from_secs(1);
+/// The runs of the cut tests: seeds, and when path 0 is cut.
+const CUTS: [(u64, u64); 4] = [(1, 3000), (2, 3370), (3, 4110), (4, 5530)];
+
+/// Both paths with 2 ms of jitter (seeded, never reordering), so that seeds differ.
+fn jittery(seed: u64) -> Sim<GatewayCore, ProxyCore> {
+    let j = |p: LinkParams| LinkParams { jitter: ms(2), ..p };
+    two_paths_with(seed, j(wan(20, 10)), j(wan(10, 30)))
+}
+
+fn cut_download(seed: u64, cut: Duration) -> (Sim<GatewayCore, ProxyCore>, FlowId<TcpFlow>) {
+    let mut sim = jittery(seed);
+    let dl = sim.add(TcpFlow::download().start_at(ms(500)));
+    sim.outage(0, cut, OUTAGE);
+    (sim, dl)
+}
+
+/// (1) A cut of the path that carries a download costs it no retransmission timeout: the
+/// proxy suspects the path within about two RTTs and re-sends what was in flight on the
+/// other, so TCP sees at most a fast retransmit, and in-order delivery stalls for less
+/// than two of the cut path's RTTs (as it is when cut: its queue full of the download)
+/// and 100 ms (the re-send's trip over path 1, 30 ms, and TCP's own recovery).
+///
+/// Fails in 2 of the 4 runs (seeds 1 and 2; without jitter a cut at 3.37 s fails too):
+/// when the proxy suspects path 0 (~85 ms after the cut) it re-sends everything that was
+/// in flight on it (120 packets, ~165 kB: 20 Mbit/s times a 65 ms RTT) on path 1 in one
+/// burst (`Transport::poll_transmit` drains `resend` with no pacing and no regard for the
+/// path it goes on), and path 1 (10 Mbit/s, 50 ms of queue: ~44 packets) drops 75 of
+/// them at once. TCP's SACK recovery then re-sends those 75 holes in a burst of its own
+/// into the still full queue, 2 of its retransmissions are dropped too, and a lost
+/// retransmission is only recovered by a timeout: one RTO, a ~268 ms stall against a
+/// bound of ~240 ms. (Counterfactual, on a patched copy of the core: without the re-sends
+/// the whole window is lost and TCP times out anyway; with the burst capped at 40 or 60
+/// packets it still does. What is missing is pacing the re-sends at the rate of the path
+/// they go on.) The passing runs lose 30-70 datagrams in path 1's queue and recover with
+/// fast retransmits.
+#[test]
+#[ignore = "core bug: a suspect path's in-flight packets are re-sent on a slower path in one unpaced burst that overflows its queue; TCP times out"]
+fn a_path_cut_costs_a_download_no_timeout() {
+    let mut failures = Vec::new();
+    for (seed, cut) in CUTS {
+        let cut = ms(cut);
+        let (mut sim, dl) = cut_download(seed, cut);
+        sim.run_until(cut);
+        let down = |sim: &Sim<_, _>, i| {
+            bytes_between(sim.truth(i, Direction::Downstream), cut - secs(1), cut)
+        };
+        let (on0, on1) = (down(&sim, 0), down(&sim, 1));
+        assert!(
+            on0 > 20 * on1,
+            "seed {seed}: path 0 does not carry the download before the cut ({on0} vs {on1} bytes)"
+        );
+        let rtt = last_delay_before(sim.truth(0, Direction::Downstream), cut)
+            + last_delay_before(sim.truth(0, Direction::Upstream), cut);
+        sim.run_until(cut + OUTAGE + secs(2));
+        let tcp = sim.flow(dl);
+        let stall = tcp
+            .delivered()
+            .longest_stall_between(cut - ms(500), cut + OUTAGE)
+            .map_or(Duration::ZERO, |s| s.len);
+        let bound = 2 * rtt + ms(100);
+        let resent = proxy_path(&sim, 0).counters().resent_elsewhere;
+        let queue_drops = sim.truth(1, Direction::Downstream).link.dropped_queue;
+        println!(
+            "seed {seed}, cut at {cut:?}: cut path RTT {rtt:?} (unloaded {:?}); stall {stall:?}, \
+             bound {bound:?}; RTOs {}, fast retransmits {}, retransmits {}; the proxy re-sent \
+             {resent} elsewhere, path 1 dropped {queue_drops} in its queue",
+            TWO_WAY[0],
+            tcp.stats().rto_count,
+            tcp.stats().fast_retransmits,
+            tcp.stats().retransmits
+        );
+        if tcp.stats().rto_count != 0 {
+            failures.push(format!("seed {seed}: RTOs {:?}", tcp.events()));
+        }
+        if stall >= bound {
+            failures.push(format!("seed {seed}: stall {stall:?} >= {bound:?}"));
+        }
+        assert!(
+            tcp.goodput_bps(cut + ms(300), cut + OUTAGE) > 6e6,
+            "seed {seed}: path 1 does not carry the download during the cut"
+        );
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// (2) A path that comes back is used again: once path 0 answers after its outage both
+/// cores make it active, and the download (which goes on the active path with the lowest
+/// RTT) returns to it.
+#[test]
+fn a_path_that_comes_back_carries_the_download_again() {
+    for (seed, cut) in CUTS {
+        let (mut sim, dl) = cut_download(seed, ms(cut));
+        let back = ms(cut) + OUTAGE;
+        sim.run_until(back);
+        let mid = states(&sim);
+        assert_ne!(
+            sim.gateway().path(0).state(),
+            PathState::Active,
+            "seed {seed}"
+        );
+        sim.run_until(back + secs(3));
+        let id = sim.gateway().path_id(0);
+        let active_again = sim
+            .gateway()
+            .events()
+            .iter()
+            .find(|(t, e)| {
+                *t >= back
+                    && *e
+                        == Event::Path(PathEvent {
+                            path: id,
+                            state: PathState::Active,
+                        })
+            })
+            .map(|(t, _)| *t - back);
+        let from = back + secs(1);
+        let to = back + secs(3);
+        let on0 = bytes_between(sim.truth(0, Direction::Downstream), from, to);
+        let on1 = bytes_between(sim.truth(1, Direction::Downstream), from, to);
+        let share = on0 as f64 / (on0 + on1) as f64;
+        println!(
+            "seed {seed}: at the end of the outage {mid}; gateway path 0 active again after \
+             {active_again:?}; path 0 carries {:.1} % of the download 1-3 s after; {}; goodput {:.1} Mbit/s",
+            share * 100.0,
+            states(&sim),
+            sim.flow(dl).goodput_bps(from, to) / 1e6
+        );
+        assert!(
+            active_again.is_some(),
+            "seed {seed}: path 0 never active again"
+        );
+        assert_eq!(
+            sim.gateway().path(0).state(),
+            PathState::Active,
+            "seed {seed}"
+        );
+        assert_eq!(
+            proxy_path(&sim, 0).state(),
+            PathState::Active,
+            "seed {seed}"
+        );
+        assert!(share > 0.9, "seed {seed}: path 0 carries {share}");
+        let before = bytes_between(sim.truth(0, Direction::Downstream), from, from + secs(1));
+        let after = bytes_between(sim.truth(0, Direction::Downstream), to - secs(1), to);
+        assert!(
+            before > 1_500_000 && after > 1_500_000,
+            "seed {seed}: {before} {after}"
+        );
+    }
+}
+
+/// (3a) The gateway's RTT estimates of idle paths (its pings only) are the paths'
+/// two-way delays within 10 %.
+#[test]
+fn the_gateway_measures_idle_rtts() {
+    let mut sim = two_paths(3);
+    sim.run_until(secs(10));
+    for (i, truth) in TWO_WAY.into_iter().enumerate() {
+        let p = sim.gateway().path(i);
+        let (srtt, min) = (p.srtt().unwrap(), p.min_rtt().unwrap());
+        println!("gateway path {i}: srtt {srtt:?}, min_rtt {min:?}, truth {truth:?}");
+        assert!(within(srtt.as_secs_f64(), truth.as_secs_f64(), 0.1));
+        assert!(within(min.as_secs_f64(), truth.as_secs_f64(), 0.1));
+    }
+}
+
+/// (3b) The same at the proxy, which pings an idle path itself only in its answers.
+///
+/// Fails: each end acknowledges the other's ping only after `MAX_ACK_DELAY` (10 ms;
+/// `Path::on_received`: an in-order ack-eliciting packet below `ACK_EVERY` waits), so
+/// every RTT sample the proxy gets is 10 ms long. The gateway's first sample is the
+/// handshake's round trip (no ack delay), so its `min_rtt` is right and RFC 9002's
+/// adjustment takes the reported ack delay off its later samples; the proxy's first
+/// sample already has the 10 ms in it, so its `min_rtt` has too, and the adjustment
+/// (`rtt >= min_rtt + ack_delay`) never applies: 30 ms on a 20 ms path, 70 on 60.
+#[test]
+#[ignore = "core bug: pings are acked after MAX_ACK_DELAY and the proxy's min_rtt/srtt keep the 10 ms"]
+fn the_proxy_measures_idle_rtts() {
+    let mut sim = two_paths(3);
+    sim.run_until(secs(10));
+    for (i, truth) in TWO_WAY.into_iter().enumerate() {
+        let p = proxy_path(&sim, i);
+        let (srtt, min) = (p.srtt().unwrap(), p.min_rtt().unwrap());
+        println!("proxy path {i}: srtt {srtt:?}, min_rtt {min:?}, truth {truth:?}");
+        assert!(
+            within(srtt.as_secs_f64(), truth.as_secs_f64(), 0.1),
+            "proxy path {i}: srtt {srtt:?}, truth {truth:?}"
+        );
+        assert!(
+            within(min.as_secs_f64(), truth.as_secs_f64(), 0.1),
+            "proxy path {i}: min_rtt {min:?}, truth {truth:?}"
+        );
+    }
+}
+
+/// (3c) Under a download, the min_rtt of the loaded path is still its two-way delay (the
+/// first packets found the queue empty), at both ends.
+#[test]
+fn min_rtt_of_a_loaded_path() {
+    let mut sim = two_paths(4);
+    sim.add(TcpFlow::download().start_at(ms(500)));
+    sim.run_until(secs(5));
+    let truth = TWO_WAY[0];
+    let g = sim.gateway().path(0).min_rtt().unwrap();
+    let p = proxy_path(&sim, 0).min_rtt().unwrap();
+    println!(
+        "loaded path 0: gateway min_rtt {g:?} (srtt {:?}), proxy min_rtt {p:?} (srtt {:?}), truth {truth:?}",
+        sim.gateway().path(0).srtt().unwrap(),
+        proxy_path(&sim, 0).srtt().unwrap()
+    );
+    assert!(within(g.as_secs_f64(), truth.as_secs_f64(), 0.1));
+    assert!(within(p.as_secs_f64(), truth.as_secs_f64(), 0.1));
+}
+
+/// (3d) Loss: path 0 drops 2 % both ways and carries 8 Mbit/s of UDP each way for 30 s.
+/// Each end's cumulative count of its packets lost, lost / (lost + acked), is the
+/// truth's loss fraction of the direction it sends on within 10 % (the truth counts every
+/// datagram, acks too; the core its ack-eliciting ones: the same link, other samples).
+#[test]
+fn loss_estimates_match_the_truth() {
+    let lossy = LinkParams {
+        loss: 0.02,
+        ..wan(20, 10)
+    };
+    let mut sim = two_paths_with(5, lossy, wan(10, 30));
+    sim.add(UdpStream::bulk(Side::Proxy, 8_000_000, 1200).start_at(ms(500)));
+    sim.add(UdpStream::bulk(Side::Gateway, 8_000_000, 1200).start_at(ms(500)));
+    sim.run_until(secs(30));
+    let ends = [
+        (Side::Gateway, sim.gateway().path(0), Direction::Upstream),
+        (Side::Proxy, proxy_path(&sim, 0), Direction::Downstream),
+    ];
+    for (side, p, dir) in ends {
+        let c = p.counters();
+        let estimate = c.lost as f64 / (c.lost + c.acked) as f64;
+        let truth = sim.truth(0, dir).loss_fraction();
+        println!(
+            "{side} path 0: lost {} of {} ({:.3} %), windowed {:.3} %; truth {:.3} % of {} datagrams {dir:?}",
+            c.lost,
+            c.lost + c.acked,
+            estimate * 100.0,
+            p.loss() * 100.0,
+            truth * 100.0,
+            sim.truth(0, dir).sent
+        );
+        assert!(c.lost + c.acked > 20_000, "{side}: too few packets");
+        assert!(
+            within(estimate, truth, 0.1),
+            "{side}: {estimate} vs {truth}"
+        );
+        let clean = match side {
+            Side::Gateway => sim.gateway().path(1),
+            Side::Proxy => proxy_path(&sim, 1),
+        };
+        assert_eq!(clean.counters().lost, 0, "{side}: loss on the clean path 1");
+    }
+}
+
+/// (3e) Delivery rate: a download saturates path 0 (downstream) and an upload does so
+/// upstream. The sender's estimate (datagram bytes per second) is within 10 % of the
+/// truth's rate of the last second and of what the link carries of datagram bytes: its
+/// 20 Mbit/s counts the simulator's 28 bytes of IPv4 and UDP headers per datagram too.
+#[test]
+fn delivery_rate_of_a_saturated_path() {
+    for upload in [false, true] {
+        let mut sim = two_paths(6);
+        let flow = if upload {
+            TcpFlow::upload()
+        } else {
+            TcpFlow::download()
+        };
+        sim.add(flow.start_at(ms(500)));
+        let end = secs(6);
+        sim.run_until(end);
+        let (side, dir, p) = if upload {
+            (Side::Gateway, Direction::Upstream, sim.gateway().path(0))
+        } else {
+            (Side::Proxy, Direction::Downstream, proxy_path(&sim, 0))
+        };
+        let estimate = p.delivery_rate() as f64;
+        let truth = sim.truth(0, dir);
+        let window = truth.deliveries_between(end - secs(1), end);
+        let bytes: u64 = window.iter().map(|d| d.len as u64).sum();
+        let measured = bytes as f64;
+        let mean_len = bytes as f64 / window.len() as f64;
+        let link = 20e6 / 8.0 * mean_len / (mean_len + 28.0);
+        println!(
+            "{side} path 0 ({dir:?}): delivery rate {:.3} MB/s; truth {:.3} MB/s of datagrams \
+             (mean {mean_len:.0} bytes), link {:.3} MB/s of datagram bytes",
+            estimate / 1e6,
+            measured / 1e6,
+            link / 1e6
+        );
+        assert!(within(estimate, measured, 0.1), "{side}: vs truth");
+        assert!(within(estimate, link, 0.1), "{side}: vs link");
+    }
+}
+
+/// The address path 0's NAT moves the gateway to.
+fn rebound() -> SocketAddr {
+    "100.64.0.99:41234".parse().unwrap()
+}
+
+/// (4) Roaming: at 2 s path 0's NAT maps the gateway to a new address. Three datagrams
+/// sent through the old mapping arrive after the first ones from the new address. The
+/// proxy's endpoint of path 0 follows the new address at its first datagram, stays there
+/// (the late ones have lower packet numbers), and the download goes on over path 0.
+#[test]
+fn roaming_follows_the_new_address_and_ignores_late_packets() {
+    let mut sim = two_paths(7);
+    let dl = sim.add(TcpFlow::download().start_at(ms(500)));
+    let at = secs(2);
+    let t = sim.instant(at);
+    sim.proxy_mut().rebind(0, t, rebound(), 3);
+    sim.run_until(at);
+    let old = proxy_path(&sim, 0).endpoint().remote;
+    assert_eq!(old, cores::gateway_remote(0));
+    let mut moved = None;
+    let mut back = Vec::new();
+    let end = at + secs(3);
+    while sim.elapsed() < end {
+        sim.run_for(ms(1));
+        let remote = proxy_path(&sim, 0).endpoint().remote;
+        match (moved, remote == rebound()) {
+            (None, true) => moved = Some(sim.elapsed() - at),
+            (Some(_), false) => back.push((sim.elapsed(), remote)),
+            _ => {}
+        }
+    }
+    let tcp = sim.flow(dl);
+    let on0 = bytes_between(sim.truth(0, Direction::Downstream), at + secs(1), end);
+    println!(
+        "moved after {moved:?}; moved back {back:?}; late datagrams handed over {}, sent to the \
+         old mapping {}; refused by the proxy {} {:?}; goodput after {:.1} Mbit/s, path 0 {:.1} Mbit/s; \
+         stall {:?}; RTOs {}",
+        sim.proxy().late_delivered(),
+        sim.proxy().sent_to_stale(),
+        sim.proxy().stats().datagrams_refused,
+        sim.proxy().stats().last_reasons,
+        tcp.goodput_bps(at + secs(1), end) / 1e6,
+        on0 as f64 * 8.0 / 2.0 / 1e6,
+        tcp.delivered().longest_stall_between(at - ms(100), end),
+        tcp.stats().rto_count,
+    );
+    assert!(moved.is_some_and(|d| d < ms(50)), "never moved: {moved:?}");
+    assert!(back.is_empty(), "moved back: {back:?}");
+    assert_eq!(sim.proxy().late_delivered(), 3);
+    assert_eq!(proxy_path(&sim, 0).endpoint().remote, rebound());
+    assert_eq!(proxy_path(&sim, 0).state(), PathState::Active);
+    assert!(tcp.goodput_bps(at + secs(1), end) > 15e6);
+    assert!(on0 as f64 * 8.0 / 2.0 > 15e6, "path 0 no longer carries it");
+}
+
+/// (5) Wake-ups. Idle, each core has per path one ping to send per probe interval (the
+/// gateway's 100 ms; the proxy pings only in its answers), a delayed ack for a ping of
+/// the other end, and the path's silence timer, which an answer moves before it is due:
+/// at most 2 timers × 10 per second × 2 paths = 40 a second, far below the ~100/s a
+/// 10 ms tick would cost. Under a download, acknowledgements go out after every 4th
+/// packet (no timer) or after the 10 ms ack delay: at most 100/s per path carrying data,
+/// plus the idle path's 20/s and path 0's pings (pushed back by its own traffic): a
+/// bound of 150/s, against some 1 800 datagrams a second arriving.
+#[test]
+fn the_cores_wake_only_for_their_timers() {
+    let mut sim = two_paths(8);
+    sim.try_run_until(secs(12)).expect("no spin");
+    let (from, to) = (secs(2), secs(12));
+    let g = sim.endpoint_stats(Side::Gateway).wakeups_per_sec(from, to);
+    let p = sim.endpoint_stats(Side::Proxy).wakeups_per_sec(from, to);
+    println!("idle: wake-ups/s gateway {g:.1}, proxy {p:.1}");
+    assert!(g <= 40.0, "gateway idle {g}");
+    assert!(p <= 40.0, "proxy idle {p}");
+
+    let mut sim = two_paths(8);
+    let dl = sim.add(TcpFlow::download().start_at(ms(500)));
+    sim.try_run_until(secs(12)).expect("no spin");
+    let gs = sim.endpoint_stats(Side::Gateway);
+    let ps = sim.endpoint_stats(Side::Proxy);
+    let g = gs.wakeups_per_sec(from, to);
+    let p = ps.wakeups_per_sec(from, to);
+    let arrivals = gs.datagrams_in as f64 / 12.0;
+    println!(
+        "download ({:.1} Mbit/s): wake-ups/s gateway {g:.1}, proxy {p:.1}; datagrams in/s \
+         gateway {arrivals:.0}, proxy {:.0}",
+        sim.flow(dl).goodput_bps(from, to) / 1e6,
+        ps.datagrams_in as f64 / 12.0
+    );
+    assert!(g <= 150.0, "gateway under a download {g}");
+    assert!(p <= 150.0, "proxy under a download {p}");
 }
