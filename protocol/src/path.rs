@@ -70,6 +70,8 @@ const ACK_EVERY: u32 = 4;
 const INITIAL_RTT: Duration = Duration::from_millis(333);
 /// Never suspect a path sooner than this after sending (timer granularity, scheduling).
 const MIN_SUSPECT_AFTER: Duration = Duration::from_millis(25);
+/// Never suspect a busy path for an ack gap shorter than this.
+const MIN_ACK_GAP: Duration = Duration::from_millis(30);
 /// Answered pings a path that died needs before it carries traffic again.
 const CONFIRMATIONS_AFTER_DEAD: u32 = 3;
 /// Packets sent and not yet acknowledged that a path remembers at most; older ones are
@@ -169,6 +171,11 @@ pub struct Path {
     next_ping: Instant,
     /// Pings sent since the last answer, for the suspect-state backoff.
     unanswered_pings: u32,
+    /// When an ack last acknowledged something new, and how far apart such acks come
+    /// while the path is busy: the ack clock, which stops when the path dies whatever
+    /// its queue holds.
+    last_ack_at: Option<Instant>,
+    ack_interval: Option<Duration>,
 
     // Estimates.
     srtt: Option<Duration>,
@@ -227,6 +234,8 @@ impl Path {
             last_ack_eliciting_sent: None,
             next_ping: now,
             unanswered_pings: 0,
+            last_ack_at: None,
+            ack_interval: None,
             srtt: None,
             rttvar: Duration::ZERO,
             min_rtt: None,
@@ -494,6 +503,17 @@ impl Path {
         self.delivered += acked_bytes;
         self.delivered_at = now;
         let newest = largest_newly.expect("newly acked");
+        if let Some(prev) = self.last_ack_at {
+            // Only a gap the newest packet was in flight for says how often acks come.
+            let gap = now.saturating_duration_since(prev);
+            if newest.at <= prev && gap < self.srtt.unwrap_or(INITIAL_RTT) {
+                self.ack_interval = Some(match self.ack_interval {
+                    None => gap,
+                    Some(i) => (i * 7 + gap) / 8,
+                });
+            }
+        }
+        self.last_ack_at = Some(now);
         if newest.pn == largest {
             let delay = Duration::from_micros(ack.delay_us).min(MAX_ACK_DELAY);
             self.on_rtt_sample(now.saturating_duration_since(newest.at), delay);
@@ -661,7 +681,24 @@ impl Path {
             return None;
         }
         let oldest = self.sent.iter().find(|s| !s.acked && !s.lost)?;
-        Some(oldest.at + self.suspect_after())
+        let by_rtt = oldest.at + self.suspect_after();
+        // The ack clock: from when an ack for the oldest packet could first come (or the
+        // last ack, if later), acks should keep coming about as often as they did. With
+        // the ISP's queue full the RTT is long, but the acks still come every few
+        // milliseconds until the line dies.
+        let (Some(last), Some(interval), Some(min_rtt)) =
+            (self.last_ack_at, self.ack_interval, self.min_rtt)
+        else {
+            return Some(by_rtt);
+        };
+        let by_clock = last.max(oldest.at + min_rtt) + self.ack_gap_limit(interval);
+        Some(by_rtt.min(by_clock))
+    }
+
+    /// How long without an ack a busy path may go: a few ack intervals, the peer's ack
+    /// delay, and room for the RTT's variation.
+    fn ack_gap_limit(&self, interval: Duration) -> Duration {
+        (4 * interval + MAX_ACK_DELAY + 2 * self.rttvar).max(MIN_ACK_GAP)
     }
 
     /// The next time [`Path::on_timeout`] or a ping needs this path.

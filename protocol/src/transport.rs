@@ -35,7 +35,8 @@ pub struct PathEvent {
 /// from `local` (when given).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
-    /// The path it belongs to.
+    /// The path it belongs to. The proxy's handshake and cookie answers belong to no path
+    /// yet: theirs is `PathId(0)` and means nothing; `remote` and `local` say where.
     pub path: PathId,
     /// Where it goes.
     pub remote: std::net::SocketAddr,

@@ -351,6 +351,7 @@ impl Proxy {
                             "tx_packets": c.tx_packets,
                             "tx_bytes": c.tx_bytes,
                             "resent_elsewhere": c.resent_elsewhere,
+                            "suspected": c.suspected,
                             "receipt_bytes": p.peer_receipt().map(|r| r.1),
                         })
                     })

@@ -74,6 +74,26 @@ fn download_across(name: &str, cut: impl FnOnce(&Coop)) -> Duration {
         pool.gateway_status(&coop, 1, false).unwrap_or_default(),
         pool.proxy_status(&coop, false).unwrap_or_default()
     );
+    // A steady download never makes a path look dead: neither end suspected one.
+    let suspected = |status: String| {
+        status
+            .split("\"suspected\":")
+            .skip(1)
+            .filter_map(|s| {
+                s.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum::<u64>()
+    };
+    let gateway = pool.gateway_status(&coop, 1, true).unwrap();
+    let proxy = pool.proxy_status(&coop, true).unwrap();
+    assert_eq!(
+        (suspected(gateway.clone()), suspected(proxy.clone())),
+        (0, 0),
+        "a path was suspected before the cut\n{gateway}\n{proxy}"
+    );
     let second_before = upstream_frames(&coop, "r1-wan2");
     let cut_at = Instant::now();
     cut(&coop);
