@@ -450,7 +450,7 @@ fn roaming_follows_the_new_address_and_ignores_late_packets() {
     println!(
         "moved after {moved:?}; moved back {back:?}; late datagrams handed over {}, sent to the \
          old mapping {}; refused by the proxy {} {:?}; goodput after {:.1} Mbit/s, path 0 {:.1} Mbit/s; \
-         stall {:?}; RTOs {}",
+         longest stall from 100 ms before {:?}; RTOs {}",
         sim.proxy().late_delivered(),
         sim.proxy().sent_to_stale(),
         sim.proxy().stats().datagrams_refused,
@@ -465,18 +465,29 @@ fn roaming_follows_the_new_address_and_ignores_late_packets() {
     assert_eq!(sim.proxy().late_delivered(), 3);
     assert_eq!(proxy_path(&sim, 0).endpoint().remote, rebound());
     assert_eq!(proxy_path(&sim, 0).state(), PathState::Active);
+    // No gap of 50 ms or more in the download around the rebinding.
+    let around = tcp
+        .delivered()
+        .longest_stall_between(at - ms(50), at + ms(500));
+    assert!(
+        around.is_none(),
+        "the rebinding stalled the download: {around:?}"
+    );
     assert!(tcp.goodput_bps(at + secs(1), end) > 15e6);
     assert!(on0 as f64 * 8.0 / 2.0 > 15e6, "path 0 no longer carries it");
 }
 
-/// (5) Wake-ups. Idle, each core has per path one ping to send per probe interval (the
-/// gateway's 100 ms; the proxy pings only in its answers), a delayed ack for a ping of
-/// the other end, and the path's silence timer, which an answer moves before it is due:
-/// at most 2 timers × 10 per second × 2 paths = 40 a second, far below the ~100/s a
-/// 10 ms tick would cost. Under a download, acknowledgements go out after every 4th
-/// packet (no timer) or after the 10 ms ack delay: at most 100/s per path carrying data,
-/// plus the idle path's 20/s and path 0's pings (pushed back by its own traffic): a
-/// bound of 150/s, against some 1 800 datagrams a second arriving.
+/// (5) Wake-ups (timer calls at distinct instants; `run_until` fails on a spin). Idle,
+/// per path the gateway wakes for its ping every probe interval (100 ms) and for the
+/// delayed ack (10 ms later) of the proxy's ping (about once a second); the proxy, whose
+/// own pings ride on its answers, wakes for the delayed ack of each of the gateway's
+/// pings (10 a second); silence timers are moved by the answers before they are due. So
+/// at most 2 timers × 10 a second × 2 paths = 40 a second at either end (measured: ~22
+/// and ~20), far below the 100/s of a 10 ms tick. A dead path is pinged once a second:
+/// fewer. Under a download, acknowledgements go out after every 4th packet (no timer) or
+/// after the 10 ms ack delay: at most 100/s for the path carrying data, plus the idle
+/// path's 20/s and path 0's pings (pushed back by its own traffic): a bound of 150/s,
+/// against some 1 700 datagrams a second arriving at the gateway.
 #[test]
 fn the_cores_wake_only_for_their_timers() {
     let mut sim = two_paths(8);
@@ -487,6 +498,21 @@ fn the_cores_wake_only_for_their_timers() {
     println!("idle: wake-ups/s gateway {g:.1}, proxy {p:.1}");
     assert!(g <= 40.0, "gateway idle {g}");
     assert!(p <= 40.0, "proxy idle {p}");
+
+    // Idle with path 0 down from 2 s: suspect (pinged fast, backing off), then dead
+    // (pinged every second), and nothing else to wake for.
+    let mut sim = two_paths(8);
+    sim.down_at(secs(2), 0, &Direction::BOTH);
+    sim.try_run_until(secs(12)).expect("no spin");
+    let g = sim.endpoint_stats(Side::Gateway).wakeups_per_sec(from, to);
+    let p = sim.endpoint_stats(Side::Proxy).wakeups_per_sec(from, to);
+    println!(
+        "idle, path 0 down: wake-ups/s gateway {g:.1}, proxy {p:.1}; {}",
+        states(&sim)
+    );
+    assert_eq!(sim.gateway().path(0).state(), PathState::Dead);
+    assert!(g <= 40.0, "gateway idle, path 0 down {g}");
+    assert!(p <= 40.0, "proxy idle, path 0 down {p}");
 
     let mut sim = two_paths(8);
     let dl = sim.add(TcpFlow::download().start_at(ms(500)));
