@@ -70,6 +70,10 @@ const ACK_EVERY: u32 = 4;
 const INITIAL_RTT: Duration = Duration::from_millis(333);
 /// Never suspect a path sooner than this after sending (timer granularity, scheduling).
 const MIN_SUSPECT_AFTER: Duration = Duration::from_millis(25);
+/// Re-sends a path takes at first when another fails (RFC 6928's initial window).
+const RESEND_INITIAL_WINDOW: u32 = 10;
+/// The most re-sends one path takes in flight.
+const RESEND_MAX_WINDOW: u32 = 4096;
 /// Never suspect a busy path for an ack gap shorter than this.
 const MIN_ACK_GAP: Duration = Duration::from_millis(30);
 /// Answered pings a path that died needs before it carries traffic again.
@@ -144,6 +148,8 @@ struct Sent {
     size: u32,
     /// The inner packet's slot in the core's ring, for a re-send elsewhere.
     packet: Option<u64>,
+    /// A re-send of what another path had in flight when it failed.
+    resent: bool,
     /// Bytes delivered on this path when it was sent, and when that count last moved.
     delivered: u64,
     delivered_at: Instant,
@@ -171,6 +177,9 @@ pub struct Path {
     next_ping: Instant,
     /// Pings sent since the last answer, for the suspect-state backoff.
     unanswered_pings: u32,
+    /// Re-sends from a failed path in flight here, and how many may be.
+    resends_in_flight: u32,
+    resend_window: u32,
     /// When an ack last acknowledged something new, and how far apart such acks come
     /// while the path is busy: the ack clock, which stops when the path dies whatever
     /// its queue holds.
@@ -234,6 +243,8 @@ impl Path {
             last_ack_eliciting_sent: None,
             next_ping: now,
             unanswered_pings: 0,
+            resends_in_flight: 0,
+            resend_window: RESEND_INITIAL_WINDOW,
             last_ack_at: None,
             ack_interval: None,
             srtt: None,
@@ -382,6 +393,18 @@ impl Path {
         ack_eliciting: bool,
         packet: Option<(u64, usize)>,
     ) {
+        self.on_sent_with(now, size, ack_eliciting, packet, false)
+    }
+
+    /// As [`Path::on_sent`], saying whether the packet re-sends another path's.
+    pub(crate) fn on_sent_with(
+        &mut self,
+        now: Instant,
+        size: usize,
+        ack_eliciting: bool,
+        packet: Option<(u64, usize)>,
+        resent: bool,
+    ) {
         let pn = self.next_pn;
         self.next_pn += 1;
         self.counters.tx_datagrams += 1;
@@ -406,6 +429,7 @@ impl Path {
             at: now,
             size: size as u32,
             packet: packet.map(|p| p.0),
+            resent,
             delivered: self.delivered,
             delivered_at: self.delivered_at,
             acked: false,
@@ -413,6 +437,19 @@ impl Path {
         });
         self.last_ack_eliciting_sent = Some(now);
         self.next_ping = now + self.ping_interval();
+        if resent {
+            self.resends_in_flight += 1;
+        }
+    }
+
+    /// Whether another re-send may go on this path now. What a failed path had in flight
+    /// (a fast line's window, its ISP queue included) must not be poured on a slower
+    /// line at once: its queue would drop what the flows need first, and a flow whose
+    /// retransmission is lost waits for its timeout. Re-sends are clocked by their acks
+    /// instead, starting from a small window that grows like TCP's slow start while the
+    /// path's RTT stays near its least.
+    pub(crate) fn resend_room(&self) -> bool {
+        self.resends_in_flight < self.resend_window
     }
 
     fn in_flight_is_empty(&self) -> bool {
@@ -470,6 +507,7 @@ impl Path {
             return false;
         }
         let mut newly = false;
+        let mut resends_acked = 0u32;
         let mut largest_newly: Option<Sent> = None;
         let mut acked_bytes = 0u64;
         for &(start, end) in ack.ranges() {
@@ -489,6 +527,9 @@ impl Path {
                 s.acked = true;
                 newly = true;
                 self.counters.acked += 1;
+                if s.resent {
+                    resends_acked += 1;
+                }
                 self.loss *= 1.0 - LOSS_GAIN;
                 acked_bytes += u64::from(s.size);
                 if largest_newly.is_none_or(|l| s.pn > l.pn) {
@@ -531,6 +572,14 @@ impl Path {
                 / elapsed.as_micros().max(1);
             self.on_rate_sample(now, rate as u64);
         }
+        if resends_acked > 0 {
+            self.resends_in_flight = self.resends_in_flight.saturating_sub(resends_acked);
+            // Slow start while the queue stays short.
+            let min = self.min_rtt.unwrap_or(self.latest_rtt);
+            if self.latest_rtt <= min + (min / 4).max(Duration::from_millis(4)) {
+                self.resend_window = (self.resend_window + resends_acked).min(RESEND_MAX_WINDOW);
+            }
+        }
         self.detect_losses(now);
         self.unanswered_pings = 0;
         self.on_answered(now);
@@ -557,6 +606,10 @@ impl Path {
             {
                 s.lost = true;
                 self.counters.lost += 1;
+                if s.resent {
+                    self.resends_in_flight = self.resends_in_flight.saturating_sub(1);
+                    self.resend_window = (self.resend_window / 2).max(RESEND_INITIAL_WINDOW);
+                }
                 self.loss = self.loss * (1.0 - LOSS_GAIN) + LOSS_GAIN;
             }
         }
@@ -654,6 +707,7 @@ impl Path {
             if t <= now {
                 self.set_state(now, PathState::Suspect);
                 self.next_ping = now;
+                self.resends_in_flight = 0;
                 for s in &mut self.sent {
                     if !s.acked && !s.lost {
                         // Resolved now: it is not waited for again here.
@@ -723,6 +777,19 @@ impl Path {
     /// Records an authenticated packet `pn` (full packet number) received now; returns
     /// false if it was seen before.
     pub(crate) fn on_received(&mut self, now: Instant, pn: u64, ack_eliciting: bool) -> bool {
+        self.on_received_with(now, pn, ack_eliciting, false)
+    }
+
+    /// As [`Path::on_received`]; `ping` packets are acknowledged at once: a ping measures
+    /// the round trip, and holding its answer would add the ack delay to a first sample
+    /// (which nothing can subtract: the least RTT seen would hold it).
+    pub(crate) fn on_received_with(
+        &mut self,
+        now: Instant,
+        pn: u64,
+        ack_eliciting: bool,
+        ping: bool,
+    ) -> bool {
         let in_order = self.received.largest().is_none_or(|l| pn == l + 1);
         if !self.received.insert(pn, now) {
             return false;
@@ -730,7 +797,7 @@ impl Path {
         self.counters.rx_datagrams += 1;
         if ack_eliciting {
             self.unacked += 1;
-            if self.unacked >= ACK_EVERY || !in_order {
+            if ping || self.unacked >= ACK_EVERY || !in_order {
                 self.ack_due = Some(now);
             } else if self.ack_due.is_none() {
                 self.ack_due = Some(now + MAX_ACK_DELAY);

@@ -195,9 +195,11 @@ impl Transport {
         let plain = &buf[range.clone()];
         let (truncated, frames) = Frames::parse(plain)?;
         // All frames are checked before any is acted on: a malformed packet changes nothing.
-        let mut eliciting = false;
+        let (mut eliciting, mut ping) = (false, false);
         for f in frames {
-            eliciting |= f?.is_ack_eliciting();
+            let f = f?;
+            eliciting |= f.is_ack_eliciting();
+            ping |= f == Frame::Ping;
         }
         let i = self
             .paths
@@ -206,7 +208,7 @@ impl Transport {
             .ok_or(DropReason::UnknownSession)?;
         let pn = frame::expand_packet_number(self.paths[i].largest_received(), truncated);
         self.paths[i].on_keys(keys, pn);
-        if !self.paths[i].on_received(now, pn, eliciting) {
+        if !self.paths[i].on_received_with(now, pn, eliciting, ping) {
             return Err(DropReason::Replay);
         }
         if let Some(from) = from {
@@ -319,16 +321,25 @@ impl Transport {
                 return self.send_control(now, i, ping, ack, receipt, keys, limits, buf);
             }
         }
-        while let Some(slot) = self.resend.pop_front() {
+        while let Some(&slot) = self.resend.front() {
             let Some(len) = self.queue.get(slot).map(|p| p.len()) else {
-                continue; // its copy was overwritten by newer traffic: too old to matter
+                // Its copy was overwritten by newer traffic: too old to matter.
+                self.resend.pop_front();
+                continue;
             };
             // Only to a path that answers; none does: the packet had its one chance.
             let Some(i) = self.best_path(None).filter(|&i| self.paths[i].usable()) else {
+                self.resend.pop_front();
                 continue;
             };
+            if !self.paths[i].resend_room() {
+                // Its acks open the window again. New packets wait too: the flows need
+                // the holes filled first.
+                return Ok(None);
+            }
+            self.resend.pop_front();
             return self
-                .send_data(now, i, slot, len, keys, limits, buf)
+                .send_data(now, i, slot, len, true, keys, limits, buf)
                 .map(Some);
         }
         let Some(i) = self.best_path(None) else {
@@ -338,7 +349,7 @@ impl Transport {
             return Ok(None);
         };
         let len = packet.len();
-        self.send_data(now, i, slot, len, keys, limits, buf)
+        self.send_data(now, i, slot, len, false, keys, limits, buf)
             .map(Some)
     }
 
@@ -392,6 +403,7 @@ impl Transport {
         i: usize,
         slot: u64,
         len: usize,
+        resent: bool,
         keys: &mut Keypair,
         limits: &Limits,
         buf: &mut [u8],
@@ -419,7 +431,7 @@ impl Transport {
         let plain_len = at + header + len;
         let p = &mut self.paths[i];
         let total = keys.seal(p.id(), buf, plain_len, limits)?;
-        p.on_sent(now, total, true, Some((slot, len)));
+        p.on_sent_with(now, total, true, Some((slot, len)), resent);
         Ok(self.transmit(i, total))
     }
 

@@ -138,21 +138,11 @@ fn cut_download(seed: u64, cut: Duration) -> (Sim<GatewayCore, ProxyCore>, FlowI
 /// than two of the cut path's RTTs (as it is when cut: its queue full of the download)
 /// and 100 ms (the re-send's trip over path 1, 30 ms, and TCP's own recovery).
 ///
-/// Fails in 2 of the 4 runs (seeds 1 and 2; without jitter a cut at 3.37 s fails too):
-/// when the proxy suspects path 0 (~85 ms after the cut) it re-sends everything that was
-/// in flight on it (120 packets, ~165 kB: 20 Mbit/s times a 65 ms RTT) on path 1 in one
-/// burst (`Transport::poll_transmit` drains `resend` with no pacing and no regard for the
-/// path it goes on), and path 1 (10 Mbit/s, 50 ms of queue: ~44 packets) drops 75 of
-/// them at once. TCP's SACK recovery then re-sends those 75 holes in a burst of its own
-/// into the still full queue, 2 of its retransmissions are dropped too, and a lost
-/// retransmission is only recovered by a timeout: one RTO, a ~268 ms stall against a
-/// bound of ~240 ms. (Counterfactual, on a patched copy of the core: without the re-sends
-/// the whole window is lost and TCP times out anyway; with the burst capped at 40 or 60
-/// packets it still does. What is missing is pacing the re-sends at the rate of the path
-/// they go on.) The passing runs lose 30-70 datagrams in path 1's queue and recover with
-/// fast retransmits.
+/// The re-sends are clocked by their acks on path 1 (a slow-start window): poured on it
+/// in one burst (120 packets, ~165 kB, into ~44 packets of queue) they were dropped,
+/// TCP's retransmissions of the holes were dropped too, and it timed out (two of these
+/// four runs, a ~268 ms stall). Now path 1 drops none and the stall is ~135 ms.
 #[test]
-#[ignore = "core bug: a suspect path's in-flight packets are re-sent on a slower path in one unpaced burst that overflows its queue; TCP times out"]
 fn a_path_cut_costs_a_download_no_timeout() {
     let mut failures = Vec::new();
     for (seed, cut) in CUTS {
@@ -292,7 +282,6 @@ fn the_gateway_measures_idle_rtts() {
 /// sample already has the 10 ms in it, so its `min_rtt` has too, and the adjustment
 /// (`rtt >= min_rtt + ack_delay`) never applies: 30 ms on a 20 ms path, 70 on 60.
 #[test]
-#[ignore = "core bug: pings are acked after MAX_ACK_DELAY and the proxy's min_rtt/srtt keep the 10 ms"]
 fn the_proxy_measures_idle_rtts() {
     let mut sim = two_paths(3);
     sim.run_until(secs(10));
