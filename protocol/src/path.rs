@@ -775,15 +775,10 @@ impl Path {
     // ---- receiving ----
 
     /// Records an authenticated packet `pn` (full packet number) received now; returns
-    /// false if it was seen before.
-    pub(crate) fn on_received(&mut self, now: Instant, pn: u64, ack_eliciting: bool) -> bool {
-        self.on_received_with(now, pn, ack_eliciting, false)
-    }
-
-    /// As [`Path::on_received`]; `ping` packets are acknowledged at once: a ping measures
+    /// false if it was seen before. `ping` packets are acknowledged at once: a ping measures
     /// the round trip, and holding its answer would add the ack delay to a first sample
     /// (which nothing can subtract: the least RTT seen would hold it).
-    pub(crate) fn on_received_with(
+    pub(crate) fn on_received(
         &mut self,
         now: Instant,
         pn: u64,
@@ -1070,18 +1065,18 @@ mod tests {
         let mut p = path(t);
         for pn in 0..100 {
             p.on_keys(7, pn);
-            assert!(p.on_received(t, pn, true));
+            assert!(p.on_received(t, pn, true, false));
         }
         // A reordered old packet under the same keys is still a duplicate.
         p.on_keys(7, 50);
-        assert!(!p.on_received(t, 50, true));
+        assert!(!p.on_received(t, 50, true, false));
         // New keys, numbers continuing (a rekey): nothing forgotten.
         p.on_keys(8, 100);
-        assert!(p.on_received(t, 100, true));
+        assert!(p.on_received(t, 100, true, false));
         assert_eq!(p.largest_received(), Some(100));
         // New keys from zero (the proxy restarted): heard, not refused as old.
         p.on_keys(9, 0);
-        assert!(p.on_received(t, 0, true));
+        assert!(p.on_received(t, 0, true, false));
         assert_eq!(p.largest_received(), Some(0));
     }
 
@@ -1119,11 +1114,11 @@ mod tests {
     fn acks_are_due_after_four_packets_or_the_ack_delay_or_a_gap() {
         let t0 = Instant::now();
         let mut p = path(t0);
-        p.on_received(t0, 0, true);
+        p.on_received(t0, 0, true, false);
         assert!(!p.ack_due(t0));
         assert!(p.ack_due(t0 + MAX_ACK_DELAY));
         for pn in 1..4 {
-            p.on_received(t0, pn, true);
+            p.on_received(t0, pn, true, false);
         }
         assert!(p.ack_due(t0));
         let a = p.ack(t0 + Duration::from_millis(2)).unwrap();
@@ -1131,7 +1126,7 @@ mod tests {
         assert!(!p.ack_due(t0 + MAX_ACK_DELAY));
         assert_eq!(a.ranges(), &[(0, 3)]);
         assert_eq!(a.delay_us, 2000);
-        p.on_received(t0, 6, true);
+        p.on_received(t0, 6, true, false);
         assert!(p.ack_due(t0), "a gap is acknowledged at once");
     }
 }

@@ -208,7 +208,7 @@ impl Transport {
             .ok_or(DropReason::UnknownSession)?;
         let pn = frame::expand_packet_number(self.paths[i].largest_received(), truncated);
         self.paths[i].on_keys(keys, pn);
-        if !self.paths[i].on_received_with(now, pn, eliciting, ping) {
+        if !self.paths[i].on_received(now, pn, eliciting, ping) {
             return Err(DropReason::Replay);
         }
         if let Some(from) = from {
