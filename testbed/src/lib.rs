@@ -40,6 +40,7 @@ mod control;
 mod coop;
 pub mod demo;
 mod emulator;
+pub mod failover_bench;
 pub mod netns;
 mod params;
 pub mod pool;

@@ -53,6 +53,11 @@ usage:
   linkpool-testbed bench-pool [--rate 100mbit|unlimited] [--delay 10ms]
                                          throughput through linkpool against the same
                                          uplink used directly, memory and CPU of the daemons
+  linkpool-testbed bench-failover [--runs 3]
+                                         the failover gap when r1's active WAN dies (co-op
+                                         twowan: 20mbit/10ms + 10mbit/30ms): a TCP download
+                                         and a ping flood through linkpool against kernel
+                                         MPTCP over the same links, longest stall per run
   linkpool-testbed bench-link [--delay 10ms] [--load 100mbit] [--pings 500]
                                          print the emulator's delay accuracy
   linkpool-testbed demo                  the linkpool demo
@@ -91,6 +96,7 @@ fn run() -> Result<ExitCode, Error> {
     let mut with_pool = false;
     let mut bench = BenchOptions::default();
     let mut bench_rate: Option<u64> = None;
+    let mut runs: Option<usize> = None;
     let mut rest: Vec<OsString> = Vec::new();
     let bad = |e: lexopt::Error| Error::new(format!("{e}\n\n{USAGE}"));
     while let Some(arg) = parser.next().map_err(bad)? {
@@ -123,6 +129,17 @@ fn run() -> Result<ExitCode, Error> {
                     parse_rate(&v)
                         .map_err(|e| Error::new(format!("--rate: {e}")))?
                         .unwrap_or(0),
+                );
+            }
+            Long("runs") => {
+                let v = parser.value().map_err(bad)?.string().map_err(bad)?;
+                runs = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|&n| (1..=100).contains(&n))
+                        .ok_or_else(|| {
+                            Error::new(format!("--runs: `{v}` is not a number from 1 to 100"))
+                        })?,
                 );
             }
             Long("pings") => {
@@ -168,6 +185,11 @@ fn run() -> Result<ExitCode, Error> {
             }
             break;
         }
+    }
+    if runs.is_some() && command.as_deref() != Some("bench-failover") {
+        return Err(Error::new(format!(
+            "--runs goes with `bench-failover` only\n\n{USAGE}"
+        )));
     }
     if with_pool && command.as_deref() != Some("up") {
         return Err(Error::new(format!("--pool goes with `up` only\n\n{USAGE}")));
@@ -253,6 +275,18 @@ fn run() -> Result<ExitCode, Error> {
             }
             options.delay = bench.delay;
             print!("{}", linkpool_testbed::bench::bench_pool(&options)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("bench-failover") => {
+            let _signals = handle_signals();
+            let mut options = linkpool_testbed::failover_bench::FailoverBenchOptions::default();
+            if let Some(n) = runs {
+                options.runs = n;
+            }
+            let report = linkpool_testbed::failover_bench::bench_failover(&options, |line| {
+                println!("{line}")
+            })?;
+            print!("{}", report.table());
             Ok(ExitCode::SUCCESS)
         }
         Some("bench-link") => {
