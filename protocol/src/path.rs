@@ -177,6 +177,10 @@ pub struct Path {
     next_ping: Instant,
     /// Pings sent since the last answer, for the suspect-state backoff.
     unanswered_pings: u32,
+    /// Pinged only when suspect, or along with an answer to the far end's ping: the
+    /// proxy's side of a member's path, so that the member's probing interval (slow on a
+    /// metered line) is the only one that costs it traffic.
+    passive: bool,
     /// Re-sends from a failed path in flight here, and how many may be.
     resends_in_flight: u32,
     resend_window: u32,
@@ -243,6 +247,7 @@ impl Path {
             last_ack_eliciting_sent: None,
             next_ping: now,
             unanswered_pings: 0,
+            passive: false,
             resends_in_flight: 0,
             resend_window: RESEND_INITIAL_WINDOW,
             last_ack_at: None,
@@ -456,9 +461,24 @@ impl Path {
         self.sent.iter().all(|s| s.acked || s.lost)
     }
 
-    /// Whether a ping is due now.
+    /// Whether a ping of its own is due now.
     pub(crate) fn ping_due(&self, now: Instant) -> bool {
-        self.next_ping <= now
+        self.next_ping <= now && self.pings_by_itself()
+    }
+
+    /// Whether a ping should ride along with an answer sent now: its own is half due, or
+    /// the path is not confirmed.
+    pub(crate) fn ping_along(&self, now: Instant) -> bool {
+        self.next_ping <= now + self.settings.probe_interval / 2 || self.state != PathState::Active
+    }
+
+    fn pings_by_itself(&self) -> bool {
+        !self.passive || self.state == PathState::Suspect
+    }
+
+    /// Makes the path [passive](Path::passive).
+    pub(crate) fn set_passive(&mut self) {
+        self.passive = true;
     }
 
     /// Asks for a ping now.
@@ -757,7 +777,7 @@ impl Path {
 
     /// The next time [`Path::on_timeout`] or a ping needs this path.
     pub(crate) fn next_timeout(&self) -> Option<Instant> {
-        let mut t = Some(self.next_ping);
+        let mut t = self.pings_by_itself().then_some(self.next_ping);
         let mut consider = |x: Option<Instant>| {
             if let Some(x) = x {
                 t = Some(t.map_or(x, |t: Instant| t.min(x)));

@@ -54,9 +54,9 @@ pub struct ServerConfig {
 
 /// Send-queue slots per member unless told otherwise.
 pub const DEFAULT_QUEUE_SLOTS: usize = 512;
-/// How often the proxy pings an idle path itself. The member pings every ~100 ms and the
-/// proxy's answers carry a ping of their own when this is half due, so each direction is
-/// measured without the proxy adding traffic of its own on a member's metered line.
+/// How often the proxy's answers to a member's pings carry a ping of their own. It never
+/// pings an idle path by itself (only a suspect one): the member's probing interval,
+/// slow on a metered line, is all an idle path costs.
 const PROXY_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// A member's path dead this long is forgotten (a gateway that restarted numbers its
 /// paths afresh).
@@ -464,6 +464,7 @@ impl Server {
                 let transport = member.transport.get_or_insert_with(|| {
                     let mut t = Transport::new(now, mtu, slots);
                     t.forget_dead_paths_after(FORGET_DEAD_PATHS);
+                    t.passive_paths();
                     t
                 });
                 let from = Endpoint { remote, local };

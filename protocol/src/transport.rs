@@ -58,6 +58,8 @@ pub(crate) struct Transport {
     events: VecDeque<PathEvent>,
     /// Where the search for due acks and pings starts, so no path starves the others.
     cursor: usize,
+    /// New paths are passive ([`Transport::passive_paths`]).
+    passive: bool,
     /// Paths dead this long are removed (at the proxy: a member that restarted numbers its
     /// paths afresh, and the old ones would be pinged for ever).
     forget_dead_after: Option<std::time::Duration>,
@@ -77,8 +79,14 @@ impl Transport {
             inbound: PacketRing::new(INBOUND_SLOTS, mtu),
             events: VecDeque::new(),
             cursor: 0,
+            passive: false,
             forget_dead_after: None,
         }
+    }
+
+    /// Paths from now on ping only when suspect or along with answers (the proxy's side).
+    pub(crate) fn passive_paths(&mut self) {
+        self.passive = true;
     }
 
     /// Removes paths that stay dead for `after`.
@@ -116,14 +124,11 @@ impl Transport {
             self.paths.remove(oldest);
         }
         let max_sent = self.queue.capacity();
-        self.paths.push(Path::new(
-            id,
-            endpoint,
-            settings,
-            now,
-            self.origin,
-            max_sent,
-        ));
+        let mut path = Path::new(id, endpoint, settings, now, self.origin, max_sent);
+        if self.passive {
+            path.set_passive();
+        }
+        self.paths.push(path);
         self.paths.last_mut().expect("just pushed")
     }
 
@@ -370,9 +375,9 @@ impl Transport {
             .get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + frame::MAX_ACK_LEN + 64)
             .ok_or(DropReason::PacketTooLarge)?;
         let mut w = Writer::new(plain, p.next_packet_number()).ok_or(DropReason::PacketTooLarge)?;
-        // An answer that is due anyway asks for one back when our own ping is half due:
-        // one round trip then measures both directions.
-        let ping = ping || (ack && p.ping_due(now + p.settings().probe_interval / 2));
+        // An answer that is due anyway asks for one back when our own ping is half due
+        // (or the path is not confirmed): one round trip then measures both directions.
+        let ping = ping || (ack && p.ping_along(now));
         if ack {
             if let Some(a) = p.ack(now) {
                 w.ack(&a).ok_or(DropReason::PacketTooLarge)?;

@@ -520,3 +520,50 @@ fn the_cores_wake_only_for_their_timers() {
     assert!(g <= 150.0, "gateway under a download {g}");
     assert!(p <= 150.0, "proxy under a download {p}");
 }
+
+/// A metered line pays for its own probing interval only: with the gateway pinging path 0
+/// every 10 s, an idle minute carries about one ping, one answer (with the proxy's ping
+/// riding on it) and one ack each 10 s, and the proxy sends nothing of its own between.
+/// The other path, at the default 100 ms, shows what the default costs.
+#[test]
+fn a_slow_probing_interval_is_all_an_idle_path_costs() {
+    let mut sim = two_paths(5);
+    sim.run_until(secs(2));
+    let id = sim.gateway().path_id(0);
+    sim.gateway_mut().client_mut().set_path_settings(
+        id,
+        linkpool_protocol::path::PathSettings {
+            probe_interval: secs(10),
+        },
+    );
+    sim.run_until(secs(12));
+    let count = |sim: &Sim<GatewayCore, ProxyCore>, i, dir| {
+        let t = sim.truth(i, dir);
+        (t.sent, t.sent_bytes)
+    };
+    let before =
+        [0, 1].map(|i| [Direction::Upstream, Direction::Downstream].map(|d| count(&sim, i, d)));
+    sim.run_until(secs(72));
+    let after =
+        [0, 1].map(|i| [Direction::Upstream, Direction::Downstream].map(|d| count(&sim, i, d)));
+    let delta = |i: usize, d: usize| {
+        (
+            after[i][d].0 - before[i][d].0,
+            after[i][d].1 - before[i][d].1,
+        )
+    };
+    let (up0, down0) = (delta(0, 0), delta(0, 1));
+    let (up1, down1) = (delta(1, 0), delta(1, 1));
+    println!(
+        "idle minute: path 0 (10 s) up {} datagrams / {} B, down {} / {} B; path 1 (100 ms) up {} / {} B, down {} / {} B",
+        up0.0, up0.1, down0.0, down0.1, up1.0, up1.1, down1.0, down1.1
+    );
+    // 6 pings and 6 acks of the proxy's pings up, 6 answers down, each ± one for where
+    // the minute falls.
+    assert!((10..=14).contains(&up0.0), "{up0:?}");
+    assert!((5..=7).contains(&down0.0), "{down0:?}");
+    // The default: ten pings a second and their answers, about 600 each way.
+    assert!(up1.0 > 550 && down1.0 > 550, "{up1:?} {down1:?}");
+    assert_eq!(sim.gateway().path(0).state(), PathState::Active);
+    assert_eq!(proxy_path(&sim, 0).state(), PathState::Active);
+}
