@@ -10,6 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
+# A known core finding (README.md, Findings, 2026-12-02): a gateway with two uplinks sends
+# its retry with a busy proxy's cookie on the other uplink, whose address the cookie is
+# not for, and gets another cookie: initiations back to back. session_pair fails on it by
+# default; here it only counts it (and this script prints it) until the core is fixed.
+# Remove this line then.
+export LINKPOOL_FUZZ_LENIENT_HANDSHAKES=1
 runs="${RUNS:-2000}"
 start=$(date +%s)
 
@@ -33,16 +39,24 @@ echo "fuzz smoke: built in $(( $(date +%s) - start ))s"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 for t in "${targets[@]}"; do
-    t0=$(date +%s)
+    t0=$(date +%s%3N)
     mkdir -p "$scratch/$t" "seeds/$t"
     log="$scratch/$t.log"
     if ! cargo fuzz run "$t" "$scratch/$t" "seeds/$t" -- \
         -runs="$runs" -max_total_time=120 -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
+        # The panic first: a long backtrace pushes it out of the tail.
+        grep -m1 -A12 "panicked at" "$log" || true
         tail -n 60 "$log"
         echo "fuzz smoke: $t FAILED (input saved under fuzz/artifacts/$t/)" >&2
         exit 1
     fi
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
-    echo "fuzz smoke: $t ok, ${execs:-?} inputs in $(( $(date +%s) - t0 ))s"
+    ms=$(( $(date +%s%3N) - t0 ))
+    # libFuzzer's own average counts whole seconds: 0 for a run under one.
+    echo "fuzz smoke: $t ok, ${execs:-?} inputs in $(( ms / 1000 )).$(( ms % 1000 / 100 ))s" \
+        "($(( ${execs:-0} * 1000 / (ms > 0 ? ms : 1) ))/s, process start included)"
+    if grep -q "handshake loop" "$log"; then
+        echo "fuzz smoke: $t known finding: $(grep -m1 -o 'handshake loop.*' "$log")"
+    fi
 done
 echo "fuzz smoke: all ${#targets[@]} targets ok in $(( $(date +%s) - start ))s"

@@ -72,7 +72,7 @@ fn main() {
         };
         println!(
             "{}: {} bytes, {ms:.2} ms, {} handshake messages (+{} after{}), {} wake-ups, \
-             {:.1} s simulated{}{}{}{drops}",
+             {:.1} s simulated{}{}{}{}{drops}",
             f.to_string_lossy(),
             input.len(),
             c.handshakes,
@@ -85,6 +85,11 @@ fn main() {
                 .unwrap_or_default(),
             if c.late_timers > 0 {
                 format!(", {} timers in the past survived a round", c.late_timers)
+            } else {
+                String::new()
+            },
+            if c.handshake_loops > 0 {
+                format!(", {} handshake loops", c.handshake_loops)
             } else {
                 String::new()
             },

@@ -19,7 +19,7 @@ pub fn mesh_key() -> MeshKey {
 /// Every fuzz target, by name (as in `Cargo.toml`).
 pub const TARGETS: [&str; 8] = [
     "wire_message",
-    "control_decode",
+    "frame_decode",
     "bundle_parse",
     "mesh_hello",
     "ip_check",

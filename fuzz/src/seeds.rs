@@ -6,15 +6,16 @@ use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use linkpool_protocol::CipherSuite;
 use linkpool_protocol::bundle::MemberBundle;
 use linkpool_protocol::client::{Client, ClientConfig};
 use linkpool_protocol::keys::{SecretKey, SharedSecret};
-use linkpool_protocol::server::{MemberKey, Server, ServerConfig, ServerEvent};
+use linkpool_protocol::path::PathSettings;
+use linkpool_protocol::server::{Accepted, MemberKey, Server, ServerConfig};
 use linkpool_protocol::session::Limits;
-use linkpool_protocol::wire::{Control, MAX_DATAGRAM, MeshHello};
-use linkpool_protocol::{CipherSuite, PathId};
+use linkpool_protocol::wire::{self, MAX_DATAGRAM, MeshHello, MessageType};
 
-use crate::session::{Pair, ipv4_packet, ipv6_packet, script};
+use crate::session::{Pair, downstream, ipv4_packet, ipv6_packet, script};
 
 /// One seed: target, file name, bytes.
 pub type Seed = (&'static str, String, Vec<u8>);
@@ -24,7 +25,7 @@ pub type Seed = (&'static str, String, Vec<u8>);
 pub fn all(repo: &Path) -> Vec<Seed> {
     let mut out = Vec::new();
     wire(&mut out);
-    control(&mut out);
+    frames(&mut out);
     bundles(&mut out);
     mesh(&mut out);
     ip(&mut out);
@@ -37,34 +38,37 @@ fn push(out: &mut Vec<Seed>, target: &'static str, name: &str, bytes: Vec<u8>) {
     out.push((target, name.to_string(), bytes));
 }
 
+/// Datagrams of each type seen while connecting, kept for `wire_message`.
+const WIRE_PER_TYPE: usize = 3;
+
 /// Handshake initiation, response, cookie reply, transport packets and a relay envelope,
 /// as a real client and server write them.
 fn wire(out: &mut Vec<Seed>) {
     let pair = Pair::new();
     let (up, down) = pair.baseline();
-    for (i, d) in up.iter().enumerate() {
-        push(
-            out,
-            "wire_message",
-            &format!("up-{i}-type{}", d[1]),
-            d.clone(),
-        );
-    }
-    for (i, d) in down.iter().enumerate() {
-        push(
-            out,
-            "wire_message",
-            &format!("down-{i}-type{}", d[1]),
-            d.clone(),
-        );
+    for (dir, datagrams) in [("up", &up), ("down", &down)] {
+        let mut per_type = [0usize; 256];
+        for (i, d) in datagrams.iter().enumerate() {
+            let n = &mut per_type[usize::from(d[1])];
+            if *n < WIRE_PER_TYPE {
+                *n += 1;
+                push(
+                    out,
+                    "wire_message",
+                    &format!("{dir}-{i}-type{}", d[1]),
+                    d.to_vec(),
+                );
+            }
+        }
     }
     if let Some(cookie) = cookie_reply() {
         push(out, "wire_message", "cookie-reply", cookie);
     }
     // A relay envelope around the first upstream transport packet.
-    if let Some(inner) = up.iter().find(|d| d[1] == 4 || d[1] == 5) {
-        let mut env = vec![1u8, 6, 0, 0, 0, 0, 0, 9, 0, 0, 0, 1];
-        env.extend(inner);
+    if let Some(inner) = up.iter().find(|d| d[1] == MessageType::Transport as u8) {
+        let mut env = vec![wire::VERSION, MessageType::RelayUp as u8, 0, 0];
+        env.extend([0, 0, 0, 9, 0, 0, 0, 1]);
+        env.extend(*inner);
         env.extend([0xa5; 16]);
         push(out, "wire_message", "relay-up", env);
     }
@@ -76,7 +80,7 @@ fn wire(out: &mut Vec<Seed>) {
 }
 
 /// A cookie reply from a proxy that thinks itself under load (one handshake per second,
-/// three initiations at once).
+/// several initiations at once).
 fn cookie_reply() -> Option<Vec<u8>> {
     let now = Instant::now();
     let proxy = SecretKey::from_bytes([0x55; 32]);
@@ -87,14 +91,19 @@ fn cookie_reply() -> Option<Vec<u8>> {
             members: vec![MemberKey {
                 public_key: member.public_key(),
                 psk: None,
+                addresses: vec!["10.77.0.9".parse().expect("literal")],
             }],
             limits: Limits::default(),
             handshakes_per_second: 1,
+            mtu: 1280,
+            queue_slots: 4,
         },
         now,
         [3; 32],
     );
     let from = "192.0.2.50:1000".parse().expect("literal");
+    let proxy_addr = "192.0.2.1:7117".parse().expect("literal");
+    let mut buf = vec![0u8; MAX_DATAGRAM];
     for seed in 0..4 {
         let mut client = Client::new(
             ClientConfig {
@@ -103,56 +112,76 @@ fn cookie_reply() -> Option<Vec<u8>> {
                 psk: None,
                 suite: CipherSuite::ChaCha20Poly1305,
                 limits: Limits::default(),
+                mtu: 1280,
+                queue_slots: 4,
             },
             now,
             1_700_000_000_000_000 + seed,
             seed,
         );
-        client.add_path(PathId(0), now);
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        client.open_path(now, proxy_addr, PathSettings::default());
         let t = client.poll_transmit(now, &mut buf)?;
-        let mut reply = vec![0u8; MAX_DATAGRAM];
-        if let Ok(ServerEvent::Reply { len, member: None }) =
-            server.handle_datagram(now, from, &mut buf[..t.len], &mut reply)
-        {
-            return Some(reply[..len].to_vec());
+        let r = server.handle_datagram(now, from, None, &mut buf[..t.len]);
+        // The answer to this initiation, whatever it is, leaves the proxy's queue.
+        let answer = server.poll_transmit(now, &mut buf);
+        if let (Ok(Accepted::Handshake { member: None }), Some(a)) = (r, answer) {
+            return Some(buf[..a.len].to_vec());
         }
     }
     None
 }
 
-fn controls() -> [Control; 4] {
-    [
-        Control::Keepalive,
-        Control::Probe {
-            seq: 7,
-            sent_at_us: 1_234_567,
-        },
-        Control::ProbeAck {
-            seq: 7,
-            echo_sent_at_us: 1_234_567,
-            received_at_us: 9_876_543,
-        },
-        Control::Receipt {
-            path: PathId(1),
-            packets: 1000,
-            bytes: 1_400_000,
-            highest_counter: 1200,
-        },
-    ]
-}
-
-fn control(out: &mut Vec<Seed>) {
-    for (i, c) in controls().iter().enumerate() {
-        let mut b = [0u8; Control::MAX_LEN];
-        let n = c.encode(&mut b);
-        push(
-            out,
-            "control_decode",
-            &format!("control-{i}"),
-            b[..n].to_vec(),
-        );
-    }
+/// Plaintexts of transport packets, written by hand from `frame.rs`'s format: packet
+/// number (u32), then frames (variable-length integers as in RFC 9000).
+fn frames(out: &mut Vec<Seed>) {
+    let ipv4_header = [
+        0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 77, 0, 2, 192, 0, 2, 1,
+    ];
+    // Packet number 7, a ping.
+    push(out, "frame_decode", "ping", vec![0, 0, 0, 7, 0x01]);
+    // Packet number 42, an ack of path 1: largest 100 (2-byte varint), delay 250 µs,
+    // received at 5 s (4-byte varint), 2 more ranges; first 10 (90..=100), then gap 29
+    // and length 9 (50..=59), gap 37 and length 1 (10..=11); then a ping.
+    let mut ack = vec![0, 0, 0, 42, 0x02, 0x00, 0x01, 0x40, 100, 0x40, 250];
+    ack.extend([0x80, 0x4c, 0x4b, 0x40, 2, 10, 29, 9, 37, 1, 0x01]);
+    push(out, "frame_decode", "ack-ping", ack);
+    // Packet number 1: a receipt for path 2 (10 packets, 14000 bytes), then an IPv4
+    // packet.
+    let mut packet = vec![0, 0, 0, 1, 0x03, 0x00, 0x02, 10, 0x76, 0xb0, 0x04];
+    packet.extend(ipv4_header);
+    push(out, "frame_decode", "receipt-packet", packet);
+    // Packet number just below the 32-bit wrap: a spread packet, sequence 0xdeadbeef.
+    let mut spread = vec![0xff, 0xff, 0xff, 0xfe, 0x05, 0xde, 0xad, 0xbe, 0xef];
+    spread.extend(ipv4_header);
+    push(out, "frame_decode", "spread-packet", spread);
+    // Padding, an extension frame (type 0x41, 2 bytes) a newer build may send, a ping,
+    // more padding.
+    push(
+        out,
+        "frame_decode",
+        "padding-extension",
+        vec![
+            0, 0, 0, 5, 0x00, 0x00, 0x41, 0x02, 0xaa, 0xbb, 0x01, 0x00, 0x00,
+        ],
+    );
+    // An ack of path 0xbeef whose largest (7 * 2^32 + 3) takes an 8-byte varint, one
+    // range of 4, no delay; a receipt with 8-byte counts; a ping.
+    let mut big = vec![0, 0, 0, 3, 0x02, 0xbe, 0xef];
+    big.extend([0xc0, 0, 0, 0x07, 0, 0, 0, 0x03, 0, 0, 0, 3]);
+    big.extend([0x03, 0xbe, 0xef]);
+    big.extend([0xc0, 0, 0, 0x01, 0, 0, 0, 0]);
+    big.extend([0xc0, 0, 0, 0x02, 0, 0, 0, 0]);
+    big.push(0x01);
+    push(out, "frame_decode", "ack-receipt-8-byte", big);
+    // Everything at once: two acks (paths 1 and 2), a receipt, a ping, a packet.
+    let mut all = vec![0, 0, 0x12, 0x34];
+    all.extend([0x02, 0x00, 0x01, 0x05, 0x00, 0x00, 0x00, 0x05]);
+    all.extend([
+        0x02, 0x00, 0x02, 0x40, 0x80, 0x0a, 0x14, 0x01, 0x04, 0x00, 0x70,
+    ]);
+    all.extend([0x03, 0x00, 0x01, 0x01, 0x40, 0x40, 0x01, 0x04]);
+    all.extend(ipv4_header);
+    push(out, "frame_decode", "all-frames", all);
 }
 
 fn sample_bundle(psk: bool, v6: bool) -> MemberBundle {
@@ -233,7 +262,7 @@ fn ip(out: &mut Vec<Seed>) {
 fn session(out: &mut Vec<Seed>) {
     let mut s = script::start(false);
     script::seal_up(&mut s, &ipv4_packet(100, 1));
-    script::seal_down(&mut s, &ipv6_packet(120));
+    script::seal_down(&mut s, &downstream(&ipv6_packet(120)));
     script::advance(&mut s, 125); // 1 s, live
     push(out, "session_pair", "traffic", s);
 
@@ -262,28 +291,66 @@ fn session(out: &mut Vec<Seed>) {
     script::seal_up(&mut s, &ipv4_packet(60, 10));
     script::pump(&mut s);
     script::advance(&mut s, 0x8000 | 25_000); // 800 s asleep: past reject-after-time
-    script::seal_down(&mut s, &ipv4_packet(60, 11));
+    script::seal_down(&mut s, &downstream(&ipv4_packet(60, 11)));
     script::pump(&mut s);
-    script::seal_down(&mut s, &ipv4_packet(60, 12));
+    script::seal_down(&mut s, &downstream(&ipv4_packet(60, 12)));
     push(out, "session_pair", "time", s);
 
     // A datagram sealed this input (the first capture after the baseline) with its
     // counter moved ahead: fresh for the replay window, so the AEAD must catch it.
     let mut s = script::start(false);
     script::seal_up(&mut s, &ipv4_packet(60, 4));
-    script::seal_down(&mut s, &ipv4_packet(60, 5));
+    script::seal_down(&mut s, &downstream(&ipv4_packet(60, 5)));
     for idx in 0..12 {
         script::mutate(&mut s, 0, idx, 15, 0, &[0x01]);
         script::mutate(&mut s, 1, idx, 15, 0, &[0x01]);
+        // The packet number, right after the header: the AEAD covers it too.
+        script::mutate(&mut s, 1, idx, 19, 0, &[0x01]);
     }
     push(out, "session_pair", "tamper-fresh", s);
 
     let mut s = script::start(false);
     script::seal_up(&mut s, &[0x45, 0, 0, 99]);
     script::seal_down(&mut s, &[0x60; 41]);
-    script::to_server(&mut s, 2, &[1, 4, 0, 0, 0, 0, 0, 1]);
-    script::to_client(&mut s, 1, &[1, 5, 0, 0]);
+    // A packet from someone else's address (refused by the proxy: spoofed), one for an
+    // address no member has, one too large for the tunnel.
+    let mut spoofed = ipv4_packet(60, 6);
+    spoofed[15] = 3;
+    script::seal_up(&mut s, &spoofed);
+    script::seal_down(&mut s, &ipv4_packet(60, 7));
+    script::seal_up(&mut s, &ipv4_packet(1500, 8));
+    script::to_server(&mut s, 2, &[wire::VERSION, 4, 0, 0, 0, 0, 0, 1]);
+    script::to_client(&mut s, 1, &[wire::VERSION, 4, 0, 0]);
+    // Version 1's data type.
+    script::to_client(&mut s, 0, &[1, 4, 0, 0, 0, 0, 0, 1]);
     push(out, "session_pair", "garbage", s);
+
+    // The uplinks' NAT bindings move (one to the other port, one to IPv6) while traffic
+    // flows: the proxy answers each path at its new address.
+    let mut s = script::start(false);
+    script::seal_up(&mut s, &ipv4_packet(60, 20));
+    script::rebind(&mut s, 0);
+    script::seal_up(&mut s, &ipv4_packet(60, 21));
+    script::seal_down(&mut s, &downstream(&ipv4_packet(60, 22)));
+    script::rebind(&mut s, 1);
+    script::advance(&mut s, 25); // 200 ms live: pings on both paths
+    script::seal_down(&mut s, &downstream(&ipv6_packet(90)));
+    // A datagram from before the move, late.
+    script::mutate(&mut s, 0, 0xff, 0, 0, &[]);
+    push(out, "session_pair", "roaming", s);
+
+    // An uplink's path is closed and a new one opened: the proxy learns it from its first
+    // packet and keeps the old one until it dies.
+    let mut s = script::start(false);
+    script::repath(&mut s, 1);
+    script::seal_up(&mut s, &ipv4_packet(60, 30));
+    script::seal_down(&mut s, &downstream(&ipv4_packet(60, 31)));
+    script::advance(&mut s, 250); // 2 s live
+    script::repath(&mut s, 0);
+    script::seal_down(&mut s, &downstream(&ipv4_packet(60, 32)));
+    script::advance(&mut s, 63); // 0.5 s live
+    script::seal_up(&mut s, &ipv4_packet(60, 33));
+    push(out, "session_pair", "repath", s);
 
     // Two handshakes at one instant: the proxy (2 a second) answers the second with a
     // cookie, and the gateway retries with it at once.
@@ -320,6 +387,7 @@ fn session(out: &mut Vec<Seed>) {
     script::advance(&mut s, 125); // 1 s live: the proxy's load limit refills
     script::twin(&mut s, 2, 500);
     script::seal_up(&mut s, &ipv4_packet(60, 13));
+    script::seal_down(&mut s, &downstream(&ipv4_packet(60, 14)));
     push(out, "session_pair", "twin", s);
 
     let pair = Pair::new();
