@@ -10,12 +10,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
-# A known core finding (README.md, Findings, 2026-12-02): a gateway with two uplinks sends
-# its retry with a busy proxy's cookie on the other uplink, whose address the cookie is
-# not for, and gets another cookie: initiations back to back. session_pair fails on it by
-# default; here it only counts it (and this script prints it) until the core is fixed.
-# Remove this line then.
-export LINKPOOL_FUZZ_LENIENT_HANDSHAKES=1
 runs="${RUNS:-2000}"
 start=$(date +%s)
 

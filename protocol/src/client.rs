@@ -115,7 +115,9 @@ pub struct Client {
     /// When the next initiation should go out; `None` when none is wanted.
     handshake_due: Option<Instant>,
     handshake_attempts: u32,
-    cookie: Option<([u8; 16], Instant)>,
+    /// A busy proxy's cookie, when it came, and the path it came on: it is bound to that
+    /// path's address, so the retry goes there.
+    cookie: Option<([u8; 16], Instant, PathId)>,
     last_received: Option<Instant>,
     liveness: Liveness,
     /// Handshakes sent since the last one answered, and when the first of them went out.
@@ -342,7 +344,7 @@ impl Client {
                     return Err(DropReason::NoPendingHandshake);
                 }
                 let cookie = open_cookie(&self.config.proxy_key, &pending.mac1, &reply)?;
-                self.cookie = Some((cookie, now));
+                self.cookie = Some((cookie, now, path));
                 self.stats.cookies_received += 1;
                 // Retry at once with the cookie: it proves our address to a busy proxy.
                 self.handshake_due = Some(now);
@@ -405,16 +407,19 @@ impl Client {
         // The best path first; retries rotate, so one dead uplink cannot stall it.
         let paths = self.transport.paths();
         let best = self.transport.best_path(None)?;
-        let path = &paths[(best + self.handshake_attempts as usize) % paths.len()];
+        let fresh = self
+            .cookie
+            .filter(|(_, at, _)| now.saturating_duration_since(*at) < COOKIE_LIFETIME);
+        // With a cookie, from the path it came on (it proves that address only).
+        let path = fresh
+            .and_then(|(_, _, on)| self.transport.path(on))
+            .unwrap_or(&paths[(best + self.handshake_attempts as usize) % paths.len()]);
         let (id, remote) = (path.id(), path.endpoint().remote);
         let index = self.rng.next_u32();
         let timestamp =
             (self.wall_at_origin_us + micros(self.origin, now)).max(self.last_timestamp_us + 1);
         self.last_timestamp_us = timestamp;
-        let cookie = self
-            .cookie
-            .filter(|(_, at)| now.saturating_duration_since(*at) < COOKIE_LIFETIME)
-            .map(|(c, _)| c);
+        let cookie = fresh.filter(|(_, _, on)| *on == id).map(|(c, _, _)| c);
         let init = session::initiate(
             &self.config.static_key,
             &self.config.proxy_key,

@@ -206,6 +206,8 @@ pub struct Path {
     /// Ack-eliciting packets received since our last ack.
     unacked: u32,
     ack_due: Option<Instant>,
+    /// When an authenticated packet last arrived on it.
+    last_received: Option<Instant>,
     /// Highest packet number that moved the remote endpoint (roaming).
     largest_from_endpoint: Option<u64>,
     /// The session keys (our index) the last two keypairs' packets came under.
@@ -264,6 +266,7 @@ impl Path {
             received: Received::default(),
             unacked: 0,
             ack_due: None,
+            last_received: None,
             largest_from_endpoint: None,
             rx_keys: [None; 2],
             counters: PathCounters::default(),
@@ -346,6 +349,11 @@ impl Path {
     /// What the far end last reported receiving on this path (packets, bytes).
     pub fn peer_receipt(&self) -> Option<(u64, u64)> {
         self.peer_receipt
+    }
+
+    /// When an authenticated packet last arrived on it.
+    pub fn last_received(&self) -> Option<Instant> {
+        self.last_received
     }
 
     /// Ack-eliciting packets in flight.
@@ -809,6 +817,7 @@ impl Path {
         if !self.received.insert(pn, now) {
             return false;
         }
+        self.last_received = Some(now);
         self.counters.rx_datagrams += 1;
         if ack_eliciting {
             self.unacked += 1;

@@ -19,6 +19,9 @@ pub const MAX_PATHS: usize = 16;
 /// Path events kept for [`crate::client::Client::poll_event`] and the server's; older
 /// ones are dropped first.
 const MAX_EVENTS: usize = 64;
+/// A path heard nothing from for this long is forgotten where paths are forgotten (the
+/// proxy): longer than the slowest idle probing a member may configure (60 s).
+const FORGET_SILENT: std::time::Duration = std::time::Duration::from_secs(150);
 /// Inner packets waiting for the TUN.
 const INBOUND_SLOTS: usize = 64;
 
@@ -274,9 +277,15 @@ impl Transport {
             self.note(i, was);
         }
         if let Some(after) = self.forget_dead_after {
+            // Dead for long, or silent for longer than any member pings an idle path: a
+            // passive path never pings, so one the member closed would stay active.
             self.paths.retain(|p| {
-                p.state() != PathState::Dead
-                    || now.saturating_duration_since(p.state_since()) < after
+                let dead = p.state() == PathState::Dead
+                    && now.saturating_duration_since(p.state_since()) >= after;
+                let silent = p
+                    .last_received()
+                    .is_some_and(|t| now.saturating_duration_since(t) >= FORGET_SILENT);
+                !dead && !silent
             });
         }
     }
