@@ -1,5 +1,8 @@
 //! Gateway and proxy sessions driven in one process over simulated links: time is
-//! stepped by hand, so every run is the same.
+//! stepped by hand, so every run is the same. The links are the shared link model
+//! (`linkpool_sim::link::LinkModel`, the one the testbed's emulator and the simulator
+//! use), one per direction of each uplink: every datagram the harness carries is offered
+//! to it, and it decides when the datagram arrives or that it is lost.
 //!
 //! The harness drives both ends as their daemons do: time moves, datagrams that are due
 //! arrive (`handle_datagram`: at the client with the path of the uplink they came in on,
@@ -21,6 +24,7 @@ use linkpool_protocol::server::{
 use linkpool_protocol::session::Limits;
 use linkpool_protocol::wire::{self, MAX_DATAGRAM, MessageType};
 use linkpool_protocol::{CipherSuite, DropReason, PathId, Transmit};
+use linkpool_sim::link::{LinkModel, LinkParams, Verdict};
 
 const MEMBER: MemberId = MemberId(0);
 /// The member's tunnel address, and somewhere on the Internet.
@@ -55,17 +59,33 @@ fn seq_of(packet: &[u8]) -> u32 {
 }
 
 /// One of the member's uplinks: a client path, the member's address on it as the proxy
-/// sees it, the proxy address it goes to, a fixed one-way delay.
+/// sees it, the proxy address it goes to, and the link model of each direction.
 struct Link {
     path: PathId,
     member_addr: SocketAddr,
     proxy_addr: SocketAddr,
-    delay: Duration,
-    /// Whether each direction carries anything.
-    up: bool,
-    down: bool,
+    /// From the member to the proxy.
+    upstream: LinkModel,
+    /// From the proxy to the member.
+    downstream: LinkModel,
 }
 
+impl Link {
+    /// The round trip over the link when nothing waits: both directions' delays.
+    fn rtt(&self) -> Duration {
+        self.upstream.params().delay + self.downstream.params().delay
+    }
+}
+
+/// The parameters of a lossless link with this one-way delay (no rate limit, no jitter).
+fn link_params(delay: Duration) -> LinkParams {
+    LinkParams {
+        delay,
+        ..LinkParams::default()
+    }
+}
+
+/// A datagram the link model accepted, carried by the harness until it is due.
 struct InFlight {
     due: Instant,
     link: usize,
@@ -178,19 +198,21 @@ impl Net {
         net
     }
 
-    /// Opens a client path over a new uplink; returns its index in `links`.
+    /// Opens a client path over a new uplink, lossless with a one-way `delay` each way;
+    /// returns its index in `links`.
     fn add_link(&mut self, member_addr: SocketAddr, delay: Duration) -> usize {
         let proxy_addr: SocketAddr = "203.0.113.1:7117".parse().unwrap();
         let path = self
             .client
             .open_path(self.now, proxy_addr, PathSettings::default());
+        // Seeded by position: the same links, the same draws, every run.
+        let seed = 2 * self.links.len() as u64;
         self.links.push(Link {
             path,
             member_addr,
             proxy_addr,
-            delay,
-            up: true,
-            down: true,
+            upstream: LinkModel::new(link_params(delay), seed),
+            downstream: LinkModel::new(link_params(delay), seed + 1),
         });
         self.links.len() - 1
     }
@@ -200,10 +222,58 @@ impl Net {
         self.links[0].path
     }
 
+    /// Gives every link this one-way delay each way, from now on.
     fn set_delay(&mut self, delay: Duration) {
-        for l in &mut self.links {
-            l.delay = delay;
+        for i in 0..self.links.len() {
+            self.set_link_delay(i, delay);
         }
+    }
+
+    /// Gives link `i` this one-way delay each way, from now on (what is in flight keeps
+    /// its due time; the model never reorders, so nothing overtakes it).
+    fn set_link_delay(&mut self, i: usize, delay: Duration) {
+        let now = self.now;
+        let link = &mut self.links[i];
+        for model in [&mut link.upstream, &mut link.downstream] {
+            let params = LinkParams {
+                delay,
+                ..*model.params()
+            };
+            model.set_params(now, params);
+        }
+    }
+
+    /// Takes a direction of link `i` down (an outage: what is in flight that way is
+    /// lost) or brings it back up, as the testbed's `link` command does.
+    fn set_up(&mut self, i: usize, upstream: bool, up: bool) {
+        let now = self.now;
+        let link = &mut self.links[i];
+        let model = if upstream {
+            &mut link.upstream
+        } else {
+            &mut link.downstream
+        };
+        if model.params().up == up {
+            return;
+        }
+        let params = LinkParams {
+            up,
+            ..*model.params()
+        };
+        let lost = model.set_params(now, params);
+        // The model's verdict on what was in flight, applied to the bytes carried here.
+        let queue = if upstream {
+            &mut self.to_server
+        } else {
+            &mut self.to_client
+        };
+        let before = queue.len();
+        queue.retain(|f| f.link != i || f.due <= now);
+        assert_eq!(
+            (before - queue.len()) as u64,
+            lost,
+            "the harness carried what the link model had in flight"
+        );
     }
 
     /// The proxy's view of the member's path over link `i`.
@@ -314,11 +384,11 @@ impl Net {
                 .iter()
                 .position(|l| l.path == t.path)
                 .expect("the client sends only on its paths");
-            let link = &self.links[i];
+            let link = &mut self.links[i];
             assert_eq!(t.remote, link.proxy_addr, "sent where the path goes");
-            if link.up {
+            if let Verdict::Deliver(due) = link.upstream.offer(now, t.len) {
                 self.to_server.push(InFlight {
-                    due: now + link.delay,
+                    due,
                     link: i,
                     bytes: buf[..t.len].to_vec(),
                 });
@@ -330,16 +400,16 @@ impl Net {
                 self.nowhere += 1;
                 continue;
             };
-            let link = &self.links[i];
+            let link = &mut self.links[i];
             // The proxy answers from the address the member reached, and each path on
             // that path.
             assert_eq!(t.local, Some(link.proxy_addr));
             if buf[1] == MessageType::Transport as u8 {
                 assert_eq!(t.path, link.path, "answered on another path");
             }
-            if link.down {
+            if let Verdict::Deliver(due) = link.downstream.offer(now, t.len) {
                 self.to_client.push(InFlight {
-                    due: now + link.delay,
+                    due,
                     link: i,
                     bytes: buf[..t.len].to_vec(),
                 });
@@ -874,7 +944,7 @@ fn gateway_recovers_when_proxy_restarts() {
             sent += 1;
         }
         let reachable = net.now - restart >= Duration::from_secs(20);
-        net.links[0].up = reachable;
+        net.set_up(0, true, reachable);
         net.step(Duration::from_millis(10));
         if net.server.member(MEMBER).unwrap().connected && !net.at_server.is_empty() {
             break;
@@ -885,7 +955,9 @@ fn gateway_recovers_when_proxy_restarts() {
         "member never came back"
     );
     assert!(net.client.stats().handshakes_completed >= 2);
-    // What it sent on the old keys, the fresh proxy could not even look up.
+    // What it sent on the old keys, the fresh proxy could not even look up (the outage
+    // lost what was in flight at the restart: these are the pings on its dead path once
+    // the link is back).
     assert!(net.server.stats().drops.get(DropReason::UnknownSession) > 0);
 }
 
@@ -1185,18 +1257,16 @@ fn unanswered_handshakes_back_off_and_rotate_over_paths() {
 
 impl Net {
     /// Runs both ends by their own timers until `end`, as an event loop would: time jumps
-    /// to the earliest wake-up or arrival. While `proxy_gone`, nothing reaches the proxy
-    /// and it sends nothing (what it sent before still arrives).
+    /// to the earliest wake-up or arrival. While `proxy_gone`, every link is down both
+    /// ways: nothing reaches the proxy, nothing it sends arrives, and what was in flight
+    /// either way when it went is lost.
     /// Returns how often the client's timers woke it. Panics if a wake-up time in the
     /// past survives `handle_timeout` and `poll_transmit` at either end (a spinning
     /// event loop).
     fn run_until(&mut self, end: Instant, proxy_gone: bool) -> usize {
-        for l in &mut self.links {
-            l.up = !proxy_gone;
-            l.down = !proxy_gone;
-        }
-        if proxy_gone {
-            self.to_server.clear();
+        for i in 0..self.links.len() {
+            self.set_up(i, true, !proxy_gone);
+            self.set_up(i, false, !proxy_gone);
         }
         let mut wakeups = 0;
         while self.now < end {
@@ -1277,9 +1347,9 @@ fn a_silent_proxy_is_noticed_within_dead_after_and_a_returning_one_at_once() {
     assert_eq!(net.client_path(0).state(), PathState::Suspect);
     assert_eq!(net.client.liveness(), Liveness::Up);
     assert_eq!(net.client.stats().handshakes_sent, sent_before);
-    // After Limits::suspect_after of silence on every path: suspect, a new handshake
-    // at once.
-    net.run_until(gone + limits.suspect_after + net.links[0].delay * 2, true);
+    // After Limits::suspect_after of silence on every path (the last answer arrived
+    // before the proxy went): suspect, a new handshake at once.
+    net.run_until(gone + limits.suspect_after, true);
     assert_eq!(net.client.liveness(), Liveness::Suspect);
     assert!(net.client.is_connected());
     assert!(net.client.stats().handshakes_sent > sent_before);
@@ -1289,8 +1359,9 @@ fn a_silent_proxy_is_noticed_within_dead_after_and_a_returning_one_at_once() {
         true,
     );
     assert_eq!(net.client_path(0).state(), PathState::Dead);
-    // Within dead_after of the last answer (still in flight when the proxy went).
-    net.run_until(gone + limits.dead_after + net.links[0].delay * 2, true);
+    // Within dead_after of the last answer, which arrived before the proxy went (the
+    // outage lost what was in flight, as a cut link does).
+    net.run_until(gone + limits.dead_after, true);
     assert_eq!(net.client.liveness(), Liveness::Lost);
     assert!(!net.client.is_connected(), "not noticed within dead_after");
     assert_eq!(net.client.stats().sessions_lost, 1);
@@ -1334,7 +1405,7 @@ fn a_restarted_proxy_gets_a_handshake_within_suspect_after() {
     // A crash and an immediate restart: the proxy forgets every session, but answers.
     net.server = server(&net.proxy_key, net.members.clone(), limits, net.now, 7);
     let restart = net.now;
-    let bound = limits.suspect_after + net.links[0].delay * 2 + Duration::from_millis(20);
+    let bound = limits.suspect_after + net.links[0].rtt() + Duration::from_millis(20);
     while !net.server.member(MEMBER).unwrap().connected {
         assert!(
             net.now - restart < bound,
@@ -1418,12 +1489,8 @@ fn an_initiation_older_than_the_last_accepted_is_refused() {
 impl Net {
     /// Cuts link `i` both ways (what is on it is lost), or restores it.
     fn cut(&mut self, i: usize, cut: bool) {
-        self.links[i].up = !cut;
-        self.links[i].down = !cut;
-        if cut {
-            self.to_server.retain(|f| f.link != i);
-            self.to_client.retain(|f| f.link != i);
-        }
+        self.set_up(i, true, !cut);
+        self.set_up(i, false, !cut);
     }
 
     /// The states link `i`'s path went through at the client since `since`.
@@ -1492,6 +1559,12 @@ fn a_dead_uplink_fails_over_without_losing_packets_and_comes_back() {
     // The fast uplink dies, with what is on it.
     let cut = net.now;
     net.cut(0, true);
+    let link = &net.links[0];
+    assert!(
+        link.upstream.counters().lost_in_flight > 0
+            && link.downstream.counters().lost_in_flight > 0,
+        "nothing was in flight at the cut"
+    );
     let before = (tx(&net, 0), tx(&net, 1));
     traffic(&mut net, 300);
     // Suspect within a few round trips at both ends; what was in flight on it is sent
@@ -1586,7 +1659,7 @@ fn receipts_report_every_path_once_per_second() {
     let start = net.now;
     for ms in (0..4000).step_by(5) {
         if ms == 2000 {
-            net.links[1].delay = Duration::from_millis(5);
+            net.set_link_delay(1, Duration::from_millis(5));
         }
         for _ in 0..2 {
             net.send_up(&up(200, seq)).unwrap();

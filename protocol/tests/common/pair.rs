@@ -1,9 +1,14 @@
-//! A connected gateway/proxy pair over one lossless, instant path, and packets to send
-//! through it: shared by the allocation test and the throughput benchmark.
+//! A connected gateway/proxy pair over one path, and packets to send through it: shared
+//! by the allocation test and the throughput benchmark.
 //!
 //! Driven as a daemon drives the core: LAN packets in with `handle_packet`, everything
 //! `poll_transmit` writes carried to the other side's `handle_datagram`, inner packets out
 //! with `poll_packet`, `handle_timeout` when `poll_timeout` is due, events drained.
+//!
+//! The path is the shared link model (`linkpool_sim::link::LinkModel`, the one the
+//! testbed's emulator and the simulator use), one per direction: it decides when each
+//! datagram arrives (or that it is lost); the bytes wait in this harness's own ring,
+//! allocated once.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -17,6 +22,7 @@ use linkpool_protocol::server::{self, MemberId, MemberKey, Server, ServerConfig}
 use linkpool_protocol::session::Limits;
 use linkpool_protocol::wire::MAX_DATAGRAM;
 use linkpool_protocol::{CipherSuite, PathId};
+use linkpool_sim::link::{LinkModel, LinkParams, Verdict};
 
 pub const MEMBER: MemberId = MemberId(0);
 /// The largest inner packet both ends take.
@@ -39,6 +45,8 @@ pub struct Carried {
     pub down_packets: u64,
     /// Datagrams either side refused.
     pub refused: u64,
+    /// Datagrams the link lost (either way).
+    pub lost: u64,
 }
 
 pub struct Pair {
@@ -51,8 +59,10 @@ pub struct Pair {
     pub proxy: SocketAddr,
     pub now: Instant,
     pub carried: Carried,
-    /// One-way delay of the link (zero: instant).
-    pub delay: Duration,
+    /// The link, each way, its parameters fixed for the pair's life (an outage would have
+    /// to take what it loses out of the ring too).
+    upstream: LinkModel,
+    downstream: LinkModel,
     to_server: Held,
     to_client: Held,
     /// Scratch buffers, allocated once.
@@ -61,7 +71,8 @@ pub struct Pair {
 }
 
 /// Datagrams on the link, in a ring allocated once (the harness must not allocate
-/// either: the allocation test counts everything).
+/// either: the allocation test counts everything). The link model gives each its due
+/// time; it never reorders, so the ring stays in arrival order.
 struct Held {
     bytes: Box<[u8]>,
     /// (arrival, length) per slot, oldest first.
@@ -82,6 +93,7 @@ impl Held {
 
     fn push(&mut self, due: Instant, datagram: &[u8]) {
         assert!(self.queue.len() < HELD_SLOTS, "link full");
+        debug_assert!(self.queue.back().is_none_or(|&(last, _)| last <= due));
         let slot = (self.head + self.queue.len()) % HELD_SLOTS;
         self.bytes[slot * MAX_DATAGRAM..][..datagram.len()].copy_from_slice(datagram);
         self.queue.push_back((due, datagram.len()));
@@ -101,14 +113,28 @@ impl Held {
 }
 
 impl Pair {
-    /// A pair over an instant link with a session up (both ends confirmed, the path
-    /// active), at `now`.
+    /// A pair over an instant, lossless link with a session up (both ends confirmed, the
+    /// path active), at `now`.
     pub fn connected(suite: CipherSuite) -> Pair {
         Pair::connected_over(suite, Duration::ZERO)
     }
 
-    /// The same over a link with a one-way `delay`.
+    /// The same over a lossless link with a one-way `delay`.
     pub fn connected_over(suite: CipherSuite, delay: Duration) -> Pair {
+        let link = LinkParams {
+            delay,
+            ..LinkParams::default()
+        };
+        Pair::connected_with(suite, link, link)
+    }
+
+    /// The same over a link with these parameters each way (the handshake must get
+    /// through them within the warm-up).
+    pub fn connected_with(
+        suite: CipherSuite,
+        upstream: LinkParams,
+        downstream: LinkParams,
+    ) -> Pair {
         let start = Instant::now();
         let proxy_key = SecretKey::generate().unwrap();
         let member_key = SecretKey::generate().unwrap();
@@ -153,14 +179,16 @@ impl Pair {
             proxy,
             now: start,
             carried: Carried::default(),
-            delay,
+            upstream: preallocated(upstream, 1, start),
+            downstream: preallocated(downstream, 2, start),
             to_server: Held::new(),
             to_client: Held::new(),
             buf: Box::new([0; MAX_DATAGRAM]),
             inner: Box::new([0; MAX_DATAGRAM]),
         };
         // The handshake, then the first pings confirm the keys and the path.
-        for _ in 0..20 + 4 * delay.as_millis() {
+        let rtt = upstream.delay + downstream.delay;
+        for _ in 0..20 + 2 * rtt.as_millis() {
             pair.exchange();
             pair.now += Duration::from_millis(1);
         }
@@ -178,8 +206,8 @@ impl Pair {
     }
 
     /// Delivers what the link has due, runs both sides' timers that are due, and puts
-    /// everything either side wants sent on the link (with no delay: delivered at once,
-    /// until neither side has anything more).
+    /// everything either side wants sent on the link (what is due at once is delivered
+    /// at once, until neither side has anything more).
     pub fn exchange(&mut self) {
         let now = self.now;
         self.arrive();
@@ -244,41 +272,74 @@ impl Pair {
         }
     }
 
-    /// Sends everything the client has to send (with no delay, it is received at once).
-    /// Returns whether anything was sent.
+    /// Sends everything the client has to send on the link (what is due at once, as over
+    /// an instant link, is received at once). Returns whether anything was sent.
     pub fn up(&mut self) -> bool {
         let now = self.now;
         let mut any = false;
         while let Some(t) = self.client.poll_transmit(now, &mut self.buf[..]) {
             any = true;
             debug_assert_eq!((t.path, t.remote), (self.path, self.proxy));
-            if self.delay.is_zero() {
-                self.at_server(t.len);
-                self.packets_at_server();
-            } else {
-                self.to_server.push(now + self.delay, &self.buf[..t.len]);
+            match self.upstream.offer(now, t.len) {
+                // Nothing of the link's is waiting before it (it never reorders).
+                Verdict::Deliver(due) if due <= now && self.to_server.queue.is_empty() => {
+                    self.at_server(t.len);
+                    self.packets_at_server();
+                }
+                Verdict::Deliver(due) => self.to_server.push(due, &self.buf[..t.len]),
+                Verdict::Dropped(_) => self.carried.lost += 1,
             }
         }
         any
     }
 
-    /// Sends everything the proxy has to send (with no delay, it is received at once).
-    /// Returns whether anything was sent.
+    /// Sends everything the proxy has to send on the link (what is due at once is
+    /// received at once). Returns whether anything was sent.
     pub fn down(&mut self) -> bool {
         let now = self.now;
         let mut any = false;
         while let Some(t) = self.server.poll_transmit(now, &mut self.buf[..]) {
             any = true;
             debug_assert_eq!((t.remote, t.local), (self.from, Some(self.proxy)));
-            if self.delay.is_zero() {
-                self.at_client(t.len);
-                self.packets_at_client();
-            } else {
-                self.to_client.push(now + self.delay, &self.buf[..t.len]);
+            match self.downstream.offer(now, t.len) {
+                Verdict::Deliver(due) if due <= now && self.to_client.queue.is_empty() => {
+                    self.at_client(t.len);
+                    self.packets_at_client();
+                }
+                Verdict::Deliver(due) => self.to_client.push(due, &self.buf[..t.len]),
+                Verdict::Dropped(_) => self.carried.lost += 1,
             }
         }
         any
     }
+}
+
+/// A link model with these parameters whose bookkeeping of what is in flight already
+/// has room for as many datagrams as the ring: `LinkModel::offer` records each accepted
+/// datagram's due time in a `VecDeque` that starts empty and grows as needed, which the
+/// allocation test would count. Filled once with zero-length datagrams offered 2 s before
+/// `start` over a link with a 1 s delay (no loss and no jitter: no draw from the seed's
+/// PRNG), so that they are all in flight together, and all due before `start`: the
+/// first datagram offered from then on clears them, leaving only the capacity (and the
+/// model's counters count them).
+fn preallocated(params: LinkParams, seed: u64, start: Instant) -> LinkModel {
+    let second = Duration::from_secs(1);
+    let before = start
+        .checked_sub(2 * second)
+        .expect("a monotonic clock started over 2 s ago");
+    let mut link = LinkModel::new(
+        LinkParams {
+            delay: second,
+            ..LinkParams::default()
+        },
+        seed,
+    );
+    for _ in 0..HELD_SLOTS {
+        link.offer(before, 0);
+    }
+    assert_eq!(link.in_flight(before), HELD_SLOTS);
+    link.set_params(before, params);
+    link
 }
 
 /// Writes a UDP/IPv4 packet of `len` bytes between the member's tunnel address and the
