@@ -753,21 +753,7 @@ impl Pair {
     fn drain_server_packets(&mut self) {
         while let Some(n) = self.server.poll_packet(&mut self.packet) {
             let p = &self.packet[..n];
-            ip::check(p).expect("proxy handed out a malformed IP packet");
-            assert!(
-                is_member(ip::source(p)),
-                "proxy handed out a packet from {:?}, not from the member: {}",
-                ip::source(p),
-                hex(p)
-            );
-            assert!(
-                self.put_in[TO_SERVER].contains(p),
-                "proxy handed out a packet the gateway was never given: {}",
-                hex(p)
-            );
-            if self.trace.arrived[TO_SERVER].len() < ARRIVED_CAP {
-                self.trace.arrived[TO_SERVER].push(p.to_vec());
-            }
+            check_handed_out(&self.put_in, &mut self.trace, TO_SERVER, p);
         }
     }
 
@@ -775,21 +761,7 @@ impl Pair {
     fn drain_client_packets(&mut self) {
         while let Some(n) = self.client.poll_packet(&mut self.packet) {
             let p = &self.packet[..n];
-            ip::check(p).expect("gateway handed out a malformed IP packet");
-            assert!(
-                is_member(ip::destination(p)),
-                "gateway handed out a packet for {:?}, not for the member: {}",
-                ip::destination(p),
-                hex(p)
-            );
-            assert!(
-                self.put_in[TO_CLIENT].contains(p),
-                "gateway handed out a packet the proxy was never given: {}",
-                hex(p)
-            );
-            if self.trace.arrived[TO_CLIENT].len() < ARRIVED_CAP {
-                self.trace.arrived[TO_CLIENT].push(p.to_vec());
-            }
+            check_handed_out(&self.put_in, &mut self.trace, TO_CLIENT, p);
         }
     }
 
@@ -1596,6 +1568,35 @@ impl Pair {
 impl Default for Pair {
     fn default() -> Self {
         Pair::new()
+    }
+}
+
+/// An inner packet one side handed out towards `dir`: well-formed, from (to the proxy) or
+/// for (to the gateway) the member, and one the other side was given.
+fn check_handed_out(put_in: &[PutIn; 2], trace: &mut Trace, dir: usize, p: &[u8]) {
+    let (side, other) = if dir == TO_SERVER {
+        ("proxy", "gateway")
+    } else {
+        ("gateway", "proxy")
+    };
+    ip::check(p).unwrap_or_else(|e| panic!("{side} handed out a malformed IP packet: {e}"));
+    let member_end = if dir == TO_SERVER {
+        ip::source(p)
+    } else {
+        ip::destination(p)
+    };
+    assert!(
+        is_member(member_end),
+        "{side} handed out a packet with the member's end {member_end:?}: {}",
+        hex(p)
+    );
+    assert!(
+        put_in[dir].contains(p),
+        "{side} handed out a packet the {other} was never given: {}",
+        hex(p)
+    );
+    if trace.arrived[dir].len() < ARRIVED_CAP {
+        trace.arrived[dir].push(p.to_vec());
     }
 }
 

@@ -163,6 +163,13 @@ pub async fn run(
     }
 }
 
+/// What the core is told about an uplink's path.
+fn path_settings(uplink: &UplinkConfig) -> PathSettings {
+    PathSettings {
+        probe_interval: uplink.probe_interval,
+    }
+}
+
 fn wall_clock_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -234,10 +241,7 @@ impl Gateway {
                 Some(mut u) => {
                     // A new probing interval applies to the path as it is.
                     if let Some(path) = u.path.filter(|_| u.config != *config) {
-                        let settings = PathSettings {
-                            probe_interval: config.probe_interval,
-                        };
-                        self.client.set_path_settings(path, settings);
+                        self.client.set_path_settings(path, path_settings(config));
                     }
                     u.config = config.clone();
                     u
@@ -313,10 +317,7 @@ impl Gateway {
             for u in &mut self.uplinks {
                 match (&u.socket, u.path) {
                     (Some(_), None) => {
-                        let settings = PathSettings {
-                            probe_interval: u.config.probe_interval,
-                        };
-                        let path = self.client.open_path(now, proxy, settings);
+                        let path = self.client.open_path(now, proxy, path_settings(&u.config));
                         debug!(uplink = %u.config.name, %path, "path opened");
                         u.path = Some(path);
                     }

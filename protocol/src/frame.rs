@@ -291,11 +291,6 @@ impl<'a> Writer<'a> {
         self.at == 0
     }
 
-    /// Room left.
-    pub fn remaining(&self) -> usize {
-        self.out.len() - self.at
-    }
-
     /// A ping frame.
     pub fn ping(&mut self) -> Option<()> {
         self.u8(PING)

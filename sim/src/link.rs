@@ -366,6 +366,13 @@ impl LinkModel {
         }
     }
 
+    /// Makes room for `n` datagrams in flight at once, so that offering up to that many
+    /// allocates nothing (a harness that checks the data path's allocations needs that).
+    pub fn reserve(&mut self, n: usize) {
+        self.in_flight
+            .reserve(n.saturating_sub(self.in_flight.len()));
+    }
+
     /// The current parameters.
     pub fn params(&self) -> &LinkParams {
         &self.params

@@ -179,8 +179,8 @@ impl Pair {
             proxy,
             now: start,
             carried: Carried::default(),
-            upstream: preallocated(upstream, 1, start),
-            downstream: preallocated(downstream, 2, start),
+            upstream: preallocated(upstream, 1),
+            downstream: preallocated(downstream, 2),
             to_server: Held::new(),
             to_client: Held::new(),
             buf: Box::new([0; MAX_DATAGRAM]),
@@ -314,31 +314,11 @@ impl Pair {
     }
 }
 
-/// A link model with these parameters whose bookkeeping of what is in flight already
-/// has room for as many datagrams as the ring: `LinkModel::offer` records each accepted
-/// datagram's due time in a `VecDeque` that starts empty and grows as needed, which the
-/// allocation test would count. Filled once with zero-length datagrams offered 2 s before
-/// `start` over a link with a 1 s delay (no loss and no jitter: no draw from the seed's
-/// PRNG), so that they are all in flight together, and all due before `start`: the
-/// first datagram offered from then on clears them, leaving only the capacity (and the
-/// model's counters count them).
-fn preallocated(params: LinkParams, seed: u64, start: Instant) -> LinkModel {
-    let second = Duration::from_secs(1);
-    let before = start
-        .checked_sub(2 * second)
-        .expect("a monotonic clock started over 2 s ago");
-    let mut link = LinkModel::new(
-        LinkParams {
-            delay: second,
-            ..LinkParams::default()
-        },
-        seed,
-    );
-    for _ in 0..HELD_SLOTS {
-        link.offer(before, 0);
-    }
-    assert_eq!(link.in_flight(before), HELD_SLOTS);
-    link.set_params(before, params);
+/// A link model with room for as many datagrams in flight as the ring holds: the
+/// allocation test must see none from the model either.
+fn preallocated(params: LinkParams, seed: u64) -> LinkModel {
+    let mut link = LinkModel::new(params, seed);
+    link.reserve(HELD_SLOTS);
     link
 }
 

@@ -241,6 +241,14 @@ pub fn percentile(samples: &[Duration], q: f64) -> Option<Duration> {
 }
 
 /// Elapsed time carried in a payload, as nanoseconds.
+/// A paced source's next send time `t`, unless it is at or past `stop`.
+pub(crate) fn before_stop(t: Duration, stop: Option<Duration>) -> Option<Duration> {
+    match stop {
+        Some(stop) if t >= stop => None,
+        _ => Some(t),
+    }
+}
+
 pub(crate) fn put_time(buf: &mut [u8], t: Duration) {
     buf.copy_from_slice(&(t.as_nanos() as u64).to_be_bytes());
 }

@@ -190,11 +190,7 @@ impl Traffic for UdpStream {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        let t = self.send_time(self.next_seq);
-        match self.stop {
-            Some(stop) if t >= stop => None,
-            _ => Some(t),
-        }
+        super::before_stop(self.send_time(self.next_seq), self.stop)
     }
 
     fn handle_timeout(&mut self, now: Duration, out: &mut Emit<'_>) {
