@@ -184,9 +184,9 @@ pub struct Path {
     /// Re-sends from a failed path in flight here, and how many may be.
     resends_in_flight: u32,
     resend_window: u32,
-    /// When an ack last acknowledged something new, and how far apart such acks come
-    /// while the path is busy: the ack clock, which stops when the path dies whatever
-    /// its queue holds.
+    /// When an ack last acknowledged something new, and the longest gap between such acks
+    /// lately while the path was busy: the ack clock, which stops when the path dies
+    /// whatever its queue holds.
     last_ack_at: Option<Instant>,
     ack_interval: Option<Duration>,
 
@@ -576,9 +576,12 @@ impl Path {
             // Only a gap the newest packet was in flight for says how often acks come.
             let gap = now.saturating_duration_since(prev);
             if newest.at <= prev && gap < self.srtt.unwrap_or(INITIAL_RTT) {
+                // The longest gap lately, decaying: acks come in bursts (delayed acks, a
+                // receiver reading a batch), and the clock is stopped only when nothing
+                // comes for well over the longest of them.
                 self.ack_interval = Some(match self.ack_interval {
                     None => gap,
-                    Some(i) => (i * 7 + gap) / 8,
+                    Some(i) => gap.max(i - i / 8),
                 });
             }
         }
@@ -777,10 +780,10 @@ impl Path {
         Some(by_rtt.min(by_clock))
     }
 
-    /// How long without an ack a busy path may go: a few ack intervals, the peer's ack
-    /// delay, and room for the RTT's variation.
-    fn ack_gap_limit(&self, interval: Duration) -> Duration {
-        (4 * interval + MAX_ACK_DELAY + 2 * self.rttvar).max(MIN_ACK_GAP)
+    /// How long without an ack a busy path may go: twice the longest recent gap, the
+    /// peer's ack delay, and room for the RTT's variation.
+    fn ack_gap_limit(&self, longest: Duration) -> Duration {
+        (2 * longest + MAX_ACK_DELAY + 4 * self.rttvar).max(MIN_ACK_GAP)
     }
 
     /// The next time [`Path::on_timeout`] or a ping needs this path.
