@@ -63,11 +63,17 @@ pub enum DropReason {
     NoMember,
     /// A packet for a member without a session.
     MemberOffline,
+    /// A packet that waited in the core's queue longer than CoDel allows, in a flow that
+    /// does not take ECN marks: dropped to slow the flow's sender down.
+    QueueDelay,
+    /// A second copy of an inner packet already delivered (sent redundantly, or re-sent
+    /// on another path).
+    Duplicate,
 }
 
 impl DropReason {
     /// All reasons, in counter order.
-    pub const ALL: [DropReason; 29] = [
+    pub const ALL: [DropReason; 31] = [
         DropReason::TooShort,
         DropReason::Oversized,
         DropReason::BadLength,
@@ -97,6 +103,8 @@ impl DropReason {
         DropReason::SpoofedSource,
         DropReason::NoMember,
         DropReason::MemberOffline,
+        DropReason::QueueDelay,
+        DropReason::Duplicate,
     ];
 
     /// A stable snake_case name for logs and metrics labels.
@@ -131,6 +139,8 @@ impl DropReason {
             DropReason::SpoofedSource => "spoofed_source",
             DropReason::NoMember => "no_member",
             DropReason::MemberOffline => "member_offline",
+            DropReason::QueueDelay => "queue_delay",
+            DropReason::Duplicate => "duplicate",
         }
     }
 }
