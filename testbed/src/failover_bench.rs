@@ -316,16 +316,18 @@ fn describe(o: &Outcome) -> String {
     )
 }
 
-/// Turns on kernel MPTCP in r1 and on the internet host, r1's second WAN as a subflow
-/// endpoint; returns a line saying what was set.
-fn setup_mptcp(coop: &Coop) -> Result<String, Error> {
+/// Turns on kernel MPTCP in r1 and on the internet host, each of r1's WANs after the first
+/// (`wan2`, `wan3`, ...) as a subflow endpoint (the first subflow goes out of `wan`, the
+/// default route); returns a line saying what was set.
+pub fn setup_mptcp(coop: &Coop) -> Result<String, Error> {
     let r1 = coop.router(1);
     let inet = coop.internet();
-    let wan2 = r1
-        .wans()
-        .get(1)
-        .ok_or_else(|| Error::new("bench-failover: r1 has no second WAN"))?;
+    if r1.wans().len() < 2 {
+        return Err(Error::new("bench-failover: r1 has no second WAN"));
+    }
     let fail = |e: Error| Error::new(format!("cannot set up kernel MPTCP: {e}"));
+    // Subflows besides the first: one per further WAN (the kernel allows up to 8).
+    let limit = (r1.wans().len() - 1).clamp(2, 8).to_string();
     for node in [&**r1, &***inet] {
         node.exec_ok(&["sysctl", "-q", "-w", "net.mptcp.enabled=1"])
             .map_err(fail)?;
@@ -335,33 +337,38 @@ fn setup_mptcp(coop: &Coop) -> Result<String, Error> {
             "limits",
             "set",
             "subflow",
-            "2",
+            &limit,
             "add_addr_accepted",
-            "2",
+            &limit,
         ])
         .map_err(fail)?;
     }
     r1.exec_ok(&["ip", "mptcp", "endpoint", "flush"])
         .map_err(fail)?;
-    let addr = wan2.addr_v4().to_string();
-    r1.exec_ok(&[
-        "ip",
-        "mptcp",
-        "endpoint",
-        "add",
-        &addr,
-        "dev",
-        wan2.device(),
-        "subflow",
-    ])
-    .map_err(fail)?;
+    for wan in &r1.wans()[1..] {
+        let addr = wan.addr_v4().to_string();
+        r1.exec_ok(&[
+            "ip",
+            "mptcp",
+            "endpoint",
+            "add",
+            &addr,
+            "dev",
+            wan.device(),
+            "subflow",
+        ])
+        .map_err(fail)?;
+    }
     let endpoints = r1
         .exec_ok(&["ip", "mptcp", "endpoint", "show"])
         .map_err(fail)?;
-    if !endpoints.contains(&addr) {
-        return Err(fail(Error::new(format!(
-            "r1's MPTCP endpoints do not list {addr}: {endpoints}"
-        ))));
+    for wan in &r1.wans()[1..] {
+        let addr = wan.addr_v4().to_string();
+        if !endpoints.contains(&addr) {
+            return Err(fail(Error::new(format!(
+                "r1's MPTCP endpoints do not list {addr}: {endpoints}"
+            ))));
+        }
     }
     // Fails here, clearly, when the kernel has no MPTCP.
     netns::within(r1.ns(), || stream_socket(Proto::Mptcp).map(drop)).map_err(|e| {
@@ -370,9 +377,9 @@ fn setup_mptcp(coop: &Coop) -> Result<String, Error> {
         )))
     })?;
     Ok(format!(
-        "kernel MPTCP: net.mptcp.enabled=1 in r1 and internet, limits subflow 2 add_addr_accepted 2, \
-         r1's endpoint: {}",
-        endpoints.trim()
+        "kernel MPTCP: net.mptcp.enabled=1 in r1 and internet, limits subflow {limit} \
+         add_addr_accepted {limit}, r1's endpoints: {}",
+        endpoints.trim().replace('\n', "; ")
     ))
 }
 
@@ -466,9 +473,12 @@ pub fn ping_received(output: &str) -> Option<u64> {
         .ok()
 }
 
+/// The protocol of a stream socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Proto {
+pub enum Proto {
+    /// Plain TCP.
     Tcp,
+    /// Kernel MPTCP (`IPPROTO_MPTCP`).
     Mptcp,
 }
 
@@ -540,9 +550,26 @@ fn listen(proto: Proto, port: u16) -> io::Result<TcpListener> {
     Ok(TcpListener::from(fd))
 }
 
-/// A connected socket (call inside the namespace).
-fn connect(proto: Proto, to: SocketAddrV4) -> io::Result<TcpStream> {
+/// A socket connected from `local` (any local address when `None`), so that a router's
+/// policy rules send it out of the WAN that address belongs to (call inside the
+/// namespace).
+pub fn connect_from(
+    proto: Proto,
+    local: Option<Ipv4Addr>,
+    to: SocketAddrV4,
+) -> io::Result<TcpStream> {
     let fd = stream_socket(proto)?;
+    if let Some(local) = local {
+        let sa = sockaddr(SocketAddrV4::new(local, 0));
+        // SAFETY: valid fd and address buffer of the size given.
+        check(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        })?;
+    }
     let sa = sockaddr(to);
     // SAFETY: valid fd and address buffer of the size given.
     let rc = unsafe {
@@ -558,13 +585,15 @@ fn connect(proto: Proto, to: SocketAddrV4) -> io::Result<TcpStream> {
 
 /// What `MPTCP_INFO` says of a connection.
 #[derive(Clone, Copy, Debug)]
-struct MptcpInfo {
+pub struct MptcpInfo {
     /// Subflows besides the first.
-    subflows: u8,
-    fallback: bool,
+    pub subflows: u8,
+    /// The connection fell back to plain TCP.
+    pub fallback: bool,
 }
 
-fn mptcp_info(stream: &TcpStream) -> io::Result<MptcpInfo> {
+/// `MPTCP_INFO` of an MPTCP connection.
+pub fn mptcp_info(stream: &TcpStream) -> io::Result<MptcpInfo> {
     // struct mptcp_info: six u8 (mptcpi_subflows first), then u32 mptcpi_flags at 8.
     let mut buf = [0u8; 256];
     let mut len = buf.len() as libc::socklen_t;
@@ -589,7 +618,7 @@ fn mptcp_info(stream: &TcpStream) -> io::Result<MptcpInfo> {
 }
 
 /// The bytes a download carries: a pseudo-random block repeated.
-fn pattern() -> Arc<Vec<u8>> {
+pub fn pattern() -> Arc<Vec<u8>> {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     Arc::new(
         (0..PATTERN_LEN)
@@ -604,14 +633,30 @@ fn pattern() -> Arc<Vec<u8>> {
 }
 
 /// Checks a received stream against [`pattern`].
-struct PatternCheck {
+pub struct PatternCheck {
     block: Arc<Vec<u8>>,
-    offset: u64,
+    /// Bytes checked so far.
+    pub offset: u64,
+}
+
+impl Default for PatternCheck {
+    fn default() -> Self {
+        PatternCheck::new()
+    }
 }
 
 impl PatternCheck {
+    /// A check from the stream's first byte.
+    pub fn new() -> PatternCheck {
+        PatternCheck {
+            block: pattern(),
+            offset: 0,
+        }
+    }
+
     /// Whether `data` is what comes next; advances.
-    fn next(&mut self, mut data: &[u8]) -> bool {
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self, mut data: &[u8]) -> bool {
         while !data.is_empty() {
             let start = (self.offset % PATTERN_LEN as u64) as usize;
             let take = data.len().min(PATTERN_LEN - start);
@@ -625,8 +670,9 @@ impl PatternCheck {
     }
 }
 
+/// What a [`Server`] does with its connection.
 #[derive(Clone, Copy)]
-enum Serve {
+pub enum Serve {
     /// Write the pattern as fast as the socket takes it.
     Bulk,
     /// Write back what arrives.
@@ -634,13 +680,15 @@ enum Serve {
 }
 
 /// One connection served by a thread in the internet host's namespace.
-struct Server {
+pub struct Server {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<io::Result<u64>>>,
 }
 
 impl Server {
-    fn start(coop: &Coop, proto: Proto, port: u16, serve: Serve) -> Result<Server, Error> {
+    /// Listens on `port` of the internet host and serves the first connection (MPTCP's
+    /// further subflows join it through the same listener) until [`Server::finish`].
+    pub fn start(coop: &Coop, proto: Proto, port: u16, serve: Serve) -> Result<Server, Error> {
         let listener = netns::within(coop.internet().ns(), || listen(proto, port))
             .map_err(|e| Error::new(format!("listening on the internet host, port {port}: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -702,7 +750,7 @@ impl Server {
     }
 
     /// Stops serving; returns what the server moved, or its error.
-    fn finish(mut self) -> Result<u64, String> {
+    pub fn finish(mut self) -> Result<u64, String> {
         self.stop.store(true, Ordering::Relaxed);
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(Ok(n))) => Ok(n),
@@ -735,9 +783,20 @@ fn mb(bytes: u64) -> String {
 
 /// Connects from `client_ns` to the internet host with `proto`; for MPTCP checks that the
 /// connection did not fall back to TCP.
-fn open(coop: &Coop, client_ns: &str, proto: Proto, port: u16) -> Result<TcpStream, Error> {
+pub fn open(coop: &Coop, client_ns: &str, proto: Proto, port: u16) -> Result<TcpStream, Error> {
+    open_from(coop, client_ns, proto, port, None)
+}
+
+/// [`open`] from a local address of the namespace (a WAN's, to go out of that WAN).
+pub fn open_from(
+    coop: &Coop,
+    client_ns: &str,
+    proto: Proto,
+    port: u16,
+    local: Option<Ipv4Addr>,
+) -> Result<TcpStream, Error> {
     let to = SocketAddrV4::new(coop.internet().addr_v4(), port);
-    let stream = netns::within(client_ns, || connect(proto, to)).map_err(|e| {
+    let stream = netns::within(client_ns, || connect_from(proto, local, to)).map_err(|e| {
         Error::new(format!(
             "cannot connect{} to {to}: {e}",
             if proto == Proto::Mptcp {

@@ -45,6 +45,8 @@ pub mod netns;
 mod params;
 pub mod pool;
 mod process;
+pub mod scenario;
+pub mod scenario_bench;
 mod servers;
 mod topology;
 

@@ -50,6 +50,18 @@ usage:
                                          exact/truncated/bit-flipped copies of it, or
                                          initiations with random keys and a valid mac1
                                          (the proxy's key from --bundle or --proxy-key)
+  linkpool-testbed bench [--scenario FILE.toml|NAME]... [--seconds N] [--json FILE]
+                                         the scenario benchmark: for each scenario (default:
+                                         the built-in ones, testbed/scenarios/*.toml; a
+                                         scenario is a file or a built-in's name, repeat
+                                         --scenario or give a comma-separated list) one
+                                         TCP download, 8 at once and a UDP flow through
+                                         linkpool against kernel MPTCP and each path alone
+                                         over the same emulated links, the failover gap
+                                         across the scenario's events, RTT idle and under
+                                         load, the daemons' CPU per GB; prints Markdown
+                                         tables, --json writes every figure; --seconds:
+                                         each transfer's length (event times scaled)
   linkpool-testbed bench-pool [--rate 100mbit|unlimited] [--delay 10ms]
                                          throughput through linkpool against the same
                                          uplink used directly, memory and CPU of the daemons
@@ -97,6 +109,9 @@ fn run() -> Result<ExitCode, Error> {
     let mut bench = BenchOptions::default();
     let mut bench_rate: Option<u64> = None;
     let mut runs: Option<usize> = None;
+    let mut scenarios: Vec<String> = Vec::new();
+    let mut json_out: Option<PathBuf> = None;
+    let mut seconds: Option<Duration> = None;
     let mut rest: Vec<OsString> = Vec::new();
     let bad = |e: lexopt::Error| Error::new(format!("{e}\n\n{USAGE}"));
     while let Some(arg) = parser.next().map_err(bad)? {
@@ -141,6 +156,28 @@ fn run() -> Result<ExitCode, Error> {
                             Error::new(format!("--runs: `{v}` is not a number from 1 to 100"))
                         })?,
                 );
+            }
+            Long("scenario") => {
+                let v = parser.value().map_err(bad)?.string().map_err(bad)?;
+                scenarios.extend(
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from),
+                );
+            }
+            Long("json") => json_out = Some(parser.value().map_err(bad)?.into()),
+            Long("seconds") => {
+                let v = parser.value().map_err(bad)?.string().map_err(bad)?;
+                let max = linkpool_testbed::scenario::MAX_SECONDS;
+                let n: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1.0..=max).contains(n))
+                    .ok_or_else(|| {
+                        Error::new(format!("--seconds: `{v}` is not a number from 1 to {max}"))
+                    })?;
+                seconds = Some(Duration::from_secs_f64(n));
             }
             Long("pings") => {
                 let v = parser.value().map_err(bad)?.string().map_err(bad)?;
@@ -189,6 +226,13 @@ fn run() -> Result<ExitCode, Error> {
     if runs.is_some() && command.as_deref() != Some("bench-failover") {
         return Err(Error::new(format!(
             "--runs goes with `bench-failover` only\n\n{USAGE}"
+        )));
+    }
+    if (!scenarios.is_empty() || json_out.is_some() || seconds.is_some())
+        && command.as_deref() != Some("bench")
+    {
+        return Err(Error::new(format!(
+            "--scenario, --seconds and --json go with `bench` only\n\n{USAGE}"
         )));
     }
     if with_pool && command.as_deref() != Some("up") {
@@ -267,6 +311,15 @@ fn run() -> Result<ExitCode, Error> {
             let _signals = handle_signals();
             attack(rest, prefix)
         }
+        Some("bench") => {
+            if !positional.is_empty() {
+                return Err(Error::new(format!(
+                    "bench: give scenarios with --scenario FILE.toml\n\n{USAGE}"
+                )));
+            }
+            let _signals = handle_signals();
+            bench_command(&scenarios, seconds, json_out)
+        }
         Some("bench-pool") => {
             let _signals = handle_signals();
             let mut options = linkpool_testbed::bench::PoolBenchOptions::default();
@@ -301,6 +354,65 @@ fn run() -> Result<ExitCode, Error> {
         }
         Some(other) => Err(Error::new(format!("unknown command `{other}`\n\n{USAGE}"))),
         None => Err(Error::new(format!("give a command\n\n{USAGE}"))),
+    }
+}
+
+/// `bench`: resolves the scenarios (files, or built-in names; none: every built-in one),
+/// runs them, prints the tables and writes the JSON. Fails when a scenario could not be
+/// measured (after printing and writing what was).
+fn bench_command(
+    names: &[String],
+    seconds: Option<Duration>,
+    json_out: Option<PathBuf>,
+) -> Result<ExitCode, Error> {
+    use linkpool_testbed::scenario::{BUILTIN, Scenario};
+    use linkpool_testbed::scenario_bench::{ScenarioBenchOptions, bench_scenarios};
+    let scenarios = if names.is_empty() {
+        Scenario::builtin()?
+    } else {
+        names
+            .iter()
+            .map(|name| {
+                let path = PathBuf::from(name);
+                if path.is_file() {
+                    Scenario::from_file(&path)
+                } else if let Some(s) = Scenario::builtin_named(name) {
+                    s
+                } else {
+                    Err(Error::new(format!(
+                        "--scenario: `{name}` is neither a file nor a built-in scenario ({})",
+                        BUILTIN
+                            .iter()
+                            .map(|(f, _)| f.trim_end_matches(".toml"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    // Fail on an unwritable JSON file now, not after a quarter of an hour.
+    if let Some(path) = &json_out {
+        std::fs::write(path, "")
+            .map_err(|e| Error::new(format!("--json {}: {e}", path.display())))?;
+    }
+    let options = ScenarioBenchOptions { scenarios, seconds };
+    let report = bench_scenarios(&options, |line| println!("{line}"))?;
+    println!();
+    print!("{}", report.table());
+    if let Some(path) = &json_out {
+        let text = serde_json::to_string_pretty(&report.json())
+            .map_err(|e| Error::new(format!("--json: {e}")))?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| Error::new(format!("--json {}: {e}", path.display())))?;
+        println!("figures written to {}", path.display());
+    }
+    if report.complete() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Error::new(
+            "bench: some scenarios could not be measured (see the notes)",
+        ))
     }
 }
 

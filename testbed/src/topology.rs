@@ -97,7 +97,7 @@ impl Default for RouterSpec {
     }
 }
 
-type LinkTable = BTreeMap<String, toml::Value>;
+pub(crate) type LinkTable = BTreeMap<String, toml::Value>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,23 +168,7 @@ impl Topology {
             )));
         }
         let link = |table: &Option<LinkTable>, key: String| -> Result<LinkSpec, Error> {
-            let base = link_params(table.iter().flatten(), LinkParams::default(), &key, origin)?;
-            let mut spec = LinkSpec::both(base);
-            for (direction, params) in [
-                ("upstream", &mut spec.upstream),
-                ("downstream", &mut spec.downstream),
-            ] {
-                if let Some(value) = table.as_ref().and_then(|t| t.get(direction)) {
-                    let toml::Value::Table(sub) = value else {
-                        return Err(Error::new(format!(
-                            "{origin}: `{key}.{direction}`: expected a table, found {}",
-                            value.type_str()
-                        )));
-                    };
-                    *params = link_params(sub.iter(), base, &format!("{key}.{direction}"), origin)?;
-                }
-            }
-            Ok(spec)
+            link_spec(table.as_ref(), &key, origin)
         };
         let mut routers = Vec::new();
         for (i, r) in file.router.iter().enumerate() {
@@ -257,6 +241,38 @@ impl Topology {
             dns_name,
         })
     }
+}
+
+/// A link table (`{ rate = "20mbit", delay = "10ms", upstream = { rate = "2mbit" } }`, or
+/// none: an ideal link) as a [`LinkSpec`]; errors name `origin` and `key` (for scenario
+/// files too, [`crate::scenario`]).
+pub(crate) fn link_spec(
+    table: Option<&LinkTable>,
+    key: &str,
+    origin: &str,
+) -> Result<LinkSpec, Error> {
+    let base = link_params(
+        table.into_iter().flatten(),
+        LinkParams::default(),
+        key,
+        origin,
+    )?;
+    let mut spec = LinkSpec::both(base);
+    for (direction, params) in [
+        ("upstream", &mut spec.upstream),
+        ("downstream", &mut spec.downstream),
+    ] {
+        if let Some(value) = table.and_then(|t| t.get(direction)) {
+            let toml::Value::Table(sub) = value else {
+                return Err(Error::new(format!(
+                    "{origin}: `{key}.{direction}`: expected a table, found {}",
+                    value.type_str()
+                )));
+            };
+            *params = link_params(sub.iter(), base, &format!("{key}.{direction}"), origin)?;
+        }
+    }
+    Ok(spec)
 }
 
 /// Applies the keys of a link table (except the direction sub-tables) to `params`.
