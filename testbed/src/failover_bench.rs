@@ -379,7 +379,12 @@ pub fn setup_mptcp(coop: &Coop) -> Result<String, Error> {
     Ok(format!(
         "kernel MPTCP: net.mptcp.enabled=1 in r1 and internet, limits subflow {limit} \
          add_addr_accepted {limit}, r1's endpoints: {}",
-        endpoints.trim().replace('\n', "; ")
+        endpoints
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ")
     ))
 }
 
@@ -583,6 +588,49 @@ pub fn connect_from(
     Ok(TcpStream::from(fd))
 }
 
+/// Sets a connection's TCP congestion control (`TCP_CONGESTION`; any the kernel has, with
+/// CAP_NET_ADMIN, where a namespace's `net.ipv4.tcp_congestion_control` is bounded by
+/// the host's allowed list) and reads it back.
+pub fn set_congestion_control(stream: &TcpStream, name: &str) -> io::Result<()> {
+    // SAFETY: valid fd; the buffer and its length describe the name.
+    check(unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    })
+    .map_err(|e| io::Error::new(e.kind(), format!("TCP_CONGESTION {name}: {e}")))?;
+    let now = congestion_control(stream)?;
+    if now != name {
+        return Err(io::Error::other(format!(
+            "TCP_CONGESTION {name}: the connection uses {now}"
+        )));
+    }
+    Ok(())
+}
+
+/// A connection's TCP congestion control.
+pub fn congestion_control(stream: &TcpStream) -> io::Result<String> {
+    let mut buf = [0u8; 32];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: valid fd; buf and len describe a writable buffer.
+    check(unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    let name = &buf[..(len as usize).min(buf.len())];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Ok(String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
 /// What `MPTCP_INFO` says of a connection.
 #[derive(Clone, Copy, Debug)]
 pub struct MptcpInfo {
@@ -689,6 +737,19 @@ impl Server {
     /// Listens on `port` of the internet host and serves the first connection (MPTCP's
     /// further subflows join it through the same listener) until [`Server::finish`].
     pub fn start(coop: &Coop, proto: Proto, port: u16, serve: Serve) -> Result<Server, Error> {
+        Server::start_with(coop, proto, port, serve, None)
+    }
+
+    /// [`Server::start`] with the connection's TCP congestion control set (`cubic`, ...;
+    /// for MPTCP on every subflow): the thread fails at once, closing the connection, when
+    /// the kernel refuses it.
+    pub fn start_with(
+        coop: &Coop,
+        proto: Proto,
+        port: u16,
+        serve: Serve,
+        congestion_control: Option<String>,
+    ) -> Result<Server, Error> {
         let listener = netns::within(coop.internet().ns(), || listen(proto, port))
             .map_err(|e| Error::new(format!("listening on the internet host, port {port}: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -710,6 +771,9 @@ impl Server {
             };
             // The listener stays open: MPTCP's second subflow (MP_JOIN) arrives through it.
             stream.set_nonblocking(false)?;
+            if let Some(name) = &congestion_control {
+                set_congestion_control(&stream, name)?;
+            }
             stream.set_nodelay(true)?;
             stream.set_write_timeout(Some(Duration::from_millis(200)))?;
             stream.set_read_timeout(Some(Duration::from_millis(200)))?;

@@ -50,7 +50,7 @@ usage:
                                          exact/truncated/bit-flipped copies of it, or
                                          initiations with random keys and a valid mac1
                                          (the proxy's key from --bundle or --proxy-key)
-  linkpool-testbed bench [--scenario FILE.toml|NAME]... [--seconds N] [--json FILE]
+  linkpool-testbed bench [--scenario FILE.toml|NAME]... [--seconds N] [--json FILE] [--cc cubic]
                                          the scenario benchmark: for each scenario (default:
                                          the built-in ones, testbed/scenarios/*.toml; a
                                          scenario is a file or a built-in's name, repeat
@@ -61,7 +61,9 @@ usage:
                                          across the scenario's events, RTT idle and under
                                          load, the daemons' CPU per GB; prints Markdown
                                          tables, --json writes every figure; --seconds:
-                                         each transfer's length (event times scaled)
+                                         each transfer's length (event times scaled);
+                                         --cc: the senders' TCP congestion control
+                                         (default cubic)
   linkpool-testbed bench-pool [--rate 100mbit|unlimited] [--delay 10ms]
                                          throughput through linkpool against the same
                                          uplink used directly, memory and CPU of the daemons
@@ -112,6 +114,7 @@ fn run() -> Result<ExitCode, Error> {
     let mut scenarios: Vec<String> = Vec::new();
     let mut json_out: Option<PathBuf> = None;
     let mut seconds: Option<Duration> = None;
+    let mut cc: Option<String> = None;
     let mut rest: Vec<OsString> = Vec::new();
     let bad = |e: lexopt::Error| Error::new(format!("{e}\n\n{USAGE}"));
     while let Some(arg) = parser.next().map_err(bad)? {
@@ -167,6 +170,7 @@ fn run() -> Result<ExitCode, Error> {
                 );
             }
             Long("json") => json_out = Some(parser.value().map_err(bad)?.into()),
+            Long("cc") => cc = Some(parser.value().map_err(bad)?.string().map_err(bad)?),
             Long("seconds") => {
                 let v = parser.value().map_err(bad)?.string().map_err(bad)?;
                 let max = linkpool_testbed::scenario::MAX_SECONDS;
@@ -228,11 +232,11 @@ fn run() -> Result<ExitCode, Error> {
             "--runs goes with `bench-failover` only\n\n{USAGE}"
         )));
     }
-    if (!scenarios.is_empty() || json_out.is_some() || seconds.is_some())
+    if (!scenarios.is_empty() || json_out.is_some() || seconds.is_some() || cc.is_some())
         && command.as_deref() != Some("bench")
     {
         return Err(Error::new(format!(
-            "--scenario, --seconds and --json go with `bench` only\n\n{USAGE}"
+            "--scenario, --seconds, --json and --cc go with `bench` only\n\n{USAGE}"
         )));
     }
     if with_pool && command.as_deref() != Some("up") {
@@ -318,7 +322,7 @@ fn run() -> Result<ExitCode, Error> {
                 )));
             }
             let _signals = handle_signals();
-            bench_command(&scenarios, seconds, json_out)
+            bench_command(&scenarios, seconds, json_out, cc)
         }
         Some("bench-pool") => {
             let _signals = handle_signals();
@@ -364,6 +368,7 @@ fn bench_command(
     names: &[String],
     seconds: Option<Duration>,
     json_out: Option<PathBuf>,
+    cc: Option<String>,
 ) -> Result<ExitCode, Error> {
     use linkpool_testbed::scenario::{BUILTIN, Scenario};
     use linkpool_testbed::scenario_bench::{ScenarioBenchOptions, bench_scenarios};
@@ -396,7 +401,22 @@ fn bench_command(
         std::fs::write(path, "")
             .map_err(|e| Error::new(format!("--json {}: {e}", path.display())))?;
     }
-    let options = ScenarioBenchOptions { scenarios, seconds };
+    let congestion_control =
+        cc.unwrap_or_else(|| ScenarioBenchOptions::DEFAULT_CONGESTION_CONTROL.to_string());
+    if congestion_control.is_empty()
+        || !congestion_control
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(Error::new(format!(
+            "--cc: `{congestion_control}` is not a congestion control name (cubic, bbr, reno, ...)"
+        )));
+    }
+    let options = ScenarioBenchOptions {
+        scenarios,
+        seconds,
+        congestion_control,
+    };
     let report = bench_scenarios(&options, |line| println!("{line}"))?;
     println!();
     print!("{}", report.table());

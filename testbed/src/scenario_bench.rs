@@ -63,6 +63,15 @@ pub struct ScenarioBenchOptions {
     pub scenarios: Vec<Scenario>,
     /// Each transfer's length instead of the files' `seconds` (events scaled with it).
     pub seconds: Option<Duration>,
+    /// The senders' TCP congestion control (set on the internet host, which sends every
+    /// download): `cubic`, `bbr`, `reno`, ...
+    pub congestion_control: String,
+}
+
+impl ScenarioBenchOptions {
+    /// The senders' congestion control unless told otherwise: Linux's default, what most
+    /// servers run (the machine's own default may differ: BBR on the development VM).
+    pub const DEFAULT_CONGESTION_CONTROL: &str = "cubic";
 }
 
 /// The figures of one scenario; `None` where not measured.
@@ -242,6 +251,8 @@ pub struct ScenarioBenchReport {
     pub run_seconds: f64,
     /// When it started, seconds since the epoch.
     pub started_unix: f64,
+    /// The senders' congestion control.
+    pub congestion_control: String,
 }
 
 fn num(v: Option<f64>, decimals: usize) -> String {
@@ -249,6 +260,11 @@ fn num(v: Option<f64>, decimals: usize) -> String {
         Some(x) if x.is_finite() => format!("{x:.decimals$}"),
         _ => "-".to_string(),
     }
+}
+
+/// `, failover gap 120 ms`, or nothing without events.
+fn gap_text(gap_ms: Option<f64>) -> String {
+    gap_ms.map_or(String::new(), |g| format!(", failover gap {g:.0} ms"))
 }
 
 fn shares(v: &[f64]) -> String {
@@ -271,6 +287,7 @@ impl ScenarioBenchReport {
     pub fn json(&self) -> Value {
         json!({
             "started_unix": self.started_unix,
+            "congestion_control": self.congestion_control,
             "run_seconds": rounded(json!(self.run_seconds)),
             "setup": self.header,
             "scenarios": self.results.iter().map(ScenarioResult::json).collect::<Vec<_>>(),
@@ -291,11 +308,12 @@ impl ScenarioBenchReport {
         };
         let _ = writeln!(
             out,
-            "bench: {} scenario{}, {} s per transfer, {:.0} s in all",
+            "bench: {} scenario{}, {} s per transfer, {:.0} s in all; senders' congestion control {}",
             self.results.len(),
             if self.results.len() == 1 { "" } else { "s" },
             secs.join("/"),
-            self.run_seconds
+            self.run_seconds,
+            self.congestion_control
         );
         out += "\nGoodput of downloads, Mbit/s (linkpool: from c1 through the gateway and the proxy; \
                 MPTCP and single paths: from r1 over the same emulated links):\n\n";
@@ -415,13 +433,17 @@ pub fn bench_scenarios(
                 .unwrap_or_default()
                 .trim()
         ),
-        match options.seconds {
-            Some(s) => format!(
-                "  transfers of {} each (--seconds; event times scaled with it)",
-                format_seconds(s)
-            ),
-            None => "  transfers as long as each file's `seconds`".to_string(),
-        },
+        format!(
+            "  {}; the downloads' TCP congestion control (set on the sending sockets): {}",
+            match options.seconds {
+                Some(s) => format!(
+                    "transfers of {} each (--seconds; event times scaled with it)",
+                    format_seconds(s)
+                ),
+                None => "transfers as long as each file's `seconds`".to_string(),
+            },
+            options.congestion_control
+        ),
     ];
     for line in &header {
         say(line);
@@ -455,7 +477,12 @@ pub fn bench_scenarios(
                 format!("; events: {}", result.events.join(", "))
             }
         ));
-        if let Err(e) = run_scenario(&scenario, &mut result, &mut say) {
+        if let Err(e) = run_scenario(
+            &scenario,
+            &options.congestion_control,
+            &mut result,
+            &mut say,
+        ) {
             say(&format!("  {}: NOT MEASURED: {e}", scenario.name));
             result.error = Some(e.to_string());
         }
@@ -471,12 +498,16 @@ pub fn bench_scenarios(
         results,
         run_seconds: started.elapsed().as_secs_f64(),
         started_unix,
+        congestion_control: options.congestion_control.clone(),
     })
 }
 
 /// One running scenario: its co-op, daemons and links.
 struct Run<'a> {
     scenario: &'a Scenario,
+    /// Set on every download's sending socket (the namespace's default is bounded by the
+    /// host's `tcp_allowed_congestion_control`).
+    congestion_control: &'a str,
     coop: &'a Coop,
     pool: &'a Pool,
     /// `r1-wan`, `r1-wan2`, ... in path order.
@@ -488,6 +519,7 @@ struct Run<'a> {
 
 fn run_scenario(
     scenario: &Scenario,
+    congestion_control: &str,
     result: &mut ScenarioResult,
     say: &mut dyn FnMut(&str),
 ) -> Result<(), Error> {
@@ -511,6 +543,7 @@ fn run_scenario(
     let pool = Pool::start(&coop)?;
     let mut run = Run {
         scenario,
+        congestion_control,
         coop: &coop,
         pool: &pool,
         links,
@@ -567,10 +600,10 @@ fn run_scenario(
         result.notes.push(format!("linkpool download: {b}"));
     }
     say(&format!(
-        "  linkpool, 1 TCP flow: {} Mbit/s, path shares {} %, failover gap {} ms{}",
+        "  linkpool, 1 TCP flow: {} Mbit/s, path shares {} %{}{}",
         num(result.tcp_mbit, 1),
         shares(&result.path_share),
-        num(result.failover_gap_ms, 0),
+        gap_text(result.failover_gap_ms),
         d.broken_text()
     ));
     run.settle()?;
@@ -677,11 +710,11 @@ fn run_scenario(
             ));
         }
         say(&format!(
-            "  kernel MPTCP from r1: {} Mbit/s over {} subflows, path shares {} %, failover gap {} ms{}",
+            "  kernel MPTCP from r1: {} Mbit/s over {} subflows, path shares {} %{}{}",
             num(result.mptcp_mbit, 1),
             d.subflows.unwrap_or(0),
             shares(&result.mptcp_path_share),
-            num(result.mptcp_failover_gap_ms, 0),
+            gap_text(result.mptcp_failover_gap_ms),
             d.broken_text()
         ));
         run.settle()?;
@@ -800,10 +833,11 @@ impl Pings {
             .filter(|l| !l.contains("DUP!"))
             .flat_map(|l| [l, "\n"])
             .collect();
+        let rtts = ping_rtts(&unique);
         Pings {
-            rtts: ping_rtts(&unique),
             sent: ping_transmitted(log),
-            received: ping_received(log),
+            received: ping_received(log).or(Some(rtts.len() as u64)),
+            rtts,
             duplicates: log.lines().filter(|l| l.contains("DUP!")).count(),
         }
     }
@@ -875,6 +909,25 @@ impl Run<'_> {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Nothing is left of the last transfer on the paths (a closed connection's sender
+        // may still empty its buffers): at most probes for 300 ms.
+        let quiet_since = Instant::now();
+        let mut last = self.downstream_bytes();
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = self.downstream_bytes();
+            let moved: u64 = now.iter().zip(&last).map(|(a, b)| a - b).sum();
+            if moved < 20_000 {
+                break;
+            }
+            if quiet_since.elapsed() > Duration::from_secs(15) {
+                return Err(Error::new(format!(
+                    "the paths still carry {} kB per 300 ms 15 s after a transfer ended",
+                    moved / 1000
+                )));
+            }
+            last = now;
+        }
         // Queues drain (at most `queue` each) and late frames arrive.
         let longest = self
             .scenario
@@ -928,7 +981,15 @@ impl Run<'_> {
     ) -> Result<Downloads, Error> {
         let seconds = self.scenario.seconds;
         let servers = (0..flows)
-            .map(|i| Server::start(self.coop, proto, DOWNLOAD_PORT + i as u16, Serve::Bulk))
+            .map(|i| {
+                Server::start_with(
+                    self.coop,
+                    proto,
+                    DOWNLOAD_PORT + i as u16,
+                    Serve::Bulk,
+                    Some(self.congestion_control.to_string()),
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut streams = Vec::new();
         for i in 0..flows {
@@ -968,9 +1029,18 @@ impl Run<'_> {
                 for r in readers {
                     let _ = r.join();
                 }
+                let senders: Vec<String> = servers
+                    .into_iter()
+                    .filter_map(|s| s.finish().err())
+                    .collect();
                 return Err(Error::new(format!(
-                    "{}: the download to {ns} did not start within 10 s",
-                    self.scenario.name
+                    "{}: the download to {ns} did not start within 10 s{}",
+                    self.scenario.name,
+                    if senders.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; its sender: {}", senders.join("; "))
+                    }
                 )));
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -1025,13 +1095,26 @@ impl Run<'_> {
             })
             .collect();
         drop(probe);
+        let mut refused = None;
         for s in servers {
-            // A sender that failed while the reader was fine says so in the reader's
-            // outcome already (no data); the sender's own error adds nothing.
-            let _ = s.finish();
+            // A sender that failed while its reader was fine shows in the reader's outcome
+            // (no data); one that could not set the congestion control fails the run.
+            if let Err(e) = s.finish() {
+                if e.contains("TCP_CONGESTION") {
+                    refused = Some(e);
+                }
+            }
         }
         if let Some(e) = failure {
             return Err(e);
+        }
+        if let Some(e) = refused {
+            return Err(Error::new(format!(
+                "the download's sender on the internet host: {e} (available: {})",
+                std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+                    .unwrap_or_default()
+                    .trim()
+            )));
         }
         let end = t0 + seconds;
         let mut arrivals = Vec::new();
@@ -1070,6 +1153,8 @@ impl Run<'_> {
         let seconds = self.scenario.seconds;
         let warm_up = (seconds / 4).min(Duration::from_secs(1));
         let count = ((seconds - warm_up).as_secs_f64() / 0.01).floor().max(1.0) as u64;
+        // ping slows down while replies are missing (a cut): the deadline ends it anyway.
+        let deadline = (seconds - warm_up).as_secs_f64().ceil().max(1.0) as u64;
         let target = self.coop.internet().addr_v4().to_string();
         let mut ping = None;
         let client = self.coop.client(1);
@@ -1082,6 +1167,8 @@ impl Run<'_> {
                     PING_INTERVAL_S,
                     "-c",
                     &count.to_string(),
+                    "-w",
+                    &deadline.to_string(),
                     "-W",
                     "1",
                     &target,
@@ -1093,7 +1180,11 @@ impl Run<'_> {
         let Some(mut ping) = ping else {
             return Err(Error::new("the ping under load never started"));
         };
-        let _ = ping.wait_timeout(Duration::from_secs(5));
+        if !matches!(ping.wait_timeout(Duration::from_secs(3)), Ok(Some(_))) {
+            // SIGINT: ping prints its statistics and exits.
+            let _ = ping.signal(libc::SIGINT);
+            let _ = ping.wait_timeout(Duration::from_secs(2));
+        }
         Ok((d, Pings::from_output(&ping.log())))
     }
 
@@ -1359,6 +1450,7 @@ mod tests {
             results: vec![result()],
             run_seconds: 61.0,
             started_unix: 0.0,
+            congestion_control: "cubic".into(),
         };
         let v = report.json();
         let s = &v["scenarios"][0];
@@ -1414,6 +1506,7 @@ mod tests {
             results: vec![result(), bad],
             run_seconds: 61.0,
             started_unix: 0.0,
+            congestion_control: "cubic".into(),
         };
         assert!(!report.complete());
         let table = report.table();
