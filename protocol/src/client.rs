@@ -274,6 +274,11 @@ impl Client {
         self.transport.flows()
     }
 
+    /// The reorder buffer of flows the proxy spreads per packet: its timeout and counters.
+    pub fn reorder(&self) -> &crate::reorder::Reorder {
+        self.transport.reorder()
+    }
+
     /// What the scheduler did.
     pub fn spread_counters(&self) -> &SpreadCounters {
         self.transport.spread_counters()

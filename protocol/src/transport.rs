@@ -257,6 +257,10 @@ impl Transport {
         &self.flows
     }
 
+    pub(crate) fn reorder(&self) -> &Reorder {
+        &self.reorder
+    }
+
     pub(crate) fn spread_counters(&self) -> &SpreadCounters {
         &self.counters
     }

@@ -38,6 +38,9 @@ const STARTUP_QUEUE_MARGIN: Duration = Duration::from_millis(2);
 const INITIAL_CWND_PACKETS: u64 = 16;
 /// The pacer lets this much sending time accumulate (an event loop wakes a little late).
 const PACING_BURST: Duration = Duration::from_millis(2);
+/// A packet due this soon goes now: one wake-up sends a millisecond's worth, not one
+/// packet (a router's CPU goes to packets, not to timers).
+const PACING_AHEAD: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -229,7 +232,7 @@ impl Congestion {
 
     /// Whether `bytes` more may go in flight now (window and pacer).
     pub(crate) fn can_send(&self, now: Instant, bytes: u64, srtt: Duration) -> bool {
-        self.in_flight + bytes <= self.window(srtt).max(bytes) && self.next_send <= now
+        self.in_flight + bytes <= self.window(srtt).max(bytes) && self.next_send() <= now
     }
 
     /// Whether the window has room for `bytes` (the pacer aside).
@@ -239,7 +242,7 @@ impl Congestion {
 
     /// When the pacer lets the next packet go.
     pub(crate) fn next_send(&self) -> Instant {
-        self.next_send
+        self.next_send.checked_sub(PACING_AHEAD).unwrap_or(self.next_send)
     }
 
     /// An ack-eliciting packet of `bytes` went out (`paced`: data, which the pacer spaces;
