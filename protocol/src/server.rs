@@ -759,7 +759,12 @@ impl Server {
                 push_event(&mut self.events, ServerEvent::Disconnected(id));
             }
             if let (Some(t), true) = (&mut m.transport, m.current.is_some()) {
+                // Gaps the reorder buffer gives up release packets for the TUN too.
+                let waiting = t.waiting_inbound();
                 t.handle_timeout(now);
+                if waiting == 0 && t.waiting_inbound() > 0 {
+                    self.inbound.push_back(id);
+                }
                 while let Some(e) = t.poll_event() {
                     push_event(&mut self.events, ServerEvent::Path(id, e));
                 }
