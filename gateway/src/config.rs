@@ -32,7 +32,7 @@ pub const DEFAULT_FWMARK: u32 = 0x7117;
 /// Default LAN device.
 pub const DEFAULT_LAN_DEVICE: &str = "br-lan";
 /// Largest tunnel MTU: the largest IP packet a datagram carries. Datagrams are at most
-/// `wire::MAX_DATAGRAM` (2048) bytes, and a relayed one spends 69 of them on headers.
+/// `wire::MAX_DATAGRAM` (2048) bytes, and a relayed one spends 71 of them on headers.
 pub const MAX_MTU: u16 = linkpool_protocol::wire::MAX_TUNNEL_MTU;
 
 /// A validated gateway configuration.

@@ -148,13 +148,13 @@ fn toml_errors_name_file_line_key_and_reason() {
             format!("bundle = \"{b}\"\n[tunnel]\nmtu = 70000\n[[uplink]]\ndevice = \"eth1\"\n"),
             Some(3),
             "tunnel.mtu",
-            "70000 is out of range: use 0 (automatic) or 1280 to 1979 (a datagram is at most 2048 bytes, 69 of them linkpool's headers on a relayed path)",
+            "70000 is out of range: use 0 (automatic) or 1280 to 1977 (a datagram is at most 2048 bytes, 71 of them linkpool's headers on a relayed path)",
         ),
         (
             format!("bundle = \"{b}\"\n[tunnel]\nmtu = 9000\n[[uplink]]\ndevice = \"eth1\"\n"),
             Some(3),
             "tunnel.mtu",
-            "9000 is out of range: use 0 (automatic) or 1280 to 1979",
+            "9000 is out of range: use 0 (automatic) or 1280 to 1977",
         ),
         (
             format!("bundle = \"{b}\"\n[tunnel]\nmtu = 65535\n[[uplink]]\ndevice = \"eth1\"\n"),
@@ -240,7 +240,7 @@ fn toml_errors_name_file_line_key_and_reason() {
             format!("bundle = \"{b}\"\n[tunnel]\nmtu = 1000\n[[uplink]]\ndevice = \"eth1\"\n"),
             Some(3),
             "tunnel.mtu",
-            "1000 is out of range: use 0 (automatic) or 1280 to 1979 (1280 is the IPv6 minimum, and the bundle has an IPv6 address)",
+            "1000 is out of range: use 0 (automatic) or 1280 to 1977 (1280 is the IPv6 minimum, and the bundle has an IPv6 address)",
         ),
         (
             format!("bundle = \"{b}\"\n[tunnel]\ntable = 254\n[[uplink]]\ndevice = \"eth1\"\n"),
@@ -479,7 +479,7 @@ fn uci_errors_name_file_line_key_and_reason() {
             "bad-mtu.uci",
             4,
             Some("linkpool.main.mtu"),
-            "expected an integer (0 for automatic, or a size up to 1979), got `auto`",
+            "expected an integer (0 for automatic, or a size up to 1977), got `auto`",
         ),
         ("unterminated.uci", 3, None, "EOF with unterminated '"),
     ];
@@ -726,7 +726,7 @@ fn mtu_bounds_in_uci() {
         );
         assert!(
             e.reason
-                .contains("is out of range: use 0 (automatic) or 1280 to 1979"),
+                .contains("is out of range: use 0 (automatic) or 1280 to 1977"),
             "{e}"
         );
         assert!(
@@ -738,7 +738,7 @@ fn mtu_bounds_in_uci() {
     for (good, want) in [
         ("0", None),
         ("1280", Some(1280)),
-        ("1979", Some(1979)),
+        ("1977", Some(1977)),
         ("0x500", Some(1280)),
     ] {
         match uci(good).expect(good) {
@@ -751,7 +751,7 @@ fn mtu_bounds_in_uci() {
     assert!(
         linkpool_gateway::config::check_mtu(575, false)
             .unwrap_err()
-            .contains("use 0 (automatic) or 576 to 1979")
+            .contains("use 0 (automatic) or 576 to 1977")
     );
 }
 

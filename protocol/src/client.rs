@@ -18,6 +18,8 @@ use crate::session::{self, Initiation, Keypair, Limits};
 use crate::transport::Transport;
 pub use crate::transport::{PathEvent, Transmit};
 use crate::wire::{self, CipherSuite, Message, PathId};
+use crate::flow::{FlowTable, Modes};
+use crate::transport::SpreadCounters;
 use crate::{DropCounters, DropReason, SplitMix};
 
 /// What a member needs to reach its proxy.
@@ -134,7 +136,8 @@ impl Client {
         let mac1_key = session::mac1_key(&config.static_key.public_key());
         let mut rng = SplitMix(seed);
         let next_path_id = rng.next_u32() as u16;
-        let transport = Transport::new(now, usize::from(config.mtu), config.queue_slots);
+        let flow_seed = rng.next_u64();
+        let transport = Transport::new(now, usize::from(config.mtu), config.queue_slots, flow_seed);
         Client {
             config,
             mac1_key,
@@ -256,6 +259,31 @@ impl Client {
         self.transport.waiting()
     }
 
+    /// How each class of flow is spread over the paths (all `auto` unless set).
+    pub fn set_spreading(&mut self, modes: Modes) {
+        self.transport.set_modes(modes);
+    }
+
+    /// How each class of flow is spread.
+    pub fn spreading(&self) -> &Modes {
+        self.transport.modes()
+    }
+
+    /// The flows seen lately, by class.
+    pub fn flows(&self) -> &FlowTable {
+        self.transport.flows()
+    }
+
+    /// The reorder buffer of flows the proxy spreads per packet: its timeout and counters.
+    pub fn reorder(&self) -> &crate::reorder::Reorder {
+        self.transport.reorder()
+    }
+
+    /// What the scheduler did.
+    pub fn spread_counters(&self) -> &SpreadCounters {
+        self.transport.spread_counters()
+    }
+
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         if let Some(e) = self.events.pop_front() {
@@ -267,7 +295,11 @@ impl Client {
     /// An IP packet from the LAN for the Internet: queued for the best path.
     pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), DropReason> {
         let r = match &self.current {
-            Some(k) if !k.expired(now, &self.config.limits) => self.transport.push_packet(packet),
+            Some(k) if !k.expired(now, &self.config.limits) => {
+                let r = self.transport.push_packet(now, packet);
+                self.transport.record_queue_drops(&mut self.stats.drops);
+                r
+            }
             _ => Err(DropReason::NoSession),
         };
         self.stats.drops.record(r)
@@ -388,6 +420,7 @@ impl Client {
         let limits = self.config.limits;
         let keys = self.current.as_mut().filter(|k| !k.expired(now, &limits))?;
         let r = self.transport.poll_transmit(now, keys, &limits, buf);
+        self.transport.record_queue_drops(&mut self.stats.drops);
         if keys.send_counter >= limits.rekey_after_messages
             && self.handshake.is_none()
             && self.handshake_due.is_none()

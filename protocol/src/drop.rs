@@ -162,6 +162,11 @@ impl DropCounters {
         self.0[reason as usize] += 1;
     }
 
+    /// Counts `n` drops.
+    pub fn add(&mut self, reason: DropReason, n: u64) {
+        self.0[reason as usize] += n;
+    }
+
     /// How many times `reason` happened.
     pub fn get(&self, reason: DropReason) -> u64 {
         self.0[reason as usize]

@@ -346,8 +346,8 @@ impl FlowQueues {
     /// Copies the next packet into `out[..len]`: DRR over the new-flows list, then the
     /// old-flows list (RFC 8290 §4.2), with CoDel on the chosen queue.
     ///
-    /// Queues for which `eligible(queue)` is false are skipped (say, a flow pinned to
-    /// another path): they keep their place on their list and their deficit. The search
+    /// Queues for which `eligible(queue, bytes_waiting_in_it)` is false are skipped (say,
+    /// a flow pinned to another path): they keep their place on their list and their deficit. The search
     /// visits each active queue at most three times.
     ///
     /// CoDel runs on each head packet's sojourn time. When it asks for a drop, an
@@ -362,7 +362,7 @@ impl FlowQueues {
     pub fn dequeue(
         &mut self,
         now: Instant,
-        mut eligible: impl FnMut(u16) -> bool,
+        mut eligible: impl FnMut(u16, usize) -> bool,
         out: &mut [u8],
     ) -> Option<Dequeued> {
         let quantum = self.quantum();
@@ -370,7 +370,7 @@ impl FlowQueues {
         while cursor != NONE {
             let q = cursor;
             cursor = self.queues[q as usize].next;
-            if !eligible(q as u16) {
+            if !eligible(q as u16, self.queues[q as usize].bytes) {
                 continue;
             }
             if self.queues[q as usize].deficit <= 0 {
@@ -390,7 +390,7 @@ impl FlowQueues {
         while cursor != NONE {
             let q = cursor;
             let next = self.queues[q as usize].next;
-            if !eligible(q as u16) {
+            if !eligible(q as u16, self.queues[q as usize].bytes) {
                 cursor = next;
                 continue;
             }
@@ -729,7 +729,7 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    fn all(_: u16) -> bool {
+    fn all(_: u16, _: usize) -> bool {
         true
     }
 
@@ -917,7 +917,7 @@ mod tests {
         }
         let mut out = [0u8; 1000];
         let mut take = |fq: &mut FlowQueues, b_ok: bool| {
-            fq.dequeue(t, |q| b_ok || q != b, &mut out).map(|d| d.queue)
+            fq.dequeue(t, |q, _| b_ok || q != b, &mut out).map(|d| d.queue)
         };
         assert_eq!(take(&mut fq, true), Some(a));
         // b is pinned elsewhere: a and c go on as DRR has them.
@@ -1227,7 +1227,7 @@ mod tests {
             }
             let pinned = (rng.next_u32() % 8) as u16;
             for _ in 0..rng.next_u32() % 4 {
-                let Some(d) = fq.dequeue(now, |q| q != pinned, &mut out) else {
+                let Some(d) = fq.dequeue(now, |q, _| q != pinned, &mut out) else {
                     break;
                 };
                 assert_ne!(d.queue, pinned);

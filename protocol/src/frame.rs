@@ -30,7 +30,10 @@ const PING: u8 = 0x01;
 const ACK: u8 = 0x02;
 const RECEIPT: u8 = 0x03;
 const PACKET: u8 = 0x04;
+/// A packet of a flow spread per packet: the far end puts it back in order.
 const SPREAD_PACKET: u8 = 0x05;
+/// A packet sent on more than one path: the far end delivers the first copy at once.
+const DUPLICATED_PACKET: u8 = 0x06;
 /// From here on every frame type carries its length, so older builds can skip it.
 const FIRST_EXTENSION: u8 = 0x40;
 
@@ -38,10 +41,22 @@ const FIRST_EXTENSION: u8 = 0x40;
 pub const MAX_ACK_RANGES: usize = 16;
 /// Largest encoded ack frame.
 pub const MAX_ACK_LEN: usize = 1 + 2 + 4 * 8 + 2 * MAX_ACK_RANGES * 8;
-/// Bytes a packet frame puts before an inner packet: its type, and a spread sequence.
+/// Bytes a packet frame puts before an inner packet: its type.
 pub const PACKET_FRAME_LEN: usize = 1;
-/// Same for a spread packet.
-pub const SPREAD_PACKET_FRAME_LEN: usize = 1 + 4;
+/// Same for a spread or duplicated packet: its type, its flow and its sequence.
+pub const SPREAD_PACKET_FRAME_LEN: usize = 1 + 2 + 4;
+
+/// Where an inner packet stands in its flow, for the far end's reorder buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spread {
+    /// The sender's flow slot ([`crate::flow`]): the far end keeps order per slot.
+    pub flow: u16,
+    /// The slot's sequence number (it keeps counting when the slot gets a new flow).
+    pub seq: u32,
+    /// Hold for order (a flow spread per packet), or deliver at once and only refuse a
+    /// second copy (a packet duplicated on two paths).
+    pub hold: bool,
+}
 
 /// Largest value a variable-length integer holds.
 pub const VARINT_MAX: u64 = (1 << 62) - 1;
@@ -159,11 +174,11 @@ pub enum Frame {
         /// Inner bytes received on it.
         bytes: u64,
     },
-    /// An inner IP packet at this range of the plaintext; `spread` is its sequence when
-    /// its flow is spread over several paths.
+    /// An inner IP packet at this range of the plaintext; `spread` is its place in its
+    /// flow when the flow is spread over several paths or the packet duplicated.
     Packet {
-        /// Spread sequence, if any.
-        spread: Option<u32>,
+        /// Flow and sequence, if any.
+        spread: Option<Spread>,
         /// Where the packet is, relative to the start of the plaintext.
         range: (usize, usize),
     },
@@ -178,16 +193,21 @@ impl Frame {
 
 /// Writes the frame header of an inner packet at the start of `out`; the packet itself
 /// follows it and ends the plaintext. Returns the header's length.
-pub fn write_packet_header(out: &mut [u8], spread: Option<u32>) -> Option<usize> {
+pub fn write_packet_header(out: &mut [u8], spread: Option<Spread>) -> Option<usize> {
     match spread {
         None => {
             *out.first_mut()? = PACKET;
             Some(PACKET_FRAME_LEN)
         }
-        Some(seq) => {
+        Some(s) => {
             let out = out.get_mut(..SPREAD_PACKET_FRAME_LEN)?;
-            out[0] = SPREAD_PACKET;
-            out[1..].copy_from_slice(&seq.to_be_bytes());
+            out[0] = if s.hold {
+                SPREAD_PACKET
+            } else {
+                DUPLICATED_PACKET
+            };
+            out[1..3].copy_from_slice(&s.flow.to_be_bytes());
+            out[3..7].copy_from_slice(&s.seq.to_be_bytes());
             Some(SPREAD_PACKET_FRAME_LEN)
         }
     }
@@ -236,14 +256,18 @@ impl Iterator for Frames<'_> {
                         bytes,
                     }
                 }
-                PACKET | SPREAD_PACKET => {
-                    let spread = if kind == SPREAD_PACKET {
-                        match self.r.u32() {
-                            Some(s) => Some(s),
-                            None => return bad,
-                        }
-                    } else {
+                PACKET | SPREAD_PACKET | DUPLICATED_PACKET => {
+                    let spread = if kind == PACKET {
                         None
+                    } else {
+                        match (self.r.u16(), self.r.u32()) {
+                            (Some(flow), Some(seq)) => Some(Spread {
+                                flow,
+                                seq,
+                                hold: kind == SPREAD_PACKET,
+                            }),
+                            _ => return bad,
+                        }
                     };
                     let range = (self.r.at, self.r.bytes.len());
                     if range.0 == range.1 {
@@ -483,7 +507,12 @@ mod tests {
         let mut w = Writer::new(&mut buf, 1).unwrap();
         w.receipt(PathId(2), 10, 14_000).unwrap();
         let mut at = w.len();
-        at += write_packet_header(&mut buf[at..], Some(0xdead_beef)).unwrap();
+        let spread = Spread {
+            flow: 0x1234,
+            seq: 0xdead_beef,
+            hold: true,
+        };
+        at += write_packet_header(&mut buf[at..], Some(spread)).unwrap();
         buf[at..at + 3].copy_from_slice(b"ip!");
         let plain = &buf[..at + 3];
         let (_, f) = Frames::parse(plain).unwrap();
@@ -497,10 +526,24 @@ mod tests {
                     bytes: 14_000
                 },
                 Frame::Packet {
-                    spread: Some(0xdead_beef),
+                    spread: Some(spread),
                     range: (at, at + 3)
                 }
             ]
+        );
+        let copy = Spread {
+            hold: false,
+            ..spread
+        };
+        let n = write_packet_header(&mut buf[4..], Some(copy)).unwrap();
+        buf[4 + n] = 9;
+        let (_, mut f) = Frames::parse(&buf[..5 + n]).unwrap();
+        assert_eq!(
+            f.next(),
+            Some(Ok(Frame::Packet {
+                spread: Some(copy),
+                range: (4 + n, 5 + n)
+            }))
         );
         // An extension frame of a later version is skipped; an unknown old-style one is not.
         let ext = [0, 0, 0, 0, 0x41, 2, 0xaa, 0xbb, PING];

@@ -34,7 +34,7 @@ pub mod wire;
 
 pub use drop::{DropCounters, DropReason};
 pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
-pub use transport::{MAX_PATHS, PathEvent, Transmit};
+pub use transport::{FLOW_SLOTS, MAX_PATHS, PathEvent, SpreadCounters, Transmit};
 pub use wire::{CipherSuite, PathId};
 
 /// Small deterministic generator for session indices (not for keys: those come from the

@@ -34,6 +34,15 @@ pub const MAX_DISTANCE: u32 = 1 << 16;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 /// Longest timeout taken: a longer skew is a dead path, not reordering.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(10);
+/// The skew seen at this end (how long filled gaps were open) halves in this long unless
+/// seen again: a queue that built up once on one path is not held against it for good.
+const SKEW_HALF_LIFE: Duration = Duration::from_secs(4);
+/// The most the skew seen here lengthens the timeout: packets later than this came after
+/// a loss and its repair, not over a slower path.
+const MAX_SEEN_SKEW: Duration = Duration::from_millis(300);
+/// Packets later than their given-up gap lengthen the timeout by a quarter at most this
+/// often.
+const LATE_STEP: Duration = Duration::from_millis(500);
 
 const RING_BITS: u32 = 2 * DUPLICATE_WINDOW;
 const WORDS: usize = (RING_BITS / 64) as usize;
@@ -190,6 +199,10 @@ pub struct Reorder {
     newest: u32,
     held: usize,
     timeout: Duration,
+    /// The longest a filled gap was open lately (decaying), and when it was last aged.
+    skew: Duration,
+    skew_at: Option<Instant>,
+    late_at: Option<Instant>,
     counters: ReorderCounters,
 }
 
@@ -239,6 +252,9 @@ impl Reorder {
             newest: NIL,
             held: 0,
             timeout: DEFAULT_TIMEOUT,
+            skew: Duration::ZERO,
+            skew_at: None,
+            late_at: None,
             counters: ReorderCounters::default(),
         }
     }
@@ -281,6 +297,10 @@ impl Reorder {
                 return Ok(());
             }
             if distance == 0 {
+                let first = self.flows[f].first;
+                if let Some(opened) = self.slots.get(first as usize).and_then(|s| s.arrived) {
+                    self.on_skew(now, now.saturating_duration_since(opened));
+                }
                 self.counters.in_order += 1;
                 self.deliver_expected(f, packet, deliver);
                 return Ok(());
@@ -294,6 +314,13 @@ impl Reorder {
                     self.flows[f].mark_delivered(seq);
                 } else {
                     self.counters.late_unchecked += 1;
+                }
+                // Its gap was given up too soon: wait a little longer from now on, and
+                // again if it goes on (one packet late now and then is no skew).
+                if self.late_at.is_none_or(|t| now.saturating_duration_since(t) >= LATE_STEP) {
+                    self.late_at = Some(now);
+                    let longer = self.timeout() + self.timeout() / 4;
+                    self.on_skew(now, longer);
                 }
                 self.counters.late += 1;
                 deliver(packet);
@@ -331,14 +358,37 @@ impl Reorder {
 
     /// Sets how long the oldest packet held behind a gap waits before the gap is given
     /// up: from the measured delay skew between the paths in use. Applies to the packets
-    /// already held too. Capped at [`MAX_TIMEOUT`].
+    /// already held too. Capped at [`MAX_TIMEOUT`]. The buffer waits longer when it sees
+    /// gaps fill later than that (queues on the far end's side of a path, which the
+    /// paths' round trips measured here do not show), or packets come after their gap
+    /// was given up.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout.min(MAX_TIMEOUT);
     }
 
-    /// The timeout in force.
+    /// The timeout in force: the one set, or a quarter more than the skew seen lately.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.timeout.max(self.skew + self.skew / 4).min(MAX_TIMEOUT)
+    }
+
+    /// The longest a gap stayed open before it filled, lately.
+    pub fn skew(&self) -> Duration {
+        self.skew
+    }
+
+    fn on_skew(&mut self, now: Instant, sample: Duration) {
+        self.age_skew(now);
+        self.skew = self.skew.max(sample).min(MAX_SEEN_SKEW);
+    }
+
+    fn age_skew(&mut self, now: Instant) {
+        let last = *self.skew_at.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(last);
+        if elapsed >= SKEW_HALF_LIFE / 16 {
+            let halvings = elapsed.as_secs_f64() / SKEW_HALF_LIFE.as_secs_f64();
+            self.skew = self.skew.mul_f64(0.5f64.powf(halvings));
+            self.skew_at = Some(now);
+        }
     }
 
     /// When [`Reorder::handle_timeout`] has a gap to give up: the oldest held packet's
@@ -351,6 +401,7 @@ impl Reorder {
     /// delivering in order, per flow, what was held up to the next gap that has not.
     /// Afterwards [`Reorder::poll_timeout`] is later than `now`, or `None`.
     pub fn handle_timeout(&mut self, now: Instant, deliver: &mut impl FnMut(&[u8])) {
+        self.age_skew(now);
         // Each round releases at least its flow's first held packet.
         while let Some(deadline) = self.deadline(self.oldest) {
             if deadline > now {
@@ -389,7 +440,7 @@ impl Reorder {
 
     fn deadline(&self, slot: u32) -> Option<Instant> {
         let arrived = self.slots.get(slot as usize)?.arrived?;
-        Some(arrived + self.timeout)
+        Some(arrived + self.timeout())
     }
 
     /// The held packet of flow `f` that `seq` goes after (`NIL`: first), or `None` when

@@ -18,6 +18,8 @@ use crate::session::{self, Keypair, Limits};
 use crate::transport::Transport;
 pub use crate::transport::{PathEvent, Transmit};
 use crate::wire::{self, COOKIE_REPLY_LEN, HANDSHAKE_RESPONSE_LEN, MAC_LEN, Message, MessageType};
+use crate::flow::{FlowTable, Modes};
+use crate::transport::SpreadCounters;
 use crate::{DropCounters, DropReason, SplitMix};
 
 /// A member as the proxy's configuration knows it.
@@ -164,6 +166,10 @@ pub struct MemberStatus<'a> {
     pub paths: &'a [Path],
     /// Inner packets waiting to be sent to it.
     pub queued: usize,
+    /// Its flows downstream, once it has a session.
+    pub flows: Option<&'a FlowTable>,
+    /// What the scheduler did downstream.
+    pub spread: SpreadCounters,
 }
 
 /// Counters of the whole proxy.
@@ -265,6 +271,10 @@ pub struct Server {
     by_key: HashMap<PublicKey, MemberId>,
     by_index: HashMap<u32, MemberId>,
     rng: SplitMix,
+    /// Keys the flow tables' hash: packets from the Internet must not aim collisions.
+    flow_seed: u64,
+    /// How each class of flow is spread towards members.
+    spreading: Modes,
     random: [u8; 32],
     origin: Instant,
     cookie_nonce: u64,
@@ -302,6 +312,8 @@ impl Server {
             by_key: HashMap::new(),
             by_index: HashMap::new(),
             rng: SplitMix(u64::from_le_bytes(seed)),
+            flow_seed: u64::from_le_bytes(seed).rotate_left(17) ^ 0x6c70_6f6f_6c5f_6671,
+            spreading: Modes::default(),
             random,
             origin: now,
             cookie_nonce: 0,
@@ -359,6 +371,14 @@ impl Server {
         self.members.len()
     }
 
+    /// How each class of flow is spread over members' paths (all `auto` unless set).
+    pub fn set_spreading(&mut self, modes: Modes) {
+        self.spreading = modes;
+        for t in self.members.iter_mut().filter_map(|m| m.transport.as_mut()) {
+            t.set_modes(modes);
+        }
+    }
+
     /// A member's status.
     pub fn member(&self, id: MemberId) -> Option<MemberStatus<'_>> {
         let m = self.members.get(id.0 as usize)?;
@@ -368,6 +388,11 @@ impl Server {
             last_received: m.last_received,
             paths: m.transport.as_ref().map_or(&[][..], |t| t.paths()),
             queued: m.transport.as_ref().map_or(0, |t| t.waiting()),
+            flows: m.transport.as_ref().map(|t| t.flows()),
+            spread: m
+                .transport
+                .as_ref()
+                .map_or_else(SpreadCounters::default, |t| *t.spread_counters()),
         })
     }
 
@@ -429,6 +454,7 @@ impl Server {
                     .ok_or(DropReason::UnknownSession)?;
                 let limits = self.limits;
                 let (mtu, slots) = (usize::from(self.mtu), self.queue_slots);
+                let (flow_seed, spreading) = (self.flow_seed, self.spreading);
                 let member = &mut self.members[id.0 as usize];
                 let slot = [
                     &mut member.current,
@@ -462,7 +488,8 @@ impl Server {
                 }
                 member.last_received = Some(now);
                 let transport = member.transport.get_or_insert_with(|| {
-                    let mut t = Transport::new(now, mtu, slots);
+                    let mut t = Transport::new(now, mtu, slots, flow_seed);
+                    t.set_modes(spreading);
                     t.forget_dead_paths_after(FORGET_DEAD_PATHS);
                     t.passive_paths();
                     t
@@ -513,7 +540,11 @@ impl Server {
         let m = &mut self.members[id.0 as usize];
         let live = m.current.as_ref().is_some_and(|k| !k.expired(now, &limits));
         match (&mut m.transport, live) {
-            (Some(t), true) if !t.paths().is_empty() => t.push_packet(packet).map(|_| id),
+            (Some(t), true) if !t.paths().is_empty() => {
+                let r = t.push_packet(now, packet).map(|_| id);
+                t.record_queue_drops(&mut self.stats.drops);
+                r
+            }
             _ => Err(DropReason::MemberOffline),
         }
     }
@@ -560,7 +591,9 @@ impl Server {
             if keys.expired(now, &limits) {
                 continue;
             }
-            match t.poll_transmit(now, keys, &limits, buf) {
+            let r = t.poll_transmit(now, keys, &limits, buf);
+            t.record_queue_drops(&mut self.stats.drops);
+            match r {
                 Ok(Some(transmit)) => {
                     // The next call starts with the next member: one packet each in turn.
                     self.cursor = (i + 1) % n;
@@ -726,7 +759,12 @@ impl Server {
                 push_event(&mut self.events, ServerEvent::Disconnected(id));
             }
             if let (Some(t), true) = (&mut m.transport, m.current.is_some()) {
+                // Gaps the reorder buffer gives up release packets for the TUN too.
+                let waiting = t.waiting_inbound();
                 t.handle_timeout(now);
+                if waiting == 0 && t.waiting_inbound() > 0 {
+                    self.inbound.push_back(id);
+                }
                 while let Some(e) = t.poll_event() {
                     push_event(&mut self.events, ServerEvent::Path(id, e));
                 }

@@ -1,18 +1,33 @@
-//! The data plane both ends share: a session's paths, its send queue and re-sends, the
-//! inner packets waiting for the TUN, and what goes into each sealed packet.
+//! The data plane both ends share: a session's paths, its flows and their queue, the
+//! scheduler that spreads them, re-sends, reordering, and what goes into each sealed
+//! packet.
 //!
 //! The client ([`crate::client`]) and the server ([`crate::server`]) own the keys and the
-//! handshakes; everything that is sent once a session is up is decided here.
+//! handshakes; everything that is sent once a session is up is decided here, the same way
+//! upstream at the gateway and downstream at the proxy.
+//!
+//! An inner packet is classified into its flow ([`crate::flow`]) and waits in the core's
+//! queue ([`crate::fq`]). A path takes the next packet when its congestion control and
+//! pacer let it; which flows a path may take is the scheduler's rule:
+//! * per session: a flow is pinned to one path, chosen by spare capacity when it starts,
+//!   and moves only when that path stops being active;
+//! * per packet: any path whose packets arrive soonest, and a slower one too while the
+//!   bulk flows want more than the faster paths carry (the earliest-delivery rule, as ECF
+//!   and BLEST); the far end puts them back in order ([`crate::reorder`]);
+//! * redundant: the lowest-latency path, and a copy on the next one within a byte budget.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::DropReason;
-use crate::frame::{self, Frame, Frames, Writer};
-use crate::path::{Endpoint, Path, PathSettings, PathState};
+use crate::flow::{FlowClass, FlowSlot, FlowTable, Mode, Modes};
+use crate::fq::{CodelParams, FlowQueues};
+use crate::frame::{self, Frame, Frames, Spread, Writer};
+use crate::path::{Endpoint, Path, PathSettings, PathState, RateMeter};
 use crate::queue::PacketRing;
+use crate::reorder::Reorder;
 use crate::session::{Keypair, Limits};
-use crate::wire::{PathId, TRANSPORT_HEADER_LEN};
+use crate::wire::{PathId, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
 
 /// Bound on paths per session: memory stays fixed whatever a peer sends.
 pub const MAX_PATHS: usize = 16;
@@ -21,9 +36,28 @@ pub const MAX_PATHS: usize = 16;
 const MAX_EVENTS: usize = 64;
 /// A path heard nothing from for this long is forgotten where paths are forgotten (the
 /// proxy): longer than the slowest idle probing a member may configure (60 s).
-const FORGET_SILENT: std::time::Duration = std::time::Duration::from_secs(150);
-/// Inner packets waiting for the TUN.
-const INBOUND_SLOTS: usize = 64;
+const FORGET_SILENT: Duration = Duration::from_secs(150);
+/// Flows a session tells apart. Slots are u16 on the wire.
+pub const FLOW_SLOTS: usize = 1024;
+/// A path sending this share of its estimated rate is busy: new flows pinned per session
+/// go elsewhere if they can.
+const BUSY_SHARE: f64 = 0.75;
+/// A slower path takes bulk packets while the bulk flows offer at least this share of
+/// what the faster paths carry: a flow that fills them wants more.
+const DEMAND_SHARE: f64 = 0.85;
+/// A path this much slower (one way) than the fastest is not worth spreading over: the
+/// far end would hold everything else for that long.
+const MAX_SKEW: Duration = Duration::from_millis(250);
+/// Duplicates may cost this share of the data bytes sent...
+const REDUNDANCY_SHARE: f64 = 0.03;
+/// ... plus this many bytes per second, so a call alone on the pool is duplicated whole.
+const REDUNDANCY_FLOOR: f64 = 16_000.0;
+/// Unspent budget kept at most.
+const REDUNDANCY_BURST: f64 = 64_000.0;
+/// The reorder timeout beyond the measured skew: timer granularity, the peer's pacing.
+const REORDER_MARGIN: Duration = Duration::from_millis(5);
+/// The reorder timeout at most: beyond it a gap is given up whatever the paths say.
+const REORDER_MAX: Duration = Duration::from_secs(1);
 
 /// A path changed state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,15 +83,100 @@ pub struct Transmit {
     pub len: usize,
 }
 
+/// What the scheduler did, for status and the benchmark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpreadCounters {
+    /// Inner packets sent once (re-sends and copies not counted).
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Packets sent a second time on another path, as redundancy.
+    pub duplicated_packets: u64,
+    /// Their bytes.
+    pub duplicated_bytes: u64,
+    /// Spread packets lost on one path and re-sent on another.
+    pub repaired: u64,
+    /// Packets sent per class (interactive, bulk, default).
+    pub by_class: [u64; 3],
+}
+
+/// What a copy kept for re-sending needs besides its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Kept {
+    spread: Option<Spread>,
+}
+
+/// Decides where duplicates may go and keeps them within their budget.
+#[derive(Debug, Clone)]
+struct RedundancyBudget {
+    tokens: f64,
+    last: Instant,
+}
+
+impl RedundancyBudget {
+    fn earn(&mut self, now: Instant, data_bytes: usize) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens
+            + REDUNDANCY_FLOOR * elapsed
+            + REDUNDANCY_SHARE * data_bytes as f64)
+            .min(REDUNDANCY_BURST);
+    }
+
+    fn spend(&mut self, bytes: usize) -> bool {
+        if self.tokens < bytes as f64 {
+            return false;
+        }
+        self.tokens -= bytes as f64;
+        true
+    }
+}
+
+/// What the scheduler knows of one path for one round of sending.
+#[derive(Debug, Clone, Copy)]
+struct Lane {
+    id: PathId,
+    /// Estimated one-way delay (half the smoothed RTT).
+    owd: Duration,
+    /// How long until the path may send again.
+    wait: Duration,
+    /// Bytes per second it carries.
+    rate: f64,
+}
+
+impl Lane {
+    fn arrival(&self) -> Duration {
+        self.owd + self.wait
+    }
+}
+
 pub(crate) struct Transport {
     origin: Instant,
     mtu: usize,
     paths: Vec<Path>,
-    queue: PacketRing,
-    /// Slots of `queue` to re-send, from paths that turned suspect.
+    flows: FlowTable,
+    modes: Modes,
+    queue: FlowQueues,
+    /// Copies of what was sent, for re-sends on another path, and what they carried.
+    kept: PacketRing,
+    kept_meta: Box<[Kept]>,
+    /// Slots of `kept` to re-send: from paths that turned suspect, then lost spread
+    /// packets, then copies for redundancy (with the path the original went on).
     resend: VecDeque<u64>,
+    repairs: VecDeque<u64>,
+    duplicates: VecDeque<(u64, PathId)>,
     resend_capacity: usize,
     inbound: PacketRing,
+    reorder: Reorder,
+    budget: RedundancyBudget,
+    /// Inner bytes per second the bulk flows offer.
+    bulk_demand: RateMeter,
+    counters: SpreadCounters,
+    /// The queue's overflow and CoDel drops already handed to the caller's counters.
+    queue_drops_reported: (u64, u64),
+    /// Bumped whenever what a path may send could have changed: a path that found nothing
+    /// it may send remembers the epoch, and is not woken for its pacer until it moves.
+    epoch: u64,
     events: VecDeque<PathEvent>,
     /// Where the search for due acks and pings starts, so no path starves the others.
     cursor: usize,
@@ -65,26 +184,51 @@ pub(crate) struct Transport {
     passive: bool,
     /// Paths dead this long are removed (at the proxy: a member that restarted numbers its
     /// paths afresh, and the old ones would be pinged for ever).
-    forget_dead_after: Option<std::time::Duration>,
+    forget_dead_after: Option<Duration>,
 }
 
 impl Transport {
-    /// `mtu` is the largest inner packet; `slots` how many the send queue holds (sent
-    /// ones are kept in the same ring for re-sends).
-    pub(crate) fn new(origin: Instant, mtu: usize, slots: usize) -> Transport {
+    /// `mtu` is the largest inner packet; `slots` how many the send queue holds (as many
+    /// copies of sent packets are kept for re-sends); `seed` keys the flow hash.
+    pub(crate) fn new(origin: Instant, mtu: usize, slots: usize, seed: u64) -> Transport {
+        let resend_capacity = slots.min(1024);
         Transport {
             origin,
             mtu,
             paths: Vec::new(),
-            queue: PacketRing::new(slots, mtu),
-            resend: VecDeque::with_capacity(slots.min(1024)),
-            resend_capacity: slots.min(1024),
-            inbound: PacketRing::new(INBOUND_SLOTS, mtu),
+            flows: FlowTable::new(FLOW_SLOTS, seed),
+            modes: Modes::default(),
+            queue: FlowQueues::new(slots, mtu, FLOW_SLOTS, CodelParams::default()),
+            kept: PacketRing::new(slots, mtu),
+            kept_meta: vec![Kept::default(); slots].into_boxed_slice(),
+            resend: VecDeque::with_capacity(resend_capacity),
+            repairs: VecDeque::with_capacity(resend_capacity),
+            duplicates: VecDeque::with_capacity(resend_capacity),
+            resend_capacity,
+            inbound: PacketRing::new(slots.min(256), mtu),
+            reorder: Reorder::new(FLOW_SLOTS, slots.min(512), mtu),
+            budget: RedundancyBudget {
+                tokens: REDUNDANCY_BURST,
+                last: origin,
+            },
+            bulk_demand: RateMeter::default(),
+            counters: SpreadCounters::default(),
+            queue_drops_reported: (0, 0),
+            epoch: 0,
             events: VecDeque::new(),
             cursor: 0,
             passive: false,
             forget_dead_after: None,
         }
+    }
+
+    /// How each class of flow is spread.
+    pub(crate) fn set_modes(&mut self, modes: Modes) {
+        self.modes = modes;
+    }
+
+    pub(crate) fn modes(&self) -> &Modes {
+        &self.modes
     }
 
     /// Paths from now on ping only when suspect or along with answers (the proxy's side).
@@ -93,7 +237,7 @@ impl Transport {
     }
 
     /// Removes paths that stay dead for `after`.
-    pub(crate) fn forget_dead_paths_after(&mut self, after: std::time::Duration) {
+    pub(crate) fn forget_dead_paths_after(&mut self, after: Duration) {
         self.forget_dead_after = Some(after);
     }
 
@@ -107,6 +251,18 @@ impl Transport {
 
     pub(crate) fn path_mut(&mut self, id: PathId) -> Option<&mut Path> {
         self.paths.iter_mut().find(|p| p.id() == id)
+    }
+
+    pub(crate) fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+
+    pub(crate) fn reorder(&self) -> &Reorder {
+        &self.reorder
+    }
+
+    pub(crate) fn spread_counters(&self) -> &SpreadCounters {
+        &self.counters
     }
 
     /// Adds a path; with [`MAX_PATHS`] already, the one heard from least recently goes.
@@ -126,17 +282,20 @@ impl Transport {
                 .expect("full");
             self.paths.remove(oldest);
         }
-        let max_sent = self.queue.capacity();
-        let mut path = Path::new(id, endpoint, settings, now, self.origin, max_sent);
+        let max_sent = self.kept.capacity();
+        let max_datagram = self.mtu + TRANSPORT_OVERHEAD;
+        let mut path = Path::new(id, endpoint, settings, now, self.origin, max_sent, max_datagram);
         if self.passive {
             path.set_passive();
         }
+        self.epoch += 1;
         self.paths.push(path);
         self.paths.last_mut().expect("just pushed")
     }
 
     pub(crate) fn remove_path(&mut self, id: PathId) {
         self.paths.retain(|p| p.id() != id);
+        self.epoch += 1;
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<PathEvent> {
@@ -146,6 +305,7 @@ impl Transport {
     fn note(&mut self, i: usize, was: PathState) {
         let p = &self.paths[i];
         if p.state() != was {
+            self.epoch += 1;
             if self.events.len() == MAX_EVENTS {
                 self.events.pop_front();
             }
@@ -156,15 +316,68 @@ impl Transport {
         }
     }
 
-    /// Queues an inner packet for sending.
-    pub(crate) fn push_packet(&mut self, packet: &[u8]) -> Result<(), DropReason> {
+    /// Queues an inner packet for sending: classifies its flow, pins a new per-session
+    /// flow to a path, and puts it in the flow's queue.
+    pub(crate) fn push_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), DropReason> {
         crate::ip::check(packet)?;
-        self.queue.push(packet).map(|_| ())
+        let slot = self
+            .flows
+            .on_packet(now, packet)
+            .ok_or(DropReason::BadInnerPacket)?;
+        let flow = self.flows.get(slot).expect("just seen");
+        let mode = self.modes.resolve(flow.class());
+        if mode == Mode::Packet {
+            self.bulk_demand.add(now, packet.len());
+        }
+        let pinned = flow.path.filter(|&id| self.path(id).is_some_and(|p| p.usable()));
+        if mode == Mode::Session && pinned.is_none() {
+            let choice = self.roomiest_path(now);
+            if let Some(flow) = self.flows.get_mut(slot) {
+                flow.path = choice;
+            }
+        }
+        let r = self.queue.enqueue(now, slot.0, packet);
+        if r == Err(DropReason::QueueFull) {
+            // The queue counted the refused packet too; the caller counts it as refused.
+            self.queue_drops_reported.0 += 1;
+        }
+        r?;
+        self.epoch += 1;
+        Ok(())
+    }
+
+    /// Adds the packets the queue dropped since the last call to `drops`: those of the
+    /// fattest flow when it was full, and those CoDel dropped for waiting too long.
+    pub(crate) fn record_queue_drops(&mut self, drops: &mut crate::DropCounters) {
+        let c = self.queue.counters();
+        let (full, late) = self.queue_drops_reported;
+        drops.add(DropReason::QueueFull, c.overflow_drops.saturating_sub(full));
+        drops.add(DropReason::QueueDelay, c.codel_drops.saturating_sub(late));
+        self.queue_drops_reported = (c.overflow_drops.max(full), c.codel_drops);
+    }
+
+    /// Where a new flow pinned per session goes: the active path with the least base RTT
+    /// that is not busy, else the one with the most spare capacity. Busy: sending at least
+    /// [`BUSY_SHARE`] of its estimated rate with nothing to spare (a path that had room
+    /// while nothing waited only knows the rate it was offered). The base RTT, not the
+    /// smoothed one: a path's own traffic raises the latter, and would push new flows to
+    /// and fro.
+    fn roomiest_path(&self, now: Instant) -> Option<PathId> {
+        let usable = || self.paths.iter().filter(|p| p.usable());
+        let busy = |p: &Path| {
+            let bw = p.bandwidth();
+            bw > 0 && !p.app_limited() && p.send_rate(now) as f64 >= BUSY_SHARE * bw as f64
+        };
+        usable()
+            .filter(|p| !busy(p))
+            .min_by_key(|p| p.base_rtt().unwrap_or(Duration::MAX))
+            .or_else(|| usable().max_by_key(|p| p.bandwidth().saturating_sub(p.send_rate(now))))
+            .map(|p| p.id())
     }
 
     /// Packets waiting to be sent.
     pub(crate) fn waiting(&self) -> usize {
-        self.queue.waiting() + self.resend.len()
+        self.queue.waiting() + self.resend.len() + self.repairs.len()
     }
 
     /// Inner packets waiting for the TUN.
@@ -175,7 +388,10 @@ impl Transport {
     /// Forgets everything queued (the session is gone).
     pub(crate) fn clear_queue(&mut self) {
         self.queue.clear();
+        self.kept.clear();
         self.resend.clear();
+        self.repairs.clear();
+        self.duplicates.clear();
     }
 
     /// The next inner packet for the TUN.
@@ -188,7 +404,7 @@ impl Transport {
 
     /// Handles the opened plaintext `buf[range]` of a transport packet that arrived on
     /// path `id` from `from`, opened with our keys `keys`. An inner packet goes to the TUN
-    /// queue if `accept` takes it.
+    /// queue (through the reorder buffer when it is spread) if `accept` takes it.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_packet(
         &mut self,
@@ -230,6 +446,12 @@ impl Transport {
                     if let Some(j) = self.paths.iter().position(|p| p.id() == ack.path) {
                         let was = self.paths[j].state();
                         self.paths[j].on_ack(now, &ack);
+                        while let Some(slot) = self.paths[j].take_repair() {
+                            if self.repairs.len() < self.resend_capacity {
+                                self.repairs.push_back(slot);
+                            }
+                        }
+                        self.epoch += 1;
                         self.note(j, was);
                     }
                 }
@@ -242,13 +464,25 @@ impl Transport {
                         p.on_receipt(packets, bytes);
                     }
                 }
-                Frame::Packet { range: r, .. } => {
+                Frame::Packet { spread, range: r } => {
                     let packet = &plain[r.0..r.1];
                     crate::ip::check(packet)?;
                     accept(packet)?;
                     self.paths[i].on_inner_received(packet.len());
-                    // Full means the TUN side is not keeping up: the newest is dropped.
-                    self.inbound.push(packet)?;
+                    let Some(s) = spread else {
+                        // Full means the TUN side is not keeping up: the newest is dropped.
+                        self.inbound.push(packet)?;
+                        continue;
+                    };
+                    let inbound = &mut self.inbound;
+                    let mut full = false;
+                    self.reorder
+                        .push(now, s.flow, s.seq, s.hold, packet, &mut |p: &[u8]| {
+                            full |= inbound.push(p).is_err();
+                        })?;
+                    if full {
+                        return Err(DropReason::QueueFull);
+                    }
                 }
             }
         }
@@ -262,7 +496,8 @@ impl Transport {
         }
     }
 
-    /// Runs the paths' timers; queues re-sends from paths that just turned suspect.
+    /// Runs the paths' timers (queues re-sends from paths that just turned suspect) and
+    /// the reorder buffer's.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         for i in 0..self.paths.len() {
             let was = self.paths[i].state();
@@ -288,17 +523,59 @@ impl Transport {
                 !dead && !silent
             });
         }
+        self.reorder.set_timeout(self.reorder_timeout());
+        let inbound = &mut self.inbound;
+        self.reorder.handle_timeout(now, &mut |p: &[u8]| {
+            // Full: the TUN side is not keeping up; the packet is lost as on a full queue.
+            let _ = inbound.push(p);
+        });
     }
 
-    /// The earliest time a path needs attention (pings, acks, silence).
+    /// How long a gap in a spread flow is waited for: the spread of the paths' delays as
+    /// this end measures them (round trips: the far end spreads over the same paths),
+    /// their variation, and a margin.
+    fn reorder_timeout(&self) -> Duration {
+        let mut fastest = Duration::MAX;
+        let mut slowest = Duration::ZERO;
+        let mut var = Duration::ZERO;
+        for p in self.paths.iter().filter(|p| p.usable()) {
+            let Some(srtt) = p.srtt() else { continue };
+            fastest = fastest.min(srtt);
+            slowest = slowest.max(srtt);
+            var = var.max(p.rttvar());
+        }
+        let skew = slowest.saturating_sub(fastest.min(slowest));
+        (skew + 2 * var + REORDER_MARGIN).min(REORDER_MAX)
+    }
+
+    /// The earliest time a path needs attention (pings, acks, silence, pacing) or the
+    /// reorder buffer gives up on a gap.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.paths.iter().filter_map(|p| p.next_timeout()).min()
+        let mut t = self.paths.iter().filter_map(|p| p.next_timeout()).min();
+        let mut consider = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t: Instant| t.min(x)));
+            }
+        };
+        consider(self.reorder.poll_timeout());
+        if self.waiting() > 0 || !self.duplicates.is_empty() {
+            // Paced paths with room: when the pacer lets them go. A path that found nothing
+            // it may take waits for something to change instead (no spinning on it).
+            let mtu = self.mtu + TRANSPORT_OVERHEAD;
+            for p in &self.paths {
+                if p.usable() && p.has_room(mtu) && p.starved_epoch() != Some(self.epoch) {
+                    consider(Some(p.next_send_time()));
+                }
+            }
+        }
+        t
     }
 
-    /// The path new traffic goes on: the active one with the lowest RTT; without one, the
-    /// one most likely to deliver (probing before suspect before dead). The RTT compared
-    /// is the least seen: a path's own traffic queues in its ISP's buffer and raises its
-    /// smoothed RTT, which would send the traffic to and fro between paths.
+    /// The path new traffic goes on when nothing else decides: the active one with the
+    /// lowest RTT; without one, the one most likely to deliver (probing before suspect
+    /// before dead). The RTT compared is the least seen: a path's own traffic queues in
+    /// its ISP's buffer and raises its smoothed RTT, which would send the traffic to and
+    /// fro between paths.
     pub(crate) fn best_path(&self, exclude: Option<PathId>) -> Option<usize> {
         let rank = |p: &Path| match p.state() {
             PathState::Active => 0,
@@ -310,12 +587,45 @@ impl Transport {
             .filter(|&i| Some(self.paths[i].id()) != exclude)
             .min_by_key(|&i| {
                 let p = &self.paths[i];
-                (rank(p), p.min_rtt().unwrap_or(std::time::Duration::MAX))
+                (rank(p), p.min_rtt().unwrap_or(Duration::MAX))
             })
     }
 
+    /// The usable paths as the scheduler sees them now, soonest arrival first.
+    fn lanes(&self, now: Instant, out: &mut [Option<(usize, Lane)>; MAX_PATHS]) -> usize {
+        let mtu = self.mtu + TRANSPORT_OVERHEAD;
+        let mut n = 0;
+        for (i, p) in self.paths.iter().enumerate() {
+            if !p.usable() || n == MAX_PATHS {
+                continue;
+            }
+            let srtt = p.srtt().or(p.min_rtt()).unwrap_or(Duration::from_millis(333));
+            let rate = (p.bandwidth().max(1)) as f64;
+            let wait = if p.has_room(mtu) {
+                p.next_send_time().saturating_duration_since(now)
+            } else {
+                // Full: room comes back as acks return, about a packet's time per packet.
+                let over = (p.bytes_in_flight() + mtu as u64).saturating_sub(p.congestion_window());
+                Duration::from_secs_f64(over as f64 / rate).min(srtt)
+            };
+            out[n] = Some((
+                i,
+                Lane {
+                    id: p.id(),
+                    owd: srtt / 2,
+                    wait,
+                    rate,
+                },
+            ));
+            n += 1;
+        }
+        out[..n].sort_by_key(|l| l.map(|(_, l)| l.arrival()));
+        n
+    }
+
     /// Writes the next datagram, sealed with `keys`: due acks and pings first (round robin
-    /// over paths), then re-sends, then queued packets on the best path.
+    /// over paths), then re-sends, repairs and copies, then queued packets as the
+    /// scheduler spreads them.
     pub(crate) fn poll_transmit(
         &mut self,
         now: Instant,
@@ -335,36 +645,102 @@ impl Transport {
                 return self.send_control(now, i, ping, ack, receipt, keys, limits, buf);
             }
         }
-        while let Some(&slot) = self.resend.front() {
-            let Some(len) = self.queue.get(slot).map(|p| p.len()) else {
-                // Its copy was overwritten by newer traffic: too old to matter.
-                self.resend.pop_front();
-                continue;
-            };
-            // Only to a path that answers; none does: the packet had its one chance.
-            let Some(i) = self.best_path(None).filter(|&i| self.paths[i].usable()) else {
-                self.resend.pop_front();
-                continue;
-            };
-            if !self.paths[i].resend_room() {
-                // Its acks open the window again. New packets wait too: the flows need
-                // the holes filled first.
-                return Ok(None);
+        let sent = self.send_data(now, keys, limits, buf)?;
+        if sent.is_none() {
+            // Nothing may go now: a path whose pacer is due waits for something to change
+            // (a packet, an ack, a path's state), so poll_timeout offers no time in the past.
+            let epoch = self.epoch;
+            for p in &mut self.paths {
+                if p.next_send_time() <= now {
+                    p.set_starved_epoch(epoch);
+                }
             }
-            self.resend.pop_front();
+        }
+        Ok(sent)
+    }
+
+    /// Re-sends, repairs and copies, then queued packets as the scheduler spreads them.
+    fn send_data(
+        &mut self,
+        now: Instant,
+        keys: &mut Keypair,
+        limits: &Limits,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit>, DropReason> {
+        let mut lanes = [None; MAX_PATHS];
+        let count = self.lanes(now, &mut lanes);
+        let lanes = &lanes[..count];
+        let mtu = self.mtu + TRANSPORT_OVERHEAD;
+        // Re-sends of a failed path's packets and repairs of lost ones go on the path that
+        // delivers soonest; nowhere to go: they had their chance.
+        for repair in [false, true] {
+            loop {
+                let queue = if repair {
+                    &mut self.repairs
+                } else {
+                    &mut self.resend
+                };
+                let Some(&slot) = queue.front() else { break };
+                let Some(len) = self.kept.get(slot).map(|p| p.len()) else {
+                    // Its copy was overwritten by newer traffic: too old to matter.
+                    queue.pop_front();
+                    continue;
+                };
+                let Some(&(i, _)) = lanes.first().and_then(|l| l.as_ref()) else {
+                    queue.pop_front();
+                    continue;
+                };
+                if !self.paths[i].can_send_data(now, len + TRANSPORT_OVERHEAD) {
+                    break;
+                }
+                queue.pop_front();
+                if repair {
+                    self.counters.repaired += 1;
+                }
+                return self
+                    .send_kept(now, i, slot, keys, limits, buf)
+                    .map(Some);
+            }
+        }
+        while let Some(&(slot, original)) = self.duplicates.front() {
+            let target = lanes
+                .iter()
+                .flatten()
+                .find(|(_, l)| l.id != original)
+                .map(|&(i, _)| i);
+            let (Some(i), Some(len)) = (target, self.kept.get(slot).map(|p| p.len())) else {
+                self.duplicates.pop_front();
+                continue;
+            };
+            if !self.paths[i].has_room(len + TRANSPORT_OVERHEAD) {
+                break;
+            }
+            self.duplicates.pop_front();
+            self.counters.duplicated_packets += 1;
+            self.counters.duplicated_bytes += len as u64;
             return self
-                .send_data(now, i, slot, len, true, keys, limits, buf)
+                .send_kept(now, i, slot, keys, limits, buf)
                 .map(Some);
         }
-        let Some(i) = self.best_path(None) else {
+        if self.queue.waiting() == 0 {
+            for p in &mut self.paths {
+                if p.usable() && p.has_room(mtu) {
+                    p.on_app_limited();
+                }
+            }
             return Ok(None);
-        };
-        let Some((slot, packet)) = self.queue.pop() else {
-            return Ok(None);
-        };
-        let len = packet.len();
-        self.send_data(now, i, slot, len, false, keys, limits, buf)
-            .map(Some)
+        }
+        for (k, &(i, _)) in lanes.iter().flatten().enumerate() {
+            if !self.paths[i].can_send_data(now, mtu)
+                || self.paths[i].starved_epoch() == Some(self.epoch)
+            {
+                continue;
+            }
+            if let Some(t) = self.send_queued(now, i, k, lanes, keys, limits, buf)? {
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -410,42 +786,172 @@ impl Transport {
         Ok(Some(self.transmit(i, total)))
     }
 
+    /// Sends the next queued packet path `i` may take (the `k`-th of `lanes`), if any.
     #[allow(clippy::too_many_arguments)]
-    fn send_data(
+    fn send_queued(
+        &mut self,
+        now: Instant,
+        i: usize,
+        k: usize,
+        lanes: &[Option<(usize, Lane)>],
+        keys: &mut Keypair,
+        limits: &Limits,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit>, DropReason> {
+        let id = self.paths[i].id();
+        let body = TRANSPORT_HEADER_LEN + frame::PACKET_NUMBER_LEN + frame::SPREAD_PACKET_FRAME_LEN;
+        let out = buf
+            .get_mut(body..body + self.mtu)
+            .ok_or(DropReason::PacketTooLarge)?;
+        // A slower path takes bulk packets while the bulk flows want more than the paths
+        // that deliver sooner carry, and the far end need not hold the rest too long.
+        let faster: f64 = lanes[..k].iter().flatten().map(|(_, l)| l.rate).sum();
+        let lane = lanes[k].expect("a lane").1;
+        let first = lanes[0].expect("a lane").1;
+        let spread_here = k == 0
+            || (self.bulk_demand.rate(now) as f64 >= DEMAND_SHARE * faster
+                && lane.owd.saturating_sub(first.owd) <= MAX_SKEW);
+        let lowest_latency = lanes
+            .iter()
+            .flatten()
+            .min_by_key(|(_, l)| l.owd)
+            .map(|(_, l)| l.id);
+        let usable = |p: PathId| lanes.iter().flatten().any(|(_, l)| l.id == p);
+        let (flows, modes) = (&self.flows, &self.modes);
+        // Or, as ECF: this flow's backlog would take the faster paths longer to carry
+        // than this one's extra delay.
+        let extra = lane.arrival().saturating_sub(first.arrival()).as_secs_f64();
+        let backlogged = |bytes: usize| faster > 0.0 && bytes as f64 / faster > extra;
+        let eligible = |q: u16, bytes: usize| {
+            let Some(f) = flows.get(FlowSlot(q)) else {
+                return true;
+            };
+            match modes.resolve(f.class()) {
+                Mode::Packet => {
+                    spread_here || (backlogged(bytes) && lane.owd.saturating_sub(first.owd) <= MAX_SKEW)
+                }
+                Mode::Redundant => Some(id) == lowest_latency,
+                Mode::Session | Mode::Auto => match f.path {
+                    Some(p) if usable(p) => p == id,
+                    // Its path failed or was never chosen: the first to have room takes it.
+                    _ => true,
+                },
+            }
+        };
+        let Some(d) = self.queue.dequeue(now, eligible, out) else {
+            return Ok(None);
+        };
+        let slot = FlowSlot(d.queue);
+        let (mode, class, spread) = match self.flows.get_mut(slot) {
+            Some(f) => {
+                let mode = self.modes.resolve(f.class());
+                if mode != Mode::Packet {
+                    f.path = Some(id);
+                }
+                let spread = Spread {
+                    flow: d.queue,
+                    seq: f.seq,
+                    hold: mode == Mode::Packet,
+                };
+                f.seq = f.seq.wrapping_add(1);
+                (mode, f.class(), spread)
+            }
+            None => (
+                Mode::Session,
+                FlowClass::Default,
+                Spread {
+                    flow: d.queue,
+                    seq: 0,
+                    hold: false,
+                },
+            ),
+        };
+        let len = d.len;
+        // The copy kept for re-sends.
+        let kept = self.keep(&buf[body..body + len], spread);
+        self.counters.packets += 1;
+        self.counters.bytes += len as u64;
+        self.counters.by_class[class as usize] += 1;
+        self.budget.earn(now, len);
+        if mode == Mode::Redundant
+            && lanes.iter().flatten().count() > 1
+            && self.duplicates.len() < self.resend_capacity
+            && self.budget.spend(len)
+        {
+            self.duplicates.push_back((kept, id));
+        }
+        // The packet number, and an ack where the packet leaves room for one (the packet
+        // moves up to make room).
+        let p = &mut self.paths[i];
+        let mut head = [0u8; frame::PACKET_NUMBER_LEN + frame::MAX_ACK_LEN];
+        let mut head_len = frame::PACKET_NUMBER_LEN;
+        {
+            let mut w =
+                Writer::new(&mut head, p.next_packet_number()).ok_or(DropReason::PacketTooLarge)?;
+            if let Some(a) = p.ack(now).filter(|_| p.has_unacked()) {
+                if w.ack(&a).is_some() && w.len() - frame::PACKET_NUMBER_LEN <= self.mtu - len {
+                    head_len = w.len();
+                    p.on_ack_sent();
+                }
+            }
+        }
+        if head_len > frame::PACKET_NUMBER_LEN {
+            let shift = head_len - frame::PACKET_NUMBER_LEN;
+            buf.copy_within(body..body + len, body + shift);
+        }
+        buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + head_len].copy_from_slice(&head[..head_len]);
+        frame::write_packet_header(&mut buf[TRANSPORT_HEADER_LEN + head_len..], Some(spread))
+            .ok_or(DropReason::PacketTooLarge)?;
+        let plain_len = head_len + frame::SPREAD_PACKET_FRAME_LEN + len;
+        let total = keys.seal(id, buf, plain_len, limits)?;
+        let p = &mut self.paths[i];
+        p.on_sent_with(now, total, true, Some((kept, len)), spread.hold);
+        Ok(Some(self.transmit(i, total)))
+    }
+
+    /// Keeps a copy of a packet being sent, for a re-send elsewhere; returns its slot.
+    fn keep(&mut self, packet: &[u8], spread: Spread) -> u64 {
+        let slot = self.kept.push(packet).expect("copies never wait");
+        self.kept.pop();
+        let cap = self.kept_meta.len() as u64;
+        self.kept_meta[(slot % cap) as usize] = Kept {
+            spread: Some(spread),
+        };
+        slot
+    }
+
+    /// Sends the kept copy `slot` again on path `i`.
+    #[allow(clippy::too_many_arguments)]
+    fn send_kept(
         &mut self,
         now: Instant,
         i: usize,
         slot: u64,
-        len: usize,
-        resent: bool,
         keys: &mut Keypair,
         limits: &Limits,
         buf: &mut [u8],
     ) -> Result<Transmit, DropReason> {
+        let cap = self.kept_meta.len() as u64;
+        let spread = self.kept_meta[(slot % cap) as usize].spread;
+        let packet = self.kept.get(slot).ok_or(DropReason::PacketTooLarge)?;
+        let len = packet.len();
         let p = &mut self.paths[i];
-        // Room for the packet number, an ack and the packet frame within the largest
-        // datagram a full-size packet makes: acks ride along only on smaller packets.
-        let room = frame::PACKET_NUMBER_LEN + frame::SPREAD_PACKET_FRAME_LEN + self.mtu;
         let plain = buf
-            .get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + room)
+            .get_mut(TRANSPORT_HEADER_LEN..)
             .ok_or(DropReason::PacketTooLarge)?;
-        let (head, _) = plain.split_at_mut(room - frame::PACKET_FRAME_LEN - len);
-        let mut w = Writer::new(head, p.next_packet_number()).ok_or(DropReason::PacketTooLarge)?;
-        if let Some(a) = p.ack(now).filter(|_| p.has_unacked()) {
-            // Without room it is sent on its own when due.
-            if w.ack(&a).is_some() {
-                p.on_ack_sent();
-            }
-        }
+        let w = Writer::new(plain, p.next_packet_number()).ok_or(DropReason::PacketTooLarge)?;
         let at = w.len();
         let header =
-            frame::write_packet_header(&mut plain[at..], None).ok_or(DropReason::PacketTooLarge)?;
-        let packet = self.queue.get(slot).ok_or(DropReason::PacketTooLarge)?;
-        plain[at + header..at + header + len].copy_from_slice(packet);
+            frame::write_packet_header(&mut plain[at..], spread).ok_or(DropReason::PacketTooLarge)?;
+        plain
+            .get_mut(at + header..at + header + len)
+            .ok_or(DropReason::PacketTooLarge)?
+            .copy_from_slice(packet);
         let plain_len = at + header + len;
+        let id = p.id();
+        let total = keys.seal(id, buf, plain_len, limits)?;
         let p = &mut self.paths[i];
-        let total = keys.seal(p.id(), buf, plain_len, limits)?;
-        p.on_sent_with(now, total, true, Some((slot, len)), resent);
+        p.on_sent_with(now, total, true, Some((slot, len)), false);
         Ok(self.transmit(i, total))
     }
 

@@ -22,6 +22,7 @@ use linkpool_protocol::server::{
     self, Accepted, MemberId, MemberKey, Server, ServerConfig, ServerEvent,
 };
 use linkpool_protocol::session::Limits;
+use linkpool_protocol::frame;
 use linkpool_protocol::wire::{self, MAX_DATAGRAM, MessageType};
 use linkpool_protocol::{CipherSuite, DropReason, PathId, Transmit};
 use linkpool_sim::link::{LinkModel, LinkParams, Verdict};
@@ -296,16 +297,44 @@ impl Net {
     /// Moves time forward by `step`: the flood, then every datagram that is due, in
     /// order, then the timers that are due, then whatever both sides want sent.
     fn step(&mut self, step: Duration) {
-        self.now += step;
-        for (from, mut d) in self
-            .flood
-            .drain(..self.flood.len().min(100))
-            .collect::<Vec<_>>()
-        {
-            let _ = self.at_server(from, self.links[0].proxy_addr, &mut d);
-            // The daemon sends the proxy's answers after each datagram.
-            self.pump();
+        // Every arrival and timer before the end of the step is handled at its own time,
+        // as an event loop would (the cores pace what they send).
+        let target = self.now + step;
+        for _ in 0..1_000_000 {
+            let due = self
+                .to_server
+                .iter()
+                .chain(&self.to_client)
+                .map(|f| f.due)
+                .chain(self.client.poll_timeout())
+                .chain(self.server.poll_timeout())
+                .min();
+            match due {
+                Some(t) if t < target => {
+                    self.now = self.now.max(t);
+                    self.settle();
+                }
+                _ => {
+                    self.now = target;
+                    for (from, mut d) in self
+                        .flood
+                        .drain(..self.flood.len().min(100))
+                        .collect::<Vec<_>>()
+                    {
+                        let _ = self.at_server(from, self.links[0].proxy_addr, &mut d);
+                        // The daemon sends the proxy's answers after each datagram.
+                        self.pump();
+                    }
+                    self.settle();
+                    return;
+                }
+            }
         }
+        panic!("a core asks to be woken again and again at {:?}: it spins", self.now);
+    }
+
+    /// Hands over what has arrived by now, runs the timers due, sends what is ready.
+    fn settle(&mut self) {
         while let Some((to_server, f)) = self.next_arrival() {
             let link = &self.links[f.link];
             let mut d = f.bytes;
@@ -464,10 +493,52 @@ impl Net {
         self.pump();
         self.client.handle_packet(self.now, packet).unwrap();
         let mut buf = [0u8; MAX_DATAGRAM];
-        let t = self.client.poll_transmit(self.now, &mut buf).unwrap();
+        let t = loop {
+            match self.client.poll_transmit(self.now, &mut buf) {
+                // Its datagram; an ack or ping that came due meanwhile is dropped.
+                Some(t) if t.len > wire::TRANSPORT_HEADER_LEN + packet.len() => break t,
+                Some(_) => continue,
+                None => {}
+            }
+            // Paced: the packet goes when the pacer lets it.
+            self.now = self.client.poll_timeout().expect("a pacing time").max(self.now);
+            self.client.handle_timeout(self.now);
+        };
         assert!(t.len >= wire::TRANSPORT_HEADER_LEN + 4 + 1 + packet.len() + wire::TAG_LEN);
         assert_eq!(self.client.queued(), 0);
         buf[..t.len].to_vec()
+    }
+
+    /// Takes off the link, unsent, the datagrams the client seals of packets
+    /// `up(60, next..end)`: as many as its path's congestion window and pacer let go in
+    /// a millisecond. Acks and pings sealed meanwhile are
+    /// lost.
+    fn sealed_up_round(&mut self, next: &mut u32, end: u32) -> Vec<Vec<u8>> {
+        let data = wire::TRANSPORT_HEADER_LEN + 4 + frame::SPREAD_PACKET_FRAME_LEN + 60;
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut out = Vec::new();
+        let room = |c: &Client| {
+            let p = &c.paths()[0];
+            p.bytes_in_flight() + 2 * data as u64 <= p.congestion_window()
+        };
+        // A round takes at most a millisecond: unacknowledged for longer, the path would
+        // soon be suspect.
+        let start = self.now;
+        while *next < end && room(&self.client) && self.now < start + Duration::from_millis(1) {
+            self.client.handle_packet(self.now, &up(60, *next)).unwrap();
+            *next += 1;
+            while self.client.queued() > 0 {
+                match self.client.poll_transmit(self.now, &mut buf) {
+                    Some(t) if t.len >= data + wire::TAG_LEN => out.push(buf[..t.len].to_vec()),
+                    Some(_) => {}
+                    None => {
+                        self.now = self.client.poll_timeout().expect("paced").max(self.now);
+                        self.client.handle_timeout(self.now);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The same downstream.
@@ -475,7 +546,16 @@ impl Net {
         self.pump();
         self.server.handle_packet(self.now, packet).unwrap();
         let mut buf = [0u8; MAX_DATAGRAM];
-        let t = self.server.poll_transmit(self.now, &mut buf).unwrap();
+        let t = loop {
+            match self.server.poll_transmit(self.now, &mut buf) {
+                // Its datagram; an ack or ping that came due meanwhile is dropped.
+                Some(t) if t.len > wire::TRANSPORT_HEADER_LEN + packet.len() => break t,
+                Some(_) => continue,
+                None => {}
+            }
+            self.now = self.server.poll_timeout().expect("a pacing time").max(self.now);
+            self.server.handle_timeout(self.now);
+        };
         assert!(t.len >= wire::TRANSPORT_HEADER_LEN + 4 + 1 + packet.len() + wire::TAG_LEN);
         buf[..t.len].to_vec()
     }
@@ -510,7 +590,9 @@ fn handshake_and_round_trip_with_both_ciphers() {
                 net.send_down(&down(1400 - i * 20, 1000 + i as u32))
                     .unwrap();
             }
-            net.step(Duration::from_millis(20));
+            // Within a few round trips: the paths' congestion control starts with a window
+            // of 16 packets, paced.
+            net.step(Duration::from_millis(100));
             assert_eq!(net.at_server.len(), 50, "{suite:?} psk={psk}");
             assert_eq!(net.at_client.len(), 50, "{suite:?} psk={psk}");
             for (i, p) in net.at_server.iter().enumerate() {
@@ -521,12 +603,12 @@ fn handshake_and_round_trip_with_both_ciphers() {
             }
             assert_eq!(net.server.stats().drops.total(), 0);
             assert_eq!(net.client.stats().drops.total(), 0);
-            // The acks come back.
+            // The acks come back (pings may be in flight by then, not data).
             for _ in 0..3 {
                 net.step(Duration::from_millis(20));
             }
-            assert_eq!(net.client_path(0).in_flight(), 0);
-            assert_eq!(net.server_path(0).in_flight(), 0);
+            assert!(net.client_path(0).bytes_in_flight() < 100);
+            assert!(net.server_path(0).bytes_in_flight() < 100);
             // Both ends counted the packets on the path, and nothing waits.
             let (c, s) = (
                 *net.client_path(0).counters(),
@@ -596,10 +678,12 @@ fn inner_packets_are_checked_routed_and_bounded() {
             .unwrap();
     }
     assert_eq!(net.client.queued(), slots);
-    assert_eq!(
-        net.client.handle_packet(net.now, &up(60, 0)),
-        Err(DropReason::QueueFull)
-    );
+    // Full: the flow with the most waiting pays (FQ-CoDel): here one the table put in
+    // the same queue as another, or the new packet's own.
+    assert_eq!(net.client.handle_packet(net.now, &up(60, 0)), Ok(()));
+    assert!(net.client.queued() <= slots);
+    let client_dropped = net.client.stats().drops.get(DropReason::QueueFull);
+    assert!(client_dropped >= 1);
     let slots = server::DEFAULT_QUEUE_SLOTS;
     for i in 0..slots {
         net.server
@@ -607,18 +691,24 @@ fn inner_packets_are_checked_routed_and_bounded() {
             .unwrap();
     }
     assert_eq!(net.server.member(MEMBER).unwrap().queued, slots);
-    assert_eq!(
-        net.server.handle_packet(net.now, &down(60, 0)),
-        Err(DropReason::QueueFull)
-    );
-    // And all of it goes out once the uplinks take it.
+    assert_eq!(net.server.handle_packet(net.now, &down(60, 0)), Ok(MEMBER));
+    assert!(net.server.member(MEMBER).unwrap().queued <= slots);
+    let server_dropped = net.server.stats().drops.get(DropReason::QueueFull);
+    assert!(server_dropped >= 1);
+    // And all the rest goes out once the uplinks take it: every packet is delivered or
+    // counted as dropped.
     for _ in 0..100 {
         net.step(Duration::from_millis(5));
     }
-    assert_eq!(net.at_server.len(), client::DEFAULT_QUEUE_SLOTS);
-    assert_eq!(net.at_client.len(), server::DEFAULT_QUEUE_SLOTS);
-    assert_eq!(net.client.stats().drops.get(DropReason::QueueFull), 1);
-    assert_eq!(net.server.stats().drops.get(DropReason::QueueFull), 1);
+    let pushed = |slots: usize| slots as u64 + 1;
+    assert_eq!(
+        net.at_server.len() as u64,
+        pushed(client::DEFAULT_QUEUE_SLOTS) - client_dropped
+    );
+    assert_eq!(
+        net.at_client.len() as u64,
+        pushed(server::DEFAULT_QUEUE_SLOTS) - server_dropped
+    );
 }
 
 #[test]
@@ -658,16 +748,34 @@ fn wrong_psk_or_unknown_member_never_connects() {
 fn out_of_order_within_window_accepted_replays_rejected() {
     let mut net = Net::new(CipherSuite::Aes256Gcm, false, Limits::default());
     net.connect();
-    let sealed: Vec<Vec<u8>> = (0..3000).map(|i| net.sealed_up(&up(60, i))).collect();
-    // Deliver in reverse: everything is within the window, each arrives once.
-    for d in sealed.iter().rev() {
-        assert_eq!(
-            net.deliver_up(d.clone()),
-            Ok(Accepted::Transport { member: MEMBER })
-        );
+    // Rounds of as many packets as the path's congestion window lets go at once (it
+    // grows as the rounds are acknowledged), each round delivered in reverse.
+    let mut sealed = Vec::new();
+    let mut rounds = Vec::new();
+    let mut next = 0;
+    while sealed.len() < 3000 {
+        let round = net.sealed_up_round(&mut next, 3000);
+        assert!(!round.is_empty());
+        for d in round.iter().rev() {
+            assert_eq!(
+                net.deliver_up(d.clone()),
+                Ok(Accepted::Transport { member: MEMBER })
+            );
+        }
+        rounds.push(round.len());
+        sealed.extend(round);
+        net.step(Duration::from_millis(20));
+    }
+    eprintln!("rounds: {rounds:?}");
+    assert!(rounds.iter().filter(|&&n| n >= 8).count() >= 10, "{rounds:?}");
+    let mut expected = Vec::new();
+    let mut at = 0u32;
+    for n in rounds {
+        expected.extend((at..at + n as u32).rev());
+        at += n as u32;
     }
     let seqs: Vec<u32> = net.at_server.iter().map(|p| seq_of(p)).collect();
-    assert_eq!(seqs, (0..3000).rev().collect::<Vec<_>>());
+    assert_eq!(seqs, expected);
     // Every one of them again: replays.
     for d in sealed.iter().step_by(97) {
         assert_eq!(net.deliver_up(d.clone()), Err(DropReason::Replay));
@@ -675,30 +783,30 @@ fn out_of_order_within_window_accepted_replays_rejected() {
     let replays = net.server.stats().drops.get(DropReason::Replay);
     assert_eq!(replays, sealed.iter().step_by(97).count() as u64);
     assert_eq!(net.at_server.len(), 3000);
-    // The path took each once too, and the proxy's acks settle every one the client
-    // still remembers (reordered this far, most count as lost first: RFC 9002's packet
-    // threshold). A path remembers as many packets in flight as its send queue has slots;
-    // of 3000 sealed at once, the oldest were forgotten.
+    // The path took each once too, and the proxy's acks settle every one.
     assert_eq!(net.server_path(0).counters().rx_packets, 3000);
     net.step(Duration::from_millis(20));
     let c = *net.client_path(0).counters();
-    assert_eq!(net.client_path(0).in_flight(), 0);
-    assert!(
-        c.acked + c.lost >= client::DEFAULT_QUEUE_SLOTS as u64,
-        "{c:?}"
-    );
+    assert!(net.client_path(0).bytes_in_flight() < 100);
+    assert!(c.acked + c.lost >= 3000, "{c:?}");
 }
 
 #[test]
 fn packets_older_than_the_window_rejected() {
     let mut net = Net::new(CipherSuite::ChaCha20Poly1305, false, Limits::default());
     net.connect();
+    // One datagram held back while more than a window's worth after it arrive.
     let first = net.sealed_up(&up(60, 0));
-    let mut last = None;
-    for i in 0..(linkpool_protocol::REPLAY_WINDOW + 10) {
-        last = Some(net.sealed_up(&up(60, i as u32)));
+    let mut delivered = 0;
+    let mut next = 1;
+    while delivered < linkpool_protocol::REPLAY_WINDOW + 10 {
+        let round = net.sealed_up_round(&mut next, u32::MAX);
+        for d in round {
+            net.deliver_up(d).unwrap();
+            delivered += 1;
+        }
+        net.step(Duration::from_millis(20));
     }
-    net.deliver_up(last.unwrap()).unwrap();
     assert_eq!(net.deliver_up(first), Err(DropReason::TooOld));
 }
 
@@ -1544,7 +1652,7 @@ fn a_dead_uplink_fails_over_without_losing_packets_and_comes_back() {
         seq
     };
     traffic(&mut net, 1000);
-    // Both paths answer; new traffic goes on the faster one, both ways.
+    // Both paths answer; new flows are pinned to either, by spare capacity.
     for i in 0..2 {
         assert_eq!(net.client_path(i).state(), PathState::Active, "path {i}");
         assert_eq!(net.server_path(i).state(), PathState::Active, "path {i}");
@@ -1555,7 +1663,7 @@ fn a_dead_uplink_fails_over_without_losing_packets_and_comes_back() {
             net.server_path(i).counters().tx_packets,
         )
     };
-    assert_eq!(tx(&net, 1), (0, 0));
+    assert!(tx(&net, 0).0 > 100 && tx(&net, 0).1 > 100, "{:?}", tx(&net, 0));
     // The fast uplink dies, with what is on it.
     let cut = net.now;
     net.cut(0, true);
@@ -1693,7 +1801,7 @@ fn receipts_report_every_path_once_per_second() {
         let c = *net.client_path(i).counters();
         let s = *net.server_path(i).counters();
         assert!(
-            c.rx_packets > 500 && s.rx_packets > 500,
+            c.rx_packets > 100 && s.rx_packets > 100,
             "path {i}: {c:?} {s:?}"
         );
         // Every packet and byte reported, at both ends.

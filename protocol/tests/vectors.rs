@@ -26,7 +26,7 @@ fn version_and_sizes() {
     assert_eq!(MessageType::Transport as u8, 4);
     assert_eq!(wire::TRANSPORT_HEADER_LEN, 16);
     // Header, packet number, spread-packet frame header, tag.
-    assert_eq!(wire::TRANSPORT_OVERHEAD, 16 + 4 + 5 + 16);
+    assert_eq!(wire::TRANSPORT_OVERHEAD, 16 + 4 + 7 + 16);
     // Header, packet number, tag: an empty plaintext but for its packet number.
     assert_eq!(wire::MIN_TRANSPORT_LEN, 36);
 }
@@ -223,25 +223,42 @@ fn packets_and_spread_packets() {
     let mut w = Writer::new(&mut buf, 10).unwrap();
     w.ack(&Ack::new(PathId(1), 0, 0, &[(4, 4)])).unwrap();
     let at = w.len();
-    let n = frame::write_packet_header(&mut buf[at..], Some(0xdead_beef)).unwrap();
+    let spread = frame::Spread {
+        flow: 0x0102,
+        seq: 0xdead_beef,
+        hold: true,
+    };
+    let n = frame::write_packet_header(&mut buf[at..], Some(spread)).unwrap();
     assert_eq!(n, frame::SPREAD_PACKET_FRAME_LEN);
     buf[at + n..at + n + inner.len()].copy_from_slice(&inner);
     let plain = &buf[..at + n + inner.len()];
     assert_eq!(
         hex(plain),
-        "0000000a".to_string() + "02000104000000" + "00" + "05deadbeef" + &hex(&inner)
+        "0000000a".to_string() + "02000104000000" + "00" + "050102deadbeef" + &hex(&inner)
     );
     let (_, frames) = parse(plain);
     assert_eq!(
         frames[1],
         Frame::Packet {
-            spread: Some(0xdead_beef),
-            range: (at + 5, plain.len())
+            spread: Some(spread),
+            range: (at + 7, plain.len())
         }
     );
     assert!(!frames[0].is_ack_eliciting() && frames[1].is_ack_eliciting());
+    // A duplicated packet (type 6) is delivered at once by the far end: hold is off.
+    let copy = unhex(&("00000001".to_string() + "060102deadbeef" + &hex(&inner)));
+    assert_eq!(
+        parse(&copy).1,
+        vec![Frame::Packet {
+            spread: Some(frame::Spread {
+                hold: false,
+                ..spread
+            }),
+            range: (11, copy.len())
+        }]
+    );
     // An empty packet frame, and a spread header cut short, are malformed.
-    for bad in ["0000000104", "0000000105dead"] {
+    for bad in ["0000000104", "0000000105dead", "00000001060102dead"] {
         assert_eq!(first(&unhex(bad)), Some(Err(DropReason::BadFrame)), "{bad}");
     }
 }
@@ -257,7 +274,7 @@ fn extensions_are_skipped_and_unknown_frames_refused() {
         Some(Err(DropReason::BadFrame))
     );
     // Below 0x40 every type is known to this version: the rest cannot be skipped.
-    for t in [0x06u8, 0x3f] {
+    for t in [0x07u8, 0x3f] {
         assert_eq!(
             first(&[0, 0, 0, 3, t, 0]),
             Some(Err(DropReason::BadFrame)),

@@ -458,7 +458,7 @@ impl ProxyConfig {
 }
 
 /// Largest TUN MTU: the largest IP packet a datagram carries to a member (datagrams are
-/// at most `wire::MAX_DATAGRAM` bytes, and a relayed one spends 69 of them on headers).
+/// at most `wire::MAX_DATAGRAM` bytes, and a relayed one spends 71 of them on headers).
 pub const MAX_MTU: u16 = linkpool_protocol::wire::MAX_TUNNEL_MTU;
 
 /// Checks the TUN MTU against what a datagram carries and what the pools need (1280 with

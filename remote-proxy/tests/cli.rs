@@ -200,7 +200,7 @@ fn config_errors_are_one_line_with_file_line_key_and_reason() {
     let c = config.to_str().unwrap();
     let good = std::fs::read_to_string(&config).unwrap();
 
-    std::fs::write(&config, good.replace("mtu = 1383", "mtu = \"big\"")).unwrap();
+    std::fs::write(&config, good.replace("mtu = 1381", "mtu = \"big\"")).unwrap();
     let line = good.lines().position(|l| l.starts_with("mtu =")).unwrap() + 1;
     for cmd in ["check-config", "run"] {
         assert_one_line_error(

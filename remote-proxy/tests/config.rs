@@ -81,7 +81,7 @@ fn defaults() {
     assert_eq!(c.tunnel.ipv4_pool.to_string(), "10.77.0.0/16");
     assert_eq!(c.tunnel.ipv6_pool.unwrap().to_string(), "fd77::/64");
     assert_eq!(c.tunnel.egress_device, None);
-    assert_eq!(c.tunnel.mtu, 1383);
+    assert_eq!(c.tunnel.mtu, 1381);
     assert_eq!(c.private_key.to_base64(), KEY);
     let nat = c.nat();
     assert_eq!(nat.ipv4_pool, ("10.77.0.0".parse().unwrap(), 16));
@@ -155,13 +155,13 @@ fn errors_name_file_line_key_and_reason() {
             format!("{b}[tunnel]\nmtu = 1000\n"),
             Some(5),
             "tunnel.mtu",
-            "1000 is out of range: use 1280 to 1979 (1280 is the IPv6 minimum, and tunnel.ipv6_pool is on)",
+            "1000 is out of range: use 1280 to 1977 (1280 is the IPv6 minimum, and tunnel.ipv6_pool is on)",
         ),
         (
             format!("{b}[tunnel]\nmtu = 9000\n"),
             Some(5),
             "tunnel.mtu",
-            "9000 is out of range: use 1280 to 1979 (a datagram is at most 2048 bytes, 69 of them linkpool's headers on a relayed path)",
+            "9000 is out of range: use 1280 to 1977 (a datagram is at most 2048 bytes, 71 of them linkpool's headers on a relayed path)",
         ),
         (
             format!("{b}[tunnel]\nmtu = 65535\n"),
@@ -179,7 +179,7 @@ fn errors_name_file_line_key_and_reason() {
             format!("{b}[tunnel]\nipv6_pool = \"\"\nmtu = 500\n"),
             Some(6),
             "tunnel.mtu",
-            "500 is out of range: use 576 to 1979 (576 is the IPv4 minimum)",
+            "500 is out of range: use 576 to 1977 (576 is the IPv4 minimum)",
         ),
         (
             format!("{b}{}", member("a", ALICE, "\"10.78.0.2\"")),
@@ -299,7 +299,7 @@ fn a_readable_key_file_is_a_warning() {
 fn mtu_in_range_is_accepted() {
     let dir = TempDir::new("mtu");
     let path = with_key(&dir);
-    for (mtu, want) in [(1280, 1280), (1979, 1979)] {
+    for (mtu, want) in [(1280, 1280), (1977, 1977)] {
         let c = ProxyConfig::from_toml_str(&path, &format!("{}[tunnel]\nmtu = {mtu}\n", base()))
             .unwrap();
         assert_eq!(c.tunnel.mtu, want);

@@ -7,6 +7,11 @@
 //! probes. Idle paths are pinged often enough that a death shows within a few hundred
 //! milliseconds.
 
+mod cc;
+
+pub use cc::CongestionState;
+use cc::Congestion;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -70,10 +75,6 @@ const ACK_EVERY: u32 = 4;
 const INITIAL_RTT: Duration = Duration::from_millis(333);
 /// Never suspect a path sooner than this after sending (timer granularity, scheduling).
 const MIN_SUSPECT_AFTER: Duration = Duration::from_millis(25);
-/// Re-sends a path takes at first when another fails (RFC 6928's initial window).
-const RESEND_INITIAL_WINDOW: u32 = 10;
-/// The most re-sends one path takes in flight.
-const RESEND_MAX_WINDOW: u32 = 4096;
 /// Never suspect a busy path for an ack gap shorter than this.
 const MIN_ACK_GAP: Duration = Duration::from_millis(30);
 /// Answered pings a path that died needs before it carries traffic again.
@@ -84,6 +85,10 @@ const CONFIRMATIONS_AFTER_DEAD: u32 = 3;
 pub const MAX_SENT: usize = 4096;
 /// A path reports what it received (for the ledger) at most this often.
 const RECEIPT_INTERVAL: Duration = Duration::from_secs(1);
+/// Entries of a path's record of packets in flight kept free of data for pings.
+const SENT_RESERVED_FOR_PINGS: usize = 8;
+/// Lost packets waiting for a repair at most; more are left to the flows' own recovery.
+const MAX_REPAIRS: usize = 256;
 /// Packet-number reordering that means loss (RFC 9002's kPacketThreshold).
 const PACKET_THRESHOLD: u64 = 3;
 /// Base-delay history (RFC 6817 §3.4.2): minima of this many intervals...
@@ -148,8 +153,10 @@ struct Sent {
     size: u32,
     /// The inner packet's slot in the core's ring, for a re-send elsewhere.
     packet: Option<u64>,
-    /// A re-send of what another path had in flight when it failed.
-    resent: bool,
+    /// Sent while nothing else waited: its delivery-rate sample is app-limited.
+    app_limited: bool,
+    /// Re-sent once, on whichever path delivers soonest, if lost here.
+    repair: bool,
     /// Bytes delivered on this path when it was sent, and when that count last moved.
     delivered: u64,
     delivered_at: Instant,
@@ -181,9 +188,14 @@ pub struct Path {
     /// proxy's side of a member's path, so that the member's probing interval (slow on a
     /// metered line) is the only one that costs it traffic.
     passive: bool,
-    /// Re-sends from a failed path in flight here, and how many may be.
-    resends_in_flight: u32,
-    resend_window: u32,
+    /// Congestion control and pacer: how much may be in flight, and how fast.
+    cc: Congestion,
+    /// Slots of lost packets marked for repair, for the core to re-send once.
+    repairs: VecDeque<u64>,
+    /// Data bytes sent lately, for the share of a new flow's path choice.
+    sent_rate: RateMeter,
+    /// The core's scheduling epoch when this path last found nothing it may send.
+    starved_epoch: Option<u64>,
     /// When an ack last acknowledged something new, and the longest gap between such acks
     /// lately while the path was busy: the ack clock, which stops when the path dies
     /// whatever its queue holds.
@@ -225,7 +237,7 @@ pub struct Path {
 
 impl Path {
     /// A path that remembers up to `max_sent` packets in flight (clamped to 64 ..=
-    /// [`MAX_SENT`]; allocated now, never grown).
+    /// [`MAX_SENT`]; allocated now, never grown), of at most `max_datagram` bytes.
     pub(crate) fn new(
         id: PathId,
         endpoint: Endpoint,
@@ -233,6 +245,7 @@ impl Path {
         now: Instant,
         origin: Instant,
         max_sent: usize,
+        max_datagram: usize,
     ) -> Path {
         let max_sent = max_sent.clamp(64, MAX_SENT);
         Path {
@@ -250,8 +263,10 @@ impl Path {
             next_ping: now,
             unanswered_pings: 0,
             passive: false,
-            resends_in_flight: 0,
-            resend_window: RESEND_INITIAL_WINDOW,
+            cc: Congestion::new(now, max_datagram),
+            repairs: VecDeque::with_capacity(MAX_REPAIRS),
+            sent_rate: RateMeter::default(),
+            starved_epoch: None,
             last_ack_at: None,
             ack_interval: None,
             srtt: None,
@@ -361,6 +376,86 @@ impl Path {
         self.sent.iter().filter(|s| !s.acked && !s.lost).count()
     }
 
+    /// Bytes in flight (datagram bytes).
+    pub fn bytes_in_flight(&self) -> u64 {
+        self.cc.in_flight()
+    }
+
+    /// What its congestion control is doing.
+    pub fn congestion_state(&self) -> CongestionState {
+        self.cc.state()
+    }
+
+    /// The most bytes its congestion control lets be in flight.
+    pub fn congestion_window(&self) -> u64 {
+        self.cc.window(self.srtt_or_initial())
+    }
+
+    /// The rate it is paced at, bytes per second.
+    pub fn pacing_rate(&self) -> u64 {
+        self.cc.pacing_rate(self.srtt_or_initial())
+    }
+
+    /// Its estimated bottleneck rate, bytes per second of datagrams (zero before a sample).
+    pub fn bandwidth(&self) -> u64 {
+        self.cc.bandwidth()
+    }
+
+    /// The least RTT lately (a window of seconds), as congestion control sees it.
+    pub fn base_rtt(&self) -> Option<Duration> {
+        self.cc.min_rtt().or(self.min_rtt)
+    }
+
+    fn srtt_or_initial(&self) -> Duration {
+        self.srtt.unwrap_or(INITIAL_RTT)
+    }
+
+    /// Whether a data packet of `bytes` may go now: window and pacer.
+    pub(crate) fn can_send_data(&self, now: Instant, bytes: usize) -> bool {
+        self.has_room(bytes) && self.cc.can_send(now, bytes as u64, self.srtt_or_initial())
+    }
+
+    /// Whether the window has room for `bytes`, whatever the pacer says. Never more in
+    /// flight than the path can keep track of (pings keep some room).
+    pub(crate) fn has_room(&self, bytes: usize) -> bool {
+        self.sent.len() + SENT_RESERVED_FOR_PINGS < self.max_sent
+            && self.cc.has_room(bytes as u64, self.srtt_or_initial())
+    }
+
+    /// When the pacer lets the next data packet go.
+    pub(crate) fn next_send_time(&self) -> Instant {
+        self.cc.next_send()
+    }
+
+    /// Data bytes per second sent on it lately.
+    pub fn send_rate(&self, now: Instant) -> u64 {
+        self.sent_rate.rate(now)
+    }
+
+    pub(crate) fn starved_epoch(&self) -> Option<u64> {
+        self.starved_epoch
+    }
+
+    pub(crate) fn set_starved_epoch(&mut self, epoch: u64) {
+        self.starved_epoch = Some(epoch);
+    }
+
+    /// The next lost packet to repair (its slot in the core's ring).
+    pub(crate) fn take_repair(&mut self) -> Option<u64> {
+        self.repairs.pop_front()
+    }
+
+    /// The window had room and nothing waited to be sent on this path.
+    pub(crate) fn on_app_limited(&mut self) {
+        self.cc.on_app_limited(self.delivered);
+    }
+
+    /// Whether what is in flight now was sent with room to spare: its rate estimate is
+    /// only what it was offered, so it cannot be called busy.
+    pub(crate) fn app_limited(&self) -> bool {
+        self.cc.app_limited(self.delivered)
+    }
+
     /// Whether new traffic may go on it.
     pub(crate) fn usable(&self) -> bool {
         self.state == PathState::Active
@@ -409,14 +504,15 @@ impl Path {
         self.on_sent_with(now, size, ack_eliciting, packet, false)
     }
 
-    /// As [`Path::on_sent`], saying whether the packet re-sends another path's.
+    /// As [`Path::on_sent`], saying whether to hand the packet back for a repair if it is
+    /// lost (`repair`).
     pub(crate) fn on_sent_with(
         &mut self,
         now: Instant,
         size: usize,
         ack_eliciting: bool,
         packet: Option<(u64, usize)>,
-        resent: bool,
+        repair: bool,
     ) {
         let pn = self.next_pn;
         self.next_pn += 1;
@@ -425,12 +521,20 @@ impl Path {
         if let Some((_, len)) = packet {
             self.counters.tx_packets += 1;
             self.counters.tx_bytes += len as u64;
+            self.sent_rate.add(now, size);
         }
         if !ack_eliciting {
             return;
         }
         if self.sent.len() == self.max_sent {
-            self.sent.pop_front();
+            if let Some(s) = self.sent.pop_front().filter(|s| !s.acked && !s.lost) {
+                self.cc.on_gone(u64::from(s.size));
+            }
+        }
+        if packet.is_none() {
+            // A ping: the path has nothing better to do; neither it nor what is in flight
+            // says anything of the path's rate.
+            self.cc.on_app_limited(self.delivered + u64::from(size as u32));
         }
         if self.in_flight_is_empty() {
             // Delivery rate counts from when the path became busy again, not from the
@@ -442,7 +546,8 @@ impl Path {
             at: now,
             size: size as u32,
             packet: packet.map(|p| p.0),
-            resent,
+            repair,
+            app_limited: self.cc.app_limited(self.delivered),
             delivered: self.delivered,
             delivered_at: self.delivered_at,
             acked: false,
@@ -450,19 +555,8 @@ impl Path {
         });
         self.last_ack_eliciting_sent = Some(now);
         self.next_ping = now + self.ping_interval();
-        if resent {
-            self.resends_in_flight += 1;
-        }
-    }
-
-    /// Whether another re-send may go on this path now. What a failed path had in flight
-    /// (a fast line's window, its ISP queue included) must not be poured on a slower
-    /// line at once: its queue would drop what the flows need first, and a flow whose
-    /// retransmission is lost waits for its timeout. Re-sends are clocked by their acks
-    /// instead, starting from a small window that grows like TCP's slow start while the
-    /// path's RTT stays near its least.
-    pub(crate) fn resend_room(&self) -> bool {
-        self.resends_in_flight < self.resend_window
+        let srtt = self.srtt_or_initial();
+        self.cc.on_sent(now, size as u64, packet.is_some(), srtt);
     }
 
     fn in_flight_is_empty(&self) -> bool {
@@ -535,9 +629,10 @@ impl Path {
             return false;
         }
         let mut newly = false;
-        let mut resends_acked = 0u32;
         let mut largest_newly: Option<Sent> = None;
         let mut acked_bytes = 0u64;
+        // Bytes congestion control still counted in flight (not those declared lost).
+        let mut cc_acked = 0u64;
         for &(start, end) in ack.ranges() {
             let from = self.sent.partition_point(|s| s.pn < start);
             for s in self.sent.range_mut(from..) {
@@ -551,13 +646,12 @@ impl Path {
                     // Declared lost, arrived after all: the estimate was wrong once.
                     self.counters.lost = self.counters.lost.saturating_sub(1);
                     s.lost = false;
+                } else {
+                    cc_acked += u64::from(s.size);
                 }
                 s.acked = true;
                 newly = true;
                 self.counters.acked += 1;
-                if s.resent {
-                    resends_acked += 1;
-                }
                 self.loss *= 1.0 - LOSS_GAIN;
                 acked_bytes += u64::from(s.size);
                 if largest_newly.is_none_or(|l| s.pn > l.pn) {
@@ -586,9 +680,12 @@ impl Path {
             }
         }
         self.last_ack_at = Some(now);
+        let mut rtt_sample = None;
         if newest.pn == largest {
             let delay = Duration::from_micros(ack.delay_us).min(MAX_ACK_DELAY);
-            self.on_rtt_sample(now.saturating_duration_since(newest.at), delay);
+            let rtt = now.saturating_duration_since(newest.at);
+            rtt_sample = Some(rtt);
+            self.on_rtt_sample(rtt, delay);
             let sent_us = micros(self.origin, newest.at) as i64;
             self.delay.on_sample(
                 micros(self.origin, now),
@@ -598,19 +695,24 @@ impl Path {
         // Delivery rate (as BBR): what was delivered since the newest acked packet left,
         // over the time that took.
         let elapsed = now.saturating_duration_since(newest.delivered_at);
+        let mut rate_sample = None;
         if elapsed >= Duration::from_millis(1) {
             let rate = (self.delivered - newest.delivered) as u128 * 1_000_000
                 / elapsed.as_micros().max(1);
             self.on_rate_sample(now, rate as u64);
+            rate_sample = Some(rate as u64);
         }
-        if resends_acked > 0 {
-            self.resends_in_flight = self.resends_in_flight.saturating_sub(resends_acked);
-            // Slow start while the queue stays short.
-            let min = self.min_rtt.unwrap_or(self.latest_rtt);
-            if self.latest_rtt <= min + (min / 4).max(Duration::from_millis(4)) {
-                self.resend_window = (self.resend_window + resends_acked).min(RESEND_MAX_WINDOW);
-            }
-        }
+        let srtt = self.srtt_or_initial();
+        self.cc.on_ack(
+            now,
+            cc_acked,
+            self.delivered,
+            newest.delivered,
+            rtt_sample,
+            rate_sample,
+            newest.app_limited,
+            srtt,
+        );
         self.detect_losses(now);
         self.unanswered_pings = 0;
         self.on_answered(now);
@@ -637,9 +739,13 @@ impl Path {
             {
                 s.lost = true;
                 self.counters.lost += 1;
-                if s.resent {
-                    self.resends_in_flight = self.resends_in_flight.saturating_sub(1);
-                    self.resend_window = (self.resend_window / 2).max(RESEND_INITIAL_WINDOW);
+                self.cc.on_lost(u64::from(s.size));
+                if s.repair {
+                    if let Some(slot) = s.packet.take() {
+                        if self.repairs.len() < self.repairs.capacity() {
+                            self.repairs.push_back(slot);
+                        }
+                    }
                 }
                 self.loss = self.loss * (1.0 - LOSS_GAIN) + LOSS_GAIN;
             }
@@ -680,6 +786,9 @@ impl Path {
         }
         if state == PathState::Dead {
             self.confirmations = 0;
+            // Persistent congestion (RFC 9002 §7.6): what was learnt of the path no longer
+            // holds; it starts afresh when it answers again.
+            self.cc = Congestion::new(now, self.cc.mtu());
         }
         self.state = state;
         self.state_since = now;
@@ -738,11 +847,11 @@ impl Path {
             if t <= now {
                 self.set_state(now, PathState::Suspect);
                 self.next_ping = now;
-                self.resends_in_flight = 0;
                 for s in &mut self.sent {
                     if !s.acked && !s.lost {
                         // Resolved now: it is not waited for again here.
                         s.lost = true;
+                        self.cc.on_gone(u64::from(s.size));
                         if let Some(slot) = s.packet.take() {
                             self.counters.resent_elsewhere += 1;
                             resend(slot);
@@ -909,6 +1018,56 @@ impl Path {
     }
 }
 
+/// Bytes per second over the last fraction of a second: two windows of [`RATE_WINDOW`],
+/// the finished one and the one filling.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RateMeter {
+    start: Option<Instant>,
+    current: u64,
+    previous: u64,
+}
+
+/// One window of a [`RateMeter`].
+const RATE_WINDOW: Duration = Duration::from_millis(200);
+
+impl RateMeter {
+    pub(crate) fn add(&mut self, now: Instant, bytes: usize) {
+        self.roll(now);
+        self.current += bytes as u64;
+    }
+
+    fn roll(&mut self, now: Instant) {
+        let start = *self.start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= 2 * RATE_WINDOW {
+            self.previous = 0;
+            self.current = 0;
+            self.start = Some(now);
+        } else if elapsed >= RATE_WINDOW {
+            self.previous = self.current;
+            self.current = 0;
+            self.start = Some(start + RATE_WINDOW);
+        }
+    }
+
+    /// Bytes per second: the last full window, or the one filling when it says more.
+    pub(crate) fn rate(&self, now: Instant) -> u64 {
+        let Some(start) = self.start else { return 0 };
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= 2 * RATE_WINDOW {
+            return 0;
+        }
+        let (previous, current) = if elapsed >= RATE_WINDOW {
+            (self.current, 0)
+        } else {
+            (self.previous, self.current)
+        };
+        let window = RATE_WINDOW.as_secs_f64();
+        let filling = elapsed.as_secs_f64().rem_euclid(window).max(window / 4.0);
+        ((previous as f64 / window).max(current as f64 / filling)) as u64
+    }
+}
+
 pub(crate) fn micros(origin: Instant, now: Instant) -> u64 {
     u64::try_from(now.saturating_duration_since(origin).as_micros()).unwrap_or(u64::MAX)
 }
@@ -1023,7 +1182,7 @@ mod tests {
             remote: "192.0.2.1:7117".parse().unwrap(),
             local: None,
         };
-        Path::new(PathId(1), endpoint, PathSettings::default(), now, now, 64)
+        Path::new(PathId(1), endpoint, PathSettings::default(), now, now, 64, 1500)
     }
 
     #[test]

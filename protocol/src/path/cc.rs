@@ -1,0 +1,555 @@
+//! Congestion control and pacing of one path: how much may be in flight on it, and how
+//! fast it is sent.
+//!
+//! Model-based, after BBR: the path's bottleneck rate is the most it delivered lately,
+//! its base RTT the least it took lately; their product is what the path holds without a
+//! queue. The sender paces at about that rate and keeps about two of it in flight, probing
+//! a little above now and then, so the ISP's buffer stays nearly empty and what waits,
+//! waits in the core's own queue (`crate::fq`), where interactive flows pass bulk ones.
+//! Random loss does not slow it (a lossy LTE line is still worth its rate); loss of more
+//! than [`LOSS_THRESHOLD`] in a round caps what is in flight, as BBRv2 does.
+
+use std::time::{Duration, Instant};
+
+/// Startup's gain, 2/ln 2: the rate doubles every round trip, as in slow start.
+const STARTUP_GAIN: f64 = 2.885;
+/// Bytes in flight are bounded by this many times the estimated bandwidth-delay product,
+/// so acks that come in bursts do not starve the pacer.
+const CWND_GAIN: f64 = 2.0;
+/// ProbeBW's pacing gains, one round trip each: probe up, drain what that queued, cruise.
+const PROBE_GAINS: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+/// The bottleneck rate is the most delivered over this many round trips.
+const BW_ROUNDS: usize = 10;
+/// The base RTT is the least of two halves of this window, so a path whose delay grows
+/// for good (a new route) is believed within a window.
+const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// Startup ends after this many rounds without the rate growing by a quarter.
+const FULL_BW_ROUNDS: u32 = 3;
+/// Loss in a round above this caps what may be in flight (BBRv2's loss threshold).
+const LOSS_THRESHOLD: f64 = 0.02;
+/// What is kept of the in-flight bytes at a round with too much loss (BBRv2's beta).
+const LOSS_BETA: f64 = 0.7;
+/// Never less in flight than this many full packets.
+const MIN_CWND_PACKETS: u64 = 4;
+/// Startup ends, app-limited or not, once rounds take a quarter more than the base RTT
+/// plus this (timer and pacing noise): the path's queue is filling.
+const STARTUP_QUEUE_MARGIN: Duration = Duration::from_millis(2);
+/// In flight before the first measurement.
+const INITIAL_CWND_PACKETS: u64 = 16;
+/// The pacer lets this much sending time accumulate (an event loop wakes a little late).
+const PACING_BURST: Duration = Duration::from_millis(2);
+/// A packet due this soon goes now: one wake-up sends a millisecond's worth, not one
+/// packet (a router's CPU goes to packets, not to timers).
+const PACING_AHEAD: Duration = Duration::from_millis(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Startup,
+    Drain,
+    /// `probed_from`: the bandwidth when the current probe up began.
+    ProbeBw {
+        cycle: usize,
+        since: Instant,
+        probed_from: u64,
+    },
+}
+
+/// What a path's congestion control is doing, for status output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CongestionState {
+    /// Finding the path's rate: the rate doubles every round trip.
+    Startup,
+    /// Emptying the queue startup built.
+    Drain,
+    /// At the path's rate, probing above it now and then.
+    Cruise,
+}
+
+impl CongestionState {
+    /// A stable name for status output.
+    pub fn name(self) -> &'static str {
+        match self {
+            CongestionState::Startup => "startup",
+            CongestionState::Drain => "drain",
+            CongestionState::Cruise => "cruise",
+        }
+    }
+}
+
+/// One path's congestion control and pacer (sender side).
+#[derive(Debug, Clone)]
+pub(crate) struct Congestion {
+    mtu: u64,
+    phase: Phase,
+    /// Bytes of ack-eliciting packets sent and neither acknowledged nor lost.
+    in_flight: u64,
+    /// Most delivered per round, for the last [`BW_ROUNDS`] rounds that gave a sample
+    /// (round, bytes/s): an app-limited spell ages nothing.
+    bw_rounds: [(u64, u64); BW_ROUNDS],
+    /// The round of the newest sample taken.
+    bw_round: u64,
+    /// Least RTT of the current and the previous half window.
+    min_rtt: [(Instant, Option<Duration>); 2],
+    /// Round trips counted by deliveries (BBR's packet-timed rounds).
+    round: u64,
+    next_round_delivered: u64,
+    full_bw: u64,
+    full_bw_rounds: u32,
+    /// Lost and delivered bytes in the current round.
+    round_lost: u64,
+    round_delivered: u64,
+    /// Cap on in-flight bytes after heavy loss; lifted while probing finds room.
+    inflight_cap: Option<u64>,
+    /// Deliveries below this count were sent while nothing waited to be sent: their rate
+    /// samples say how much was offered, not what the path can do.
+    app_limited_until: u64,
+    /// When the pacer lets the next packet go.
+    next_send: Instant,
+    /// The window and pacing rate the model set; 0: not yet.
+    cwnd: u64,
+    pacing: u64,
+}
+
+impl Congestion {
+    pub(crate) fn new(now: Instant, mtu: usize) -> Congestion {
+        Congestion {
+            mtu: mtu as u64,
+            phase: Phase::Startup,
+            in_flight: 0,
+            bw_rounds: [(0, 0); BW_ROUNDS],
+            bw_round: 0,
+            min_rtt: [(now, None); 2],
+            round: 0,
+            next_round_delivered: 0,
+            full_bw: 0,
+            full_bw_rounds: 0,
+            round_lost: 0,
+            round_delivered: 0,
+            inflight_cap: None,
+            app_limited_until: 0,
+            next_send: now,
+            cwnd: INITIAL_CWND_PACKETS * mtu as u64,
+            pacing: 0,
+        }
+    }
+
+    /// The largest datagram it counts with.
+    pub(crate) fn mtu(&self) -> usize {
+        self.mtu as usize
+    }
+
+    /// Estimated bottleneck rate in bytes per second (zero before any sample).
+    pub(crate) fn bandwidth(&self) -> u64 {
+        self.bw_rounds
+            .iter()
+            .filter(|(r, _)| *r + BW_ROUNDS as u64 > self.bw_round)
+            .map(|b| b.1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The least RTT lately.
+    pub(crate) fn min_rtt(&self) -> Option<Duration> {
+        match (self.min_rtt[0].1, self.min_rtt[1].1) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub(crate) fn state(&self) -> CongestionState {
+        match self.phase {
+            Phase::Startup => CongestionState::Startup,
+            Phase::Drain => CongestionState::Drain,
+            Phase::ProbeBw { .. } => CongestionState::Cruise,
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight
+    }
+
+    fn bdp(&self, fallback_rtt: Duration) -> Option<u64> {
+        let bw = self.bandwidth();
+        (bw > 0).then(|| {
+            let rtt = self.min_rtt().unwrap_or(fallback_rtt);
+            (bw as f64 * rtt.as_secs_f64()) as u64
+        })
+    }
+
+    /// The most bytes that may be in flight.
+    pub(crate) fn window(&self, _srtt: Duration) -> u64 {
+        let w = self.inflight_cap.map_or(self.cwnd, |cap| self.cwnd.min(cap));
+        w.max(MIN_CWND_PACKETS * self.mtu)
+    }
+
+    /// Pacing rate in bytes per second.
+    pub(crate) fn pacing_rate(&self, srtt: Duration) -> u64 {
+        if self.pacing > 0 {
+            // Never so slow that the smallest window takes more than a round trip.
+            let floor = (MIN_CWND_PACKETS * self.mtu) as f64 / srtt.as_secs_f64().max(1e-3);
+            return self.pacing.max(floor as u64);
+        }
+        // No sample yet: the initial window over the RTT, as QUIC paces it.
+        let rtt = srtt.max(Duration::from_millis(1));
+        ((STARTUP_GAIN * (INITIAL_CWND_PACKETS * self.mtu) as f64 / rtt.as_secs_f64()) as u64)
+            .max(self.mtu)
+    }
+
+    fn pacing_gain(&self) -> f64 {
+        match self.phase {
+            Phase::Startup => STARTUP_GAIN,
+            Phase::Drain => 1.0 / STARTUP_GAIN,
+            Phase::ProbeBw { cycle, .. } => PROBE_GAINS[cycle],
+        }
+    }
+
+    /// Sets the window and pacing rate from the model after an ack of `acked` bytes, as
+    /// Linux's BBR does: until the rate is found they only grow (early samples are few
+    /// and small), then they follow the model.
+    fn update_control(&mut self, acked: u64, srtt: Duration) {
+        let found = self.phase != Phase::Startup;
+        let bw = self.bandwidth();
+        let rate = ((bw as f64 * self.pacing_gain()) as u64).max(self.mtu);
+        if bw > 0 && (found || rate > self.pacing_rate(srtt)) {
+            self.pacing = rate;
+        }
+        let gain = if found { CWND_GAIN } else { STARTUP_GAIN };
+        let target = self
+            .bdp(srtt)
+            .map_or(INITIAL_CWND_PACKETS * self.mtu, |bdp| {
+                ((bdp as f64 * gain) as u64).max(MIN_CWND_PACKETS * self.mtu)
+            });
+        self.cwnd = if found {
+            (self.cwnd + acked).min(target)
+        } else if self.cwnd < target {
+            // Slow start: grows by what was delivered, up to the model's target.
+            self.cwnd + acked
+        } else {
+            self.cwnd
+        }
+        .max(MIN_CWND_PACKETS * self.mtu);
+    }
+
+    /// Whether `bytes` more may go in flight now (window and pacer).
+    pub(crate) fn can_send(&self, now: Instant, bytes: u64, srtt: Duration) -> bool {
+        self.in_flight + bytes <= self.window(srtt).max(bytes) && self.next_send() <= now
+    }
+
+    /// Whether the window has room for `bytes` (the pacer aside).
+    pub(crate) fn has_room(&self, bytes: u64, srtt: Duration) -> bool {
+        self.in_flight + bytes <= self.window(srtt).max(bytes)
+    }
+
+    /// When the pacer lets the next packet go.
+    pub(crate) fn next_send(&self) -> Instant {
+        self.next_send.checked_sub(PACING_AHEAD).unwrap_or(self.next_send)
+    }
+
+    /// An ack-eliciting packet of `bytes` went out (`paced`: data, which the pacer spaces;
+    /// pings and acks go when due).
+    pub(crate) fn on_sent(&mut self, now: Instant, bytes: u64, paced: bool, srtt: Duration) {
+        self.in_flight += bytes;
+        if paced {
+            let start = self.next_send.max(now.checked_sub(PACING_BURST).unwrap_or(now));
+            let rate = self.pacing_rate(srtt).max(1);
+            self.next_send = start + Duration::from_nanos(bytes * 1_000_000_000 / rate);
+        }
+    }
+
+    /// Nothing waits to be sent while the window has room: rate samples of what is in
+    /// flight now are app-limited.
+    pub(crate) fn on_app_limited(&mut self, delivered: u64) {
+        self.app_limited_until = delivered + self.in_flight;
+    }
+
+    /// Whether a packet sent when `delivered` bytes had been delivered was app-limited.
+    pub(crate) fn app_limited(&self, delivered: u64) -> bool {
+        delivered < self.app_limited_until
+    }
+
+    /// Packets of `bytes` left flight without being acknowledged (lost, or forgotten).
+    pub(crate) fn on_gone(&mut self, bytes: u64) {
+        self.in_flight = self.in_flight.saturating_sub(bytes);
+    }
+
+    /// Packets of `bytes` were declared lost.
+    pub(crate) fn on_lost(&mut self, bytes: u64) {
+        self.on_gone(bytes);
+        self.round_lost += bytes;
+    }
+
+    /// An acknowledgement: `acked` bytes newly delivered (the path's count is now
+    /// `delivered`); the newest packet it acknowledged was sent when `sent_delivered` had
+    /// been, took `rtt`, and gives the delivery-rate sample `rate` (bytes/s;
+    /// `app_limited` if it was sent with nothing waiting).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_ack(
+        &mut self,
+        now: Instant,
+        acked: u64,
+        delivered: u64,
+        sent_delivered: u64,
+        rtt: Option<Duration>,
+        rate: Option<u64>,
+        app_limited: bool,
+        srtt: Duration,
+    ) {
+        self.in_flight = self.in_flight.saturating_sub(acked);
+        self.round_delivered += acked;
+        if let Some(rtt) = rtt {
+            self.on_rtt(now, rtt);
+        }
+        let round_start = sent_delivered >= self.next_round_delivered;
+        if round_start {
+            self.next_round_delivered = delivered;
+            self.round += 1;
+            self.on_round_end(srtt);
+        }
+        if let Some(rate) = rate {
+            let bw = self.bandwidth();
+            let slot = &mut self.bw_rounds[(self.round % BW_ROUNDS as u64) as usize];
+            if slot.0 != self.round && (!app_limited || rate > bw) {
+                *slot = (self.round, 0);
+            }
+            if !app_limited || rate > bw {
+                slot.1 = slot.1.max(rate);
+                self.bw_round = self.round;
+            }
+        }
+        // A relay is rarely the sender's bottleneck: the flows it carries are clocked by
+        // the path itself, so what it sends looks app-limited while the ISP's queue fills.
+        // A round trip grown well above the base says the path is full all the same.
+        let queue_building = rtt.zip(self.min_rtt()).is_some_and(|(rtt, min)| {
+            rtt > min + min / 4 + STARTUP_QUEUE_MARGIN
+        });
+        if round_start && self.phase == Phase::Startup && (!app_limited || queue_building) {
+            self.check_full_bw();
+        }
+        self.advance_phase(now, srtt);
+        self.update_control(acked, srtt);
+    }
+
+    fn on_round_end(&mut self, srtt: Duration) {
+        let total = self.round_lost + self.round_delivered;
+        if total > 0 && self.round_lost as f64 > LOSS_THRESHOLD * total as f64 {
+            // Too much loss for chance: hold what is in flight below where it happened.
+            let cap = ((self.in_flight + self.round_lost) as f64 * LOSS_BETA) as u64;
+            self.inflight_cap = Some(cap.max(MIN_CWND_PACKETS * self.mtu));
+            if self.phase == Phase::Startup {
+                self.phase = Phase::Drain;
+            }
+        } else if let Some(cap) = self.inflight_cap {
+            // A clean round: let it grow again, a little faster each time, as BBRv2 does.
+            let grown = cap + cap / 8 + self.mtu;
+            self.inflight_cap =
+                (grown < (self.bdp(srtt).unwrap_or(0) as f64 * CWND_GAIN) as u64).then_some(grown);
+        }
+        self.round_lost = 0;
+        self.round_delivered = 0;
+    }
+
+    fn check_full_bw(&mut self) {
+        let bw = self.bandwidth();
+        if bw as f64 >= self.full_bw as f64 * 1.25 {
+            self.full_bw = bw;
+            self.full_bw_rounds = 0;
+            return;
+        }
+        self.full_bw_rounds += 1;
+        if self.full_bw_rounds >= FULL_BW_ROUNDS {
+            self.phase = Phase::Drain;
+        }
+    }
+
+    fn advance_phase(&mut self, now: Instant, srtt: Duration) {
+        match self.phase {
+            Phase::Startup => {}
+            Phase::Drain => {
+                if self.in_flight <= self.bdp(srtt).unwrap_or(0) {
+                    self.phase = Phase::ProbeBw {
+                        cycle: 2,
+                        since: now,
+                        probed_from: self.bandwidth(),
+                    };
+                }
+            }
+            Phase::ProbeBw {
+                cycle,
+                since,
+                probed_from,
+            } => {
+                let rtt = self.min_rtt().unwrap_or(srtt);
+                if now.saturating_duration_since(since) < rtt {
+                    return;
+                }
+                if cycle == 0 && self.bandwidth() as f64 >= probed_from as f64 * 1.25 {
+                    // Probing found a quarter more: the path has much more room than we
+                    // thought (traffic came back after a quiet spell). Find it as fast as
+                    // at the start, not a quarter every eight round trips.
+                    self.phase = Phase::Startup;
+                    self.full_bw = self.bandwidth();
+                    self.full_bw_rounds = 0;
+                    return;
+                }
+                // Probing up ends early when it queued nothing more: nothing to learn.
+                // Draining lasts until the queue it built is gone.
+                let next = match cycle {
+                    1 if self.in_flight > self.bdp(srtt).unwrap_or(0) => return,
+                    _ => (cycle + 1) % PROBE_GAINS.len(),
+                };
+                self.phase = Phase::ProbeBw {
+                    cycle: next,
+                    since: now,
+                    probed_from: if next == 0 {
+                        self.bandwidth()
+                    } else {
+                        probed_from
+                    },
+                };
+            }
+        }
+    }
+
+    fn on_rtt(&mut self, now: Instant, rtt: Duration) {
+        let half = MIN_RTT_WINDOW / 2;
+        if now.saturating_duration_since(self.min_rtt[0].0) >= half {
+            self.min_rtt = [(now, Some(rtt)), self.min_rtt[0]];
+            return;
+        }
+        let cur = &mut self.min_rtt[0].1;
+        *cur = Some(cur.map_or(rtt, |m| m.min(rtt)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MTU: usize = 1400;
+
+    /// A path of `rate` bytes/s, base `rtt` and a buffer of one bandwidth-delay product,
+    /// driven a round at a time: what the sender offers in a round (its window, at most
+    /// its pacing rate for a round) joins the queue; the path delivers a round's worth of
+    /// it, acknowledged at the round's end; what overflows the buffer is lost.
+    fn drive(cc: &mut Congestion, t0: Instant, rate: u64, rtt: Duration, rounds: u32) -> Instant {
+        let mut now = t0;
+        let mut delivered = 0u64;
+        let per_round = (rate as f64 * rtt.as_secs_f64()) as u64;
+        let mut queue = 0u64;
+        for _ in 0..rounds {
+            let room = cc.window(rtt).saturating_sub(cc.in_flight());
+            let offered = room.min((cc.pacing_rate(rtt) as f64 * rtt.as_secs_f64()) as u64);
+            let sent_delivered = delivered;
+            cc.on_sent(now, offered, false, rtt);
+            let queued_before = queue;
+            queue += offered;
+            let carried = queue.min(per_round);
+            queue -= carried;
+            let lost = queue.saturating_sub(per_round);
+            queue -= lost;
+            let sample_rtt = rtt + Duration::from_secs_f64(queued_before as f64 / rate as f64);
+            now += rtt;
+            delivered += carried;
+            cc.on_lost(lost);
+            cc.on_ack(
+                now,
+                carried,
+                delivered,
+                sent_delivered,
+                Some(sample_rtt),
+                Some((carried as f64 / rtt.as_secs_f64()) as u64),
+                false,
+                rtt,
+            );
+        }
+        now
+    }
+
+    #[test]
+    fn startup_finds_the_rate_then_cruises_at_it() {
+        let t0 = Instant::now();
+        let mut cc = Congestion::new(t0, MTU);
+        let rate = 2_500_000; // 20 Mbit/s
+        let rtt = Duration::from_millis(20);
+        assert_eq!(cc.state(), CongestionState::Startup);
+        drive(&mut cc, t0, rate, rtt, 40);
+        assert_eq!(cc.state(), CongestionState::Cruise);
+        let bw = cc.bandwidth();
+        assert!((rate * 9 / 10..=rate).contains(&bw), "{bw}");
+        // About two bandwidth-delay products may be in flight, not more.
+        let bdp = rate as f64 * rtt.as_secs_f64();
+        let w = cc.window(rtt) as f64;
+        assert!(w >= 1.5 * bdp && w <= 2.5 * bdp, "{w} against {bdp}");
+        assert_eq!(cc.min_rtt(), Some(rtt));
+    }
+
+    #[test]
+    fn random_loss_does_not_cap_but_heavy_loss_does() {
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(20);
+        let mut cc = Congestion::new(t0, MTU);
+        let now = drive(&mut cc, t0, 2_500_000, rtt, 30);
+        let before = cc.window(rtt);
+        // 1 % of a round lost: no cap.
+        cc.on_sent(now, 100_000, false, rtt);
+        cc.on_lost(1_000);
+        cc.on_ack(now + rtt, 99_000, 10_000_000, 9_999_999, Some(rtt), None, false, rtt);
+        assert!(cc.inflight_cap.is_none());
+        // 10 % lost: capped below what was in flight.
+        cc.on_sent(now + rtt, before, false, rtt);
+        cc.on_lost(before / 10);
+        let delivered = 20_000_000;
+        cc.on_ack(now + 2 * rtt, before - before / 10, delivered, delivered, Some(rtt), None, false, rtt);
+        assert!(cc.window(rtt) < before, "{} < {before}", cc.window(rtt));
+    }
+
+    #[test]
+    fn the_pacer_spaces_packets_at_the_rate_and_allows_a_short_burst() {
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(20);
+        let mut cc = Congestion::new(t0, MTU);
+        drive(&mut cc, t0, 1_250_000, rtt, 40);
+        let now = t0 + Duration::from_secs(10);
+        let rate = cc.pacing_rate(rtt);
+        // After an idle spell, only the burst goes at once.
+        let mut sent = 0u64;
+        while cc.can_send(now, MTU as u64, rtt) && sent < 1_000_000 {
+            cc.on_sent(now, MTU as u64, true, rtt);
+            cc.on_gone(MTU as u64);
+            sent += MTU as u64;
+        }
+        let burst = rate as f64 * PACING_BURST.as_secs_f64();
+        assert!((sent as f64) <= burst + 2.0 * MTU as f64, "{sent} > {burst}");
+        assert!(cc.next_send() > now);
+        assert!(!cc.can_send(now, MTU as u64, rtt));
+    }
+
+    #[test]
+    fn app_limited_samples_do_not_lower_the_rate() {
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(20);
+        let mut cc = Congestion::new(t0, MTU);
+        let mut now = drive(&mut cc, t0, 2_500_000, rtt, 40);
+        let bw = cc.bandwidth();
+        for i in 0..30u64 {
+            now += rtt;
+            let d = 1_000_000_000 + i * 1000;
+            cc.on_sent(now, 1000, false, rtt);
+            cc.on_ack(now + rtt, 1000, d + 1000, d, Some(rtt), Some(50_000), true, rtt);
+        }
+        assert_eq!(cc.bandwidth(), bw);
+    }
+
+    #[test]
+    fn the_base_rtt_follows_a_longer_route_within_the_window() {
+        let t0 = Instant::now();
+        let mut cc = Congestion::new(t0, MTU);
+        cc.on_rtt(t0, Duration::from_millis(20));
+        let mut t = t0;
+        while t < t0 + MIN_RTT_WINDOW + Duration::from_secs(1) {
+            t += Duration::from_millis(100);
+            cc.on_rtt(t, Duration::from_millis(80));
+        }
+        assert_eq!(cc.min_rtt(), Some(Duration::from_millis(80)));
+    }
+}
