@@ -131,6 +131,8 @@ struct Member {
     last_received: Option<Instant>,
     /// Paths, queue and estimates: from the first confirmed session on.
     transport: Option<Transport>,
+    /// On the list of members with packets for the TUN.
+    ready: bool,
 }
 
 impl Member {
@@ -143,6 +145,7 @@ impl Member {
             last_timestamp_us: 0,
             last_received: None,
             transport: None,
+            ready: false,
         }
     }
 
@@ -346,15 +349,21 @@ impl Server {
         self.by_index.clear();
         self.by_address.clear();
         self.inbound.clear();
-        // A member is queued at most twice (once more if its packets were taken just before).
-        self.inbound.reserve(2 * members.len());
+        // A member is on the list at most once.
+        self.inbound.reserve(members.len());
         for (i, key) in members.into_iter().enumerate() {
             let id = MemberId(i as u32);
-            let member = match old.remove(&key.public_key) {
+            let mut member = match old.remove(&key.public_key) {
                 // A changed PSK invalidates the old sessions.
                 Some(m) if m.key == key => m,
                 _ => Member::new(key),
             };
+            // The list was emptied: put it back on when its packets wait.
+            member.ready = false;
+            if member.transport.as_ref().is_some_and(|t| t.waiting_inbound() > 0) {
+                member.ready = true;
+                self.inbound.push_back(id);
+            }
             for k in member.keypairs() {
                 self.by_index.insert(k.local_index, id);
             }
@@ -501,23 +510,25 @@ impl Server {
                     };
                     transport.add_path(now, header.path, from, settings);
                 }
-                let waiting = transport.waiting_inbound();
                 let addresses = &member.key.addresses;
-                transport.on_packet(now, header.path, keys, Some(from), buf, range, |packet| {
+                let r = transport.on_packet(now, header.path, keys, Some(from), buf, range, |packet| {
                     // A member may only speak from its own tunnel addresses: no spoofing
                     // other members (or anyone) through the proxy.
                     match crate::ip::source(packet) {
                         Some(a) if addresses.contains(&a) => Ok(()),
                         _ => Err(DropReason::SpoofedSource),
                     }
-                })?;
-                // One entry per member with packets waiting: bounded by the member count.
-                if waiting == 0 && transport.waiting_inbound() > 0 {
+                });
+                // Even when this packet was refused, others may have come out of the
+                // reorder buffer with it.
+                if transport.waiting_inbound() > 0 && !member.ready {
+                    member.ready = true;
                     self.inbound.push_back(id);
                 }
                 while let Some(e) = transport.poll_event() {
                     push_event(&mut self.events, ServerEvent::Path(id, e));
                 }
+                r?;
                 Ok(Accepted::Transport { member: id })
             }
             _ => Err(DropReason::Unexpected),
@@ -552,10 +563,11 @@ impl Server {
     /// The next inner packet for the TUN, written into `buf`; its length.
     pub fn poll_packet(&mut self, buf: &mut [u8]) -> Option<usize> {
         while let Some(&id) = self.inbound.front() {
-            let t = self.members[id.0 as usize].transport.as_mut();
-            if let Some(n) = t.and_then(|t| t.poll_packet(buf)) {
+            let member = &mut self.members[id.0 as usize];
+            if let Some(n) = member.transport.as_mut().and_then(|t| t.poll_packet(buf)) {
                 return Some(n);
             }
+            member.ready = false;
             self.inbound.pop_front();
         }
         None
@@ -760,9 +772,9 @@ impl Server {
             }
             if let (Some(t), true) = (&mut m.transport, m.current.is_some()) {
                 // Gaps the reorder buffer gives up release packets for the TUN too.
-                let waiting = t.waiting_inbound();
                 t.handle_timeout(now);
-                if waiting == 0 && t.waiting_inbound() > 0 {
+                if t.waiting_inbound() > 0 && !m.ready {
+                    m.ready = true;
                     self.inbound.push_back(id);
                 }
                 while let Some(e) = t.poll_event() {

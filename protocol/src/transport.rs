@@ -54,6 +54,8 @@ const REDUNDANCY_SHARE: f64 = 0.03;
 const REDUNDANCY_FLOOR: f64 = 16_000.0;
 /// Unspent budget kept at most.
 const REDUNDANCY_BURST: f64 = 64_000.0;
+/// Packets the reorder buffer holds at most (fewer with a smaller send queue).
+const REORDER_BUFFERS: usize = 512;
 /// The reorder timeout beyond the measured skew: timer granularity, the peer's pacing.
 const REORDER_MARGIN: Duration = Duration::from_millis(5);
 /// The reorder timeout at most: beyond it a gap is given up whatever the paths say.
@@ -205,8 +207,9 @@ impl Transport {
             repairs: VecDeque::with_capacity(resend_capacity),
             duplicates: VecDeque::with_capacity(resend_capacity),
             resend_capacity,
-            inbound: PacketRing::new(slots.min(256), mtu),
-            reorder: Reorder::new(FLOW_SLOTS, slots.min(512), mtu),
+            // Room for all the reorder buffer may release at once, and some.
+            inbound: PacketRing::new(slots.min(REORDER_BUFFERS) + 64, mtu),
+            reorder: Reorder::new(FLOW_SLOTS, slots.min(REORDER_BUFFERS), mtu),
             budget: RedundancyBudget {
                 tokens: REDUNDANCY_BURST,
                 last: origin,

@@ -13,6 +13,7 @@ fn explore() {
         let cfg = SimConfig::new(1).path(PathSpec::new(wan(a.0, a.1))).path(PathSpec::new(wan(b.0, b.1)));
         let (g, p) = cores::pair(&cfg);
         let mut sim = Sim::new(cfg, g, p);
+        if std::env::var("CUT").is_ok() { sim.outage(0, ms(3000), ms(1000)); }
         let dl = sim.add(if std::env::var("UP").is_ok() { TcpFlow::upload() } else { TcpFlow::download() }.start_at(ms(500)));
         let mut line = String::new();
         for s in 1..=10u64 {
@@ -28,6 +29,7 @@ fn explore() {
             let c = sim.gateway().client();
             let gp: Vec<String> = c.paths().iter().map(|p| format!("[{} bw {:.1} cwnd {} inf {} {} srtt {:?}]", p.state().name(), p.bandwidth() as f64*8e-6, p.congestion_window(), p.bytes_in_flight(), p.congestion_state().name(), p.srtt())).collect();
             line += &format!("\n  GW {} waiting {} drops {:?} spread {:?}", gp.join(" "), c.queued(), c.stats().drops, c.spread_counters());
+            line += &format!("\n  reorder {:?} skew {:?} {:?}", sim.gateway().client().reorder().timeout(), sim.gateway().client().reorder().skew(), sim.gateway().client().reorder().counters());
             line += &format!("\n  t={s}: {:.1} Mbit/s (p0 {:.1} p1 {:.1}) cwnd {} srtt {:?}", f.goodput_bps(from, to)/1e6, b0 as f64*8e-6, b1 as f64*8e-6, f.cwnd(), f.srtt());
         }
         let st = sim.flow(dl).stats();

@@ -153,9 +153,11 @@ fn a_path_cut_costs_a_download_no_timeout() {
             bytes_between(sim.truth(i, Direction::Downstream), cut - secs(1), cut)
         };
         let (on0, on1) = (down(&sim, 0), down(&sim, 1));
+        // Spread per packet over both, the faster carrying the larger share.
         assert!(
-            on0 > 20 * on1,
-            "seed {seed}: path 0 does not carry the download before the cut ({on0} vs {on1} bytes)"
+            on0 > on1 && on1 > 0,
+            "seed {seed}: the download is not spread with path 0 first before the cut \
+             ({on0} vs {on1} bytes)"
         );
         let rtt = last_delay_before(sim.truth(0, Direction::Downstream), cut)
             + last_delay_before(sim.truth(0, Direction::Upstream), cut);
@@ -192,8 +194,9 @@ fn a_path_cut_costs_a_download_no_timeout() {
 }
 
 /// (2) A path that comes back is used again: once path 0 answers after its outage both
-/// cores make it active, and the download (which goes on the active path with the lowest
-/// RTT) returns to it.
+/// cores make it active, and the download, spread per packet, goes back to carrying
+/// most of it over path 0 (the faster: two thirds of the pool). How fast the download
+/// itself grows back is its TCP's affair: its round trip is now the slower path's.
 #[test]
 fn a_path_that_comes_back_carries_the_download_again() {
     for (seed, cut) in CUTS {
@@ -247,11 +250,12 @@ fn a_path_that_comes_back_carries_the_download_again() {
             PathState::Active,
             "seed {seed}"
         );
-        assert!(share > 0.9, "seed {seed}: path 0 carries {share}");
+        assert!(share > 0.5, "seed {seed}: path 0 carries {share}");
+        // Data, not probes, in each second.
         let before = bytes_between(sim.truth(0, Direction::Downstream), from, from + secs(1));
         let after = bytes_between(sim.truth(0, Direction::Downstream), to - secs(1), to);
         assert!(
-            before > 1_500_000 && after > 1_500_000,
+            before > 500_000 && after > 500_000,
             "seed {seed}: {before} {after}"
         );
     }
@@ -350,7 +354,8 @@ fn loss_estimates_match_the_truth() {
             truth * 100.0,
             sim.truth(0, dir).sent
         );
-        assert!(c.lost + c.acked > 20_000, "{side}: too few packets");
+        // The streams are spread over both paths: path 0 carries about two thirds.
+        assert!(c.lost + c.acked > 15_000, "{side}: too few packets");
         assert!(
             within(estimate, truth, 0.1),
             "{side}: {estimate} vs {truth}"
@@ -359,6 +364,11 @@ fn loss_estimates_match_the_truth() {
             Side::Gateway => sim.gateway().path(1),
             Side::Proxy => proxy_path(&sim, 1),
         };
+        // Path 1 drops nothing but what its queue overflows with (none: the sender's
+        // congestion control keeps it short), and the core counts no more than that.
+        let overflow = sim.truth(1, dir).link.dropped_queue;
+        println!("{side} path 1: lost {}, queue drops {overflow}", clean.counters().lost);
+        assert_eq!(overflow, 0, "{side}: path 1's queue overflowed");
         assert_eq!(clean.counters().lost, 0, "{side}: loss on the clean path 1");
     }
 }
@@ -473,10 +483,12 @@ fn roaming_follows_the_new_address_and_ignores_late_packets() {
 /// pings (10 a second); silence timers are moved by the answers before they are due. So
 /// at most 2 timers × 10 a second × 2 paths = 40 a second at either end (measured: ~22
 /// and ~20), far below the 100/s of a 10 ms tick. A dead path is pinged once a second:
-/// fewer. Under a download, acknowledgements go out after every 4th packet (no timer) or
-/// after the 10 ms ack delay: at most 100/s for the path carrying data, plus the idle
-/// path's 20/s and path 0's pings (pushed back by its own traffic): a bound of 150/s,
-/// against some 1 700 datagrams a second arriving at the gateway.
+/// fewer. Under a download spread over both paths, acknowledgements go out after every
+/// 4th packet or after the 10 ms ack delay (a timer per path), and the sender's pacer
+/// wakes once per quantum (a millisecond's worth, two packets at least) per busy path:
+/// a bound of one wake-up per four datagrams an end sends or receives, plus the idle 40.
+/// (The simulator counts an ack made due at once by an arrival as a wake-up too; an event
+/// loop sends it with its answer.)
 #[test]
 fn the_cores_wake_only_for_their_timers() {
     let mut sim = two_paths(8);
@@ -511,14 +523,16 @@ fn the_cores_wake_only_for_their_timers() {
     let g = gs.wakeups_per_sec(from, to);
     let p = ps.wakeups_per_sec(from, to);
     let arrivals = gs.datagrams_in as f64 / 12.0;
+    let traffic = |s: &linkpool_sim::EndpointStats| (s.datagrams_in + s.datagrams_out) as f64 / 12.0;
+    let (gt, pt) = (traffic(gs), traffic(ps));
     println!(
         "download ({:.1} Mbit/s): wake-ups/s gateway {g:.1}, proxy {p:.1}; datagrams in/s \
-         gateway {arrivals:.0}, proxy {:.0}",
+         gateway {arrivals:.0}, proxy {:.0}; in and out/s gateway {gt:.0}, proxy {pt:.0}",
         sim.flow(dl).goodput_bps(from, to) / 1e6,
         ps.datagrams_in as f64 / 12.0
     );
-    assert!(g <= 150.0, "gateway under a download {g}");
-    assert!(p <= 150.0, "proxy under a download {p}");
+    assert!(g <= gt / 4.0 + 40.0, "gateway under a download {g}");
+    assert!(p <= pt / 4.0 + 40.0, "proxy under a download {p}");
 }
 
 /// A metered line pays for its own probing interval only: with the gateway pinging path 0

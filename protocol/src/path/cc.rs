@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 /// Startup's gain, 2/ln 2: the rate doubles every round trip, as in slow start.
 const STARTUP_GAIN: f64 = 2.885;
+/// Startup's gain when probing found much more room later: a path that carries traffic
+/// has a queue a round at 2.885 would overflow (half a path's holding queues per round).
+const REGROW_GAIN: f64 = 1.5;
 /// Bytes in flight are bounded by this many times the estimated bandwidth-delay product,
 /// so acks that come in bursts do not starve the pacer.
 const CWND_GAIN: f64 = 2.0;
@@ -31,16 +34,17 @@ const LOSS_THRESHOLD: f64 = 0.02;
 const LOSS_BETA: f64 = 0.7;
 /// Never less in flight than this many full packets.
 const MIN_CWND_PACKETS: u64 = 4;
-/// Startup ends, app-limited or not, once rounds take a quarter more than the base RTT
+/// Startup ends, app-limited or not, once a round takes a quarter more than the base RTT
 /// plus this (timer and pacing noise): the path's queue is filling.
 const STARTUP_QUEUE_MARGIN: Duration = Duration::from_millis(2);
 /// In flight before the first measurement.
 const INITIAL_CWND_PACKETS: u64 = 16;
 /// The pacer lets this much sending time accumulate (an event loop wakes a little late).
 const PACING_BURST: Duration = Duration::from_millis(2);
-/// A packet due this soon goes now: one wake-up sends a millisecond's worth, not one
-/// packet (a router's CPU goes to packets, not to timers).
-const PACING_AHEAD: Duration = Duration::from_millis(1);
+/// When the pacer is due, what it would let go within this time, or within two packets'
+/// time if that is longer, goes at once: one wake-up sends a few packets, not one (a
+/// router's CPU should go to packets, not to timers).
+const PACING_QUANTUM: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -81,6 +85,8 @@ impl CongestionState {
 pub(crate) struct Congestion {
     mtu: u64,
     phase: Phase,
+    /// Startup's gain: [`STARTUP_GAIN`] at first, [`REGROW_GAIN`] after.
+    startup_gain: f64,
     /// Bytes of ack-eliciting packets sent and neither acknowledged nor lost.
     in_flight: u64,
     /// Most delivered per round, for the last [`BW_ROUNDS`] rounds that gave a sample
@@ -105,6 +111,9 @@ pub(crate) struct Congestion {
     app_limited_until: u64,
     /// When the pacer lets the next packet go.
     next_send: Instant,
+    /// When the pacer last let a packet go that was due: what follows within the quantum
+    /// goes with it.
+    quantum_start: Instant,
     /// The window and pacing rate the model set; 0: not yet.
     cwnd: u64,
     pacing: u64,
@@ -115,6 +124,7 @@ impl Congestion {
         Congestion {
             mtu: mtu as u64,
             phase: Phase::Startup,
+            startup_gain: STARTUP_GAIN,
             in_flight: 0,
             bw_rounds: [(0, 0); BW_ROUNDS],
             bw_round: 0,
@@ -128,6 +138,7 @@ impl Congestion {
             inflight_cap: None,
             app_limited_until: 0,
             next_send: now,
+            quantum_start: now,
             cwnd: INITIAL_CWND_PACKETS * mtu as u64,
             pacing: 0,
         }
@@ -197,8 +208,8 @@ impl Congestion {
 
     fn pacing_gain(&self) -> f64 {
         match self.phase {
-            Phase::Startup => STARTUP_GAIN,
-            Phase::Drain => 1.0 / STARTUP_GAIN,
+            Phase::Startup => self.startup_gain,
+            Phase::Drain => 1.0 / self.startup_gain,
             Phase::ProbeBw { cycle, .. } => PROBE_GAINS[cycle],
         }
     }
@@ -213,7 +224,7 @@ impl Congestion {
         if bw > 0 && (found || rate > self.pacing_rate(srtt)) {
             self.pacing = rate;
         }
-        let gain = if found { CWND_GAIN } else { STARTUP_GAIN };
+        let gain = if found { CWND_GAIN } else { self.startup_gain };
         let target = self
             .bdp(srtt)
             .map_or(INITIAL_CWND_PACKETS * self.mtu, |bdp| {
@@ -232,7 +243,16 @@ impl Congestion {
 
     /// Whether `bytes` more may go in flight now (window and pacer).
     pub(crate) fn can_send(&self, now: Instant, bytes: u64, srtt: Duration) -> bool {
-        self.in_flight + bytes <= self.window(srtt).max(bytes) && self.next_send() <= now
+        if self.in_flight + bytes > self.window(srtt).max(bytes) {
+            return false;
+        }
+        if self.next_send <= now {
+            return true;
+        }
+        // Within the quantum of a packet that was due.
+        let rate = self.pacing_rate(srtt).max(1);
+        let two_packets = Duration::from_nanos(2 * self.mtu * 1_000_000_000 / rate);
+        self.next_send <= self.quantum_start + PACING_QUANTUM.max(two_packets)
     }
 
     /// Whether the window has room for `bytes` (the pacer aside).
@@ -242,7 +262,7 @@ impl Congestion {
 
     /// When the pacer lets the next packet go.
     pub(crate) fn next_send(&self) -> Instant {
-        self.next_send.checked_sub(PACING_AHEAD).unwrap_or(self.next_send)
+        self.next_send
     }
 
     /// An ack-eliciting packet of `bytes` went out (`paced`: data, which the pacer spaces;
@@ -250,6 +270,10 @@ impl Congestion {
     pub(crate) fn on_sent(&mut self, now: Instant, bytes: u64, paced: bool, srtt: Duration) {
         self.in_flight += bytes;
         if paced {
+            if self.next_send <= now {
+                // A wake-up's quantum starts.
+                self.quantum_start = now;
+            }
             let start = self.next_send.max(now.checked_sub(PACING_BURST).unwrap_or(now));
             let rate = self.pacing_rate(srtt).max(1);
             self.next_send = start + Duration::from_nanos(bytes * 1_000_000_000 / rate);
@@ -322,8 +346,14 @@ impl Congestion {
         let queue_building = rtt.zip(self.min_rtt()).is_some_and(|(rtt, min)| {
             rtt > min + min / 4 + STARTUP_QUEUE_MARGIN
         });
-        if round_start && self.phase == Phase::Startup && (!app_limited || queue_building) {
-            self.check_full_bw();
+        if round_start && self.phase == Phase::Startup {
+            if queue_building {
+                // Startup's window would pour up to twice the path's holding into its
+                // queue: stop now, as HyStart does on a rising delay.
+                self.phase = Phase::Drain;
+            } else if !app_limited {
+                self.check_full_bw();
+            }
         }
         self.advance_phase(now, srtt);
         self.update_control(acked, srtt);
@@ -387,6 +417,7 @@ impl Congestion {
                     // thought (traffic came back after a quiet spell). Find it as fast as
                     // at the start, not a quarter every eight round trips.
                     self.phase = Phase::Startup;
+                    self.startup_gain = REGROW_GAIN;
                     self.full_bw = self.bandwidth();
                     self.full_bw_rounds = 0;
                     return;
@@ -518,8 +549,11 @@ mod tests {
             cc.on_gone(MTU as u64);
             sent += MTU as u64;
         }
+        // The burst, and the quantum a wake-up sends with the packet that was due.
         let burst = rate as f64 * PACING_BURST.as_secs_f64();
-        assert!((sent as f64) <= burst + 2.0 * MTU as f64, "{sent} > {burst}");
+        let quantum = (rate as f64 * PACING_QUANTUM.as_secs_f64()).max(2.0 * MTU as f64);
+        let most = burst + quantum + MTU as f64;
+        assert!((sent as f64) <= most, "{sent} > {most}");
         assert!(cc.next_send() > now);
         assert!(!cc.can_send(now, MTU as u64, rtt));
     }
