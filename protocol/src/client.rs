@@ -11,15 +11,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::crypto;
+use crate::flow::{FlowTable, Modes};
 use crate::keys::{PublicKey, SecretKey, SharedSecret};
 use crate::path::{Endpoint, Path, PathSettings};
 use crate::relay::RelayKey;
 use crate::session::{self, Initiation, Keypair, Limits};
+use crate::transport::SpreadCounters;
 use crate::transport::Transport;
 pub use crate::transport::{PathEvent, Transmit};
 use crate::wire::{self, CipherSuite, Message, PathId};
-use crate::flow::{FlowTable, Modes};
-use crate::transport::SpreadCounters;
 use crate::{DropCounters, DropReason, SplitMix};
 
 /// What a member needs to reach its proxy.

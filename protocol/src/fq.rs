@@ -917,7 +917,8 @@ mod tests {
         }
         let mut out = [0u8; 1000];
         let mut take = |fq: &mut FlowQueues, b_ok: bool| {
-            fq.dequeue(t, |q, _| b_ok || q != b, &mut out).map(|d| d.queue)
+            fq.dequeue(t, |q, _| b_ok || q != b, &mut out)
+                .map(|d| d.queue)
         };
         assert_eq!(take(&mut fq, true), Some(a));
         // b is pinned elsewhere: a and c go on as DRR has them.

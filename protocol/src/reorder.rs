@@ -317,7 +317,10 @@ impl Reorder {
                 }
                 // Its gap was given up too soon: wait a little longer from now on, and
                 // again if it goes on (one packet late now and then is no skew).
-                if self.late_at.is_none_or(|t| now.saturating_duration_since(t) >= LATE_STEP) {
+                if self
+                    .late_at
+                    .is_none_or(|t| now.saturating_duration_since(t) >= LATE_STEP)
+                {
                     self.late_at = Some(now);
                     let longer = self.timeout() + self.timeout() / 4;
                     self.on_skew(now, longer);

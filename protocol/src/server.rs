@@ -11,15 +11,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::crypto;
+use crate::flow::{FlowTable, Modes};
 use crate::keys::{PublicKey, SecretKey, SharedSecret};
 use crate::path::{Endpoint, Path, PathSettings};
 use crate::relay::RelayKey;
 use crate::session::{self, Keypair, Limits};
+use crate::transport::SpreadCounters;
 use crate::transport::Transport;
 pub use crate::transport::{PathEvent, Transmit};
 use crate::wire::{self, COOKIE_REPLY_LEN, HANDSHAKE_RESPONSE_LEN, MAC_LEN, Message, MessageType};
-use crate::flow::{FlowTable, Modes};
-use crate::transport::SpreadCounters;
 use crate::{DropCounters, DropReason, SplitMix};
 
 /// A member as the proxy's configuration knows it.
@@ -360,7 +360,11 @@ impl Server {
             };
             // The list was emptied: put it back on when its packets wait.
             member.ready = false;
-            if member.transport.as_ref().is_some_and(|t| t.waiting_inbound() > 0) {
+            if member
+                .transport
+                .as_ref()
+                .is_some_and(|t| t.waiting_inbound() > 0)
+            {
                 member.ready = true;
                 self.inbound.push_back(id);
             }
@@ -511,14 +515,15 @@ impl Server {
                     transport.add_path(now, header.path, from, settings);
                 }
                 let addresses = &member.key.addresses;
-                let r = transport.on_packet(now, header.path, keys, Some(from), buf, range, |packet| {
-                    // A member may only speak from its own tunnel addresses: no spoofing
-                    // other members (or anyone) through the proxy.
-                    match crate::ip::source(packet) {
-                        Some(a) if addresses.contains(&a) => Ok(()),
-                        _ => Err(DropReason::SpoofedSource),
-                    }
-                });
+                let r =
+                    transport.on_packet(now, header.path, keys, Some(from), buf, range, |packet| {
+                        // A member may only speak from its own tunnel addresses: no spoofing
+                        // other members (or anyone) through the proxy.
+                        match crate::ip::source(packet) {
+                            Some(a) if addresses.contains(&a) => Ok(()),
+                            _ => Err(DropReason::SpoofedSource),
+                        }
+                    });
                 // Even when this packet was refused, others may have come out of the
                 // reorder buffer with it.
                 if transport.waiting_inbound() > 0 && !member.ready {

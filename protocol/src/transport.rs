@@ -119,10 +119,9 @@ impl RedundancyBudget {
     fn earn(&mut self, now: Instant, data_bytes: usize) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens
-            + REDUNDANCY_FLOOR * elapsed
-            + REDUNDANCY_SHARE * data_bytes as f64)
-            .min(REDUNDANCY_BURST);
+        self.tokens =
+            (self.tokens + REDUNDANCY_FLOOR * elapsed + REDUNDANCY_SHARE * data_bytes as f64)
+                .min(REDUNDANCY_BURST);
     }
 
     fn spend(&mut self, bytes: usize) -> bool {
@@ -287,7 +286,15 @@ impl Transport {
         }
         let max_sent = self.kept.capacity();
         let max_datagram = self.mtu + TRANSPORT_OVERHEAD;
-        let mut path = Path::new(id, endpoint, settings, now, self.origin, max_sent, max_datagram);
+        let mut path = Path::new(
+            id,
+            endpoint,
+            settings,
+            now,
+            self.origin,
+            max_sent,
+            max_datagram,
+        );
         if self.passive {
             path.set_passive();
         }
@@ -332,7 +339,9 @@ impl Transport {
         if mode == Mode::Packet {
             self.bulk_demand.add(now, packet.len());
         }
-        let pinned = flow.path.filter(|&id| self.path(id).is_some_and(|p| p.usable()));
+        let pinned = flow
+            .path
+            .filter(|&id| self.path(id).is_some_and(|p| p.usable()));
         if mode == Mode::Session && pinned.is_none() {
             let choice = self.roomiest_path(now);
             if let Some(flow) = self.flows.get_mut(slot) {
@@ -602,7 +611,10 @@ impl Transport {
             if !p.usable() || n == MAX_PATHS {
                 continue;
             }
-            let srtt = p.srtt().or(p.min_rtt()).unwrap_or(Duration::from_millis(333));
+            let srtt = p
+                .srtt()
+                .or(p.min_rtt())
+                .unwrap_or(Duration::from_millis(333));
             let rate = (p.bandwidth().max(1)) as f64;
             let wait = if p.has_room(mtu) {
                 p.next_send_time().saturating_duration_since(now)
@@ -700,9 +712,7 @@ impl Transport {
                 if repair {
                     self.counters.repaired += 1;
                 }
-                return self
-                    .send_kept(now, i, slot, keys, limits, buf)
-                    .map(Some);
+                return self.send_kept(now, i, slot, keys, limits, buf).map(Some);
             }
         }
         while let Some(&(slot, original)) = self.duplicates.front() {
@@ -721,9 +731,7 @@ impl Transport {
             self.duplicates.pop_front();
             self.counters.duplicated_packets += 1;
             self.counters.duplicated_bytes += len as u64;
-            return self
-                .send_kept(now, i, slot, keys, limits, buf)
-                .map(Some);
+            return self.send_kept(now, i, slot, keys, limits, buf).map(Some);
         }
         if self.queue.waiting() == 0 {
             for p in &mut self.paths {
@@ -831,7 +839,8 @@ impl Transport {
             };
             match modes.resolve(f.class()) {
                 Mode::Packet => {
-                    spread_here || (backlogged(bytes) && lane.owd.saturating_sub(first.owd) <= MAX_SKEW)
+                    spread_here
+                        || (backlogged(bytes) && lane.owd.saturating_sub(first.owd) <= MAX_SKEW)
                 }
                 Mode::Redundant => Some(id) == lowest_latency,
                 Mode::Session | Mode::Auto => match f.path {
@@ -902,7 +911,8 @@ impl Transport {
             let shift = head_len - frame::PACKET_NUMBER_LEN;
             buf.copy_within(body..body + len, body + shift);
         }
-        buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + head_len].copy_from_slice(&head[..head_len]);
+        buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + head_len]
+            .copy_from_slice(&head[..head_len]);
         frame::write_packet_header(&mut buf[TRANSPORT_HEADER_LEN + head_len..], Some(spread))
             .ok_or(DropReason::PacketTooLarge)?;
         let plain_len = head_len + frame::SPREAD_PACKET_FRAME_LEN + len;
@@ -944,8 +954,8 @@ impl Transport {
             .ok_or(DropReason::PacketTooLarge)?;
         let w = Writer::new(plain, p.next_packet_number()).ok_or(DropReason::PacketTooLarge)?;
         let at = w.len();
-        let header =
-            frame::write_packet_header(&mut plain[at..], spread).ok_or(DropReason::PacketTooLarge)?;
+        let header = frame::write_packet_header(&mut plain[at..], spread)
+            .ok_or(DropReason::PacketTooLarge)?;
         plain
             .get_mut(at + header..at + header + len)
             .ok_or(DropReason::PacketTooLarge)?

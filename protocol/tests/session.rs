@@ -16,13 +16,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use linkpool_protocol::client::{self, Client, ClientConfig, Event, Liveness};
+use linkpool_protocol::frame;
 use linkpool_protocol::keys::{SecretKey, SharedSecret};
 use linkpool_protocol::path::{PathSettings, PathState};
 use linkpool_protocol::server::{
     self, Accepted, MemberId, MemberKey, Server, ServerConfig, ServerEvent,
 };
 use linkpool_protocol::session::Limits;
-use linkpool_protocol::frame;
 use linkpool_protocol::wire::{self, MAX_DATAGRAM, MessageType};
 use linkpool_protocol::{CipherSuite, DropReason, PathId, Transmit};
 use linkpool_sim::link::{LinkModel, LinkParams, Verdict};
@@ -330,7 +330,10 @@ impl Net {
                 }
             }
         }
-        panic!("a core asks to be woken again and again at {:?}: it spins", self.now);
+        panic!(
+            "a core asks to be woken again and again at {:?}: it spins",
+            self.now
+        );
     }
 
     /// Hands over what has arrived by now, runs the timers due, sends what is ready.
@@ -501,7 +504,11 @@ impl Net {
                 None => {}
             }
             // Paced: the packet goes when the pacer lets it.
-            self.now = self.client.poll_timeout().expect("a pacing time").max(self.now);
+            self.now = self
+                .client
+                .poll_timeout()
+                .expect("a pacing time")
+                .max(self.now);
             self.client.handle_timeout(self.now);
         };
         assert!(t.len >= wire::TRANSPORT_HEADER_LEN + 4 + 1 + packet.len() + wire::TAG_LEN);
@@ -553,7 +560,11 @@ impl Net {
                 Some(_) => continue,
                 None => {}
             }
-            self.now = self.server.poll_timeout().expect("a pacing time").max(self.now);
+            self.now = self
+                .server
+                .poll_timeout()
+                .expect("a pacing time")
+                .max(self.now);
             self.server.handle_timeout(self.now);
         };
         assert!(t.len >= wire::TRANSPORT_HEADER_LEN + 4 + 1 + packet.len() + wire::TAG_LEN);
@@ -767,7 +778,10 @@ fn out_of_order_within_window_accepted_replays_rejected() {
         net.step(Duration::from_millis(20));
     }
     eprintln!("rounds: {rounds:?}");
-    assert!(rounds.iter().filter(|&&n| n >= 8).count() >= 10, "{rounds:?}");
+    assert!(
+        rounds.iter().filter(|&&n| n >= 8).count() >= 10,
+        "{rounds:?}"
+    );
     let mut expected = Vec::new();
     let mut at = 0u32;
     for n in rounds {
@@ -1663,7 +1677,11 @@ fn a_dead_uplink_fails_over_without_losing_packets_and_comes_back() {
             net.server_path(i).counters().tx_packets,
         )
     };
-    assert!(tx(&net, 0).0 > 100 && tx(&net, 0).1 > 100, "{:?}", tx(&net, 0));
+    assert!(
+        tx(&net, 0).0 > 100 && tx(&net, 0).1 > 100,
+        "{:?}",
+        tx(&net, 0)
+    );
     // The fast uplink dies, with what is on it.
     let cut = net.now;
     net.cut(0, true);

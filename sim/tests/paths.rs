@@ -367,7 +367,10 @@ fn loss_estimates_match_the_truth() {
         // Path 1 drops nothing but what its queue overflows with (none: the sender's
         // congestion control keeps it short), and the core counts no more than that.
         let overflow = sim.truth(1, dir).link.dropped_queue;
-        println!("{side} path 1: lost {}, queue drops {overflow}", clean.counters().lost);
+        println!(
+            "{side} path 1: lost {}, queue drops {overflow}",
+            clean.counters().lost
+        );
         assert_eq!(overflow, 0, "{side}: path 1's queue overflowed");
         assert_eq!(clean.counters().lost, 0, "{side}: loss on the clean path 1");
     }
@@ -523,7 +526,8 @@ fn the_cores_wake_only_for_their_timers() {
     let g = gs.wakeups_per_sec(from, to);
     let p = ps.wakeups_per_sec(from, to);
     let arrivals = gs.datagrams_in as f64 / 12.0;
-    let traffic = |s: &linkpool_sim::EndpointStats| (s.datagrams_in + s.datagrams_out) as f64 / 12.0;
+    let traffic =
+        |s: &linkpool_sim::EndpointStats| (s.datagrams_in + s.datagrams_out) as f64 / 12.0;
     let (gt, pt) = (traffic(gs), traffic(ps));
     println!(
         "download ({:.1} Mbit/s): wake-ups/s gateway {g:.1}, proxy {p:.1}; datagrams in/s \

@@ -189,7 +189,9 @@ impl Congestion {
 
     /// The most bytes that may be in flight.
     pub(crate) fn window(&self, _srtt: Duration) -> u64 {
-        let w = self.inflight_cap.map_or(self.cwnd, |cap| self.cwnd.min(cap));
+        let w = self
+            .inflight_cap
+            .map_or(self.cwnd, |cap| self.cwnd.min(cap));
         w.max(MIN_CWND_PACKETS * self.mtu)
     }
 
@@ -274,7 +276,9 @@ impl Congestion {
                 // A wake-up's quantum starts.
                 self.quantum_start = now;
             }
-            let start = self.next_send.max(now.checked_sub(PACING_BURST).unwrap_or(now));
+            let start = self
+                .next_send
+                .max(now.checked_sub(PACING_BURST).unwrap_or(now));
             let rate = self.pacing_rate(srtt).max(1);
             self.next_send = start + Duration::from_nanos(bytes * 1_000_000_000 / rate);
         }
@@ -343,9 +347,9 @@ impl Congestion {
         // A relay is rarely the sender's bottleneck: the flows it carries are clocked by
         // the path itself, so what it sends looks app-limited while the ISP's queue fills.
         // A round trip grown well above the base says the path is full all the same.
-        let queue_building = rtt.zip(self.min_rtt()).is_some_and(|(rtt, min)| {
-            rtt > min + min / 4 + STARTUP_QUEUE_MARGIN
-        });
+        let queue_building = rtt
+            .zip(self.min_rtt())
+            .is_some_and(|(rtt, min)| rtt > min + min / 4 + STARTUP_QUEUE_MARGIN);
         if round_start && self.phase == Phase::Startup {
             if queue_building {
                 // Startup's window would pour up to twice the path's holding into its
@@ -524,13 +528,31 @@ mod tests {
         // 1 % of a round lost: no cap.
         cc.on_sent(now, 100_000, false, rtt);
         cc.on_lost(1_000);
-        cc.on_ack(now + rtt, 99_000, 10_000_000, 9_999_999, Some(rtt), None, false, rtt);
+        cc.on_ack(
+            now + rtt,
+            99_000,
+            10_000_000,
+            9_999_999,
+            Some(rtt),
+            None,
+            false,
+            rtt,
+        );
         assert!(cc.inflight_cap.is_none());
         // 10 % lost: capped below what was in flight.
         cc.on_sent(now + rtt, before, false, rtt);
         cc.on_lost(before / 10);
         let delivered = 20_000_000;
-        cc.on_ack(now + 2 * rtt, before - before / 10, delivered, delivered, Some(rtt), None, false, rtt);
+        cc.on_ack(
+            now + 2 * rtt,
+            before - before / 10,
+            delivered,
+            delivered,
+            Some(rtt),
+            None,
+            false,
+            rtt,
+        );
         assert!(cc.window(rtt) < before, "{} < {before}", cc.window(rtt));
     }
 
@@ -569,7 +591,16 @@ mod tests {
             now += rtt;
             let d = 1_000_000_000 + i * 1000;
             cc.on_sent(now, 1000, false, rtt);
-            cc.on_ack(now + rtt, 1000, d + 1000, d, Some(rtt), Some(50_000), true, rtt);
+            cc.on_ack(
+                now + rtt,
+                1000,
+                d + 1000,
+                d,
+                Some(rtt),
+                Some(50_000),
+                true,
+                rtt,
+            );
         }
         assert_eq!(cc.bandwidth(), bw);
     }

@@ -9,8 +9,8 @@
 
 mod cc;
 
-pub use cc::CongestionState;
 use cc::Congestion;
+pub use cc::CongestionState;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -534,7 +534,8 @@ impl Path {
         if packet.is_none() {
             // A ping: the path has nothing better to do; neither it nor what is in flight
             // says anything of the path's rate.
-            self.cc.on_app_limited(self.delivered + u64::from(size as u32));
+            self.cc
+                .on_app_limited(self.delivered + u64::from(size as u32));
         }
         if self.in_flight_is_empty() {
             // Delivery rate counts from when the path became busy again, not from the
@@ -1182,7 +1183,15 @@ mod tests {
             remote: "192.0.2.1:7117".parse().unwrap(),
             local: None,
         };
-        Path::new(PathId(1), endpoint, PathSettings::default(), now, now, 64, 1500)
+        Path::new(
+            PathId(1),
+            endpoint,
+            PathSettings::default(),
+            now,
+            now,
+            64,
+            1500,
+        )
     }
 
     #[test]
