@@ -133,6 +133,8 @@ struct Member {
     transport: Option<Transport>,
     /// On the list of members with packets for the TUN.
     ready: bool,
+    /// How its flows are spread, if not as the proxy's default.
+    spreading: Option<Modes>,
 }
 
 impl Member {
@@ -146,6 +148,7 @@ impl Member {
             last_received: None,
             transport: None,
             ready: false,
+            spreading: None,
         }
     }
 
@@ -384,12 +387,36 @@ impl Server {
         self.members.len()
     }
 
-    /// How each class of flow is spread over members' paths (all `auto` unless set).
+    /// How each class of flow is spread over members' paths (all `auto` unless set), for
+    /// the members without modes of their own.
     pub fn set_spreading(&mut self, modes: Modes) {
         self.spreading = modes;
-        for t in self.members.iter_mut().filter_map(|m| m.transport.as_mut()) {
-            t.set_modes(modes);
+        for m in &mut self.members {
+            let modes = m.spreading.unwrap_or(modes);
+            if let Some(t) = m.transport.as_mut() {
+                t.set_modes(modes);
+            }
         }
+    }
+
+    /// How member `id`'s flows are spread downstream; `None`: as [`Server::set_spreading`]
+    /// says for all. Kept across reloads while the member stays.
+    pub fn set_member_spreading(&mut self, id: MemberId, modes: Option<Modes>) {
+        let default = self.spreading;
+        if let Some(m) = self.members.get_mut(id.0 as usize) {
+            m.spreading = modes;
+            if let Some(t) = m.transport.as_mut() {
+                t.set_modes(modes.unwrap_or(default));
+            }
+        }
+    }
+
+    /// How member `id`'s flows are spread downstream.
+    pub fn member_spreading(&self, id: MemberId) -> Modes {
+        self.members
+            .get(id.0 as usize)
+            .and_then(|m| m.spreading)
+            .unwrap_or(self.spreading)
     }
 
     /// A member's status.
@@ -467,8 +494,9 @@ impl Server {
                     .ok_or(DropReason::UnknownSession)?;
                 let limits = self.limits;
                 let (mtu, slots) = (usize::from(self.mtu), self.queue_slots);
-                let (flow_seed, spreading) = (self.flow_seed, self.spreading);
+                let flow_seed = self.flow_seed;
                 let member = &mut self.members[id.0 as usize];
+                let spreading = member.spreading.unwrap_or(self.spreading);
                 let slot = [
                     &mut member.current,
                     &mut member.previous,
