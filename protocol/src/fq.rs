@@ -236,6 +236,16 @@ impl FlowQueues {
         fq
     }
 
+    /// Changes CoDel's target and interval, for the packets dequeued from now on.
+    pub fn set_codel(&mut self, codel: CodelParams) {
+        self.codel = codel;
+    }
+
+    /// CoDel's target and interval.
+    pub fn codel(&self) -> CodelParams {
+        self.codel
+    }
+
     /// Slots in all.
     pub fn capacity(&self) -> usize {
         self.slots.len()

@@ -536,11 +536,46 @@ impl Transport {
             });
         }
         self.reorder.set_timeout(self.reorder_timeout());
+        self.queue.set_codel(self.codel_params(now));
         let inbound = &mut self.inbound;
         self.reorder.handle_timeout(now, &mut |p: &[u8]| {
             // Full: the TUN side is not keeping up; the packet is lost as on a full queue.
             let _ = inbound.push(p);
         });
+    }
+
+    /// CoDel's target: RFC 8289's 5 ms, or while bulk flows are spread per packet, the
+    /// one-way skew between the fastest path and the slowest worth spreading over. A
+    /// packet that waits that long in the core arrives no later than one sent on the
+    /// slower path at once, and ECF's rule (see [`Transport::send_queued`]) takes the
+    /// slower path only while the backlog is at least that long: a shorter target would
+    /// drain the backlog by dropping, and leave the slower paths idle.
+    fn codel_params(&self, now: Instant) -> CodelParams {
+        let base = CodelParams::default();
+        if self.bulk_demand.rate(now) == 0 {
+            return base;
+        }
+        let usable = || self.paths.iter().filter(|p| p.usable());
+        let Some(fastest) = usable().filter_map(|p| p.base_rtt()).min() else {
+            return base;
+        };
+        let owd = |p: &Path| p.base_rtt().map(|r| (r - fastest) / 2);
+        let Some(skew) = usable().filter_map(owd).filter(|&s| s <= MAX_SKEW).max() else {
+            return base;
+        };
+        // The backlog drains through all of them, the faster ones carry their share.
+        let rate = |slower: bool| -> f64 {
+            usable()
+                .filter(|p| owd(p).is_some_and(|s| s <= MAX_SKEW && (s < skew || !slower)))
+                .map(|p| p.bandwidth() as f64)
+                .sum()
+        };
+        let (faster, all) = (rate(true), rate(false));
+        let share = if all > 0.0 { faster / all } else { 1.0 };
+        CodelParams {
+            target: base.target.max(skew.mul_f64(share)),
+            interval: base.interval,
+        }
     }
 
     /// How long a gap in a spread flow is waited for: the spread of the paths' delays as
