@@ -1,7 +1,9 @@
 //! Reading configuration files, with errors that name the file, the line, the key and the
 //! reason — one line each, for a router's log.
 
+use linkpool_protocol::flow::{Mode, Modes};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -128,6 +130,46 @@ pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Con
     })
 }
 
+/// A flow mode in a TOML file, checked as it is read, so that a wrong one is reported with
+/// its key and line: ``key `spreading.bulk`: unknown flow mode `fast` (expected auto,
+/// session, packet or redundant)``.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModeSetting(pub Mode);
+
+impl<'de> Deserialize<'de> for ModeSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse()
+            .map(ModeSetting)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A `[spreading]` table (the gateway's, the proxy's) or a proxy member's `spreading`: how
+/// each class of flow is spread, where given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpreadingTable {
+    /// Mode of interactive flows.
+    pub interactive: Option<ModeSetting>,
+    /// Mode of bulk flows.
+    pub bulk: Option<ModeSetting>,
+    /// Mode of the other flows.
+    pub default: Option<ModeSetting>,
+}
+
+impl SpreadingTable {
+    /// `base` with the classes this table names set to their mode.
+    pub fn over(&self, base: Modes) -> Modes {
+        let pick = |set: Option<ModeSetting>, base: Mode| set.map_or(base, |m| m.0);
+        Modes {
+            interactive: pick(self.interactive, base.interactive),
+            bulk: pick(self.bulk, base.bulk),
+            default: pick(self.default, base.default),
+        }
+    }
+}
+
 /// Best-effort line of a key given as a path (`tunnel.mtu`, `uplink[1].device`,
 /// `member[0].address`) in TOML text: used for errors found after deserializing, when
 /// serde's spans are gone. Understands `[table]` and `[[array]]` headers and plain
@@ -202,6 +244,72 @@ mod tests {
         assert_eq!(toml_key_line(text, "uplink[1]"), Some(7));
         assert_eq!(toml_key_line(text, "uplink[2].name"), None);
         assert_eq!(toml_key_line(text, "tunnel.table"), None);
+    }
+
+    #[test]
+    fn spreading_tables_are_checked_where_they_are_read() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            spreading: Option<SpreadingTable>,
+            #[serde(default)]
+            member: Vec<Member>,
+        }
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Member {
+            #[allow(dead_code)]
+            name: String,
+            spreading: Option<SpreadingTable>,
+        }
+        let path = Path::new("/etc/x.toml");
+        let f: File = parse_toml(
+            path,
+            "[spreading]\nbulk = \"session\"\n[[member]]\nname = \"a\"\nspreading = { interactive = \"packet\", bulk = \"auto\" }\n",
+        )
+        .unwrap();
+        let proxy = f.spreading.unwrap().over(Modes::default());
+        assert_eq!(
+            proxy,
+            Modes {
+                interactive: Mode::Auto,
+                bulk: Mode::Session,
+                default: Mode::Auto
+            }
+        );
+        let member = f.member[0].spreading.unwrap().over(proxy);
+        assert_eq!(
+            member,
+            Modes {
+                interactive: Mode::Packet,
+                bulk: Mode::Auto,
+                default: Mode::Auto
+            }
+        );
+
+        let err = |text: &str| parse_toml::<File>(path, text).unwrap_err();
+        let e = err("\n[spreading]\nbulk = \"fast\"\n");
+        assert_eq!(
+            e.to_string(),
+            "/etc/x.toml:3: key `spreading.bulk`: unknown flow mode `fast` (expected auto, session, packet or redundant)"
+        );
+        let e = err("[[member]]\nname = \"a\"\nspreading = { default = \"Session\" }\n");
+        assert_eq!(
+            e.to_string(),
+            "/etc/x.toml:3: key `member[0].spreading.default`: unknown flow mode `Session` (expected auto, session, packet or redundant)"
+        );
+        let e = err("[spreading]\nbulky = \"packet\"\n");
+        assert_eq!(e.key.as_deref(), Some("spreading.bulky"));
+        assert_eq!(e.line, Some(2));
+        assert!(
+            e.reason
+                .contains("unknown key (known keys: one of `interactive`, `bulk`, `default`)"),
+            "{e}"
+        );
+        let e = err("[spreading]\ninteractive = 1\n");
+        assert_eq!(e.key.as_deref(), Some("spreading.interactive"));
+        assert_eq!(e.line, Some(2));
+        assert!(e.reason.contains("expected a string"), "{e}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! ([`routing`]), UDP sockets bound to an uplink ([`socket`]), logging ([`log`]) and
 //! signals ([`signal`]). Routing and firewall changes are applied atomically where the
 //! tools allow it and removed completely at stop; teardown also runs before every apply,
-//! so leftovers of a crash are cleared.
+//! so leftovers of a crash are cleared. Both daemons also share how configuration files
+//! are read ([`config_file`]) and what status says of spreading ([`status`]).
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod netns;
 pub mod routing;
 pub mod signal;
 pub mod socket;
+pub mod status;
 pub mod tun;
 
 pub use cmd::OsError;
