@@ -6,11 +6,14 @@
 //! key and the reason.
 
 use crate::uci::{self, UciPackage, UciValue};
-use linkpool_os::config_file::{ConfigError, parse_toml, read_config_file, toml_key_line};
+use linkpool_os::config_file::{
+    ConfigError, SpreadingTable, parse_toml, read_config_file, toml_key_line,
+};
 use linkpool_os::log::parse_level;
 use linkpool_os::routing::{GATEWAY_RULE_COUNT, GatewayRouting};
 use linkpool_os::tun::check_ifname;
 use linkpool_protocol::bundle::MemberBundle;
+use linkpool_protocol::flow::{FlowClass, Mode, Modes};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,6 +55,9 @@ pub struct GatewayConfig {
     pub tunnel: TunnelConfig,
     /// The uplinks (at least one).
     pub uplinks: Vec<UplinkConfig>,
+    /// How each class of flow is spread over the uplinks (`[spreading]`; all `auto`
+    /// unless set).
+    pub spreading: Modes,
     /// Things worth a log line that did not stop the configuration (uplinks skipped because
     /// their network is down, ...).
     pub warnings: Vec<String>,
@@ -172,6 +178,7 @@ impl GatewayConfig {
                     probe_interval_ms: u.probe_interval_ms,
                 })
                 .collect(),
+            spreading: raw.spreading.unwrap_or_default().over(Modes::default()),
             warnings: Vec::new(),
             unresolved_lan: Vec::new(),
         };
@@ -252,6 +259,8 @@ struct RawToml {
     tunnel: Option<RawTunnel>,
     #[serde(default)]
     uplink: Vec<RawUplink>,
+    // Modes are checked as they are read: an error has the value's line.
+    spreading: Option<SpreadingTable>,
 }
 
 #[derive(Deserialize, Default)]
@@ -291,6 +300,8 @@ struct Settings {
     lan_devices: Option<Vec<String>>,
     mesh_devices: Option<Vec<String>>,
     uplinks: Vec<UplinkSettings>,
+    /// Checked already (a mode is a word: nothing to check against the rest).
+    spreading: Modes,
     warnings: Vec<String>,
     /// LAN networks named but not resolved to a device (UCI only).
     unresolved_lan: Vec<String>,
@@ -556,6 +567,7 @@ impl Settings {
                 mesh_devices,
             },
             uplinks,
+            spreading: self.spreading,
             warnings: self.warnings,
         })
     }
@@ -620,6 +632,9 @@ const GATEWAY_OPTIONS: &[&str] = &[
     "lan_device",
     "mesh_network",
     "mesh_device",
+    "spread_interactive",
+    "spread_bulk",
+    "spread_default",
 ];
 const UPLINK_OPTIONS: &[&str] = &["enabled", "name", "network", "device", "probe_interval_ms"];
 
@@ -777,6 +792,25 @@ fn from_uci(
     settings.rule_priority =
         int_opt(Field::RulePriority, "rule_priority", u32::MAX.into())?.map(|n| n as u32);
     settings.fwmark = int_opt(Field::Fwmark, "fwmark", u32::MAX.into())?.map(|n| n as u32);
+
+    // Spreading: `option spread_bulk 'session'`; empty is the default, as `uci set
+    // linkpool.main.spread_bulk=''` leaves it.
+    for class in [FlowClass::Interactive, FlowClass::Bulk, FlowClass::Default] {
+        let name = format!("spread_{}", class.name());
+        let Some((v, line)) = single(&name).filter(|(v, _)| !v.is_empty()) else {
+            continue;
+        };
+        let mode: Mode = v
+            .parse()
+            .map_err(|e: linkpool_protocol::flow::UnknownMode| {
+                ConfigError::key(file, gw_key(&name), Some(line), e.to_string())
+            })?;
+        match class {
+            FlowClass::Interactive => settings.spreading.interactive = mode,
+            FlowClass::Bulk => settings.spreading.bulk = mode,
+            FlowClass::Default => settings.spreading.default = mode,
+        }
+    }
 
     // LAN: logical networks (resolved by the init script) and/or devices.
     let words = |name: &str| -> Vec<String> {

@@ -12,6 +12,7 @@ use linkpool_os::control::{self, Format};
 use linkpool_os::event::{readable_any, sleep_until};
 use linkpool_os::log::LogHandle;
 use linkpool_os::signal::{Signal, Signals};
+use linkpool_os::status;
 use linkpool_protocol::client::{Client, ClientConfig, DEFAULT_QUEUE_SLOTS, Event, Liveness};
 use linkpool_protocol::path::{PathSettings, PathState};
 use linkpool_protocol::session::Limits;
@@ -176,10 +177,11 @@ fn wall_clock_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// A client whose handshake timestamps count up from `timestamp_base_us` at `now`.
+/// A client whose handshake timestamps count up from `timestamp_base_us` at `now`,
+/// spreading flows as configured.
 fn new_client(config: &GatewayConfig, mtu: u16, now: Instant, timestamp_base_us: u64) -> Client {
     let b = &config.bundle;
-    Client::new(
+    let mut client = Client::new(
         ClientConfig {
             static_key: b.private_key.clone(),
             proxy_key: b.proxy_public_key,
@@ -192,7 +194,9 @@ fn new_client(config: &GatewayConfig, mtu: u16, now: Instant, timestamp_base_us:
         now,
         timestamp_base_us,
         random_seed(),
-    )
+    );
+    client.set_spreading(config.spreading);
+    client
 }
 
 /// A seed for session indices; they only need to differ between runs.
@@ -515,6 +519,9 @@ impl Gateway {
     fn status(&self, format: Format) -> String {
         let now = Instant::now();
         let stats = self.client.stats();
+        let paths = self.client.paths();
+        let total_rate = status::total_send_rate(paths, now);
+        let total_tx = status::total_tx_bytes(paths);
         let uplinks: Vec<_> = self
             .uplinks
             .iter()
@@ -522,7 +529,7 @@ impl Gateway {
                 let p = u.path.and_then(|id| self.client.path(id));
                 let c = p.map(|p| *p.counters()).unwrap_or_default();
                 let ms = |d: Duration| d.as_secs_f64() * 1e3;
-                serde_json::json!({
+                let mut entry = serde_json::json!({
                     "name": u.config.name,
                     "device": u.config.device,
                     "ready": u.socket.is_some(),
@@ -542,9 +549,19 @@ impl Gateway {
                     "lost": c.lost,
                     "resent_elsewhere": c.resent_elsewhere,
                     "suspected": c.suspected,
-                })
+                });
+                if let Some(entry) = entry.as_object_mut() {
+                    entry.extend(status::path_fields(p, now, total_rate, total_tx));
+                }
+                entry
             })
             .collect();
+        let uplink_name = |id: PathId| {
+            self.uplinks
+                .iter()
+                .find(|u| u.path == Some(id))
+                .map(|u| u.config.name.clone())
+        };
         let mut drops: serde_json::Map<String, serde_json::Value> = stats
             .drops
             .iter()
@@ -567,6 +584,14 @@ impl Gateway {
             "sessions_lost": stats.sessions_lost,
             "queued": self.client.queued(),
             "uplinks": uplinks,
+            "flows": status::flows_json(
+                Some(self.client.flows()),
+                self.client.spreading(),
+                now,
+                uplink_name
+            ),
+            "spread": status::spread_json(self.client.spread_counters()),
+            "reorder": status::reorder_json(self.client.reorder()),
             "drops": drops,
             "local_multicast_ignored": self.local_multicast,
         });
@@ -617,6 +642,17 @@ impl Gateway {
         }
         if uplinks_changed {
             self.set_uplinks();
+        }
+        // A new client above took them from the configuration already.
+        if *self.client.spreading() != self.config.spreading {
+            let m = self.config.spreading;
+            info!(
+                interactive = %m.interactive,
+                bulk = %m.bulk,
+                default = %m.default,
+                "spreading modes changed"
+            );
+            self.client.set_spreading(m);
         }
         info!("configuration re-read");
     }
@@ -684,10 +720,78 @@ fn status_text(s: &serde_json::Value) -> String {
             u["rx_bytes"],
             u["rx_packets"],
         );
+        if let Some(line) = status::path_text(u) {
+            let _ = writeln!(out, "  {line}");
+        }
     }
+    status::spreading_text(&mut out, "", &s["flows"], &s["spread"], Some(&s["reorder"]));
     if let Some(drops) = s["drops"].as_object().filter(|d| !d.is_empty()) {
         let list: Vec<String> = drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(out, "dropped {}", list.join(", "));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text status of a snapshot with traffic on two uplinks.
+    #[test]
+    fn status_text_shows_paths_flows_spreading_and_reordering() {
+        let s = serde_json::json!({
+            "member": "alice", "connected": true, "proxy": "203.0.113.10:7117",
+            "uptime_s": 60, "tunnel": {"device": "linkpool0", "mtu": 1400},
+            "session": "up", "handshakes_sent": 1, "handshakes_completed": 1,
+            "handshakes_unanswered": 0, "unanswered_for_s": null,
+            "uplinks": [
+                {"name": "wan", "device": "eth1", "ready": true, "state": "active",
+                 "srtt_ms": 20.0, "loss": 0.0, "delivery_rate_bps": 20_000_000,
+                 "tx_bytes": 5000, "tx_packets": 5, "rx_bytes": 6000, "rx_packets": 6,
+                 "send_rate_bps": 15_000_000, "send_share": 0.75, "tx_share": 0.7,
+                 "cc_state": "cruise", "bandwidth_bps": 20_000_000,
+                 "pacing_rate_bps": 20_000_000, "cwnd_bytes": 60000, "bytes_in_flight": 30000},
+                {"name": "lte", "device": "wwan0", "ready": false, "state": null,
+                 "srtt_ms": null, "loss": null, "delivery_rate_bps": null,
+                 "tx_bytes": 0, "tx_packets": 0, "rx_bytes": 0, "rx_packets": 0,
+                 "send_rate_bps": null, "send_share": null, "tx_share": null,
+                 "cc_state": null, "bandwidth_bps": null, "pacing_rate_bps": null,
+                 "cwnd_bytes": null, "bytes_in_flight": null},
+            ],
+            "flows": {
+                "live": 2, "capacity": 1024,
+                "classes": {
+                    "interactive": {"flows": 1, "mode": "redundant", "configured": "auto"},
+                    "bulk": {"flows": 1, "mode": "session", "configured": "session"},
+                    "default": {"flows": 0, "mode": "session", "configured": "auto"},
+                },
+                "busiest": [
+                    {"flow": "tcp 10.77.0.2:40000 > 192.0.2.9:443", "class": "bulk",
+                     "mode": "session", "rate_bps": 15_000_000, "path": 7, "uplink": "wan"},
+                    {"flow": "udp 10.77.0.2:5000 > 192.0.2.9:3478", "class": "interactive",
+                     "mode": "redundant", "rate_bps": 64_000, "path": null, "uplink": null},
+                ],
+            },
+            "spread": {"packets": 1000, "duplicated_packets": 20, "duplicated_bytes": 4000,
+                       "redundancy_overhead_pct": 0.4, "repaired": 1},
+            "reorder": {"timeout_ms": 40.0, "skew_ms": 5.5, "held": 0,
+                        "gaps_timed_out": 2, "late": 1},
+            "drops": {},
+        });
+        assert_eq!(
+            status_text(&s),
+            "\
+member alice  connected to 203.0.113.10:7117  up 60 s  handshakes 1 of 1 sent answered
+tunnel linkpool0 mtu 1400
+uplink wan (eth1) active  rtt 20.0 ms  loss 0.0%  rate 20.0 Mbit/s  sent 5000 B / 5 pkts  received 6000 B / 6 pkts
+  sends 75% (15.0 Mbit/s), 70% in all  cruise  bandwidth 20.0 Mbit/s  pacing 20.0 Mbit/s  window 60000 B  in flight 30000 B
+uplink lte (wwan0) not ready  rtt -  loss 0.0%  rate 0.0 Mbit/s  sent 0 B / 0 pkts  received 0 B / 0 pkts
+flows 2  interactive 1 redundant (auto)  bulk 1 session  default 0 session (auto)
+  tcp 10.77.0.2:40000 > 192.0.2.9:443  bulk session  15.0 Mbit/s  on wan
+  udp 10.77.0.2:5000 > 192.0.2.9:3478  interactive redundant  64 kbit/s
+spread 1000 pkts  duplicated 20 pkts / 4000 B (0.4% overhead)  repaired 1
+reorder timeout 40 ms  skew 5.5 ms  held 0  gaps timed out 2  late 1
+"
+        );
+    }
 }

@@ -326,6 +326,21 @@ fn run_from_uci_sets_up_and_removes_everything_on_sigterm() {
             .unwrap();
     }
     let before = in_ns(&ns, &["ip", "rule", "show"]) + &in_ns(&ns, &["ip", "-6", "rule", "show"]);
+    // The fixture with a control socket and state file of this test's own.
+    let socket = dir.path("linkpool.sock");
+    let fixture = std::fs::read_to_string(data("openwrt.uci")).unwrap();
+    let uci_text = fixture.replacen(
+        "config gateway 'main'\n",
+        &format!(
+            "config gateway 'main'\n\toption control_socket '{}'\n\toption state_file '{}'\n",
+            socket.display(),
+            dir.path("state").display()
+        ),
+        1,
+    );
+    assert_ne!(uci_text, fixture);
+    let uci = dir.path("linkpool");
+    std::fs::write(&uci, &uci_text).unwrap();
     let log = dir.path("log");
     let mut daemon = Daemon(
         Some(
@@ -337,7 +352,7 @@ fn run_from_uci_sets_up_and_removes_everything_on_sigterm() {
                     BIN,
                     "run",
                     "--uci",
-                    &data("openwrt.uci"),
+                    uci.to_str().unwrap(),
                 ])
                 .args([
                     "--resolve",
@@ -385,6 +400,64 @@ fn run_from_uci_sets_up_and_removes_everything_on_sigterm() {
     .private_key
     .to_base64();
     assert!(!l.contains(&secret), "the private key is in the log");
+
+    // Status: the spreading modes as configured (the fixture pins bulk flows), a path's
+    // congestion fields, flows, spread counters and the reorder buffer.
+    let status_json = || {
+        let out = linkpool(&["status", "--socket", socket.to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let s = status_json();
+    let classes = &s["flows"]["classes"];
+    assert_eq!(classes["bulk"]["configured"], "session", "{s}");
+    assert_eq!(classes["bulk"]["mode"], "session");
+    assert_eq!(classes["interactive"]["mode"], "redundant");
+    assert_eq!(classes["default"]["mode"], "session");
+    for key in [
+        "cc_state",
+        "send_share",
+        "tx_share",
+        "bandwidth_bps",
+        "cwnd_bytes",
+    ] {
+        assert!(s["uplinks"][0].get(key).is_some(), "no {key}: {s}");
+    }
+    assert_eq!(s["spread"]["duplicated_packets"], 0);
+    assert!(s["reorder"]["timeout_ms"].as_f64().unwrap() > 0.0, "{s}");
+    let out = linkpool(&["status", "--socket", socket.to_str().unwrap()]);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains(
+            "\nflows 0  interactive 0 redundant (auto)  bulk 0 session  default 0 session (auto)\n"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("\nspread 0 pkts  duplicated 0 pkts"),
+        "{shown}"
+    );
+    assert!(shown.contains("\nreorder timeout "), "{shown}");
+
+    // A reload (SIGHUP) applies new modes to the running session.
+    std::fs::write(
+        &uci,
+        uci_text.replace("option spread_bulk session", "option spread_bulk 'packet'"),
+    )
+    .unwrap();
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_until("the reload", || {
+        read_log().contains("configuration re-read")
+    });
+    assert!(
+        read_log().contains("spreading modes changed"),
+        "{}",
+        read_log()
+    );
+    assert_eq!(
+        status_json()["flows"]["classes"]["bulk"]["configured"],
+        "packet"
+    );
 
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     let status = daemon.wait();

@@ -4,6 +4,7 @@
 use linkpool_gateway::config::{ConfigSource, GatewayConfig, Loaded};
 use linkpool_os::config_file::ConfigError;
 use linkpool_protocol::bundle::CipherChoice;
+use linkpool_protocol::flow::{Mode, Modes};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -74,10 +75,23 @@ device = "eth1"
 [[uplink]]
 device = "wwan0"
 probe_interval_ms = 5000
+
+[spreading]
+interactive = "session"
+bulk = "redundant"
+default = "packet"
 "#,
         bundle()
     );
     let c = toml(&text).unwrap();
+    assert_eq!(
+        c.spreading,
+        Modes {
+            interactive: Mode::Session,
+            bulk: Mode::Redundant,
+            default: Mode::Packet,
+        }
+    );
     assert_eq!(c.uplinks[0].probe_interval, Duration::from_millis(100));
     assert_eq!(c.uplinks[1].probe_interval, Duration::from_secs(5));
     assert_eq!(c.bundle.member, "alice");
@@ -115,6 +129,16 @@ fn toml_defaults() {
     assert!(c.tunnel.mesh_devices.is_empty());
     assert_eq!(c.control_socket, PathBuf::from("/var/run/linkpool.sock"));
     assert_eq!(c.log_level, tracing::level_filters::LevelFilter::INFO);
+    assert_eq!(c.spreading, Modes::default(), "all auto");
+    // A table naming some classes leaves the others auto.
+    let c = toml(&format!("{}[spreading]\nbulk = \"session\"\n", minimal())).unwrap();
+    assert_eq!(
+        c.spreading,
+        Modes {
+            bulk: Mode::Session,
+            ..Modes::default()
+        }
+    );
 }
 
 #[test]
@@ -300,6 +324,36 @@ fn toml_errors_name_file_line_key_and_reason() {
             "tunnel.mesh_devices",
             "listed twice",
         ),
+        (
+            format!(
+                "bundle = \"{b}\"\n[[uplink]]\ndevice = \"eth1\"\n\n[spreading]\ninteractive = \"auto\"\nbulk = \"fast\"\n"
+            ),
+            Some(7),
+            "spreading.bulk",
+            "unknown flow mode `fast` (expected auto, session, packet or redundant)",
+        ),
+        (
+            format!(
+                "bundle = \"{b}\"\nspreading = {{ default = \"Packet\" }}\n[[uplink]]\ndevice = \"eth1\"\n"
+            ),
+            Some(2),
+            "spreading.default",
+            "unknown flow mode `Packet` (expected auto, session, packet or redundant)",
+        ),
+        (
+            format!(
+                "bundle = \"{b}\"\n[[uplink]]\ndevice = \"eth1\"\n[spreading]\nvideo = \"packet\"\n"
+            ),
+            Some(5),
+            "spreading.video",
+            "unknown key (known keys: one of `interactive`, `bulk`, `default`)",
+        ),
+        (
+            format!("bundle = \"{b}\"\n[[uplink]]\ndevice = \"eth1\"\n[spreading]\nbulk = true\n"),
+            Some(5),
+            "spreading.bulk",
+            "invalid type: boolean `true`, expected a string",
+        ),
     ];
     for (text, line, key, reason) in cases {
         let e = toml_err(&text);
@@ -343,6 +397,82 @@ fn the_probe_interval_is_checked_in_both_formats() {
     assert!(
         e.contains("linkpool.lte.probe_interval_ms`: expected an integer (milliseconds), got `1s`"),
         "{e}"
+    );
+}
+
+#[test]
+fn spreading_modes_in_uci() {
+    let uci = |options: &str| {
+        GatewayConfig::from_uci_str(
+            Path::new("/etc/config/linkpool"),
+            &format!(
+                "config gateway 'main'\n\toption bundle '{}'\n{options}\nconfig uplink 'wan'\n\toption device 'eth1'\n",
+                bundle()
+            ),
+            &[],
+        )
+    };
+    let modes = |options: &str| match uci(options).unwrap() {
+        Loaded::Enabled(c) => c.spreading,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(modes(""), Modes::default());
+    assert_eq!(
+        modes(
+            "\toption spread_interactive 'redundant'\n\toption spread_bulk 'session'\n\toption spread_default 'packet'"
+        ),
+        Modes {
+            interactive: Mode::Redundant,
+            bulk: Mode::Session,
+            default: Mode::Packet,
+        }
+    );
+    // Empty, as `uci set linkpool.main.spread_bulk=''` leaves it: the default.
+    assert_eq!(
+        modes("\toption spread_bulk ''\n\toption spread_default 'auto'"),
+        Modes::default()
+    );
+
+    for (options, line, key, reason) in [
+        (
+            "\toption spread_bulk 'fast'",
+            3,
+            "linkpool.main.spread_bulk",
+            "unknown flow mode `fast` (expected auto, session, packet or redundant)",
+        ),
+        (
+            "\n\toption spread_interactive 'Redundant'",
+            4,
+            "linkpool.main.spread_interactive",
+            "unknown flow mode `Redundant` (expected auto, session, packet or redundant)",
+        ),
+        (
+            "\tlist spread_default 'packet'",
+            3,
+            "linkpool.main.spread_default",
+            "is a list; expected a single `option`",
+        ),
+        (
+            "\toption spread_video 'packet'",
+            3,
+            "linkpool.main.spread_video",
+            "unknown option (known: ",
+        ),
+    ] {
+        let e = uci(options).unwrap_err();
+        assert_eq!((e.key.as_deref(), e.line), (Some(key), Some(line)), "{e}");
+        assert!(e.reason.contains(reason), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("/etc/config/linkpool:{line}: key `{key}`: ")),
+            "{e}"
+        );
+    }
+    let e = uci("\toption spread_video 'packet'").unwrap_err();
+    assert!(
+        e.reason
+            .contains("spread_interactive, spread_bulk, spread_default"),
+        "the known options list them: {e}"
     );
 }
 
@@ -397,6 +527,13 @@ fn openwrt_uci_file_with_comments_and_odd_quoting() {
     assert_eq!(c.tunnel.fwmark, 0x7117);
     assert_eq!(c.tunnel.lan_devices, ["bat0", "br-lan", "br-guest"]);
     assert_eq!(c.tunnel.mesh_devices, ["bat0", "wlan1-mesh"]);
+    assert_eq!(
+        c.spreading,
+        Modes {
+            bulk: Mode::Session,
+            ..Modes::default()
+        }
+    );
     let uplinks: Vec<(&str, &str)> = c
         .uplinks
         .iter()
@@ -559,6 +696,18 @@ fn the_example_configuration_is_valid() {
     let c = GatewayConfig::load_toml(&path).unwrap();
     assert_eq!(c.tunnel.device, "linkpool0");
     assert_eq!(c.uplinks[0].device, "eth1");
+    assert_eq!(
+        c.spreading,
+        Modes::default(),
+        "the example sets every class to auto"
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    for class in ["interactive", "bulk", "default"] {
+        assert!(
+            text.contains(&format!("\n{class} = \"auto\"\n")),
+            "the example shows `{class}`"
+        );
+    }
 }
 
 /// A scratch directory, removed at the end.
@@ -810,7 +959,14 @@ fn the_shipped_uci_config_after_readme_step_4() {
     };
     assert_eq!(c.tunnel.lan_devices, ["br-lan"]);
     assert_eq!(c.uplinks[0].device, "pppoe-wan");
+    assert_eq!(c.spreading, Modes::default());
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    for class in ["interactive", "bulk", "default"] {
+        assert!(
+            shipped.contains(&format!("\toption spread_{class} 'auto'\n")),
+            "the shipped file shows spread_{class}"
+        );
+    }
 
     // A network that is down is left out, as the init script leaves it out.
     std::fs::write(&state, "lan br-lan br-lan\n").unwrap();

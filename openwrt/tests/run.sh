@@ -130,6 +130,34 @@ procd_close_instance
 procd_close_service" "$(procd_calls)"
 }
 
+# Options the daemon reads from the file itself (spreading modes, probe intervals) add
+# nothing to the command line; the file parameter makes a reload restart it on a change.
+test_init_spreading_options_stay_in_the_file_with_standin() {
+	linkpool_config <<-'EOF'
+		config gateway 'main'
+			option enabled '1'
+			option bundle 'LP1:bWVtYmVyID0gYWxpY2UK'
+			list lan_network 'lan'
+			option spread_interactive 'redundant'
+			option spread_bulk 'session'
+			option spread_default 'packet'
+
+		config uplink 'wan'
+			option network 'wan'
+			option probe_interval_ms '1000'
+	EOF
+	netstate <<-'EOF'
+		lan br-lan br-lan
+		wan eth1 eth1
+	EOF
+	run_init start || return 1
+	local calls
+	calls="$(procd_calls)"
+	assert_contains "command" "$COMMAND_PREFIX [--resolve] [lan=br-lan] [--resolve] [wan=eth1]
+procd_set_param [file] [/etc/config/linkpool]" "$calls" &&
+		assert_not_contains "no spreading argument" "spread" "$calls"
+}
+
 test_init_disabled_does_not_start_with_standin() {
 	linkpool_config <<-'EOF'
 		config gateway 'main'
@@ -476,6 +504,17 @@ case "$check_name" in *"$filter"*)
 		out="$("$linkpool_bin" check-config --uci "$T/linkpool" --resolve lan=br-lan --resolve wan=eth1 2>&1)" ||
 			problem="${problem:-enabled config rejected: $out}"
 		case "$out" in *"LAN br-lan"*) ;; *) problem="${problem:-enabled config not understood: $out}" ;; esac
+		# Spreading modes as `uci set` leaves them: a mode is accepted, a typo named.
+		sed -i "s/option spread_bulk 'auto'/option spread_bulk 'session'/" "$T/linkpool"
+		out="$("$linkpool_bin" check-config --uci "$T/linkpool" --resolve lan=br-lan --resolve wan=eth1 2>&1)" ||
+			problem="${problem:-spread_bulk 'session' rejected: $out}"
+		sed -i "s/option spread_bulk 'session'/option spread_bulk 'fast'/" "$T/linkpool"
+		if out="$("$linkpool_bin" check-config --uci "$T/linkpool" --resolve lan=br-lan --resolve wan=eth1 2>&1)"; then
+			problem="${problem:-spread_bulk 'fast' accepted: $out}"
+		fi
+		case "$out" in *"key \`linkpool.main.spread_bulk\`: unknown flow mode \`fast\` (expected auto, session, packet or redundant)"*) ;;
+		*) problem="${problem:-spread_bulk 'fast' not named: $out}" ;;
+		esac
 		rm -rf "$T"
 		if [ -z "$problem" ]; then
 			passed=$((passed + 1))
