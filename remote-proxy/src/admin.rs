@@ -286,6 +286,14 @@ ipv6_pool = "fd77::/64"
 egress_device = ""
 mtu = {mtu}
 
+# How each class of flow is spread over a member's paths: auto, session, packet or
+# redundant (linkpool-proxy.example.toml says what each does). A member may have its own,
+# `spreading = {{ bulk = "session" }}` in its [[member]] table.
+[spreading]
+interactive = "auto"
+bulk = "auto"
+default = "auto"
+
 # Members are added with: linkpool-proxy member add NAME -c THIS_FILE
 "#,
         mesh = mesh_key.to_base64(),

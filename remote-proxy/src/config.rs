@@ -1,10 +1,13 @@
 //! The proxy's configuration (`linkpool-proxy run -c FILE`): TOML read into a validated
 //! [`ProxyConfig`], with errors that name the file, the line, the key and the reason.
 
-use linkpool_os::config_file::{ConfigError, parse_toml, read_config_file, toml_key_line};
+use linkpool_os::config_file::{
+    ConfigError, SpreadingTable, parse_toml, read_config_file, toml_key_line,
+};
 use linkpool_os::log::parse_level;
 use linkpool_os::tun::check_ifname;
 use linkpool_protocol::bundle::{CipherChoice, check_endpoint, check_member_name};
+use linkpool_protocol::flow::Modes;
 use linkpool_protocol::keys::{PublicKey, SecretKey, SharedSecret};
 use serde::Deserialize;
 use std::fmt;
@@ -154,6 +157,9 @@ pub struct ProxyConfig {
     pub control_socket: PathBuf,
     /// TUN device and NAT.
     pub tunnel: ProxyTunnel,
+    /// How each class of flow is spread over members' paths, for members without a
+    /// `spreading` of their own (`[spreading]`; all `auto` unless set).
+    pub spreading: Modes,
     /// The members.
     pub members: Vec<MemberConfig>,
     /// Worth a log line, not fatal (a private key file others can read, ...).
@@ -188,6 +194,9 @@ pub struct MemberConfig {
     pub cipher: Option<CipherChoice>,
     /// Optional Noise pre-shared key.
     pub psk: Option<SharedSecret>,
+    /// This member's spreading modes when its `spreading` table names any: the proxy-wide
+    /// ones with the classes it names replaced. `None`: the proxy-wide ones.
+    pub spreading: Option<Modes>,
 }
 
 impl ProxyConfig {
@@ -321,6 +330,8 @@ impl ProxyConfig {
         let mtu = check_mtu(t.mtu.unwrap_or(DEFAULT_MTU.into()), ipv6_pool.is_some())
             .map_err(|r| err("tunnel.mtu".into(), r))?;
 
+        let spreading = raw.spreading.unwrap_or_default().over(Modes::default());
+
         let own_public = private_key.public_key();
         let mut members: Vec<MemberConfig> = Vec::new();
         for (i, m) in raw.member.into_iter().enumerate() {
@@ -409,6 +420,7 @@ impl ProxyConfig {
                 addresses,
                 cipher,
                 psk,
+                spreading: m.spreading.map(|t| t.over(spreading)),
             });
         }
 
@@ -428,6 +440,7 @@ impl ProxyConfig {
                 egress_device,
                 mtu,
             },
+            spreading,
             members,
             warnings,
         })
@@ -485,6 +498,8 @@ struct RawProxy {
     log_level: Option<String>,
     control_socket: Option<String>,
     tunnel: Option<RawTunnel>,
+    // Modes are checked as they are read: an error has the value's line.
+    spreading: Option<SpreadingTable>,
     #[serde(default)]
     member: Vec<RawMember>,
 }
@@ -508,6 +523,7 @@ struct RawMember {
     address: Vec<String>,
     cipher: Option<String>,
     psk: Option<String>,
+    spreading: Option<SpreadingTable>,
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use linkpool_os::event::{readable_any, sleep_until};
 use linkpool_os::log::LogHandle;
 use linkpool_os::signal::{Signal, Signals};
 use linkpool_os::socket::{try_recv_with_destination, try_send_from};
+use linkpool_os::status;
 use linkpool_protocol::path::PathState;
 use linkpool_protocol::server::{
     Accepted, DEFAULT_QUEUE_SLOTS, HANDSHAKE_SHARE, MemberId, MemberKey, Server, ServerConfig,
@@ -61,6 +62,15 @@ fn member_keys(config: &ProxyConfig) -> Vec<MemberKey> {
             addresses: m.addresses.clone(),
         })
         .collect()
+}
+
+/// Tells the core how `config` spreads flows: proxy-wide, and per member (ids are indices
+/// into `config.members`, as [`member_keys`] lists them).
+fn set_spreading(server: &mut Server, config: &ProxyConfig) {
+    server.set_spreading(config.spreading);
+    for (i, m) in config.members.iter().enumerate() {
+        server.set_member_spreading(MemberId(i as u32), m.spreading);
+    }
 }
 
 fn random_bytes() -> io::Result<[u8; 32]> {
@@ -147,7 +157,7 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
         "handshakes: cookies asked beyond {budget}/s (a {HANDSHAKE_SHARE}th of a core)"
     );
     let now = Instant::now();
-    let server = Server::new(
+    let mut server = Server::new(
         ServerConfig {
             static_key: config.private_key.clone(),
             members: member_keys(&config),
@@ -159,6 +169,7 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
         now,
         random_bytes()?,
     );
+    set_spreading(&mut server, &config);
     let mut proxy = Proxy {
         started: now,
         config,
@@ -225,6 +236,7 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
                     Ok(new) => {
                         log.set_level(new.log_level);
                         proxy.server.set_members(member_keys(&new));
+                        set_spreading(&mut proxy.server, &new);
                         info!(members = new.members.len(), "configuration re-read");
                         proxy.config = new;
                     }
@@ -331,14 +343,17 @@ impl Proxy {
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                let s = self.server.member(MemberId(i as u32));
+                let id = MemberId(i as u32);
+                let s = self.server.member(id);
                 let ms = |d: Duration| d.as_secs_f64() * 1e3;
-                let paths: Vec<_> = s
+                let all = s.as_ref().map_or(&[][..], |s| s.paths);
+                let total_rate = status::total_send_rate(all, now);
+                let total_tx = status::total_tx_bytes(all);
+                let paths: Vec<_> = all
                     .iter()
-                    .flat_map(|s| s.paths.iter())
                     .map(|p| {
                         let c = p.counters();
-                        serde_json::json!({
+                        let mut entry = serde_json::json!({
                             "path": p.id().0,
                             "endpoint": p.endpoint().remote.to_string(),
                             "local": p.endpoint().local.map(|a| a.to_string()),
@@ -353,9 +368,14 @@ impl Proxy {
                             "resent_elsewhere": c.resent_elsewhere,
                             "suspected": c.suspected,
                             "receipt_bytes": p.peer_receipt().map(|r| r.1),
-                        })
+                        });
+                        if let Some(entry) = entry.as_object_mut() {
+                            entry.extend(status::path_fields(Some(p), now, total_rate, total_tx));
+                        }
+                        entry
                     })
                     .collect();
+                let spread = s.as_ref().map_or_else(Default::default, |s| s.spread);
                 serde_json::json!({
                     "name": m.name,
                     "addresses": m.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
@@ -364,6 +384,13 @@ impl Proxy {
                     "last_received_s_ago": ago(s.as_ref().and_then(|s| s.last_received)),
                     "queued": s.as_ref().map_or(0, |s| s.queued),
                     "paths": paths,
+                    "flows": status::flows_json(
+                        s.as_ref().and_then(|s| s.flows),
+                        &self.server.member_spreading(id),
+                        now,
+                        |_| None,
+                    ),
+                    "spread": status::spread_json(&spread),
                 })
             })
             .collect();
@@ -431,6 +458,12 @@ fn status_text(s: &serde_json::Value) -> String {
                 p["tx_bytes"],
                 p["tx_packets"],
             );
+            if let Some(line) = status::path_text(p) {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+        if m["connected"] == true {
+            status::spreading_text(&mut out, "  ", &m["flows"], &m["spread"], None);
         }
     }
     if let Some(drops) = s["drops"].as_object().filter(|d| !d.is_empty()) {
@@ -438,4 +471,58 @@ fn status_text(s: &serde_json::Value) -> String {
         let _ = writeln!(out, "dropped {}", list.join(", "));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text status: per member, its paths with their share and congestion control,
+    /// then its flows and spread counters, in the gateway's words.
+    #[test]
+    fn status_text_shows_each_members_paths_flows_and_spreading() {
+        let s = serde_json::json!({
+            "uptime_s": 60, "handshakes": 2, "cookies_sent": 0,
+            "members": [
+                {"name": "alice", "connected": true, "paths": [
+                    {"path": 3, "state": "active", "endpoint": "198.51.100.7:40001",
+                     "srtt_ms": 20.0, "rx_bytes": 6000, "rx_packets": 6,
+                     "tx_bytes": 5000, "tx_packets": 5,
+                     "send_rate_bps": 0, "send_share": null, "tx_share": 1.0,
+                     "cc_state": "startup", "bandwidth_bps": 0,
+                     "pacing_rate_bps": 1_000_000, "cwnd_bytes": 14000, "bytes_in_flight": 0},
+                 ],
+                 "flows": {
+                    "live": 1,
+                    "classes": {
+                        "interactive": {"flows": 0, "mode": "redundant", "configured": "auto"},
+                        "bulk": {"flows": 1, "mode": "packet", "configured": "auto"},
+                        "default": {"flows": 0, "mode": "redundant", "configured": "redundant"},
+                    },
+                    "busiest": [
+                        {"flow": "tcp 192.0.2.9:443 > 10.77.0.2:40000", "class": "bulk",
+                         "mode": "packet", "rate_bps": 2_500_000, "path": null, "uplink": null},
+                    ],
+                 },
+                 "spread": {"packets": 10, "duplicated_packets": 0, "duplicated_bytes": 0,
+                            "redundancy_overhead_pct": 0.0, "repaired": 0}},
+                {"name": "bob", "connected": false, "paths": [], "flows": {}, "spread": {}},
+            ],
+            "drops": {"no_member": 3},
+        });
+        assert_eq!(
+            status_text(&s),
+            "\
+up 60 s  members 1/2 connected  handshakes 2  cookies sent 0
+member alice connected
+  path 3 active from 198.51.100.7:40001  rtt 20.0 ms  received 6000 B / 6 pkts  sent 5000 B / 5 pkts
+    sends -, 100% in all  startup  bandwidth 0 kbit/s  pacing 1.0 Mbit/s  window 14000 B  in flight 0 B
+  flows 1  interactive 0 redundant (auto)  bulk 1 packet (auto)  default 0 redundant
+    tcp 192.0.2.9:443 > 10.77.0.2:40000  bulk packet  2.5 Mbit/s
+  spread 10 pkts  duplicated 0 pkts / 0 B (0.0% overhead)  repaired 0
+member bob offline
+dropped no_member 3
+"
+        );
+    }
 }

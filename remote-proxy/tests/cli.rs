@@ -312,6 +312,14 @@ fn run_sets_up_tun_and_nat_and_removes_them_on_sigterm() {
     let config = init(&dir);
     let out = proxy(&["member", "add", "alice", "-c", config.to_str().unwrap()]);
     assert!(out.status.success());
+    // Its own control socket, and modes of its own for alice (her table is the last).
+    let socket = dir.path("proxy.sock");
+    let text_before = std::fs::read_to_string(&config).unwrap();
+    let edited = text_before.replace(
+        "control_socket = \"/var/run/linkpool-proxy.sock\"",
+        &format!("control_socket = \"{}\"", socket.display()),
+    ) + "spreading = { bulk = \"session\" }\n";
+    std::fs::write(&config, &edited).unwrap();
     let ns = NetNs::new("proxyrun");
     let mut daemon = Daemon(
         Some(
@@ -361,8 +369,45 @@ fn run_sets_up_tun_and_nat_and_removes_them_on_sigterm() {
         "linkpool-proxy"
     );
 
+    // Status, as JSON: alice's modes as configured, the rest auto.
+    let status_json = || {
+        let out = proxy(&["status", "-c", config.to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let s = status_json();
+    let alice = &s["members"][0];
+    assert_eq!(alice["name"], "alice");
+    let classes = &alice["flows"]["classes"];
+    assert_eq!(classes["bulk"]["configured"], "session", "{s}");
+    assert_eq!(classes["bulk"]["mode"], "session");
+    assert_eq!(classes["interactive"]["configured"], "auto");
+    assert_eq!(classes["interactive"]["mode"], "redundant");
+    assert_eq!(alice["flows"]["live"], 0);
+    assert_eq!(alice["spread"]["packets"], 0);
+    assert_eq!(alice["spread"]["redundancy_overhead_pct"], 0.0);
+    let out = proxy(&["status", "-c", config.to_str().unwrap()]);
+    assert!(
+        text(&out.stdout).contains("member alice offline\n"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A reload applies new modes: proxy-wide, and alice's own.
+    std::fs::write(
+        &config,
+        edited
+            .replace("default = \"auto\"", "default = \"redundant\"")
+            .replace("{ bulk = \"session\" }", "{ bulk = \"packet\" }"),
+    )
+    .unwrap();
     daemon.signal(nix::sys::signal::Signal::SIGHUP);
     daemon.wait_until("the reload", || log().contains("configuration re-read"));
+    let s = status_json();
+    let classes = &s["members"][0]["flows"]["classes"];
+    assert_eq!(classes["bulk"]["configured"], "packet", "{s}");
+    assert_eq!(classes["default"]["configured"], "redundant", "{s}");
+    assert_eq!(classes["default"]["mode"], "redundant");
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     let out = daemon.wait();
     let log = log();

@@ -2,6 +2,7 @@
 
 use linkpool_os::config_file::ConfigError;
 use linkpool_protocol::bundle::{CipherChoice, MemberBundle};
+use linkpool_protocol::flow::{Mode, Modes};
 use linkpool_proxy::admin;
 use linkpool_proxy::config::ProxyConfig;
 use std::net::IpAddr;
@@ -64,6 +65,14 @@ fn the_example_configuration_is_valid() {
     assert_eq!(c.members[0].name, "alice");
     assert_eq!(c.members[0].cipher, Some(CipherChoice::ChaCha20Poly1305));
     assert!(c.members[0].psk.is_some());
+    assert_eq!(c.spreading, Modes::default());
+    assert_eq!(
+        c.members[0].spreading,
+        Some(Modes {
+            bulk: Mode::Session,
+            ..Modes::default()
+        })
+    );
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
 
@@ -83,6 +92,7 @@ fn defaults() {
     assert_eq!(c.tunnel.egress_device, None);
     assert_eq!(c.tunnel.mtu, 1381);
     assert_eq!(c.private_key.to_base64(), KEY);
+    assert_eq!(c.spreading, Modes::default(), "all auto");
     let nat = c.nat();
     assert_eq!(nat.ipv4_pool, ("10.77.0.0".parse().unwrap(), 16));
 }
@@ -259,6 +269,55 @@ fn errors_name_file_line_key_and_reason() {
             "member[0].name",
             "contains ` `",
         ),
+        (
+            format!("{b}\n[spreading]\nbulk = \"fast\"\n"),
+            Some(6),
+            "spreading.bulk",
+            "unknown flow mode `fast` (expected auto, session, packet or redundant)",
+        ),
+        (
+            format!("{b}[spreading]\nbulk = \"session\"\nvideo = \"packet\"\n"),
+            Some(6),
+            "spreading.video",
+            "unknown key (known keys: one of `interactive`, `bulk`, `default`)",
+        ),
+        (
+            format!(
+                "{b}{}spreading = {{ interactive = \"session\", bulk = \"Packet\" }}\n",
+                member("a", ALICE, "\"10.77.0.2\"")
+            ),
+            Some(9),
+            "member[0].spreading.bulk",
+            "unknown flow mode `Packet` (expected auto, session, packet or redundant)",
+        ),
+        (
+            format!(
+                "{b}{}{}[member.spreading]\ndefault = \"duplicate\"\n",
+                member("a", ALICE, "\"10.77.0.2\""),
+                member("b", BOB, "\"10.77.0.3\"")
+            ),
+            Some(15),
+            "member[1].spreading.default",
+            "unknown flow mode `duplicate` (expected auto, session, packet or redundant)",
+        ),
+        (
+            format!(
+                "{b}{}spreading = {{ bulky = \"packet\" }}\n",
+                member("a", ALICE, "\"10.77.0.2\"")
+            ),
+            Some(9),
+            "member[0].spreading.bulky",
+            "unknown key",
+        ),
+        (
+            format!(
+                "{b}{}spreading = \"packet\"\n",
+                member("a", ALICE, "\"10.77.0.2\"")
+            ),
+            Some(9),
+            "member[0].spreading",
+            "invalid type: string \"packet\", expected struct SpreadingTable",
+        ),
     ];
     std::fs::write(dir.0.join("proxy.toml.bad"), "not a key\n").unwrap();
     for (text, line, key, reason) in cases {
@@ -269,6 +328,58 @@ fn errors_name_file_line_key_and_reason() {
         assert!(e.reason.contains(reason), "{e}\n--- in ---\n{text}");
         assert!(!e.to_string().contains('\n'), "one line: {e}");
     }
+}
+
+#[test]
+fn spreading_proxy_wide_and_per_member() {
+    let dir = TempDir::new("spreading");
+    let text = format!(
+        "{}\n[spreading]\ninteractive = \"session\"\nbulk = \"packet\"\n\n\
+         [[member]]\nname = \"a\"\npublic_key = \"{ALICE}\"\naddress = [\"10.77.0.2\"]\n\
+         spreading = {{ bulk = \"session\", default = \"redundant\" }}\n\n\
+         [[member]]\nname = \"b\"\npublic_key = \"{BOB}\"\naddress = [\"10.77.0.3\"]\n\
+         [member.spreading]\ninteractive = \"auto\"\n",
+        base()
+    );
+    let mut c = parse(&dir, &text).unwrap();
+    let proxy = Modes {
+        interactive: Mode::Session,
+        bulk: Mode::Packet,
+        default: Mode::Auto,
+    };
+    assert_eq!(c.spreading, proxy);
+    // A member's table replaces the classes it names; the others follow [spreading]
+    // (`auto` named is auto, not "as the proxy says").
+    assert_eq!(
+        c.members[0].spreading,
+        Some(Modes {
+            interactive: Mode::Session,
+            bulk: Mode::Session,
+            default: Mode::Redundant,
+        })
+    );
+    assert_eq!(
+        c.members[1].spreading,
+        Some(Modes {
+            interactive: Mode::Auto,
+            ..proxy
+        })
+    );
+    // Without a table of its own, a member has none: the core applies the proxy's.
+    let text = text.replace("[member.spreading]\ninteractive = \"auto\"\n", "");
+    c = parse(&dir, &text).unwrap();
+    assert_eq!(c.members[1].spreading, None);
+
+    // `member add` and `member remove` keep the other members' tables.
+    let path = with_key(&dir);
+    let added = admin::add_member(&path, &text, "c", None, false).unwrap();
+    let c = ProxyConfig::from_toml_str(&path, &added.config_text).unwrap();
+    assert_eq!(c.members[0].spreading.unwrap().default, Mode::Redundant);
+    assert_eq!(c.members[2].spreading, None);
+    let removed = admin::remove_member(&path, &added.config_text, "b").unwrap();
+    let c = ProxyConfig::from_toml_str(&path, &removed).unwrap();
+    assert_eq!(c.spreading, proxy);
+    assert_eq!(c.members[0].spreading.unwrap().bulk, Mode::Session);
 }
 
 #[test]
