@@ -854,8 +854,14 @@ impl Transport {
         let faster: f64 = lanes[..k].iter().flatten().map(|(_, l)| l.rate).sum();
         let lane = lanes[k].expect("a lane").1;
         let first = lanes[0].expect("a lane").1;
+        // A faster path still in startup has not found its rate: what it carries is no
+        // measure of what it could.
+        let faster_found = lanes[..k].iter().flatten().all(|&(j, _)| {
+            self.paths[j].congestion_state() != crate::path::CongestionState::Startup
+        });
         let spread_here = k == 0
-            || (self.bulk_demand.rate(now) as f64 >= DEMAND_SHARE * faster
+            || (faster_found
+                && self.bulk_demand.rate(now) as f64 >= DEMAND_SHARE * faster
                 && lane.owd.saturating_sub(first.owd) <= MAX_SKEW);
         let lowest_latency = lanes
             .iter()

@@ -134,7 +134,7 @@ impl GatewayCore {
             suite: CipherSuite::default(),
             limits: Limits::default(),
             mtu: MTU,
-            queue_slots: client::DEFAULT_QUEUE_SLOTS,
+            queue_slots: cfg.queue_slots.unwrap_or(client::DEFAULT_QUEUE_SLOTS),
         };
         let start = cfg.base;
         let mut client = Client::new(config, start, WALL_CLOCK_US, mix(cfg.seed, 1));
@@ -283,7 +283,7 @@ impl ProxyCore {
             limits: Limits::default(),
             handshakes_per_second: 1000,
             mtu: MTU,
-            queue_slots: server::DEFAULT_QUEUE_SLOTS,
+            queue_slots: cfg.queue_slots.unwrap_or(server::DEFAULT_QUEUE_SLOTS),
         };
         let mut random = [0u8; 32];
         for (i, chunk) in random.chunks_mut(8).enumerate() {

@@ -143,6 +143,10 @@ pub struct SimConfig {
     pub spin_limit: u32,
     /// Loop turns at one instant before the simulation gives up (a livelock).
     pub max_turns: u64,
+    /// Send-queue slots of the cores ([`crate::cores`]); `None`: their defaults. A
+    /// session has at most this many packets in flight and queued, so paths whose
+    /// bandwidth-delay product exceeds it need more.
+    pub queue_slots: Option<usize>,
 }
 
 impl SimConfig {
@@ -153,6 +157,7 @@ impl SimConfig {
             base: Instant::now(),
             paths: Vec::new(),
             overhead: 28,
+            queue_slots: None,
             gateway_addr: Ipv4Addr::new(10, 77, 0, 2),
             internet_addr: Ipv4Addr::new(198, 51, 100, 7),
             spin_limit: 5,
@@ -163,6 +168,12 @@ impl SimConfig {
     /// Adds a path.
     pub fn path(mut self, path: PathSpec) -> SimConfig {
         self.paths.push(path);
+        self
+    }
+
+    /// Gives the cores `slots` send-queue slots.
+    pub fn queue_slots(mut self, slots: usize) -> SimConfig {
+        self.queue_slots = Some(slots);
         self
     }
 

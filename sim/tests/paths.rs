@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use linkpool_protocol::PathEvent;
 use linkpool_protocol::client::Event;
+use linkpool_protocol::flow::{Mode, Modes};
 use linkpool_protocol::path::{Path, PathState};
 use linkpool_sim::cores::{self, GatewayCore, ProxyCore};
 use linkpool_sim::{
@@ -376,14 +377,21 @@ fn loss_estimates_match_the_truth() {
     }
 }
 
-/// (3e) Delivery rate: a download saturates path 0 (downstream) and an upload does so
-/// upstream. The sender's estimate (datagram bytes per second) is within 10 % of the
+/// (3e) Delivery rate: a download pinned to path 0 saturates it (downstream) and an
+/// upload does so upstream. The sender's estimate (datagram bytes per second) is within 10 % of the
 /// truth's rate of the last second and of what the link carries of datagram bytes: its
 /// 20 Mbit/s counts the simulator's 28 bytes of IPv4 and UDP headers per datagram too.
 #[test]
 fn delivery_rate_of_a_saturated_path() {
     for upload in [false, true] {
         let mut sim = two_paths(6);
+        // One path, saturated: the flow pinned to it rather than spread.
+        let pinned = Modes {
+            bulk: Mode::Session,
+            ..Modes::default()
+        };
+        sim.gateway_mut().client_mut().set_spreading(pinned);
+        sim.proxy_mut().server_mut().set_spreading(pinned);
         let flow = if upload {
             TcpFlow::upload()
         } else {
