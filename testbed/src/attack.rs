@@ -309,11 +309,11 @@ impl Rng {
 
 /// mac1 of initiations to one proxy, as `session::write_mac1` computes it (HMAC-SHA256
 /// with a key derived by HKDF-SHA256, truncated), but with the key derived once and the
-/// hash compiled optimised: `write_mac1` derives the key on every call, and in a debug
-/// build (what `cargo test` runs) its generic HMAC is compiled unoptimised in the protocol
-/// crate, about 40 µs a datagram: too slow to forge 20 000 a second. snow's SHA-256
-/// behind its `Hash` trait object is compiled in snow, optimised with the other
-/// dependencies. [`Generator::new`] checks it against `write_mac1` before use.
+/// hash compiled optimised: `write_mac1` derives the key on every call, and its generic
+/// HMAC is compiled in the protocol crate at that crate's opt-level (0 in debug builds
+/// until the workspace's Cargo.toml raised it to 2: about 40 µs a datagram then, too slow
+/// to forge 20 000 a second). snow's SHA-256 behind its `Hash` trait object is compiled in
+/// snow, optimised with the other dependencies. [`Generator::new`] checks it against `write_mac1` before use.
 struct FastMac1 {
     hash: Box<dyn snow::types::Hash>,
     key: [u8; 32],

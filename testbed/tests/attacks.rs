@@ -11,7 +11,10 @@
 //! emulator's SCHED_FIFO threads took 82 % of a core at 20 000 datagrams/s, CPU the proxy
 //! then could not have on a 2-core machine). Each test checks the proxy host received
 //! every flood datagram and the emulated links, carrying the members' traffic, dropped
-//! nothing.
+//! nothing, and that `linkpool-proxy status`, run once half way through the flood, answers
+//! (the CLI's own retries allowed, nothing more). Where a flood can make the proxy run
+//! Diffie-Hellmans (`handshakes_processed`), the count is checked against what the
+//! handshake budget allows.
 //!
 //! Every test prints its figures on stderr (not captured): flood rate reached, ping loss,
 //! reconnect time, proxy CPU, proxy counters and what the emulated links carried. Floods
@@ -21,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use linkpool_testbed::attack::{self, Capture, FloodKind, FloodReport, FloodSpec};
@@ -239,6 +242,9 @@ fn json_drops(json: &str) -> BTreeMap<String, u64> {
 /// Counters read before and after a flood.
 struct Snapshot {
     at: Instant,
+    /// When the proxy's status (the counters below) had been read: they were read between
+    /// `at` and this.
+    status_read: Instant,
     handshakes: u64,
     /// Responder handshakes the proxy ran (accepted or not), where it counts them.
     processed: u64,
@@ -271,6 +277,7 @@ fn snapshot(coop: &Coop, pool: &Pool) -> Snapshot {
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
+    let status_read = Instant::now();
     let snmp = coop
         .proxy()
         .exec_ok(&["cat", "/proc/net/snmp"])
@@ -303,6 +310,7 @@ fn snapshot(coop: &Coop, pool: &Pool) -> Snapshot {
     };
     Snapshot {
         at,
+        status_read,
         handshakes: json_number(&status, "handshakes"),
         processed: json_number(&status, "handshakes_processed"),
         budget: json_number(&status, "handshake_budget_per_s"),
@@ -352,6 +360,20 @@ fn links_delta(a: &Snapshot, b: &Snapshot) -> (String, u64) {
     (text, drops)
 }
 
+/// One `linkpool-proxy status --json` started in the middle of a flood, as an operator
+/// would: the CLI's own waiting and retrying (up to its 10 s) is all it gets.
+#[derive(Debug)]
+struct MidFlood {
+    /// How far into the flood it started.
+    started: Duration,
+    /// How long the CLI took to answer or fail.
+    took: Duration,
+    /// Whether the flood was still running when it answered.
+    flood_running: bool,
+    /// Its output, or its error.
+    answer: Result<String, String>,
+}
+
 /// What one flood test measured.
 struct Figures {
     flood: FloodReport,
@@ -363,6 +385,15 @@ struct Figures {
     reconnect: Option<Duration>,
     handshakes: u64,
     processed: u64,
+    /// The proxy's handshake budget (handshakes a second before cookies), from its status.
+    budget: u64,
+    /// The longest the counters' difference can span: from the moment the first status
+    /// read began to the moment the second one had its answer, seconds.
+    counted_over: f64,
+    /// The members' sources (one per gateway uplink): what can present a valid cookie.
+    member_sources: u64,
+    /// `linkpool-proxy status` run once mid-flood.
+    mid_flood: MidFlood,
     cookies_sent: u64,
     drops: BTreeMap<String, u64>,
     proxy_cpu: f64,
@@ -444,10 +475,28 @@ fn run(kind: FloodKind, rate: u64) -> Figures {
         machine_jiffies(),
         Instant::now(),
     );
-    let (flood, during, reconnect, gw2, (proxy_cpu, emulator_cpu, machine_busy, top)) =
+    let flood_done = AtomicBool::new(false);
+    let flood_at = Instant::now();
+    let (flood, during, reconnect, gw2, mid_flood, (proxy_cpu, emulator_cpu, machine_busy, top)) =
         std::thread::scope(|s| {
-            let flood = s.spawn(|| attack::flood(&attacker_ns, &spec, &stop));
+            let flood = s.spawn(|| {
+                let report = attack::flood(&attacker_ns, &spec, &stop);
+                flood_done.store(true, Ordering::Release);
+                report
+            });
             let pings = s.spawn(|| ping(c1, &target, FLOOD - Duration::from_millis(200)));
+            // Half way through the flood (member 2 has reconnected by then, or should have).
+            let status = s.spawn(|| {
+                std::thread::sleep(FLOOD / 2);
+                let started = flood_at.elapsed();
+                let answer = pool.proxy_status(&coop, true).map_err(|e| e.to_string());
+                MidFlood {
+                    started,
+                    took: flood_at.elapsed() - started,
+                    flood_running: !flood_done.load(Ordering::Acquire),
+                    answer,
+                }
+            });
             std::thread::sleep(RECONNECT_AFTER);
             let started = Instant::now();
             let mut gw = coop
@@ -468,7 +517,14 @@ fn run(kind: FloodKind, rate: u64) -> Figures {
                 (machine.0 - machine_from.0) as f64 / (machine.1 - machine_from.1).max(1) as f64,
                 top_processes(&ticks_from, &process_ticks(), secs),
             );
-            (flood, pings.join().unwrap(), reconnect, gw, cpu)
+            (
+                flood,
+                pings.join().unwrap(),
+                reconnect,
+                gw,
+                status.join().unwrap(),
+                cpu,
+            )
         });
     let after = snapshot(&coop, &pool);
     pool.gateways.push(gw2);
@@ -488,6 +544,10 @@ fn run(kind: FloodKind, rate: u64) -> Figures {
         reconnect,
         handshakes: after.handshakes - before.handshakes,
         processed: after.processed - before.processed,
+        budget: after.budget,
+        counted_over: after.status_read.duration_since(before.at).as_secs_f64(),
+        member_sources: coop.routers().iter().map(|r| r.wans().len() as u64).sum(),
+        mid_flood,
         cookies_sent: after.cookies_sent - before.cookies_sent,
         drops,
         proxy_cpu,
@@ -507,7 +567,8 @@ fn run(kind: FloodKind, rate: u64) -> Figures {
     show(&format!(
         "\n=== {kind} flood ===\n  {}\n  member 1 without flood: {}\n  member 1 during flood:  {}\n  \
          member 2 first connect {:?}; reconnect during flood {}\n  \
-         proxy: CPU {:.0} % of a core during the flood; over {window:.1} s: handshakes +{} (processed +{}; budget {}/s at {} µs each), cookies sent +{}, drops {:?}\n  \
+         proxy: CPU {:.0} % of a core during the flood; over {window:.1} s: handshakes +{} (processed +{}, {:.0}/s; budget {}/s at {} µs each, at most {} in this window), cookies sent +{}, drops {:?}\n  \
+         proxy status mid-flood ({:.1?} in): {} after {:.0?}, {}\n  \
          proxy host: received {} frames from the attacker and {} on eth0, UDP delivered {} datagrams, {} dropped on a full socket buffer\n  \
          emulator threads: CPU {:.0} % of a core during the flood; the machine ({} cores) {:.0} % busy\n  \
          most CPU during the flood: {}\n{}",
@@ -521,10 +582,23 @@ fn run(kind: FloodKind, rate: u64) -> Figures {
         figures.proxy_cpu * 100.0,
         figures.handshakes,
         figures.processed,
+        figures.processed as f64 / figures.counted_over,
         after.budget,
         after.cost_us,
+        dh_bound(&figures),
         figures.cookies_sent,
         figures.drops,
+        figures.mid_flood.started,
+        match &figures.mid_flood.answer {
+            Ok(_) => "answered".to_string(),
+            Err(e) => format!("FAILED ({e})"),
+        },
+        figures.mid_flood.took,
+        if figures.mid_flood.flood_running {
+            "the flood still running"
+        } else {
+            "the flood over by then"
+        },
         figures.attack_rx_frames,
         figures.proxy_rx_frames,
         figures.udp_in,
@@ -536,6 +610,40 @@ fn run(kind: FloodKind, rate: u64) -> Figures {
         figures.report,
     ));
     figures
+}
+
+/// The most Diffie-Hellmans (`handshakes_processed`) protocol/src/server.rs lets through in
+/// `f.counted_over` seconds: the load bucket refills at the budget (an eighth of a core's
+/// handshakes a second) and holds at most a 25th of a second's worth (at least one); once
+/// it is empty only initiations with a valid cookie go on, each source with its own bucket
+/// of 2 a second (burst 2). Only the members can present valid cookies (the attacker never
+/// answers the cookie replies; its mac2 is zero, and a random one would not pass), so
+/// those buckets count once per member source.
+fn dh_bound(f: &Figures) -> u64 {
+    const SOURCE_RATE: f64 = 2.0;
+    const SOURCE_BURST: f64 = 2.0;
+    let budget = f.budget as f64;
+    let burst = (budget / 25.0).max(1.0);
+    let sources = f.member_sources as f64 * (SOURCE_BURST + SOURCE_RATE * f.counted_over);
+    (budget * f.counted_over + burst + sources).ceil() as u64
+}
+
+/// `handshakes_processed` within what the handshake budget allows.
+fn check_dh_budget(f: &Figures) {
+    assert!(
+        f.budget > 0,
+        "the proxy's status reports no handshake budget (`handshake_budget_per_s`)"
+    );
+    let bound = dh_bound(f);
+    assert!(
+        f.processed <= bound,
+        "during the {} flood the proxy ran {} Diffie-Hellmans in at most {:.1} s: over its \
+         budget of {}/s (at most {bound} with the burst and the members' cookie buckets)",
+        f.flood.kind,
+        f.processed,
+        f.counted_over,
+        f.budget
+    );
 }
 
 /// The pass criteria every flood shares, with the flood really at the asked rate and the
@@ -571,6 +679,16 @@ fn check(f: &Figures) {
         MAX_LOSS * 100.0,
         f.logs
     );
+    match &f.mid_flood.answer {
+        Ok(json) => assert!(
+            json.contains("\"handshakes\":"),
+            "`linkpool-proxy status --json` mid-flood answered without its counters: {json}"
+        ),
+        Err(e) => panic!(
+            "`linkpool-proxy status` started {:.1?} into the {} flood failed after {:.1?}: {e}",
+            f.mid_flood.started, f.flood.kind, f.mid_flood.took
+        ),
+    }
     match f.reconnect {
         Some(d) if d <= MAX_RECONNECT => {}
         other => panic!(
@@ -606,6 +724,16 @@ fn replayed_truncated_and_bit_flipped_initiations_cost_members_nothing() {
         f.handshakes,
         f.flood.responses
     );
+    // Nor a Diffie-Hellman: exact replays and bit flips in mac2 stop at the seen-ephemeral
+    // lookup, other flips at mac1, truncations before. What is left is member 2's own
+    // reconnection, as above.
+    assert!(
+        f.processed <= 3,
+        "the proxy ran {} Diffie-Hellmans during a flood of replayed and mangled copies of one \
+         initiation",
+        f.processed
+    );
+    check_dh_budget(&f);
     check(&f);
 }
 
@@ -627,6 +755,7 @@ fn exact_replays_of_a_captured_initiation_are_refused_cheaply() {
 fn initiations_with_random_keys_and_a_valid_mac1_cost_members_nothing() {
     let f = run(FloodKind::Mac1, RATE);
     check(&f);
+    check_dh_budget(&f);
     assert!(
         f.cookies_sent > 0,
         "a flood of {} valid-mac1 initiations drew no cookie",
