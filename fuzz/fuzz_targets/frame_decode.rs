@@ -26,7 +26,7 @@ use linkpool_protocol::frame::{
 #[derive(Debug, PartialEq, Eq)]
 enum Owned<'a> {
     Frame(Frame),
-    Packet(Option<u32>, &'a [u8]),
+    Packet(Option<frame::Spread>, &'a [u8]),
 }
 
 /// Decodes `plain` whole, checking each frame; `None` if a frame is malformed.

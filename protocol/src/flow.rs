@@ -998,7 +998,12 @@ impl FlowTable {
     }
 
     fn start_flow(&mut self, s: usize, now: Instant, key: &FlowKey) {
-        let seq = self.slots[s].as_ref().map_or(0, |f| f.seq);
+        // A slot's first sequence is drawn from the table's keys, as TCP draws its ISN: a
+        // peer restarted (a new table) lands far from where the far end's reorder state
+        // for the slot stands, which resyncs on it instead of refusing its first packets
+        // as copies of the old ones.
+        let first = || SplitMix(self.k1 ^ s as u64).next_u64() as u32;
+        let seq = self.slots[s].as_ref().map_or_else(first, |f| f.seq);
         self.slots[s] = Some(Flow::new(now, *key, seq));
         self.counters.inserted += 1;
     }
@@ -1695,6 +1700,29 @@ mod tests {
         let mut c = FlowTable::new(65535, 0);
         assert!(c.on_packet(t, &udp4(1, 2, 80)).is_some());
         assert_eq!(c.capacity(), 65535);
+    }
+
+    /// A restarted peer's table (another seed) starts each slot's sequence far from the
+    /// old one's, so the far end's reorder buffer resyncs (beyond
+    /// [`crate::reorder::MAX_DISTANCE`]) instead of refusing its first packets as copies.
+    #[test]
+    fn slot_sequences_start_far_apart_in_each_table() {
+        let t = Instant::now();
+        let p = udp4(1, 2, 80);
+        let mut near = 0;
+        for seed in 0..200u64 {
+            let mut a = FlowTable::new(64, seed);
+            let mut b = FlowTable::new(64, seed + 1000);
+            let (sa, sb) = (a.on_packet(t, &p).unwrap(), b.on_packet(t, &p).unwrap());
+            let (qa, qb) = (a.get(sa).unwrap().seq, b.get(sb).unwrap().seq);
+            near += usize::from(
+                qa.wrapping_sub(qb).min(qb.wrapping_sub(qa)) < crate::reorder::MAX_DISTANCE,
+            );
+        }
+        assert!(
+            near <= 1,
+            "{near} of 200 restarts land within reorder distance"
+        );
     }
 
     #[test]

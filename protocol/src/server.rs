@@ -494,7 +494,9 @@ impl Server {
                     .ok_or(DropReason::UnknownSession)?;
                 let limits = self.limits;
                 let (mtu, slots) = (usize::from(self.mtu), self.queue_slots);
-                let flow_seed = self.flow_seed;
+                // A new seed for every member's core this proxy makes: a member forgotten
+                // and back gets other flow hashes and slot sequences than before.
+                let flow_seed = crate::SplitMix(self.flow_seed).next_u64();
                 let member = &mut self.members[id.0 as usize];
                 let spreading = member.spreading.unwrap_or(self.spreading);
                 let slot = [
@@ -528,6 +530,9 @@ impl Server {
                     }
                 }
                 member.last_received = Some(now);
+                if member.transport.is_none() {
+                    self.flow_seed = flow_seed;
+                }
                 let transport = member.transport.get_or_insert_with(|| {
                     let mut t = Transport::new(now, mtu, slots, flow_seed);
                     t.set_modes(spreading);
