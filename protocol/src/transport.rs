@@ -641,9 +641,16 @@ impl Transport {
     /// The usable paths as the scheduler sees them now, soonest arrival first.
     fn lanes(&self, now: Instant, out: &mut [Option<(usize, Lane)>; MAX_PATHS]) -> usize {
         let mtu = self.mtu + TRANSPORT_OVERHEAD;
+        // With no path active (a session just back, its paths still confirming), traffic
+        // goes on the one most likely to deliver rather than wait for three answers.
+        let fallback = if self.paths.iter().any(Path::usable) {
+            None
+        } else {
+            self.best_path(None)
+        };
         let mut n = 0;
         for (i, p) in self.paths.iter().enumerate() {
-            if !p.usable() || n == MAX_PATHS {
+            if (!p.usable() && Some(i) != fallback) || n == MAX_PATHS {
                 continue;
             }
             let srtt = p
@@ -891,6 +898,7 @@ impl Transport {
                 },
             }
         };
+        let spreadable = lanes.iter().flatten().count() > 1;
         let Some(d) = self.queue.dequeue(now, eligible, out) else {
             return Ok(None);
         };
@@ -904,7 +912,10 @@ impl Transport {
                 let spread = Spread {
                     flow: d.queue,
                     seq: f.seq,
-                    hold: mode == Mode::Packet,
+                    // Held for order (and repaired if lost) only while there is more
+                    // than one path to spread over: on one, a gap is a loss, TCP's own to
+                    // recover, and holding the packets behind it only delays them.
+                    hold: mode == Mode::Packet && spreadable,
                 };
                 f.seq = f.seq.wrapping_add(1);
                 (mode, f.class(), spread)

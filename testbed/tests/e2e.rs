@@ -164,18 +164,36 @@ fn lan_traffic_goes_through_the_tunnel_v4_and_v6() {
         proxy_text.contains("member member1 connected"),
         "{proxy_text}"
     );
-    // A clean run drops nothing, on either side: not even the kernel's link-local
-    // chatter on the tunnel devices, which never belongs in the tunnel.
+    // A clean run drops nothing, on either side, but what the core's queue drops to slow
+    // a download down (the queue is the core's, so that is where a saturating flow meets
+    // it): not even the kernel's link-local chatter on the tunnel devices, which never
+    // belongs in the tunnel.
     assert!(
-        json.contains("\"drops\":{}"),
+        faults(&json).is_empty(),
         "gateway dropped: {json}\n{}",
         pool.logs()
     );
     let proxy_json = pool.proxy_status(&coop, true).unwrap();
     assert!(
-        proxy_json.contains("\"drops\":{}"),
+        faults(&proxy_json).is_empty(),
         "proxy dropped: {proxy_json}"
     );
+}
+
+/// The drops in a daemon's JSON status (`"drops":{"reason":n,...}`) other than the
+/// queue's congestion signals: `queue_delay` (CoDel) and `queue_full` (the fattest flow
+/// loses packets when the queue is full).
+fn faults(json: &str) -> Vec<String> {
+    let at = json.find("\"drops\":{").expect("a drops object") + "\"drops\":{".len();
+    let body = &json[at..at + json[at..].find('}').expect("the object ends")];
+    body.split(',')
+        .filter(|kv| {
+            !kv.is_empty()
+                && !kv.starts_with("\"queue_delay\":")
+                && !kv.starts_with("\"queue_full\":")
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// The first number after `"key":` in a JSON text.
@@ -400,9 +418,21 @@ fn the_demo_runs_to_the_end_and_reports_every_uplink() {
     }
     assert!(text.contains("demo ok"), "{text}");
     assert!(!text.contains("(failed)"), "{text}");
+    // Nothing dropped but the queue's congestion signals (`dropped queue_delay N, ...`).
+    let dropped: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("dropped"))
+        .filter(|l| {
+            let only_codel = l.trim().strip_prefix("dropped ").is_some_and(|list| {
+                list.split(", ")
+                    .all(|d| d.starts_with("queue_delay ") || d.starts_with("queue_full "))
+            });
+            !only_codel
+        })
+        .collect();
     assert!(
-        !text.contains("dropped"),
-        "a daemon dropped packets:\n{text}"
+        dropped.is_empty(),
+        "a daemon dropped packets: {dropped:?}\n{text}"
     );
 }
 

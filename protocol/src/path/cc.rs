@@ -37,6 +37,8 @@ const MIN_CWND_PACKETS: u64 = 4;
 /// Startup ends, app-limited or not, once a round takes a quarter more than the base RTT
 /// plus this (timer and pacing noise): the path's queue is filling.
 const STARTUP_QUEUE_MARGIN: Duration = Duration::from_millis(2);
+/// A path sent data this recently carries traffic (for startup's delay exit).
+const CARRYING: Duration = Duration::from_secs(1);
 /// In flight before the first measurement.
 const INITIAL_CWND_PACKETS: u64 = 16;
 /// The pacer lets this much sending time accumulate (an event loop wakes a little late).
@@ -104,6 +106,8 @@ pub(crate) struct Congestion {
     /// Lost and delivered bytes in the current round.
     round_lost: u64,
     round_delivered: u64,
+    /// When data (not a ping) last went out.
+    last_data_sent: Option<Instant>,
     /// Cap on in-flight bytes after heavy loss; lifted while probing finds room.
     inflight_cap: Option<u64>,
     /// Deliveries below this count were sent while nothing waited to be sent: their rate
@@ -135,6 +139,7 @@ impl Congestion {
             full_bw_rounds: 0,
             round_lost: 0,
             round_delivered: 0,
+            last_data_sent: None,
             inflight_cap: None,
             app_limited_until: 0,
             next_send: now,
@@ -272,6 +277,7 @@ impl Congestion {
     pub(crate) fn on_sent(&mut self, now: Instant, bytes: u64, paced: bool, srtt: Duration) {
         self.in_flight += bytes;
         if paced {
+            self.last_data_sent = Some(now);
             if self.next_send <= now {
                 // A wake-up's quantum starts.
                 self.quantum_start = now;
@@ -346,10 +352,16 @@ impl Congestion {
         }
         // A relay is rarely the sender's bottleneck: the flows it carries are clocked by
         // the path itself, so what it sends looks app-limited while the ISP's queue fills.
-        // A round trip grown well above the base says the path is full all the same.
-        let queue_building = rtt
-            .zip(self.min_rtt())
-            .is_some_and(|(rtt, min)| rtt > min + min / 4 + STARTUP_QUEUE_MARGIN);
+        // A round trip grown well above the base says the path is full all the same, while
+        // it carries data: an idle path's pings on a jittery line say nothing of its rate,
+        // and leaving startup on them held the first download to the pings' rate.
+        let carrying = self
+            .last_data_sent
+            .is_some_and(|t| now.saturating_duration_since(t) < CARRYING);
+        let queue_building = carrying
+            && rtt
+                .zip(self.min_rtt())
+                .is_some_and(|(rtt, min)| rtt > min + min / 4 + STARTUP_QUEUE_MARGIN);
         if round_start && self.phase == Phase::Startup {
             if queue_building {
                 // Startup's window would pour up to twice the path's holding into its
