@@ -6,8 +6,12 @@
 //! 10 Mbit/s and 30 ms, both with 50 ms of queue. Every figure a test checks is printed
 //! (`cargo test -p linkpool-sim --test paths -- --nocapture`).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use common::{ms, secs, wan};
 
 use linkpool_protocol::PathEvent;
 use linkpool_protocol::client::Event;
@@ -17,23 +21,6 @@ use linkpool_sim::cores::{self, GatewayCore, ProxyCore};
 use linkpool_sim::{
     Direction, FlowId, LinkParams, PathSpec, PathTruth, Side, Sim, SimConfig, TcpFlow, UdpStream,
 };
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-fn wan(mbit: u64, delay_ms: u64) -> LinkParams {
-    LinkParams {
-        rate_bps: Some(mbit * 1_000_000),
-        delay: ms(delay_ms),
-        queue: ms(50),
-        ..Default::default()
-    }
-}
 
 /// The configured two-way delays of the two paths.
 const TWO_WAY: [Duration; 2] = [Duration::from_millis(20), Duration::from_millis(60)];

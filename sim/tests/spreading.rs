@@ -6,7 +6,11 @@
 //! 10 Mbit/s and 30 ms, both with 50 ms of queue. Every figure a test checks is printed
 //! (`cargo test -p linkpool-sim --test spreading -- --nocapture`).
 
+mod common;
+
 use std::time::Duration;
+
+use common::{ms, secs, wan};
 
 use linkpool_sim::cores::{self, GatewayCore, ProxyCore};
 use linkpool_sim::{BareLink, LinkParams, PathSpec, Ping, Side, Sim, SimConfig, TcpFlow};
@@ -21,23 +25,6 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
-    }
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-fn wan(mbit: u64, delay_ms: u64) -> LinkParams {
-    LinkParams {
-        rate_bps: Some(mbit * 1_000_000),
-        delay: ms(delay_ms),
-        queue: ms(50),
-        ..Default::default()
     }
 }
 

@@ -15,7 +15,7 @@
 //! | `failover_gap_ms` | the longest run of empty 10 ms bins of bytes received by `tcp_mbit`'s download from the first event on (`mptcp_failover_gap_ms`: of MPTCP's) |
 //! | `connections_broken` | linkpool downloads (1 + 8 + the loaded-RTT one) that failed, got wrong bytes, or had no data in the transfer's last second and none in the 10 s after |
 //! | `rtt_idle_ms`, `rtt_loaded_ms` | median RTT of `ping -i 0.01` from c1 through linkpool, idle, and during a further single download from 1 s after its first byte |
-//! | `redundancy_overhead` | `redundancy_overhead` from the proxy's (else the gateway's) `status --json` at the end; `null` while the daemons report none |
+//! | `redundancy_overhead` | the spread counters' `redundancy_overhead_pct` ÷ 100 from the proxy's (else the gateway's) `status --json` at the end; `null` while the daemons report none |
 //! | `gateway_cpu_s_per_gb`, `proxy_cpu_s_per_gb` | utime + stime of the daemons (`/proc/PID/stat`) over the linkpool transfers ÷ the GB (10⁹ bytes) those delivered |
 //! | `path_share`, `wire_overhead` | per path, its share of the downstream bytes the emulated links carried during `tcp_mbit`'s download; those bytes (Ethernet frames) ÷ the goodput − 1 (and the same for MPTCP) |
 //!
@@ -684,7 +684,7 @@ fn run_scenario(
     result.redundancy_overhead = redundancy_overhead(&pool, &coop);
     if result.redundancy_overhead.is_none() {
         result.notes.push(
-            "redundancy overhead: no `redundancy_overhead` in the proxy's or the gateway's status --json"
+            "redundancy overhead: no `redundancy_overhead_pct` in the proxy's or the gateway's status --json"
                 .to_string(),
         );
     }
@@ -1385,8 +1385,8 @@ impl<'a> EventClock<'a> {
     }
 }
 
-/// `redundancy_overhead` (a number) anywhere in the proxy's `status --json` (downloads are
-/// sent redundantly by the proxy), else in the gateway's.
+/// The spread counters' `redundancy_overhead_pct` (a percentage) anywhere in the proxy's
+/// `status --json` (downloads are copied by the proxy), else in the gateway's, as a share.
 fn redundancy_overhead(pool: &Pool, coop: &Coop) -> Option<f64> {
     [
         pool.proxy_status(coop, true),
@@ -1395,7 +1395,8 @@ fn redundancy_overhead(pool: &Pool, coop: &Coop) -> Option<f64> {
     .into_iter()
     .filter_map(Result::ok)
     .filter_map(|text| serde_json::from_str::<Value>(&text).ok())
-    .find_map(|v| find_number(&v, "redundancy_overhead"))
+    .find_map(|v| find_number(&v, "redundancy_overhead_pct"))
+    .map(|pct| pct / 100.0)
 }
 
 /// The first number under `key` in a JSON value, depth first.
