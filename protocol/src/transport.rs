@@ -743,7 +743,13 @@ impl Transport {
                     queue.pop_front();
                     continue;
                 };
-                let Some(&(i, _)) = lanes.first().and_then(|l| l.as_ref()) else {
+                // Only to a path that answers: with none active, the likeliest one may be
+                // the very path the packet is in flight on, and a copy there is a duplicate.
+                let Some(&(i, _)) = lanes
+                    .first()
+                    .and_then(|l| l.as_ref())
+                    .filter(|&&(i, _)| self.paths[i].usable())
+                else {
                     queue.pop_front();
                     continue;
                 };
