@@ -40,7 +40,7 @@ const SKEW_HALF_LIFE: Duration = Duration::from_secs(4);
 /// The most the skew seen here lengthens the timeout: packets later than this came after
 /// a loss and its repair, not over a slower path.
 const MAX_SEEN_SKEW: Duration = Duration::from_millis(300);
-/// Packets later than their given-up gap lengthen the timeout by a quarter at most this
+/// Packets later than their given-up gap lengthen the timeout (by about half) at most this
 /// often.
 const LATE_STEP: Duration = Duration::from_millis(500);
 
@@ -315,15 +315,18 @@ impl Reorder {
                 } else {
                     self.counters.late_unchecked += 1;
                 }
-                // Its gap was given up too soon: wait a little longer from now on, and
-                // again if it goes on (one packet late now and then is no skew).
+                // Its gap was given up too soon: wait longer from now on, and again if it
+                // goes on (one packet late now and then is no skew).
                 if self
                     .late_at
                     .is_none_or(|t| now.saturating_duration_since(t) >= LATE_STEP)
                 {
                     self.late_at = Some(now);
-                    let longer = self.timeout() + self.timeout() / 4;
-                    self.on_skew(now, longer);
+                    // A skew a quarter over the timeout, which the timeout then exceeds by
+                    // a quarter again: about half as long again (a repair on a lossy path
+                    // comes a round trip late, and a quarter was too little to catch up).
+                    let timeout = self.timeout();
+                    self.on_skew(now, timeout + timeout / 4);
                 }
                 self.counters.late += 1;
                 deliver(packet);
@@ -935,6 +938,73 @@ mod tests {
         r.push(now, 0, 0, true, &[0; 6], &mut |_| n += 1).unwrap();
         r.push(now, 0, 2, true, &[0; 6], &mut |_| n += 1).unwrap();
         assert_eq!((n, r.held()), (1, 1));
+    }
+
+    /// The timeout follows the skew seen here: gaps that fill 40 ms late lengthen a 10 ms
+    /// timeout to a quarter more than that, the skew halves every few seconds once gaps
+    /// fill at once, and a packet later than its given-up gap lengthens the timeout by
+    /// about half (1.25 × 1.25), at most twice a second.
+    #[test]
+    fn the_timeout_follows_the_skew_seen_here() {
+        let t0 = Instant::now();
+        let mut r = Reorder::new(4, 64, 6);
+        r.set_timeout(Duration::from_millis(10));
+        let mut out = 0;
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut push = |r: &mut Reorder, at: Instant, seq: u32| {
+            r.push(at, 0, seq, true, &packet(0, seq), &mut |_| out += 1)
+                .unwrap();
+        };
+        push(&mut r, ms(0), 0);
+        // 2 arrives, 1 fills the gap 8 ms later (within the 10 ms timeout).
+        push(&mut r, ms(1), 2);
+        push(&mut r, ms(9), 1);
+        assert_eq!(r.skew(), Duration::from_millis(8));
+        assert_eq!(r.timeout(), Duration::from_millis(10));
+        // Then gaps that fill later and later, each within the timeout then in force.
+        let mut at = 10;
+        let mut seq = 3;
+        for wait in [9, 11, 13, 16, 20, 25, 31, 38, 40, 40] {
+            push(&mut r, ms(at), seq + 1);
+            push(&mut r, ms(at + wait), seq);
+            at += wait + 1;
+            seq += 2;
+        }
+        assert!(r.skew() >= Duration::from_millis(38), "{:?}", r.skew());
+        assert!(
+            r.timeout() >= Duration::from_millis(47),
+            "{:?}",
+            r.timeout()
+        );
+        assert_eq!(r.counters().gaps_timed_out, 0);
+        // Four seconds of gaps that fill at once: the skew halves.
+        let skew = r.skew();
+        for k in 0..40u32 {
+            at += 100;
+            push(&mut r, ms(at), seq + 1);
+            push(&mut r, ms(at), seq);
+            seq += 2;
+            assert!(k < 39 || r.skew() <= skew / 2 + Duration::from_millis(1));
+        }
+        // A gap given up, its packet late: about half as long again, once within half a
+        // second.
+        let before = r.timeout();
+        push(&mut r, ms(at + 1), seq + 1);
+        at += 1 + before.as_millis() as u64 + 1;
+        r.handle_timeout(ms(at), &mut |_| {});
+        assert_eq!(r.counters().gaps_timed_out, 1);
+        push(&mut r, ms(at), seq);
+        let longer = r.timeout();
+        let most = (before + before / 4) + (before + before / 4) / 4 + Duration::from_millis(1);
+        assert!(
+            longer > before + before / 4 && longer <= most,
+            "{longer:?} after {before:?}"
+        );
+        push(&mut r, ms(at + 10), seq + 3);
+        r.handle_timeout(ms(at + 10) + longer, &mut |_| {});
+        push(&mut r, ms(at + 10) + longer, seq + 2);
+        assert_eq!(r.counters().late, 2);
+        assert!(r.timeout() <= longer, "a second late packet within 500 ms");
     }
 
     #[test]

@@ -102,12 +102,6 @@ pub struct SpreadCounters {
     pub by_class: [u64; 3],
 }
 
-/// What a copy kept for re-sending needs besides its bytes.
-#[derive(Debug, Clone, Copy, Default)]
-struct Kept {
-    spread: Option<Spread>,
-}
-
 /// Decides where duplicates may go and keeps them within their budget.
 #[derive(Debug, Clone)]
 struct RedundancyBudget {
@@ -160,7 +154,8 @@ pub(crate) struct Transport {
     queue: FlowQueues,
     /// Copies of what was sent, for re-sends on another path, and what they carried.
     kept: PacketRing,
-    kept_meta: Box<[Kept]>,
+    /// Where each kept copy stood in its flow, by slot of `kept`.
+    kept_spread: Box<[Option<Spread>]>,
     /// Slots of `kept` to re-send: from paths that turned suspect, then lost spread
     /// packets, then copies for redundancy (with the path the original went on).
     resend: VecDeque<u64>,
@@ -201,7 +196,7 @@ impl Transport {
             modes: Modes::default(),
             queue: FlowQueues::new(slots, mtu, FLOW_SLOTS, CodelParams::default()),
             kept: PacketRing::new(slots, mtu),
-            kept_meta: vec![Kept::default(); slots].into_boxed_slice(),
+            kept_spread: vec![None; slots].into_boxed_slice(),
             resend: VecDeque::with_capacity(resend_capacity),
             repairs: VecDeque::with_capacity(resend_capacity),
             duplicates: VecDeque::with_capacity(resend_capacity),
@@ -944,7 +939,7 @@ impl Transport {
         self.counters.by_class[class as usize] += 1;
         self.budget.earn(now, len);
         if mode == Mode::Redundant
-            && lanes.iter().flatten().count() > 1
+            && spreadable
             && self.duplicates.len() < self.resend_capacity
             && self.budget.spend(len)
         {
@@ -984,10 +979,8 @@ impl Transport {
     fn keep(&mut self, packet: &[u8], spread: Spread) -> u64 {
         let slot = self.kept.push(packet).expect("copies never wait");
         self.kept.pop();
-        let cap = self.kept_meta.len() as u64;
-        self.kept_meta[(slot % cap) as usize] = Kept {
-            spread: Some(spread),
-        };
+        let cap = self.kept_spread.len() as u64;
+        self.kept_spread[(slot % cap) as usize] = Some(spread);
         slot
     }
 
@@ -1002,8 +995,8 @@ impl Transport {
         limits: &Limits,
         buf: &mut [u8],
     ) -> Result<Transmit, DropReason> {
-        let cap = self.kept_meta.len() as u64;
-        let spread = self.kept_meta[(slot % cap) as usize].spread;
+        let cap = self.kept_spread.len() as u64;
+        let spread = self.kept_spread[(slot % cap) as usize];
         let packet = self.kept.get(slot).ok_or(DropReason::PacketTooLarge)?;
         let len = packet.len();
         let p = &mut self.paths[i];

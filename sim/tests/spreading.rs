@@ -13,20 +13,8 @@ use std::time::Duration;
 use common::{ms, secs, wan};
 
 use linkpool_sim::cores::{self, GatewayCore, ProxyCore};
+use linkpool_sim::link::SplitMix64;
 use linkpool_sim::{BareLink, LinkParams, PathSpec, Ping, Side, Sim, SimConfig, TcpFlow};
-
-/// SplitMix64, for the random path sets (seeded: the same cases every run).
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
 
 fn pool(seed: u64, paths: &[LinkParams]) -> Sim<GatewayCore, ProxyCore> {
     // Room for the largest bandwidth-delay product drawn (200 Mbit/s over 300 ms): what
@@ -152,7 +140,7 @@ fn pool_and_best(seed: u64, paths: &[LinkParams], upload: bool) -> (f64, f64) {
 #[test]
 #[ignore = "fails: heterogeneous path sets reach 0.05-1.4 of the best single path, see the doc comment"]
 fn never_slower_than_the_best_single_path() {
-    let mut rng = Rng(0x5eed);
+    let mut rng = SplitMix64(0x5eed);
     let mut failures = Vec::new();
     for case in 0..12 {
         let n = 2 + (rng.next_u64() % 2) as usize;
