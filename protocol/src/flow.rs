@@ -134,6 +134,8 @@ pub struct PacketInfo {
     pub payload: u32,
     /// The TCP flags, when the packet is TCP with a whole header.
     pub tcp_flags: Option<TcpFlags>,
+    /// The TCP sequence number, when the packet is TCP with a whole header.
+    pub tcp_seq: Option<u32>,
     /// The ECN field (RFC 3168): 0 not ECN-capable, 1 ECT(1), 2 ECT(0), 3 CE.
     pub ecn: u8,
     /// The DSCP (RFC 2474).
@@ -224,6 +226,7 @@ impl FlowKey {
             version,
         };
         let mut tcp_flags = None;
+        let mut tcp_seq = None;
         // The transport header's length, when it is there whole.
         let mut header_len = 0;
         if upper.readable {
@@ -237,6 +240,7 @@ impl FlowKey {
             let found = match upper.protocol {
                 TCP => ports(20).map(|p| {
                     tcp_flags = Some(TcpFlags(l4[13]));
+                    tcp_seq = Some(u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]));
                     let offset = usize::from(l4[12] >> 4) * 4;
                     (p, offset.clamp(20, l4.len()))
                 }),
@@ -266,6 +270,7 @@ impl FlowKey {
             len: saturating_u32(packet.len()),
             payload: saturating_u32(l4.len().saturating_sub(header_len)),
             tcp_flags,
+            tcp_seq,
             ecn: traffic_class & 0x03,
             dscp: traffic_class >> 2,
             later_fragment: upper.later_fragment,
@@ -695,6 +700,10 @@ pub struct Flow {
     large_bytes: u64,
     window: RateWindow,
     recent: Recent,
+    /// TCP: the sequence number after the newest data seen.
+    tcp_next: Option<u32>,
+    /// TCP: the last packet carried only data seen before (a retransmission).
+    resent: bool,
     /// The path the scheduler pinned this flow to. The table only sets it to `None` when
     /// the slot gets a new flow.
     pub path: Option<PathId>,
@@ -721,6 +730,8 @@ impl Flow {
             large_bytes: 0,
             window: RateWindow::new(now),
             recent: Recent::default(),
+            tcp_next: None,
+            resent: false,
             path: None,
             seq,
         }
@@ -744,6 +755,12 @@ impl Flow {
     /// When it was first seen.
     pub fn since(&self) -> Instant {
         self.since
+    }
+
+    /// Whether its last packet was a TCP retransmission: it carried only data the flow
+    /// had sent before.
+    pub fn resent(&self) -> bool {
+        self.resent
     }
 
     /// When its last packet was seen.
@@ -806,6 +823,15 @@ impl Flow {
         }
         if info.tcp_flags.is_some_and(|f| f.fin() || f.rst()) {
             self.closing = true;
+        }
+        self.resent = false;
+        if let Some(seq) = info.tcp_seq.filter(|_| info.payload > 0) {
+            let end = seq.wrapping_add(info.payload);
+            match self.tcp_next {
+                // At or before the newest data: seen before (RFC 1982 comparison).
+                Some(next) if next.wrapping_sub(end) as i32 >= 0 => self.resent = true,
+                _ => self.tcp_next = Some(end),
+            }
         }
         self.window.roll(now);
         self.window.bytes += len;
@@ -1756,5 +1782,34 @@ mod tests {
             .map(FlowClass::name)
             .collect();
         assert_eq!(names, ["interactive", "bulk", "default"]);
+    }
+    fn with_seq(mut packet: Vec<u8>, seq: u32) -> Vec<u8> {
+        packet[24..28].copy_from_slice(&seq.to_be_bytes());
+        packet
+    }
+
+    /// A TCP packet that carries only data its flow sent before is a retransmission:
+    /// across the sequence space's wrap too; acks, new data and a partly new segment are
+    /// not.
+    #[test]
+    fn tcp_retransmissions_are_told_apart() {
+        let t = Instant::now();
+        let mut table = FlowTable::new(16, 1);
+        let mut resent = |seq: u32, total: usize| {
+            let slot = table.on_packet(t, &with_seq(tcp4(4000, 443, 0x10, total), seq));
+            table.get(slot.unwrap()).unwrap().resent()
+        };
+        let start = u32::MAX - 2000; // 1 000 bytes a segment: the third wraps
+        assert!(!resent(start, 1040));
+        assert!(!resent(start.wrapping_add(1000), 1040));
+        assert!(!resent(start.wrapping_add(2000), 1040));
+        assert!(resent(start, 1040), "the first segment again");
+        assert!(
+            resent(start.wrapping_add(2000), 1040),
+            "the wrapped one again"
+        );
+        assert!(!resent(start.wrapping_add(2500), 1040), "half new");
+        assert!(!resent(start.wrapping_add(3500), 40), "a pure ack");
+        assert!(!resent(start.wrapping_add(3500), 1040), "new data");
     }
 }

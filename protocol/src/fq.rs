@@ -86,6 +86,8 @@ struct Slot {
     /// Next slot of the same queue, or of the free stack.
     next: u32,
     len: u16,
+    /// Queued first ([`FlowQueues::enqueue_first`]): CoDel never drops it.
+    first: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,7 +220,8 @@ impl FlowQueues {
                 Slot {
                     enqueued: None,
                     next: NONE,
-                    len: 0
+                    len: 0,
+                    first: false,
                 };
                 slots
             ]
@@ -297,6 +300,7 @@ impl FlowQueues {
                 enqueued: None,
                 next: if i + 1 < n { (i + 1) as u32 } else { NONE },
                 len: 0,
+                first: false,
             };
         }
         self.free = 0;
@@ -317,6 +321,30 @@ impl FlowQueues {
     /// refused: its queue held nothing and the packet alone outweighed every backlog; it
     /// is counted there too. `Err(PacketTooLarge)` (longer than `slot_len`) is not counted here.
     pub fn enqueue(&mut self, now: Instant, queue: u16, packet: &[u8]) -> Result<(), DropReason> {
+        self.push(now, queue, packet, false)
+    }
+
+    /// [`FlowQueues::enqueue`] at the head of its queue: a TCP retransmission fills a hole
+    /// the receiver waits on, and behind the flow's backlog it would make it wait for all
+    /// of it (a path's cut, or a CoDel drop, then cost a whole queue's time again). CoDel
+    /// never drops it (a lost retransmission costs TCP a timeout) and goes on judging the
+    /// rest of the queue as before.
+    pub fn enqueue_first(
+        &mut self,
+        now: Instant,
+        queue: u16,
+        packet: &[u8],
+    ) -> Result<(), DropReason> {
+        self.push(now, queue, packet, true)
+    }
+
+    fn push(
+        &mut self,
+        now: Instant,
+        queue: u16,
+        packet: &[u8],
+        first: bool,
+    ) -> Result<(), DropReason> {
         if packet.len() > self.slot_len {
             return Err(DropReason::PacketTooLarge);
         }
@@ -332,14 +360,19 @@ impl FlowQueues {
             enqueued: Some(now),
             next: NONE,
             len: packet.len() as u16,
+            first,
         };
         let fq = &mut self.queues[q];
         if fq.tail == NONE {
             fq.head = s;
+            fq.tail = s;
+        } else if first {
+            self.slots[s as usize].next = fq.head;
+            fq.head = s;
         } else {
             self.slots[fq.tail as usize].next = s;
+            fq.tail = s;
         }
-        fq.tail = s;
         fq.packets += 1;
         fq.bytes += packet.len();
         if fq.on.is_none() {
@@ -510,6 +543,7 @@ impl FlowQueues {
             enqueued: None,
             next: self.free,
             len: 0,
+            first: false,
         };
         self.free = s;
     }
@@ -555,6 +589,10 @@ impl FlowQueues {
     /// been above target for an interval?
     fn ok_to_drop(&self, q: u32, now: Instant, c: &mut Codel) -> bool {
         let fq = &self.queues[q as usize];
+        if self.slots[fq.head as usize].first {
+            // Not CoDel's to judge: its state stays as the rest of the queue left it.
+            return false;
+        }
         let sojourn = self.sojourn(fq.head, now);
         let after = fq.bytes - usize::from(self.slots[fq.head as usize].len);
         // A queue holding at most one more packet is not a standing queue.
@@ -867,6 +905,45 @@ mod tests {
         let c = fq.counters();
         assert_eq!((c.enqueued_packets, c.dequeued_packets), (10, 10));
         assert_eq!(c.enqueued_bytes, c.dequeued_bytes);
+        check_invariants(&fq);
+    }
+
+    /// A retransmission goes out before the backlog of its own queue, and CoDel, which
+    /// drops from a standing queue's head, neither drops it nor changes its course for
+    /// the rest.
+    #[test]
+    fn a_packet_queued_first_leaves_first_and_is_not_dropped() {
+        let t = Instant::now();
+        let backlog: Vec<_> = (0..20).map(|i| ipv4(1000, [10, 0, 0, i], [1; 4])).collect();
+        // A standing queue: above target since 200 ms, CoDel drops from 300 ms on.
+        let standing = || {
+            let mut fq = FlowQueues::new(64, 1500, 4, CodelParams::default());
+            for p in &backlog {
+                fq.enqueue(t, 1, p).unwrap();
+            }
+            assert_eq!(next(&mut fq, t + ms(200)), Some((1, backlog[0].clone())));
+            fq
+        };
+        let later = t + ms(300);
+        let mut fq = standing();
+        assert_eq!(next(&mut fq, later), Some((1, backlog[2].clone())));
+        assert_eq!(fq.counters().codel_drops, 1);
+        let mut fq = standing();
+        let resent = ipv4(600, [10, 0, 0, 99], [1; 4]);
+        fq.enqueue_first(later - ms(250), 1, &resent).unwrap();
+        assert_eq!(fq.queue_len(1), 20);
+        assert_eq!(next(&mut fq, later), Some((1, resent)));
+        assert_eq!(fq.counters().codel_drops, 0);
+        // Then the backlog, with the drop it would have had.
+        assert_eq!(next(&mut fq, later), Some((1, backlog[2].clone())));
+        assert_eq!(fq.counters().codel_drops, 1);
+        check_invariants(&fq);
+        // Into an empty queue, it is just the head.
+        let mut fq = FlowQueues::new(4, 1500, 4, CodelParams::default());
+        fq.enqueue_first(t, 2, &backlog[1]).unwrap();
+        fq.enqueue(t, 2, &backlog[2]).unwrap();
+        assert_eq!(next(&mut fq, t), Some((2, backlog[1].clone())));
+        assert_eq!(next(&mut fq, t), Some((2, backlog[2].clone())));
         check_invariants(&fq);
     }
 

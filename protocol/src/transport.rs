@@ -330,6 +330,7 @@ impl Transport {
             .on_packet(now, packet)
             .ok_or(DropReason::BadInnerPacket)?;
         let flow = self.flows.get(slot).expect("just seen");
+        let resent = flow.resent();
         let mode = self.modes.resolve(flow.class());
         if mode == Mode::Packet {
             self.bulk_demand.add(now, packet.len());
@@ -343,7 +344,17 @@ impl Transport {
                 flow.path = choice;
             }
         }
-        let r = self.queue.enqueue(now, slot.0, packet);
+        if self.queue.waiting() == 0 {
+            // A packet found nothing waiting: what the paths deliver now is what they were
+            // offered, even if the pacer holds this one a moment (Linux's rule; without it
+            // a thin flow's pacing looked like a full path and its rate estimate sank).
+            self.mark_app_limited();
+        }
+        let r = if resent {
+            self.queue.enqueue_first(now, slot.0, packet)
+        } else {
+            self.queue.enqueue(now, slot.0, packet)
+        };
         if r == Err(DropReason::QueueFull) {
             // The queue counted the refused packet too; the caller counts it as refused.
             self.queue_drops_reported.0 += 1;
@@ -351,6 +362,16 @@ impl Transport {
         r?;
         self.epoch += 1;
         Ok(())
+    }
+
+    /// Nothing waits: the usable paths with room in their window are app-limited.
+    fn mark_app_limited(&mut self) {
+        let mtu = self.mtu + TRANSPORT_OVERHEAD;
+        for p in &mut self.paths {
+            if p.usable() && p.has_room(mtu) {
+                p.on_app_limited();
+            }
+        }
     }
 
     /// Adds the packets the queue dropped since the last call to `drops`: those of the
@@ -575,7 +596,10 @@ impl Transport {
 
     /// How long a gap in a spread flow is waited for: the spread of the paths' delays as
     /// this end measures them (round trips: the far end spreads over the same paths),
-    /// their variation, and a margin.
+    /// their variation, a margin, and the fastest round trip: the sender finds a packet
+    /// lost about a round trip after it went, and its repair (or, when the path was cut,
+    /// its re-send) is worth waiting for. Given up before it came, the gap sent TCP into
+    /// a needless recovery, and with the re-sends arriving late, to a timeout.
     fn reorder_timeout(&self) -> Duration {
         let mut fastest = Duration::MAX;
         let mut slowest = Duration::ZERO;
@@ -586,8 +610,11 @@ impl Transport {
             slowest = slowest.max(srtt);
             var = var.max(p.rttvar());
         }
-        let skew = slowest.saturating_sub(fastest.min(slowest));
-        (skew + 2 * var + REORDER_MARGIN).min(REORDER_MAX)
+        if slowest.is_zero() {
+            return REORDER_MARGIN;
+        }
+        let skew = slowest - fastest;
+        (skew + 2 * var + REORDER_MARGIN + fastest).min(REORDER_MAX)
     }
 
     /// The earliest time a path needs attention (pings, acks, silence, pacing) or the
@@ -777,11 +804,7 @@ impl Transport {
             return self.send_kept(now, i, slot, keys, limits, buf).map(Some);
         }
         if self.queue.waiting() == 0 {
-            for p in &mut self.paths {
-                if p.usable() && p.has_room(mtu) {
-                    p.on_app_limited();
-                }
-            }
+            self.mark_app_limited();
             return Ok(None);
         }
         for (k, &(i, _)) in lanes.iter().flatten().enumerate() {
@@ -867,10 +890,9 @@ impl Transport {
         let faster_found = lanes[..k].iter().flatten().all(|&(j, _)| {
             self.paths[j].congestion_state() != crate::path::CongestionState::Startup
         });
-        let spread_here = k == 0
-            || (faster_found
-                && self.bulk_demand.rate(now) as f64 >= DEMAND_SHARE * faster
-                && lane.owd.saturating_sub(first.owd) <= MAX_SKEW);
+        let worth_it = faster_found && lane.owd.saturating_sub(first.owd) <= MAX_SKEW;
+        let spread_here =
+            k == 0 || (worth_it && self.bulk_demand.rate(now) as f64 >= DEMAND_SHARE * faster);
         let lowest_latency = lanes
             .iter()
             .flatten()
@@ -879,7 +901,10 @@ impl Transport {
         let usable = |p: PathId| lanes.iter().flatten().any(|(_, l)| l.id == p);
         let (flows, modes) = (&self.flows, &self.modes);
         // Or, as ECF: this flow's backlog would take the faster paths longer to carry
-        // than this one's extra delay.
+        // than this one's extra delay. Not while a faster path is in startup: its rate
+        // is still doubling, and a backlog measured against it was why a TCP flow's
+        // first packets went to a slow lossy line, and a loss there ended its slow start
+        // at a tenth of the fast line's rate.
         let extra = lane.arrival().saturating_sub(first.arrival()).as_secs_f64();
         let backlogged = |bytes: usize| faster > 0.0 && bytes as f64 / faster > extra;
         let eligible = |q: u16, bytes: usize| {
@@ -887,10 +912,7 @@ impl Transport {
                 return true;
             };
             match modes.resolve(f.class()) {
-                Mode::Packet => {
-                    spread_here
-                        || (backlogged(bytes) && lane.owd.saturating_sub(first.owd) <= MAX_SKEW)
-                }
+                Mode::Packet => spread_here || (worth_it && backlogged(bytes)),
                 Mode::Redundant => Some(id) == lowest_latency,
                 Mode::Session | Mode::Auto => match f.path {
                     Some(p) if usable(p) => p == id,

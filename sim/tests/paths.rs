@@ -126,15 +126,21 @@ fn cut_download(seed: u64, cut: Duration) -> (Sim<GatewayCore, ProxyCore>, FlowI
 /// than two of the cut path's RTTs (as it is when cut: its queue full of the download)
 /// and 100 ms (the re-send's trip over path 1, 30 ms, and TCP's own recovery).
 ///
+/// Sixteen cuts, at times that find the download in different phases: no RTO and every
+/// stall within its bound (they are 58-107 ms). TCP's own retransmissions jump their
+/// flow's queue in the core: the download's window was sized for both paths, what it sent
+/// at that rate waits there for path 1 alone, and a retransmission behind it waited for
+/// all of it (stalls of 150-300 ms in 5 of these 16 cuts, one RTO).
+///
 /// The re-sends are clocked by their acks on path 1 (a slow-start window): poured on it
 /// in one burst (120 packets, ~165 kB, into ~44 packets of queue) they were dropped,
-/// TCP's retransmissions of the holes were dropped too, and it timed out (two of these
-/// four runs, a ~268 ms stall). Now path 1 drops none and the stall is ~135 ms.
+/// TCP's retransmissions of the holes were dropped too, and it timed out (two of four
+/// runs, a ~268 ms stall). Now path 1 drops none.
 #[test]
 fn a_path_cut_costs_a_download_no_timeout() {
     let mut failures = Vec::new();
-    for (seed, cut) in CUTS {
-        let cut = ms(cut);
+    for seed in 1..=16 {
+        let cut = ms(3000 + seed * 377 % 3000);
         let (mut sim, dl) = cut_download(seed, cut);
         sim.run_until(cut);
         let down = |sim: &Sim<_, _>, i| {

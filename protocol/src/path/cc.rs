@@ -291,9 +291,10 @@ impl Congestion {
     }
 
     /// Nothing waits to be sent while the window has room: rate samples of what is in
-    /// flight now are app-limited.
+    /// flight now, and of what is sent before any of it is delivered, are app-limited
+    /// (Linux's `tcp_rate_check_app_limited`).
     pub(crate) fn on_app_limited(&mut self, delivered: u64) {
-        self.app_limited_until = delivered + self.in_flight;
+        self.app_limited_until = delivered + self.in_flight + 1;
     }
 
     /// Whether a packet sent when `delivered` bytes had been delivered was app-limited.
@@ -315,7 +316,8 @@ impl Congestion {
     /// An acknowledgement: `acked` bytes newly delivered (the path's count is now
     /// `delivered`); the newest packet it acknowledged was sent when `sent_delivered` had
     /// been, took `rtt`, and gives the delivery-rate sample `rate` (bytes/s;
-    /// `app_limited` if it was sent with nothing waiting).
+    /// `app_limited` if it was sent with nothing waiting); `queueing` is the queueing
+    /// delay on the way out, from the one-way-delay trend.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_ack(
         &mut self,
@@ -326,6 +328,7 @@ impl Congestion {
         rtt: Option<Duration>,
         rate: Option<u64>,
         app_limited: bool,
+        queueing: Duration,
         srtt: Duration,
     ) {
         self.in_flight = self.in_flight.saturating_sub(acked);
@@ -352,16 +355,19 @@ impl Congestion {
         }
         // A relay is rarely the sender's bottleneck: the flows it carries are clocked by
         // the path itself, so what it sends looks app-limited while the ISP's queue fills.
-        // A round trip grown well above the base says the path is full all the same, while
-        // it carries data: an idle path's pings on a jittery line say nothing of its rate,
-        // and leaving startup on them held the first download to the pings' rate.
+        // A one-way delay grown well above its base says the path is full all the same,
+        // while it carries data: an idle path's pings on a jittery line say nothing of its
+        // rate, and leaving startup on them held the first download to the pings' rate.
+        // One way, not the round trip: a download's queue on the way back made the round
+        // trip of the path carrying its acks grow, and that path left startup at the acks'
+        // first rate, then paced the next acks to it.
         let carrying = self
             .last_data_sent
             .is_some_and(|t| now.saturating_duration_since(t) < CARRYING);
         let queue_building = carrying
-            && rtt
-                .zip(self.min_rtt())
-                .is_some_and(|(rtt, min)| rtt > min + min / 4 + STARTUP_QUEUE_MARGIN);
+            && self
+                .min_rtt()
+                .is_some_and(|min| queueing > min / 4 + STARTUP_QUEUE_MARGIN);
         if round_start && self.phase == Phase::Startup {
             if queue_building {
                 // Startup's window would pour up to twice the path's holding into its
@@ -506,6 +512,7 @@ mod tests {
                 Some(sample_rtt),
                 Some((carried as f64 / rtt.as_secs_f64()) as u64),
                 false,
+                sample_rtt - rtt,
                 rtt,
             );
         }
@@ -548,6 +555,7 @@ mod tests {
             Some(rtt),
             None,
             false,
+            Duration::ZERO,
             rtt,
         );
         assert!(cc.inflight_cap.is_none());
@@ -563,6 +571,7 @@ mod tests {
             Some(rtt),
             None,
             false,
+            Duration::ZERO,
             rtt,
         );
         assert!(cc.window(rtt) < before, "{} < {before}", cc.window(rtt));
@@ -611,10 +620,44 @@ mod tests {
                 Some(rtt),
                 Some(50_000),
                 true,
+                Duration::ZERO,
                 rtt,
             );
         }
         assert_eq!(cc.bandwidth(), bw);
+    }
+
+    /// Startup ends on a queue building on the way out, not on a round trip that grows
+    /// from a queue on the way back (the path carrying a download's acks).
+    #[test]
+    fn startup_ends_on_its_own_queue_not_the_way_backs() {
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(20);
+        let run = |queueing: Duration| {
+            let mut cc = Congestion::new(t0, MTU);
+            let mut now = t0;
+            for i in 0..20u64 {
+                now += rtt;
+                let d = i * 10_000;
+                cc.on_sent(now, 10_000, true, rtt);
+                // The round trip doubles from the second round: the way back is queued.
+                let sample = if i == 0 { rtt } else { 2 * rtt };
+                cc.on_ack(
+                    now + sample,
+                    10_000,
+                    d + 10_000,
+                    d,
+                    Some(sample),
+                    Some(100_000 * (i + 1)),
+                    true,
+                    if i == 0 { Duration::ZERO } else { queueing },
+                    rtt,
+                );
+            }
+            cc.state()
+        };
+        assert_eq!(run(Duration::ZERO), CongestionState::Startup);
+        assert_ne!(run(rtt), CongestionState::Startup);
     }
 
     #[test]

@@ -712,6 +712,7 @@ impl Path {
             rtt_sample,
             rate_sample,
             newest.app_limited,
+            self.delay.latest(),
             srtt,
         );
         self.detect_losses(now);
@@ -1167,10 +1168,22 @@ impl DelayTrend {
         if self.samples == 0 {
             return Duration::ZERO;
         }
-        let base = self.base.iter().flatten().min().copied().unwrap_or(0);
         let n = self.samples.min(CURRENT_FILTER);
-        let current = self.current[..n].iter().min().copied().unwrap_or(base);
-        Duration::from_micros(current.saturating_sub(base).max(0) as u64)
+        let current = self.current[..n].iter().min().copied().unwrap_or(0);
+        self.above_base(current)
+    }
+
+    /// The newest sample's queueing delay, unfiltered (as an RTT sample is).
+    fn latest(&self) -> Duration {
+        if self.samples == 0 {
+            return Duration::ZERO;
+        }
+        self.above_base(self.current[(self.samples - 1) % CURRENT_FILTER])
+    }
+
+    fn above_base(&self, sample: i64) -> Duration {
+        let base = self.base.iter().flatten().min().copied().unwrap_or(sample);
+        Duration::from_micros(sample.saturating_sub(base).max(0) as u64)
     }
 }
 
