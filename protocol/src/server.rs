@@ -176,6 +176,8 @@ pub struct MemberStatus<'a> {
     pub flows: Option<&'a FlowTable>,
     /// What the scheduler did downstream.
     pub spread: SpreadCounters,
+    /// The reorder buffer for what the member sends up, once it has a session.
+    pub reorder: Option<&'a crate::reorder::Reorder>,
 }
 
 /// Counters of the whole proxy.
@@ -433,6 +435,7 @@ impl Server {
                 .transport
                 .as_ref()
                 .map_or_else(SpreadCounters::default, |t| *t.spread_counters()),
+            reorder: m.transport.as_ref().map(|t| t.reorder()),
         })
     }
 

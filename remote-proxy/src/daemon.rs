@@ -391,6 +391,7 @@ impl Proxy {
                         |_| None,
                     ),
                     "spread": status::spread_json(&spread),
+                    "reorder": s.as_ref().and_then(|s| s.reorder).map(status::reorder_json),
                 })
             })
             .collect();
@@ -463,7 +464,8 @@ fn status_text(s: &serde_json::Value) -> String {
             }
         }
         if m["connected"] == true {
-            status::spreading_text(&mut out, "  ", &m["flows"], &m["spread"], None);
+            let reorder = Some(&m["reorder"]).filter(|r| r.is_object());
+            status::spreading_text(&mut out, "  ", &m["flows"], &m["spread"], reorder);
         }
     }
     if let Some(drops) = s["drops"].as_object().filter(|d| !d.is_empty()) {
@@ -505,7 +507,9 @@ mod tests {
                     ],
                  },
                  "spread": {"packets": 10, "duplicated_packets": 0, "duplicated_bytes": 0,
-                            "redundancy_overhead_pct": 0.0, "repaired": 0}},
+                            "redundancy_overhead_pct": 0.0, "repaired": 0},
+                 "reorder": {"timeout_ms": 60.0, "skew_ms": 20.5, "held": 3,
+                             "gaps_timed_out": 1, "late": 0}},
                 {"name": "bob", "connected": false, "paths": [], "flows": {}, "spread": {}},
             ],
             "drops": {"no_member": 3},
@@ -520,6 +524,7 @@ member alice connected
   flows 1  interactive 0 redundant (auto)  bulk 1 packet (auto)  default 0 redundant
     tcp 192.0.2.9:443 > 10.77.0.2:40000  bulk packet  2.5 Mbit/s
   spread 10 pkts  duplicated 0 pkts / 0 B (0.0% overhead)  repaired 0
+  reorder timeout 60 ms  skew 20.5 ms  held 3  gaps timed out 1  late 0
 member bob offline
 dropped no_member 3
 "

@@ -2,8 +2,10 @@
 //!
 //! It builds the three-member co-op of `topologies/coop3.toml`, starts the proxy and a
 //! gateway on every router, downloads a file on every member's LAN client at once through
-//! linkpool while printing each uplink's throughput every second, and reports what each
-//! uplink carried, what the internet saw, and what the daemons say about themselves.
+//! linkpool while printing each uplink's throughput every second, shows pooling on the
+//! member with two uplinks (the same download on its best uplink alone, then through the
+//! pool, with each uplink's share), and reports what each uplink carried, what the
+//! internet saw, and what the daemons say about themselves.
 
 use std::fmt::Write as _;
 
@@ -107,11 +109,99 @@ fn bytes(link: &Link) -> (u64, u64) {
     )
 }
 
+/// `curl` of `url` to nowhere from `node`: (bytes, seconds), `None` if it failed.
+fn timed_download(spawn: Result<Process, Error>) -> Result<Option<(f64, f64)>, Error> {
+    let mut curl = spawn?;
+    let done = curl
+        .wait_timeout(Duration::from_secs(120))
+        .map_err(|e| Error::new(format!("waiting for curl: {e}")))?;
+    let log = curl.log();
+    let mut words = log.split_whitespace();
+    let figures = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .zip(words.next().and_then(|w| w.parse().ok()));
+    Ok(figures.filter(|_| done.is_some_and(|s| s.success())))
+}
+
+const CURL_TIMED: [&str; 8] = [
+    "curl",
+    "-sS",
+    "--max-time",
+    "110",
+    "-o",
+    "/dev/null",
+    "-w",
+    "%{size_download} %{time_total}\n",
+];
+
+/// Router `i`, which has several uplinks: the same download on its best uplink alone
+/// (the router's own traffic, which does not go through the pool, leaves by its first
+/// WAN), then from its LAN client through the pool, with what each uplink carried of it.
+/// Prints both; returns a failure if the pooled download failed or left an uplink idle.
+fn side_by_side(coop: &Coop, i: usize, url: &str) -> Result<Option<String>, Error> {
+    let router = coop.router(i);
+    let names = router.wan_links();
+    println!(
+        "[4/5] pooling: r{i} has {} uplinks ({}); the same download on its best uplink \
+         alone, then from its LAN client through the pool",
+        names.len(),
+        names.join(", ")
+    );
+    let argv = |url| -> Vec<&str> { CURL_TIMED.iter().copied().chain([url]).collect() };
+    let alone = timed_download(router.spawn(&argv(url)))?;
+    let links: Vec<Link> = names
+        .iter()
+        .map(|n| coop.link(n).cloned())
+        .collect::<Result<_, _>>()?;
+    let before: Vec<u64> = links.iter().map(|l| bytes(l).1).collect();
+    let pooled = timed_download(coop.client(i).spawn(&argv(url)))?;
+    let carried: Vec<u64> = links
+        .iter()
+        .zip(&before)
+        .map(|(l, b)| bytes(l).1 - b)
+        .collect();
+    let total = carried.iter().sum::<u64>().max(1) as f64;
+    let mbit = |(size, secs): (f64, f64)| size * 8.0 / secs / 1e6;
+    let line = |what: &str, figures: Option<(f64, f64)>| match figures {
+        Some((size, secs)) => format!(
+            "  {what:<34} {size:>10} bytes in {secs:>5.1} s = {:>5.1} Mbit/s",
+            mbit((size, secs))
+        ),
+        None => format!("  {what:<34} failed"),
+    };
+    println!("{}", line(&format!("r{i} alone, on {}", names[0]), alone));
+    let shares: Vec<String> = names
+        .iter()
+        .zip(&carried)
+        .map(|(n, c)| format!("{n} {:.0} %", *c as f64 * 100.0 / total))
+        .collect();
+    let gain = alone
+        .zip(pooled)
+        .map(|(a, p)| format!(" ({:.2}x)", mbit(p) / mbit(a)))
+        .unwrap_or_default();
+    println!(
+        "{}{gain}; uplink shares {}",
+        line(&format!("c{i} through the pool"), pooled),
+        shares.join(", ")
+    );
+    Ok(if pooled.is_none() {
+        Some(format!("r{i}'s pooled download failed"))
+    } else if carried.iter().any(|&c| (c as f64) < 0.05 * total) {
+        Some(format!(
+            "r{i}'s pooled download left an uplink idle: {}",
+            shares.join(", ")
+        ))
+    } else {
+        None
+    })
+}
+
 /// Runs the demo, printing progress and a report to stdout.
 pub fn run() -> Result<(), Error> {
     let topology = Topology::parse(COOP3, "topologies/coop3.toml")?;
     println!(
-        "[1/4] building co-op `{}` ({} routers, proxy, internet host)...",
+        "[1/5] building co-op `{}` ({} routers, proxy, internet host)...",
         topology.name,
         topology.routers.len()
     );
@@ -124,11 +214,11 @@ pub fn run() -> Result<(), Error> {
     );
     let file = coop.internet().serve_file("demo-8M.bin", 8 << 20)?;
 
-    println!("[2/4] starting linkpool: the proxy, then a gateway on every router...");
+    println!("[2/5] starting linkpool: the proxy, then a gateway on every router...");
     let pool = Pool::start_reporting(&coop, |line| println!("      {line}"))?;
 
     println!(
-        "[3/4] downloading {} ({} bytes) on every member's LAN client at once...",
+        "[3/5] downloading {} ({} bytes) on every member's LAN client at once...",
         file.name, file.size
     );
     let uplinks: Vec<String> = coop.routers().iter().flat_map(|r| r.wan_links()).collect();
@@ -165,8 +255,17 @@ pub fn run() -> Result<(), Error> {
         }
     }
 
-    println!("[4/4] report");
     let mut failures = Vec::new();
+    // The router's own download, measured on its uplink alone, is the one allowed to show
+    // a router's address.
+    let mut own = None;
+    if let Some(i) = coop.routers().iter().position(|r| r.wan_links().len() > 1) {
+        let url = coop.internet().url_v4(&file.path());
+        failures.extend(side_by_side(&coop, i + 1, &url)?);
+        own = Some(coop.router(i + 1).public_addrs().0.to_string());
+    }
+
+    println!("[5/5] report");
     println!(
         "  {:<8} {:>12} {:>9} {:>12}",
         "member", "bytes", "seconds", "Mbit/s"
@@ -204,10 +303,15 @@ pub fn run() -> Result<(), Error> {
     let exposed: Vec<&String> = seen
         .iter()
         .filter(|a| **a != proxy.addr_v4().to_string() && **a != proxy.addr_v6().to_string())
+        .filter(|a| Some(*a) != own.as_ref())
         .collect();
     if exposed.is_empty() {
+        let own = own
+            .map(|a| format!(" and {a} (the router's own download, not through the pool)"))
+            .unwrap_or_default();
         println!(
-            "  the internet host saw requests from: {} (the proxy: no router's own WAN address appears)",
+            "  the internet host saw requests from: {} (the proxy{own}: no member's LAN \
+             traffic left by a router's own address)",
             seen.join(", ")
         );
     } else {

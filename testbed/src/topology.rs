@@ -328,7 +328,13 @@ mod tests {
         assert_eq!(t.routers[1].isp.upstream.rate_bps, Some(2_000_000));
         assert_eq!(t.routers[1].isp.upstream.delay, Duration::from_millis(20));
         assert!(!t.routers[2].nat && t.routers[2].masquerade);
-        assert!(t.routers.iter().all(|r| r.extra_isp.is_empty()));
+        // r2 also has an LTE line, for the demo's pooling.
+        let extra: Vec<usize> = t.routers.iter().map(|r| r.extra_isp.len()).collect();
+        assert_eq!(extra, [0, 1, 0]);
+        assert_eq!(
+            t.routers[1].extra_isp[0].downstream.rate_bps,
+            Some(10_000_000)
+        );
     }
 
     #[test]

@@ -399,8 +399,19 @@ fn the_demo_runs_to_the_end_and_reports_every_uplink() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The member with two uplinks: its download alone on the better one, then pooled,
+    // both uplinks carrying part of it (the demo fails otherwise).
+    let pooling = text
+        .split("[4/5] pooling")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no pooling step\n{text}"));
+    let pooled = pooling
+        .lines()
+        .find(|l| l.trim_start().starts_with("c2 through the pool"))
+        .unwrap_or_else(|| panic!("no pooled download\n{text}"));
+    assert!(pooled.contains("uplink shares r2-wan "), "{pooled}");
     let report = text
-        .split("[4/4] report")
+        .split("[5/5] report")
         .nth(1)
         .unwrap_or_else(|| panic!("no report\n{text}"));
     for n in 1..=3 {
@@ -418,21 +429,45 @@ fn the_demo_runs_to_the_end_and_reports_every_uplink() {
     }
     assert!(text.contains("demo ok"), "{text}");
     assert!(!text.contains("(failed)"), "{text}");
-    // Nothing dropped but the queue's congestion signals (`dropped queue_delay N, ...`).
-    let dropped: Vec<&str> = text
+    // Nothing dropped but the queue's congestion signals (`dropped queue_delay N, ...`)
+    // and the second arrivals of copies sent on purpose: redundancy (the member with two
+    // uplinks) and repairs. No more duplicates than copies sent, at both ends together.
+    let number_after = |line: &str, word: &str| -> u64 {
+        line.split(word)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.trim_end_matches(',').parse().ok())
+            .unwrap_or(0)
+    };
+    let copies: u64 = text
         .lines()
-        .filter(|l| l.contains("dropped"))
-        .filter(|l| {
-            let only_codel = l.trim().strip_prefix("dropped ").is_some_and(|list| {
-                list.split(", ")
-                    .all(|d| d.starts_with("queue_delay ") || d.starts_with("queue_full "))
-            });
-            !only_codel
+        .filter(|l| l.trim_start().starts_with("spread "))
+        .map(|l| number_after(l, " duplicated ") + number_after(l, " repaired "))
+        .sum();
+    let drop_lines: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("dropped "))
+        .collect();
+    let duplicates: u64 = drop_lines
+        .iter()
+        .map(|l| number_after(&format!(" {l}"), " duplicate "))
+        .sum();
+    let unexpected: Vec<&str> = drop_lines
+        .iter()
+        .flat_map(|list| list.split(", "))
+        .filter(|d| {
+            !["queue_delay ", "queue_full ", "duplicate "]
+                .iter()
+                .any(|ok| d.starts_with(ok))
         })
         .collect();
     assert!(
-        dropped.is_empty(),
-        "a daemon dropped packets: {dropped:?}\n{text}"
+        unexpected.is_empty(),
+        "a daemon dropped packets: {unexpected:?}\n{text}"
+    );
+    assert!(
+        duplicates <= copies,
+        "{duplicates} duplicates refused, {copies} copies sent\n{text}"
     );
 }
 
