@@ -76,6 +76,9 @@ pub const INTERACTIVE_MAX_PPS: u64 = 250;
 /// ... seen over at least this many packets (160 ms of 20 ms voice). A port that says
 /// interactive needs none: DNS is interactive from its first packet.
 pub const INTERACTIVE_MIN_PACKETS: u64 = 8;
+/// A TCP flow fewer of whose recent packets than this share (percent) carry data is
+/// acknowledging a transfer the other way: never interactive by its packets' size.
+pub const ACKING_MAX_CARRYING_PCT: u64 = 25;
 /// An interactive flow stays interactive within these looser bounds (the band above the
 /// entry ones keeps a talk spurt or a burst of game state from flapping).
 const INTERACTIVE_KEEP_MEAN: u64 = 400;
@@ -602,8 +605,11 @@ struct RateWindow {
     first: bool,
     bytes: u64,
     packets: u64,
+    /// Packets with a payload (for TCP: not pure acknowledgements).
+    carrying: u64,
     prev_bytes: u64,
     prev_packets: u64,
+    prev_carrying: u64,
 }
 
 /// A flow's recent behaviour.
@@ -615,6 +621,8 @@ struct Recent {
     pps: u64,
     /// Mean packet size, bytes.
     mean: u64,
+    /// Share of the packets with a payload, in percent.
+    carrying_pct: u64,
 }
 
 impl RateWindow {
@@ -624,8 +632,10 @@ impl RateWindow {
             first: true,
             bytes: 0,
             packets: 0,
+            carrying: 0,
             prev_bytes: 0,
             prev_packets: 0,
+            prev_carrying: 0,
         }
     }
 
@@ -641,8 +651,10 @@ impl RateWindow {
             self.first = false;
             self.prev_bytes = self.bytes;
             self.prev_packets = self.packets;
+            self.prev_carrying = self.carrying;
             self.bytes = 0;
             self.packets = 0;
+            self.carrying = 0;
         }
     }
 
@@ -650,20 +662,23 @@ impl RateWindow {
     fn recent(&self, now: Instant) -> Recent {
         let window = micros(RATE_WINDOW);
         let elapsed = micros(now.saturating_duration_since(self.start)).min(window);
-        let (bytes, packets, span) = if self.first {
+        let (bytes, packets, carrying, span) = if self.first {
             (
                 self.bytes.saturating_mul(window),
                 self.packets.saturating_mul(window),
+                self.carrying.saturating_mul(window),
                 elapsed.max(micros(MIN_RATE_SPAN)),
             )
         } else {
             // The previous window counts for the part of it still within reach.
             let reach = window - elapsed;
+            let weigh = |prev: u64, now: u64| {
+                (prev.saturating_mul(reach)).saturating_add(now.saturating_mul(window))
+            };
             (
-                (self.prev_bytes.saturating_mul(reach))
-                    .saturating_add(self.bytes.saturating_mul(window)),
-                (self.prev_packets.saturating_mul(reach))
-                    .saturating_add(self.packets.saturating_mul(window)),
+                weigh(self.prev_bytes, self.bytes),
+                weigh(self.prev_packets, self.packets),
+                weigh(self.prev_carrying, self.carrying),
                 window,
             )
         };
@@ -673,6 +688,10 @@ impl RateWindow {
             rate: (bytes / window).saturating_mul(1_000_000) / span,
             pps: packets.saturating_mul(1_000_000) / (window * span),
             mean: bytes.checked_div(packets).unwrap_or(0),
+            carrying_pct: carrying
+                .saturating_mul(100)
+                .checked_div(packets)
+                .unwrap_or(0),
         }
     }
 }
@@ -836,6 +855,7 @@ impl Flow {
         self.window.roll(now);
         self.window.bytes += len;
         self.window.packets += 1;
+        self.window.carrying += u64::from(info.payload > 0);
         self.recent = self.window.recent(now);
         self.classify(now)
     }
@@ -855,15 +875,21 @@ impl Flow {
 
         let by_port = interactive_port(&self.key);
         let ssh = self.key.protocol == TCP && self.key.has_port(22);
+        // Mostly pure acknowledgements: the other half of a transfer going the other way,
+        // small packets at a low rate all the same. Copied as a call would be, a
+        // download's acks took twice their share of a 2 Mbit/s DSL uplink.
+        let acking = self.key.protocol == TCP && r.carrying_pct < ACKING_MAX_CARRYING_PCT;
         let interactive = by_port
             || (ssh && r.mean <= INTERACTIVE_MAX_MEAN)
             || (self.packets >= INTERACTIVE_MIN_PACKETS
+                && !acking
                 && r.mean <= INTERACTIVE_MAX_MEAN
                 && r.rate <= INTERACTIVE_MAX_RATE
                 && r.pps <= INTERACTIVE_MAX_PPS);
         let keep_interactive = by_port
             || (ssh && r.mean <= INTERACTIVE_KEEP_MEAN)
-            || (r.mean <= INTERACTIVE_KEEP_MEAN
+            || (!acking
+                && r.mean <= INTERACTIVE_KEEP_MEAN
                 && r.rate <= INTERACTIVE_KEEP_RATE
                 && r.pps <= INTERACTIVE_KEEP_PPS);
 
@@ -1811,5 +1837,23 @@ mod tests {
         assert!(!resent(start.wrapping_add(2500), 1040), "half new");
         assert!(!resent(start.wrapping_add(3500), 40), "a pure ack");
         assert!(!resent(start.wrapping_add(3500), 1040), "new data");
+    }
+    /// A download's acks (pure acknowledgements: small packets at a low rate) are not
+    /// interactive, and are not copied onto a second path; the same packets carrying a
+    /// few bytes each (keystrokes) are.
+    #[test]
+    fn a_downloads_acks_are_not_interactive() {
+        let t0 = Instant::now();
+        let mut table = FlowTable::new(16, 1);
+        let class = |table: &mut FlowTable, sport: u16, len: usize| {
+            let mut slot = None;
+            for i in 0..200u64 {
+                let now = t0 + Duration::from_millis(10 * i);
+                slot = table.on_packet(now, &tcp4(sport, 443, 0x18, len));
+            }
+            table.get(slot.unwrap()).unwrap().class()
+        };
+        assert_eq!(class(&mut table, 40000, 40), FlowClass::Default);
+        assert_eq!(class(&mut table, 40001, 60), FlowClass::Interactive);
     }
 }
