@@ -4,6 +4,10 @@
 //! in flight. Routers have little RAM and slow allocators; this is what keeps the
 //! daemons' memory flat under load.
 //!
+//! Over two paths too: a bulk flow spread per packet over paths 30 ms apart (the reorder
+//! buffer holding what arrives early) and a DNS flow copied onto both (redundancy and
+//! its duplicates refused).
+//!
 //! A binary of its own, with one test, so that the counting allocator sees nothing else.
 //! `LINKPOOL_ALLOC_TRACE=1` prints a backtrace of every allocation it counts.
 
@@ -13,10 +17,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::pair::{MEMBER, Pair, packet};
+use common::pair::{MEMBER, Pair, flow_packet, packet};
 use linkpool_protocol::CipherSuite;
 use linkpool_protocol::path::PathCounters;
 use linkpool_protocol::wire::MAX_DATAGRAM;
+use linkpool_sim::link::LinkParams;
 
 struct Counting;
 
@@ -165,4 +170,103 @@ fn the_data_path_allocates_nothing() {
             "{suite:?}: {allocations} allocations for 38,000 packets"
         );
     }
+    spread_over_two_paths();
+}
+
+/// A bulk flow and a DNS flow each way over two paths of 30 Mbit/s, 10 and 40 ms one
+/// way.
+fn spread_over_two_paths() {
+    // 30 Mbit/s each: the bulk flow's 38 Mbit/s needs both.
+    let link = |ms| {
+        let p = LinkParams {
+            delay: Duration::from_millis(ms),
+            rate_bps: Some(30_000_000),
+            ..LinkParams::default()
+        };
+        (p, p)
+    };
+    let mut pair = Pair::connected_over_paths(CipherSuite::Aes256Gcm, &[link(10), link(40)]);
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let mut seq = 0u32;
+    // One millisecond: `bulk` packets of the bulk flow each way, a DNS query and its
+    // answer every 20 ms.
+    let mut run = |pair: &mut Pair, bulk: u32| {
+        let now = pair.now;
+        for upstream in [true, false] {
+            let mut send = |pair: &mut Pair, len, port| {
+                let n = flow_packet(&mut buf, len, upstream, port, seq);
+                if upstream {
+                    pair.client.handle_packet(now, &buf[..n]).unwrap();
+                    pair.up();
+                } else {
+                    assert_eq!(pair.server.handle_packet(now, &buf[..n]), Ok(MEMBER));
+                    pair.down();
+                }
+            };
+            for _ in 0..bulk {
+                send(pair, 1200, 443);
+            }
+            if seq % 20 == 0 {
+                send(pair, 120, 53);
+            }
+        }
+        seq += 1;
+        pair.exchange();
+        pair.now += Duration::from_millis(1);
+    };
+    // Warm-up: the flows are classified (bulk after a sustained rate), the paths find
+    // their rates.
+    for _ in 0..3_000 {
+        run(&mut pair, 4);
+    }
+    let before = pair.carried;
+    let reorder_before = pair.client.reorder().counters().clone();
+    let spread_before = *pair.client.spread_counters();
+    ALLOCATIONS.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    for _ in 0..2_000 {
+        run(&mut pair, 4);
+    }
+    for _ in 0..1_000 {
+        run(&mut pair, 0);
+    }
+    COUNTING.store(false, Ordering::Relaxed);
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+    let carried = pair.carried;
+    let reorder = pair.client.reorder().counters();
+    let spread = pair.client.spread_counters();
+    let on_each: Vec<u64> = pair
+        .paths
+        .iter()
+        .map(|&p| pair.client.path(p).unwrap().counters().tx_packets)
+        .collect();
+    eprintln!(
+        "two paths: {} packets up, {} down; the gateway held {} behind gaps, refused {} \
+         copies, duplicated {} of its own; packets per path up {on_each:?}",
+        carried.up_packets - before.up_packets,
+        carried.down_packets - before.down_packets,
+        reorder.released - reorder_before.released,
+        reorder.duplicates - reorder_before.duplicates,
+        spread.duplicated_packets - spread_before.duplicated_packets,
+    );
+    // Refused: only second arrivals of the copies each end sent on purpose.
+    let server_spread = pair.server.member(MEMBER).unwrap().spread;
+    let copies = spread.duplicated_packets
+        + spread.repaired
+        + server_spread.duplicated_packets
+        + server_spread.repaired;
+    assert!(carried.refused <= copies, "{} > {copies}", carried.refused);
+    assert!(carried.up_packets - before.up_packets >= 8_000);
+    assert!(carried.down_packets - before.down_packets >= 8_000);
+    assert!(on_each.iter().all(|&n| n > 1_000), "{on_each:?}");
+    assert!(reorder.released > reorder_before.released, "{reorder:?}");
+    assert!(
+        reorder.duplicates > reorder_before.duplicates,
+        "{reorder:?}"
+    );
+    assert!(spread.duplicated_packets > spread_before.duplicated_packets);
+    assert_eq!(
+        allocations, 0,
+        "{allocations} allocations spreading over two paths"
+    );
 }

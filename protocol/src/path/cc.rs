@@ -368,12 +368,14 @@ impl Congestion {
             && self
                 .min_rtt()
                 .is_some_and(|min| queueing > min / 4 + STARTUP_QUEUE_MARGIN);
-        if round_start && self.phase == Phase::Startup {
+        if self.phase == Phase::Startup {
             if queue_building {
                 // Startup's window would pour up to twice the path's holding into its
-                // queue: stop now, as HyStart does on a rising delay.
+                // queue: stop now, as HyStart does on a rising delay. On any ack, not
+                // only at a round's end: on a long path a round of startup filled a
+                // 100 ms queue from a quarter of the base RTT to overflowing.
                 self.phase = Phase::Drain;
-            } else if !app_limited {
+            } else if round_start && !app_limited {
                 self.check_full_bw();
             }
         }

@@ -69,8 +69,11 @@ pub const DEAD_AFTER: Duration = Duration::from_millis(1500);
 pub const DEAD_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest an acknowledgement waits for more packets to acknowledge with it.
 pub const MAX_ACK_DELAY: Duration = Duration::from_millis(10);
-/// Acknowledge at once after this many ack-eliciting packets.
-const ACK_EVERY: u32 = 4;
+/// Acknowledge at once after this many ack-eliciting packets (RFC 9000's 2). With 4, a
+/// path that carried nothing the other way (a download's slower path, its acks all on the
+/// faster one) was acknowledged in coarse steps, and a fibre + LTE download on the real
+/// kernel fell from 0.93 to 0.71-0.79 of kernel MPTCP.
+const ACK_EVERY: u32 = 2;
 /// RTT assumed before a path's first sample (RFC 9002's initial RTT).
 const INITIAL_RTT: Duration = Duration::from_millis(333);
 /// Never suspect a path sooner than this after sending (timer granularity, scheduling).
@@ -1324,20 +1327,18 @@ mod tests {
     }
 
     #[test]
-    fn acks_are_due_after_four_packets_or_the_ack_delay_or_a_gap() {
+    fn acks_are_due_after_two_packets_or_the_ack_delay_or_a_gap() {
         let t0 = Instant::now();
         let mut p = path(t0);
         p.on_received(t0, 0, true, false);
         assert!(!p.ack_due(t0));
         assert!(p.ack_due(t0 + MAX_ACK_DELAY));
-        for pn in 1..4 {
-            p.on_received(t0, pn, true, false);
-        }
+        p.on_received(t0, 1, true, false);
         assert!(p.ack_due(t0));
         let a = p.ack(t0 + Duration::from_millis(2)).unwrap();
         p.on_ack_sent();
         assert!(!p.ack_due(t0 + MAX_ACK_DELAY));
-        assert_eq!(a.ranges(), &[(0, 3)]);
+        assert_eq!(a.ranges(), &[(0, 1)]);
         assert_eq!(a.delay_us, 2000);
         p.on_received(t0, 6, true, false);
         assert!(p.ack_due(t0), "a gap is acknowledged at once");

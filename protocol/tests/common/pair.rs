@@ -1,5 +1,5 @@
-//! A connected gateway/proxy pair over one path, and packets to send through it: shared
-//! by the allocation test and the throughput benchmark.
+//! A connected gateway/proxy pair over one path or more, and packets to send through it:
+//! shared by the allocation test and the throughput benchmark.
 //!
 //! Driven as a daemon drives the core: LAN packets in with `handle_packet`, everything
 //! `poll_transmit` writes carried to the other side's `handle_datagram`, inner packets out
@@ -52,19 +52,18 @@ pub struct Carried {
 pub struct Pair {
     pub client: Client,
     pub server: Server,
+    /// The first path.
     pub path: PathId,
-    /// The member's address as the proxy sees it.
-    pub from: SocketAddr,
+    /// Every path, in the order opened.
+    pub paths: Vec<PathId>,
     /// The proxy's address.
     pub proxy: SocketAddr,
     pub now: Instant,
     pub carried: Carried,
-    /// The link, each way, its parameters fixed for the pair's life (an outage would have
-    /// to take what it loses out of the ring too).
-    upstream: LinkModel,
-    downstream: LinkModel,
-    to_server: Held,
-    to_client: Held,
+    /// Per path: the member's address as the proxy sees it, and the link each way, its
+    /// parameters fixed for the pair's life (an outage would have to take what it loses
+    /// out of the ring too).
+    links: Vec<Link>,
     /// Scratch buffers, allocated once.
     buf: Box<[u8; MAX_DATAGRAM]>,
     inner: Box<[u8; MAX_DATAGRAM]>,
@@ -81,6 +80,15 @@ struct Held {
 }
 
 const HELD_SLOTS: usize = 4096;
+
+/// One path's link.
+struct Link {
+    from: SocketAddr,
+    upstream: LinkModel,
+    downstream: LinkModel,
+    to_server: Held,
+    to_client: Held,
+}
 
 impl Held {
     fn new() -> Held {
@@ -135,6 +143,11 @@ impl Pair {
         upstream: LinkParams,
         downstream: LinkParams,
     ) -> Pair {
+        Pair::connected_over_paths(suite, &[(upstream, downstream)])
+    }
+
+    /// The same over one path per entry of `links` (upstream, downstream).
+    pub fn connected_over_paths(suite: CipherSuite, links: &[(LinkParams, LinkParams)]) -> Pair {
         let start = Instant::now();
         let proxy_key = SecretKey::generate().unwrap();
         let member_key = SecretKey::generate().unwrap();
@@ -170,25 +183,39 @@ impl Pair {
             3,
         );
         let proxy: SocketAddr = "203.0.113.1:7117".parse().unwrap();
-        let path = client.open_path(start, proxy, PathSettings::default());
+        let paths: Vec<PathId> = links
+            .iter()
+            .map(|_| client.open_path(start, proxy, PathSettings::default()))
+            .collect();
         let mut pair = Pair {
             client,
             server,
-            path,
-            from: "198.51.100.7:40000".parse().unwrap(),
+            path: paths[0],
+            paths: paths.clone(),
             proxy,
             now: start,
             carried: Carried::default(),
-            upstream: preallocated(upstream, 1),
-            downstream: preallocated(downstream, 2),
-            to_server: Held::new(),
-            to_client: Held::new(),
+            links: links
+                .iter()
+                .zip(1u64..)
+                .map(|(&(upstream, downstream), k)| Link {
+                    from: SocketAddr::from(([198, 51, 100, 7], 40000 + k as u16)),
+                    upstream: preallocated(upstream, 2 * k),
+                    downstream: preallocated(downstream, 2 * k + 1),
+                    to_server: Held::new(),
+                    to_client: Held::new(),
+                })
+                .collect(),
             buf: Box::new([0; MAX_DATAGRAM]),
             inner: Box::new([0; MAX_DATAGRAM]),
         };
-        // The handshake, then the first pings confirm the keys and the path.
-        let rtt = upstream.delay + downstream.delay;
-        for _ in 0..20 + 2 * rtt.as_millis() {
+        // The handshake, then the first pings confirm the keys and the paths.
+        let rtt = links
+            .iter()
+            .map(|(up, down)| up.delay + down.delay)
+            .max()
+            .unwrap_or_default();
+        for _ in 0..20 + 4 * rtt.as_millis() {
             pair.exchange();
             pair.now += Duration::from_millis(1);
         }
@@ -197,11 +224,13 @@ impl Pair {
             pair.server.member(MEMBER).unwrap().connected,
             "{suite:?}: the proxy has no confirmed session"
         );
-        assert_eq!(
-            pair.client.path(path).unwrap().state(),
-            linkpool_protocol::path::PathState::Active,
-            "{suite:?}"
-        );
+        for path in paths {
+            assert_eq!(
+                pair.client.path(path).unwrap().state(),
+                linkpool_protocol::path::PathState::Active,
+                "{suite:?}"
+            );
+        }
         pair
     }
 
@@ -226,22 +255,27 @@ impl Pair {
     /// `recvmmsg` would, and then takes the inner packets out.
     fn arrive(&mut self) {
         let now = self.now;
-        while let Some(len) = self.to_server.pop(now, &mut self.buf[..]) {
-            self.at_server(len);
+        for i in 0..self.links.len() {
+            while let Some(len) = self.links[i].to_server.pop(now, &mut self.buf[..]) {
+                self.at_server(i, len);
+            }
         }
         self.packets_at_server();
-        while let Some(len) = self.to_client.pop(now, &mut self.buf[..]) {
-            self.at_client(len);
+        for i in 0..self.links.len() {
+            while let Some(len) = self.links[i].to_client.pop(now, &mut self.buf[..]) {
+                self.at_client(i, len);
+            }
         }
         self.packets_at_client();
     }
 
-    /// The proxy receives `buf[..len]`.
-    fn at_server(&mut self, len: usize) {
+    /// The proxy receives `buf[..len]` on path `i`.
+    fn at_server(&mut self, i: usize, len: usize) {
         let now = self.now;
+        let from = self.links[i].from;
         match self
             .server
-            .handle_datagram(now, self.from, Some(self.proxy), &mut self.buf[..len])
+            .handle_datagram(now, from, Some(self.proxy), &mut self.buf[..len])
         {
             Ok(_) => self.carried.up_datagrams += 1,
             Err(_) => self.carried.refused += 1,
@@ -254,12 +288,12 @@ impl Pair {
         }
     }
 
-    /// The client receives `buf[..len]`.
-    fn at_client(&mut self, len: usize) {
+    /// The client receives `buf[..len]` on path `i`.
+    fn at_client(&mut self, i: usize, len: usize) {
         let now = self.now;
         match self
             .client
-            .handle_datagram(now, self.path, &mut self.buf[..len])
+            .handle_datagram(now, self.paths[i], &mut self.buf[..len])
         {
             Ok(_) => self.carried.down_datagrams += 1,
             Err(_) => self.carried.refused += 1,
@@ -279,14 +313,20 @@ impl Pair {
         let mut any = false;
         while let Some(t) = self.client.poll_transmit(now, &mut self.buf[..]) {
             any = true;
-            debug_assert_eq!((t.path, t.remote), (self.path, self.proxy));
-            match self.upstream.offer(now, t.len) {
+            debug_assert_eq!(t.remote, self.proxy);
+            let i = self
+                .paths
+                .iter()
+                .position(|&p| p == t.path)
+                .expect("a path");
+            let link = &mut self.links[i];
+            match link.upstream.offer(now, t.len) {
                 // Nothing of the link's is waiting before it (it never reorders).
-                Verdict::Deliver(due) if due <= now && self.to_server.queue.is_empty() => {
-                    self.at_server(t.len);
+                Verdict::Deliver(due) if due <= now && link.to_server.queue.is_empty() => {
+                    self.at_server(i, t.len);
                     self.packets_at_server();
                 }
-                Verdict::Deliver(due) => self.to_server.push(due, &self.buf[..t.len]),
+                Verdict::Deliver(due) => link.to_server.push(due, &self.buf[..t.len]),
                 Verdict::Dropped(_) => self.carried.lost += 1,
             }
         }
@@ -300,13 +340,19 @@ impl Pair {
         let mut any = false;
         while let Some(t) = self.server.poll_transmit(now, &mut self.buf[..]) {
             any = true;
-            debug_assert_eq!((t.remote, t.local), (self.from, Some(self.proxy)));
-            match self.downstream.offer(now, t.len) {
-                Verdict::Deliver(due) if due <= now && self.to_client.queue.is_empty() => {
-                    self.at_client(t.len);
+            debug_assert_eq!(t.local, Some(self.proxy));
+            let i = self
+                .links
+                .iter()
+                .position(|l| l.from == t.remote)
+                .expect("a member address");
+            let link = &mut self.links[i];
+            match link.downstream.offer(now, t.len) {
+                Verdict::Deliver(due) if due <= now && link.to_client.queue.is_empty() => {
+                    self.at_client(i, t.len);
                     self.packets_at_client();
                 }
-                Verdict::Deliver(due) => self.to_client.push(due, &self.buf[..t.len]),
+                Verdict::Deliver(due) => link.to_client.push(due, &self.buf[..t.len]),
                 Verdict::Dropped(_) => self.carried.lost += 1,
             }
         }
@@ -339,5 +385,15 @@ pub fn packet(buf: &mut [u8], len: usize, upstream: bool, seq: u32) -> usize {
     p[12..16].copy_from_slice(&src);
     p[16..20].copy_from_slice(&dst);
     p[20..24].copy_from_slice(&seq.to_be_bytes());
+    len
+}
+
+/// A packet of one UDP flow (`port` at both ends), its `seq` in the payload; see
+/// [`packet`].
+pub fn flow_packet(buf: &mut [u8], len: usize, upstream: bool, port: u16, seq: u32) -> usize {
+    packet(buf, len, upstream, 0);
+    buf[20..22].copy_from_slice(&port.to_be_bytes());
+    buf[22..24].copy_from_slice(&port.to_be_bytes());
+    buf[28..32].copy_from_slice(&seq.to_be_bytes());
     len
 }
