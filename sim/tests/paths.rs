@@ -127,7 +127,7 @@ fn cut_download(seed: u64, cut: Duration) -> (Sim<GatewayCore, ProxyCore>, FlowI
 /// and 100 ms (the re-send's trip over path 1, 30 ms, and TCP's own recovery).
 ///
 /// Sixteen cuts, at times that find the download in different phases: no RTO and every
-/// stall within its bound (they are 58-107 ms). TCP's own retransmissions jump their
+/// stall within its bound (they are 73-117 ms). TCP's own retransmissions jump their
 /// flow's queue in the core: the download's window was sized for both paths, what it sent
 /// at that rate waits there for path 1 alone, and a retransmission behind it waited for
 /// all of it (stalls of 150-300 ms in 5 of these 16 cuts, one RTO).
