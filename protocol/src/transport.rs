@@ -594,27 +594,22 @@ impl Transport {
         }
     }
 
-    /// How long a gap in a spread flow is waited for: the spread of the paths' delays as
-    /// this end measures them (round trips: the far end spreads over the same paths),
-    /// their variation, a margin, and the fastest round trip: the sender finds a packet
-    /// lost about a round trip after it went, and its repair (or, when the path was cut,
-    /// its re-send) is worth waiting for. Given up before it came, the gap sent TCP into
-    /// a needless recovery, and with the re-sends arriving late, to a timeout.
+    /// How long a gap in a spread flow is waited for: the slowest path's round trip as
+    /// this end measures it (the far end spreads over the same paths), their variation and
+    /// a margin. That is the skew between the paths, and a round trip of the fastest more:
+    /// the sender finds a packet lost about a round trip after it went, and its repair
+    /// (or, when the path was cut, its re-send) is worth waiting for. Given up before it
+    /// came, the gap sent TCP into a needless recovery, and with the re-sends arriving
+    /// late, to a timeout.
     fn reorder_timeout(&self) -> Duration {
-        let mut fastest = Duration::MAX;
         let mut slowest = Duration::ZERO;
         let mut var = Duration::ZERO;
         for p in self.paths.iter().filter(|p| p.usable()) {
             let Some(srtt) = p.srtt() else { continue };
-            fastest = fastest.min(srtt);
             slowest = slowest.max(srtt);
             var = var.max(p.rttvar());
         }
-        if slowest.is_zero() {
-            return REORDER_MARGIN;
-        }
-        let skew = slowest - fastest;
-        (skew + 2 * var + REORDER_MARGIN + fastest).min(REORDER_MAX)
+        (slowest + 2 * var + REORDER_MARGIN).min(REORDER_MAX)
     }
 
     /// The earliest time a path needs attention (pings, acks, silence, pacing) or the
