@@ -109,31 +109,38 @@ fn bytes(link: &Link) -> (u64, u64) {
     )
 }
 
-/// `curl` of `url` to nowhere from `node`: (bytes, seconds), `None` if it failed.
-fn timed_download(spawn: Result<Process, Error>) -> Result<Option<(f64, f64)>, Error> {
-    let mut curl = spawn?;
-    let done = curl
-        .wait_timeout(Duration::from_secs(120))
-        .map_err(|e| Error::new(format!("waiting for curl: {e}")))?;
-    let log = curl.log();
-    let mut words = log.split_whitespace();
-    let figures = words
-        .next()
-        .and_then(|w| w.parse().ok())
-        .zip(words.next().and_then(|w| w.parse().ok()));
-    Ok(figures.filter(|_| done.is_some_and(|s| s.success())))
-}
-
+/// A download to nowhere that prints its size and time; the URL follows.
 const CURL_TIMED: [&str; 8] = [
     "curl",
     "-sS",
     "--max-time",
-    "110",
+    "120",
     "-o",
     "/dev/null",
     "-w",
     "%{size_download} %{time_total}\n",
 ];
+
+/// [`CURL_TIMED`] of `url`.
+fn curl_timed(url: &str) -> Vec<&str> {
+    CURL_TIMED.iter().copied().chain([url]).collect()
+}
+
+/// What a [`CURL_TIMED`] printed: (bytes, seconds).
+fn curl_figures(log: &str) -> Option<(f64, f64)> {
+    let mut words = log.split_whitespace();
+    let size = words.next()?.parse().ok()?;
+    Some((size, words.next()?.parse().ok()?))
+}
+
+/// Waits for a [`CURL_TIMED`]: (bytes, seconds), `None` if it failed.
+fn timed_download(spawn: Result<Process, Error>) -> Result<Option<(f64, f64)>, Error> {
+    let mut curl = spawn?;
+    let done = curl
+        .wait_timeout(Duration::from_secs(125))
+        .map_err(|e| Error::new(format!("waiting for curl: {e}")))?;
+    Ok(curl_figures(&curl.log()).filter(|_| done.is_some_and(|s| s.success())))
+}
 
 /// Router `i`, which has several uplinks: the same download on its best uplink alone
 /// (the router's own traffic, which does not go through the pool, leaves by its first
@@ -148,14 +155,13 @@ fn side_by_side(coop: &Coop, i: usize, url: &str) -> Result<Option<String>, Erro
         names.len(),
         names.join(", ")
     );
-    let argv = |url| -> Vec<&str> { CURL_TIMED.iter().copied().chain([url]).collect() };
-    let alone = timed_download(router.spawn(&argv(url)))?;
+    let alone = timed_download(router.spawn(&curl_timed(url)))?;
     let links: Vec<Link> = names
         .iter()
         .map(|n| coop.link(n).cloned())
         .collect::<Result<_, _>>()?;
     let before: Vec<u64> = links.iter().map(|l| bytes(l).1).collect();
-    let pooled = timed_download(coop.client(i).spawn(&argv(url)))?;
+    let pooled = timed_download(coop.client(i).spawn(&curl_timed(url)))?;
     let carried: Vec<u64> = links
         .iter()
         .zip(&before)
@@ -227,17 +233,7 @@ pub fn run() -> Result<(), Error> {
     let mut downloads: Vec<(String, Process)> = Vec::new();
     for i in 1..=coop.routers().len() {
         let client = coop.client(i);
-        let p = client.spawn(&[
-            "curl",
-            "-sS",
-            "--max-time",
-            "120",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{size_download} %{time_total}\n",
-            &url,
-        ])?;
+        let p = client.spawn(&curl_timed(&url))?;
         downloads.push((client.role().to_string(), p));
     }
     let deadline = Instant::now() + Duration::from_secs(130);
@@ -272,13 +268,7 @@ pub fn run() -> Result<(), Error> {
     );
     for (role, p) in &mut downloads {
         let status = p.kill()?;
-        let log = p.log();
-        let mut words = log.split_whitespace();
-        let size: f64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0.0);
-        let secs: f64 = words
-            .next()
-            .and_then(|w| w.parse().ok())
-            .unwrap_or(f64::NAN);
+        let (size, secs) = curl_figures(&p.log()).unwrap_or((0.0, f64::NAN));
         let ok = if status.success() && size as u64 == file.size {
             ""
         } else {
