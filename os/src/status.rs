@@ -226,8 +226,14 @@ pub fn path_text(p: &Value) -> Option<String> {
         )
     });
     let all = percent(&p["tx_share"]).map_or(String::new(), |s| format!(", {s} in all"));
+    // Packets re-sent on another path when this one stopped answering: each is a copy
+    // the far end may refuse as a duplicate.
+    let resent = match p["resent_elsewhere"].as_u64() {
+        Some(n) if n > 0 => format!("  resent elsewhere {n}"),
+        _ => String::new(),
+    };
     Some(format!(
-        "{now}{all}  {state}  bandwidth {}  pacing {}  window {} B  in flight {} B",
+        "{now}{all}  {state}  bandwidth {}  pacing {}  window {} B  in flight {} B{resent}",
         rate_text(p["bandwidth_bps"].as_f64().unwrap_or(0.0)),
         rate_text(p["pacing_rate_bps"].as_f64().unwrap_or(0.0)),
         p["cwnd_bytes"],
