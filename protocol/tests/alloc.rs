@@ -67,7 +67,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn client_path(pair: &Pair) -> PathCounters {
-    *pair.client.path(pair.path).unwrap().counters()
+    *pair.client.path(pair.paths[0]).unwrap().counters()
 }
 
 fn server_path(pair: &Pair) -> PathCounters {
@@ -157,7 +157,7 @@ fn the_data_path_allocates_nothing() {
         // Receipts: each end reported every inner packet and byte it got.
         let receipt = pair.server.member(MEMBER).unwrap().paths[0].peer_receipt();
         assert_eq!(receipt, Some((20_000, 20_000 * 1200)), "{suite:?}");
-        let receipt = pair.client.path(pair.path).unwrap().peer_receipt();
+        let receipt = pair.client.path(pair.paths[0]).unwrap().peer_receipt();
         assert_eq!(receipt, Some((20_000, 20_000 * 1200)), "{suite:?}");
         eprintln!(
             "{suite:?}: {} datagrams up, {} down, {client_control} and {server_control} \

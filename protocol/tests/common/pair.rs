@@ -52,8 +52,6 @@ pub struct Carried {
 pub struct Pair {
     pub client: Client,
     pub server: Server,
-    /// The first path.
-    pub path: PathId,
     /// Every path, in the order opened.
     pub paths: Vec<PathId>,
     /// The proxy's address.
@@ -190,7 +188,6 @@ impl Pair {
         let mut pair = Pair {
             client,
             server,
-            path: paths[0],
             paths: paths.clone(),
             proxy,
             now: start,
