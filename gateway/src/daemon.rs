@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use linkpool_os::control::{self, Format};
-use linkpool_os::event::{readable_any, sleep_until};
+use linkpool_os::event::{readable_any, sleep_until, woke_late};
 use linkpool_os::log::LogHandle;
 use linkpool_os::signal::{Signal, Signals};
 use linkpool_os::status;
@@ -128,20 +128,14 @@ pub async fn run(
             }
             i = readable_any(gw.uplinks.len(), first, |i| gw.uplinks[i].socket.as_ref()) => {
                 gw.receive_cursor = (i + 1) % gw.uplinks.len().max(1);
-                for _ in 0..BATCH {
-                    let Some(socket) = &gw.uplinks[i].socket else { break };
-                    match socket.try_recv_from(&mut rx) {
-                        Ok((n, from)) => gw.handle_datagram(i, from, &mut rx[..n]),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            debug!(uplink = %gw.uplinks[i].config.name, "receive: {e}");
-                            break;
-                        }
-                    }
-                    gw.deliver(&mut tx, &os).await;
-                }
+                gw.receive(i, &mut rx, &mut tx, &os).await;
             }
             _ = sleep_until(wake) => {
+                if woke_late(wake) {
+                    for i in 0..gw.uplinks.len() {
+                        gw.receive(i, &mut rx, &mut tx, &os).await;
+                    }
+                }
                 gw.client.handle_timeout(Instant::now());
             }
             Some((format, reply)) = requests.recv() => {
@@ -456,6 +450,24 @@ impl Gateway {
     }
 
     /// Writes what the core has for the LAN to the TUN.
+    /// Reads a batch of datagrams from uplink `i`'s socket.
+    async fn receive(&mut self, i: usize, rx: &mut [u8], tx: &mut [u8], os: &GatewayOs) {
+        for _ in 0..BATCH {
+            let Some(socket) = &self.uplinks[i].socket else {
+                break;
+            };
+            match socket.try_recv_from(rx) {
+                Ok((n, from)) => self.handle_datagram(i, from, &mut rx[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!(uplink = %self.uplinks[i].config.name, "receive: {e}");
+                    break;
+                }
+            }
+            self.deliver(tx, os).await;
+        }
+    }
+
     async fn deliver(&mut self, buf: &mut [u8], os: &GatewayOs) {
         while let Some(n) = self.client.poll_packet(buf) {
             if let Err(e) = os.tun.send(&buf[..n]).await {

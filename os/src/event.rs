@@ -36,6 +36,14 @@ pub async fn sleep_until(t: Option<Instant>) {
     }
 }
 
+/// Whether a timer due at `wake` fired so late that the daemon was not running (a busy
+/// CPU) for a while. Datagrams that came meanwhile are read before the core's timers run:
+/// a timer would otherwise judge a path by a silence that was only ours.
+pub fn woke_late(wake: Option<Instant>) -> bool {
+    const LATE: std::time::Duration = std::time::Duration::from_millis(5);
+    wake.is_some_and(|w| Instant::now() > w + LATE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

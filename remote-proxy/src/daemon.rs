@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use linkpool_os::control::{self, Format};
-use linkpool_os::event::{readable_any, sleep_until};
+use linkpool_os::event::{readable_any, sleep_until, woke_late};
 use linkpool_os::log::LogHandle;
 use linkpool_os::signal::{Signal, Signals};
 use linkpool_os::socket::{try_recv_with_destination, try_send_from};
@@ -193,22 +193,7 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
         tokio::select! {
             i = readable_any(sockets.len(), first, |i| Some(&sockets[i].1)) => {
                 proxy.receive_cursor = (i + 1) % sockets.len();
-                let (listen, socket) = &sockets[i];
-                // Drain a batch from that socket before going round the loop again.
-                for _ in 0..BATCH {
-                    match try_recv_with_destination(socket, &mut rx) {
-                        Ok((n, from, to)) => {
-                            let local = to.map(|ip| SocketAddr::new(ip, listen.port()));
-                            proxy.handle_datagram(from, local, &mut rx[..n]);
-                            proxy.deliver(&mut tx, tun).await;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            debug!("receive: {e}");
-                            break;
-                        }
-                    }
-                }
+                proxy.receive(&sockets[i], &mut rx, &mut tx, tun).await;
             }
             read = tun.recv(&mut rx) => {
                 match read {
@@ -222,7 +207,14 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
                     }
                 }
             }
-            _ = sleep_until(wake) => proxy.server.handle_timeout(Instant::now()),
+            _ = sleep_until(wake) => {
+                if woke_late(wake) {
+                    for socket in sockets {
+                        proxy.receive(socket, &mut rx, &mut tx, tun).await;
+                    }
+                }
+                proxy.server.handle_timeout(Instant::now());
+            }
             _ = status.tick() => proxy.log_status(),
             Some((format, reply)) = requests.recv() => {
                 let _ = reply.send(proxy.status(format));
@@ -261,6 +253,31 @@ impl Proxy {
             .handle_datagram(Instant::now(), from, local, datagram)
         {
             debug!(%from, "datagram dropped: {reason}");
+        }
+    }
+
+    /// Reads a batch of datagrams from one listening socket before going round the loop
+    /// again.
+    async fn receive(
+        &mut self,
+        (listen, socket): &(SocketAddr, UdpSocket),
+        rx: &mut [u8],
+        tx: &mut [u8],
+        tun: &linkpool_os::tun::AsyncTun,
+    ) {
+        for _ in 0..BATCH {
+            match try_recv_with_destination(socket, rx) {
+                Ok((n, from, to)) => {
+                    let local = to.map(|ip| SocketAddr::new(ip, listen.port()));
+                    self.handle_datagram(from, local, &mut rx[..n]);
+                    self.deliver(tx, tun).await;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!("receive: {e}");
+                    break;
+                }
+            }
         }
     }
 

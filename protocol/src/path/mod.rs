@@ -728,11 +728,7 @@ impl Path {
         let Some(largest) = self.largest_acked else {
             return;
         };
-        let threshold = self
-            .srtt
-            .unwrap_or(INITIAL_RTT)
-            .max(self.latest_rtt)
-            .mul_f64(9.0 / 8.0);
+        let threshold = self.loss_delay();
         for s in &mut self.sent {
             if s.pn >= largest {
                 break;
@@ -740,7 +736,8 @@ impl Path {
             if s.acked || s.lost {
                 continue;
             }
-            if largest - s.pn >= PACKET_THRESHOLD || now.saturating_duration_since(s.at) > threshold
+            if largest - s.pn >= PACKET_THRESHOLD
+                || now.saturating_duration_since(s.at) >= threshold
             {
                 s.lost = true;
                 self.counters.lost += 1;
@@ -758,6 +755,27 @@ impl Path {
         while self.sent.front().is_some_and(|s| s.acked || s.lost) {
             self.sent.pop_front();
         }
+    }
+
+    /// How long after a later packet was acknowledged an earlier one counts as lost
+    /// (RFC 9002 §6.1.2).
+    fn loss_delay(&self) -> Duration {
+        self.srtt
+            .unwrap_or(INITIAL_RTT)
+            .max(self.latest_rtt)
+            .mul_f64(9.0 / 8.0)
+    }
+
+    /// When the oldest packet overtaken by an acknowledged one counts as lost by time
+    /// (RFC 9002's loss timer): with nothing sent after it, no ack would ever say so.
+    fn loss_time(&self) -> Option<Instant> {
+        let largest = self.largest_acked?;
+        let s = self
+            .sent
+            .iter()
+            .take_while(|s| s.pn < largest)
+            .find(|s| !s.acked && !s.lost)?;
+        Some(s.at + self.loss_delay())
     }
 
     fn on_answered(&mut self, now: Instant) {
@@ -843,6 +861,9 @@ impl Path {
     /// Runs the state machine: suspect on silence, dead on long silence. Returns the
     /// slots of inner packets to re-send elsewhere when the path just turned suspect.
     pub(crate) fn on_timeout(&mut self, now: Instant, resend: &mut impl FnMut(u64)) {
+        if self.loss_time().is_some_and(|t| t <= now) {
+            self.detect_losses(now);
+        }
         if self.state == PathState::Suspect
             && now.saturating_duration_since(self.state_since) >= DEAD_AFTER
         {
@@ -879,7 +900,13 @@ impl Path {
             // Never answered yet: nothing to suspect, it is still being found.
             return None;
         }
-        let oldest = self.sent.iter().find(|s| !s.acked && !s.lost)?;
+        // Only a packet no later one overtook: one that was is a loss on a live path (the
+        // loss timer's), and after it the path may rightly have nothing in flight.
+        let overtaken = |s: &Sent| self.largest_acked.is_some_and(|l| s.pn < l);
+        let oldest = self
+            .sent
+            .iter()
+            .find(|s| !s.acked && !s.lost && !overtaken(s))?;
         let by_rtt = oldest.at + self.suspect_after();
         // The ack clock: from when an ack for the oldest packet could first come (or the
         // last ack, if later), acks should keep coming about as often as they did. With
@@ -909,6 +936,7 @@ impl Path {
             }
         };
         consider(self.suspect_at());
+        consider(self.loss_time());
         consider(self.ack_due);
         consider(self.receipt_pending().then_some(self.next_receipt));
         if self.state == PathState::Suspect {
@@ -1273,6 +1301,56 @@ mod tests {
             p.on_ack(t + ms(20), &Ack::new(PathId(1), 0, 0, &[(pn, pn)]));
         }
         assert_eq!(p.state(), PathState::Active);
+    }
+
+    /// A packet lost at the tail of a burst, overtaken by a later one that was acked, is a
+    /// loss on a live path: it is declared lost on the loss timer, and the silence after
+    /// it (nothing else in flight) never makes the path suspect. Seen on the real kernel:
+    /// startup's last packet on a slow line tail-dropped, the line suspected 62 ms after
+    /// its last ack by the ack clock of a busy path.
+    #[test]
+    fn an_overtaken_packet_is_a_loss_not_a_silent_path() {
+        let t0 = Instant::now();
+        let mut p = path(t0);
+        // The proxy's side, which was suspected: it pings only when in doubt.
+        p.set_passive();
+        let ms = Duration::from_millis;
+        // A busy path: a packet every 2 ms, each acked 40 ms later.
+        let mut pn = 0;
+        while pn < 50 {
+            p.on_sent(t0 + ms(2 * pn), 1200, true, Some((pn, 1100)));
+            if pn >= 20 {
+                p.on_ack(t0 + ms(2 * pn), &Ack::new(PathId(1), 0, 0, &[(0, pn - 20)]));
+            }
+            pn += 1;
+        }
+        let acked = p.counters().acked;
+        // The burst's last two packets: the first is lost, the second acked.
+        let t = t0 + ms(100);
+        p.on_sent(t, 1200, true, Some((pn, 1100)));
+        p.on_sent(t + ms(1), 1200, true, Some((pn + 1, 1100)));
+        p.on_ack(
+            t + ms(41),
+            &Ack::new(PathId(1), 0, 0, &[(pn + 1, pn + 1), (0, pn - 1)]),
+        );
+        assert_eq!(p.counters().acked, acked + 21);
+        assert_eq!(
+            p.counters().lost,
+            0,
+            "not yet: too soon for the time threshold"
+        );
+        // Nothing else is sent. Run every timer the path asks for, for a second.
+        let mut resent = Vec::new();
+        while let Some(at) = p.next_timeout().filter(|&at| at < t + ms(1000)) {
+            p.on_timeout(at, &mut |s| resent.push(s));
+            assert_eq!(p.state(), PathState::Active, "suspected at {:?}", at - t);
+        }
+        assert_eq!(p.counters().lost, 1);
+        assert_eq!(p.counters().suspected, 0);
+        assert!(
+            resent.is_empty(),
+            "a loss is repaired, not re-sent elsewhere"
+        );
     }
 
     #[test]
