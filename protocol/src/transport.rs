@@ -60,6 +60,8 @@ const REORDER_BUFFERS: usize = 512;
 const REORDER_MARGIN: Duration = Duration::from_millis(5);
 /// The reorder timeout at most: beyond it a gap is given up whatever the paths say.
 const REORDER_MAX: Duration = Duration::from_secs(1);
+/// CoDel's interval follows the paths' round trips up to this.
+const MAX_CODEL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A path changed state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -566,8 +568,22 @@ impl Transport {
     /// slower path at once, and ECF's rule (see [`Transport::send_queued`]) takes the
     /// slower path only while the backlog is at least that long: a shorter target would
     /// drain the backlog by dropping, and leave the slower paths idle.
+    ///
+    /// Its interval is RFC 8289's "worst-case RTT" of the flows: 100 ms, or the slowest
+    /// usable path's base round trip when that is longer. A flow over a 150 ms path in
+    /// slow start keeps a queue for more than 100 ms at each doubling, and a drop there
+    /// ended its slow start at a tenth of the path.
     fn codel_params(&self, now: Instant) -> CodelParams {
-        let base = CodelParams::default();
+        let mut base = CodelParams::default();
+        let slowest = self
+            .paths
+            .iter()
+            .filter(|p| p.usable())
+            .filter_map(|p| p.base_rtt())
+            .max();
+        base.interval = base
+            .interval
+            .max(slowest.unwrap_or_default().min(MAX_CODEL_INTERVAL));
         if self.bulk_demand.rate(now) == 0 {
             return base;
         }
@@ -933,7 +949,9 @@ impl Transport {
                     // Held for order (and repaired if lost) only while there is more
                     // than one path to spread over: on one, a gap is a loss, TCP's own to
                     // recover, and holding the packets behind it only delays them.
-                    hold: mode == Mode::Packet && spreadable,
+                    hold: spreadable
+                        && mode != Mode::Redundant
+                        && f.class() != FlowClass::Interactive,
                 };
                 f.seq = f.seq.wrapping_add(1);
                 (mode, f.class(), spread)

@@ -182,10 +182,12 @@ fn outage_is_a_stall_for_udp_and_timeouts_for_tcp() {
 
 #[test]
 fn sack_recovers_a_burst_of_losses_where_newreno_times_out() {
-    // Without HyStart, slow start overflows the 100 ms queue by half a window.
+    // Without HyStart, slow start overflows the 100 ms queue by half a window. Reno's
+    // halving: the subject is the recovery, not CUBIC's gentler back-off.
     let run = |sack| {
         let cfg = TcpConfig {
             hystart: false,
+            cubic: false,
             sack,
             ..TcpConfig::default()
         };
@@ -236,7 +238,12 @@ fn a_sized_upload_completes_intact() {
     let done = t.stats().completed_at.expect("completed");
     // 2 MB at 9.4 Mbit/s of payload is 1.7 s, plus slow start.
     assert!(done > ms(1800) && done < ms(2300), "{done:?}");
-    assert_eq!(t.stats().bytes_sent, size);
+    // Nothing sent twice but what CUBIC's probing lost in the queue.
+    let resent = t.stats().bytes_sent - size;
+    assert!(
+        resent <= t.stats().retransmits * 1300,
+        "{resent} bytes sent twice"
+    );
     assert_eq!(t.stats().acks_sent, t.stats().segments_received);
     assert_eq!(t.delivered().first().map(|f| f > ms(110)), Some(true));
     // Nothing is sent after it, nothing is pending.

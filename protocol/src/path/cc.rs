@@ -11,6 +11,9 @@
 
 use std::time::{Duration, Instant};
 
+/// In startup the pacer lets the window go in this fraction of a round trip at least
+/// (Linux's `tcp_pacing_ss_ratio`, 200 %).
+const SLOW_START_PACING: f64 = 2.0;
 /// Startup's gain, 2/ln 2: the rate doubles every round trip, as in slow start.
 const STARTUP_GAIN: f64 = 2.885;
 /// Startup's gain when probing found much more room later: a path that carries traffic
@@ -30,6 +33,9 @@ const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 const FULL_BW_ROUNDS: u32 = 3;
 /// Loss in a round above this caps what may be in flight (BBRv2's loss threshold).
 const LOSS_THRESHOLD: f64 = 0.02;
+/// Loss counts as congestion only in a round whose queueing delay rose this much above
+/// the line's own jitter.
+const LOSS_QUEUE_MARGIN: Duration = Duration::from_millis(5);
 /// What is kept of the in-flight bytes at a round with too much loss (BBRv2's beta).
 const LOSS_BETA: f64 = 0.7;
 /// Never less in flight than this many full packets.
@@ -103,11 +109,19 @@ pub(crate) struct Congestion {
     next_round_delivered: u64,
     full_bw: u64,
     full_bw_rounds: u32,
-    /// Lost and delivered bytes in the current round.
+    /// Lost and delivered bytes in the current round, and the most queueing delay seen.
     round_lost: u64,
     round_delivered: u64,
+    round_queueing: Duration,
     /// When data (not a ping) last went out.
     last_data_sent: Option<Instant>,
+    /// Startup found the path's queue filling at this round: it grows no more, and
+    /// drains once a round at that rate has measured it.
+    full_since_round: Option<u64>,
+    /// The most queueing delay seen while the path carried no data, decaying: its
+    /// jitter, which startup's delay exit must not take for a queue.
+    idle_noise: Duration,
+    idle_noise_at: Instant,
     /// Cap on in-flight bytes after heavy loss; lifted while probing finds room.
     inflight_cap: Option<u64>,
     /// Deliveries below this count were sent while nothing waited to be sent: their rate
@@ -139,7 +153,11 @@ impl Congestion {
             full_bw_rounds: 0,
             round_lost: 0,
             round_delivered: 0,
+            round_queueing: Duration::ZERO,
             last_data_sent: None,
+            full_since_round: None,
+            idle_noise: Duration::ZERO,
+            idle_noise_at: now,
             inflight_cap: None,
             app_limited_until: 0,
             next_send: now,
@@ -202,6 +220,21 @@ impl Congestion {
 
     /// Pacing rate in bytes per second.
     pub(crate) fn pacing_rate(&self, srtt: Duration) -> u64 {
+        if self.phase == Phase::Startup {
+            // The flows a path carries find their own rate in slow start, doubling what
+            // they send every round trip; a pacer that follows the path's delivery rate
+            // (a round behind) holds their bursts in the core's queue, and the delay it
+            // adds ends their slow start (HyStart) at a fraction of the path. In startup
+            // the window, which grows with every ack faster than theirs, may go out in
+            // half a round trip, as Linux paces its own slow start.
+            let rtt = srtt.max(Duration::from_millis(1));
+            let window = self.window(srtt) as f64 * SLOW_START_PACING / rtt.as_secs_f64();
+            return (window as u64).max(self.model_pacing_rate(srtt));
+        }
+        self.model_pacing_rate(srtt)
+    }
+
+    fn model_pacing_rate(&self, srtt: Duration) -> u64 {
         if self.pacing > 0 {
             // Never so slow that the smallest window takes more than a round trip.
             let floor = (MIN_CWND_PACKETS * self.mtu) as f64 / srtt.as_secs_f64().max(1e-3);
@@ -228,7 +261,7 @@ impl Congestion {
         let found = self.phase != Phase::Startup;
         let bw = self.bandwidth();
         let rate = ((bw as f64 * self.pacing_gain()) as u64).max(self.mtu);
-        if bw > 0 && (found || rate > self.pacing_rate(srtt)) {
+        if bw > 0 && (found || rate > self.model_pacing_rate(srtt)) {
             self.pacing = rate;
         }
         let gain = if found { CWND_GAIN } else { self.startup_gain };
@@ -239,11 +272,15 @@ impl Congestion {
             });
         self.cwnd = if found {
             (self.cwnd + acked).min(target)
-        } else if self.cwnd < target {
-            // Slow start: grows by what was delivered, up to the model's target.
-            self.cwnd + acked
-        } else {
+        } else if self.full_since_round.is_some() {
             self.cwnd
+        } else {
+            // Slow start, a step ahead of the flows it carries: they grow by what was
+            // delivered each, so the path grows by twice that (a window level with theirs
+            // queues their bursts in the core, and the delay ends their slow start). Up to
+            // the model's target, or twice what is in flight while the model lags.
+            let room = target.max(2 * self.in_flight + INITIAL_CWND_PACKETS * self.mtu);
+            self.cwnd.max((self.cwnd + 2 * acked).min(room))
         }
         .max(MIN_CWND_PACKETS * self.mtu);
     }
@@ -333,6 +370,7 @@ impl Congestion {
     ) {
         self.in_flight = self.in_flight.saturating_sub(acked);
         self.round_delivered += acked;
+        self.round_queueing = self.round_queueing.max(queueing);
         if let Some(rtt) = rtt {
             self.on_rtt(now, rtt);
         }
@@ -364,18 +402,25 @@ impl Congestion {
         let carrying = self
             .last_data_sent
             .is_some_and(|t| now.saturating_duration_since(t) < CARRYING);
-        let queue_building = carrying
-            && self
-                .min_rtt()
-                .is_some_and(|min| queueing > min / 4 + STARTUP_QUEUE_MARGIN);
+        if !carrying {
+            self.on_idle_noise(now, queueing);
+        }
+        let noise = self.idle_noise + STARTUP_QUEUE_MARGIN;
+        let queue_building =
+            carrying && self.min_rtt().is_some_and(|min| queueing > min / 4 + noise);
         if self.phase == Phase::Startup {
-            if queue_building {
+            if queue_building && self.full_since_round.is_none() {
                 // Startup's window would pour up to twice the path's holding into its
-                // queue: stop now, as HyStart does on a rising delay. On any ack, not
-                // only at a round's end: on a long path a round of startup filled a
+                // queue: stop growing now, as HyStart does on a rising delay. On any ack,
+                // not only at a round's end: on a long path a round of startup filled a
                 // 100 ms queue from a quarter of the base RTT to overflowing.
+                self.full_since_round = Some(self.round);
+            } else if self.full_since_round.is_some_and(|r| self.round > r + 1) {
+                // A round at the rate that filled the queue measured the path's rate (the
+                // samples taken so far lag it by a round: draining from them held the
+                // flows to a third of the path, and their slow start ended on the delay).
                 self.phase = Phase::Drain;
-            } else if round_start && !app_limited {
+            } else if round_start && !app_limited && self.full_since_round.is_none() {
                 self.check_full_bw();
             }
         }
@@ -383,12 +428,39 @@ impl Congestion {
         self.update_control(acked, srtt);
     }
 
+    /// A queueing-delay sample while the path carried nothing but pings: no queue of
+    /// ours, so what it shows is the line's jitter. Kept as a maximum that halves every
+    /// [`MIN_RTT_WINDOW`].
+    fn on_idle_noise(&mut self, now: Instant, queueing: Duration) {
+        let halvings = now
+            .saturating_duration_since(self.idle_noise_at)
+            .as_secs_f64()
+            / MIN_RTT_WINDOW.as_secs_f64();
+        if halvings >= 1.0 / 16.0 {
+            self.idle_noise = self.idle_noise.mul_f64(0.5f64.powf(halvings));
+            self.idle_noise_at = now;
+        }
+        self.idle_noise = self.idle_noise.max(queueing);
+    }
+
     fn on_round_end(&mut self, srtt: Duration) {
         let total = self.round_lost + self.round_delivered;
-        if total > 0 && self.round_lost as f64 > LOSS_THRESHOLD * total as f64 {
-            // Too much loss for chance: hold what is in flight below where it happened.
+        // Loss with the path's queue empty is the line's, not congestion: a full queue
+        // drops at its tail, and its packets waited first. (An LTE line losing 3 % at
+        // random was otherwise held to a few packets in flight, and to a fiftieth of its
+        // rate.) A policer drops without a queue; pacing at the delivery rate it allows
+        // keeps that loss to the probes.
+        let congested = self.round_queueing > self.idle_noise + LOSS_QUEUE_MARGIN;
+        if total > 0 && congested && self.round_lost as f64 > LOSS_THRESHOLD * total as f64 {
+            // Too much loss for chance: hold what is in flight below where it happened,
+            // but not below one bandwidth-delay product: the pacer keeps the ISP's queue
+            // empty at that, and less would make the path, not the flows it carries,
+            // the bottleneck (after startup's overshoot, the flows' own back-off already
+            // keeps them about there, and what the cap withheld waited in the core's queue
+            // long enough to time a flow out).
             let cap = ((self.in_flight + self.round_lost) as f64 * LOSS_BETA) as u64;
-            self.inflight_cap = Some(cap.max(MIN_CWND_PACKETS * self.mtu));
+            let floor = self.bdp(srtt).unwrap_or(0).max(MIN_CWND_PACKETS * self.mtu);
+            self.inflight_cap = Some(cap.max(floor));
             if self.phase == Phase::Startup {
                 self.phase = Phase::Drain;
             }
@@ -400,6 +472,7 @@ impl Congestion {
         }
         self.round_lost = 0;
         self.round_delivered = 0;
+        self.round_queueing = Duration::ZERO;
     }
 
     fn check_full_bw(&mut self) {
@@ -442,6 +515,7 @@ impl Congestion {
                     // at the start, not a quarter every eight round trips.
                     self.phase = Phase::Startup;
                     self.startup_gain = REGROW_GAIN;
+                    self.full_since_round = None;
                     self.full_bw = self.bandwidth();
                     self.full_bw_rounds = 0;
                     return;
@@ -495,7 +569,7 @@ mod tests {
             let room = cc.window(rtt).saturating_sub(cc.in_flight());
             let offered = room.min((cc.pacing_rate(rtt) as f64 * rtt.as_secs_f64()) as u64);
             let sent_delivered = delivered;
-            cc.on_sent(now, offered, false, rtt);
+            cc.on_sent(now, offered, true, rtt);
             let queued_before = queue;
             queue += offered;
             let carried = queue.min(per_round);
@@ -540,43 +614,45 @@ mod tests {
     }
 
     #[test]
-    fn random_loss_does_not_cap_but_heavy_loss_does() {
+    fn loss_caps_the_window_only_with_a_queue_and_not_below_the_path() {
         let t0 = Instant::now();
         let rtt = Duration::from_millis(20);
         let mut cc = Congestion::new(t0, MTU);
-        let now = drive(&mut cc, t0, 2_500_000, rtt, 30);
+        let mut now = drive(&mut cc, t0, 2_500_000, rtt, 30);
         let before = cc.window(rtt);
+        let bdp = cc.bdp(rtt).unwrap();
+        let mut delivered = 10_000_000;
+        // A round that loses `lost` of `sent` bytes while the path's queue is `queueing`.
+        let mut round = |cc: &mut Congestion, sent: u64, lost: u64, queueing: Duration| {
+            cc.on_sent(now, sent, true, rtt);
+            cc.on_lost(lost);
+            now += rtt;
+            delivered += sent - lost;
+            cc.on_ack(
+                now,
+                sent - lost,
+                delivered,
+                delivered,
+                Some(rtt + queueing),
+                None,
+                false,
+                queueing,
+                rtt,
+            );
+        };
         // 1 % of a round lost: no cap.
-        cc.on_sent(now, 100_000, false, rtt);
-        cc.on_lost(1_000);
-        cc.on_ack(
-            now + rtt,
-            99_000,
-            10_000_000,
-            9_999_999,
-            Some(rtt),
-            None,
-            false,
-            Duration::ZERO,
-            rtt,
-        );
+        round(&mut cc, 100_000, 1_000, Duration::ZERO);
         assert!(cc.inflight_cap.is_none());
-        // 10 % lost: capped below what was in flight.
-        cc.on_sent(now + rtt, before, false, rtt);
-        cc.on_lost(before / 10);
-        let delivered = 20_000_000;
-        cc.on_ack(
-            now + 2 * rtt,
-            before - before / 10,
-            delivered,
-            delivered,
-            Some(rtt),
-            None,
-            false,
-            Duration::ZERO,
-            rtt,
-        );
-        assert!(cc.window(rtt) < before, "{} < {before}", cc.window(rtt));
+        // 10 % lost with the queue empty: the line's own loss, no cap either.
+        round(&mut cc, before, before / 10, Duration::ZERO);
+        assert!(cc.inflight_cap.is_none());
+        assert_eq!(cc.window(rtt), before);
+        // 10 % lost from a full queue: capped below what was in flight, but not below
+        // what the path holds without a queue.
+        round(&mut cc, before, before / 10, Duration::from_millis(20));
+        let w = cc.window(rtt);
+        assert!(w < before, "{w} < {before}");
+        assert!(w >= bdp, "{w} >= {bdp}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub struct TcpConfig {
     pub ack_every: u32,
     /// Delayed acknowledgement timer (Linux's minimum: 40 ms).
     pub delayed_ack: Duration,
-    /// Lower bound of the retransmission timeout (Linux: 200 ms).
+    /// Least margin of the retransmission timeout over the smoothed RTT (Linux: 200 ms).
     pub rto_min: Duration,
     /// Retransmission timeout before the first RTT sample (RFC 6298: 1 s).
     pub rto_initial: Duration,
@@ -44,6 +44,10 @@ pub struct TcpConfig {
     /// its conservative phase), as Linux does, instead of only at the first loss (a deep
     /// queue otherwise overflows by half a window at the start).
     pub hystart: bool,
+    /// CUBIC congestion avoidance (RFC 9438, Linux's default) instead of Reno's one
+    /// segment per round trip: after an early slow-start exit, or a loss on a long path,
+    /// the window grows back in seconds, not in minutes.
+    pub cubic: bool,
 }
 
 impl Default for TcpConfig {
@@ -59,6 +63,7 @@ impl Default for TcpConfig {
             rwnd: 16 << 20,
             sack: true,
             hystart: true,
+            cubic: true,
         }
     }
 }
@@ -152,7 +157,30 @@ struct Sender {
     last_round_min: Option<Duration>,
     round_min: Option<Duration>,
     round_samples: u32,
+    cubic: Cubic,
 }
+
+/// CUBIC's state (RFC 9438), windows in segments.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Cubic {
+    /// The window before the last reduction (fast convergence applied).
+    w_max: f64,
+    /// When the current avoidance epoch began: the first acknowledgement after a
+    /// reduction or a slow-start exit.
+    epoch: Option<Duration>,
+    /// Time to reach `origin` again, seconds.
+    k: f64,
+    /// The plateau of this epoch's cubic curve.
+    origin: f64,
+    /// The Reno-friendly estimate.
+    w_est: f64,
+    /// Growth owed below a byte.
+    carry: f64,
+}
+
+/// RFC 9438's constants (Linux's too: beta 717/1024, C 0.4).
+const CUBIC_BETA: f64 = 0.7;
+const CUBIC_C: f64 = 0.4;
 
 #[derive(Clone, Debug, PartialEq)]
 struct Receiver {
@@ -357,6 +385,7 @@ impl TcpFlow {
                 last_round_min: None,
                 round_min: None,
                 round_samples: 0,
+                cubic: Cubic::default(),
             },
             rcv: Receiver {
                 nxt: 0,
@@ -441,8 +470,14 @@ impl TcpFlow {
     pub fn rto(&self) -> Duration {
         let base = match self.snd.srtt {
             None => self.cfg.rto_initial,
+            // Linux keeps its variance term at least `rto_min` (tcp_rtt_estimator's
+            // mdev_max), so its timeout is the RTT plus 200 ms at least, not RFC 6298's
+            // floor of 200 ms in all: a long path's flow does not time out on a queue
+            // that grows by a fraction of its RTT.
             Some(srtt) => {
-                (srtt + (self.snd.rttvar * 4).max(CLOCK_GRANULARITY)).max(self.cfg.rto_min)
+                srtt + (self.snd.rttvar * 4)
+                    .max(CLOCK_GRANULARITY)
+                    .max(self.cfg.rto_min)
             }
         };
         base.checked_mul(1 << self.snd.backoff.min(16))
@@ -679,10 +714,15 @@ impl TcpFlow {
                 }
                 None => self.snd.ca_acked += acked,
             }
-            if self.snd.recovery.is_none() {
-                while self.snd.ca_acked >= self.snd.cwnd && self.snd.cwnd >= self.snd.ssthresh {
-                    self.snd.ca_acked -= self.snd.cwnd;
-                    self.snd.cwnd += mss;
+            if self.snd.recovery.is_none() && self.snd.cwnd >= self.snd.ssthresh {
+                if self.cfg.cubic {
+                    let acked = std::mem::take(&mut self.snd.ca_acked);
+                    self.cubic_growth(now, acked);
+                } else {
+                    while self.snd.ca_acked >= self.snd.cwnd {
+                        self.snd.ca_acked -= self.snd.cwnd;
+                        self.snd.cwnd += mss;
+                    }
                 }
             }
             self.note_cwnd();
@@ -716,10 +756,10 @@ impl TcpFlow {
 
     fn enter_recovery(&mut self, now: Duration, out: &mut Emit<'_>) {
         let mss = self.cfg.mss as u64;
+        let flight = self.snd.max - self.snd.una;
+        let before = self.snd.cwnd;
+        self.snd.ssthresh = self.reduced(flight);
         let s = &mut self.snd;
-        let flight = s.max - s.una;
-        let before = s.cwnd;
-        s.ssthresh = (flight / 2).max(2 * mss);
         s.recovery = Some(s.max);
         s.recover = Some(s.max);
         s.partial_acked = false;
@@ -747,6 +787,68 @@ impl TcpFlow {
         self.note_cwnd();
     }
 
+    /// The slow-start threshold after a congestion event with `flight` bytes out: half
+    /// of it for Reno; for CUBIC the window times beta, remembering the window it fell
+    /// from (RFC 9438 section 4.6, with fast convergence).
+    fn reduced(&mut self, flight: u64) -> u64 {
+        let mss = self.cfg.mss as u64;
+        if !self.cfg.cubic {
+            return (flight / 2).max(2 * mss);
+        }
+        let s = &mut self.snd;
+        let w = s.cwnd as f64 / mss as f64;
+        s.cubic.w_max = if w < s.cubic.w_max {
+            w * (1.0 + CUBIC_BETA) / 2.0
+        } else {
+            w
+        };
+        s.cubic.epoch = None;
+        ((s.cwnd as f64 * CUBIC_BETA) as u64).max(2 * mss)
+    }
+
+    /// CUBIC's window growth in congestion avoidance for `acked` new bytes (RFC 9438
+    /// section 4.2-4.4): toward the cubic curve's value one round trip ahead, at most
+    /// half the window per round trip, never below the Reno-friendly estimate.
+    fn cubic_growth(&mut self, now: Duration, acked: u64) {
+        let mss = self.cfg.mss as f64;
+        let s = &mut self.snd;
+        let cwnd = s.cwnd as f64 / mss;
+        let c = &mut s.cubic;
+        let epoch = *c.epoch.get_or_insert_with(|| {
+            // A slow-start exit with no loss behind it starts at the window's own level.
+            if cwnd < c.w_max {
+                c.k = ((c.w_max - cwnd) / CUBIC_C).cbrt();
+                c.origin = c.w_max;
+            } else {
+                c.k = 0.0;
+                c.origin = cwnd;
+            }
+            c.w_est = cwnd;
+            now
+        });
+        let rtt = s.srtt.unwrap_or_default().as_secs_f64();
+        let t = (now - epoch).as_secs_f64() + rtt;
+        let cubic = CUBIC_C * (t - c.k).powi(3) + c.origin;
+        let acked_segments = acked as f64 / mss;
+        let alpha = 3.0 * (1.0 - CUBIC_BETA) / (1.0 + CUBIC_BETA);
+        c.w_est += alpha * acked_segments / cwnd;
+        let mut growth = if cubic < c.w_est {
+            (c.w_est - cwnd).max(0.0) * mss
+        } else {
+            let target = cubic.clamp(cwnd, 1.5 * cwnd);
+            (target - cwnd) / cwnd * acked as f64
+        };
+        if c.w_max == 0.0 {
+            // No loss yet (slow start ended on delay): the rate is still unknown, and
+            // Linux grows the window by 5 % a round trip at least.
+            growth = growth.max(acked as f64 / 20.0);
+        }
+        c.carry += growth;
+        let whole = c.carry.floor();
+        c.carry -= whole;
+        s.cwnd += whole as u64;
+    }
+
     fn on_rto(&mut self, now: Duration, out: &mut Emit<'_>) {
         let mss = self.cfg.mss as u64;
         self.stats.rto_count += 1;
@@ -757,11 +859,14 @@ impl TcpFlow {
                 rto: self.rto(),
             },
         ));
-        let s = &mut self.snd;
-        if s.backoff == 0 {
-            let flight = s.nxt - s.una;
-            s.ssthresh = (flight / 2).max(2 * mss);
+        if self.snd.backoff == 0 {
+            let flight = self.snd.nxt - self.snd.una;
+            self.snd.ssthresh = self.reduced(flight);
+            // Linux's CUBIC starts afresh after a timeout (bictcp_reset on entering the
+            // loss state): the window it fell from is no longer a guide.
+            self.snd.cubic = Cubic::default();
         }
+        let s = &mut self.snd;
         s.cwnd = mss;
         s.ca_acked = 0;
         s.recovery = None;
