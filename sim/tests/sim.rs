@@ -621,3 +621,60 @@ fn tcp_survives_reordering_duplicates_loss_and_outages() {
         }
     }
 }
+
+/// The TCP model's congestion avoidance is Linux's CUBIC: a loss takes the window to 0.7 of
+/// what it was (Reno: half), and before any loss (slow start ended on a rising delay) the
+/// window grows by 5 % a round trip at least, so a long fat path is filled in seconds.
+#[test]
+fn tcp_backs_off_and_grows_as_linux_cubic() {
+    let run = |cubic| {
+        let cfg = TcpConfig {
+            cubic,
+            ..TcpConfig::default()
+        };
+        let mut sim = bare(21, wan(100, 40));
+        let tcp = sim.add(TcpFlow::with_config(Side::Proxy, cfg));
+        sim.run_until(secs(20));
+        let t = sim.flow(tcp);
+        (t.events().to_vec(), t.goodput_bps(secs(2), secs(20)))
+    };
+    let (cubic, cubic_rate) = run(true);
+    let (reno, reno_rate) = run(false);
+    eprintln!(
+        "100 Mbit/s, 80 ms: CUBIC {:.1} Mbit/s, Reno {:.1}; CUBIC's events {cubic:?}",
+        cubic_rate / 1e6,
+        reno_rate / 1e6
+    );
+    let backoffs = |events: &[(Duration, TcpEvent)]| -> Vec<f64> {
+        events
+            .iter()
+            .filter_map(|e| match e.1 {
+                TcpEvent::FastRetransmit { cwnd, ssthresh } => Some(ssthresh as f64 / cwnd as f64),
+                _ => None,
+            })
+            .collect()
+    };
+    let cubic_backoffs = backoffs(&cubic);
+    assert!(!cubic_backoffs.is_empty(), "{cubic:?}");
+    assert!(
+        cubic_backoffs.iter().all(|b| (0.6..=0.71).contains(b)),
+        "{cubic_backoffs:?}"
+    );
+    assert!(backoffs(&reno).iter().all(|&b| b <= 0.51), "{reno:?}");
+    // Slow start ended on delay at a third of the path; the window then more than doubled
+    // within 3 s (Reno's segment a round trip would add 5 %).
+    let exit = cubic.iter().find_map(|e| match e.1 {
+        TcpEvent::SlowStartExit { cwnd } => Some((e.0, cwnd)),
+        _ => None,
+    });
+    let first_loss = cubic.iter().find_map(|e| match e.1 {
+        TcpEvent::FastRetransmit { cwnd, .. } => Some((e.0, cwnd)),
+        _ => None,
+    });
+    let ((t0, w0), (t1, w1)) = exit.zip(first_loss).expect("an exit, then a loss");
+    assert!(
+        t1 - t0 < secs(3) && w1 > 2 * w0,
+        "{w0} at {t0:?}, {w1} at {t1:?}"
+    );
+    assert!(cubic_rate > 1.05 * reno_rate, "{cubic_rate} vs {reno_rate}");
+}

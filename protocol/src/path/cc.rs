@@ -738,6 +738,62 @@ mod tests {
         assert_ne!(run(rtt), CongestionState::Startup);
     }
 
+    /// A path of 40 ms idle but for pings showing `jitter` of one-way delay, then six
+    /// rounds of 10 kB each, acked a round trip later, from the second with `queueing`.
+    fn startup_rounds(cc: &mut Congestion, t0: Instant, jitter: Duration, queueing: Duration) {
+        let rtt = Duration::from_millis(40);
+        let mut now = t0;
+        // Pings while idle: what the line's jitter alone shows.
+        for i in 0..10u64 {
+            now += rtt;
+            let d = if i % 2 == 0 { jitter } else { Duration::ZERO };
+            cc.on_ack(now, 0, 0, 0, Some(rtt + d), None, true, d, rtt);
+        }
+        now += Duration::from_secs(1);
+        for i in 0..6u64 {
+            let d = i * 10_000;
+            cc.on_sent(now, 10_000, true, rtt);
+            now += rtt;
+            let q = if i == 0 { Duration::ZERO } else { queueing };
+            let rate = 1_000_000 << i;
+            cc.on_ack(
+                now,
+                10_000,
+                d + 10_000,
+                d,
+                Some(rtt + q),
+                Some(rate),
+                false,
+                q,
+                rtt,
+            );
+        }
+    }
+
+    #[test]
+    fn startup_takes_no_jitter_for_a_queue_and_measures_a_round_before_draining() {
+        let t0 = Instant::now();
+        // 15 ms of one-way queueing on a 40 ms path: above a quarter of it, a queue.
+        let mut cc = Congestion::new(t0, MTU);
+        startup_rounds(&mut cc, t0, Duration::ZERO, Duration::from_millis(15));
+        assert_ne!(cc.state(), CongestionState::Startup);
+        // The window stopped growing at the first sign of it, and the rate samples of
+        // the round after were taken before draining.
+        let mut once = Congestion::new(t0, MTU);
+        startup_rounds(&mut once, t0, Duration::ZERO, Duration::ZERO);
+        assert!(cc.cwnd < once.cwnd, "{} < {}", cc.cwnd, once.cwnd);
+        // The same delays on a line whose pings already jittered by 20 ms: no queue.
+        let mut jittery = Congestion::new(t0, MTU);
+        startup_rounds(
+            &mut jittery,
+            t0,
+            Duration::from_millis(20),
+            Duration::from_millis(15),
+        );
+        assert_eq!(jittery.state(), CongestionState::Startup);
+        assert!(jittery.full_since_round.is_none());
+    }
+
     #[test]
     fn the_base_rtt_follows_a_longer_route_within_the_window() {
         let t0 = Instant::now();
