@@ -14,7 +14,9 @@ use common::{ms, secs, wan};
 
 use linkpool_sim::cores::{self, GatewayCore, ProxyCore};
 use linkpool_sim::link::SplitMix64;
-use linkpool_sim::{BareLink, LinkParams, PathSpec, Ping, Side, Sim, SimConfig, TcpFlow};
+use linkpool_sim::{
+    BareLink, Direction, LinkParams, PathSpec, Ping, Side, Sim, SimConfig, TcpFlow,
+};
 
 fn pool(seed: u64, paths: &[LinkParams]) -> Sim<GatewayCore, ProxyCore> {
     // Room for the largest bandwidth-delay product drawn (200 Mbit/s over 300 ms): what
@@ -172,19 +174,22 @@ fn pool_and_best(seed: u64, paths: &[LinkParams], upload: bool) -> (f64, f64) {
 
 /// The scheduler's invariant, over random path sets: two or three paths of 1 to 200
 /// Mbit/s, 1 to 150 ms one way, 0 to 3 % loss (on half the paths) and 0 to 20 ms of
-/// jitter, a download and an upload each. Through the pool a TCP flow is never slower
-/// than over its best path alone, less the tunnel's framing (8 %) and a little TCP noise
-/// (4 %), on the mean of three runs.
+/// jitter, a download and an upload each. Through the pool a TCP flow (Linux's CUBIC) is
+/// never slower than over its best path alone, less the tunnel's framing (8 %) and a
+/// little TCP noise (4 %), on the mean of three runs.
 ///
-/// It does not hold yet: in 12 sets, pool / best single path ranges from 0.06 to 1.4,
-/// clean paths included (figures printed). A new flow starts on the path with the least
-/// RTT, which may be the smallest or the most jittery of the set (its bare TCP would do no
-/// better), and a TCP flow whose round trip grows as it is spread over slower paths
-/// leaves slow start (HyStart) at a fraction of the pool's product, then grows by a
-/// segment per round trip. The bench scenarios, with their short RTTs, hold it
-/// (`sim_scenarios` in the testbed). Run it with `-- --ignored`.
+/// It does not hold yet: 13 of the 24 transfers fall below, at 0.27-0.8 of the best
+/// path; the others reach 0.94-15 (figures printed). Every set with loss on all its paths
+/// holds by far (the core repairs what TCP would back off for). The sets that fail have a
+/// clean long fat path (100-200 Mbit/s, 75-150 ms) as their best, and a path of lower RTT
+/// that is jittery or lossy: a new flow starts on the lower RTT, its slow start ends
+/// there (HyStart on the jitter, or a loss before it was spread), and CUBIC then takes
+/// seconds to grow to the long path's product; at 133 Mbit/s over 150 ms, holding a gap
+/// for its repair also needs more than the 512 buffers of the reorder pool. The bench
+/// scenarios, with their shorter RTTs, hold it (`sim_scenarios` in the testbed). Run it
+/// with `-- --ignored`.
 #[test]
-#[ignore = "fails: heterogeneous path sets reach 0.06-1.4 of the best single path, see the doc comment"]
+#[ignore = "fails: 13 of 24 transfers reach 0.27-0.8 of the best single path, see the doc comment"]
 fn never_slower_than_the_best_single_path() {
     let mut rng = SplitMix64(0x5eed);
     let mut failures = Vec::new();
@@ -233,4 +238,43 @@ fn never_slower_than_the_best_single_path() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Losses on a path are the core's to repair while the far end's reorder buffer waits:
+/// a download spread over a line losing 3 % and a clean one reaches its TCP with hardly
+/// a loss. A repair lost in turn is repaired again (repaired once only, about one loss in
+/// thirty reached TCP, each a window cut).
+#[test]
+fn losses_on_a_path_are_repaired_before_tcp_sees_them() {
+    let lossy = LinkParams {
+        loss: 0.03,
+        ..wan(20, 10)
+    };
+    let mut sim = pool(17, &[lossy, wan(20, 20)]);
+    let dl = sim.add(TcpFlow::download().start_at(secs(2)));
+    sim.run_until(secs(12));
+    let lost = sim.truth(0, Direction::Downstream).link.dropped_loss;
+    let t = sim.flow(dl);
+    let spread = sim.proxy().member().spread;
+    println!(
+        "{:.1} Mbit/s; the lossy path lost {lost} datagrams, the proxy repaired {}, TCP \
+         retransmitted {} ({} fast retransmits, {} timeouts)",
+        t.goodput_bps(secs(4), secs(12)) / 1e6,
+        spread.repaired,
+        t.stats().retransmits,
+        t.stats().fast_retransmits,
+        t.stats().rto_count
+    );
+    assert!(lost > 200, "{lost}");
+    assert!(
+        spread.repaired >= lost * 9 / 10,
+        "{} of {lost}",
+        spread.repaired
+    );
+    assert!(
+        t.stats().retransmits * 100 < lost,
+        "{} of {lost}",
+        t.stats().retransmits
+    );
+    assert_eq!(t.stats().rto_count, 0);
 }
