@@ -611,21 +611,30 @@ impl Transport {
     }
 
     /// How long a gap in a spread flow is waited for: the slowest path's round trip as
-    /// this end measures it (the far end spreads over the same paths), their variation and
-    /// a margin. That is the skew between the paths, and a round trip of the fastest more:
-    /// the sender finds a packet lost about a round trip after it went, and its repair
-    /// (or, when the path was cut, its re-send) is worth waiting for. Given up before it
+    /// this end measures it (the far end spreads over the same paths) and the fastest's,
+    /// their variation and a margin. That is the skew between the paths, and two round
+    /// trips of the fastest more: the sender finds a packet lost about a round trip after
+    /// it went, and its repair (or, when the path was cut, its re-send) is worth waiting
+    /// for, and so is a second repair when the first was lost too. Given up before it
     /// came, the gap sent TCP into a needless recovery, and with the re-sends arriving
     /// late, to a timeout.
     fn reorder_timeout(&self) -> Duration {
         let mut slowest = Duration::ZERO;
+        let mut fastest = Duration::MAX;
         let mut var = Duration::ZERO;
         for p in self.paths.iter().filter(|p| p.usable()) {
             let Some(srtt) = p.srtt() else { continue };
             slowest = slowest.max(srtt);
+            fastest = fastest.min(srtt);
             var = var.max(p.rttvar());
         }
-        (slowest + 2 * var + REORDER_MARGIN).min(REORDER_MAX)
+        // And a fastest round trip more for a repair lost in turn.
+        let again = if fastest == Duration::MAX {
+            Duration::ZERO
+        } else {
+            fastest
+        };
+        (slowest + again + 2 * var + REORDER_MARGIN).min(REORDER_MAX)
     }
 
     /// The earliest time a path needs attention (pings, acks, silence, pacing) or the

@@ -249,12 +249,22 @@ fn spread_over_two_paths() {
         reorder.duplicates - reorder_before.duplicates,
         spread.duplicated_packets - spread_before.duplicated_packets,
     );
-    // Refused: only second arrivals of the copies each end sent on purpose.
-    let server_spread = pair.server.member(MEMBER).unwrap().spread;
+    // Refused: only second arrivals of the copies each end sent on purpose: copies for
+    // redundancy, repairs, and re-sends of what was in flight on a path it suspected (the
+    // gateway suspects its 10 ms path once in the warm-up, when startup meets 38 Mbit/s
+    // that nothing slows down).
+    let member = pair.server.member(MEMBER).unwrap();
+    let resent: u64 = pair
+        .paths
+        .iter()
+        .map(|&p| pair.client.path(p).unwrap().counters().resent_elsewhere)
+        .chain(member.paths.iter().map(|p| p.counters().resent_elsewhere))
+        .sum();
     let copies = spread.duplicated_packets
         + spread.repaired
-        + server_spread.duplicated_packets
-        + server_spread.repaired;
+        + member.spread.duplicated_packets
+        + member.spread.repaired
+        + resent;
     assert!(carried.refused <= copies, "{} > {copies}", carried.refused);
     assert!(carried.up_packets - before.up_packets >= 8_000);
     assert!(carried.down_packets - before.down_packets >= 8_000);

@@ -228,7 +228,14 @@ impl Congestion {
             // the window, which grows with every ack faster than theirs, may go out in
             // half a round trip, as Linux paces its own slow start.
             let rtt = srtt.max(Duration::from_millis(1));
-            let window = self.window(srtt) as f64 * SLOW_START_PACING / rtt.as_secs_f64();
+            // Once a queue showed, a round at the window's own rate measures the path
+            // without filling that queue further.
+            let gain = if self.full_since_round.is_some() {
+                1.0
+            } else {
+                SLOW_START_PACING
+            };
+            let window = self.window(srtt) as f64 * gain / rtt.as_secs_f64();
             return (window as u64).max(self.model_pacing_rate(srtt));
         }
         self.model_pacing_rate(srtt)
