@@ -7,12 +7,15 @@
 //! a little above now and then, so the ISP's buffer stays nearly empty and what waits,
 //! waits in the core's own queue (`crate::fq`), where interactive flows pass bulk ones.
 //! Random loss does not slow it (a lossy LTE line is still worth its rate); loss of more
-//! than [`LOSS_THRESHOLD`] in a round caps what is in flight, as BBRv2 does.
+//! than [`LOSS_THRESHOLD`] in a round whose queue grew caps what is in flight, as BBRv2
+//! does, never below one bandwidth-delay product. While it finds the rate (startup) it
+//! stays a step ahead of the flows it carries, whose own slow start must not end on a
+//! queue of ours.
 
 use std::time::{Duration, Instant};
 
-/// In startup the pacer lets the window go in this fraction of a round trip at least
-/// (Linux's `tcp_pacing_ss_ratio`, 200 %).
+/// In startup the pacer sends at least this many windows a round trip (Linux's
+/// `tcp_pacing_ss_ratio`, 200 %).
 const SLOW_START_PACING: f64 = 2.0;
 /// Startup's gain, 2/ln 2: the rate doubles every round trip, as in slow start.
 const STARTUP_GAIN: f64 = 2.885;
