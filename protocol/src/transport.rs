@@ -620,20 +620,16 @@ impl Transport {
     /// late, to a timeout.
     fn reorder_timeout(&self) -> Duration {
         let mut slowest = Duration::ZERO;
-        let mut fastest = Duration::MAX;
+        let mut fastest: Option<Duration> = None;
         let mut var = Duration::ZERO;
         for p in self.paths.iter().filter(|p| p.usable()) {
             let Some(srtt) = p.srtt() else { continue };
             slowest = slowest.max(srtt);
-            fastest = fastest.min(srtt);
+            fastest = Some(fastest.map_or(srtt, |f| f.min(srtt)));
             var = var.max(p.rttvar());
         }
-        // And a fastest round trip more for a repair lost in turn.
-        let again = if fastest == Duration::MAX {
-            Duration::ZERO
-        } else {
-            fastest
-        };
+        // A fastest round trip more: for a repair lost in turn.
+        let again = fastest.unwrap_or_default();
         (slowest + again + 2 * var + REORDER_MARGIN).min(REORDER_MAX)
     }
 
@@ -955,9 +951,11 @@ impl Transport {
                 let spread = Spread {
                     flow: d.queue,
                     seq: f.seq,
-                    // Held for order (and repaired if lost) only while there is more
-                    // than one path to spread over: on one, a gap is a loss, TCP's own to
-                    // recover, and holding the packets behind it only delays them.
+                    // Held for order, and repaired if lost, while there is more than one
+                    // path (a pinned flow's loss too: a repair costs TCP no window cut).
+                    // Not an interactive flow, which must never wait: its copies on a
+                    // second path cover its losses. On one path a gap is a loss, TCP's
+                    // own to recover, and holding the packets behind it only delays them.
                     hold: spreadable
                         && mode != Mode::Redundant
                         && f.class() != FlowClass::Interactive,
