@@ -80,6 +80,9 @@ const INITIAL_RTT: Duration = Duration::from_millis(333);
 const MIN_SUSPECT_AFTER: Duration = Duration::from_millis(25);
 /// Never suspect a busy path for an ack gap shorter than this.
 const MIN_ACK_GAP: Duration = Duration::from_millis(30);
+/// Packets in flight that make a path busy enough to judge by its ack clock: the peer acks
+/// every [`ACK_EVERY`], so with fewer no ack need come before the ack delay.
+const ACK_CLOCK_IN_FLIGHT: usize = 2 * ACK_EVERY as usize;
 /// Answered pings a path that died needs before it carries traffic again.
 const CONFIRMATIONS_AFTER_DEAD: u32 = 3;
 /// Packets sent and not yet acknowledged that a path remembers at most; older ones are
@@ -903,17 +906,30 @@ impl Path {
         // Only a packet no later one overtook: one that was is a loss on a live path (the
         // loss timer's), and after it the path may rightly have nothing in flight.
         let overtaken = |s: &Sent| self.largest_acked.is_some_and(|l| s.pn < l);
-        let oldest = self
+        let mut waiting = self
             .sent
             .iter()
-            .find(|s| !s.acked && !s.lost && !overtaken(s))?;
-        let by_rtt = oldest.at + self.suspect_after();
+            .filter(|s| !s.acked && !s.lost && !overtaken(s));
+        let oldest = waiting.next()?;
+        let mut by_rtt = oldest.at + self.suspect_after();
+        if oldest.packet.is_none() && !waiting.clone().any(|s| s.packet.is_some()) {
+            // Only pings: while the peer's packets keep coming on the path, the line is
+            // alive and the answer waits behind them (a download's queue) or was dropped
+            // with them; it is suspect once they stop too.
+            if let Some(heard) = self.last_received.filter(|&r| r > oldest.at) {
+                by_rtt = by_rtt.max(heard + self.suspect_after());
+            }
+            return Some(by_rtt);
+        }
         // The ack clock: from when an ack for the oldest packet could first come (or the
         // last ack, if later), acks should keep coming about as often as they did. With
         // the ISP's queue full the RTT is long, but the acks still come every few
-        // milliseconds until the line dies.
-        let (Some(last), Some(interval), Some(min_rtt)) =
-            (self.last_ack_at, self.ack_interval, self.min_rtt)
+        // milliseconds until the line dies. Only while the path is busy: a lone ping (a
+        // download's slower line, its acks on the faster one) has no clock, and its answer
+        // may wait behind that download's queue on the way back.
+        let busy = waiting.take(ACK_CLOCK_IN_FLIGHT - 1).count() == ACK_CLOCK_IN_FLIGHT - 1;
+        let (true, Some(last), Some(interval), Some(min_rtt)) =
+            (busy, self.last_ack_at, self.ack_interval, self.min_rtt)
         else {
             return Some(by_rtt);
         };
@@ -1351,6 +1367,69 @@ mod tests {
             resent.is_empty(),
             "a loss is repaired, not re-sent elsewhere"
         );
+    }
+
+    /// The ack clock judges a busy path, not a lone ping, and a ping waits while the line
+    /// delivers. Seen on the real kernel: a download's slower line carried nothing upstream
+    /// but pings, and the answer to one waited behind the download's startup queue on the
+    /// way back (or was dropped there), and the line was suspected while it delivered.
+    #[test]
+    fn the_ack_clock_judges_a_busy_path_and_a_ping_waits_while_the_line_delivers() {
+        let ms = Duration::from_millis;
+        // A busy path: a packet every 2 ms, each acked 40 ms later.
+        let busy = |t0: Instant| {
+            let mut p = path(t0);
+            for pn in 0..50 {
+                p.on_sent(t0 + ms(2 * pn), 1200, true, Some((pn, 1100)));
+                if pn >= 20 {
+                    p.on_ack(t0 + ms(2 * pn), &Ack::new(PathId(1), 0, 0, &[(0, pn - 20)]));
+                }
+            }
+            p.on_ack(t0 + ms(140), &Ack::new(PathId(1), 0, 0, &[(0, 49)]));
+            assert_eq!(p.in_flight(), 0);
+            p
+        };
+        let t0 = Instant::now();
+        let mut p = busy(t0);
+        let srtt = p.srtt().unwrap();
+        // A lone ping, answered after the RTT and 40 ms of queue: never suspected.
+        let t = t0 + ms(300);
+        p.on_sent(t, 60, true, None);
+        p.on_ping_sent(t);
+        while let Some(at) = p.next_timeout().filter(|&at| at < t + ms(80)) {
+            p.on_timeout(at, &mut |_| {});
+            assert_eq!(p.state(), PathState::Active, "suspected at {:?}", at - t);
+        }
+        p.on_ack(t + ms(80), &Ack::new(PathId(1), 0, 0, &[(50, 50)]));
+        assert_eq!(p.counters().suspected, 0);
+        // A ping whose answer is lost in the download's queue, the download still coming
+        // on the path: not suspected until the download stops too.
+        let t = t + ms(200);
+        p.on_sent(t, 60, true, None);
+        p.on_ping_sent(t);
+        let mut pn = 0;
+        let mut at = t;
+        while at < t + ms(500) {
+            at += ms(2);
+            p.on_received(at, pn, true, false);
+            pn += 1;
+            p.on_timeout(at, &mut |_| {});
+            assert_eq!(p.state(), PathState::Active, "suspected at {:?}", at - t);
+        }
+        let due = p.next_timeout().unwrap();
+        assert!(due <= at + p.suspect_after(), "{:?}", due - at);
+        p.on_timeout(at + p.suspect_after(), &mut |_| {});
+        assert_eq!(p.state(), PathState::Suspect);
+        // Busy again, and the acks stop: suspected by the clock, well before two RTTs.
+        let mut p = busy(t0);
+        let t = t0 + ms(300);
+        for pn in 50..60 {
+            p.on_sent(t + ms(2 * (pn - 50)), 1200, true, Some((pn, 1100)));
+        }
+        let at = p.next_timeout().unwrap();
+        assert!(at < t + 2 * srtt, "{:?}", at - t);
+        p.on_timeout(at, &mut |_| {});
+        assert_eq!(p.state(), PathState::Suspect);
     }
 
     #[test]
