@@ -13,13 +13,15 @@ use std::time::{Duration, Instant};
 use crate::crypto;
 use crate::flow::{FlowTable, Modes};
 use crate::keys::{PublicKey, SecretKey, SharedSecret};
-use crate::path::{Endpoint, Path, PathSettings};
-use crate::relay::RelayKey;
+use crate::path::{Endpoint, Path, PathSettings, RelayHop};
+use crate::relay::{self, Relay, RelayKey};
 use crate::session::{self, Initiation, Keypair, Limits};
 use crate::transport::SpreadCounters;
 use crate::transport::Transport;
 pub use crate::transport::{PathEvent, Transmit};
-use crate::wire::{self, CipherSuite, Message, PathId};
+use crate::wire::{
+    self, CipherSuite, Message, MessageType, PathId, RELAY_HEADER_LEN, RELAY_OVERHEAD,
+};
 use crate::{DropCounters, DropReason, SplitMix};
 
 /// What a member needs to reach its proxy.
@@ -55,6 +57,16 @@ pub enum Received {
     Connected,
     /// A cookie arrived; the handshake is retried with it.
     Cookie,
+    /// A datagram from the proxy for a neighbour this router relays for: send
+    /// `buf[start..start + len]`, untouched, to `to` on the mesh.
+    Relay {
+        /// The neighbour.
+        to: SocketAddr,
+        /// Where the datagram starts in the buffer.
+        start: usize,
+        /// Its length.
+        len: usize,
+    },
 }
 
 /// Something that happened, for logs and status.
@@ -126,6 +138,8 @@ pub struct Client {
     unanswered: Option<(u32, Instant)>,
     events: std::collections::VecDeque<Event>,
     stats: ClientStats,
+    /// The neighbours this router relays for.
+    relay: Relay,
 }
 
 impl Client {
@@ -159,6 +173,7 @@ impl Client {
             unanswered: None,
             events: std::collections::VecDeque::new(),
             stats: ClientStats::default(),
+            relay: Relay::default(),
         }
     }
 
@@ -176,11 +191,28 @@ impl Client {
             id = PathId(self.next_path_id);
         }
         self.next_path_id = self.next_path_id.wrapping_add(1);
-        let endpoint = Endpoint {
-            remote,
-            local: None,
-        };
-        self.transport.add_path(now, id, endpoint, settings);
+        self.transport
+            .add_path(now, id, Endpoint::direct(remote, None), settings);
+        id
+    }
+
+    /// Opens a path through a neighbour: its datagrams go to the neighbour's relay at
+    /// `relay` on the mesh, which forwards them to the proxy. `neighbour` is the
+    /// neighbour's member id (for status). Returns its id.
+    pub fn open_relayed_path(
+        &mut self,
+        now: Instant,
+        relay: SocketAddr,
+        neighbour: u32,
+        settings: PathSettings,
+    ) -> PathId {
+        let id = self.open_path(now, relay, settings);
+        if let Some(p) = self.transport.path_mut(id) {
+            p.set_relay(Some(RelayHop {
+                relay: neighbour,
+                slot: 0,
+            }));
+        }
         id
     }
 
@@ -399,8 +431,98 @@ impl Client {
                     .on_packet(now, header.path, keys, None, buf, range, |_| Ok(()))?;
                 Ok(Received::Transport)
             }
+            Message::Relay(envelope) if envelope.kind() == MessageType::RelayDown => {
+                // For a neighbour: checked to come from the proxy through this router's own
+                // session, then passed on unread.
+                let key = [self.current.as_ref(), self.previous.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .find(|k| k.local_index == envelope.relay_index())
+                    .map(|k| RelayKey(k.relay_down_key))
+                    .ok_or(DropReason::UnknownRelay)?;
+                relay::verify_envelope(&key, &envelope)?;
+                let len = buf.len() - RELAY_OVERHEAD;
+                let to = self.relay.down(now, envelope.slot(), len)?;
+                Ok(Received::Relay {
+                    to,
+                    start: RELAY_HEADER_LEN,
+                    len,
+                })
+            }
             _ => Err(DropReason::Unexpected),
         }
+    }
+
+    /// Relays a neighbour's datagram to the proxy: `buf[RELAY_HEADER_LEN..][..len]` holds
+    /// what `neighbour` sent on the mesh (read there, so that wrapping it copies nothing).
+    /// It goes, in an envelope tagged with this router's own session, on this router's
+    /// own best line to its own proxy: nowhere else, whatever it holds. Returns where to
+    /// send `buf[..transmit.len]`.
+    pub fn relay_up(
+        &mut self,
+        now: Instant,
+        neighbour: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<Transmit, DropReason> {
+        let r = self.relay_up_inner(now, neighbour, buf, len);
+        self.stats.drops.record(r)
+    }
+
+    fn relay_up_inner(
+        &mut self,
+        now: Instant,
+        neighbour: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<Transmit, DropReason> {
+        self.relay.carries_for(neighbour)?;
+        let inner = buf
+            .get(RELAY_HEADER_LEN..RELAY_HEADER_LEN + len)
+            .ok_or(DropReason::PacketTooLarge)?;
+        // Only what the proxy takes from a member, so nothing else rides on the tag.
+        match Message::parse(inner)? {
+            Message::Transport(_) | Message::HandshakeInit(_) => {}
+            _ => return Err(DropReason::Unexpected),
+        }
+        let limits = self.config.limits;
+        let keys = self
+            .current
+            .as_ref()
+            .filter(|k| !k.expired(now, &limits))
+            .ok_or(DropReason::NoSession)?;
+        // This router's own line: never on through another neighbour.
+        let own = self
+            .transport
+            .best_path_where(|p| p.endpoint().relay.is_none())
+            .ok_or(DropReason::NoSession)?;
+        let path = &self.transport.paths()[own];
+        let (id, remote) = (path.id(), path.endpoint().remote);
+        let slot = self.relay.up(now, neighbour, len + RELAY_OVERHEAD)?;
+        let len = relay::seal_envelope(
+            &RelayKey(keys.relay_up_key),
+            MessageType::RelayUp,
+            keys.remote_index,
+            slot,
+            buf,
+            len,
+        )?;
+        Ok(Transmit {
+            path: id,
+            remote,
+            local: None,
+            len,
+        })
+    }
+
+    /// The neighbours this router relays for, and what it carried for them.
+    pub fn relay(&self) -> &Relay {
+        &self.relay
+    }
+
+    /// Admits and expels neighbours, and sets what the owner shares.
+    pub fn relay_mut(&mut self) -> &mut Relay {
+        &mut self.relay
     }
 
     fn push_event(&mut self, e: Event) {

@@ -44,7 +44,7 @@ pub enum DropReason {
     NoPendingHandshake,
     /// A frame inside an authenticated packet is malformed (ack, receipt, packet number).
     BadFrame,
-    /// Relay or mesh MAC did not verify.
+    /// Relay envelope tag did not verify.
     BadRelayTag,
     /// Decrypted packet is not an IPv4 or IPv6 packet of consistent length.
     BadInnerPacket,
@@ -69,11 +69,47 @@ pub enum DropReason {
     /// A second copy of an inner packet already delivered (sent redundantly, or re-sent
     /// on another path).
     Duplicate,
+    /// A relay envelope naming no relay session the proxy has.
+    UnknownRelay,
+    /// A member's own datagram in its own relay envelope: it would be credited for carrying itself.
+    RelayedForItself,
+    /// A neighbour's datagram at a router whose owner does not share (or a reply for one).
+    NotRelaying,
+    /// A datagram to relay from an address the mesh has not found to be a member.
+    NotANeighbour,
+    /// No slot left for another neighbour at this relay.
+    RelayTableFull,
+    /// A relayed datagram beyond what the owner allows (per neighbour or in all).
+    RelayOverCap,
+    /// A reply from the proxy for a slot no neighbour holds (it left).
+    UnknownRelaySlot,
+    /// A datagram for a path through a relay whose own session with the proxy is down.
+    RelayOffline,
+    /// A mesh credential that is malformed, signed by no key of the co-op's proxies, or
+    /// whose signature does not verify.
+    BadCredential,
+    /// A mesh credential past its expiry in proxy time, or a neighbour hello from a member
+    /// whose credential is: how a removed member is locked out of the mesh.
+    ExpiredCredential,
+    /// A mesh credential older than the one already accepted for that member (replayed).
+    StaleCredential,
+    /// A new mesh credential while the budget of signature checks is spent (a flood of
+    /// forged ones); the sender's next discovery hello tries again.
+    CredentialRateLimited,
+    /// A neighbour hello whose MAC does not verify: forged, tampered with, or re-sent from
+    /// another address.
+    BadHelloMac,
+    /// A neighbour hello whose counter is not above the last one accepted from that member.
+    ReplayedHello,
+    /// A neighbour hello from a member whose valid credential this gateway has not seen.
+    UnknownNeighbour,
+    /// A new neighbour's credential while the neighbour table is full.
+    NeighbourTableFull,
 }
 
 impl DropReason {
     /// All reasons, in counter order.
-    pub const ALL: [DropReason; 31] = [
+    pub const ALL: [DropReason; 47] = [
         DropReason::TooShort,
         DropReason::Oversized,
         DropReason::BadLength,
@@ -105,6 +141,22 @@ impl DropReason {
         DropReason::MemberOffline,
         DropReason::QueueDelay,
         DropReason::Duplicate,
+        DropReason::UnknownRelay,
+        DropReason::RelayedForItself,
+        DropReason::NotRelaying,
+        DropReason::NotANeighbour,
+        DropReason::RelayTableFull,
+        DropReason::RelayOverCap,
+        DropReason::UnknownRelaySlot,
+        DropReason::RelayOffline,
+        DropReason::BadCredential,
+        DropReason::ExpiredCredential,
+        DropReason::StaleCredential,
+        DropReason::CredentialRateLimited,
+        DropReason::BadHelloMac,
+        DropReason::ReplayedHello,
+        DropReason::UnknownNeighbour,
+        DropReason::NeighbourTableFull,
     ];
 
     /// A stable snake_case name for logs and metrics labels.
@@ -141,6 +193,22 @@ impl DropReason {
             DropReason::MemberOffline => "member_offline",
             DropReason::QueueDelay => "queue_delay",
             DropReason::Duplicate => "duplicate",
+            DropReason::UnknownRelay => "unknown_relay",
+            DropReason::RelayedForItself => "relayed_for_itself",
+            DropReason::NotRelaying => "not_relaying",
+            DropReason::NotANeighbour => "not_a_neighbour",
+            DropReason::RelayTableFull => "relay_table_full",
+            DropReason::RelayOverCap => "relay_over_cap",
+            DropReason::UnknownRelaySlot => "unknown_relay_slot",
+            DropReason::RelayOffline => "relay_offline",
+            DropReason::BadCredential => "bad_credential",
+            DropReason::ExpiredCredential => "expired_credential",
+            DropReason::StaleCredential => "stale_credential",
+            DropReason::CredentialRateLimited => "credential_rate_limited",
+            DropReason::BadHelloMac => "bad_hello_mac",
+            DropReason::ReplayedHello => "replayed_hello",
+            DropReason::UnknownNeighbour => "unknown_neighbour",
+            DropReason::NeighbourTableFull => "neighbour_table_full",
         }
     }
 }
@@ -153,8 +221,14 @@ impl std::fmt::Display for DropReason {
 
 /// Drop counters, one per reason. Plain integers: the core is single-threaded, and this
 /// avoids 64-bit atomics that 32-bit MIPS lacks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DropCounters([u64; DropReason::ALL.len()]);
+
+impl Default for DropCounters {
+    fn default() -> Self {
+        DropCounters([0; DropReason::ALL.len()])
+    }
+}
 
 impl DropCounters {
     /// Counts one drop.

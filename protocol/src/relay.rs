@@ -6,6 +6,9 @@
 //! relayed byte only when that tag and the inner datagram both verify. Mesh hellos are
 //! tagged with a key derived from the co-op's mesh secret, which only members hold.
 
+mod slots;
+pub use slots::{MAX_RELAY_SLOTS, RELAY_BURST, Relay, RelayCounters, RelayPolicy};
+
 use crate::DropReason;
 use crate::crypto;
 use crate::keys::SharedSecret;

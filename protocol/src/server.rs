@@ -13,13 +13,16 @@ use std::time::{Duration, Instant};
 use crate::crypto;
 use crate::flow::{FlowTable, Modes};
 use crate::keys::{PublicKey, SecretKey, SharedSecret};
-use crate::path::{Endpoint, Path, PathSettings};
+use crate::path::{Endpoint, Path, PathSettings, RelayHop};
 use crate::relay::RelayKey;
 use crate::session::{self, Keypair, Limits};
 use crate::transport::SpreadCounters;
 use crate::transport::Transport;
 pub use crate::transport::{PathEvent, Transmit};
-use crate::wire::{self, COOKIE_REPLY_LEN, HANDSHAKE_RESPONSE_LEN, MAC_LEN, Message, MessageType};
+use crate::wire::{
+    self, COOKIE_REPLY_LEN, HANDSHAKE_RESPONSE_LEN, MAC_LEN, Message, MessageType,
+    RELAY_HEADER_LEN, RELAY_OVERHEAD,
+};
 use crate::{DropCounters, DropReason, SplitMix};
 
 /// A member as the proxy's configuration knows it.
@@ -111,8 +114,8 @@ pub enum ServerEvent {
 struct Answer {
     bytes: [u8; ANSWER_LEN],
     len: usize,
-    remote: SocketAddr,
-    local: Option<SocketAddr>,
+    /// Where the initiation came from (through a relay, the answer goes back through it).
+    to: Endpoint,
 }
 
 const ANSWER_LEN: usize = if HANDSHAKE_RESPONSE_LEN > COOKIE_REPLY_LEN {
@@ -479,101 +482,153 @@ impl Server {
                 let mut answer = Answer {
                     bytes: [0; ANSWER_LEN],
                     len: 0,
-                    remote,
-                    local,
+                    to: Endpoint::direct(remote, local),
                 };
                 let (len, member) =
-                    self.handle_initiation(now, remote, &init, &mut answer.bytes)?;
+                    self.handle_initiation(now, &answer.to, &init, &mut answer.bytes)?;
                 answer.len = len;
                 if self.answers.len() < MAX_ANSWERS {
                     self.answers.push_back(answer);
                 }
                 Ok(Accepted::Handshake { member })
             }
-            Message::Transport(header) => {
-                let id = *self
-                    .by_index
-                    .get(&header.receiver_index)
-                    .ok_or(DropReason::UnknownSession)?;
-                let limits = self.limits;
-                let (mtu, slots) = (usize::from(self.mtu), self.queue_slots);
-                // A new seed for every member's core this proxy makes: a member forgotten
-                // and back gets other flow hashes and slot sequences than before.
-                let flow_seed = crate::SplitMix(self.flow_seed).next_u64();
-                let member = &mut self.members[id.0 as usize];
-                let spreading = member.spreading.unwrap_or(self.spreading);
-                let slot = [
-                    &mut member.current,
-                    &mut member.previous,
-                    &mut member.pending,
-                ]
-                .into_iter()
-                .position(|k| {
-                    k.as_ref()
-                        .is_some_and(|k| k.local_index == header.receiver_index)
-                })
-                .ok_or(DropReason::UnknownSession)?;
-                let keypair = match slot {
-                    0 => member.current.as_mut(),
-                    1 => member.previous.as_mut(),
-                    _ => member.pending.as_mut(),
-                }
-                .expect("found above");
-                let range = keypair.open(&header, buf, now, &limits)?;
-                let keys = keypair.local_index;
-                if slot == 2 {
-                    // First packet on the new keys: the member has them, switch over.
-                    if let Some(old) = member.previous.take() {
-                        self.by_index.remove(&old.local_index);
-                    }
-                    member.previous = member.current.take();
-                    member.current = member.pending.take();
-                    if member.previous.is_none() {
-                        push_event(&mut self.events, ServerEvent::Connected(id));
-                    }
-                }
-                member.last_received = Some(now);
-                if member.transport.is_none() {
-                    self.flow_seed = flow_seed;
-                }
-                let transport = member.transport.get_or_insert_with(|| {
-                    let mut t = Transport::new(now, mtu, slots, flow_seed);
-                    t.set_modes(spreading);
-                    t.forget_dead_paths_after(FORGET_DEAD_PATHS);
-                    t.passive_paths();
-                    t
-                });
-                let from = Endpoint { remote, local };
-                if transport.path(header.path).is_none() {
-                    let settings = PathSettings {
-                        probe_interval: PROXY_PROBE_INTERVAL,
-                    };
-                    transport.add_path(now, header.path, from, settings);
-                }
-                let addresses = &member.key.addresses;
-                let r =
-                    transport.on_packet(now, header.path, keys, Some(from), buf, range, |packet| {
-                        // A member may only speak from its own tunnel addresses: no spoofing
-                        // other members (or anyone) through the proxy.
-                        match crate::ip::source(packet) {
-                            Some(a) if addresses.contains(&a) => Ok(()),
-                            _ => Err(DropReason::SpoofedSource),
+            Message::Transport(_) => {
+                self.handle_transport(now, Endpoint::direct(remote, local), buf)
+            }
+            Message::Relay(envelope) if envelope.kind() == MessageType::RelayUp => {
+                let (relay, up_key, _) = self
+                    .relay_keys(envelope.relay_index())
+                    .ok_or(DropReason::UnknownRelay)?;
+                crate::relay::verify_envelope(&up_key, &envelope)?;
+                let hop = RelayHop {
+                    relay: relay.0,
+                    slot: envelope.slot(),
+                };
+                let from = Endpoint {
+                    remote,
+                    local,
+                    relay: Some(hop),
+                };
+                let end = buf.len() - MAC_LEN;
+                let inner = &mut buf[RELAY_HEADER_LEN..end];
+                match Message::parse(inner)? {
+                    Message::Transport(_) => self.handle_transport(now, from, inner),
+                    Message::HandshakeInit(init) => {
+                        let mut answer = Answer {
+                            bytes: [0; ANSWER_LEN],
+                            len: 0,
+                            to: from,
+                        };
+                        let (len, member) =
+                            self.handle_initiation(now, &from, &init, &mut answer.bytes)?;
+                        if member.is_some_and(|m| m == relay) {
+                            return Err(DropReason::RelayedForItself);
                         }
-                    });
-                // Even when this packet was refused, others may have come out of the
-                // reorder buffer with it.
-                if transport.waiting_inbound() > 0 && !member.ready {
-                    member.ready = true;
-                    self.inbound.push_back(id);
+                        answer.len = len;
+                        if self.answers.len() < MAX_ANSWERS {
+                            self.answers.push_back(answer);
+                        }
+                        Ok(Accepted::Handshake { member })
+                    }
+                    _ => Err(DropReason::Unexpected),
                 }
-                while let Some(e) = transport.poll_event() {
-                    push_event(&mut self.events, ServerEvent::Path(id, e));
-                }
-                r?;
-                Ok(Accepted::Transport { member: id })
             }
             _ => Err(DropReason::Unexpected),
         }
+    }
+
+    /// A transport datagram that came from `from` (straight, or through a relay).
+    fn handle_transport(
+        &mut self,
+        now: Instant,
+        from: Endpoint,
+        buf: &mut [u8],
+    ) -> Result<Accepted, DropReason> {
+        let Message::Transport(header) = Message::parse(buf)? else {
+            return Err(DropReason::Unexpected);
+        };
+        let id = *self
+            .by_index
+            .get(&header.receiver_index)
+            .ok_or(DropReason::UnknownSession)?;
+        if from.relay.is_some_and(|hop| hop.relay == id.0) {
+            // A member credited for carrying its own traffic is what this refuses.
+            return Err(DropReason::RelayedForItself);
+        }
+        let limits = self.limits;
+        let (mtu, slots) = (usize::from(self.mtu), self.queue_slots);
+        // A new seed for every member's core this proxy makes: a member forgotten
+        // and back gets other flow hashes and slot sequences than before.
+        let flow_seed = crate::SplitMix(self.flow_seed).next_u64();
+        let member = &mut self.members[id.0 as usize];
+        let spreading = member.spreading.unwrap_or(self.spreading);
+        let slot = [
+            &mut member.current,
+            &mut member.previous,
+            &mut member.pending,
+        ]
+        .into_iter()
+        .position(|k| {
+            k.as_ref()
+                .is_some_and(|k| k.local_index == header.receiver_index)
+        })
+        .ok_or(DropReason::UnknownSession)?;
+        let keypair = match slot {
+            0 => member.current.as_mut(),
+            1 => member.previous.as_mut(),
+            _ => member.pending.as_mut(),
+        }
+        .expect("found above");
+        let range = keypair.open(&header, buf, now, &limits)?;
+        let keys = keypair.local_index;
+        if slot == 2 {
+            // First packet on the new keys: the member has them, switch over.
+            if let Some(old) = member.previous.take() {
+                self.by_index.remove(&old.local_index);
+            }
+            member.previous = member.current.take();
+            member.current = member.pending.take();
+            if member.previous.is_none() {
+                push_event(&mut self.events, ServerEvent::Connected(id));
+            }
+        }
+        member.last_received = Some(now);
+        if member.transport.is_none() {
+            self.flow_seed = flow_seed;
+        }
+        let transport = member.transport.get_or_insert_with(|| {
+            let mut t = Transport::new(now, mtu, slots, flow_seed);
+            t.set_modes(spreading);
+            t.forget_dead_paths_after(FORGET_DEAD_PATHS);
+            t.passive_paths();
+            t
+        });
+        if transport.path(header.path).is_none() {
+            let settings = PathSettings {
+                probe_interval: PROXY_PROBE_INTERVAL,
+            };
+            transport.add_path(now, header.path, from, settings);
+        }
+        let addresses = &member.key.addresses;
+        let r = transport.on_packet(now, header.path, keys, Some(from), buf, range, |packet| {
+            // A member may only speak from its own tunnel addresses: no spoofing
+            // other members (or anyone) through the proxy.
+            match crate::ip::source(packet) {
+                Some(a) if addresses.contains(&a) => Ok(()),
+                _ => Err(DropReason::SpoofedSource),
+            }
+        });
+        // Even when this packet was refused, others may have come out of the
+        // reorder buffer with it.
+        if transport.waiting_inbound() > 0 && !member.ready {
+            member.ready = true;
+            self.inbound.push_back(id);
+        }
+        while let Some(e) = transport.poll_event() {
+            push_event(&mut self.events, ServerEvent::Path(id, e));
+        }
+        r?;
+        Ok(Accepted::Transport { member: id })
     }
 
     /// An IP packet from the Internet: queued for the member that owns its destination.
@@ -623,15 +678,19 @@ impl Server {
     /// [`wire::MAX_DATAGRAM`] bytes): handshake answers first, then each member's acks,
     /// pings and packets in turn. Call until it returns `None`.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        if let Some(a) = self.answers.pop_front() {
+        while let Some(a) = self.answers.pop_front() {
             buf[..a.len].copy_from_slice(&a.bytes[..a.len]);
-            return Some(Transmit {
-                // Handshakes belong to no path yet.
+            // Handshakes belong to no path yet.
+            let answer = Transmit {
                 path: wire::PathId(0),
-                remote: a.remote,
-                local: a.local,
+                remote: a.to.remote,
+                local: a.to.local,
                 len: a.len,
-            });
+            };
+            match self.through_relay(now, a.to.relay, answer, buf) {
+                Ok(t) => return Some(t),
+                Err(reason) => self.stats.drops.count(reason),
+            }
         }
         let n = self.members.len();
         let limits = self.limits;
@@ -650,7 +709,11 @@ impl Server {
                 Ok(Some(transmit)) => {
                     // The next call starts with the next member: one packet each in turn.
                     self.cursor = (i + 1) % n;
-                    return Some(transmit);
+                    let hop = t.path(transmit.path).and_then(|p| p.endpoint().relay);
+                    match self.through_relay(now, hop, transmit, buf) {
+                        Ok(t) => return Some(t),
+                        Err(reason) => self.stats.drops.count(reason),
+                    }
                 }
                 Ok(None) => {}
                 Err(reason) => self.stats.drops.count(reason),
@@ -659,10 +722,43 @@ impl Server {
         None
     }
 
+    /// Wraps a datagram for a path through a relay in an envelope for the relay's slot,
+    /// tagged with the relay's current session, addressed to the relay.
+    fn through_relay(
+        &self,
+        now: Instant,
+        hop: Option<RelayHop>,
+        transmit: Transmit,
+        buf: &mut [u8],
+    ) -> Result<Transmit, DropReason> {
+        let Some(hop) = hop else {
+            return Ok(transmit);
+        };
+        let keys = self
+            .members
+            .get(hop.relay as usize)
+            .and_then(|m| m.current.as_ref())
+            .filter(|k| !k.expired(now, &self.limits))
+            .ok_or(DropReason::RelayOffline)?;
+        if transmit.len + RELAY_OVERHEAD > buf.len() {
+            return Err(DropReason::PacketTooLarge);
+        }
+        buf.copy_within(..transmit.len, RELAY_HEADER_LEN);
+        let len = crate::relay::seal_envelope(
+            &RelayKey(keys.relay_down_key),
+            MessageType::RelayDown,
+            keys.remote_index,
+            hop.slot,
+            buf,
+            transmit.len,
+        )?;
+        Ok(Transmit { len, ..transmit })
+    }
+
     fn handle_initiation(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: &Endpoint,
         init: &wire::HandshakeInit<'_>,
         reply: &mut [u8],
     ) -> Result<(usize, Option<MemberId>), DropReason> {
@@ -693,7 +789,7 @@ impl Server {
                 self.stats.drops.count(DropReason::CookieRequired);
                 return Ok((len, None));
             }
-            let bucket = &mut self.sources[source_hash(&from, &self.random) % SOURCE_BUCKETS];
+            let bucket = &mut self.sources[source_hash(from, &self.random) % SOURCE_BUCKETS];
             if !bucket.take(now, SOURCE_RATE, SOURCE_RATE) {
                 return Err(DropReason::RateLimited);
             }
@@ -735,7 +831,7 @@ impl Server {
 
     /// The cookie for a source address in an epoch: only that address can learn it. The
     /// epoch's secret is derived once and kept (for this epoch and the one before).
-    fn cookie(&mut self, from: SocketAddr, epoch: u64) -> [u8; 16] {
+    fn cookie(&mut self, from: &Endpoint, epoch: u64) -> [u8; 16] {
         let slot = &mut self.cookie_secrets[(epoch % 2) as usize];
         if slot.0 != Some(epoch) {
             *slot = (
@@ -743,7 +839,7 @@ impl Server {
                 crypto::derive(&self.random, &epoch.to_be_bytes()),
             );
         }
-        crypto::mac(&slot.1, &[&ip_bytes(from), &from.port().to_be_bytes()])
+        crypto::mac(&slot.1, &[&source_bytes(from)])
     }
 
     fn write_cookie_reply(
@@ -833,17 +929,37 @@ fn push_event(events: &mut VecDeque<ServerEvent>, e: ServerEvent) {
     events.push_back(e);
 }
 
-/// A source address as 16 bytes (IPv4 mapped), for MACs over it.
-fn ip_bytes(from: SocketAddr) -> [u8; 16] {
-    match from.ip() {
-        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-        std::net::IpAddr::V6(a) => a.octets(),
+/// Who a handshake came from, for its cookie and its rate limit: the source address, or
+/// behind a relay the relay and its slot (every member behind one relay shares its
+/// address, and must not share its bucket).
+fn source_bytes(from: &Endpoint) -> [u8; 19] {
+    let mut b = [0u8; 19];
+    match from.relay {
+        Some(hop) => {
+            b[0] = 1;
+            b[1..5].copy_from_slice(&hop.relay.to_be_bytes());
+            b[5..9].copy_from_slice(&hop.slot.to_be_bytes());
+        }
+        None => {
+            let ip = match from.remote.ip() {
+                std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                std::net::IpAddr::V6(a) => a.octets(),
+            };
+            b[1..17].copy_from_slice(&ip);
+            b[17..].copy_from_slice(&from.remote.port().to_be_bytes());
+        }
     }
+    b
 }
 
-fn source_hash(from: &SocketAddr, random: &[u8; 32]) -> usize {
+fn source_hash(from: &Endpoint, random: &[u8; 32]) -> usize {
     // Keyed, so an attacker cannot aim many addresses at one legitimate source's bucket.
-    let m = crypto::mac(random, &[&ip_bytes(*from)]);
+    // A direct source's port is left out: one host, one bucket.
+    let mut b = source_bytes(from);
+    if from.relay.is_none() {
+        b[17..].fill(0);
+    }
+    let m = crypto::mac(random, &[&b]);
     usize::from(u16::from_be_bytes([m[0], m[1]]))
 }
 

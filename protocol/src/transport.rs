@@ -662,6 +662,11 @@ impl Transport {
     /// its ISP's buffer and raises its smoothed RTT, which would send the traffic to and
     /// fro between paths.
     pub(crate) fn best_path(&self, exclude: Option<PathId>) -> Option<usize> {
+        self.best_path_where(|p| Some(p.id()) != exclude)
+    }
+
+    /// [`Transport::best_path`] among the paths `keep` keeps.
+    pub(crate) fn best_path_where(&self, keep: impl Fn(&Path) -> bool) -> Option<usize> {
         let rank = |p: &Path| match p.state() {
             PathState::Active => 0,
             PathState::Probing => 1,
@@ -669,7 +674,7 @@ impl Transport {
             PathState::Dead => 3,
         };
         (0..self.paths.len())
-            .filter(|&i| Some(self.paths[i].id()) != exclude)
+            .filter(|&i| keep(&self.paths[i]))
             .min_by_key(|&i| {
                 let p = &self.paths[i];
                 (rank(p), p.min_rtt().unwrap_or(Duration::MAX))

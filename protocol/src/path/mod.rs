@@ -115,11 +115,34 @@ const LOSS_GAIN: f64 = 1.0 / 256.0;
 /// Where a path goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint {
-    /// The far end's address.
+    /// The far end's address (at the proxy, for a relayed path: the relay's).
     pub remote: SocketAddr,
     /// Our address this path uses, when it matters (the proxy answers from the address a
     /// path reached; a gateway's uplink socket is bound to its device instead).
     pub local: Option<SocketAddr>,
+    /// At the proxy, the neighbour that relays this path: what goes on it is wrapped for
+    /// that relay's slot and sent to `remote`.
+    pub relay: Option<RelayHop>,
+}
+
+impl Endpoint {
+    /// A path straight to `remote`.
+    pub fn direct(remote: SocketAddr, local: Option<SocketAddr>) -> Endpoint {
+        Endpoint {
+            remote,
+            local,
+            relay: None,
+        }
+    }
+}
+
+/// A relayed path's hop at the proxy: which member relays it, under which of its slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RelayHop {
+    /// The relaying member (its id at the proxy).
+    pub relay: u32,
+    /// The relay's handle for the member it carries for.
+    pub slot: u32,
 }
 
 /// Counters of one path.
@@ -465,6 +488,10 @@ impl Path {
     /// Whether new traffic may go on it.
     pub(crate) fn usable(&self) -> bool {
         self.state == PathState::Active
+    }
+
+    pub(crate) fn set_relay(&mut self, relay: Option<RelayHop>) {
+        self.endpoint.relay = relay;
     }
 
     pub(crate) fn set_remote(&mut self, remote: SocketAddr) {
@@ -1239,10 +1266,7 @@ mod tests {
     use super::*;
 
     fn path(now: Instant) -> Path {
-        let endpoint = Endpoint {
-            remote: "192.0.2.1:7117".parse().unwrap(),
-            local: None,
-        };
+        let endpoint = Endpoint::direct("192.0.2.1:7117".parse().unwrap(), None);
         Path::new(
             PathId(1),
             endpoint,

@@ -1,0 +1,378 @@
+//! The relay's side of relaying: which neighbours it carries for, under which slot, and
+//! within what its owner allows.
+//!
+//! A neighbour gets a slot when the mesh says it is a member ([`Relay::admit`]) and loses
+//! it when it goes away ([`Relay::expel`]). What a neighbour sends is wrapped with its
+//! slot and goes to this router's proxy only; what the proxy sends back names the slot,
+//! and goes to that neighbour only. A slot number carries a generation, so a reply for a
+//! neighbour that left never reaches the one that took its place.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::DropReason;
+
+/// Neighbours a relay carries for at most (as many as the mesh keeps).
+pub const MAX_RELAY_SLOTS: usize = 32;
+/// How much of its rate a cap lets through at once: a neighbour's burst of this long at
+/// the full rate passes, beyond it the cap holds on the wire within one datagram.
+pub const RELAY_BURST: Duration = Duration::from_millis(10);
+
+/// What a router's owner lets neighbours use of its line, as wire bytes per second (every
+/// header the line carries included). Zero means nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayPolicy {
+    /// Whether this router relays at all.
+    pub sharing: bool,
+    /// All neighbours together, towards the proxy.
+    pub up_total: u64,
+    /// All neighbours together, from the proxy.
+    pub down_total: u64,
+    /// Any one neighbour, towards the proxy.
+    pub up_per_neighbour: u64,
+    /// Any one neighbour, from the proxy.
+    pub down_per_neighbour: u64,
+}
+
+impl RelayPolicy {
+    /// Relays nothing.
+    pub const OFF: RelayPolicy = RelayPolicy {
+        sharing: false,
+        up_total: 0,
+        down_total: 0,
+        up_per_neighbour: 0,
+        down_per_neighbour: 0,
+    };
+}
+
+/// What a relay carried, for one neighbour or all of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayCounters {
+    /// Datagrams forwarded to the proxy.
+    pub up_packets: u64,
+    /// Their bytes, envelope included.
+    pub up_bytes: u64,
+    /// Datagrams forwarded to the neighbour.
+    pub down_packets: u64,
+    /// Their bytes, as sent on the mesh.
+    pub down_bytes: u64,
+    /// Datagrams refused by the owner's caps, either way.
+    pub over_cap: u64,
+}
+
+/// A byte bucket: `rate` bytes a second, at most `burst` at once.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    bytes: u64,
+    at: Option<Instant>,
+}
+
+impl Bucket {
+    const fn new() -> Self {
+        Bucket { bytes: 0, at: None }
+    }
+
+    /// Fills the bucket up to now; whether `len` bytes may pass.
+    fn has(&mut self, now: Instant, rate: u64, len: u64) -> bool {
+        let burst = (rate as u128 * RELAY_BURST.as_nanos() / 1_000_000_000) as u64;
+        let burst = burst.max(len);
+        let refill = self.at.map_or(burst, |t| {
+            let ns = now.saturating_duration_since(t).as_nanos();
+            (rate as u128 * ns / 1_000_000_000).min(u128::from(u64::MAX)) as u64
+        });
+        self.bytes = self.bytes.saturating_add(refill).min(burst);
+        self.at = Some(now);
+        self.bytes >= len
+    }
+}
+
+/// Takes `len` bytes from both buckets if both have them (a neighbour over its own cap
+/// takes nothing from the total the others share).
+fn take_both(now: Instant, own: (&mut Bucket, u64), all: (&mut Bucket, u64), len: u64) -> bool {
+    let ok = own.0.has(now, own.1, len) & all.0.has(now, all.1, len);
+    if ok {
+        own.0.bytes -= len;
+        all.0.bytes -= len;
+    }
+    ok
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    neighbour: SocketAddr,
+    up: Bucket,
+    down: Bucket,
+    counters: RelayCounters,
+}
+
+/// The neighbours a relay carries for, each in a slot.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    policy: RelayPolicy,
+    slots: [Option<Slot>; MAX_RELAY_SLOTS],
+    /// Bumped each time a slot is given to a neighbour.
+    generations: [u32; MAX_RELAY_SLOTS],
+    up: Bucket,
+    down: Bucket,
+    totals: RelayCounters,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Relay::new(RelayPolicy::OFF)
+    }
+}
+
+impl Relay {
+    /// A relay with no neighbours yet.
+    pub fn new(policy: RelayPolicy) -> Self {
+        Relay {
+            policy,
+            slots: [None; MAX_RELAY_SLOTS],
+            generations: [0; MAX_RELAY_SLOTS],
+            up: Bucket::new(),
+            down: Bucket::new(),
+            totals: RelayCounters::default(),
+        }
+    }
+
+    /// The owner's policy.
+    pub fn policy(&self) -> &RelayPolicy {
+        &self.policy
+    }
+
+    /// Changes the owner's policy; it holds from the next datagram.
+    pub fn set_policy(&mut self, policy: RelayPolicy) {
+        self.policy = policy;
+    }
+
+    /// Gives a neighbour the mesh found to be a member a slot (its own, if it has one).
+    pub fn admit(&mut self, neighbour: SocketAddr) -> Result<u32, DropReason> {
+        if let Some(slot) = self.slot_of(neighbour) {
+            return Ok(slot);
+        }
+        let i = self
+            .slots
+            .iter()
+            .position(Option::is_none)
+            .ok_or(DropReason::RelayTableFull)?;
+        self.generations[i] = self.generations[i].wrapping_add(1) & 0x00ff_ffff;
+        self.slots[i] = Some(Slot {
+            neighbour,
+            up: Bucket::new(),
+            down: Bucket::new(),
+            counters: RelayCounters::default(),
+        });
+        Ok(slot_number(i, self.generations[i]))
+    }
+
+    /// Takes a neighbour's slot away (it left the mesh, or is no longer a member): what it
+    /// sends is refused, and replies for it are dropped.
+    pub fn expel(&mut self, neighbour: SocketAddr) {
+        for s in &mut self.slots {
+            if s.is_some_and(|s| s.neighbour == neighbour) {
+                *s = None;
+            }
+        }
+    }
+
+    /// The slot a neighbour holds.
+    pub fn slot_of(&self, neighbour: SocketAddr) -> Option<u32> {
+        self.slots.iter().enumerate().find_map(|(i, s)| {
+            s.filter(|s| s.neighbour == neighbour)
+                .map(|_| slot_number(i, self.generations[i]))
+        })
+    }
+
+    /// Every neighbour with a slot, and what it carried for each.
+    pub fn neighbours(&self) -> impl Iterator<Item = (SocketAddr, RelayCounters)> + '_ {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|s| (s.neighbour, s.counters))
+    }
+
+    /// What it carried for all neighbours.
+    pub fn totals(&self) -> &RelayCounters {
+        &self.totals
+    }
+
+    /// Whether this router carries for `neighbour` at all (before anything is spent on
+    /// what it sent).
+    pub(crate) fn carries_for(&self, neighbour: SocketAddr) -> Result<(), DropReason> {
+        if !self.policy.sharing {
+            return Err(DropReason::NotRelaying);
+        }
+        self.slot_of(neighbour)
+            .map(|_| ())
+            .ok_or(DropReason::NotANeighbour)
+    }
+
+    /// A datagram of `wire_len` bytes (as it will leave, envelope included) from
+    /// `neighbour` towards the proxy: its slot, if it may go.
+    pub(crate) fn up(
+        &mut self,
+        now: Instant,
+        neighbour: SocketAddr,
+        wire_len: usize,
+    ) -> Result<u32, DropReason> {
+        if !self.policy.sharing {
+            return Err(DropReason::NotRelaying);
+        }
+        let i = self
+            .slots
+            .iter()
+            .position(|s| s.is_some_and(|s| s.neighbour == neighbour))
+            .ok_or(DropReason::NotANeighbour)?;
+        let slot = self.slots[i].as_mut().expect("found above");
+        let len = wire_len as u64;
+        let (own, all) = (self.policy.up_per_neighbour, self.policy.up_total);
+        if !take_both(now, (&mut slot.up, own), (&mut self.up, all), len) {
+            slot.counters.over_cap += 1;
+            self.totals.over_cap += 1;
+            return Err(DropReason::RelayOverCap);
+        }
+        slot.counters.up_packets += 1;
+        slot.counters.up_bytes += len;
+        self.totals.up_packets += 1;
+        self.totals.up_bytes += len;
+        Ok(slot_number(i, self.generations[i]))
+    }
+
+    /// A datagram of `wire_len` bytes from the proxy for `slot`: the neighbour to send it
+    /// to, if it may go.
+    pub(crate) fn down(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        wire_len: usize,
+    ) -> Result<SocketAddr, DropReason> {
+        let i = (slot & 0xff) as usize;
+        let s = match self.slots.get_mut(i) {
+            Some(Some(s)) if slot_number(i, self.generations[i]) == slot => s,
+            _ => return Err(DropReason::UnknownRelaySlot),
+        };
+        if !self.policy.sharing {
+            return Err(DropReason::NotRelaying);
+        }
+        let len = wire_len as u64;
+        let (own, all) = (self.policy.down_per_neighbour, self.policy.down_total);
+        if !take_both(now, (&mut s.down, own), (&mut self.down, all), len) {
+            s.counters.over_cap += 1;
+            self.totals.over_cap += 1;
+            return Err(DropReason::RelayOverCap);
+        }
+        s.counters.down_packets += 1;
+        s.counters.down_bytes += len;
+        self.totals.down_packets += 1;
+        self.totals.down_bytes += len;
+        Ok(s.neighbour)
+    }
+}
+
+/// A slot's number on the wire: its index in the low byte, its generation above.
+fn slot_number(index: usize, generation: u32) -> u32 {
+    generation << 8 | index as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([10, 99, 0, i], 7118))
+    }
+
+    fn open(rate: u64) -> RelayPolicy {
+        RelayPolicy {
+            sharing: true,
+            up_total: rate,
+            down_total: rate,
+            up_per_neighbour: rate,
+            down_per_neighbour: rate,
+        }
+    }
+
+    #[test]
+    fn only_admitted_neighbours_are_carried_and_replies_reach_only_them() {
+        let t = Instant::now();
+        let mut r = Relay::new(open(1 << 30));
+        assert_eq!(r.up(t, addr(1), 100), Err(DropReason::NotANeighbour));
+        let a = r.admit(addr(1)).unwrap();
+        assert_eq!(r.admit(addr(1)), Ok(a), "one slot per neighbour");
+        let b = r.admit(addr(2)).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(r.up(t, addr(1), 100), Ok(a));
+        assert_eq!(r.down(t, b, 100), Ok(addr(2)));
+        // A neighbour that leaves: its slot goes to a newcomer under a new number, and a
+        // late reply for the old one reaches nobody.
+        r.expel(addr(1));
+        assert_eq!(r.up(t, addr(1), 100), Err(DropReason::NotANeighbour));
+        let c = r.admit(addr(3)).unwrap();
+        assert_eq!(c & 0xff, a & 0xff);
+        assert_ne!(c, a);
+        assert_eq!(r.down(t, a, 100), Err(DropReason::UnknownRelaySlot));
+        assert_eq!(r.down(t, c, 100), Ok(addr(3)));
+        assert_eq!(
+            r.down(t, 0xdead_beef, 100),
+            Err(DropReason::UnknownRelaySlot)
+        );
+        // Sharing off: nothing either way, slots kept.
+        r.set_policy(RelayPolicy::OFF);
+        assert_eq!(r.up(t, addr(2), 100), Err(DropReason::NotRelaying));
+        assert_eq!(r.down(t, b, 100), Err(DropReason::NotRelaying));
+        assert_eq!(r.totals().up_packets, 1);
+        assert_eq!(r.totals().down_packets, 2);
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let mut r = Relay::new(open(1 << 30));
+        for i in 0..MAX_RELAY_SLOTS {
+            r.admit(SocketAddr::from(([10, 99, 1, i as u8], 1)))
+                .unwrap();
+        }
+        assert_eq!(r.admit(addr(1)), Err(DropReason::RelayTableFull));
+        r.expel(SocketAddr::from(([10, 99, 1, 7], 1)));
+        assert!(r.admit(addr(1)).is_ok());
+    }
+
+    /// The owner's caps hold on the wire: over any second, what passes is the rate and at
+    /// most one burst; one neighbour over its own cap leaves the total to the others.
+    #[test]
+    fn caps_hold_on_the_wire() {
+        let t0 = Instant::now();
+        let rate = 1_000_000; // 8 Mbit/s
+        let mut r = Relay::new(RelayPolicy {
+            up_per_neighbour: rate / 2,
+            ..open(rate)
+        });
+        r.admit(addr(1)).unwrap();
+        r.admit(addr(2)).unwrap();
+        // Neighbour 1 offers 4 MB/s for 2 s in 1400-byte datagrams; neighbour 2 a steady
+        // 0.3 MB/s.
+        let (mut one, mut two) = (0u64, 0u64);
+        let mut t = Duration::ZERO;
+        let mut next_two = Duration::ZERO;
+        while t < Duration::from_secs(2) {
+            if r.up(t0 + t, addr(1), 1400).is_ok() {
+                one += 1400;
+            }
+            if t >= next_two {
+                if r.up(t0 + t, addr(2), 1400).is_ok() {
+                    two += 1400;
+                }
+                next_two += Duration::from_micros(4667);
+            }
+            t += Duration::from_micros(350);
+        }
+        let burst = rate / 100;
+        assert!(
+            one <= rate + burst && one >= rate - burst,
+            "neighbour 1: {one}"
+        );
+        assert!(two >= 580_000, "neighbour 2 kept its share: {two}");
+        assert!(one + two <= 2 * rate + burst, "total {}", one + two);
+        assert!(r.totals().over_cap > 0);
+    }
+}

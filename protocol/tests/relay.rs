@@ -1,0 +1,397 @@
+//! A member reaching the proxy only through a neighbour's relay, the three cores driven
+//! in one process as their daemons drive them: the consumer's datagrams go over the mesh
+//! to the relay's `relay_up`, out of the relay's own line to the proxy; the proxy's
+//! replies come back to the relay's line, out of its `handle_datagram` as
+//! `Received::Relay`, and over the mesh to the consumer. Delivery is instant: this is
+//! about who accepts what, not about timing.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::pair::{INTERNET_IP, MEMBER_IP, MTU, packet};
+use linkpool_protocol::client::{self, Client, ClientConfig, Received};
+use linkpool_protocol::keys::SecretKey;
+use linkpool_protocol::path::PathSettings;
+use linkpool_protocol::relay::RelayPolicy;
+use linkpool_protocol::server::{self, MemberId, MemberKey, Server, ServerConfig};
+use linkpool_protocol::session::Limits;
+use linkpool_protocol::wire::{MAX_DATAGRAM, RELAY_HEADER_LEN};
+use linkpool_protocol::{CipherSuite, DropReason, PathId};
+
+const CONSUMER: MemberId = MemberId(0);
+const RELAY: MemberId = MemberId(1);
+/// The relay member's tunnel address.
+const RELAY_IP: [u8; 4] = [10, 77, 0, 3];
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// The proxy, and where the relay's line and the two routers' mesh sockets are.
+struct Net {
+    now: Instant,
+    proxy_addr: SocketAddr,
+    relay_wan: SocketAddr,
+    relay_mesh: SocketAddr,
+    consumer_mesh: SocketAddr,
+    server: Server,
+    consumer: Client,
+    relay: Client,
+    /// The consumer's path through the relay; the relay's own line.
+    consumer_path: PathId,
+    relay_path: PathId,
+    /// Inner packets out of each end.
+    at_proxy: Vec<Vec<u8>>,
+    at_consumer: Vec<Vec<u8>>,
+    /// Where the relay sent what it relayed up (it must only ever be the proxy).
+    relayed_to: Vec<SocketAddr>,
+    /// Flips this bit of the next envelope relayed up, on its way from the relay to the
+    /// proxy (counted modulo the envelope's length).
+    flip: Option<usize>,
+}
+
+fn client(key: SecretKey, proxy: &SecretKey) -> ClientConfig {
+    ClientConfig {
+        static_key: key,
+        proxy_key: proxy.public_key(),
+        psk: None,
+        suite: CipherSuite::ChaCha20Poly1305,
+        limits: Limits::default(),
+        mtu: MTU,
+        queue_slots: client::DEFAULT_QUEUE_SLOTS,
+    }
+}
+
+fn sharing() -> RelayPolicy {
+    RelayPolicy {
+        sharing: true,
+        up_total: 10_000_000,
+        down_total: 10_000_000,
+        up_per_neighbour: 10_000_000,
+        down_per_neighbour: 10_000_000,
+    }
+}
+
+impl Net {
+    fn new() -> Net {
+        let now = Instant::now();
+        let proxy_key = SecretKey::generate().unwrap();
+        let (consumer_key, relay_key) = (
+            SecretKey::generate().unwrap(),
+            SecretKey::generate().unwrap(),
+        );
+        let member = |key: &SecretKey, ip: [u8; 4]| MemberKey {
+            public_key: key.public_key(),
+            psk: None,
+            addresses: vec![ip.into()],
+        };
+        let server = Server::new(
+            ServerConfig {
+                static_key: proxy_key.clone(),
+                members: vec![
+                    member(&consumer_key, MEMBER_IP),
+                    member(&relay_key, RELAY_IP),
+                ],
+                limits: Limits::default(),
+                handshakes_per_second: 50,
+                mtu: MTU,
+                queue_slots: server::DEFAULT_QUEUE_SLOTS,
+            },
+            now,
+            [7; 32],
+        );
+        let proxy_addr = addr("203.0.113.10:7117");
+        let relay_mesh = addr("10.99.0.2:7118");
+        let consumer_mesh = addr("10.99.0.3:40001");
+        let mut relay = Client::new(client(relay_key, &proxy_key), now, 1_000_000, 1);
+        let relay_path = relay.open_path(now, proxy_addr, PathSettings::default());
+        relay.relay_mut().set_policy(sharing());
+        let mut consumer = Client::new(client(consumer_key, &proxy_key), now, 1_000_000, 2);
+        let consumer_path =
+            consumer.open_relayed_path(now, relay_mesh, RELAY.0, PathSettings::default());
+        Net {
+            now,
+            proxy_addr,
+            relay_wan: addr("198.51.100.2:40000"),
+            relay_mesh,
+            consumer_mesh,
+            server,
+            consumer,
+            relay,
+            consumer_path,
+            relay_path,
+            at_proxy: Vec::new(),
+            at_consumer: Vec::new(),
+            relayed_to: Vec::new(),
+            flip: None,
+        }
+    }
+
+    /// Carries everything every core wants sent until nothing moves, then advances the
+    /// clock by `step` and runs the timers.
+    fn run(&mut self, step: Duration) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut moved = true;
+        while moved {
+            moved = false;
+            // The relay's own traffic goes straight to the proxy.
+            while let Some(t) = self.relay.poll_transmit(self.now, &mut buf) {
+                moved = true;
+                assert_eq!(t.remote, self.proxy_addr);
+                let _ =
+                    self.server
+                        .handle_datagram(self.now, self.relay_wan, None, &mut buf[..t.len]);
+            }
+            // The consumer's goes over the mesh to the relay, read after room for the
+            // envelope's header, and on from there.
+            let mut mesh = vec![0u8; MAX_DATAGRAM];
+            while let Some(t) = self
+                .consumer
+                .poll_transmit(self.now, &mut mesh[RELAY_HEADER_LEN..])
+            {
+                moved = true;
+                assert_eq!(t.remote, self.relay_mesh);
+                if let Ok(up) = self
+                    .relay
+                    .relay_up(self.now, self.consumer_mesh, &mut mesh, t.len)
+                {
+                    self.relayed_to.push(up.remote);
+                    if let Some(bit) = self.flip.take() {
+                        let bit = bit % (up.len * 8);
+                        mesh[bit / 8] ^= 1 << (bit % 8);
+                    }
+                    let _ = self.server.handle_datagram(
+                        self.now,
+                        self.relay_wan,
+                        None,
+                        &mut mesh[..up.len],
+                    );
+                }
+            }
+            // The proxy answers the relay's line, for the relay or for its neighbour.
+            while let Some(t) = self.server.poll_transmit(self.now, &mut buf) {
+                moved = true;
+                assert_eq!(t.remote, self.relay_wan, "the proxy answers where it heard");
+                if let Ok(Received::Relay { to, start, len }) =
+                    self.relay
+                        .handle_datagram(self.now, self.relay_path, &mut buf[..t.len])
+                {
+                    assert_eq!(to, self.consumer_mesh);
+                    let _ = self.consumer.handle_datagram(
+                        self.now,
+                        self.consumer_path,
+                        &mut buf[start..start + len],
+                    );
+                }
+            }
+            let mut inner = vec![0u8; MAX_DATAGRAM];
+            while let Some(n) = self.server.poll_packet(&mut inner) {
+                self.at_proxy.push(inner[..n].to_vec());
+            }
+            while let Some(n) = self.consumer.poll_packet(&mut inner) {
+                self.at_consumer.push(inner[..n].to_vec());
+            }
+        }
+        self.now += step;
+        self.relay.handle_timeout(self.now);
+        self.consumer.handle_timeout(self.now);
+        self.server.handle_timeout(self.now);
+    }
+
+    fn connect(&mut self) {
+        for _ in 0..50 {
+            self.run(Duration::from_millis(10));
+        }
+        assert!(self.relay.is_connected(), "the relay's own session");
+        // The relay admits its neighbour once the mesh found it a member.
+        self.relay.relay_mut().admit(self.consumer_mesh).unwrap();
+        for _ in 0..100 {
+            self.run(Duration::from_millis(10));
+            if self.consumer.is_connected() {
+                return;
+            }
+        }
+        panic!(
+            "the consumer never connected through the relay: {:?} {:?}",
+            self.relay.stats().drops,
+            self.server.stats().drops
+        );
+    }
+
+    fn send_up(&mut self, seq: u32) {
+        let mut p = vec![0u8; 600];
+        packet(&mut p, 600, true, seq);
+        self.consumer.handle_packet(self.now, &p).unwrap();
+    }
+
+    fn send_down(&mut self, seq: u32) {
+        let mut p = vec![0u8; 600];
+        packet(&mut p, 600, false, seq);
+        self.server.handle_packet(self.now, &p).unwrap();
+    }
+}
+
+#[test]
+fn a_member_reaches_the_proxy_only_through_its_neighbour() {
+    let mut net = Net::new();
+    for _ in 0..20 {
+        net.run(Duration::from_millis(10));
+    }
+    // Not yet admitted: the relay carries nothing for it, and says why.
+    assert!(!net.consumer.is_connected());
+    assert!(net.relay.stats().drops.get(DropReason::NotANeighbour) > 0);
+    net.connect();
+    for seq in 0..20 {
+        net.send_up(seq);
+        net.send_down(seq);
+        net.run(Duration::from_millis(5));
+    }
+    assert_eq!(net.at_proxy.len(), 20, "upstream through the relay");
+    assert!(
+        net.at_proxy
+            .iter()
+            .all(|p| p[12..16] == MEMBER_IP && p[16..20] == INTERNET_IP)
+    );
+    assert_eq!(net.at_consumer.len(), 20, "downstream through the relay");
+    // The relay sent everything it relayed to its proxy, and counted it.
+    assert!(net.relayed_to.iter().all(|&a| a == net.proxy_addr));
+    let carried = *net.relay.relay().totals();
+    assert!(
+        carried.up_packets >= 20 && carried.down_packets >= 20,
+        "{carried:?}"
+    );
+    // At the proxy the consumer's path is its own, through the relay's slot.
+    let path = &net.server.member(CONSUMER).unwrap().paths[0];
+    let hop = path.endpoint().relay.expect("a relayed path");
+    assert_eq!(hop.relay, RELAY.0);
+    assert_eq!(Some(hop.slot), net.relay.relay().slot_of(net.consumer_mesh));
+    assert_eq!(path.endpoint().remote, net.relay_wan);
+    assert_eq!(
+        net.server.stats().drops.total(),
+        0,
+        "{:?}",
+        net.server.stats().drops
+    );
+}
+
+/// The relay can neither read nor alter what it carries: a bit flipped anywhere in a
+/// relayed datagram on the relay's line, or by the relay itself before it tags it, is
+/// refused by the proxy and counted; what reaches the Internet is only ever what the
+/// member sent, byte for byte (a refused datagram's packet may come through a repair).
+#[test]
+fn a_flipped_bit_anywhere_in_a_relayed_datagram_is_refused() {
+    let mut net = Net::new();
+    net.connect();
+    let mut sent = Vec::new();
+    let mut send = |net: &mut Net, seq: u32| {
+        let mut p = vec![0u8; 600];
+        packet(&mut p, 600, true, seq);
+        net.consumer.handle_packet(net.now, &p).unwrap();
+        sent.push(p);
+    };
+    // On the wire, after the relay's tag: every bit position of the envelope's header,
+    // the carried datagram's first bytes, and the tag (counted from the end).
+    let bits = (0..(RELAY_HEADER_LEN + 48) * 8).chain((0..16 * 8).map(|b| usize::MAX - b));
+    for bit in bits {
+        let refused = net.server.stats().drops.total();
+        net.flip = Some(bit);
+        send(&mut net, 1000);
+        net.run(Duration::from_millis(1));
+        assert!(net.flip.is_none(), "nothing was relayed");
+        assert!(
+            net.server.stats().drops.total() > refused,
+            "a flip of bit {bit} was accepted"
+        );
+        for _ in 0..20 {
+            net.run(Duration::from_millis(5));
+        }
+    }
+    let drops = &net.server.stats().drops;
+    assert!(drops.get(DropReason::BadRelayTag) > 0, "{drops:?}");
+    // A relay that flips a bit of what it carries and tags the result as its own: the
+    // member's own seal refuses it.
+    let before = net.server.stats().drops.get(DropReason::BadTag);
+    let mut mesh = vec![0u8; MAX_DATAGRAM];
+    send(&mut net, 5000);
+    let t = net
+        .consumer
+        .poll_transmit(net.now, &mut mesh[RELAY_HEADER_LEN..])
+        .expect("the packet goes out");
+    mesh[RELAY_HEADER_LEN + t.len - 5] ^= 0x10;
+    let up = net
+        .relay
+        .relay_up(net.now, net.consumer_mesh, &mut mesh, t.len)
+        .unwrap();
+    assert!(
+        net.server
+            .handle_datagram(net.now, net.relay_wan, None, &mut mesh[..up.len])
+            .is_err()
+    );
+    assert_eq!(net.server.stats().drops.get(DropReason::BadTag), before + 1);
+    for _ in 0..20 {
+        net.run(Duration::from_millis(5));
+    }
+    // The path still works for what is not tampered with.
+    send(&mut net, 6000);
+    net.run(Duration::from_millis(5));
+    assert_eq!(net.at_proxy.last(), sent.last());
+    for p in &net.at_proxy {
+        assert!(sent.contains(p), "a packet the member never sent came out");
+    }
+}
+
+/// A relay passes on only what a proxy takes from a member, and only to its own proxy;
+/// a member cannot relay for itself to be credited for its own traffic; a neighbour
+/// that left gets nothing more.
+#[test]
+fn a_relay_is_never_an_open_relay() {
+    let mut net = Net::new();
+    net.connect();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    // Junk, an envelope in an envelope, a hello: refused before any tag is spent on them.
+    for junk in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[2u8, 6, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8][..],
+        &[2u8, 8, 0, 0][..],
+    ] {
+        buf[RELAY_HEADER_LEN..][..junk.len()].copy_from_slice(junk);
+        assert!(
+            net.relay
+                .relay_up(net.now, net.consumer_mesh, &mut buf, junk.len())
+                .is_err()
+        );
+    }
+    // The relay's own datagram, wrapped by itself: refused at the proxy.
+    let mut p = vec![0u8; 600];
+    packet(&mut p, 600, true, 1);
+    p[12..16].copy_from_slice(&RELAY_IP);
+    net.relay.handle_packet(net.now, &p).unwrap();
+    let t = net
+        .relay
+        .poll_transmit(net.now, &mut buf[RELAY_HEADER_LEN..])
+        .unwrap();
+    net.relay.relay_mut().admit(net.relay_mesh).unwrap();
+    let up = net
+        .relay
+        .relay_up(net.now, net.relay_mesh, &mut buf, t.len)
+        .unwrap();
+    assert_eq!(
+        net.server
+            .handle_datagram(net.now, net.relay_wan, None, &mut buf[..up.len]),
+        Err(DropReason::RelayedForItself)
+    );
+    // The neighbour leaves the mesh: what it sends is refused at the relay, and what the
+    // proxy still sends for it is dropped there.
+    net.relay.relay_mut().expel(net.consumer_mesh);
+    let delivered = (net.at_proxy.len(), net.at_consumer.len());
+    for seq in 0..5 {
+        net.send_up(seq);
+        net.send_down(seq);
+        net.run(Duration::from_millis(5));
+    }
+    assert_eq!((net.at_proxy.len(), net.at_consumer.len()), delivered);
+    assert!(net.relay.stats().drops.get(DropReason::UnknownRelaySlot) > 0);
+    assert!(net.relay.stats().drops.get(DropReason::NotANeighbour) > 0);
+}
