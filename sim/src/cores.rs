@@ -58,7 +58,7 @@ pub const MTU: u16 = 1400;
 pub const MEMBER: MemberId = MemberId(0);
 
 /// The wall clock the gateway starts at (microseconds since the epoch; arbitrary).
-const WALL_CLOCK_US: u64 = 1_700_000_000_000_000;
+pub(crate) const WALL_CLOCK_US: u64 = 1_700_000_000_000_000;
 
 /// The gateway-side address simulated path `i` shows at the proxy: `100.64.i.2:40000`.
 pub fn gateway_remote(path: usize) -> SocketAddr {
@@ -80,7 +80,7 @@ pub fn pair(cfg: &SimConfig) -> (GatewayCore, ProxyCore) {
 }
 
 /// SplitMix64, for seeds derived from the simulation's.
-fn mix(seed: u64, salt: u64) -> u64 {
+pub(crate) fn mix(seed: u64, salt: u64) -> u64 {
     let mut z = seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -100,7 +100,7 @@ pub struct AdapterStats {
 }
 
 impl AdapterStats {
-    fn refused(&mut self, reason: DropReason, datagram: bool) {
+    pub(crate) fn refused(&mut self, reason: DropReason, datagram: bool) {
         if datagram {
             self.datagrams_refused += 1;
         } else {
@@ -273,13 +273,26 @@ impl ProxyCore {
     /// A server with `key` and one member (`member`, tunnel address `cfg.gateway_addr`),
     /// started at `cfg.base`, seeded from `cfg.seed`.
     pub fn new(cfg: &SimConfig, key: SecretKey, member: PublicKey) -> ProxyCore {
+        ProxyCore::with_members(cfg, key, &[(member, cfg.gateway_addr)])
+    }
+
+    /// A server with `key` and these members (key, tunnel address), in this order: the
+    /// first is [`MEMBER`].
+    pub fn with_members(
+        cfg: &SimConfig,
+        key: SecretKey,
+        members: &[(PublicKey, Ipv4Addr)],
+    ) -> ProxyCore {
         let config = ServerConfig {
             static_key: key,
-            members: vec![MemberKey {
-                public_key: member,
-                psk: None,
-                addresses: vec![IpAddr::V4(cfg.gateway_addr)],
-            }],
+            members: members
+                .iter()
+                .map(|&(public_key, addr)| MemberKey {
+                    public_key,
+                    psk: None,
+                    addresses: vec![IpAddr::V4(addr)],
+                })
+                .collect(),
             limits: Limits::default(),
             handshakes_per_second: 1000,
             mtu: MTU,

@@ -56,6 +56,7 @@ pub mod cores;
 pub mod endpoint;
 pub mod link;
 pub mod packet;
+pub mod pool;
 mod sim;
 pub mod traffic;
 

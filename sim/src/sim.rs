@@ -573,6 +573,14 @@ impl<G: Endpoint, P: Endpoint> Sim<G, P> {
         self.add_on_port(model, port)
     }
 
+    /// Adds a traffic model for another LAN host than the member's own (a neighbour's, in
+    /// a pool); its port is allocated as [`Sim::add`]'s.
+    pub fn add_from<T: Traffic>(&mut self, model: T, lan: Ipv4Addr) -> FlowId<T> {
+        let id = self.add(model);
+        self.flows[id.index].addr.gateway.set_ip(lan);
+        id
+    }
+
     /// Adds a traffic model whose gateway-side (LAN) port is `port`.
     pub fn add_on_port<T: Traffic>(&mut self, model: T, port: u16) -> FlowId<T> {
         let proto = model.proto();
@@ -1069,7 +1077,7 @@ impl<G: Endpoint, P: Endpoint> Sim<G, P> {
             Side::Proxy => (parsed.src, parsed.dst),
             Side::Gateway => (parsed.dst, parsed.src),
         };
-        if *lan.ip() != self.cfg.gateway_addr || *internet.ip() != self.cfg.internet_addr {
+        if *internet.ip() != self.cfg.internet_addr {
             strays.wrong_address += 1;
             return;
         }
@@ -1078,6 +1086,10 @@ impl<G: Endpoint, P: Endpoint> Sim<G, P> {
             return;
         };
         let slot = &mut self.flows[index];
+        if lan.ip() != slot.addr.gateway.ip() {
+            strays.wrong_address += 1;
+            return;
+        }
         if internet.port() != slot.addr.internet.port() {
             strays.unknown_flow += 1;
             return;
