@@ -66,6 +66,27 @@ const PROXY_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// A member's path dead this long is forgotten (a gateway that restarted numbers its
 /// paths afresh).
 const FORGET_DEAD_PATHS: Duration = Duration::from_secs(60);
+/// How often the spare capacity of relays' lines is worked out again.
+const RELAY_CAP_INTERVAL: Duration = Duration::from_millis(10);
+/// The share of a relay's line its owner's traffic may always take: relayed paths get
+/// what is left of it once the owner's traffic is served.
+const OWNER_SHARE: f64 = 0.95;
+/// Lines through relays the proxy works out the spare capacity of at most.
+const MAX_RELAY_LINES: usize = 1024;
+/// An owner sending less than this share of its line leaves it all to relayed paths.
+const OWNER_ACTIVE: f64 = 0.05;
+
+/// One relay's line, as the proxy sees it: how fast it is, what its owner sends on it,
+/// and how many relayed paths share what is left.
+#[derive(Debug, Clone, Copy)]
+struct RelayLine {
+    relay: u32,
+    remote: SocketAddr,
+    capacity: u64,
+    own: u64,
+    relayed: u64,
+}
+
 /// Handshake and cookie answers waiting for `poll_transmit`; beyond this they are dropped
 /// (the daemon sends them after each datagram, so this only bounds a misuse).
 const MAX_ANSWERS: usize = 64;
@@ -304,6 +325,9 @@ pub struct Server {
     cursor: usize,
     events: VecDeque<ServerEvent>,
     stats: ServerStats,
+    /// Relays' lines, worked out every [`RELAY_CAP_INTERVAL`] (kept to reuse its memory).
+    relay_lines: Vec<RelayLine>,
+    next_relay_caps: Instant,
 }
 
 impl Server {
@@ -340,6 +364,8 @@ impl Server {
             cursor: 0,
             events: VecDeque::new(),
             stats: ServerStats::default(),
+            relay_lines: Vec::new(),
+            next_relay_caps: now,
         };
         server.set_members(config.members);
         server
@@ -692,6 +718,10 @@ impl Server {
                 Err(reason) => self.stats.drops.count(reason),
             }
         }
+        if now >= self.next_relay_caps {
+            self.next_relay_caps = now + RELAY_CAP_INTERVAL;
+            self.cap_relayed_paths(now);
+        }
         let n = self.members.len();
         let limits = self.limits;
         for k in 0..n {
@@ -720,6 +750,79 @@ impl Server {
             }
         }
         None
+    }
+
+    /// The owner's traffic comes first on its line: a path relayed through a member's
+    /// line may send only into what the owner's own traffic leaves of it (the proxy sends
+    /// both, so it sees both), shared equally among the paths relayed there. The line's
+    /// rate is the most any path on it measured.
+    fn cap_relayed_paths(&mut self, now: Instant) {
+        self.relay_lines.clear();
+        for m in &self.members {
+            for p in m.transport.iter().flat_map(|t| t.paths()) {
+                let Some(hop) = p.endpoint().relay else {
+                    continue;
+                };
+                let remote = p.endpoint().remote;
+                let found = self
+                    .relay_lines
+                    .iter()
+                    .position(|l| l.relay == hop.relay && l.remote == remote);
+                let i = match found {
+                    Some(i) => i,
+                    None if self.relay_lines.len() < MAX_RELAY_LINES => {
+                        self.relay_lines.push(RelayLine {
+                            relay: hop.relay,
+                            remote,
+                            capacity: 0,
+                            own: 0,
+                            relayed: 0,
+                        });
+                        self.relay_lines.len() - 1
+                    }
+                    None => continue,
+                };
+                let line = &mut self.relay_lines[i];
+                line.capacity = line.capacity.max(p.line_bandwidth());
+                line.relayed += 1;
+            }
+        }
+        if self.relay_lines.is_empty() {
+            return;
+        }
+        for line in &mut self.relay_lines {
+            let own = self
+                .members
+                .get(line.relay as usize)
+                .and_then(|m| m.transport.as_ref())
+                .into_iter()
+                .flat_map(|t| t.paths())
+                .filter(|p| p.endpoint().relay.is_none() && p.endpoint().remote == line.remote);
+            for p in own {
+                line.capacity = line.capacity.max(p.line_bandwidth());
+                line.own += p.send_rate(now);
+            }
+        }
+        let lines = &self.relay_lines;
+        for m in &mut self.members {
+            for p in m.transport.iter_mut().flat_map(|t| t.paths_mut()) {
+                let Some(hop) = p.endpoint().relay else {
+                    continue;
+                };
+                let remote = p.endpoint().remote;
+                // An owner who sends (nearly) nothing leaves the whole line: relayed paths
+                // find its rate themselves.
+                let cap = lines
+                    .iter()
+                    .find(|l| l.relay == hop.relay && l.remote == remote)
+                    .filter(|l| l.own as f64 > OWNER_ACTIVE * l.capacity as f64)
+                    .map(|l| {
+                        let spare = (l.capacity as f64 * OWNER_SHARE) as u64;
+                        spare.saturating_sub(l.own) / l.relayed.max(1)
+                    });
+                p.set_rate_cap(cap);
+            }
+        }
     }
 
     /// Wraps a datagram for a path through a relay in an envelope for the relay's slot,

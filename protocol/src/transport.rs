@@ -248,6 +248,10 @@ impl Transport {
         self.paths.iter().find(|p| p.id() == id)
     }
 
+    pub(crate) fn paths_mut(&mut self) -> &mut [Path] {
+        &mut self.paths
+    }
+
     pub(crate) fn path_mut(&mut self, id: PathId) -> Option<&mut Path> {
         self.paths.iter_mut().find(|p| p.id() == id)
     }

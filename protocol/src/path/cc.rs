@@ -91,10 +91,16 @@ impl CongestionState {
     }
 }
 
+/// The lowest cap on a path's pacing rate, bytes per second (100 kbit/s: a full packet
+/// every 110 ms).
+pub(crate) const MIN_RATE_CAP: u64 = 12_500;
+
 /// One path's congestion control and pacer (sender side).
 #[derive(Debug, Clone)]
 pub(crate) struct Congestion {
     mtu: u64,
+    /// A cap on the pacing rate set from outside ([`Congestion::set_rate_cap`]).
+    rate_cap: Option<u64>,
     phase: Phase,
     /// Startup's gain: [`STARTUP_GAIN`] at first, [`REGROW_GAIN`] after.
     startup_gain: f64,
@@ -144,6 +150,7 @@ impl Congestion {
     pub(crate) fn new(now: Instant, mtu: usize) -> Congestion {
         Congestion {
             mtu: mtu as u64,
+            rate_cap: None,
             phase: Phase::Startup,
             startup_gain: STARTUP_GAIN,
             in_flight: 0,
@@ -221,8 +228,27 @@ impl Congestion {
         w.max(MIN_CWND_PACKETS * self.mtu)
     }
 
-    /// Pacing rate in bytes per second.
+    /// Pacing rate in bytes per second: the path's own, or less under a cap.
     pub(crate) fn pacing_rate(&self, srtt: Duration) -> u64 {
+        let rate = self.own_pacing_rate(srtt);
+        self.rate_cap.map_or(rate, |cap| rate.min(cap))
+    }
+
+    /// A cap on the pacing rate, from outside the path (the spare capacity of the line a
+    /// relayed path shares with its owner). Never below [`MIN_RATE_CAP`]: a pacer slower
+    /// than that would hold the next packet longer than the cap's next update.
+    pub(crate) fn set_rate_cap(&mut self, cap: Option<u64>) {
+        self.rate_cap = cap.map(|c| c.max(MIN_RATE_CAP));
+    }
+
+    /// Whether the cap holds the pacer below the path's own rate (what it sends then
+    /// says nothing of the path's rate).
+    pub(crate) fn capped(&self, srtt: Duration) -> bool {
+        self.rate_cap
+            .is_some_and(|cap| cap < self.own_pacing_rate(srtt))
+    }
+
+    fn own_pacing_rate(&self, srtt: Duration) -> u64 {
         if self.phase == Phase::Startup {
             // The flows a path carries find their own rate in slow start, doubling what
             // they send every round trip; a pacer that follows the path's delivery rate

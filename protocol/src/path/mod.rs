@@ -223,6 +223,8 @@ pub struct Path {
     repairs: VecDeque<u64>,
     /// Data bytes sent lately, for the share of a new flow's path choice.
     sent_rate: RateMeter,
+    /// A cap on its rate from outside ([`Path::set_rate_cap`]).
+    rate_cap: Option<u64>,
     /// The core's scheduling epoch when this path last found nothing it may send.
     starved_epoch: Option<u64>,
     /// When an ack last acknowledged something new, and the longest gap between such acks
@@ -295,6 +297,7 @@ impl Path {
             cc: Congestion::new(now, max_datagram),
             repairs: VecDeque::with_capacity(MAX_REPAIRS),
             sent_rate: RateMeter::default(),
+            rate_cap: None,
             starved_epoch: None,
             last_ack_at: None,
             ack_interval: None,
@@ -425,9 +428,28 @@ impl Path {
         self.cc.pacing_rate(self.srtt_or_initial())
     }
 
-    /// Its estimated bottleneck rate, bytes per second of datagrams (zero before a sample).
+    /// Its estimated bottleneck rate, bytes per second of datagrams (zero before a sample),
+    /// or its cap if that is lower: what the scheduler may count on.
     pub fn bandwidth(&self) -> u64 {
+        let bw = self.cc.bandwidth();
+        self.rate_cap.map_or(bw, |cap| bw.min(cap))
+    }
+
+    /// Its estimated bottleneck rate, whatever its cap.
+    pub fn line_bandwidth(&self) -> u64 {
         self.cc.bandwidth()
+    }
+
+    /// Caps the rate it sends at (bytes per second of datagrams): at the proxy, a relayed
+    /// path gets only the spare capacity of the relay's line.
+    pub(crate) fn set_rate_cap(&mut self, cap: Option<u64>) {
+        self.rate_cap = cap;
+        self.cc.set_rate_cap(cap);
+    }
+
+    /// Its cap, if it has one.
+    pub fn rate_cap(&self) -> Option<u64> {
+        self.rate_cap
     }
 
     /// The least RTT lately (a window of seconds), as congestion control sees it.
@@ -564,9 +586,9 @@ impl Path {
                 self.cc.on_gone(u64::from(s.size));
             }
         }
-        if packet.is_none() {
+        if packet.is_none() || self.cc.capped(self.srtt_or_initial()) {
             // A ping: the path has nothing better to do; neither it nor what is in flight
-            // says anything of the path's rate.
+            // says anything of the path's rate. Nor does what a cap holds back.
             self.cc
                 .on_app_limited(self.delivered + u64::from(size as u32));
         }
