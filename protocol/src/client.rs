@@ -498,7 +498,9 @@ impl Client {
             .ok_or(DropReason::NoSession)?;
         let path = &self.transport.paths()[own];
         let (id, remote) = (path.id(), path.endpoint().remote);
-        let slot = self.relay.up(now, neighbour, len + RELAY_OVERHEAD)?;
+        // The owner's own traffic first: what is relayed gets what it leaves of the line.
+        let spare = relay::spare_for_relayed(path.line_bandwidth(), path.send_rate(now));
+        let slot = self.relay.up(now, neighbour, len + RELAY_OVERHEAD, spare)?;
         let len = relay::seal_envelope(
             &RelayKey(keys.relay_up_key),
             MessageType::RelayUp,

@@ -85,6 +85,8 @@ pub enum DropReason {
     UnknownRelaySlot,
     /// A datagram for a path through a relay whose own session with the proxy is down.
     RelayOffline,
+    /// A datagram to relay upstream that the owner's own traffic left no room for.
+    OwnerFirst,
     /// A mesh credential that is malformed, signed by no key of the co-op's proxies, or
     /// whose signature does not verify.
     BadCredential,
@@ -109,7 +111,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// All reasons, in counter order.
-    pub const ALL: [DropReason; 47] = [
+    pub const ALL: [DropReason; 48] = [
         DropReason::TooShort,
         DropReason::Oversized,
         DropReason::BadLength,
@@ -149,6 +151,7 @@ impl DropReason {
         DropReason::RelayOverCap,
         DropReason::UnknownRelaySlot,
         DropReason::RelayOffline,
+        DropReason::OwnerFirst,
         DropReason::BadCredential,
         DropReason::ExpiredCredential,
         DropReason::StaleCredential,
@@ -201,6 +204,7 @@ impl DropReason {
             DropReason::RelayOverCap => "relay_over_cap",
             DropReason::UnknownRelaySlot => "unknown_relay_slot",
             DropReason::RelayOffline => "relay_offline",
+            DropReason::OwnerFirst => "owner_first",
             DropReason::BadCredential => "bad_credential",
             DropReason::ExpiredCredential => "expired_credential",
             DropReason::StaleCredential => "stale_credential",

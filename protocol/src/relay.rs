@@ -7,7 +7,10 @@
 //! tagged with a key derived from the co-op's mesh secret, which only members hold.
 
 mod slots;
-pub use slots::{MAX_RELAY_SLOTS, RELAY_BURST, Relay, RelayCounters, RelayPolicy};
+pub use slots::{
+    MAX_RELAY_SLOTS, OWNER_ACTIVE, OWNER_SHARE, RELAY_BURST, Relay, RelayCounters, RelayPolicy,
+    spare_for_relayed,
+};
 
 use crate::DropReason;
 use crate::crypto;

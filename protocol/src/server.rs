@@ -14,7 +14,7 @@ use crate::crypto;
 use crate::flow::{FlowTable, Modes};
 use crate::keys::{PublicKey, SecretKey, SharedSecret};
 use crate::path::{Endpoint, Path, PathSettings, RelayHop};
-use crate::relay::RelayKey;
+use crate::relay::{RelayKey, spare_for_relayed};
 use crate::session::{self, Keypair, Limits};
 use crate::transport::SpreadCounters;
 use crate::transport::Transport;
@@ -68,13 +68,8 @@ const PROXY_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 const FORGET_DEAD_PATHS: Duration = Duration::from_secs(60);
 /// How often the spare capacity of relays' lines is worked out again.
 const RELAY_CAP_INTERVAL: Duration = Duration::from_millis(10);
-/// The share of a relay's line its owner's traffic may always take: relayed paths get
-/// what is left of it once the owner's traffic is served.
-const OWNER_SHARE: f64 = 0.95;
 /// Lines through relays the proxy works out the spare capacity of at most.
 const MAX_RELAY_LINES: usize = 1024;
-/// An owner sending less than this share of its line leaves it all to relayed paths.
-const OWNER_ACTIVE: f64 = 0.05;
 
 /// One relay's line, as the proxy sees it: how fast it is, what its owner sends on it,
 /// and how many relayed paths share what is left.
@@ -810,16 +805,10 @@ impl Server {
                     continue;
                 };
                 let remote = p.endpoint().remote;
-                // An owner who sends (nearly) nothing leaves the whole line: relayed paths
-                // find its rate themselves.
                 let cap = lines
                     .iter()
                     .find(|l| l.relay == hop.relay && l.remote == remote)
-                    .filter(|l| l.own as f64 > OWNER_ACTIVE * l.capacity as f64)
-                    .map(|l| {
-                        let spare = (l.capacity as f64 * OWNER_SHARE) as u64;
-                        spare.saturating_sub(l.own) / l.relayed.max(1)
-                    });
+                    .and_then(|l| Some(spare_for_relayed(l.capacity, l.own)? / l.relayed.max(1)));
                 p.set_rate_cap(cap);
             }
         }

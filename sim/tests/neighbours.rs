@@ -120,55 +120,62 @@ fn a_download_uses_the_neighbours_lines_and_survives_one_vanishing() {
     );
 }
 
-/// The owner's traffic comes first on its line: a neighbour's owner downloading through
-/// its own line keeps at least 95 % of what it gets alone while the member borrows that
-/// line, whether the owner started first, at the same time or after the member's
-/// download had taken the whole line; the member still gets at least its own line.
+/// The owner's traffic comes first on its line, both ways: a neighbour's owner
+/// downloading (uploading) through its own line keeps at least 95 % of what it gets alone
+/// while the member borrows that line the same way, whether the owner started first, at
+/// the same time or after the member's transfer had taken the whole line; the member
+/// still gets at least its own line. Downstream the proxy caps the relayed path at what
+/// the owner's traffic leaves; upstream the relay forwards only that much.
 #[test]
 fn an_owner_keeps_its_line_while_lending_it() {
     let window = (secs(4), secs(9));
-    let goodput = |owner_start: Option<Duration>, member: bool| {
-        let mut sim = three_lines(1);
-        let owner =
-            owner_start.map(|at| sim.add_from(TcpFlow::download().start_at(at), neighbour_lan(0)));
-        let dl = member.then(|| sim.add(TcpFlow::download().start_at(ms(1000))));
-        sim.run_until(window.1);
-        (
-            owner.map_or(0.0, |f| sim.flow(f).goodput_bps(window.0, window.1)),
-            dl.map_or(0.0, |f| sim.flow(f).goodput_bps(window.0, window.1)),
-        )
-    };
-    let (alone, _) = goodput(Some(ms(1000)), false);
-    // The member alone on its own line: what it must never fall below.
-    let own_line = {
-        let cfg = SimConfig::new(1).path(PathSpec::new(wan(10, 20)));
-        let (g, p) = linkpool_sim::cores::pair(&cfg);
-        let mut sim = Sim::new(cfg, g, p);
-        let dl = sim.add(TcpFlow::download().start_at(ms(1000)));
-        sim.run_until(window.1);
-        sim.flow(dl).goodput_bps(window.0, window.1)
-    };
-    for (case, start) in [
-        ("first", ms(500)),
-        ("with the member", ms(1000)),
-        ("after", ms(3000)),
+    for (way, transfer) in [
+        ("down", TcpFlow::download as fn() -> TcpFlow),
+        ("up", TcpFlow::upload),
     ] {
-        let (owner, member) = goodput(Some(start), true);
-        println!(
-            "owner starting {case}: {:.1} Mbit/s, {:.2} of alone ({:.1}); member {:.1} (own line alone {:.1})",
-            owner / 1e6,
-            owner / alone,
-            alone / 1e6,
-            member / 1e6,
-            own_line / 1e6
-        );
-        assert!(
-            owner >= 0.95 * alone,
-            "owner starting {case}: {owner} of {alone}"
-        );
-        assert!(
-            member >= 0.95 * own_line,
-            "owner starting {case}: member {member}"
-        );
+        let goodput = |owner_start: Option<Duration>, member: bool| {
+            let mut sim = three_lines(1);
+            let owner =
+                owner_start.map(|at| sim.add_from(transfer().start_at(at), neighbour_lan(0)));
+            let mine = member.then(|| sim.add(transfer().start_at(ms(1000))));
+            sim.run_until(window.1);
+            (
+                owner.map_or(0.0, |f| sim.flow(f).goodput_bps(window.0, window.1)),
+                mine.map_or(0.0, |f| sim.flow(f).goodput_bps(window.0, window.1)),
+            )
+        };
+        let (alone, _) = goodput(Some(ms(1000)), false);
+        // The member alone on its own line: what it must never fall below.
+        let own_line = {
+            let cfg = SimConfig::new(1).path(PathSpec::new(wan(10, 20)));
+            let (g, p) = linkpool_sim::cores::pair(&cfg);
+            let mut sim = Sim::new(cfg, g, p);
+            let mine = sim.add(transfer().start_at(ms(1000)));
+            sim.run_until(window.1);
+            sim.flow(mine).goodput_bps(window.0, window.1)
+        };
+        for (case, start) in [
+            ("first", ms(500)),
+            ("with the member", ms(1000)),
+            ("after", ms(3000)),
+        ] {
+            let (owner, member) = goodput(Some(start), true);
+            println!(
+                "{way}: owner starting {case}: {:.1} Mbit/s, {:.2} of alone ({:.1}); member {:.1} (own line alone {:.1})",
+                owner / 1e6,
+                owner / alone,
+                alone / 1e6,
+                member / 1e6,
+                own_line / 1e6
+            );
+            assert!(
+                owner >= 0.95 * alone,
+                "{way}, owner starting {case}: {owner} of {alone}"
+            );
+            assert!(
+                member >= 0.95 * own_line,
+                "{way}, owner starting {case}: member {member}"
+            );
+        }
     }
 }

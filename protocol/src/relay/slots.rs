@@ -18,6 +18,23 @@ pub const MAX_RELAY_SLOTS: usize = 32;
 /// the full rate passes, beyond it the cap holds on the wire within one datagram.
 pub const RELAY_BURST: Duration = Duration::from_millis(10);
 
+/// The share of a line its owner's traffic may always take: what is relayed over it gets
+/// what is left once the owner's traffic is served.
+pub const OWNER_SHARE: f64 = 0.95;
+/// An owner sending less than this share of its line leaves it all to what is relayed.
+pub const OWNER_ACTIVE: f64 = 0.05;
+
+/// What relayed traffic may use of a line of `capacity` bytes per second on which the
+/// owner's own traffic sends `own`: `None` while the owner sends (nearly) nothing (what is
+/// relayed then finds the line's rate itself). The one rule at both ends: the proxy
+/// downstream, the relay upstream.
+pub fn spare_for_relayed(capacity: u64, own: u64) -> Option<u64> {
+    if own as f64 <= OWNER_ACTIVE * capacity as f64 {
+        return None;
+    }
+    Some(((capacity as f64 * OWNER_SHARE) as u64).saturating_sub(own))
+}
+
 /// What a router's owner lets neighbours use of its line, as wire bytes per second (every
 /// header the line carries included). Zero means nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +75,8 @@ pub struct RelayCounters {
     pub down_bytes: u64,
     /// Datagrams refused by the owner's caps, either way.
     pub over_cap: u64,
+    /// Datagrams refused upstream because the owner's own traffic needed the line.
+    pub owner_first: u64,
 }
 
 /// A byte bucket: `rate` bytes a second, at most `burst` at once.
@@ -114,6 +133,8 @@ pub struct Relay {
     generations: [u32; MAX_RELAY_SLOTS],
     up: Bucket,
     down: Bucket,
+    /// What the owner's own traffic leaves of the line, upstream.
+    spare: Bucket,
     totals: RelayCounters,
 }
 
@@ -132,6 +153,7 @@ impl Relay {
             generations: [0; MAX_RELAY_SLOTS],
             up: Bucket::new(),
             down: Bucket::new(),
+            spare: Bucket::new(),
             totals: RelayCounters::default(),
         }
     }
@@ -210,11 +232,14 @@ impl Relay {
 
     /// A datagram of `wire_len` bytes (as it will leave, envelope included) from
     /// `neighbour` towards the proxy: its slot, if it may go.
+    /// `spare`: what the owner's own traffic leaves of the line it goes on
+    /// ([`spare_for_relayed`]), if it leaves only part of it.
     pub(crate) fn up(
         &mut self,
         now: Instant,
         neighbour: SocketAddr,
         wire_len: usize,
+        spare: Option<u64>,
     ) -> Result<u32, DropReason> {
         if !self.policy.sharing {
             return Err(DropReason::NotRelaying);
@@ -226,11 +251,21 @@ impl Relay {
             .ok_or(DropReason::NotANeighbour)?;
         let slot = self.slots[i].as_mut().expect("found above");
         let len = wire_len as u64;
+        if let Some(spare) = spare {
+            if !self.spare.has(now, spare, len) {
+                self.totals.owner_first += 1;
+                slot.counters.owner_first += 1;
+                return Err(DropReason::OwnerFirst);
+            }
+        }
         let (own, all) = (self.policy.up_per_neighbour, self.policy.up_total);
         if !take_both(now, (&mut slot.up, own), (&mut self.up, all), len) {
             slot.counters.over_cap += 1;
             self.totals.over_cap += 1;
             return Err(DropReason::RelayOverCap);
+        }
+        if spare.is_some() {
+            self.spare.bytes -= len;
         }
         slot.counters.up_packets += 1;
         slot.counters.up_bytes += len;
@@ -297,17 +332,17 @@ mod tests {
     fn only_admitted_neighbours_are_carried_and_replies_reach_only_them() {
         let t = Instant::now();
         let mut r = Relay::new(open(1 << 30));
-        assert_eq!(r.up(t, addr(1), 100), Err(DropReason::NotANeighbour));
+        assert_eq!(r.up(t, addr(1), 100, None), Err(DropReason::NotANeighbour));
         let a = r.admit(addr(1)).unwrap();
         assert_eq!(r.admit(addr(1)), Ok(a), "one slot per neighbour");
         let b = r.admit(addr(2)).unwrap();
         assert_ne!(a, b);
-        assert_eq!(r.up(t, addr(1), 100), Ok(a));
+        assert_eq!(r.up(t, addr(1), 100, None), Ok(a));
         assert_eq!(r.down(t, b, 100), Ok(addr(2)));
         // A neighbour that leaves: its slot goes to a newcomer under a new number, and a
         // late reply for the old one reaches nobody.
         r.expel(addr(1));
-        assert_eq!(r.up(t, addr(1), 100), Err(DropReason::NotANeighbour));
+        assert_eq!(r.up(t, addr(1), 100, None), Err(DropReason::NotANeighbour));
         let c = r.admit(addr(3)).unwrap();
         assert_eq!(c & 0xff, a & 0xff);
         assert_ne!(c, a);
@@ -319,10 +354,32 @@ mod tests {
         );
         // Sharing off: nothing either way, slots kept.
         r.set_policy(RelayPolicy::OFF);
-        assert_eq!(r.up(t, addr(2), 100), Err(DropReason::NotRelaying));
+        assert_eq!(r.up(t, addr(2), 100, None), Err(DropReason::NotRelaying));
         assert_eq!(r.down(t, b, 100), Err(DropReason::NotRelaying));
         assert_eq!(r.totals().up_packets, 1);
         assert_eq!(r.totals().down_packets, 2);
+    }
+
+    /// An owner who uses its line leaves relayed traffic 95 % of it less what it sends;
+    /// one who sends (nearly) nothing leaves it all, uncapped.
+    #[test]
+    fn relayed_traffic_gets_what_the_owner_leaves() {
+        assert_eq!(spare_for_relayed(1_000_000, 0), None);
+        assert_eq!(spare_for_relayed(1_000_000, 50_000), None);
+        assert_eq!(spare_for_relayed(1_000_000, 300_000), Some(650_000));
+        assert_eq!(spare_for_relayed(1_000_000, 990_000), Some(0));
+        let t0 = Instant::now();
+        let mut r = Relay::new(open(1 << 30));
+        r.admit(addr(1)).unwrap();
+        let mut passed = 0u64;
+        for i in 0..1000u64 {
+            let t = t0 + Duration::from_millis(i);
+            if r.up(t, addr(1), 1000, Some(200_000)).is_ok() {
+                passed += 1000;
+            }
+        }
+        assert!((198_000..=204_000).contains(&passed), "{passed}");
+        assert!(r.totals().owner_first > 0);
     }
 
     #[test]
@@ -355,11 +412,11 @@ mod tests {
         let mut t = Duration::ZERO;
         let mut next_two = Duration::ZERO;
         while t < Duration::from_secs(2) {
-            if r.up(t0 + t, addr(1), 1400).is_ok() {
+            if r.up(t0 + t, addr(1), 1400, None).is_ok() {
                 one += 1400;
             }
             if t >= next_two {
-                if r.up(t0 + t, addr(2), 1400).is_ok() {
+                if r.up(t0 + t, addr(2), 1400, None).is_ok() {
                     two += 1400;
                 }
                 next_two += Duration::from_micros(4667);
