@@ -385,6 +385,11 @@ impl Proxy {
                             "resent_elsewhere": c.resent_elsewhere,
                             "suspected": c.suspected,
                             "receipt_bytes": p.peer_receipt().map(|r| r.1),
+                            "relay": p.endpoint().relay.map(|hop| serde_json::json!({
+                                "member": self.config.members.get(hop.relay as usize).map(|m| m.name.clone()),
+                                "slot": hop.slot,
+                            })),
+                            "rate_cap_bps": p.rate_cap().map(|c| c * 8),
                         });
                         if let Some(entry) = entry.as_object_mut() {
                             entry.extend(status::path_fields(Some(p), now, total_rate, total_tx));
