@@ -27,6 +27,7 @@ use linkpool_protocol::frame::{
 enum Owned<'a> {
     Frame(Frame),
     Packet(Option<frame::Spread>, &'a [u8]),
+    Grant(&'a [u8]),
 }
 
 /// Decodes `plain` whole, checking each frame; `None` if a frame is malformed.
@@ -92,6 +93,10 @@ fn decode(plain: &[u8]) -> Option<(u32, Vec<Owned<'_>>)> {
                 out.push(Owned::Packet(spread, &plain[range.0..range.1]));
                 break;
             }
+            Frame::MeshGrant { range } => {
+                assert_eq!(range.1 - range.0, frame::MESH_GRANT_LEN, "{range:?}");
+                out.push(Owned::Grant(&plain[range.0..range.1]));
+            }
             Frame::Ping | Frame::Receipt { .. } => out.push(Owned::Frame(f)),
         }
     }
@@ -113,6 +118,8 @@ fn encode(pn: u32, frames: &[Owned<'_>], room: usize) -> Vec<u8> {
                 bytes,
             }) => w.receipt(*path, *packets, *bytes),
             Owned::Frame(Frame::Packet { .. }) => unreachable!("kept as Owned::Packet"),
+            Owned::Frame(Frame::MeshGrant { .. }) => unreachable!("kept as Owned::Grant"),
+            Owned::Grant(body) => w.mesh_grant((*body).try_into().expect("checked length")),
             Owned::Packet(spread, p) => {
                 packet = Some((*spread, *p));
                 Some(())

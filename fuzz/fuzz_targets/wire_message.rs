@@ -54,16 +54,28 @@ fn check(data: &[u8], depth: u8) {
                 check(env.inner(), depth + 1);
             }
         }
-        Message::MeshHello(hello, covered, tag) => {
-            assert_eq!(data.len(), wire::MESH_HELLO_LEN);
-            assert_eq!(tag.len(), MAC_LEN);
-            assert_eq!(covered.len() + tag.len(), data.len());
-            let mut out = [0u8; wire::MESH_HELLO_LEN - MAC_LEN];
-            hello.write_unauthenticated(&mut out);
-            // Equal but for the reserved bytes 2-3 and 38-39.
-            assert_eq!(out[..2], covered[..2]);
-            assert_eq!(out[4..38], covered[4..38]);
-            assert_eq!(out[40..], covered[40..]);
+        Message::MeshDiscovery(d) => {
+            assert_eq!(data.len(), wire::MESH_DISCOVERY_LEN);
+            let mut out = [0u8; wire::MESH_DISCOVERY_LEN];
+            wire::write_mesh_discovery(d.relay_port(), &d.offer(), d.credential(), &mut out);
+            // Equal but for the flags' unused bits and the reserved bytes 3, 6 and 7.
+            assert_eq!(out[..2], data[..2]);
+            assert_eq!(out[2], data[2] & 1);
+            assert_eq!(out[4..6], data[4..6]);
+            assert_eq!(out[8..], data[8..]);
+        }
+        Message::NeighbourHello(h) => {
+            assert_eq!(data.len(), wire::NEIGHBOUR_HELLO_LEN);
+            assert_eq!(h.mac().len(), MAC_LEN);
+            assert_eq!(h.mac_input().len() + MAC_LEN, data.len());
+            let mut out = [0u8; wire::NEIGHBOUR_HELLO_LEN - MAC_LEN];
+            let offer = h.offer();
+            wire::write_neighbour_hello(h.sender(), h.counter(), h.relay_port(), &offer, &mut out);
+            // Equal but for the flags' unused bits and the reserved bytes 3, 18 and 19.
+            assert_eq!(out[..2], data[..2]);
+            assert_eq!(out[2], data[2] & 1);
+            assert_eq!(out[4..18], data[4..18]);
+            assert_eq!(out[20..], h.mac_input()[20..]);
         }
     }
 }

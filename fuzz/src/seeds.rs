@@ -10,10 +10,11 @@ use linkpool_protocol::CipherSuite;
 use linkpool_protocol::bundle::MemberBundle;
 use linkpool_protocol::client::{Client, ClientConfig};
 use linkpool_protocol::keys::{SecretKey, SharedSecret};
+use linkpool_protocol::mesh::NEIGHBOUR_HELLO_INTERVAL;
 use linkpool_protocol::path::PathSettings;
 use linkpool_protocol::server::{Accepted, MemberKey, Server, ServerConfig};
 use linkpool_protocol::session::Limits;
-use linkpool_protocol::wire::{self, MAX_DATAGRAM, MeshHello, MessageType};
+use linkpool_protocol::wire::{self, MAX_DATAGRAM, MessageType};
 
 use crate::session::{Pair, downstream, ipv4_packet, ipv6_packet, script};
 
@@ -72,11 +73,9 @@ fn wire(out: &mut Vec<Seed>) {
         env.extend([0xa5; 16]);
         push(out, "wire_message", "relay-up", env);
     }
-    let mut hello = vec![0u8; 68];
-    crate::mesh_key()
-        .seal_hello(&sample_hello(), &mut hello)
-        .expect("buffer fits a hello");
-    push(out, "wire_message", "mesh-hello", hello);
+    let (discovery, hello) = mesh_hellos();
+    push(out, "wire_message", "mesh-discovery", discovery);
+    push(out, "wire_message", "neighbour-hello", hello);
 }
 
 /// A cookie reply from a proxy that thinks itself under load (one handshake per second,
@@ -225,28 +224,62 @@ fn bundles(out: &mut Vec<Seed>) {
     }
 }
 
-fn sample_hello() -> MeshHello {
-    MeshHello {
-        member: SecretKey::from_bytes([1; 32]).public_key().0,
-        relay_port: 7118,
-        offered_kbit: 20_000,
-        sent_at_ms: 1_700_000_000_000,
+/// A's discovery hello and a neighbour hello A wrote for B (not yet seen by B), from
+/// the pair of `src/mesh.rs`.
+fn mesh_hellos() -> (Vec<u8>, Vec<u8>) {
+    let mut m = crate::mesh::met();
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let at = m.start + NEIGHBOUR_HELLO_INTERVAL;
+    let (mut discovery, mut hello) = (Vec::new(), Vec::new());
+    while let Some(t) = m.a.poll_hello(at, crate::mesh::T0, &mut buf) {
+        match t.len {
+            wire::MESH_DISCOVERY_LEN => discovery = buf[..t.len].to_vec(),
+            wire::NEIGHBOUR_HELLO_LEN => hello = buf[..t.len].to_vec(),
+            _ => {}
+        }
     }
+    if discovery.is_empty() {
+        let mut d = vec![0u8; wire::MESH_DISCOVERY_LEN];
+        wire::write_mesh_discovery(
+            7118,
+            &crate::mesh::OFFER,
+            m.a.credential().as_bytes(),
+            &mut d,
+        );
+        discovery = d;
+    }
+    (discovery, hello)
 }
 
-/// Mesh hellos: a valid one (first byte even: opened as is) and the fields of one
-/// (first byte odd: sealed, then opened).
+/// Mesh seeds. `mesh_hello`: A's next hello to B (first byte even: given to B as is) and a
+/// script (odd: hellos both ways, a replay, a flipped bit, another address, time passing
+/// past the silence timeout and back). `mesh_discovery`: A's discovery hello (even) and a
+/// new member's fields (odd). `mesh_credential`: A's credential (even) and fields (odd).
 fn mesh(out: &mut Vec<Seed>) {
-    let mut hello = vec![0u8; 68];
-    let n = crate::mesh_key()
-        .seal_hello(&sample_hello(), &mut hello)
-        .expect("buffer fits a hello");
-    let mut open = vec![0u8];
-    open.extend(&hello[..n]);
-    push(out, "mesh_hello", "sealed", open);
-    let mut fields = vec![1u8];
-    fields.extend(&hello[4..52]);
-    push(out, "mesh_hello", "fields", fields);
+    let (discovery, hello) = mesh_hellos();
+    let mut raw = vec![0u8];
+    raw.extend(&hello);
+    push(out, "mesh_hello", "fresh", raw);
+    let script = vec![
+        1u8, 0, 25, 1, 25, 2, 0, 3, 40, 4, 0, 4, 1, 4, 2, 5, 30, 0, 10, 1, 10,
+    ];
+    push(out, "mesh_hello", "script", script);
+    let mut raw = vec![0u8];
+    raw.extend(&discovery);
+    push(out, "mesh_discovery", "member-a", raw);
+    // Member 0x2a, key 0x33.., issued at the proxy's now, for 900 s, no bit flipped.
+    let mut fields = vec![1u8, 0, 0, 0, 0x2a];
+    fields.extend([0x33; 32]);
+    fields.extend([0x80, 0x00, 0x03, 0x84, 0xff, 0xff]);
+    push(out, "mesh_discovery", "new-member", fields);
+    let mut raw = vec![0u8];
+    raw.extend(&discovery[16..]);
+    push(out, "mesh_credential", "member-a", raw);
+    let mut fields = vec![1u8, 0, 0, 0, 7];
+    fields.extend([0x33; 32]);
+    fields.extend(crate::mesh::T0.to_be_bytes());
+    fields.extend([0x03, 0x84, 0x01, 0x00]);
+    push(out, "mesh_credential", "fields", fields);
 }
 
 fn ip(out: &mut Vec<Seed>) {

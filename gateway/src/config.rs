@@ -14,6 +14,7 @@ use linkpool_os::routing::{GATEWAY_RULE_COUNT, GatewayRouting};
 use linkpool_os::tun::check_ifname;
 use linkpool_protocol::bundle::MemberBundle;
 use linkpool_protocol::flow::{FlowClass, Mode, Modes};
+use linkpool_protocol::relay::RelayPolicy;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -58,10 +59,17 @@ pub struct GatewayConfig {
     /// How each class of flow is spread over the uplinks (`[spreading]`; all `auto`
     /// unless set).
     pub spreading: Modes,
+    /// What this router's owner lets neighbours on the mesh use of its line.
+    pub sharing: RelayPolicy,
     /// Things worth a log line that did not stop the configuration (uplinks skipped because
     /// their network is down, ...).
     pub warnings: Vec<String>,
 }
+
+/// The UDP port a gateway's relay listens on, on the mesh (hellos and relaying alike).
+pub const RELAY_PORT: u16 = 7118;
+/// The most a sharing cap may say, in Mbit/s.
+pub const MAX_SHARE_MBIT: f64 = 100_000.0;
 
 /// The `[tunnel]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +187,9 @@ impl GatewayConfig {
                 })
                 .collect(),
             spreading: raw.spreading.unwrap_or_default().over(Modes::default()),
+            share: raw.sharing.as_ref().and_then(|s| s.enabled),
+            share_up_mbit: raw.sharing.as_ref().and_then(|s| s.up_mbit),
+            share_down_mbit: raw.sharing.as_ref().and_then(|s| s.down_mbit),
             warnings: Vec::new(),
             unresolved_lan: Vec::new(),
         };
@@ -196,6 +207,8 @@ impl GatewayConfig {
                 Field::Fwmark => "tunnel.fwmark".to_string(),
                 Field::LanDevices => "tunnel.lan_devices".to_string(),
                 Field::MeshDevices => "tunnel.mesh_devices".to_string(),
+                Field::ShareUp => "sharing.up_mbit".to_string(),
+                Field::ShareDown => "sharing.down_mbit".to_string(),
                 Field::Uplinks => "uplink".to_string(),
                 Field::Uplink(i) => format!("uplink[{i}]"),
                 Field::UplinkName(i) => format!("uplink[{i}].name"),
@@ -261,6 +274,15 @@ struct RawToml {
     uplink: Vec<RawUplink>,
     // Modes are checked as they are read: an error has the value's line.
     spreading: Option<SpreadingTable>,
+    sharing: Option<RawSharing>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSharing {
+    enabled: Option<bool>,
+    up_mbit: Option<f64>,
+    down_mbit: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -302,6 +324,9 @@ struct Settings {
     uplinks: Vec<UplinkSettings>,
     /// Checked already (a mode is a word: nothing to check against the rest).
     spreading: Modes,
+    share: Option<bool>,
+    share_up_mbit: Option<f64>,
+    share_down_mbit: Option<f64>,
     warnings: Vec<String>,
     /// LAN networks named but not resolved to a device (UCI only).
     unresolved_lan: Vec<String>,
@@ -333,6 +358,8 @@ enum Field {
     UplinkName(usize),
     UplinkDevice(usize),
     UplinkProbeInterval(usize),
+    ShareUp,
+    ShareDown,
 }
 
 type Locate<'a> = dyn Fn(Field) -> (String, Option<usize>) + 'a;
@@ -551,6 +578,32 @@ impl Settings {
             });
         }
 
+        // Sharing: off unless the owner turns it on; a cap in Mbit/s each way, else the
+        // whole line (the owner's own traffic always comes first on it).
+        let cap = |field: Field, mbit: Option<f64>| -> Result<u64, ConfigError> {
+            match mbit {
+                None => Ok(u64::MAX / 8),
+                Some(m) if m > 0.0 && m <= MAX_SHARE_MBIT => Ok((m * 125_000.0) as u64),
+                Some(m) => Err(err(
+                    field,
+                    format!(
+                        "{m} is out of range: a rate in Mbit/s above 0 and up to {MAX_SHARE_MBIT}"
+                    ),
+                )),
+            }
+        };
+        let (up, down) = (
+            cap(Field::ShareUp, self.share_up_mbit)?,
+            cap(Field::ShareDown, self.share_down_mbit)?,
+        );
+        let sharing = RelayPolicy {
+            sharing: self.share.unwrap_or(false),
+            up_total: up,
+            down_total: down,
+            up_per_neighbour: up,
+            down_per_neighbour: down,
+        };
+
         Ok(GatewayConfig {
             file: file.to_path_buf(),
             bundle,
@@ -568,6 +621,7 @@ impl Settings {
             },
             uplinks,
             spreading: self.spreading,
+            sharing,
             warnings: self.warnings,
         })
     }
@@ -635,6 +689,9 @@ const GATEWAY_OPTIONS: &[&str] = &[
     "spread_interactive",
     "spread_bulk",
     "spread_default",
+    "share",
+    "share_up_mbit",
+    "share_down_mbit",
 ];
 const UPLINK_OPTIONS: &[&str] = &["enabled", "name", "network", "device", "probe_interval_ms"];
 
@@ -792,6 +849,39 @@ fn from_uci(
     settings.rule_priority =
         int_opt(Field::RulePriority, "rule_priority", u32::MAX.into())?.map(|n| n as u32);
     settings.fwmark = int_opt(Field::Fwmark, "fwmark", u32::MAX.into())?.map(|n| n as u32);
+
+    // Sharing: `option share '1'`, caps in Mbit/s.
+    if let Some((v, line)) = single("share").filter(|(v, _)| !v.is_empty()) {
+        settings.share = Some(uci_bool(v).ok_or_else(|| {
+            ConfigError::key(
+                file,
+                gw_key("share"),
+                Some(line),
+                format!("expected 0 or 1, got `{v}`"),
+            )
+        })?);
+    }
+    for (field, name) in [
+        (Field::ShareUp, "share_up_mbit"),
+        (Field::ShareDown, "share_down_mbit"),
+    ] {
+        let Some((v, line)) = single(name).filter(|(v, _)| !v.is_empty()) else {
+            continue;
+        };
+        keys.push((field, gw_key(name), Some(line)));
+        let mbit: f64 = v.parse().map_err(|_| {
+            ConfigError::key(
+                file,
+                gw_key(name),
+                Some(line),
+                format!("expected a rate in Mbit/s, got `{v}`"),
+            )
+        })?;
+        match field {
+            Field::ShareUp => settings.share_up_mbit = Some(mbit),
+            _ => settings.share_down_mbit = Some(mbit),
+        }
+    }
 
     // Spreading: `option spread_bulk 'session'`; empty is the default, as `uci set
     // linkpool.main.spread_bulk=''` leaves it.

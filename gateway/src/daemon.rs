@@ -13,15 +13,18 @@ use linkpool_os::event::{readable_any, sleep_until, woke_late};
 use linkpool_os::log::LogHandle;
 use linkpool_os::signal::{Signal, Signals};
 use linkpool_os::status;
-use linkpool_protocol::client::{Client, ClientConfig, DEFAULT_QUEUE_SLOTS, Event, Liveness};
+use linkpool_protocol::client::{
+    Client, ClientConfig, DEFAULT_QUEUE_SLOTS, Event, HelloDestination, Liveness, MeshReceived,
+    Received, Transmit,
+};
 use linkpool_protocol::path::{PathSettings, PathState};
 use linkpool_protocol::session::Limits;
-use linkpool_protocol::wire::MAX_DATAGRAM;
+use linkpool_protocol::wire::{MAX_DATAGRAM, RELAY_HEADER_LEN};
 use linkpool_protocol::{DropReason, PathId, ip};
 use tokio::net::UdpSocket;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{ConfigSource, GatewayConfig, Loaded, UplinkConfig};
+use crate::config::{ConfigSource, GatewayConfig, Loaded, RELAY_PORT, UplinkConfig};
 use crate::proxy_target::{ProxyTarget, Step};
 use crate::setup::GatewayOs;
 use crate::state::StateFile;
@@ -34,6 +37,27 @@ const BATCH: usize = 32;
 /// Handshakes unanswered this long get a log line (and again this often while it lasts).
 const UNANSWERED_LOG_AFTER: Duration = Duration::from_secs(15);
 const UNANSWERED_LOG_EVERY: Duration = Duration::from_secs(300);
+
+/// One mesh device: once it exists and has an IPv4 address, its socket on the relay port
+/// (hellos, relaying, and our paths through neighbours) and that address.
+struct MeshPort {
+    device: String,
+    socket: Option<UdpSocket>,
+    local: Option<(SocketAddr, u8)>,
+}
+
+impl MeshPort {
+    /// Whether `to` is on this device's subnet.
+    fn reaches(&self, to: SocketAddr) -> bool {
+        match (self.local, to.ip().to_canonical()) {
+            (Some((SocketAddr::V4(l), prefix)), std::net::IpAddr::V4(t)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                u32::from(*l.ip()) & mask == u32::from(t) & mask
+            }
+            _ => false,
+        }
+    }
+}
 
 /// One uplink: its configuration and, once its device exists, its socket and its path.
 struct Uplink {
@@ -49,6 +73,8 @@ struct Gateway {
     config: GatewayConfig,
     client: Client,
     uplinks: Vec<Uplink>,
+    mesh: Vec<MeshPort>,
+    mesh_cursor: usize,
     /// The proxy's addresses, and the one in use.
     target: ProxyTarget,
     /// The session as last logged.
@@ -91,6 +117,8 @@ pub async fn run(
         mtu: os.mtu,
         client: new_client(&config, os.mtu, now, timestamp_base_us),
         uplinks: Vec::new(),
+        mesh: Vec::new(),
+        mesh_cursor: 0,
         target: ProxyTarget::default(),
         liveness: Liveness::Connecting,
         unanswered_logged: None,
@@ -104,6 +132,7 @@ pub async fn run(
     };
     gw.keep_timestamps_reserved(now, true);
     gw.set_uplinks();
+    gw.set_mesh(now);
     gw.maintain(now).await;
 
     let mut tx = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
@@ -130,10 +159,17 @@ pub async fn run(
                 gw.receive_cursor = (i + 1) % gw.uplinks.len().max(1);
                 gw.receive(i, &mut rx, &mut tx, &os).await;
             }
+            i = readable_any(gw.mesh.len(), gw.mesh_cursor, |i| gw.mesh[i].socket.as_ref()) => {
+                gw.mesh_cursor = (i + 1) % gw.mesh.len().max(1);
+                gw.receive_mesh(i, &mut rx, &mut tx, &os).await;
+            }
             _ = sleep_until(wake) => {
                 if woke_late(wake) {
                     for i in 0..gw.uplinks.len() {
                         gw.receive(i, &mut rx, &mut tx, &os).await;
+                    }
+                    for i in 0..gw.mesh.len() {
+                        gw.receive_mesh(i, &mut rx, &mut tx, &os).await;
                     }
                 }
                 gw.client.handle_timeout(Instant::now());
@@ -257,9 +293,115 @@ impl Gateway {
         }
     }
 
+    /// Takes the mesh devices and the owner's sharing policy from the configuration. With
+    /// mesh devices, the core takes part in the mesh once the proxy grants a credential.
+    fn set_mesh(&mut self, now: Instant) {
+        self.client.relay_mut().set_policy(self.config.sharing);
+        let devices = &self.config.tunnel.mesh_devices;
+        self.mesh.retain(|m| devices.contains(&m.device));
+        for d in devices {
+            if !self.mesh.iter().any(|m| m.device == *d) {
+                self.mesh.push(MeshPort {
+                    device: d.clone(),
+                    socket: None,
+                    local: None,
+                });
+            }
+        }
+        if !self.mesh.is_empty() {
+            self.client
+                .enable_mesh(now, RELAY_PORT, PathSettings::default());
+        }
+    }
+
+    /// Opens missing mesh sockets; follows each mesh device's address.
+    fn maintain_mesh(&mut self) {
+        for m in &mut self.mesh {
+            let ip = linkpool_os::socket::ipv4_of(&m.device);
+            m.local = ip.map(|(ip, prefix)| (SocketAddr::from((ip, RELAY_PORT)), prefix));
+            if let Some(socket) = &m.socket {
+                if linkpool_os::socket::bound_to(socket, &m.device) {
+                    continue;
+                }
+                m.socket = None;
+            }
+            if m.local.is_none() {
+                continue;
+            }
+            match linkpool_os::socket::mesh_socket(&m.device, RELAY_PORT, self.config.tunnel.fwmark)
+            {
+                Ok(s) => {
+                    info!(device = %m.device, port = RELAY_PORT, "mesh ready");
+                    m.socket = Some(s);
+                }
+                Err(e) => debug!(device = %m.device, "mesh not ready: {e}"),
+            }
+        }
+    }
+
+    /// The mesh socket that reaches `to`, and our address there.
+    fn mesh_port_for(&self, to: SocketAddr) -> Option<(&UdpSocket, SocketAddr)> {
+        self.mesh
+            .iter()
+            .find(|m| m.reaches(to))
+            .and_then(|m| Some((m.socket.as_ref()?, m.local?.0)))
+    }
+
+    /// Reads a batch of datagrams from mesh socket `i`: hellos, neighbours' datagrams to
+    /// relay, and replies on our paths through neighbours.
+    async fn receive_mesh(&mut self, i: usize, rx: &mut [u8], tx: &mut [u8], os: &GatewayOs) {
+        for _ in 0..BATCH {
+            let (Some(socket), Some((local, _))) = (&self.mesh[i].socket, self.mesh[i].local)
+            else {
+                break;
+            };
+            let (n, from) = match socket.try_recv_from(&mut rx[RELAY_HEADER_LEN..]) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!(device = %self.mesh[i].device, "mesh receive: {e}");
+                    break;
+                }
+            };
+            // Our own broadcasts come back.
+            if from == local {
+                continue;
+            }
+            match self
+                .client
+                .handle_mesh_datagram(Instant::now(), from, local, rx, n)
+            {
+                Ok(MeshReceived::Relay(t)) => self.send_on_path(&t, &rx[..t.len]),
+                Ok(MeshReceived::Taken) => {}
+                Err(reason) => debug!(%from, "mesh datagram dropped: {reason}"),
+            }
+            self.deliver(tx, os).await;
+        }
+    }
+
+    /// Sends a datagram of the core's on the socket of its path: an uplink's, or the mesh
+    /// socket towards a neighbour's relay.
+    fn send_on_path(&self, t: &Transmit, datagram: &[u8]) {
+        let socket = match self.uplinks.iter().find(|u| u.path == Some(t.path)) {
+            Some(u) => u.socket.as_ref(),
+            None => self.mesh_port_for(t.remote).map(|(s, _)| s),
+        };
+        let Some(socket) = socket else {
+            return;
+        };
+        // A full socket buffer or an unreachable network loses this datagram only:
+        // the path's acks show it, and the core moves traffic off a path that stops.
+        if let Err(e) = socket.try_send_to(datagram, peer_for(socket, t.remote)) {
+            if e.kind() != io::ErrorKind::WouldBlock {
+                debug!(path = %t.path, "send: {e}");
+            }
+        }
+    }
+
     /// Opens missing uplink sockets, reopens those whose device was replaced, and picks
     /// the proxy address to talk to ([`ProxyTarget`]), resolving its names when needed.
     async fn maintain(&mut self, now: Instant) {
+        self.maintain_mesh();
         for u in &mut self.uplinks {
             if let Some(socket) = &u.socket {
                 if linkpool_os::socket::bound_to(socket, &u.config.device) {
@@ -444,8 +586,17 @@ impl Gateway {
         let Some(path) = self.uplinks[i].path else {
             return;
         };
-        if let Err(reason) = self.client.handle_datagram(Instant::now(), path, datagram) {
-            debug!(uplink = %self.uplinks[i].config.name, "datagram dropped: {reason}")
+        match self.client.handle_datagram(Instant::now(), path, datagram) {
+            Ok(Received::Relay { to, start, len }) => {
+                // For a neighbour: on over the mesh, untouched.
+                if let Some((socket, _)) = self.mesh_port_for(to) {
+                    let _ = socket.try_send_to(&datagram[start..start + len], to);
+                }
+            }
+            Ok(_) => {}
+            Err(reason) => {
+                debug!(uplink = %self.uplinks[i].config.name, "datagram dropped: {reason}")
+            }
         }
     }
 
@@ -480,19 +631,20 @@ impl Gateway {
     fn flush(&mut self, buf: &mut [u8]) {
         let now = Instant::now();
         while let Some(t) = self.client.poll_transmit(now, buf) {
-            let Some(socket) = self
-                .uplinks
-                .iter()
-                .find(|u| u.path == Some(t.path))
-                .and_then(|u| u.socket.as_ref())
-            else {
-                continue;
-            };
-            // A full socket buffer or an unreachable network loses this datagram only:
-            // the path's acks show it, and the core moves traffic off a path that stops.
-            if let Err(e) = socket.try_send_to(&buf[..t.len], peer_for(socket, t.remote)) {
-                if e.kind() != io::ErrorKind::WouldBlock {
-                    debug!(path = %t.path, "send: {e}");
+            self.send_on_path(&t, &buf[..t.len]);
+        }
+        while let Some(h) = self.client.poll_mesh_transmit(now, buf) {
+            match h.destination {
+                HelloDestination::Mesh => {
+                    let everyone = SocketAddr::from((std::net::Ipv4Addr::BROADCAST, RELAY_PORT));
+                    for socket in self.mesh.iter().filter_map(|m| m.socket.as_ref()) {
+                        let _ = socket.try_send_to(&buf[..h.len], everyone);
+                    }
+                }
+                HelloDestination::Neighbour { remote, .. } => {
+                    if let Some((socket, _)) = self.mesh_port_for(remote) {
+                        let _ = socket.try_send_to(&buf[..h.len], remote);
+                    }
                 }
             }
         }
@@ -523,6 +675,7 @@ impl Gateway {
                         PathState::Probing => debug!(%uplink, "uplink answers again; confirming"),
                     }
                 }
+                Event::MeshGrant => debug!("mesh credential renewed by the proxy"),
             }
         }
     }
@@ -582,8 +735,80 @@ impl Gateway {
         if self.foreign_source > 0 {
             drops.insert("foreign_source".into(), self.foreign_source.into());
         }
+        let relayed: Vec<_> = paths
+            .iter()
+            .filter_map(|p| Some((p, p.endpoint().relay?)))
+            .map(|(p, hop)| {
+                let c = p.counters();
+                let mut entry = serde_json::json!({
+                    "via": hop.relay,
+                    "relay": p.endpoint().remote.to_string(),
+                    "path": p.id().0,
+                    "state": p.state().name(),
+                    "srtt_ms": p.srtt().map(|d| d.as_secs_f64() * 1e3),
+                    "loss": p.loss(),
+                    "tx_packets": c.tx_packets,
+                    "tx_bytes": c.tx_bytes,
+                    "rx_packets": c.rx_packets,
+                    "rx_bytes": c.rx_bytes,
+                });
+                if let Some(entry) = entry.as_object_mut() {
+                    entry.extend(status::path_fields(Some(p), now, total_rate, total_tx));
+                }
+                entry
+            })
+            .collect();
+        let neighbours: Vec<_> = self
+            .client
+            .neighbours()
+            .into_iter()
+            .flat_map(|n| n.neighbours())
+            .map(|n| {
+                let offer = n.offer();
+                serde_json::json!({
+                    "member": n.member(),
+                    "address": n.address().to_string(),
+                    "usable": n.usable(),
+                    "sharing": offer.sharing,
+                    "offer_up_kbit": offer.up_kbit,
+                    "offer_down_kbit": offer.down_kbit,
+                    "hellos_accepted": n.hellos_accepted(),
+                    "hellos_refused": n.hellos_refused(),
+                })
+            })
+            .collect();
+        let relay = self.client.relay();
+        let relayed_for: Vec<_> = relay
+            .neighbours()
+            .map(|(address, c)| {
+                serde_json::json!({
+                    "address": address.to_string(),
+                    "up_packets": c.up_packets,
+                    "up_bytes": c.up_bytes,
+                    "down_packets": c.down_packets,
+                    "down_bytes": c.down_bytes,
+                    "over_cap": c.over_cap,
+                    "owner_first": c.owner_first,
+                })
+            })
+            .collect();
+        let mesh = serde_json::json!({
+            "devices": self.mesh.iter().map(|m| serde_json::json!({
+                "device": m.device,
+                "ready": m.socket.is_some(),
+                "address": m.local.map(|(a, _)| a.to_string()),
+            })).collect::<Vec<_>>(),
+            "granted": self.client.mesh_grant().is_some(),
+            "credential_expires_in_s": self.client.mesh_grant().zip(self.client.proxy_clock_s(now))
+                .map(|(g, clock)| g.credential.expires_at().saturating_sub(clock)),
+            "neighbours": neighbours,
+            "paths": relayed,
+            "sharing": relay.policy().sharing,
+            "relayed_for": relayed_for,
+        });
         let status = serde_json::json!({
             "member": self.config.bundle.member,
+            "mesh": mesh,
             "connected": self.client.is_connected(),
             "proxy": self.target.current().map(|p| p.to_string()),
             "uptime_s": now.saturating_duration_since(self.started).as_secs(),
@@ -655,6 +880,8 @@ impl Gateway {
         if uplinks_changed {
             self.set_uplinks();
         }
+        // Sharing and mesh devices take effect at once (a new client above lost its mesh).
+        self.set_mesh(now);
         // A new client above took them from the configuration already.
         if *self.client.spreading() != self.config.spreading {
             let m = self.config.spreading;

@@ -977,3 +977,55 @@ fn the_shipped_uci_config_after_readme_step_4() {
     // A library that does not load is an error, not "nothing resolved".
     assert!(netifd::resolve_with(&dir.0.join("missing.sh"), &networks).is_err());
 }
+
+/// Sharing is off unless the owner turns it on; caps in Mbit/s each way, else the whole
+/// line; a bad value names its key in either format.
+#[test]
+fn sharing_in_both_formats() {
+    let policy = |c: GatewayConfig| c.sharing;
+    let off = policy(toml(&minimal()).unwrap());
+    assert!(!off.sharing);
+    let on = policy(
+        toml(&(minimal() + "\n[sharing]\nenabled = true\nup_mbit = 2\ndown_mbit = 8.5\n")).unwrap(),
+    );
+    assert!(on.sharing);
+    assert_eq!((on.up_total, on.down_total), (250_000, 1_062_500));
+    assert_eq!(
+        (on.up_per_neighbour, on.down_per_neighbour),
+        (250_000, 1_062_500)
+    );
+    let whole = policy(toml(&(minimal() + "\n[sharing]\nenabled = true\n")).unwrap());
+    assert!(whole.up_total > 1 << 40, "uncapped: the whole line");
+    let e = toml_err(&(minimal() + "\n[sharing]\nenabled = true\nup_mbit = 0\n")).to_string();
+    assert!(
+        e.contains("key `sharing.up_mbit`: 0 is out of range"),
+        "{e}"
+    );
+    let uci = |options: &str| {
+        GatewayConfig::from_uci_str(
+            Path::new("/etc/config/linkpool"),
+            &format!(
+                "config gateway 'main'\n\toption bundle '{}'\n{options}\nconfig uplink 'wan'\n\toption device 'eth1'\n",
+                bundle()
+            ),
+            &[],
+        )
+    };
+    match uci("\toption share '1'\n\toption share_down_mbit '20'").unwrap() {
+        Loaded::Enabled(c) => {
+            assert!(c.sharing.sharing);
+            assert_eq!(c.sharing.down_total, 2_500_000);
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = uci("\toption share 'sometimes'").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("linkpool.main.share"), "{e}");
+    let e = uci("\toption share '1'\n\toption share_up_mbit 'fast'").unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("linkpool.main.share_up_mbit"), Some(4)),
+        "{e}"
+    );
+    let e = uci("\toption share '1'\n\toption share_up_mbit '-3'").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("linkpool.main.share_up_mbit"), "{e}");
+}

@@ -76,6 +76,43 @@ pub fn uplink_socket(device: Option<&str>, fwmark: u32) -> io::Result<UdpSocket>
     into_tokio(sock)
 }
 
+/// Opens a mesh socket: IPv4, bound to `device` and to `port` on every address (so that
+/// broadcasts on the device reach it), broadcasts allowed, marked with `fwmark` so what it
+/// relays never enters the tunnel. Must be called inside a tokio runtime.
+pub fn mesh_socket(device: &str, port: u16, fwmark: u32) -> io::Result<UdpSocket> {
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    sock.bind_device(Some(device.as_bytes()))
+        .map_err(|e| io::Error::new(e.kind(), format!("binding to device `{device}`: {e}")))?;
+    if fwmark != 0 {
+        sock.set_mark(fwmark)
+            .map_err(|e| io::Error::new(e.kind(), format!("setting SO_MARK {fwmark:#x}: {e}")))?;
+    }
+    sock.set_broadcast(true)?;
+    // One socket per mesh device, all on the same port.
+    sock.set_reuse_address(true)?;
+    set_buffers(&sock);
+    let any: SocketAddr = (Ipv4Addr::UNSPECIFIED, port).into();
+    sock.bind(&any.into()).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("listening on port {port} of `{device}`: {e}"),
+        )
+    })?;
+    into_tokio(sock)
+}
+
+/// The first IPv4 address of `device` and its prefix length.
+pub fn ipv4_of(device: &str) -> Option<(Ipv4Addr, u8)> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
+        if a.interface_name != device {
+            return None;
+        }
+        let ip = a.address?.as_sockaddr_in()?.ip();
+        let mask = a.netmask.and_then(|m| m.as_sockaddr_in().map(|m| m.ip()));
+        Some((ip, mask.map_or(32, |m| u32::from(m).count_ones() as u8)))
+    })
+}
+
 /// Whether `socket` is still bound to a live device named `device`. A socket stays bound
 /// to the device's index: once the device is gone (a PPPoE or LTE reconnection deletes it
 /// and makes a new one of the same name) it can never send again and must be reopened.

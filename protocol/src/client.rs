@@ -12,7 +12,12 @@ use std::time::{Duration, Instant};
 
 use crate::crypto;
 use crate::flow::{FlowTable, Modes};
+use crate::frame::MESH_GRANT_LEN;
 use crate::keys::{PublicKey, SecretKey, SharedSecret};
+use crate::mesh::{
+    CREDENTIAL_LEN, Credential, HelloTransmit, IssuerKey, MeshConfig, NeighbourEvent, Neighbours,
+    Offer,
+};
 use crate::path::{Endpoint, Path, PathSettings, RelayHop};
 use crate::relay::{self, Relay, RelayKey};
 use crate::session::{self, Initiation, Keypair, Limits};
@@ -76,6 +81,8 @@ pub enum Event {
     Handshake,
     /// A path changed state.
     Path(PathEvent),
+    /// The proxy granted a (new) mesh credential: [`Client::mesh_grant`].
+    MeshGrant,
 }
 
 /// Counters of a client, for status and tests.
@@ -140,6 +147,47 @@ pub struct Client {
     stats: ClientStats,
     /// The neighbours this router relays for.
     relay: Relay,
+    /// The mesh credential the proxy granted, newest first.
+    grant: Option<MeshGrant>,
+    /// The mesh, once enabled ([`Client::enable_mesh`]) and granted a credential.
+    mesh: Option<Mesh>,
+}
+
+/// This router on the mesh: its neighbour table, and the paths it has through them.
+struct Mesh {
+    relay_port: u16,
+    offer: Offer,
+    neighbours: Option<Neighbours>,
+    /// Our path through each neighbour that offers its line: (member, path).
+    paths: Vec<(u32, PathId)>,
+    settings: PathSettings,
+}
+
+/// What a datagram from the mesh was ([`Client::handle_mesh_datagram`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeshReceived {
+    /// A hello, or a reply for one of our paths through a neighbour: taken.
+    Taken,
+    /// A neighbour's datagram for the proxy: send `buf[..len]` as this says (on one of
+    /// this router's own lines).
+    Relay(Transmit),
+}
+
+/// Where a hello from [`Client::poll_mesh_transmit`] goes.
+pub use crate::mesh::HelloDestination;
+
+/// A mesh credential from the proxy, through the tunnel: what lets this router take part
+/// in the mesh, the key its neighbours' credentials are checked with, and how far the
+/// proxy's clock (in which credentials expire) is from this router's.
+#[derive(Debug, Clone)]
+pub struct MeshGrant {
+    /// This member's credential.
+    pub credential: Credential,
+    /// The proxy's key.
+    pub issuer: IssuerKey,
+    /// The proxy's clock less this router's wall clock (as given to [`Client::new`]),
+    /// seconds.
+    pub clock_offset_s: i64,
 }
 
 impl Client {
@@ -174,6 +222,8 @@ impl Client {
             events: std::collections::VecDeque::new(),
             stats: ClientStats::default(),
             relay: Relay::default(),
+            grant: None,
+            mesh: None,
         }
     }
 
@@ -185,15 +235,13 @@ impl Client {
         remote: SocketAddr,
         settings: PathSettings,
     ) -> PathId {
-        let mut id = PathId(self.next_path_id);
-        while self.transport.path(id).is_some() {
-            self.next_path_id = self.next_path_id.wrapping_add(1);
-            id = PathId(self.next_path_id);
-        }
-        self.next_path_id = self.next_path_id.wrapping_add(1);
-        self.transport
-            .add_path(now, id, Endpoint::direct(remote, None), settings);
-        id
+        open(
+            &mut self.transport,
+            &mut self.next_path_id,
+            now,
+            Endpoint::direct(remote, None),
+            settings,
+        )
     }
 
     /// Opens a path through a neighbour: its datagrams go to the neighbour's relay at
@@ -206,14 +254,14 @@ impl Client {
         neighbour: u32,
         settings: PathSettings,
     ) -> PathId {
-        let id = self.open_path(now, relay, settings);
-        if let Some(p) = self.transport.path_mut(id) {
-            p.set_relay(Some(RelayHop {
-                relay: neighbour,
-                slot: 0,
-            }));
-        }
-        id
+        open_relayed(
+            &mut self.transport,
+            &mut self.next_path_id,
+            now,
+            relay,
+            neighbour,
+            settings,
+        )
     }
 
     /// Closes a path (its uplink went away).
@@ -427,8 +475,13 @@ impl Client {
                 let range = keypair.open(&header, buf, now, &self.config.limits)?;
                 let keys = keypair.local_index;
                 self.heard(now);
-                self.transport
-                    .on_packet(now, header.path, keys, None, buf, range, |_| Ok(()))?;
+                let r = self
+                    .transport
+                    .on_packet(now, header.path, keys, None, buf, range, |_| Ok(()));
+                if let Some(body) = self.transport.take_grant() {
+                    self.take_grant(now, &body);
+                }
+                r?;
                 Ok(Received::Transport)
             }
             Message::Relay(envelope) if envelope.kind() == MessageType::RelayDown => {
@@ -515,6 +568,262 @@ impl Client {
             local: None,
             len,
         })
+    }
+
+    /// A mesh grant from the proxy: kept if it is this member's, signed by the key it
+    /// comes with, and not older than the one kept.
+    fn take_grant(&mut self, now: Instant, body: &[u8; MESH_GRANT_LEN]) {
+        let n = CREDENTIAL_LEN;
+        let parsed = Credential::from_bytes(&body[..n]).and_then(|c| {
+            let key: &[u8; 32] = body[n..n + 32].try_into().expect("32 bytes");
+            let issuer = IssuerKey::from_bytes(key)?;
+            issuer.verify(&c)?;
+            Ok((c, issuer))
+        });
+        let (credential, issuer) = match parsed {
+            Ok(g) if g.0.public_key() == self.config.static_key.public_key() => g,
+            Ok(_) => return self.stats.drops.count(DropReason::BadCredential),
+            Err(e) => return self.stats.drops.count(e),
+        };
+        if self
+            .grant
+            .as_ref()
+            .is_some_and(|g| g.credential.issued_at() > credential.issued_at())
+        {
+            return;
+        }
+        let clock = u64::from_be_bytes(body[n + 32..].try_into().expect("8 bytes"));
+        let own = (self.wall_at_origin_us + micros(self.origin, now)) / 1_000_000;
+        self.grant = Some(MeshGrant {
+            credential,
+            issuer,
+            clock_offset_s: clock as i64 - own as i64,
+        });
+        self.push_event(Event::MeshGrant);
+        self.grant_to_mesh(now);
+    }
+
+    /// Takes part in the mesh: neighbours' hellos are answered and sent, relays found,
+    /// paths opened through those that offer their line (with `settings`), and the owner's
+    /// [`RelayPolicy`](crate::relay::RelayPolicy) offered. The mesh starts once the proxy
+    /// granted a credential.
+    pub fn enable_mesh(&mut self, now: Instant, relay_port: u16, settings: PathSettings) {
+        let policy = *self.relay.policy();
+        let offer = Offer {
+            sharing: policy.sharing,
+            up_kbit: (policy.up_total.min(policy.up_per_neighbour) * 8 / 1000) as u32,
+            down_kbit: (policy.down_total.min(policy.down_per_neighbour) * 8 / 1000) as u32,
+        };
+        match self.mesh.as_mut() {
+            Some(m) => {
+                m.relay_port = relay_port;
+                m.offer = offer;
+                m.settings = settings;
+                if let Some(n) = m.neighbours.as_mut() {
+                    n.set_offer(offer, relay_port);
+                }
+            }
+            None => {
+                self.mesh = Some(Mesh {
+                    relay_port,
+                    offer,
+                    neighbours: None,
+                    paths: Vec::new(),
+                    settings,
+                });
+                self.grant_to_mesh(now);
+            }
+        }
+    }
+
+    /// Gives the mesh the credential granted last.
+    fn grant_to_mesh(&mut self, now: Instant) {
+        let (Some(mesh), Some(grant)) = (self.mesh.as_mut(), self.grant.as_ref()) else {
+            return;
+        };
+        let result = match mesh.neighbours.as_mut() {
+            Some(n) => {
+                n.set_issuers(vec![grant.issuer]);
+                n.set_credential(grant.credential)
+            }
+            None => Neighbours::new(
+                MeshConfig {
+                    static_key: self.config.static_key.clone(),
+                    credential: grant.credential,
+                    issuers: vec![grant.issuer],
+                    relay_port: mesh.relay_port,
+                    offer: mesh.offer,
+                    hello_counter_start: (self.wall_at_origin_us + micros(self.origin, now))
+                        .saturating_add_signed(grant.clock_offset_s.saturating_mul(1_000_000)),
+                },
+                now,
+            )
+            .map(|n| mesh.neighbours = Some(n)),
+        };
+        if let Err(reason) = result {
+            self.stats.drops.count(reason);
+        }
+    }
+
+    /// The mesh's neighbour table, once the mesh runs.
+    pub fn neighbours(&self) -> Option<&Neighbours> {
+        self.mesh.as_ref()?.neighbours.as_ref()
+    }
+
+    /// A datagram from the mesh, from `from` to our address `to` on that link: a hello, a
+    /// reply through a neighbour's relay for one of our paths, or a neighbour's datagram
+    /// for this router to relay (which it forwards only if the neighbour is a member the
+    /// mesh found, and its owner shares). `buf[RELAY_HEADER_LEN..][..len]` holds it.
+    pub fn handle_mesh_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<MeshReceived, DropReason> {
+        let datagram = buf
+            .get(RELAY_HEADER_LEN..RELAY_HEADER_LEN + len)
+            .ok_or(DropReason::PacketTooLarge)?;
+        let r = match Message::parse(datagram) {
+            Ok(Message::MeshDiscovery(_) | Message::NeighbourHello(..)) => {
+                let clock = self.proxy_clock_s(now).unwrap_or(0);
+                let Some(n) = self.mesh.as_mut().and_then(|m| m.neighbours.as_mut()) else {
+                    return Err(DropReason::NoSession);
+                };
+                // The table counts its own refusals.
+                let r = n.handle_hello(now, clock, from, to, datagram);
+                self.mesh_events(now);
+                return r.map(|()| MeshReceived::Taken);
+            }
+            Ok(Message::Transport(header))
+                if [self.current.as_ref(), self.previous.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|k| k.local_index == header.receiver_index) =>
+            {
+                // For us, through a neighbour's relay: on our path through it.
+                let path = self
+                    .transport
+                    .paths()
+                    .iter()
+                    .find(|p| p.endpoint().relay.is_some() && p.endpoint().remote == from)
+                    .map(|p| p.id())
+                    .ok_or(DropReason::NotANeighbour)?;
+                let datagram = &mut buf[RELAY_HEADER_LEN..RELAY_HEADER_LEN + len];
+                return self
+                    .handle_datagram(now, path, datagram)
+                    .map(|_| MeshReceived::Taken);
+            }
+            Ok(_) => self
+                .relay_up_inner(now, from, buf, len)
+                .map(MeshReceived::Relay),
+            Err(e) => Err(e),
+        };
+        self.stats.drops.record(r)
+    }
+
+    /// The next hello for the mesh, written at the start of `buf`.
+    pub fn poll_mesh_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<HelloTransmit> {
+        let clock = self.proxy_clock_s(now)?;
+        self.mesh
+            .as_mut()?
+            .neighbours
+            .as_mut()?
+            .poll_hello(now, clock, buf)
+    }
+
+    /// Acts on what the mesh found: a neighbour that became usable gets a slot at our
+    /// relay and, if it offers its line, a path of ours through it; one that was lost
+    /// loses both.
+    fn mesh_events(&mut self, now: Instant) {
+        let Some(mesh) = self.mesh.as_mut() else {
+            return;
+        };
+        let Some(n) = mesh.neighbours.as_mut() else {
+            return;
+        };
+        while let Some(e) = n.poll_event() {
+            match e {
+                NeighbourEvent::Seen { member, address } => {
+                    if let Err(reason) = self.relay.admit(address) {
+                        self.stats.drops.count(reason);
+                    }
+                    let offer = n.neighbour(member).filter(|x| x.offer().sharing);
+                    let relay = offer.and_then(|x| x.relay_endpoint());
+                    if let (Some(relay), false) =
+                        (relay, mesh.paths.iter().any(|(m, _)| *m == member))
+                    {
+                        let id = open_relayed(
+                            &mut self.transport,
+                            &mut self.next_path_id,
+                            now,
+                            relay,
+                            member,
+                            mesh.settings,
+                        );
+                        mesh.paths.push((member, id));
+                    }
+                }
+                NeighbourEvent::Lost { member, address } => {
+                    self.relay.expel(address);
+                    if let Some(i) = mesh.paths.iter().position(|(m, _)| *m == member) {
+                        let (_, id) = mesh.paths.swap_remove(i);
+                        self.transport.remove_path(id);
+                    }
+                }
+                NeighbourEvent::Moved { member, from, to } => {
+                    self.relay.expel(from);
+                    if let Err(reason) = self.relay.admit(to) {
+                        self.stats.drops.count(reason);
+                    }
+                    let relay = n.neighbour(member).and_then(|x| x.relay_endpoint());
+                    if let (Some((_, id)), Some(relay)) =
+                        (mesh.paths.iter().find(|(m, _)| *m == member), relay)
+                    {
+                        if let Some(p) = self.transport.path_mut(*id) {
+                            p.set_remote(relay);
+                        }
+                    }
+                }
+                NeighbourEvent::OfferChanged { member } => {
+                    let x = n.neighbour(member);
+                    let sharing = x.is_some_and(|x| x.offer().sharing);
+                    let has = mesh.paths.iter().position(|(m, _)| *m == member);
+                    match (sharing, has, x.and_then(|x| x.relay_endpoint())) {
+                        (true, None, Some(relay)) => {
+                            let id = open_relayed(
+                                &mut self.transport,
+                                &mut self.next_path_id,
+                                now,
+                                relay,
+                                member,
+                                mesh.settings,
+                            );
+                            mesh.paths.push((member, id));
+                        }
+                        (false, Some(i), _) => {
+                            let (_, id) = mesh.paths.swap_remove(i);
+                            self.transport.remove_path(id);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The mesh credential the proxy granted last, if any.
+    pub fn mesh_grant(&self) -> Option<&MeshGrant> {
+        self.grant.as_ref()
+    }
+
+    /// The proxy's clock now (seconds since the Unix epoch), as far as its last grant
+    /// told: what neighbours' credentials expire by.
+    pub fn proxy_clock_s(&self, now: Instant) -> Option<u64> {
+        let g = self.grant.as_ref()?;
+        let own = (self.wall_at_origin_us + micros(self.origin, now)) / 1_000_000;
+        Some((own as i64 + g.clock_offset_s).max(0) as u64)
     }
 
     /// The neighbours this router relays for, and what it carried for them.
@@ -649,6 +958,9 @@ impl Client {
         if let Some(k) = &self.previous {
             consider(k.created + limits.reject_after_time);
         }
+        if let Some(t) = self.neighbours().and_then(Neighbours::poll_timeout) {
+            consider(t);
+        }
         next
     }
 
@@ -674,6 +986,11 @@ impl Client {
         }
         if self.current.is_some() {
             self.transport.handle_timeout(now);
+        }
+        let clock = self.proxy_clock_s(now).unwrap_or(0);
+        if let Some(n) = self.mesh.as_mut().and_then(|m| m.neighbours.as_mut()) {
+            n.handle_timeout(now, clock);
+            self.mesh_events(now);
         }
         let silent = self
             .last_received
@@ -730,6 +1047,45 @@ impl Client {
 }
 
 pub(crate) use crate::path::micros;
+
+/// Opens a path with the next id no path of this client had.
+fn open(
+    transport: &mut Transport,
+    next_id: &mut u16,
+    now: Instant,
+    endpoint: Endpoint,
+    settings: PathSettings,
+) -> PathId {
+    let mut id = PathId(*next_id);
+    while transport.path(id).is_some() {
+        *next_id = next_id.wrapping_add(1);
+        id = PathId(*next_id);
+    }
+    *next_id = next_id.wrapping_add(1);
+    transport.add_path(now, id, endpoint, settings);
+    id
+}
+
+/// Opens a path through neighbour `neighbour`'s relay at `relay`.
+fn open_relayed(
+    transport: &mut Transport,
+    next_id: &mut u16,
+    now: Instant,
+    relay: SocketAddr,
+    neighbour: u32,
+    settings: PathSettings,
+) -> PathId {
+    let hop = RelayHop {
+        relay: neighbour,
+        slot: 0,
+    };
+    let endpoint = Endpoint {
+        remote: relay,
+        local: None,
+        relay: Some(hop),
+    };
+    open(transport, next_id, now, endpoint, settings)
+}
 
 /// How long a cookie from a busy proxy stays usable.
 pub(crate) const COOKIE_LIFETIME: Duration = Duration::from_secs(120);

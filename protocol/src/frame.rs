@@ -36,6 +36,12 @@ const SPREAD_PACKET: u8 = 0x05;
 const DUPLICATED_PACKET: u8 = 0x06;
 /// From here on every frame type carries its length, so older builds can skip it.
 const FIRST_EXTENSION: u8 = 0x40;
+/// The proxy's grant of a mesh credential to a member (an extension).
+const MESH_GRANT: u8 = 0x40;
+/// A mesh grant's body: the credential, the key it is signed with, and the proxy's clock
+/// when the frame left (seconds since the Unix epoch, u64): the member checks its
+/// neighbours' credentials in proxy time, whatever its own clock says.
+pub const MESH_GRANT_LEN: usize = crate::mesh::CREDENTIAL_LEN + 32 + 8;
 
 /// Most ranges one ack frame carries (the newest ones): bounded work and size.
 pub const MAX_ACK_RANGES: usize = 16;
@@ -174,6 +180,12 @@ pub enum Frame {
         /// Inner bytes received on it.
         bytes: u64,
     },
+    /// A mesh grant from the proxy ([`MESH_GRANT_LEN`] bytes) at this range of the
+    /// plaintext.
+    MeshGrant {
+        /// Where its body is, relative to the start of the plaintext.
+        range: (usize, usize),
+    },
     /// An inner IP packet at this range of the plaintext; `spread` is its place in its
     /// flow when the flow is spread over several paths or the packet duplicated.
     Packet {
@@ -280,10 +292,20 @@ impl Iterator for Frames<'_> {
                     let Some(len) = self.r.varint() else {
                         return bad;
                     };
+                    let body = self.r.at;
                     if self.r.skip(len).is_none() {
                         return bad;
                     }
-                    continue;
+                    if kind != MESH_GRANT {
+                        continue;
+                    }
+                    // A known extension must be whole.
+                    if len != MESH_GRANT_LEN as u64 {
+                        return bad;
+                    }
+                    Frame::MeshGrant {
+                        range: (body, body + MESH_GRANT_LEN),
+                    }
                 }
                 _ => return bad,
             }));
@@ -338,6 +360,23 @@ impl<'a> Writer<'a> {
             self.u16(path.0)?;
             self.varint(packets.min(VARINT_MAX))?;
             self.varint(bytes.min(VARINT_MAX))
+        })();
+        if r.is_none() {
+            self.at = at;
+        }
+        r
+    }
+
+    /// A mesh grant frame.
+    pub fn mesh_grant(&mut self, body: &[u8; MESH_GRANT_LEN]) -> Option<()> {
+        let at = self.at;
+        let r = (|| {
+            self.u8(MESH_GRANT)?;
+            self.varint(MESH_GRANT_LEN as u64)?;
+            let out = self.out.get_mut(self.at..self.at + MESH_GRANT_LEN)?;
+            out.copy_from_slice(body);
+            self.at += MESH_GRANT_LEN;
+            Some(())
         })();
         if r.is_none() {
             self.at = at;
@@ -555,6 +594,37 @@ mod tests {
         let (_, mut f) = Frames::parse(&[0, 0, 0, 0, PACKET]).unwrap();
         assert_eq!(f.next(), Some(Err(DropReason::BadFrame)));
         assert!(Frames::parse(&[0, 0, 0]).is_err());
+    }
+
+    /// A mesh grant round-trips; one of another length is refused, not skipped: a known
+    /// extension must be whole.
+    #[test]
+    fn mesh_grants_round_trip_and_must_be_whole() {
+        let mut body = [0u8; MESH_GRANT_LEN];
+        for (i, b) in body.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let mut buf = [0u8; 512];
+        let mut w = Writer::new(&mut buf, 5).unwrap();
+        w.mesh_grant(&body).unwrap();
+        w.ping().unwrap();
+        let len = w.len();
+        let (_, frames) = Frames::parse(&buf[..len]).unwrap();
+        let frames: Vec<_> = frames.collect::<Result<_, _>>().unwrap();
+        let Frame::MeshGrant { range } = frames[0] else {
+            panic!("{frames:?}");
+        };
+        assert_eq!(&buf[range.0..range.1], &body[..]);
+        assert_eq!(frames[1], Frame::Ping);
+        // Its length field says one byte less.
+        let mut short = buf;
+        short[5] = 0x40;
+        short[6] = (MESH_GRANT_LEN - 1) as u8;
+        let (_, mut frames) = Frames::parse(&short[..len]).unwrap();
+        assert_eq!(frames.next(), Some(Err(DropReason::BadFrame)));
+        // Cut short.
+        let (_, mut frames) = Frames::parse(&buf[..len - 10]).unwrap();
+        assert_eq!(frames.next(), Some(Err(DropReason::BadFrame)));
     }
 
     #[test]

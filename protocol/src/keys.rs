@@ -167,6 +167,20 @@ fn x25519_base(secret: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
     out
 }
 
+/// X25519 of a static secret and a peer's static public key, through snow's own
+/// Diffie-Hellman like [`x25519_base`]. `None` for an all-zero result: the peer's key is
+/// of low order, and the "shared" secret would be one anybody can compute.
+pub(crate) fn x25519(secret: &SecretKey, peer: &PublicKey) -> Option<[u8; KEY_LEN]> {
+    use snow::resolvers::{CryptoResolver, DefaultResolver};
+    let mut dh = DefaultResolver
+        .resolve_dh(&snow::params::DHChoice::Curve25519)
+        .expect("curve25519 is built in");
+    dh.set(&secret.0);
+    let mut out = [0u8; KEY_LEN];
+    dh.dh(&peer.0, &mut out).ok()?;
+    (out != [0u8; KEY_LEN]).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +203,22 @@ mod tests {
             Err(KeyError::WrongLength(3))
         );
         assert_eq!(format!("{sk:?}"), "SecretKey(<hidden>)");
+    }
+
+    #[test]
+    fn rfc7748_shared_secret_vector() {
+        // RFC 7748 section 6.1: Alice's secret with Bob's public key, and the other way.
+        let alice = SecretKey::from_bytes(hex32(
+            "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
+        ));
+        let bob = SecretKey::from_bytes(hex32(
+            "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb",
+        ));
+        let shared = hex32("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+        assert_eq!(x25519(&alice, &bob.public_key()), Some(shared));
+        assert_eq!(x25519(&bob, &alice.public_key()), Some(shared));
+        // A low-order point gives the all-zero secret: refused.
+        assert_eq!(x25519(&alice, &PublicKey([0; 32])), None);
     }
 
     pub(crate) fn hex32(s: &str) -> [u8; 32] {

@@ -9,7 +9,8 @@
 //! * [`path::Path`]: one path's state machine, estimates and counters, at either end.
 //! * [`client::Client`]: a member's session with the proxy, over any number of paths.
 //! * [`server::Server`]: the proxy's sessions with all members.
-//! * [`relay`]: relay envelopes and mesh hellos.
+//! * [`relay`]: relay envelopes.
+//! * [`mesh`]: who is a neighbour: proxy-signed credentials, authenticated hellos.
 //! * [`keys`], [`bundle`]: static keys and the member bundle a co-op hands out.
 #![warn(missing_docs, unreachable_pub)]
 
@@ -22,6 +23,7 @@ pub mod fq;
 pub mod frame;
 pub mod ip;
 pub mod keys;
+pub mod mesh;
 pub mod path;
 mod queue;
 pub mod relay;

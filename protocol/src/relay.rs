@@ -1,10 +1,9 @@
-//! Relay envelopes and mesh hellos: the keys and tags that let a proxy credit a relay for
-//! what it carried, and let gateways on the mesh tell members from strangers.
+//! Relay envelopes: the keys and tags that let a proxy credit a relay for what it carried.
+//! (How gateways on the mesh tell members from strangers is [`crate::mesh`]'s.)
 //!
 //! A relay wraps a neighbour's sealed datagram, unread, in a [`wire::RelayEnvelope`]
 //! tagged with a key derived from *its own* session with the proxy; the proxy counts a
-//! relayed byte only when that tag and the inner datagram both verify. Mesh hellos are
-//! tagged with a key derived from the co-op's mesh secret, which only members hold.
+//! relayed byte only when that tag and the inner datagram both verify.
 
 mod slots;
 pub use slots::{
@@ -14,8 +13,7 @@ pub use slots::{
 
 use crate::DropReason;
 use crate::crypto;
-use crate::keys::SharedSecret;
-use crate::wire::{self, MAC_LEN, MESH_HELLO_LEN, MeshHello, MessageType, RELAY_HEADER_LEN};
+use crate::wire::{self, MAC_LEN, MessageType, RELAY_HEADER_LEN};
 
 /// The tag key of one relay session in one direction (derived with HKDF from the relay's
 /// own session keys; see [`crate::client::Client::relay_keys`]).
@@ -61,48 +59,5 @@ pub fn verify_envelope(
         Ok(())
     } else {
         Err(DropReason::BadRelayTag)
-    }
-}
-
-/// The key mesh hellos are tagged with, derived from the co-op's mesh secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct MeshKey([u8; 32]);
-
-impl std::fmt::Debug for MeshKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MeshKey(<hidden>)")
-    }
-}
-
-impl MeshKey {
-    /// Derives the hello key from the co-op's mesh secret (in every member bundle).
-    pub fn new(mesh_secret: &SharedSecret) -> Self {
-        MeshKey(crypto::derive(mesh_secret.as_bytes(), b"mesh hello"))
-    }
-
-    /// Writes a tagged hello into `out`, returning its length.
-    pub fn seal_hello(&self, hello: &MeshHello, out: &mut [u8]) -> Result<usize, DropReason> {
-        let out = out
-            .get_mut(..MESH_HELLO_LEN)
-            .ok_or(DropReason::PacketTooLarge)?;
-        hello.write_unauthenticated(out);
-        let split = MESH_HELLO_LEN - MAC_LEN;
-        let tag = crypto::mac(&self.0, &[&out[..split]]);
-        out[split..].copy_from_slice(&tag);
-        Ok(MESH_HELLO_LEN)
-    }
-
-    /// Parses and authenticates a hello.
-    pub fn open_hello(&self, datagram: &[u8]) -> Result<MeshHello, DropReason> {
-        match wire::Message::parse(datagram)? {
-            wire::Message::MeshHello(hello, covered, tag) => {
-                if crypto::mac_eq(&crypto::mac(&self.0, &[covered]), tag) {
-                    Ok(hello)
-                } else {
-                    Err(DropReason::BadRelayTag)
-                }
-            }
-            _ => Err(DropReason::Unexpected),
-        }
     }
 }

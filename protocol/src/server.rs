@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::crypto;
 use crate::flow::{FlowTable, Modes};
 use crate::keys::{PublicKey, SecretKey, SharedSecret};
+use crate::mesh::{CredentialIssuer, DEFAULT_CREDENTIAL_LIFETIME_S};
 use crate::path::{Endpoint, Path, PathSettings, RelayHop};
 use crate::relay::{RelayKey, spare_for_relayed};
 use crate::session::{self, Keypair, Limits};
@@ -154,6 +155,8 @@ struct Member {
     ready: bool,
     /// How its flows are spread, if not as the proxy's default.
     spreading: Option<Modes>,
+    /// When (proxy seconds) its mesh credential is to be renewed.
+    credential_refresh_at: Option<u64>,
 }
 
 impl Member {
@@ -168,6 +171,7 @@ impl Member {
             transport: None,
             ready: false,
             spreading: None,
+            credential_refresh_at: None,
         }
     }
 
@@ -323,6 +327,12 @@ pub struct Server {
     /// Relays' lines, worked out every [`RELAY_CAP_INTERVAL`] (kept to reuse its memory).
     relay_lines: Vec<RelayLine>,
     next_relay_caps: Instant,
+    /// Signs members' mesh credentials.
+    issuer: CredentialIssuer,
+    credential_lifetime_s: u64,
+    /// The wall clock (seconds since the Unix epoch) at an instant: without it, no
+    /// credentials (their expiry is in wall-clock time).
+    wall_clock: Option<(Instant, u64)>,
 }
 
 impl Server {
@@ -332,6 +342,7 @@ impl Server {
         let public = config.static_key.public_key();
         let mut seed = [0u8; 8];
         seed.copy_from_slice(&random[..8]);
+        let issuer = CredentialIssuer::from_proxy_key(&config.static_key);
         let mut server = Server {
             mac1_key: crypto::MacKey::new(&session::mac1_key(&public)),
             cookie_key: session::cookie_key(&public),
@@ -361,6 +372,9 @@ impl Server {
             stats: ServerStats::default(),
             relay_lines: Vec::new(),
             next_relay_caps: now,
+            issuer,
+            credential_lifetime_s: DEFAULT_CREDENTIAL_LIFETIME_S,
+            wall_clock: None,
         };
         server.set_members(config.members);
         server
@@ -411,6 +425,58 @@ impl Server {
     /// Number of members.
     pub fn member_count(&self) -> usize {
         self.members.len()
+    }
+
+    /// Tells the proxy the wall clock (seconds since the Unix epoch) at `now`. From then
+    /// on every connected member gets a mesh credential through its tunnel, renewed at
+    /// half its lifetime: what lets it take part in the mesh. A member removed from the
+    /// configuration gets no more, and is locked out of the mesh when its last expires.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_s: u64) {
+        self.wall_clock = Some((now, unix_s));
+    }
+
+    /// How long mesh credentials last (seconds; at least one minute).
+    pub fn set_credential_lifetime(&mut self, seconds: u64) {
+        self.credential_lifetime_s = seconds.max(60);
+    }
+
+    /// The key members check credentials with.
+    pub fn credential_issuer(&self) -> crate::mesh::IssuerKey {
+        self.issuer.issuer_key()
+    }
+
+    fn wall_clock_s(&self, now: Instant) -> Option<u64> {
+        let (at, s) = self.wall_clock?;
+        Some(s + now.saturating_duration_since(at).as_secs())
+    }
+
+    /// Issues a member a fresh credential when it has none or its own is half spent.
+    fn grant_credentials(&mut self, now: Instant) {
+        let Some(clock) = self.wall_clock_s(now) else {
+            return;
+        };
+        let issuer_key = self.issuer.issuer_key().to_bytes();
+        for (i, m) in self.members.iter_mut().enumerate() {
+            let (Some(t), true) = (m.transport.as_mut(), m.current.is_some()) else {
+                m.credential_refresh_at = None;
+                continue;
+            };
+            if m.credential_refresh_at.is_some_and(|at| clock < at) {
+                continue;
+            }
+            let credential = self.issuer.issue(
+                i as u32,
+                &m.key.public_key,
+                clock,
+                self.credential_lifetime_s,
+            );
+            m.credential_refresh_at = Some(credential.refresh_at());
+            let mut body = Box::new([0u8; crate::frame::MESH_GRANT_LEN]);
+            let n = crate::mesh::CREDENTIAL_LEN;
+            body[..n].copy_from_slice(credential.as_bytes());
+            body[n..n + 32].copy_from_slice(&issuer_key);
+            t.set_grant(now, body, clock);
+        }
     }
 
     /// How each class of flow is spread over members' paths (all `auto` unless set), for
@@ -612,6 +678,8 @@ impl Server {
             if member.previous.is_none() {
                 push_event(&mut self.events, ServerEvent::Connected(id));
             }
+            // New keys: a credential goes with the session they start.
+            member.credential_refresh_at = None;
         }
         member.last_received = Some(now);
         if member.transport.is_none() {
@@ -716,6 +784,7 @@ impl Server {
         if now >= self.next_relay_caps {
             self.next_relay_caps = now + RELAY_CAP_INTERVAL;
             self.cap_relayed_paths(now);
+            self.grant_credentials(now);
         }
         let n = self.members.len();
         let limits = self.limits;
@@ -984,6 +1053,7 @@ impl Server {
 
     /// Runs the paths' timers and expires old keys.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.grant_credentials(now);
         let limits = self.limits;
         for (i, m) in self.members.iter_mut().enumerate() {
             let id = MemberId(i as u32);

@@ -87,6 +87,20 @@ pub struct Transmit {
     pub len: usize,
 }
 
+/// A mesh grant the proxy sends a member.
+#[derive(Debug)]
+struct GrantOut {
+    body: Box<[u8; frame::MESH_GRANT_LEN]>,
+    /// The proxy's clock (seconds) at `read_at`.
+    clock_s: u64,
+    read_at: Instant,
+    /// When it goes (again).
+    next: Instant,
+}
+
+/// How often the proxy sends a member its mesh grant again.
+pub(crate) const GRANT_RESEND: Duration = Duration::from_secs(10);
+
 /// What the scheduler did, for status and the benchmark.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SpreadCounters {
@@ -176,6 +190,10 @@ pub(crate) struct Transport {
     /// it may send remembers the epoch, and is not woken for its pacer until it moves.
     epoch: u64,
     events: VecDeque<PathEvent>,
+    /// The mesh grant to send.
+    grant_out: Option<GrantOut>,
+    /// The last mesh grant received, not yet taken.
+    grant_in: Option<Box<[u8; frame::MESH_GRANT_LEN]>>,
     /// Where the search for due acks and pings starts, so no path starves the others.
     cursor: usize,
     /// New paths are passive ([`Transport::passive_paths`]).
@@ -215,6 +233,8 @@ impl Transport {
             queue_drops_reported: (0, 0),
             epoch: 0,
             events: VecDeque::new(),
+            grant_out: None,
+            grant_in: None,
             cursor: 0,
             passive: false,
             forget_dead_after: None,
@@ -250,6 +270,28 @@ impl Transport {
 
     pub(crate) fn paths_mut(&mut self) -> &mut [Path] {
         &mut self.paths
+    }
+
+    /// Sends a mesh grant now, and again every [`GRANT_RESEND`] (it is small, and a lost
+    /// one needs no recovery of its own). `clock_s` is the proxy's clock now: the frame
+    /// carries it as it is when the frame leaves.
+    pub(crate) fn set_grant(
+        &mut self,
+        now: Instant,
+        body: Box<[u8; frame::MESH_GRANT_LEN]>,
+        clock_s: u64,
+    ) {
+        self.grant_out = Some(GrantOut {
+            body,
+            clock_s,
+            read_at: now,
+            next: now,
+        });
+    }
+
+    /// The mesh grant received last, once.
+    pub(crate) fn take_grant(&mut self) -> Option<Box<[u8; frame::MESH_GRANT_LEN]>> {
+        self.grant_in.take()
     }
 
     pub(crate) fn path_mut(&mut self, id: PathId) -> Option<&mut Path> {
@@ -498,6 +540,11 @@ impl Transport {
                         p.on_receipt(packets, bytes);
                     }
                 }
+                Frame::MeshGrant { range: r } => {
+                    let mut body = Box::new([0u8; frame::MESH_GRANT_LEN]);
+                    body.copy_from_slice(&plain[r.0..r.1]);
+                    self.grant_in = Some(body);
+                }
                 Frame::Packet { spread, range: r } => {
                     let packet = &plain[r.0..r.1];
                     crate::ip::check(packet)?;
@@ -647,6 +694,9 @@ impl Transport {
             }
         };
         consider(self.reorder.poll_timeout());
+        if self.paths.iter().any(Path::usable) {
+            consider(self.grant_out.as_ref().map(|g| g.next));
+        }
         if self.waiting() > 0 || !self.duplicates.is_empty() {
             // Paced paths with room: when the pacer lets them go. A path that found nothing
             // it may take waits for something to change instead (no spinning on it).
@@ -744,7 +794,8 @@ impl Transport {
             let ping = p.ping_due(now);
             let ack = p.ack_due(now) || (ping && p.has_unacked());
             let receipt = p.receipt_due(now);
-            if ping || ack || receipt {
+            let grant = p.usable() && self.grant_out.as_ref().is_some_and(|g| g.next <= now);
+            if ping || ack || receipt || grant {
                 self.cursor = (i + 1) % n;
                 return self.send_control(now, i, ping, ack, receipt, keys, limits, buf);
             }
@@ -858,8 +909,9 @@ impl Transport {
         buf: &mut [u8],
     ) -> Result<Option<Transmit>, DropReason> {
         let p = &mut self.paths[i];
+        let room = frame::MAX_ACK_LEN + 64 + frame::MESH_GRANT_LEN;
         let plain = buf
-            .get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + frame::MAX_ACK_LEN + 64)
+            .get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + room)
             .ok_or(DropReason::PacketTooLarge)?;
         let mut w = Writer::new(plain, p.next_packet_number()).ok_or(DropReason::PacketTooLarge)?;
         // An answer that is due anyway asks for one back when our own ping is half due
@@ -877,6 +929,15 @@ impl Transport {
         if receipt {
             let (packets, bytes) = p.take_receipt(now);
             w.receipt(p.id(), packets, bytes);
+        }
+        if p.usable() {
+            if let Some(g) = self.grant_out.as_mut().filter(|g| g.next <= now) {
+                // The clock as it is when the frame leaves.
+                let clock = g.clock_s + now.saturating_duration_since(g.read_at).as_secs();
+                g.body[frame::MESH_GRANT_LEN - 8..].copy_from_slice(&clock.to_be_bytes());
+                w.mesh_grant(&g.body);
+                g.next = now + GRANT_RESEND;
+            }
         }
         let len = w.len();
         let total = keys.seal(p.id(), buf, len, limits)?;

@@ -12,7 +12,10 @@
 //! | 4 | transport: a per-path packet number and frames ([`crate::frame`]) | both |
 //! | 6 | [`RelayEnvelope`] upstream | relay → proxy |
 //! | 7 | [`RelayEnvelope`] downstream | proxy → relay |
-//! | 8 | [`MeshHello`] | gateway → mesh |
+//! | 8 | [`MeshDiscovery`]: a member's credential, multicast | gateway → mesh |
+//! | 9 | [`NeighbourHello`]: pairwise-authenticated, unicast | gateway → neighbour |
+//!
+//! The mesh hellos' authentication (credentials, pairwise keys) is [`crate::mesh`]'s.
 
 use crate::DropReason;
 
@@ -90,8 +93,10 @@ pub const HANDSHAKE_INIT_LEN: usize = 8 + NOISE_INIT_LEN + 2 * MAC_LEN;
 pub const HANDSHAKE_RESPONSE_LEN: usize = 12 + NOISE_RESPONSE_LEN + 2 * MAC_LEN;
 /// Cookie reply on the wire: header, receiver index, nonce, sealed cookie.
 pub const COOKIE_REPLY_LEN: usize = 8 + 12 + 16 + TAG_LEN;
-/// Mesh hello on the wire.
-pub const MESH_HELLO_LEN: usize = 4 + 32 + 4 + 4 + 8 + MAC_LEN;
+/// Mesh discovery hello on the wire: header, relay port, offer, credential.
+pub const MESH_DISCOVERY_LEN: usize = 16 + crate::mesh::CREDENTIAL_LEN;
+/// Neighbour hello on the wire: header, sender, counter, relay port, offer, MAC.
+pub const NEIGHBOUR_HELLO_LEN: usize = 28 + MAC_LEN;
 
 /// The type byte of each message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,8 +114,10 @@ pub enum MessageType {
     RelayUp = 6,
     /// The proxy sending a datagram for a neighbour through its relay.
     RelayDown = 7,
-    /// A gateway announcing on the mesh that it can relay.
-    MeshHello = 8,
+    /// A gateway announcing itself on the mesh, with its credential.
+    MeshDiscovery = 8,
+    /// A gateway telling one neighbour it is there, under their pairwise key.
+    NeighbourHello = 9,
 }
 
 impl MessageType {
@@ -122,7 +129,8 @@ impl MessageType {
             4 => Self::Transport,
             6 => Self::RelayUp,
             7 => Self::RelayDown,
-            8 => Self::MeshHello,
+            8 => Self::MeshDiscovery,
+            9 => Self::NeighbourHello,
             _ => return None,
         })
     }
@@ -376,33 +384,144 @@ pub fn write_relay_header(kind: MessageType, relay_index: u32, slot: u32, out: &
     out[8..12].copy_from_slice(&slot.to_be_bytes());
 }
 
-/// A mesh hello: "I am member X and can relay for you". Authenticated with the co-op's
-/// mesh key, so a device on the mesh that is not a member cannot pose as a relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MeshHello {
-    /// The announcing member's static public key.
-    pub member: [u8; 32],
-    /// UDP port its relay listens on, on the mesh.
-    pub relay_port: u16,
-    /// Capacity it offers to neighbours now, in kbit/s (0: not relaying).
-    pub offered_kbit: u32,
-    /// Sender's clock in milliseconds; receivers only compare it with earlier hellos.
-    pub sent_at_ms: u64,
+fn offer_at(b: &[u8], flags: usize, at: usize) -> crate::mesh::Offer {
+    crate::mesh::Offer {
+        sharing: b[flags] & MESH_FLAG_SHARING != 0,
+        up_kbit: be32(b, at),
+        down_kbit: be32(b, at + 4),
+    }
 }
 
-impl MeshHello {
-    /// Writes the hello without its MAC into `out[..MESH_HELLO_LEN - MAC_LEN]`.
-    pub fn write_unauthenticated(&self, out: &mut [u8]) {
-        out[0] = VERSION;
-        out[1] = MessageType::MeshHello as u8;
-        out[2] = 0;
-        out[3] = 0;
-        out[4..36].copy_from_slice(&self.member);
-        out[36..38].copy_from_slice(&self.relay_port.to_be_bytes());
-        out[38..40].copy_from_slice(&[0, 0]);
-        out[40..44].copy_from_slice(&self.offered_kbit.to_be_bytes());
-        out[44..52].copy_from_slice(&self.sent_at_ms.to_be_bytes());
+/// Flags byte of both mesh hellos: the owner shares its line now. Other bits are sent as
+/// zero and not read (a later version may use them).
+const MESH_FLAG_SHARING: u8 = 1;
+
+/// A checked view of a mesh discovery hello, multicast (IPv6) and broadcast (IPv4) on the
+/// mesh about once a second:
+///
+/// | bytes | field |
+/// | --- | --- |
+/// | 0 | version |
+/// | 1 | type (8) |
+/// | 2 | flags: bit 0, sharing |
+/// | 3 | reserved |
+/// | 4..6 | relay port (u16) |
+/// | 6..8 | reserved |
+/// | 8..12 | spare upstream, kbit/s (u32) |
+/// | 12..16 | spare downstream, kbit/s (u32) |
+/// | 16..136 | the sender's credential ([`crate::mesh::Credential`]) |
+///
+/// Only the credential is authenticated (by the proxy's signature). Anybody can replay a
+/// discovery hello from anywhere with other fields, so a receiver takes nothing from it
+/// but the credential and where to answer; relay port and offer are hints for a mesh
+/// survey, and the [`NeighbourHello`]s carry the ones that count.
+#[derive(Debug, Clone, Copy)]
+pub struct MeshDiscovery<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> MeshDiscovery<'a> {
+    /// UDP port the sender's relay listens on (unauthenticated).
+    pub fn relay_port(&self) -> u16 {
+        u16::from_be_bytes([self.bytes[4], self.bytes[5]])
     }
+    /// What the sender says it offers (unauthenticated).
+    pub fn offer(&self) -> crate::mesh::Offer {
+        offer_at(self.bytes, 2, 8)
+    }
+    /// The sender's credential, as signed by the proxy.
+    pub fn credential(&self) -> &'a [u8; crate::mesh::CREDENTIAL_LEN] {
+        self.bytes[16..MESH_DISCOVERY_LEN]
+            .try_into()
+            .expect("checked length")
+    }
+}
+
+/// Writes a discovery hello into `out[..MESH_DISCOVERY_LEN]`.
+pub fn write_mesh_discovery(
+    relay_port: u16,
+    offer: &crate::mesh::Offer,
+    credential: &[u8; crate::mesh::CREDENTIAL_LEN],
+    out: &mut [u8],
+) {
+    out[0] = VERSION;
+    out[1] = MessageType::MeshDiscovery as u8;
+    out[2] = if offer.sharing { MESH_FLAG_SHARING } else { 0 };
+    out[3] = 0;
+    out[4..6].copy_from_slice(&relay_port.to_be_bytes());
+    out[6..8].copy_from_slice(&[0, 0]);
+    out[8..12].copy_from_slice(&offer.up_kbit.to_be_bytes());
+    out[12..16].copy_from_slice(&offer.down_kbit.to_be_bytes());
+    out[16..MESH_DISCOVERY_LEN].copy_from_slice(credential);
+}
+
+/// A checked view of a neighbour hello, unicast to one neighbour several times a second:
+///
+/// | bytes | field |
+/// | --- | --- |
+/// | 0 | version |
+/// | 1 | type (9) |
+/// | 2 | flags: bit 0, sharing |
+/// | 3 | reserved |
+/// | 4..8 | sender's member id (u32) |
+/// | 8..16 | sender's hello counter (u64, strictly increasing) |
+/// | 16..18 | relay port (u16) |
+/// | 18..20 | reserved |
+/// | 20..24 | spare upstream, kbit/s (u32) |
+/// | 24..28 | spare downstream, kbit/s (u32) |
+/// | 28..44 | MAC: the pair's key over bytes 0..28, then the sender's and the receiver's addresses on the mesh ([`crate::mesh`]) |
+///
+/// Every byte is covered by the MAC, reserved ones included.
+#[derive(Debug, Clone, Copy)]
+pub struct NeighbourHello<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> NeighbourHello<'a> {
+    /// The sender's member id: says which pairwise key checks the MAC.
+    pub fn sender(&self) -> u32 {
+        be32(self.bytes, 4)
+    }
+    /// The sender's hello counter.
+    pub fn counter(&self) -> u64 {
+        be64(self.bytes, 8)
+    }
+    /// UDP port the sender's relay listens on.
+    pub fn relay_port(&self) -> u16 {
+        u16::from_be_bytes([self.bytes[16], self.bytes[17]])
+    }
+    /// What the sender offers now.
+    pub fn offer(&self) -> crate::mesh::Offer {
+        offer_at(self.bytes, 2, 20)
+    }
+    /// The bytes the MAC covers before the addresses.
+    pub fn mac_input(&self) -> &'a [u8] {
+        &self.bytes[..NEIGHBOUR_HELLO_LEN - MAC_LEN]
+    }
+    /// The MAC.
+    pub fn mac(&self) -> &'a [u8] {
+        &self.bytes[NEIGHBOUR_HELLO_LEN - MAC_LEN..NEIGHBOUR_HELLO_LEN]
+    }
+}
+
+/// Writes a neighbour hello without its MAC into `out[..NEIGHBOUR_HELLO_LEN - MAC_LEN]`.
+pub fn write_neighbour_hello(
+    sender: u32,
+    counter: u64,
+    relay_port: u16,
+    offer: &crate::mesh::Offer,
+    out: &mut [u8],
+) {
+    out[0] = VERSION;
+    out[1] = MessageType::NeighbourHello as u8;
+    out[2] = if offer.sharing { MESH_FLAG_SHARING } else { 0 };
+    out[3] = 0;
+    out[4..8].copy_from_slice(&sender.to_be_bytes());
+    out[8..16].copy_from_slice(&counter.to_be_bytes());
+    out[16..18].copy_from_slice(&relay_port.to_be_bytes());
+    out[18..20].copy_from_slice(&[0, 0]);
+    out[20..24].copy_from_slice(&offer.up_kbit.to_be_bytes());
+    out[24..28].copy_from_slice(&offer.down_kbit.to_be_bytes());
 }
 
 /// Any message, checked. Borrowed from the datagram it was parsed from.
@@ -418,8 +537,10 @@ pub enum Message<'a> {
     Transport(TransportHeader),
     /// Relay envelope (up or down).
     Relay(RelayEnvelope<'a>),
-    /// Mesh hello, with the bytes its MAC covers and the MAC.
-    MeshHello(MeshHello, &'a [u8], &'a [u8]),
+    /// Mesh discovery hello.
+    MeshDiscovery(MeshDiscovery<'a>),
+    /// Neighbour hello.
+    NeighbourHello(NeighbourHello<'a>),
 }
 
 impl<'a> Message<'a> {
@@ -475,18 +596,13 @@ impl<'a> Message<'a> {
                 }
                 Message::Relay(RelayEnvelope { bytes })
             }
-            MessageType::MeshHello => {
-                exact(MESH_HELLO_LEN)?;
-                let mut member = [0u8; 32];
-                member.copy_from_slice(&bytes[4..36]);
-                let hello = MeshHello {
-                    member,
-                    relay_port: u16::from_be_bytes([bytes[36], bytes[37]]),
-                    offered_kbit: be32(bytes, 40),
-                    sent_at_ms: be64(bytes, 44),
-                };
-                let split = MESH_HELLO_LEN - MAC_LEN;
-                Message::MeshHello(hello, &bytes[..split], &bytes[split..])
+            MessageType::MeshDiscovery => {
+                exact(MESH_DISCOVERY_LEN)?;
+                Message::MeshDiscovery(MeshDiscovery { bytes })
+            }
+            MessageType::NeighbourHello => {
+                exact(NEIGHBOUR_HELLO_LEN)?;
+                Message::NeighbourHello(NeighbourHello { bytes })
             }
         })
     }

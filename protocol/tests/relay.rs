@@ -31,6 +31,7 @@ fn addr(s: &str) -> SocketAddr {
 
 /// The proxy, and where the relay's line and the two routers' mesh sockets are.
 struct Net {
+    start: Instant,
     now: Instant,
     proxy_addr: SocketAddr,
     relay_wan: SocketAddr,
@@ -39,6 +40,8 @@ struct Net {
     server: Server,
     consumer: Client,
     relay: Client,
+    /// The consumer's static public key.
+    consumer_key: linkpool_protocol::keys::PublicKey,
     /// The consumer's path through the relay; the relay's own line.
     consumer_path: PathId,
     relay_path: PathId,
@@ -108,10 +111,13 @@ impl Net {
         let mut relay = Client::new(client(relay_key, &proxy_key), now, 1_000_000, 1);
         let relay_path = relay.open_path(now, proxy_addr, PathSettings::default());
         relay.relay_mut().set_policy(sharing());
+        let consumer_public = consumer_key.public_key();
         let mut consumer = Client::new(client(consumer_key, &proxy_key), now, 1_000_000, 2);
         let consumer_path =
             consumer.open_relayed_path(now, relay_mesh, RELAY.0, PathSettings::default());
         Net {
+            consumer_key: consumer_public,
+            start: now,
             now,
             proxy_addr,
             relay_wan: addr("198.51.100.2:40000"),
@@ -394,4 +400,62 @@ fn a_relay_is_never_an_open_relay() {
     assert_eq!((net.at_proxy.len(), net.at_consumer.len()), delivered);
     assert!(net.relay.stats().drops.get(DropReason::UnknownRelaySlot) > 0);
     assert!(net.relay.stats().drops.get(DropReason::NotANeighbour) > 0);
+}
+
+/// Every connected member gets a mesh credential through its tunnel, for its own key,
+/// signed by its proxy, with the proxy's clock; renewed at half its lifetime; a member
+/// removed from the proxy's configuration gets no more.
+#[test]
+fn members_get_their_mesh_credentials_through_the_tunnel() {
+    let mut net = Net::new();
+    net.server.set_wall_clock(net.now, 1_800_000_000);
+    net.server.set_credential_lifetime(600);
+    net.connect();
+    for _ in 0..10 {
+        net.run(Duration::from_millis(10));
+    }
+    let issuer = net.server.credential_issuer();
+    for (member, client) in [(CONSUMER, &net.consumer), (RELAY, &net.relay)] {
+        let g = client.mesh_grant().expect("a grant through the tunnel");
+        assert_eq!(g.credential.member(), member.0);
+        assert_eq!(g.issuer, issuer);
+        assert!(issuer.verify(&g.credential).is_ok());
+        assert_eq!(g.credential.expires_at() - g.credential.issued_at(), 600);
+        // The clients' wall clock started at 1 s after the epoch: the offset is the
+        // proxy's clock less that.
+        let offset = 1_800_000_000 - 1;
+        assert!(
+            (g.clock_offset_s - offset).abs() <= 2,
+            "{}",
+            g.clock_offset_s
+        );
+        let proxy_now = 1_800_000_000 + (net.now - net.start).as_secs();
+        let told = client.proxy_clock_s(net.now).unwrap();
+        assert!(told.abs_diff(proxy_now) <= 2, "{told} vs {proxy_now}");
+    }
+    let first = net.consumer.mesh_grant().unwrap().credential;
+    // Half the lifetime later (the sessions rekey meanwhile): a new credential.
+    for _ in 0..310 {
+        net.run(Duration::from_secs(1));
+    }
+    let renewed = net.consumer.mesh_grant().unwrap().credential;
+    assert!(renewed.issued_at() > first.issued_at());
+    assert!(renewed.expires_at() > first.expires_at());
+    // The relay member is removed from the proxy's configuration: no more credentials
+    // for it, however long it waits.
+    let relay_last = net.relay.mesh_grant().unwrap().credential;
+    net.server
+        .set_members(vec![linkpool_protocol::server::MemberKey {
+            public_key: net.consumer_key,
+            psk: None,
+            addresses: vec![MEMBER_IP.into()],
+        }]);
+    for _ in 0..700 {
+        net.run(Duration::from_secs(1));
+    }
+    assert_eq!(
+        net.relay.mesh_grant().unwrap().credential.issued_at(),
+        relay_last.issued_at()
+    );
+    assert!(relay_last.expires_at() < 1_800_000_000 + (net.now - net.start).as_secs());
 }

@@ -5,9 +5,8 @@
 
 use linkpool_protocol::DropReason;
 use linkpool_protocol::frame::{self, Ack, Frame, Frames, Writer};
-use linkpool_protocol::keys::SharedSecret;
-use linkpool_protocol::relay::MeshKey;
-use linkpool_protocol::wire::{self, MeshHello, Message, MessageType, PathId, TransportHeader};
+use linkpool_protocol::mesh::{CREDENTIAL_LEN, Offer};
+use linkpool_protocol::wire::{self, Message, MessageType, PathId, TransportHeader};
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -283,31 +282,57 @@ fn extensions_are_skipped_and_unknown_frames_refused() {
     }
 }
 
+/// The mesh hellos' layouts. Their credentials, MACs and pairwise key have vectors of
+/// their own, with fixed keys, in `protocol/src/mesh.rs` (`mesh::tests::vectors`).
 #[test]
-fn mesh_hello() {
-    let key = MeshKey::new(&SharedSecret::from_bytes([0x42; 32]));
-    let hello = MeshHello {
-        member: [0x11; 32],
-        relay_port: 7118,
-        offered_kbit: 20_000,
-        sent_at_ms: 1_700_000_000_000,
+fn mesh_hellos() {
+    assert_eq!(MessageType::MeshDiscovery as u8, 8);
+    assert_eq!(MessageType::NeighbourHello as u8, 9);
+    assert_eq!(CREDENTIAL_LEN, 120);
+    assert_eq!(wire::MESH_DISCOVERY_LEN, 136);
+    assert_eq!(wire::NEIGHBOUR_HELLO_LEN, 44);
+    let offer = Offer {
+        sharing: true,
+        up_kbit: 20_000,
+        down_kbit: 0x0102_0304,
     };
-    let mut out = [0u8; 128];
-    let n = key.seal_hello(&hello, &mut out).unwrap();
-    assert_eq!(n, wire::MESH_HELLO_LEN);
+    let credential = [0x11; CREDENTIAL_LEN];
+    let mut out = [0u8; wire::MESH_DISCOVERY_LEN];
+    wire::write_mesh_discovery(7118, &offer, &credential, &mut out);
+    // version, type 8, flags (sharing), reserved, relay port, reserved, up, down, credential.
     assert_eq!(
-        hex(&out[..n - 16]),
-        "02080000".to_string() + &"11".repeat(32) + "1bce0000" + "00004e20" + "0000018bcfe56800"
+        hex(&out),
+        "020801001bce000000004e2001020304".to_string() + &"11".repeat(CREDENTIAL_LEN)
     );
-    assert_eq!(key.open_hello(&out[..n]), Ok(hello));
-    let mut forged = out;
-    forged[40] ^= 1;
-    assert!(key.open_hello(&forged[..n]).is_err());
-    // Another co-op's key does not verify.
-    let other = MeshKey::new(&SharedSecret::from_bytes([0x43; 32]));
-    assert!(other.open_hello(&out[..n]).is_err());
-    assert!(matches!(
-        Message::parse(&out[..n]),
-        Ok(Message::MeshHello(..))
-    ));
+    match Message::parse(&out) {
+        Ok(Message::MeshDiscovery(d)) => {
+            assert_eq!((d.relay_port(), d.offer()), (7118, offer));
+            assert_eq!(d.credential(), &credential);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        Message::parse(&out[..135]).err(),
+        Some(DropReason::TooShort)
+    );
+    let mut out = [0u8; wire::NEIGHBOUR_HELLO_LEN];
+    wire::write_neighbour_hello(7, 0x0102_0304_0506_0708, 7118, &offer, &mut out[..28]);
+    out[28..].copy_from_slice(&[0xaa; 16]);
+    // version, type 9, flags, reserved, sender, counter, relay port, reserved, up, down, MAC.
+    assert_eq!(
+        hex(&out),
+        "020901000000000701020304050607081bce000000004e2001020304".to_string() + &"aa".repeat(16)
+    );
+    match Message::parse(&out) {
+        Ok(Message::NeighbourHello(h)) => {
+            assert_eq!((h.sender(), h.counter()), (7, 0x0102_0304_0506_0708));
+            assert_eq!((h.relay_port(), h.offer()), (7118, offer));
+            assert_eq!(h.mac_input(), &out[..28]);
+            assert_eq!(h.mac(), &[0xaa; 16]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut long = [0u8; 45];
+    long[..44].copy_from_slice(&out);
+    assert_eq!(Message::parse(&long).err(), Some(DropReason::BadLength));
 }

@@ -169,6 +169,11 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
         now,
         random_bytes()?,
     );
+    // Members' mesh credentials expire in wall-clock time.
+    let unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    server.set_wall_clock(now, unix_s);
     set_spreading(&mut server, &config);
     let mut proxy = Proxy {
         started: now,

@@ -118,6 +118,24 @@ impl Pool {
     /// Writes the proxy configuration, one member per router and their gateway
     /// configurations, without starting anything.
     pub fn configure(coop: &Coop) -> Result<Pool, Error> {
+        Pool::configure_sharing(coop, false)
+    }
+
+    /// [`Pool::start`] for a co-op whose members meet on the mesh and lend each other
+    /// their lines: every gateway has the mesh device and shares its line.
+    pub fn start_sharing(coop: &Coop) -> Result<Pool, Error> {
+        let mut pool = Pool::configure_sharing(coop, true)?;
+        pool.start_proxy(coop)?;
+        for r in coop.routers() {
+            pool.start_gateway(coop, r.index())?;
+        }
+        pool.wait_connected(coop, Duration::from_secs(10))?;
+        Ok(pool)
+    }
+
+    /// [`Pool::configure`], with every gateway on the mesh and sharing its line when
+    /// `sharing` says so.
+    pub fn configure_sharing(coop: &Coop, sharing: bool) -> Result<Pool, Error> {
         let dir = coop.run_dir().join("pool");
         std::fs::create_dir_all(&dir).map_err(|e| Error::new(format!("{}: {e}", dir.display())))?;
         let pool = Pool {
@@ -156,6 +174,12 @@ impl Pool {
                 state = pool.dir.join(format!("{name}.state")),
                 lan = r.lan_device(),
             );
+            if sharing {
+                gw += &format!(
+                    "mesh_devices = [{mesh:?}]\n\n[sharing]\nenabled = true\n",
+                    mesh = r.mesh_device()
+                );
+            }
             // One uplink per WAN device, named after it (`wan`, `wan2`, ...).
             for w in r.wans() {
                 gw += &format!(

@@ -512,10 +512,6 @@ impl Path {
         self.state == PathState::Active
     }
 
-    pub(crate) fn set_relay(&mut self, relay: Option<RelayHop>) {
-        self.endpoint.relay = relay;
-    }
-
     pub(crate) fn set_remote(&mut self, remote: SocketAddr) {
         self.endpoint.remote = remote;
     }

@@ -1,0 +1,284 @@
+//! Two members on one mesh, each with its own line, finding each other by their hellos
+//! and pooling: the cores driven in one process as their daemons drive them, with the
+//! proxy granting each its mesh credential through its tunnel. Delivery is instant.
+//!
+//! Each router has one mesh socket (hellos, relaying, and its paths through neighbours,
+//! all on its relay port) and one uplink. What the proxy sends to a router's line goes to
+//! its `handle_datagram`; what comes out as `Received::Relay` crosses the mesh.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::pair::{MEMBER_IP, MTU, packet};
+use linkpool_protocol::client::{
+    self, Client, ClientConfig, HelloDestination, MeshReceived, Received,
+};
+use linkpool_protocol::keys::SecretKey;
+use linkpool_protocol::path::PathSettings;
+use linkpool_protocol::relay::RelayPolicy;
+use linkpool_protocol::server::{self, MemberKey, Server, ServerConfig};
+use linkpool_protocol::session::Limits;
+use linkpool_protocol::wire::{MAX_DATAGRAM, RELAY_HEADER_LEN};
+use linkpool_protocol::{CipherSuite, DropReason};
+
+const PROXY: &str = "203.0.113.10:7117";
+const RELAY_PORT: u16 = 7118;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct Router {
+    core: Client,
+    /// Its line's address as the proxy sees it, and its mesh socket's.
+    wan: SocketAddr,
+    mesh: SocketAddr,
+}
+
+struct Coop {
+    now: Instant,
+    server: Server,
+    routers: Vec<Router>,
+    /// Inner packets out of the proxy.
+    at_proxy: Vec<Vec<u8>>,
+    /// Datagrams that crossed the mesh (hellos excepted), by sender.
+    mesh_datagrams: [u64; 2],
+}
+
+fn sharing() -> RelayPolicy {
+    RelayPolicy {
+        sharing: true,
+        up_total: 10_000_000,
+        down_total: 10_000_000,
+        up_per_neighbour: 10_000_000,
+        down_per_neighbour: 10_000_000,
+    }
+}
+
+impl Coop {
+    /// Two members (the first with tunnel address [`MEMBER_IP`]), both sharing, and a
+    /// device on the mesh that is none (`stranger`'s key is not the proxy's member's).
+    fn new() -> Coop {
+        let now = Instant::now();
+        let proxy_key = SecretKey::generate().unwrap();
+        let keys = [
+            SecretKey::generate().unwrap(),
+            SecretKey::generate().unwrap(),
+        ];
+        let ips = [MEMBER_IP, [10, 77, 0, 3]];
+        let mut server = Server::new(
+            ServerConfig {
+                static_key: proxy_key.clone(),
+                members: keys
+                    .iter()
+                    .zip(ips)
+                    .map(|(k, ip)| MemberKey {
+                        public_key: k.public_key(),
+                        psk: None,
+                        addresses: vec![ip.into()],
+                    })
+                    .collect(),
+                limits: Limits::default(),
+                handshakes_per_second: 50,
+                mtu: MTU,
+                queue_slots: server::DEFAULT_QUEUE_SLOTS,
+            },
+            now,
+            [9; 32],
+        );
+        server.set_wall_clock(now, 1_800_000_000);
+        let routers = keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let config = ClientConfig {
+                    static_key: key,
+                    proxy_key: proxy_key.public_key(),
+                    psk: None,
+                    suite: CipherSuite::ChaCha20Poly1305,
+                    limits: Limits::default(),
+                    mtu: MTU,
+                    queue_slots: client::DEFAULT_QUEUE_SLOTS,
+                };
+                // Their clocks are far off the proxy's, and each other's.
+                let mut core = Client::new(config, now, (i as u64 + 1) * 3_600_000_000, i as u64);
+                core.open_path(now, addr(PROXY), PathSettings::default());
+                core.relay_mut().set_policy(sharing());
+                core.enable_mesh(now, RELAY_PORT, PathSettings::default());
+                Router {
+                    core,
+                    wan: addr(&format!("198.51.100.{}:40000", i + 2)),
+                    mesh: addr(&format!("10.99.0.{}:{RELAY_PORT}", i + 2)),
+                }
+            })
+            .collect();
+        Coop {
+            now,
+            server,
+            routers,
+            at_proxy: Vec::new(),
+            mesh_datagrams: [0; 2],
+        }
+    }
+
+    /// Hands a datagram that crossed the mesh from router `from` to router `to`.
+    fn across_mesh(&mut self, from: usize, to: usize, buf: &mut [u8], len: usize) {
+        let (src, dst) = (self.routers[from].mesh, self.routers[to].mesh);
+        let now = self.now;
+        match self.routers[to]
+            .core
+            .handle_mesh_datagram(now, src, dst, buf, len)
+        {
+            Ok(MeshReceived::Relay(t)) => {
+                assert_eq!(t.remote, addr(PROXY), "a relay sent elsewhere");
+                let wan = self.routers[to].wan;
+                let _ = self
+                    .server
+                    .handle_datagram(now, wan, None, &mut buf[..t.len]);
+            }
+            Ok(MeshReceived::Taken) | Err(_) => {}
+        }
+    }
+
+    fn run(&mut self, step: Duration) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for i in 0..2 {
+                let now = self.now;
+                // Hellos: to everyone on the mesh, or to one neighbour.
+                while let Some(h) = self.routers[i]
+                    .core
+                    .poll_mesh_transmit(now, &mut buf[RELAY_HEADER_LEN..])
+                {
+                    moved = true;
+                    let to = match h.destination {
+                        HelloDestination::Mesh => 1 - i,
+                        HelloDestination::Neighbour { remote, .. } => {
+                            assert_eq!(remote, self.routers[1 - i].mesh);
+                            1 - i
+                        }
+                    };
+                    self.across_mesh(i, to, &mut buf, h.len);
+                }
+                while let Some(t) = self.routers[i]
+                    .core
+                    .poll_transmit(now, &mut buf[RELAY_HEADER_LEN..])
+                {
+                    moved = true;
+                    if t.remote == addr(PROXY) {
+                        let wan = self.routers[i].wan;
+                        buf.copy_within(RELAY_HEADER_LEN..RELAY_HEADER_LEN + t.len, 0);
+                        let _ = self
+                            .server
+                            .handle_datagram(now, wan, None, &mut buf[..t.len]);
+                    } else {
+                        assert_eq!(t.remote, self.routers[1 - i].mesh, "a path to nowhere");
+                        self.mesh_datagrams[i] += 1;
+                        self.across_mesh(i, 1 - i, &mut buf, t.len);
+                    }
+                }
+            }
+            while let Some(t) = self.server.poll_transmit(self.now, &mut buf) {
+                moved = true;
+                let i = self
+                    .routers
+                    .iter()
+                    .position(|r| r.wan == t.remote)
+                    .expect("the proxy answers a router's line");
+                let now = self.now;
+                let own = path_of(&self.routers[i].core);
+                if let Ok(Received::Relay { to, start, len }) = self.routers[i]
+                    .core
+                    .handle_datagram(now, own, &mut buf[..t.len])
+                {
+                    assert_eq!(to, self.routers[1 - i].mesh);
+                    self.mesh_datagrams[i] += 1;
+                    buf.copy_within(start..start + len, RELAY_HEADER_LEN);
+                    self.across_mesh(i, 1 - i, &mut buf, len);
+                }
+            }
+            let mut inner = vec![0u8; MAX_DATAGRAM];
+            while let Some(n) = self.server.poll_packet(&mut inner) {
+                self.at_proxy.push(inner[..n].to_vec());
+            }
+            for r in &mut self.routers {
+                while r.core.poll_packet(&mut inner).is_some() {}
+            }
+        }
+        self.now += step;
+        for r in &mut self.routers {
+            r.core.handle_timeout(self.now);
+        }
+        self.server.handle_timeout(self.now);
+    }
+}
+
+/// A router's own line's path.
+fn path_of(core: &Client) -> linkpool_protocol::PathId {
+    core.paths()
+        .iter()
+        .find(|p| p.endpoint().relay.is_none())
+        .expect("its own line")
+        .id()
+}
+
+/// Two members on the mesh, each granted its credential by the proxy through its own
+/// line, find each other by their hellos, open a path through each other's relay, and
+/// the first one's packets reach the proxy over both lines.
+#[test]
+fn neighbours_found_on_the_mesh_pool_their_lines() {
+    let mut coop = Coop::new();
+    for _ in 0..300 {
+        coop.run(Duration::from_millis(10));
+    }
+    for (i, r) in coop.routers.iter().enumerate() {
+        assert!(r.core.is_connected(), "router {i}");
+        let n = r.core.neighbours().expect("the mesh runs once granted");
+        let usable: Vec<_> = n
+            .neighbours()
+            .filter(|x| x.usable())
+            .map(|x| x.member())
+            .collect();
+        assert_eq!(usable, [1 - i as u32], "router {i}'s neighbours");
+        let relayed = r
+            .core
+            .paths()
+            .iter()
+            .filter(|p| p.endpoint().relay.is_some())
+            .count();
+        assert_eq!(relayed, 1, "router {i}: a path through its neighbour");
+        assert_eq!(
+            r.core.relay().neighbours().count(),
+            1,
+            "router {i}: a relay slot"
+        );
+    }
+    // The first member sends; the proxy hears it on its own line and through the other's.
+    let mut p = vec![0u8; 1200];
+    for seq in 0..400 {
+        packet(&mut p, 1200, true, seq);
+        coop.routers[0].core.handle_packet(coop.now, &p).unwrap();
+        coop.run(Duration::from_millis(1));
+    }
+    assert!(
+        coop.at_proxy.len() >= 395,
+        "{} of 400 arrived",
+        coop.at_proxy.len()
+    );
+    let member = coop.server.member(server::MemberId(0)).unwrap();
+    let relayed = member
+        .paths
+        .iter()
+        .find(|p| p.endpoint().relay.is_some())
+        .expect("the proxy has the relayed path");
+    assert!(
+        relayed.counters().rx_packets > 0,
+        "nothing came through the neighbour"
+    );
+    assert!(coop.mesh_datagrams[0] > 0);
+    assert_eq!(coop.server.stats().drops.get(DropReason::BadRelayTag), 0);
+}
