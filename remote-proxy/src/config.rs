@@ -136,6 +136,9 @@ impl FromStr for IpPool {
     }
 }
 
+/// How long mesh credentials may last, in seconds: a minute to a day.
+pub const MESH_CREDENTIAL_LIFETIME_S: std::ops::RangeInclusive<i64> = 60..=86_400;
+
 /// A validated proxy configuration.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -151,6 +154,10 @@ pub struct ProxyConfig {
     pub private_key: SecretKey,
     /// Co-op-wide mesh hello key, copied into bundles.
     pub mesh_key: SharedSecret,
+    /// How long the mesh credentials the proxy grants members last, in seconds: a member
+    /// removed from the configuration is locked out of the mesh at the latest this long
+    /// after (credentials are renewed at half their life).
+    pub mesh_credential_lifetime_s: u64,
     /// Log level.
     pub log_level: LevelFilter,
     /// Unix socket for the CLI.
@@ -275,6 +282,20 @@ impl ProxyConfig {
         }
         let mesh_key = SharedSecret::from_base64(&raw.mesh_key)
             .map_err(|e| err("mesh_key".into(), e.to_string()))?;
+        let mesh_credential_lifetime_s = match raw.mesh_credential_lifetime_s {
+            None => linkpool_protocol::mesh::DEFAULT_CREDENTIAL_LIFETIME_S,
+            Some(s) if MESH_CREDENTIAL_LIFETIME_S.contains(&s) => s as u64,
+            Some(s) => {
+                return Err(err(
+                    "mesh_credential_lifetime_s".into(),
+                    format!(
+                        "{s} is out of range: use {} to {} seconds",
+                        MESH_CREDENTIAL_LIFETIME_S.start(),
+                        MESH_CREDENTIAL_LIFETIME_S.end()
+                    ),
+                ));
+            }
+        };
 
         let log_level = match &raw.log_level {
             None => LevelFilter::INFO,
@@ -431,6 +452,7 @@ impl ProxyConfig {
             private_key_file: key_path,
             private_key,
             mesh_key,
+            mesh_credential_lifetime_s,
             log_level,
             control_socket,
             tunnel: ProxyTunnel {
@@ -495,6 +517,7 @@ struct RawProxy {
     endpoints: Vec<String>,
     private_key_file: String,
     mesh_key: String,
+    mesh_credential_lifetime_s: Option<i64>,
     log_level: Option<String>,
     control_socket: Option<String>,
     tunnel: Option<RawTunnel>,

@@ -174,6 +174,7 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     server.set_wall_clock(now, unix_s);
+    server.set_credential_lifetime(config.mesh_credential_lifetime_s);
     set_spreading(&mut server, &config);
     let mut proxy = Proxy {
         started: now,

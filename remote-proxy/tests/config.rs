@@ -61,6 +61,7 @@ fn the_example_configuration_is_valid() {
     let c = ProxyConfig::from_toml_str(&example, &text).unwrap();
     assert_eq!(c.listen.len(), 2);
     assert_eq!(c.tunnel.device, "lpproxy0");
+    assert_eq!(c.mesh_credential_lifetime_s, 900);
     assert_eq!(c.members.len(), 1);
     assert_eq!(c.members[0].name, "alice");
     assert_eq!(c.members[0].cipher, Some(CipherChoice::ChaCha20Poly1305));
@@ -149,6 +150,12 @@ fn errors_name_file_line_key_and_reason() {
             "not an address:port",
         ),
         (format!("{b}colour = 1\n"), Some(4), "colour", "unknown key"),
+        (
+            format!("{b}mesh_credential_lifetime_s = 30\n"),
+            Some(4),
+            "mesh_credential_lifetime_s",
+            "30 is out of range: use 60 to 86400 seconds",
+        ),
         (
             format!("{b}[tunnel]\nipv4_pool = \"10.77.0.1/16\"\n"),
             Some(5),

@@ -24,8 +24,10 @@ usage:
                                          build it (default: the demo's coop3), print names and
                                          addresses, wait for Ctrl-C, SIGTERM or `down`;
                                          --pool: also start the proxy and a gateway on every
-                                         router (LAN clients then go through linkpool) and
-                                         wait until every gateway is connected
+                                         router (LAN clients then go through linkpool, over
+                                         their own line and their neighbours', all sharing
+                                         on the mesh) and wait until every gateway is
+                                         connected
   linkpool-testbed down                  tear a running `up` down, as Ctrl-C would
   linkpool-testbed link NAME [upstream|downstream] SETTING...
                                          change a running link (rN-wan, rN-wan2 for a second
@@ -496,7 +498,9 @@ fn up(
     let mut pool = None;
     if with_pool {
         println!("starting linkpool: the proxy, then a gateway on every router...");
-        pool = Some(Pool::start_reporting(&coop, |line| println!("  {line}"))?);
+        pool = Some(Pool::start_reporting_sharing(&coop, true, |line| {
+            println!("  {line}")
+        })?);
         println!(
             "every gateway is connected: LAN clients reach the internet through the proxy ({})",
             coop.proxy().addr_v4()

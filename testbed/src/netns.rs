@@ -91,7 +91,7 @@ pub(crate) fn enter(ns: &str) -> io::Result<()> {
 }
 
 /// Runs `f` on a short-lived thread inside namespace `ns` and returns its result.
-pub(crate) fn within<T: Send>(ns: &str, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+pub fn within<T: Send>(ns: &str, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {

@@ -60,8 +60,18 @@ impl Pool {
     /// proxy's address, each gateway's time to its session and its uplinks); for the demo
     /// and `linkpool-testbed up --pool`. Returns once every gateway's status says it is
     /// connected.
-    pub fn start_reporting(coop: &Coop, mut say: impl FnMut(&str)) -> Result<Pool, Error> {
-        let mut pool = Pool::configure(coop)?;
+    pub fn start_reporting(coop: &Coop, say: impl FnMut(&str)) -> Result<Pool, Error> {
+        Pool::start_reporting_sharing(coop, false, say)
+    }
+
+    /// [`Pool::start_reporting`], every gateway on the mesh and lending its line to its
+    /// neighbours when `sharing` says so.
+    pub fn start_reporting_sharing(
+        coop: &Coop,
+        sharing: bool,
+        mut say: impl FnMut(&str),
+    ) -> Result<Pool, Error> {
+        let mut pool = Pool::configure_sharing(coop, sharing)?;
         pool.start_proxy(coop)?;
         say(&format!(
             "proxy up at {}:{PROXY_PORT} with {} member{} (pid {}; status: {} status -c {})",
@@ -124,13 +134,7 @@ impl Pool {
     /// [`Pool::start`] for a co-op whose members meet on the mesh and lend each other
     /// their lines: every gateway has the mesh device and shares its line.
     pub fn start_sharing(coop: &Coop) -> Result<Pool, Error> {
-        let mut pool = Pool::configure_sharing(coop, true)?;
-        pool.start_proxy(coop)?;
-        for r in coop.routers() {
-            pool.start_gateway(coop, r.index())?;
-        }
-        pool.wait_connected(coop, Duration::from_secs(10))?;
-        Ok(pool)
+        Pool::start_reporting_sharing(coop, true, |_| {})
     }
 
     /// [`Pool::configure`], with every gateway on the mesh and sharing its line when

@@ -221,3 +221,86 @@ fn a_neighbour_vanishing_mid_download_costs_no_connection() {
     );
     assert!(r3 > 2 << 20, "the other neighbour carried only {r3} bytes");
 }
+
+/// A device on the mesh that is not a member gets nothing relayed: what it sends to a
+/// member's relay port, shaped as linkpool's own datagrams, is refused there and counted,
+/// and nothing of it reaches the proxy.
+#[test]
+fn a_device_on_the_mesh_that_is_not_a_member_gets_nothing_relayed() {
+    let topology = Topology::parse(THREE_MEMBERS, "neighbours.rs").unwrap();
+    let coop = Coop::build(&topology).unwrap_or_else(|e| panic!("cannot build the testbed: {e}"));
+    let pool = Pool::start_sharing(&coop).unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while relayed_paths(&pool.gateway_status(&coop, 1, true).unwrap_or_default()) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "r1 never found both neighbours\n{}",
+            pool.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A stranger plugged into the mesh's bridge, with an address on its subnet.
+    let mesh = coop.router(2).mesh().clone();
+    let stranger = std::net::Ipv4Addr::from(u32::from(mesh.v4) & !0xff | 250);
+    let ns = coop.mesh_segment().ns().to_string();
+    coop.exec(
+        &ns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{stranger}/{}", mesh.v4_prefix),
+            "dev",
+            "br0",
+        ],
+    )
+    .unwrap();
+    let unknown = |status: &str, reason: &str| -> u64 {
+        status
+            .split(&format!("\"{reason}\":"))
+            .nth(1)
+            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let proxy_before = pool.proxy_status(&coop, true).unwrap();
+    let relay = std::net::SocketAddr::from((mesh.v4, 7118));
+    const SENT: u64 = 200;
+    linkpool_testbed::netns::within(&ns, || {
+        let socket = std::net::UdpSocket::bind((stranger, 0))?;
+        for i in 0..SENT {
+            // A transport header (version 2, type 4, path, receiver index, counter), then
+            // what would be ciphertext.
+            let mut d = vec![2u8, 4, 0, 1];
+            d.extend_from_slice(&(i as u32).to_be_bytes());
+            d.extend_from_slice(&i.to_be_bytes());
+            d.extend_from_slice(&[0x5a; 100]);
+            socket.send_to(&d, relay)?;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let r2 = pool.gateway_status(&coop, 2, true).unwrap();
+    assert!(
+        unknown(&r2, "not_a_neighbour") >= SENT,
+        "r2 did not refuse them all:\n{r2}"
+    );
+    assert!(
+        !r2.contains(&format!("\"address\":\"{stranger}:")),
+        "r2 relays for the stranger:\n{r2}"
+    );
+    let proxy_after = pool.proxy_status(&coop, true).unwrap();
+    for reason in [
+        "unknown_session",
+        "unknown_relay",
+        "bad_relay_tag",
+        "bad_tag",
+    ] {
+        assert_eq!(
+            unknown(&proxy_after, reason),
+            unknown(&proxy_before, reason),
+            "the proxy saw some of the stranger's datagrams ({reason})"
+        );
+    }
+}
