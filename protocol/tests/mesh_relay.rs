@@ -18,9 +18,10 @@ use linkpool_protocol::client::{
 use linkpool_protocol::keys::SecretKey;
 use linkpool_protocol::path::PathSettings;
 use linkpool_protocol::relay::RelayPolicy;
+use linkpool_protocol::relay::seal_envelope;
 use linkpool_protocol::server::{self, MemberKey, Server, ServerConfig};
 use linkpool_protocol::session::Limits;
-use linkpool_protocol::wire::{MAX_DATAGRAM, RELAY_HEADER_LEN};
+use linkpool_protocol::wire::{MAX_DATAGRAM, MessageType, RELAY_HEADER_LEN, RELAY_OVERHEAD};
 use linkpool_protocol::{CipherSuite, DropReason};
 
 const PROXY: &str = "203.0.113.10:7117";
@@ -45,6 +46,22 @@ struct Coop {
     at_proxy: Vec<Vec<u8>>,
     /// Datagrams that crossed the mesh (hellos excepted), by sender.
     mesh_datagrams: [u64; 2],
+    /// What the second router does to what it relays for the first.
+    mischief: Mischief,
+    /// What it relayed, kept to replay.
+    relayed: Vec<Vec<u8>>,
+}
+
+/// A relay that misbehaves with what it carries towards the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mischief {
+    None,
+    /// Drops everything, handshakes included.
+    Drop,
+    /// Sends everything twice, and an earlier datagram again each time.
+    Replay,
+    /// Sends, beside each, a burst of junk tagged as its own.
+    Flood,
 }
 
 fn sharing() -> RelayPolicy {
@@ -120,6 +137,8 @@ impl Coop {
             routers,
             at_proxy: Vec::new(),
             mesh_datagrams: [0; 2],
+            mischief: Mischief::None,
+            relayed: Vec::new(),
         }
     }
 
@@ -134,9 +153,44 @@ impl Coop {
             Ok(MeshReceived::Relay(t)) => {
                 assert_eq!(t.remote, addr(PROXY), "a relay sent elsewhere");
                 let wan = self.routers[to].wan;
+                let mischief = if to == 1 {
+                    self.mischief
+                } else {
+                    Mischief::None
+                };
+                if mischief == Mischief::Drop {
+                    return;
+                }
+                if mischief == Mischief::Replay {
+                    self.relayed.push(buf[..t.len].to_vec());
+                    let mut copy = buf[..t.len].to_vec();
+                    let _ = self.server.handle_datagram(now, wan, None, &mut copy);
+                    let mut again = self.relayed[self.relayed.len() / 2].clone();
+                    let _ = self.server.handle_datagram(now, wan, None, &mut again);
+                }
                 let _ = self
                     .server
                     .handle_datagram(now, wan, None, &mut buf[..t.len]);
+                if mischief == Mischief::Flood {
+                    // Junk in the member's datagram's place, in an envelope the relay tags
+                    // as its own (it cannot seal for the member).
+                    let (index, up, _) = self.routers[1].core.relay_keys().expect("a session");
+                    let slot = u32::from_be_bytes(buf[8..12].try_into().unwrap());
+                    let inner = t.len - RELAY_OVERHEAD;
+                    for k in 0..20u8 {
+                        let mut junk = buf[..t.len].to_vec();
+                        for b in &mut junk[RELAY_HEADER_LEN + 16..RELAY_HEADER_LEN + inner] {
+                            *b = b.wrapping_mul(31).wrapping_add(k);
+                        }
+                        // Counters far ahead: were they believed, the member's next
+                        // packets would look old.
+                        let counter = (RELAY_HEADER_LEN + 8)..(RELAY_HEADER_LEN + 16);
+                        junk[counter].copy_from_slice(&(1u64 << 40 | u64::from(k)).to_be_bytes());
+                        let kind = MessageType::RelayUp;
+                        let n = seal_envelope(&up, kind, index, slot, &mut junk, inner).unwrap();
+                        let _ = self.server.handle_datagram(now, wan, None, &mut junk[..n]);
+                    }
+                }
             }
             Ok(MeshReceived::Taken) | Err(_) => {}
         }
@@ -281,4 +335,75 @@ fn neighbours_found_on_the_mesh_pool_their_lines() {
     );
     assert!(coop.mesh_datagrams[0] > 0);
     assert_eq!(coop.server.stats().drops.get(DropReason::BadRelayTag), 0);
+}
+
+/// A neighbour whose relay drops, replays or floods what it carries (handshakes included)
+/// costs the member that one path: its session holds on its own line, through rekeys,
+/// and its packets arrive, whatever the relay does.
+#[test]
+fn a_malicious_relay_costs_its_neighbour_only_that_path() {
+    for mischief in [Mischief::Drop, Mischief::Replay, Mischief::Flood] {
+        let mut coop = Coop::new();
+        for _ in 0..300 {
+            coop.run(Duration::from_millis(10));
+        }
+        let relayed = |c: &Coop| {
+            c.routers[0]
+                .core
+                .paths()
+                .iter()
+                .filter(|p| p.endpoint().relay.is_some())
+                .count()
+        };
+        assert_eq!(relayed(&coop), 1);
+        coop.mischief = mischief;
+        let handshakes = coop.routers[0].core.stats().handshakes_completed;
+        let mut p = vec![0u8; 600];
+        let mut sent = 0u64;
+        // Five minutes: two rekeys, on whichever path each tries first.
+        for second in 0..300u32 {
+            for k in 0..5 {
+                packet(&mut p, 600, true, second * 10 + k);
+                if coop.routers[0].core.handle_packet(coop.now, &p).is_ok() {
+                    sent += 1;
+                }
+                coop.run(Duration::from_millis(200));
+            }
+            assert!(
+                coop.routers[0].core.is_connected(),
+                "{mischief:?}: session lost at {second} s"
+            );
+        }
+        let r = &coop.routers[0].core;
+        assert!(
+            r.stats().handshakes_completed >= handshakes + 2,
+            "{mischief:?}: no rekey ({handshakes} then {})",
+            r.stats().handshakes_completed
+        );
+        // Nearly all arrived: what went to the relay before its path was suspected was
+        // re-sent on the member's own line.
+        let arrived = coop.at_proxy.len() as u64;
+        assert!(
+            arrived >= sent * 95 / 100,
+            "{mischief:?}: {arrived} of {sent} arrived"
+        );
+        for p in &coop.at_proxy {
+            assert_eq!(
+                &p[12..16],
+                &MEMBER_IP,
+                "{mischief:?}: a packet from elsewhere"
+            );
+        }
+        let drops = &coop.server.stats().drops;
+        match mischief {
+            Mischief::Replay => assert!(drops.get(DropReason::Replay) > 0, "{drops:?}"),
+            Mischief::Flood => assert!(drops.get(DropReason::BadTag) > 0, "{drops:?}"),
+            _ => {}
+        }
+        println!(
+            "{mischief:?}: {arrived} of {sent} arrived, {} handshakes, proxy drops {:?}",
+            r.stats().handshakes_completed - handshakes,
+            drops.iter().collect::<Vec<_>>()
+        );
+    }
 }
