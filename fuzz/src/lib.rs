@@ -3,11 +3,12 @@
 //! Not part of the main workspace (see `fuzz/README.md`).
 
 pub mod mesh;
+pub mod relay;
 pub mod seeds;
 pub mod session;
 
 /// Every fuzz target, by name (as in `Cargo.toml`).
-pub const TARGETS: [&str; 10] = [
+pub const TARGETS: [&str; 11] = [
     "wire_message",
     "frame_decode",
     "bundle_parse",
@@ -18,4 +19,5 @@ pub const TARGETS: [&str; 10] = [
     "session_pair",
     "uci_parse",
     "gateway_toml",
+    "relay_envelope",
 ];

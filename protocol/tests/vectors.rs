@@ -336,3 +336,43 @@ fn mesh_hellos() {
     long[..44].copy_from_slice(&out);
     assert_eq!(Message::parse(&long).err(), Some(DropReason::BadLength));
 }
+
+/// The relay envelope's layout. Its tag, with fixed keys, has a vector of its own in
+/// `protocol/src/relay/slots.rs` (`relay::slots::tests::relay_tag_vectors`): a
+/// `RelayKey` cannot be made from bytes outside the crate.
+#[test]
+fn relay_envelopes() {
+    assert_eq!(MessageType::RelayUp as u8, 6);
+    assert_eq!(MessageType::RelayDown as u8, 7);
+    assert_eq!(wire::RELAY_HEADER_LEN, 12);
+    assert_eq!(wire::RELAY_OVERHEAD, 12 + 16);
+    // version, type, reserved (2), relay index, slot; then the carried datagram, untouched,
+    // and the 16-byte tag.
+    let inner = "02040109deadbeef0000000000000001a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3";
+    for (kind, header) in [
+        (MessageType::RelayUp, "020600000102030400000501"),
+        (MessageType::RelayDown, "020700000102030400000501"),
+    ] {
+        let mut out = [0u8; wire::RELAY_HEADER_LEN];
+        wire::write_relay_header(kind, 0x0102_0304, 0x0000_0501, &mut out);
+        assert_eq!(hex(&out), header);
+        let envelope = unhex(&(header.to_string() + inner + &"5a".repeat(16)));
+        match Message::parse(&envelope) {
+            Ok(Message::Relay(e)) => {
+                assert_eq!(e.kind(), kind);
+                assert_eq!((e.relay_index(), e.slot()), (0x0102_0304, 0x0000_0501));
+                assert_eq!(hex(e.inner()), inner);
+                assert_eq!(e.tag_input(), &envelope[..envelope.len() - 16]);
+                assert_eq!(e.tag(), &[0x5a; 16]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The shortest envelope carries 4 bytes.
+        let shortest = unhex(&(header.to_string() + "02040000" + &"5a".repeat(16)));
+        assert!(matches!(Message::parse(&shortest), Ok(Message::Relay(_))));
+        assert_eq!(
+            Message::parse(&shortest[..shortest.len() - 1]).err(),
+            Some(DropReason::TooShort)
+        );
+    }
+}

@@ -1,11 +1,12 @@
 //! `linkpool-testbed demo`: the one-command demonstration.
 //!
 //! It builds the three-member co-op of `topologies/coop3.toml`, starts the proxy and a
-//! gateway on every router, downloads a file on every member's LAN client at once through
-//! linkpool while printing each uplink's throughput every second, shows pooling on the
-//! member with two uplinks (the same download on its best uplink alone, then through the
-//! pool, with each uplink's share), and reports what each uplink carried, what the
-//! internet saw, and what the daemons say about themselves.
+//! gateway on every router, all sharing their lines on the mesh, downloads a file on every
+//! member's LAN client at once through linkpool while printing each uplink's throughput
+//! every second, shows pooling on the member with two uplinks and on the member with the
+//! slowest line (the same download on its own line alone, then through the pool, with
+//! each line's share, its neighbours' included), and reports what each uplink carried,
+//! what the internet saw, and what the daemons say about themselves.
 
 use std::fmt::Write as _;
 
@@ -142,19 +143,20 @@ fn timed_download(spawn: Result<Process, Error>) -> Result<Option<(f64, f64)>, E
     Ok(curl_figures(&curl.log()).filter(|_| done.is_some_and(|s| s.success())))
 }
 
-/// Router `i`, which has several uplinks: the same download on its best uplink alone
-/// (the router's own traffic, which does not go through the pool, leaves by its first
-/// WAN), then from its LAN client through the pool, with what each uplink carried of it.
-/// Prints both; returns a failure if the pooled download failed or left an uplink idle.
-fn side_by_side(coop: &Coop, i: usize, url: &str) -> Result<Option<String>, Error> {
+/// Router `i`: the same download on its best uplink alone (the router's own traffic,
+/// which does not go through the pool, leaves by its first WAN), then from its LAN client
+/// through the pool, with what each of `names` (its uplinks, or every line of the co-op)
+/// carried of it. Prints both; returns a failure if the pooled download failed or fewer
+/// than `busy` of the lines `names` for which `counts` holds carried a real part of it
+/// (5 %).
+fn side_by_side(
+    coop: &Coop,
+    i: usize,
+    url: &str,
+    names: &[String],
+    (busy, counts): (usize, &dyn Fn(&str) -> bool),
+) -> Result<Option<String>, Error> {
     let router = coop.router(i);
-    let names = router.wan_links();
-    println!(
-        "[4/5] pooling: r{i} has {} uplinks ({}); the same download on its best uplink \
-         alone, then from its LAN client through the pool",
-        names.len(),
-        names.join(", ")
-    );
     let alone = timed_download(router.spawn(&curl_timed(url)))?;
     let links: Vec<Link> = names
         .iter()
@@ -176,7 +178,8 @@ fn side_by_side(coop: &Coop, i: usize, url: &str) -> Result<Option<String>, Erro
         ),
         None => format!("  {what:<34} failed"),
     };
-    println!("{}", line(&format!("r{i} alone, on {}", names[0]), alone));
+    let own = &router.wan_links()[0];
+    println!("{}", line(&format!("r{i} alone, on {own}"), alone));
     let shares: Vec<String> = names
         .iter()
         .zip(&carried)
@@ -187,15 +190,21 @@ fn side_by_side(coop: &Coop, i: usize, url: &str) -> Result<Option<String>, Erro
         .map(|(a, p)| format!(" ({:.2}x)", mbit(p) / mbit(a)))
         .unwrap_or_default();
     println!(
-        "{}{gain}; uplink shares {}",
+        "{}{gain}; shares {}",
         line(&format!("c{i} through the pool"), pooled),
         shares.join(", ")
     );
     Ok(if pooled.is_none() {
         Some(format!("r{i}'s pooled download failed"))
-    } else if carried.iter().any(|&c| (c as f64) < 0.05 * total) {
+    } else if names
+        .iter()
+        .zip(&carried)
+        .filter(|&(n, &c)| counts(n) && (c as f64) >= 0.05 * total)
+        .count()
+        < busy
+    {
         Some(format!(
-            "r{i}'s pooled download left an uplink idle: {}",
+            "r{i}'s pooled download left lines idle: {}",
             shares.join(", ")
         ))
     } else {
@@ -207,7 +216,7 @@ fn side_by_side(coop: &Coop, i: usize, url: &str) -> Result<Option<String>, Erro
 pub fn run() -> Result<(), Error> {
     let topology = Topology::parse(COOP3, "topologies/coop3.toml")?;
     println!(
-        "[1/5] building co-op `{}` ({} routers, proxy, internet host)...",
+        "[1/6] building co-op `{}` ({} routers, proxy, internet host)...",
         topology.name,
         topology.routers.len()
     );
@@ -220,11 +229,14 @@ pub fn run() -> Result<(), Error> {
     );
     let file = coop.internet().serve_file("demo-8M.bin", 8 << 20)?;
 
-    println!("[2/5] starting linkpool: the proxy, then a gateway on every router...");
-    let pool = Pool::start_reporting(&coop, |line| println!("      {line}"))?;
+    println!(
+        "[2/6] starting linkpool: the proxy, then a gateway on every router, each lending \
+         its line to its neighbours on the mesh..."
+    );
+    let pool = Pool::start_reporting_sharing(&coop, true, |line| println!("      {line}"))?;
 
     println!(
-        "[3/5] downloading {} ({} bytes) on every member's LAN client at once...",
+        "[3/6] downloading {} ({} bytes) on every member's LAN client at once...",
         file.name, file.size
     );
     let uplinks: Vec<String> = coop.routers().iter().flat_map(|r| r.wan_links()).collect();
@@ -252,16 +264,54 @@ pub fn run() -> Result<(), Error> {
     }
 
     let mut failures = Vec::new();
-    // The router's own download, measured on its uplink alone, is the one allowed to show
-    // a router's address.
-    let mut own = None;
+    // The routers' own downloads, measured on their uplink alone, are the ones allowed to
+    // show a router's address.
+    let mut own = Vec::new();
+    let url_v4 = coop.internet().url_v4(&file.path());
     if let Some(i) = coop.routers().iter().position(|r| r.wan_links().len() > 1) {
-        let url = coop.internet().url_v4(&file.path());
-        failures.extend(side_by_side(&coop, i + 1, &url)?);
-        own = Some(coop.router(i + 1).public_addrs().0.to_string());
+        let names = coop.router(i + 1).wan_links();
+        println!(
+            "[4/6] pooling: r{} has {} uplinks ({}); the same download on its best uplink \
+             alone, then from its LAN client through the pool (its neighbours' lines too)",
+            i + 1,
+            names.len(),
+            names.join(", ")
+        );
+        let every = |_: &str| true;
+        failures.extend(side_by_side(
+            &coop,
+            i + 1,
+            &url_v4,
+            &names,
+            (names.len(), &every),
+        )?);
+        own.push(coop.router(i + 1).public_addrs().0.to_string());
+    }
+    // The last member with a single line (the mobile one in coop3), through its
+    // neighbours' lines.
+    let single = coop
+        .routers()
+        .iter()
+        .rfind(|r| r.wan_links().len() == 1)
+        .map(|r| r.index())
+        .filter(|_| coop.routers().len() > 1);
+    if let Some(i) = single {
+        let names: Vec<String> = coop.routers().iter().flat_map(|r| r.wan_links()).collect();
+        println!(
+            "[5/6] neighbours: r{i} lends and borrows on the mesh; the same download on its \
+             own line alone, then from its LAN client over its own line and its \
+             neighbours' ({})",
+            names.join(", ")
+        );
+        // At least one neighbour's line (a relay lends its best one; the member's own,
+        // slower, is used only when it delivers sooner than waiting for the faster).
+        let own_lines = coop.router(i).wan_links();
+        let neighbours = |n: &str| !own_lines.iter().any(|o| o == n);
+        failures.extend(side_by_side(&coop, i, &url_v4, &names, (1, &neighbours))?);
+        own.push(coop.router(i).public_addrs().0.to_string());
     }
 
-    println!("[5/5] report");
+    println!("[6/6] report");
     println!(
         "  {:<8} {:>12} {:>9} {:>12}",
         "member", "bytes", "seconds", "Mbit/s"
@@ -293,12 +343,17 @@ pub fn run() -> Result<(), Error> {
     let exposed: Vec<&String> = seen
         .iter()
         .filter(|a| **a != proxy.addr_v4().to_string() && **a != proxy.addr_v6().to_string())
-        .filter(|a| Some(*a) != own.as_ref())
+        .filter(|a| !own.contains(a))
         .collect();
     if exposed.is_empty() {
-        let own = own
-            .map(|a| format!(" and {a} (the router's own download, not through the pool)"))
-            .unwrap_or_default();
+        let own = if own.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " and {} (the routers' own downloads, not through the pool)",
+                own.join(", ")
+            )
+        };
         println!(
             "  the internet host saw requests from: {} (the proxy{own}: no member's LAN \
              traffic left by a router's own address)",

@@ -432,4 +432,90 @@ mod tests {
         assert!(one + two <= 2 * rate + burst, "total {}", one + two);
         assert!(r.totals().over_cap > 0);
     }
+
+    /// A fixed vector for the relay tag: HMAC-SHA256 with the session's relay key over the
+    /// envelope's header and the carried datagram, truncated to 16 bytes. The expected
+    /// bytes were computed outside this crate (Python's `hmac`/`hashlib`, and
+    /// `openssl dgst -sha256 -mac HMAC`), not by the encoder: if they change, relays and
+    /// proxies of different builds no longer credit each other.
+    #[test]
+    fn relay_tag_vectors() {
+        use crate::relay::{RelayKey, seal_envelope, verify_envelope};
+        use crate::wire::{MAC_LEN, Message, MessageType, RELAY_HEADER_LEN, RELAY_OVERHEAD};
+
+        fn unhex(s: &str) -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        }
+        fn hex(b: &[u8]) -> String {
+            b.iter().map(|x| format!("{x:02x}")).collect()
+        }
+
+        // Keys 00 01 .. 1f (up) and 20 21 .. 3f (down); the proxy's index for the relay's
+        // session 0x01020304; slot 0x501 (generation 5, index 1); the carried datagram a
+        // shortest transport message (header for path 0x0109, receiver 0xdeadbeef,
+        // counter 1; then 20 bytes a0 .. b3).
+        let up_key = RelayKey(std::array::from_fn(|i| i as u8));
+        let down_key = RelayKey(std::array::from_fn(|i| 32 + i as u8));
+        let (relay_index, slot) = (0x0102_0304, 0x0000_0501);
+        let inner = "02040109deadbeef0000000000000001a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3";
+        let cases = [
+            (
+                MessageType::RelayUp,
+                &up_key,
+                "020600000102030400000501".to_string() + inner + "4836c53efdf32c4b230d96fccd4d86dc",
+            ),
+            (
+                MessageType::RelayDown,
+                &down_key,
+                "020700000102030400000501".to_string() + inner + "dc05885ca0b23d7834bdfba6485bd102",
+            ),
+        ];
+        let inner = unhex(inner);
+        for (kind, key, expect) in cases {
+            let mut buf = [0u8; 128];
+            buf[RELAY_HEADER_LEN..][..inner.len()].copy_from_slice(&inner);
+            let n = seal_envelope(key, kind, relay_index, slot, &mut buf, inner.len()).unwrap();
+            assert_eq!(n, inner.len() + RELAY_OVERHEAD);
+            assert_eq!(hex(&buf[..n]), expect, "{kind:?}");
+            let envelope = unhex(&expect);
+            let Ok(Message::Relay(e)) = Message::parse(&envelope) else {
+                panic!("{kind:?}: not an envelope");
+            };
+            assert_eq!(
+                (e.kind(), e.relay_index(), e.slot()),
+                (kind, relay_index, slot)
+            );
+            assert_eq!(e.inner(), &inner[..]);
+            assert_eq!(e.tag(), &envelope[n - MAC_LEN..]);
+            assert_eq!(verify_envelope(key, &e), Ok(()), "{kind:?}");
+            // The other direction's key does not check it.
+            let other = if key == &up_key { &down_key } else { &up_key };
+            assert_eq!(verify_envelope(other, &e), Err(DropReason::BadRelayTag));
+            // Every single-bit flip is refused: one that leaves an envelope by its tag (a
+            // flip of the type between up and down included); the others no longer parse
+            // as one (version, unknown type, or another message: type 6 to 4 is a
+            // transport header, which the session's AEAD checks).
+            for bit in 0..n * 8 {
+                let mut flipped = envelope.clone();
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                match Message::parse(&flipped) {
+                    Ok(Message::Relay(e)) => assert_eq!(
+                        verify_envelope(key, &e),
+                        Err(DropReason::BadRelayTag),
+                        "{kind:?}: bit {bit}"
+                    ),
+                    Ok(_) | Err(_) => assert!(bit < 16, "{kind:?}: bit {bit}"),
+                }
+            }
+        }
+        // Only the two relay types are sealed.
+        let mut buf = [0u8; 128];
+        assert_eq!(
+            seal_envelope(&up_key, MessageType::Transport, 1, 1, &mut buf, 36),
+            Err(DropReason::Unexpected)
+        );
+    }
 }
