@@ -29,6 +29,9 @@ pub fn all(repo: &Path) -> Vec<Seed> {
     frames(&mut out);
     bundles(&mut out);
     mesh(&mut out);
+    for (name, bytes) in crate::relay::Relayed::new().seeds() {
+        out.push(("relay_envelope", name, bytes));
+    }
     ip(&mut out);
     session(&mut out);
     configs(repo, &mut out);

@@ -689,6 +689,8 @@ impl Client {
             Ok(Message::MeshDiscovery(_) | Message::NeighbourHello(..)) => {
                 let clock = self.proxy_clock_s(now).unwrap_or(0);
                 let Some(n) = self.mesh.as_mut().and_then(|m| m.neighbours.as_mut()) else {
+                    // Not on the mesh (yet): no credential, or no mesh configured.
+                    self.stats.drops.count(DropReason::NoSession);
                     return Err(DropReason::NoSession);
                 };
                 // The table counts its own refusals.

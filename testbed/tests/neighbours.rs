@@ -69,6 +69,27 @@ fn a_download_goes_over_the_neighbours_lines_too() {
     let file = coop.internet().serve_file("pooled.bin", 16 << 20).unwrap();
     let out = coop.run_dir().join("pooled.download");
     let before: Vec<u64> = links.iter().map(down).collect();
+    // What relaying costs r2's gateway: its CPU time over what it relayed.
+    let cpu = || linkpool_testbed::cpu_seconds(pool.gateways[1].pid());
+    let relayed = || {
+        let status = pool.gateway_status(&coop, 2, true).unwrap_or_default();
+        ["\"up_bytes\":", "\"down_bytes\":"]
+            .iter()
+            .flat_map(|k| {
+                status
+                    .split(k)
+                    .skip(1)
+                    .filter_map(|s| {
+                        s.split(|c: char| !c.is_ascii_digit())
+                            .next()?
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .sum::<u64>()
+    };
+    let (cpu_before, relayed_before) = (cpu(), relayed());
     let client = coop.client(1);
     let speed = client
         .exec_ok(&[
@@ -103,11 +124,14 @@ fn a_download_goes_over_the_neighbours_lines_too() {
         .zip(&carried)
         .map(|(l, c)| format!("{l} {:.1} %", *c as f64 * 100.0 / total as f64))
         .collect();
+    let gb = (relayed() - relayed_before) as f64 / 1e9;
     eprintln!(
         "16 MiB from r1's client through r1's, r2's and r3's lines at {:.1} Mbit/s (each line \
-         10); downstream shares {}",
+         10); downstream shares {}; r2's gateway: {:.1} CPU s per GB relayed ({:.0} MB)",
         speed.trim().parse::<f64>().unwrap_or(f64::NAN) * 8.0 / 1e6,
-        shares.join(", ")
+        shares.join(", "),
+        (cpu() - cpu_before) / gb.max(1e-9),
+        gb * 1e3
     );
     for (link, &c) in links.iter().zip(&carried) {
         assert!(
