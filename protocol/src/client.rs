@@ -751,28 +751,15 @@ impl Client {
                     if let Err(reason) = self.relay.admit(address) {
                         self.stats.drops.count(reason);
                     }
-                    let offer = n.neighbour(member).filter(|x| x.offer().sharing);
-                    let relay = offer.and_then(|x| x.relay_endpoint());
-                    if let (Some(relay), false) =
-                        (relay, mesh.paths.iter().any(|(m, _)| *m == member))
-                    {
-                        let id = open_relayed(
-                            &mut self.transport,
-                            &mut self.next_path_id,
-                            now,
-                            relay,
-                            member,
-                            mesh.settings,
-                        );
-                        mesh.paths.push((member, id));
-                    }
+                    let lends = n.neighbour(member).filter(|x| x.offer().sharing);
+                    let relay = lends.and_then(|x| x.relay_endpoint());
+                    let ids = (&mut self.transport, &mut self.next_path_id);
+                    follow_neighbour(ids, &mut mesh.paths, mesh.settings, now, member, relay);
                 }
                 NeighbourEvent::Lost { member, address } => {
                     self.relay.expel(address);
-                    if let Some(i) = mesh.paths.iter().position(|(m, _)| *m == member) {
-                        let (_, id) = mesh.paths.swap_remove(i);
-                        self.transport.remove_path(id);
-                    }
+                    let ids = (&mut self.transport, &mut self.next_path_id);
+                    follow_neighbour(ids, &mut mesh.paths, mesh.settings, now, member, None);
                 }
                 NeighbourEvent::Moved { member, from, to } => {
                     self.relay.expel(from);
@@ -789,27 +776,10 @@ impl Client {
                     }
                 }
                 NeighbourEvent::OfferChanged { member } => {
-                    let x = n.neighbour(member);
-                    let sharing = x.is_some_and(|x| x.offer().sharing);
-                    let has = mesh.paths.iter().position(|(m, _)| *m == member);
-                    match (sharing, has, x.and_then(|x| x.relay_endpoint())) {
-                        (true, None, Some(relay)) => {
-                            let id = open_relayed(
-                                &mut self.transport,
-                                &mut self.next_path_id,
-                                now,
-                                relay,
-                                member,
-                                mesh.settings,
-                            );
-                            mesh.paths.push((member, id));
-                        }
-                        (false, Some(i), _) => {
-                            let (_, id) = mesh.paths.swap_remove(i);
-                            self.transport.remove_path(id);
-                        }
-                        _ => {}
-                    }
+                    let lends = n.neighbour(member).filter(|x| x.offer().sharing);
+                    let relay = lends.and_then(|x| x.relay_endpoint());
+                    let ids = (&mut self.transport, &mut self.next_path_id);
+                    follow_neighbour(ids, &mut mesh.paths, mesh.settings, now, member, relay);
                 }
             }
         }
@@ -1066,6 +1036,30 @@ fn open(
     *next_id = next_id.wrapping_add(1);
     transport.add_path(now, id, endpoint, settings);
     id
+}
+
+/// Keeps our path through neighbour `member` in step with what it offers: one through its
+/// relay at `relay` while it lends its line, none otherwise.
+fn follow_neighbour(
+    (transport, next_id): (&mut Transport, &mut u16),
+    paths: &mut Vec<(u32, PathId)>,
+    settings: PathSettings,
+    now: Instant,
+    member: u32,
+    relay: Option<SocketAddr>,
+) {
+    let ours = paths.iter().position(|(m, _)| *m == member);
+    match (relay, ours) {
+        (Some(relay), None) => {
+            let id = open_relayed(transport, next_id, now, relay, member, settings);
+            paths.push((member, id));
+        }
+        (None, Some(i)) => {
+            let (_, id) = paths.swap_remove(i);
+            transport.remove_path(id);
+        }
+        _ => {}
+    }
 }
 
 /// Opens a path through neighbour `neighbour`'s relay at `relay`.

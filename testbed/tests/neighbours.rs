@@ -40,17 +40,18 @@ fn relayed_paths(status: &str) -> usize {
     status.matches("\"via\":").count() - status.matches("\"via\":null").count()
 }
 
-#[test]
-fn a_download_goes_over_the_neighbours_lines_too() {
+/// The three members' co-op with linkpool running, every member sharing, once r1 has met
+/// both neighbours on the mesh (their credentials came through their tunnels) and has a
+/// path through each.
+fn met() -> (Coop, Pool) {
     let topology = Topology::parse(THREE_MEMBERS, "neighbours.rs").unwrap();
     let coop = Coop::build(&topology).unwrap_or_else(|e| panic!("cannot build the testbed: {e}"));
     let pool = Pool::start_sharing(&coop).unwrap_or_else(|e| panic!("{e}"));
-    // The gateways meet on the mesh once their credentials came through their tunnels.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let status = pool.gateway_status(&coop, 1, true).unwrap_or_default();
         if relayed_paths(&status) == 2 {
-            break;
+            return (coop, pool);
         }
         assert!(
             Instant::now() < deadline,
@@ -59,6 +60,11 @@ fn a_download_goes_over_the_neighbours_lines_too() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_download_goes_over_the_neighbours_lines_too() {
+    let (coop, pool) = met();
     let links: Vec<String> = (1..=3).map(|n| format!("r{n}-wan")).collect();
     let down = |name: &String| {
         coop.link(name)
@@ -149,18 +155,7 @@ fn a_download_goes_over_the_neighbours_lines_too() {
 /// stall is printed (`--nocapture`), not asserted.
 #[test]
 fn a_neighbour_vanishing_mid_download_costs_no_connection() {
-    let topology = Topology::parse(THREE_MEMBERS, "neighbours.rs").unwrap();
-    let coop = Coop::build(&topology).unwrap_or_else(|e| panic!("cannot build the testbed: {e}"));
-    let pool = Pool::start_sharing(&coop).unwrap_or_else(|e| panic!("{e}"));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while relayed_paths(&pool.gateway_status(&coop, 1, true).unwrap_or_default()) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "r1 never found both neighbours\n{}",
-            pool.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (coop, pool) = met();
     let file = coop.internet().serve_file("vanish.bin", 24 << 20).unwrap();
     let out = coop.run_dir().join("vanish.download");
     let client = coop.client(1);
@@ -251,18 +246,7 @@ fn a_neighbour_vanishing_mid_download_costs_no_connection() {
 /// and nothing of it reaches the proxy.
 #[test]
 fn a_device_on_the_mesh_that_is_not_a_member_gets_nothing_relayed() {
-    let topology = Topology::parse(THREE_MEMBERS, "neighbours.rs").unwrap();
-    let coop = Coop::build(&topology).unwrap_or_else(|e| panic!("cannot build the testbed: {e}"));
-    let pool = Pool::start_sharing(&coop).unwrap_or_else(|e| panic!("{e}"));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while relayed_paths(&pool.gateway_status(&coop, 1, true).unwrap_or_default()) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "r1 never found both neighbours\n{}",
-            pool.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (coop, pool) = met();
     // A stranger plugged into the mesh's bridge, with an address on its subnet.
     let mesh = coop.router(2).mesh().clone();
     let stranger = std::net::Ipv4Addr::from(u32::from(mesh.v4) & !0xff | 250);
