@@ -241,6 +241,11 @@ impl Congestion {
         self.rate_cap = cap.map(|c| c.max(MIN_RATE_CAP));
     }
 
+    /// The cap on the pacing rate, if any.
+    pub(crate) fn rate_cap(&self) -> Option<u64> {
+        self.rate_cap
+    }
+
     /// Whether the cap holds the pacer below the path's own rate (what it sends then
     /// says nothing of the path's rate).
     pub(crate) fn capped(&self, srtt: Duration) -> bool {

@@ -223,8 +223,6 @@ pub struct Path {
     repairs: VecDeque<u64>,
     /// Data bytes sent lately, for the share of a new flow's path choice.
     sent_rate: RateMeter,
-    /// A cap on its rate from outside ([`Path::set_rate_cap`]).
-    rate_cap: Option<u64>,
     /// The core's scheduling epoch when this path last found nothing it may send.
     starved_epoch: Option<u64>,
     /// When an ack last acknowledged something new, and the longest gap between such acks
@@ -297,7 +295,6 @@ impl Path {
             cc: Congestion::new(now, max_datagram),
             repairs: VecDeque::with_capacity(MAX_REPAIRS),
             sent_rate: RateMeter::default(),
-            rate_cap: None,
             starved_epoch: None,
             last_ack_at: None,
             ack_interval: None,
@@ -432,7 +429,7 @@ impl Path {
     /// or its cap if that is lower: what the scheduler may count on.
     pub fn bandwidth(&self) -> u64 {
         let bw = self.cc.bandwidth();
-        self.rate_cap.map_or(bw, |cap| bw.min(cap))
+        self.cc.rate_cap().map_or(bw, |cap| bw.min(cap))
     }
 
     /// Its estimated bottleneck rate, whatever its cap.
@@ -443,13 +440,12 @@ impl Path {
     /// Caps the rate it sends at (bytes per second of datagrams): at the proxy, a relayed
     /// path gets only the spare capacity of the relay's line.
     pub(crate) fn set_rate_cap(&mut self, cap: Option<u64>) {
-        self.rate_cap = cap;
         self.cc.set_rate_cap(cap);
     }
 
     /// Its cap, if it has one.
     pub fn rate_cap(&self) -> Option<u64> {
-        self.rate_cap
+        self.cc.rate_cap()
     }
 
     /// The least RTT lately (a window of seconds), as congestion control sees it.
@@ -859,7 +855,10 @@ impl Path {
             self.confirmations = 0;
             // Persistent congestion (RFC 9002 §7.6): what was learnt of the path no longer
             // holds; it starts afresh when it answers again.
+            // A cap is the owner's, not learnt of the path: it stays.
+            let cap = self.cc.rate_cap();
             self.cc = Congestion::new(now, self.cc.mtu());
+            self.cc.set_rate_cap(cap);
         }
         self.state = state;
         self.state_since = now;
