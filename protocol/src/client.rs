@@ -611,8 +611,8 @@ impl Client {
         let policy = *self.relay.policy();
         let offer = Offer {
             sharing: policy.sharing,
-            up_kbit: (policy.up_total.min(policy.up_per_neighbour) * 8 / 1000) as u32,
-            down_kbit: (policy.down_total.min(policy.down_per_neighbour) * 8 / 1000) as u32,
+            up_kbit: kbit(policy.up_total.min(policy.up_per_neighbour)),
+            down_kbit: kbit(policy.down_total.min(policy.down_per_neighbour)),
         };
         match self.mesh.as_mut() {
             Some(m) => {
@@ -728,11 +728,28 @@ impl Client {
     /// The next hello for the mesh, written at the start of `buf`.
     pub fn poll_mesh_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<HelloTransmit> {
         let clock = self.proxy_clock_s(now)?;
-        self.mesh
-            .as_mut()?
-            .neighbours
-            .as_mut()?
-            .poll_hello(now, clock, buf)
+        let offer = self.live_offer(now)?;
+        let mesh = self.mesh.as_mut()?;
+        let n = mesh.neighbours.as_mut()?;
+        n.set_offer(offer, mesh.relay_port);
+        n.poll_hello(now, clock, buf)
+    }
+
+    /// What this router offers its neighbours now: the owner's caps, and upstream no more
+    /// than the owner's own traffic leaves of the line (the rule [`Client::relay_up`]
+    /// enforces), so that neighbours send only what will be carried.
+    fn live_offer(&self, now: Instant) -> Option<Offer> {
+        let mut offer = self.mesh.as_ref()?.offer;
+        let own = self
+            .transport
+            .best_path_where(|p| p.endpoint().relay.is_none())
+            .map(|i| &self.transport.paths()[i]);
+        if let Some(spare) =
+            own.and_then(|p| relay::spare_for_relayed(p.line_bandwidth(), p.send_rate(now)))
+        {
+            offer.up_kbit = offer.up_kbit.min(kbit(spare));
+        }
+        Some(offer)
     }
 
     /// Acts on what the mesh found: a neighbour that became usable gets a slot at our
@@ -751,10 +768,9 @@ impl Client {
                     if let Err(reason) = self.relay.admit(address) {
                         self.stats.drops.count(reason);
                     }
-                    let lends = n.neighbour(member).filter(|x| x.offer().sharing);
-                    let relay = lends.and_then(|x| x.relay_endpoint());
+                    let lends = lending(n, member);
                     let ids = (&mut self.transport, &mut self.next_path_id);
-                    follow_neighbour(ids, &mut mesh.paths, mesh.settings, now, member, relay);
+                    follow_neighbour(ids, &mut mesh.paths, mesh.settings, now, member, lends);
                 }
                 NeighbourEvent::Lost { member, address } => {
                     self.relay.expel(address);
@@ -776,10 +792,9 @@ impl Client {
                     }
                 }
                 NeighbourEvent::OfferChanged { member } => {
-                    let lends = n.neighbour(member).filter(|x| x.offer().sharing);
-                    let relay = lends.and_then(|x| x.relay_endpoint());
+                    let lends = lending(n, member);
                     let ids = (&mut self.transport, &mut self.next_path_id);
-                    follow_neighbour(ids, &mut mesh.paths, mesh.settings, now, member, relay);
+                    follow_neighbour(ids, &mut mesh.paths, mesh.settings, now, member, lends);
                 }
             }
         }
@@ -1038,27 +1053,46 @@ fn open(
     id
 }
 
+/// A kbit/s figure for an offer from bytes per second (an unlimited cap is `u32::MAX`).
+fn kbit(bytes_per_s: u64) -> u32 {
+    (bytes_per_s.saturating_mul(8) / 1000).min(u32::MAX.into()) as u32
+}
+
+/// Neighbour `member`'s relay and offer, while it lends its line.
+fn lending(n: &Neighbours, member: u32) -> Option<(SocketAddr, Offer)> {
+    let x = n.neighbour(member).filter(|x| x.offer().sharing)?;
+    Some((x.relay_endpoint()?, x.offer()))
+}
+
 /// Keeps our path through neighbour `member` in step with what it offers: one through its
-/// relay at `relay` while it lends its line, none otherwise.
+/// relay while it lends its line, paced to no more than it offers upstream; none
+/// otherwise.
 fn follow_neighbour(
     (transport, next_id): (&mut Transport, &mut u16),
     paths: &mut Vec<(u32, PathId)>,
     settings: PathSettings,
     now: Instant,
     member: u32,
-    relay: Option<SocketAddr>,
+    lends: Option<(SocketAddr, Offer)>,
 ) {
     let ours = paths.iter().position(|(m, _)| *m == member);
-    match (relay, ours) {
-        (Some(relay), None) => {
+    let id = match (lends, ours) {
+        (Some((relay, _)), None) => {
             let id = open_relayed(transport, next_id, now, relay, member, settings);
             paths.push((member, id));
+            id
         }
         (None, Some(i)) => {
             let (_, id) = paths.swap_remove(i);
             transport.remove_path(id);
+            return;
         }
-        _ => {}
+        (Some(_), Some(i)) => paths[i].1,
+        (None, None) => return,
+    };
+    if let (Some((_, offer)), Some(path)) = (lends, transport.path_mut(id)) {
+        let cap = (offer.up_kbit != u32::MAX).then(|| u64::from(offer.up_kbit) * 125);
+        path.set_rate_cap(cap);
     }
 }
 

@@ -407,3 +407,48 @@ fn a_malicious_relay_costs_its_neighbour_only_that_path() {
         );
     }
 }
+
+/// A relay tells its neighbours in its hellos what its line has spare upstream, and they
+/// pace their paths through it to that: while its owner's own traffic fills the line, a
+/// trickle; once the owner is idle, the owner's cap again.
+#[test]
+fn a_busy_owner_offers_its_neighbours_only_what_its_line_has_spare() {
+    let mut coop = Coop::new();
+    for _ in 0..300 {
+        coop.run(Duration::from_millis(10));
+    }
+    let cap = |coop: &Coop| {
+        coop.routers[0]
+            .core
+            .paths()
+            .iter()
+            .find(|p| p.endpoint().relay.is_some())
+            .expect("a path through the neighbour")
+            .rate_cap()
+    };
+    let policy = sharing().up_per_neighbour;
+    assert_eq!(cap(&coop), Some(policy), "the owner's cap while it is idle");
+    // The second member's owner sends 1 200-byte packets, one a millisecond, for 2 s: all
+    // its line carries (deliveries are instant here, so the line is as fast as it sends).
+    let mut p = vec![0u8; 1200];
+    for seq in 0..2000 {
+        packet(&mut p, 1200, true, seq);
+        coop.routers[1].core.handle_packet(coop.now, &p).unwrap();
+        coop.run(Duration::from_millis(1));
+    }
+    // What the line's estimate leaves beside the owner's 1.2 MB/s (instant deliveries
+    // make that estimate about twice the rate sent): well under the owner's cap.
+    let busy = cap(&coop).expect("a cap");
+    assert!(
+        busy < policy / 4,
+        "{busy} B/s offered while the owner is busy"
+    );
+    for _ in 0..300 {
+        coop.run(Duration::from_millis(10));
+    }
+    assert_eq!(
+        cap(&coop),
+        Some(policy),
+        "the owner's cap once it is idle again"
+    );
+}

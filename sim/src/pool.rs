@@ -28,7 +28,7 @@ use linkpool_protocol::{CipherSuite, PathId};
 
 use crate::cores::{AdapterStats, MTU, PROXY_ADDR, ProxyCore, WALL_CLOCK_US, mix};
 use crate::endpoint::Endpoint;
-use crate::link::{LinkModel, LinkSpec, Verdict};
+use crate::link::{Direction, LinkModel, LinkParams, LinkSpec, Verdict};
 use crate::sim::SimConfig;
 
 /// Neighbour `j`'s LAN host (and tunnel address): 10.77.1.`j + 2`.
@@ -217,6 +217,31 @@ impl PoolGateway {
         n.present = false;
         n.to_relay.clear();
         n.to_member.clear();
+    }
+
+    /// Changes neighbour `j`'s mesh hop in `dirs` at `now` (`upstream` is from the member
+    /// to the neighbour): a hop set down drops what it carries until it is set up again.
+    pub fn change_mesh(
+        &mut self,
+        now: Instant,
+        j: usize,
+        dirs: &[Direction],
+        change: impl Fn(&mut LinkParams),
+    ) {
+        let n = &mut self.neighbours[j];
+        for &d in dirs {
+            let (link, crossing) = match d {
+                Direction::Upstream => (&mut n.up, &mut n.to_relay),
+                Direction::Downstream => (&mut n.down, &mut n.to_member),
+            };
+            let mut params = *link.params();
+            change(&mut params);
+            link.set_params(now, params);
+            if !params.up {
+                // What the model lost in flight is still queued here.
+                crossing.retain(|(due, _)| *due <= now);
+            }
+        }
     }
 
     /// Moves what crossed the mesh by `now`: to a relay, on to its line; to the member,

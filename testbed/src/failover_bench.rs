@@ -321,13 +321,23 @@ fn describe(o: &Outcome) -> String {
 /// default route); returns a line saying what was set.
 pub fn setup_mptcp(coop: &Coop) -> Result<String, Error> {
     let r1 = coop.router(1);
-    let inet = coop.internet();
     if r1.wans().len() < 2 {
         return Err(Error::new("bench-failover: r1 has no second WAN"));
     }
+    let endpoints: Vec<(Ipv4Addr, String)> = r1.wans()[1..]
+        .iter()
+        .map(|w| (w.addr_v4(), w.device().to_string()))
+        .collect();
+    setup_mptcp_over(coop, &endpoints)
+}
+
+/// [`setup_mptcp`] with r1's further subflows from these (address, device) endpoints.
+pub fn setup_mptcp_over(coop: &Coop, endpoints: &[(Ipv4Addr, String)]) -> Result<String, Error> {
+    let r1 = coop.router(1);
+    let inet = coop.internet();
     let fail = |e: Error| Error::new(format!("cannot set up kernel MPTCP: {e}"));
-    // Subflows besides the first: one per further WAN (the kernel allows up to 8).
-    let limit = (r1.wans().len() - 1).clamp(2, 8).to_string();
+    // Subflows besides the first: one per endpoint (the kernel allows up to 8).
+    let limit = endpoints.len().clamp(2, 8).to_string();
     for node in [&**r1, &***inet] {
         node.exec_ok(&["sysctl", "-q", "-w", "net.mptcp.enabled=1"])
             .map_err(fail)?;
@@ -345,28 +355,21 @@ pub fn setup_mptcp(coop: &Coop) -> Result<String, Error> {
     }
     r1.exec_ok(&["ip", "mptcp", "endpoint", "flush"])
         .map_err(fail)?;
-    for wan in &r1.wans()[1..] {
-        let addr = wan.addr_v4().to_string();
+    for (addr, device) in endpoints {
+        let addr = addr.to_string();
         r1.exec_ok(&[
-            "ip",
-            "mptcp",
-            "endpoint",
-            "add",
-            &addr,
-            "dev",
-            wan.device(),
-            "subflow",
+            "ip", "mptcp", "endpoint", "add", &addr, "dev", device, "subflow",
         ])
         .map_err(fail)?;
     }
-    let endpoints = r1
+    let shown = r1
         .exec_ok(&["ip", "mptcp", "endpoint", "show"])
         .map_err(fail)?;
-    for wan in &r1.wans()[1..] {
-        let addr = wan.addr_v4().to_string();
-        if !endpoints.contains(&addr) {
+    for (addr, _) in endpoints {
+        let addr = addr.to_string();
+        if !shown.contains(&addr) {
             return Err(fail(Error::new(format!(
-                "r1's MPTCP endpoints do not list {addr}: {endpoints}"
+                "r1's MPTCP endpoints do not list {addr}: {shown}"
             ))));
         }
     }
@@ -379,7 +382,7 @@ pub fn setup_mptcp(coop: &Coop) -> Result<String, Error> {
     Ok(format!(
         "kernel MPTCP: net.mptcp.enabled=1 in r1 and internet, limits subflow {limit} \
          add_addr_accepted {limit}, r1's endpoints: {}",
-        endpoints
+        shown
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())

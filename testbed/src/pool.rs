@@ -69,9 +69,22 @@ impl Pool {
     pub fn start_reporting_sharing(
         coop: &Coop,
         sharing: bool,
-        mut say: impl FnMut(&str),
+        say: impl FnMut(&str),
     ) -> Result<Pool, Error> {
-        let mut pool = Pool::configure_sharing(coop, sharing)?;
+        let all: Vec<usize> = coop.routers().iter().map(|r| r.index()).collect();
+        let lenders = sharing.then_some(all.as_slice());
+        let pool = Pool::configure_mesh(coop, lenders)?;
+        pool.start_configured(coop, say)
+    }
+
+    /// [`Pool::start`] with every gateway on the mesh and the routers in `lenders` (by
+    /// number) lending their lines; the others only borrow.
+    pub fn start_lending(coop: &Coop, lenders: &[usize]) -> Result<Pool, Error> {
+        Pool::configure_mesh(coop, Some(lenders))?.start_configured(coop, |_| {})
+    }
+
+    fn start_configured(self, coop: &Coop, mut say: impl FnMut(&str)) -> Result<Pool, Error> {
+        let mut pool = self;
         pool.start_proxy(coop)?;
         say(&format!(
             "proxy up at {}:{PROXY_PORT} with {} member{} (pid {}; status: {} status -c {})",
@@ -140,6 +153,13 @@ impl Pool {
     /// [`Pool::configure`], with every gateway on the mesh and sharing its line when
     /// `sharing` says so.
     pub fn configure_sharing(coop: &Coop, sharing: bool) -> Result<Pool, Error> {
+        let all: Vec<usize> = coop.routers().iter().map(|r| r.index()).collect();
+        Pool::configure_mesh(coop, sharing.then_some(all.as_slice()))
+    }
+
+    /// [`Pool::configure`]; with `lenders`, every gateway is on the mesh and those routers
+    /// (by number) lend their lines.
+    fn configure_mesh(coop: &Coop, lenders: Option<&[usize]>) -> Result<Pool, Error> {
         let dir = coop.run_dir().join("pool");
         std::fs::create_dir_all(&dir).map_err(|e| Error::new(format!("{}: {e}", dir.display())))?;
         let pool = Pool {
@@ -178,10 +198,11 @@ impl Pool {
                 state = pool.dir.join(format!("{name}.state")),
                 lan = r.lan_device(),
             );
-            if sharing {
+            if let Some(lenders) = lenders {
                 gw += &format!(
-                    "mesh_devices = [{mesh:?}]\n\n[sharing]\nenabled = true\n",
-                    mesh = r.mesh_device()
+                    "mesh_devices = [{mesh:?}]\n\n[sharing]\nenabled = {lends}\n",
+                    mesh = r.mesh_device(),
+                    lends = lenders.contains(&r.index())
                 );
             }
             // One uplink per WAN device, named after it (`wan`, `wan2`, ...).

@@ -26,6 +26,25 @@
 //! set = "up"
 //! ```
 //!
+//! A path may be a neighbour's line, reached over the community mesh:
+//!
+//! ```toml
+//! owners_busy = true                  # the neighbours' owners download meanwhile
+//!
+//! [[path]]                            # path 2: r2's `wan`, link `r2-wan`
+//! via = "r2"                          # neighbours are r2, r3, ... (one path each)
+//! rate = "10mbit"                     # the neighbour's WAN
+//! delay = "15ms"
+//! mesh = { delay = "1ms", loss = "1%" }   # the mesh hop to it (link `r2-mesh`)
+//!
+//! [[event]]
+//! at = "4s"
+//! path = 2
+//! set = "mesh down"                   # `mesh ...`: the event is on the mesh hop
+//! ```
+//!
+//! Path 1 is always the member's own line. Every member shares its line on the mesh.
+//!
 //! Unknown keys are refused; every error names the file, the key and what is wrong. A
 //! scenario becomes a one-router [`Topology`] ([`Scenario::topology`]): r1 with one ISP
 //! link per path, one LAN client, the proxy and the internet host behind ideal links (no
@@ -67,6 +86,22 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../scenarios/jittery-path.toml"),
     ),
     ("path-cut.toml", include_str!("../scenarios/path-cut.toml")),
+    (
+        "neighbours.toml",
+        include_str!("../scenarios/neighbours.toml"),
+    ),
+    (
+        "neighbours-busy.toml",
+        include_str!("../scenarios/neighbours-busy.toml"),
+    ),
+    (
+        "neighbour-killed.toml",
+        include_str!("../scenarios/neighbour-killed.toml"),
+    ),
+    (
+        "lossy-mesh.toml",
+        include_str!("../scenarios/lossy-mesh.toml"),
+    ),
 ];
 
 /// A parsed scenario.
@@ -80,8 +115,14 @@ pub struct Scenario {
     pub origin: String,
     /// Length of each measured transfer.
     pub seconds: Duration,
-    /// The member's uplinks, path 1 first: `wan` (`r1-wan`), `wan2` (`r1-wan2`), ...
+    /// Each path's line, path 1 first: the member's own uplinks are `wan` (`r1-wan`),
+    /// `wan2` (`r1-wan2`), ... in file order; a neighbour's line is its `wan` (`rN-wan`).
     pub paths: Vec<LinkSpec>,
+    /// Per path: the neighbour whose line it is, or `None` for an own uplink.
+    pub via: Vec<Option<Via>>,
+    /// The neighbours' owners download through their own lines during the measured
+    /// transfers.
+    pub owners_busy: bool,
     /// What happens to the paths during every transfer, in time order.
     pub events: Vec<Event>,
 }
@@ -97,6 +138,17 @@ pub struct Event {
     pub direction: Option<Direction>,
     /// Settings as [`LinkParams::apply`] takes them: `down`, `up`, `loss=5%`, ...
     pub settings: Vec<String>,
+    /// On the mesh hop of a path through a neighbour, not on its line.
+    pub mesh: bool,
+}
+
+/// A path through a neighbour: its router and the mesh hop to it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Via {
+    /// The neighbour's router number (2 for `r2`).
+    pub router: usize,
+    /// The neighbour's port on the mesh segment (link `rN-mesh`).
+    pub mesh: LinkSpec,
 }
 
 impl Event {
@@ -108,8 +160,9 @@ impl Event {
             None => "",
         };
         format!(
-            "path {} {direction}{} at {}",
+            "path {} {}{direction}{} at {}",
             self.path + 1,
+            if self.mesh { "mesh " } else { "" },
             self.settings.join(" "),
             format_seconds(self.at)
         )
@@ -135,6 +188,7 @@ struct ScenarioFile {
     name: Option<String>,
     description: Option<String>,
     seconds: Option<toml::Value>,
+    owners_busy: Option<bool>,
     #[serde(default)]
     path: Vec<LinkTable>,
     #[serde(default)]
@@ -195,12 +249,20 @@ impl Scenario {
                 file.path.len()
             )));
         }
-        let paths = file
-            .path
-            .iter()
-            .enumerate()
-            .map(|(i, table)| link_spec(Some(table), &format!("path[{i}]"), origin))
-            .collect::<Result<Vec<_>, Error>>()?;
+        let mut paths = Vec::new();
+        let mut via = Vec::new();
+        for (i, table) in file.path.iter().enumerate() {
+            let (line, neighbour) = path_spec(table, i, origin)?;
+            paths.push(line);
+            via.push(neighbour);
+        }
+        check_neighbours(&via, origin)?;
+        let owners_busy = file.owners_busy.unwrap_or(false);
+        if owners_busy && via.iter().all(Option::is_none) {
+            return Err(Error::new(format!(
+                "{origin}: `owners_busy`: no path goes through a neighbour (`via`)"
+            )));
+        }
         let mut events = Vec::new();
         for (i, e) in file.event.iter().enumerate() {
             let key = |k: &str| format!("{origin}: `event[{i}].{k}`");
@@ -247,10 +309,24 @@ impl Scenario {
                     )));
                 }
             };
-            let (direction, settings) = match &e.set {
+            let (mesh, direction, settings) = match &e.set {
                 None => return Err(Error::new(format!("{}: missing", key("set")))),
                 Some(toml::Value::String(s)) => {
-                    parse_set(s).map_err(|why| Error::new(format!("{}: {why}", key("set"))))?
+                    let (mesh, rest) = match s.trim_start().strip_prefix("mesh ") {
+                        Some(rest) => (true, rest),
+                        None => (false, s.as_str()),
+                    };
+                    if mesh && via[path].is_none() {
+                        return Err(Error::new(format!(
+                            "{}: `mesh ...` is for a path through a neighbour (`via`); path {} \
+                             is the member's own line",
+                            key("set"),
+                            path + 1
+                        )));
+                    }
+                    let (direction, settings) = parse_set(rest)
+                        .map_err(|why| Error::new(format!("{}: {why}", key("set"))))?;
+                    (mesh, direction, settings)
                 }
                 Some(other) => {
                     return Err(Error::new(format!(
@@ -265,6 +341,7 @@ impl Scenario {
                 path,
                 direction,
                 settings,
+                mesh,
             });
         }
         // In time order; events at the same time keep the file's order.
@@ -275,6 +352,8 @@ impl Scenario {
             origin: origin.to_string(),
             seconds,
             paths,
+            via,
+            owners_busy,
             events,
         })
     }
@@ -291,13 +370,35 @@ impl Scenario {
         s
     }
 
-    /// The co-op it runs on: r1 with one ISP link per path, the rest ideal.
+    /// The co-op it runs on: r1 with one ISP link per own path, one neighbour router per
+    /// path through a neighbour (its WAN that path's line, its mesh port the mesh hop), the
+    /// rest ideal.
     pub fn topology(&self) -> Topology {
-        let mut t = Topology::coop(1);
+        let neighbours = self.neighbours().count();
+        let mut t = Topology::coop(1 + neighbours);
         t.name = format!("bench-{}", self.name);
-        t.routers[0].isp = self.paths[0];
-        t.routers[0].extra_isp = self.paths[1..].to_vec();
+        let own: Vec<LinkSpec> = self.own_paths().map(|k| self.paths[k]).collect();
+        t.routers[0].isp = own[0];
+        t.routers[0].extra_isp = own[1..].to_vec();
+        for (k, v) in self.neighbours() {
+            let r = &mut t.routers[v.router - 1];
+            r.isp = self.paths[k];
+            r.mesh = v.mesh;
+        }
         t
+    }
+
+    /// The paths that are the member's own uplinks, in order (path 1 first).
+    pub fn own_paths(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.paths.len()).filter(|&k| self.via[k].is_none())
+    }
+
+    /// The paths through neighbours, with their neighbour.
+    pub fn neighbours(&self) -> impl Iterator<Item = (usize, Via)> + '_ {
+        self.via
+            .iter()
+            .enumerate()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
     }
 
     /// The sum of the paths' downstream rates in bits per second (`None` when one is
@@ -305,6 +406,91 @@ impl Scenario {
     pub fn sum_rate_bps(&self) -> Option<u64> {
         self.paths.iter().map(|p| p.downstream.rate_bps).sum()
     }
+}
+
+/// Path `i`'s line and, with `via`, its neighbour.
+fn path_spec(table: &LinkTable, i: usize, origin: &str) -> Result<(LinkSpec, Option<Via>), Error> {
+    let key = |k: &str| format!("{origin}: `path[{i}].{k}`");
+    let mut line = table.clone();
+    let via = line.remove("via");
+    let mesh = line.remove("mesh");
+    let spec = link_spec(Some(&line), &format!("path[{i}]"), origin)?;
+    let router = match via {
+        None => {
+            if mesh.is_some() {
+                return Err(Error::new(format!(
+                    "{}: only a path through a neighbour (`via`) has a mesh hop",
+                    key("mesh")
+                )));
+            }
+            return Ok((spec, None));
+        }
+        Some(_) if i == 0 => {
+            return Err(Error::new(format!(
+                "{}: path 1 is the member's own line; put neighbours' lines after it",
+                key("via")
+            )));
+        }
+        Some(toml::Value::String(name)) => name
+            .strip_prefix('r')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n >= 2)
+            .ok_or_else(|| {
+                Error::new(format!(
+                    "{}: expected a neighbour router such as \"r2\" (r1 is the member), found \
+                     {name:?}",
+                    key("via")
+                ))
+            })?,
+        Some(other) => {
+            return Err(Error::new(format!(
+                "{}: expected a neighbour router such as \"r2\", found {}",
+                key("via"),
+                other.type_str()
+            )));
+        }
+    };
+    let mesh = match mesh {
+        None => LinkSpec::default(),
+        Some(toml::Value::Table(t)) => link_spec(
+            Some(&t.into_iter().collect()),
+            &format!("path[{i}].mesh"),
+            origin,
+        )?,
+        Some(other) => {
+            return Err(Error::new(format!(
+                "{}: expected a table of link keys such as {{ delay = \"1ms\" }}, found {}",
+                key("mesh"),
+                other.type_str()
+            )));
+        }
+    };
+    Ok((spec, Some(Via { router, mesh })))
+}
+
+/// Neighbours are r2, r3, ... with one path each, none left out (each is a router in the
+/// co-op).
+fn check_neighbours(via: &[Option<Via>], origin: &str) -> Result<(), Error> {
+    let count = via.iter().flatten().count();
+    for (i, v) in via.iter().enumerate() {
+        let Some(v) = v else { continue };
+        if v.router > count + 1 {
+            return Err(Error::new(format!(
+                "{origin}: `path[{i}].via`: r{} but this scenario has {count} neighbour{}: \
+                 name them r2 to r{}",
+                v.router,
+                if count == 1 { "" } else { "s" },
+                count + 1
+            )));
+        }
+        if via[..i].iter().flatten().any(|w| w.router == v.router) {
+            return Err(Error::new(format!(
+                "{origin}: `path[{i}].via`: r{} already has a path (one path per neighbour)",
+                v.router
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Seconds from an integer or a float (`10`, `2.5`).
@@ -473,6 +659,97 @@ mod tests {
         assert_eq!(cut.events[0].settings, ["down"]);
         assert!(Scenario::builtin_named("fibre-lte.toml").is_some());
         assert!(Scenario::builtin_named("nope").is_none());
+    }
+
+    const NEIGHBOURS: &str = "name = \"n\"\nseconds = 10\nowners_busy = true\n\
+                              [[path]]\nrate = \"10mbit\"\n\
+                              [[path]]\nvia = \"r3\"\nrate = \"20mbit\"\nmesh = { delay = \"2ms\", loss = \"5%\" }\n\
+                              [[path]]\nrate = \"5mbit\"\n\
+                              [[path]]\nvia = \"r2\"\nrate = \"30mbit\"\n\
+                              [[event]]\nat = \"4s\"\npath = 2\nset = \"mesh down\"\n";
+
+    #[test]
+    fn paths_through_neighbours_become_their_routers_lines_and_mesh_hops() {
+        let s = Scenario::parse(NEIGHBOURS, "n.toml").unwrap();
+        assert!(s.owners_busy);
+        let routers: Vec<Option<usize>> = s.via.iter().map(|v| v.map(|v| v.router)).collect();
+        assert_eq!(routers, [None, Some(3), None, Some(2)]);
+        assert_eq!(s.own_paths().collect::<Vec<_>>(), [0, 2]);
+        let mesh = s.via[1].unwrap().mesh;
+        assert_eq!(mesh.upstream.delay, Duration::from_millis(2));
+        assert!(mesh.downstream.loss > 0.049 && mesh.downstream.loss < 0.051);
+        // No `mesh` table: an ideal hop.
+        assert_eq!(s.via[3].unwrap().mesh, LinkSpec::default());
+        assert!(s.events[0].mesh);
+        assert_eq!(s.events[0].describe(), "path 2 mesh down at 4s");
+
+        let t = s.topology();
+        assert_eq!(t.routers.len(), 3);
+        // r1 has the own lines in file order; each neighbour its path's line and hop.
+        assert_eq!(t.routers[0].isp.downstream.rate_bps, Some(10_000_000));
+        let extra: Vec<_> = t.routers[0]
+            .extra_isp
+            .iter()
+            .map(|l| l.downstream.rate_bps)
+            .collect();
+        assert_eq!(extra, [Some(5_000_000)]);
+        assert_eq!(t.routers[1].isp.downstream.rate_bps, Some(30_000_000));
+        assert_eq!(t.routers[2].isp.downstream.rate_bps, Some(20_000_000));
+        assert_eq!(t.routers[2].mesh, mesh);
+        assert_eq!(t.routers[1].mesh, LinkSpec::default());
+    }
+
+    #[test]
+    fn bad_neighbours_name_the_key_and_the_reason() {
+        let one = |path: &str| format!("name = \"t\"\nseconds = 10\n[[path]]\n{path}");
+        let cases: &[(String, &str)] = &[
+            (
+                "name = \"t\"\nseconds = 10\n[[path]]\nvia = \"r2\"\n".to_string(),
+                "`path[0].via`: path 1 is the member's own line",
+            ),
+            (
+                one("[[path]]\nvia = \"r1\"\n"),
+                "`path[1].via`: expected a neighbour router such as \"r2\"",
+            ),
+            (one("[[path]]\nvia = \"x\"\n"), "found \"x\""),
+            (
+                one("[[path]]\nvia = 2\n"),
+                "`path[1].via`: expected a neighbour router such as \"r2\", found integer",
+            ),
+            (
+                one("[[path]]\nvia = \"r3\"\n"),
+                "`path[1].via`: r3 but this scenario has 1 neighbour: name them r2 to r2",
+            ),
+            (
+                one("[[path]]\nvia = \"r2\"\n[[path]]\nvia = \"r2\"\n"),
+                "`path[2].via`: r2 already has a path",
+            ),
+            (
+                one("[[path]]\nmesh = { delay = \"1ms\" }\n"),
+                "`path[1].mesh`: only a path through a neighbour",
+            ),
+            (
+                one("[[path]]\nvia = \"r2\"\nmesh = \"1ms\"\n"),
+                "`path[1].mesh`: expected a table of link keys",
+            ),
+            (
+                one("[[path]]\nvia = \"r2\"\nmesh = { speed = 1 }\n"),
+                "path[1].mesh",
+            ),
+            (
+                "name = \"t\"\nseconds = 10\nowners_busy = true\n[[path]]\n".to_string(),
+                "`owners_busy`: no path goes through a neighbour",
+            ),
+            (
+                format!("{TWO}[[event]]\nat = \"1s\"\npath = 2\nset = \"mesh down\"\n"),
+                "`event[0].set`: `mesh ...` is for a path through a neighbour (`via`); path 2 is the member's own line",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = err(text);
+            assert!(e.contains(want), "{e}\n  wanted: {want}");
+            assert!(e.starts_with("s.toml: "), "{e}");
+        }
     }
 
     #[test]

@@ -18,6 +18,14 @@
 //! | `redundancy_overhead` | the spread counters' `redundancy_overhead_pct` ÷ 100 from the proxy's (else the gateway's) `status --json` at the end; `null` while the daemons report none |
 //! | `gateway_cpu_s_per_gb`, `proxy_cpu_s_per_gb` | utime + stime of the daemons (`/proc/PID/stat`) over the linkpool transfers ÷ the GB (10⁹ bytes) those delivered |
 //! | `path_share`, `wire_overhead` | per path, its share of the downstream bytes the emulated links carried during `tcp_mbit`'s download; those bytes (Ethernet frames) ÷ the goodput − 1 (and the same for MPTCP) |
+//! | `via` | per path, the neighbour whose line it is (`r2`), `null` for the member's own |
+//! | `relay_cpu_s_per_gb` | utime + stime of the neighbours' gateways over the linkpool transfers ÷ the GB they relayed (their status' `relayed_for` bytes, up and down) |
+//! | `owner_alone_mbit`, `owner_lending_mbit` | with `owners_busy`: per neighbour, its owner's download (from the internet host to its client, through its own gateway and line) in a transfer's window alone, and while the member's `tcp_mbit` download borrows its line (`mptcp_owner_lending_mbit`: while the MPTCP one does); `owner_lending_vs_alone`: the lowest ratio |
+//!
+//! A path through a neighbour (`via`) is reached over the mesh: linkpool relays through the
+//! neighbour's gateway; MPTCP and the path alone go from r1 out of an address of its own
+//! (`10.253.N.1` on `mesh0`) that r1 routes to neighbour N, which forwards and masquerades
+//! it out of its WAN (each neighbour routing one subflow, as OpenMPTCProuter would need).
 //!
 //! Between transfers every link is set back to the scenario's parameters, and the next
 //! waits until the gateway shows every uplink active and queues have drained. Prints
@@ -36,7 +44,7 @@ use serde_json::{Value, json};
 use crate::bench::{ping_rtts, ping_transmitted, quantile};
 use crate::failover_bench::{
     BIN, PatternCheck, Proto, Serve, Server, longest_stall, mptcp_info, open_from, ping_received,
-    setup_mptcp, uplinks_active,
+    setup_mptcp_over, uplinks_active,
 };
 use crate::pool::Pool;
 use crate::scenario::{Event, Scenario, format_seconds};
@@ -49,6 +57,10 @@ pub const PARALLEL_FLOWS: usize = 8;
 const RESUME_GRACE: Duration = Duration::from_secs(10);
 /// First port of the download servers on the internet host (one per flow).
 const DOWNLOAD_PORT: u16 = 9200;
+/// First port of the neighbours' owners' downloads (`owners_busy`).
+const OWNER_PORT: u16 = 9300;
+/// The owners' downloads start this long before the measured one (TCP out of slow start).
+const OWNER_LEAD: Duration = Duration::from_secs(2);
 /// Interval of the RTT pings.
 const PING_INTERVAL_S: &str = "0.01";
 /// Pings of the idle RTT (10 ms apart).
@@ -89,6 +101,8 @@ pub struct ScenarioResult {
     pub run_seconds: f64,
     /// Each path's parameters, as text.
     pub paths: Vec<String>,
+    /// Per path, the neighbour whose line it is (`r2`).
+    pub via: Vec<Option<String>>,
     /// Its events, as text (at their times in this run).
     pub events: Vec<String>,
     /// The gateway's tunnel MTU.
@@ -133,6 +147,14 @@ pub struct ScenarioResult {
     pub gateway_cpu_s_per_gb: Option<f64>,
     /// Proxy CPU seconds per GB.
     pub proxy_cpu_s_per_gb: Option<f64>,
+    /// The neighbours' gateways' CPU seconds per GB they relayed.
+    pub relay_cpu_s_per_gb: Option<f64>,
+    /// With `owners_busy`, per neighbour: its owner's download alone, Mbit/s.
+    pub owner_alone_mbit: Option<Vec<f64>>,
+    /// The same while the member's linkpool download borrows the neighbour's line.
+    pub owner_lending_mbit: Option<Vec<f64>>,
+    /// The same while the member's MPTCP download does.
+    pub mptcp_owner_lending_mbit: Option<Vec<f64>>,
     /// Each path's share of the downstream link bytes of the linkpool download.
     pub path_share: Vec<f64>,
     /// The same for MPTCP.
@@ -162,6 +184,19 @@ impl ScenarioResult {
             .map(|v| v.into_iter().fold(0.0, f64::max))
     }
 
+    /// The owners' lowest throughput while lending over alone.
+    pub fn owner_lending_vs_alone(&self) -> Option<f64> {
+        let (alone, lending) = (
+            self.owner_alone_mbit.as_ref()?,
+            self.owner_lending_mbit.as_ref()?,
+        );
+        alone
+            .iter()
+            .zip(lending)
+            .filter_map(|(&a, &l)| ratio(Some(l), Some(a)))
+            .reduce(f64::min)
+    }
+
     /// The paths alone, summed, Mbit/s.
     pub fn sum_single_mbit(&self) -> Option<f64> {
         let v: Option<Vec<f64>> = self.single_mbit.iter().copied().collect();
@@ -182,6 +217,7 @@ impl ScenarioResult {
         put("seconds", json!(self.seconds));
         put("run_seconds", json!(self.run_seconds));
         put("paths", json!(self.paths));
+        put("via", json!(self.via));
         put("events", json!(self.events));
         put("tunnel_mtu", json!(self.tunnel_mtu));
         put("tcp_mbit", json!(self.tcp_mbit));
@@ -218,6 +254,17 @@ impl ScenarioResult {
         put("redundancy_overhead", json!(self.redundancy_overhead));
         put("gateway_cpu_s_per_gb", json!(self.gateway_cpu_s_per_gb));
         put("proxy_cpu_s_per_gb", json!(self.proxy_cpu_s_per_gb));
+        put("relay_cpu_s_per_gb", json!(self.relay_cpu_s_per_gb));
+        put("owner_alone_mbit", json!(self.owner_alone_mbit));
+        put("owner_lending_mbit", json!(self.owner_lending_mbit));
+        put(
+            "mptcp_owner_lending_mbit",
+            json!(self.mptcp_owner_lending_mbit),
+        );
+        put(
+            "owner_lending_vs_alone",
+            json!(self.owner_lending_vs_alone()),
+        );
         put("path_share", json!(self.path_share));
         put("mptcp_path_share", json!(self.mptcp_path_share));
         put("wire_overhead", json!(self.wire_overhead));
@@ -363,6 +410,40 @@ impl ScenarioBenchReport {
                 num(r.mptcp_wire_overhead.map(|w| w * 100.0), 1) + "%",
             );
         }
+        if self
+            .results
+            .iter()
+            .any(|r| r.via.iter().any(Option::is_some))
+        {
+            out += "\nThrough neighbours (owners: each neighbour's own download through its own \
+                    gateway, alone and while the member borrows its line):\n\n";
+            out += "| scenario | via | relay CPU s/GB | owners alone Mbit/s | owners lending: linkpool (MPTCP) | \
+                    lending/alone |\n";
+            out += "| --- | --- | ---: | ---: | ---: | ---: |\n";
+            let owners = |v: &Option<Vec<f64>>| v.as_deref().map_or("-".to_string(), list);
+            for r in self
+                .results
+                .iter()
+                .filter(|r| r.via.iter().any(Option::is_some))
+            {
+                let via: Vec<&str> = r
+                    .via
+                    .iter()
+                    .map(|v| v.as_deref().unwrap_or("own"))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} ({}) | {} |",
+                    r.name,
+                    via.join("/"),
+                    num(r.relay_cpu_s_per_gb, 1),
+                    owners(&r.owner_alone_mbit),
+                    owners(&r.owner_lending_mbit),
+                    owners(&r.mptcp_owner_lending_mbit),
+                    num(r.owner_lending_vs_alone(), 2),
+                );
+            }
+        }
         let mut notes = String::new();
         for r in &self.results {
             if let Some(e) = &r.error {
@@ -460,7 +541,20 @@ pub fn bench_scenarios(
             description: scenario.description.clone(),
             origin: scenario.origin.clone(),
             seconds: scenario.seconds.as_secs_f64(),
-            paths: scenario.paths.iter().map(|p| p.to_string()).collect(),
+            paths: scenario
+                .paths
+                .iter()
+                .zip(&scenario.via)
+                .map(|(p, via)| match via {
+                    None => p.to_string(),
+                    Some(v) => format!("{p}; via r{} (mesh {})", v.router, v.mesh),
+                })
+                .collect(),
+            via: scenario
+                .via
+                .iter()
+                .map(|v| v.map(|v| format!("r{}", v.router)))
+                .collect(),
             events: scenario.events.iter().map(Event::describe).collect(),
             sum_rate_mbit: scenario.sum_rate_bps().map(|b| b as f64 / 1e6),
             single_mbit: vec![None; scenario.paths.len()],
@@ -510,11 +604,17 @@ struct Run<'a> {
     congestion_control: &'a str,
     coop: &'a Coop,
     pool: &'a Pool,
-    /// `r1-wan`, `r1-wan2`, ... in path order.
+    /// Each path's line in path order: `r1-wan`, `r1-wan2`, ... or a neighbour's `rN-wan`.
     links: Vec<Link>,
+    /// The mesh hop (`rN-mesh`) of each path through a neighbour.
+    mesh_links: Vec<Option<Link>>,
     /// CPU seconds (gateway, proxy) and bytes delivered over the linkpool transfers.
     cpu: [f64; 2],
     carried: u64,
+    /// CPU seconds of the neighbours' gateways over the linkpool transfers, and the bytes
+    /// they relayed.
+    relay_cpu: f64,
+    relayed: u64,
 }
 
 fn run_scenario(
@@ -524,14 +624,40 @@ fn run_scenario(
     say: &mut dyn FnMut(&str),
 ) -> Result<(), Error> {
     let coop = Coop::build(&scenario.topology())?;
-    let links = coop
-        .router(1)
-        .wan_links()
+    let r1 = coop.router(1);
+    let mut own = r1.wans().iter();
+    // Per path: its line, and where r1's own traffic over it (MPTCP, the path alone) leaves
+    // from.
+    let mut links = Vec::new();
+    let mut sources = Vec::new();
+    for via in &scenario.via {
+        match via {
+            None => {
+                let wan = own
+                    .next()
+                    .ok_or_else(|| Error::new("r1 has fewer WANs than own paths"))?;
+                links.push(coop.link(wan.link())?.clone());
+                sources.push((wan.addr_v4(), wan.device().to_string()));
+            }
+            Some(v) => {
+                links.push(coop.link(&format!("r{}-wan", v.router))?.clone());
+                sources.push((
+                    route_through(&coop, v.router)?,
+                    r1.mesh_device().to_string(),
+                ));
+            }
+        }
+    }
+    let mesh_links = scenario
+        .via
         .iter()
-        .map(|name| coop.link(name).cloned())
+        .map(|v| {
+            v.map(|v| coop.link(&format!("r{}-mesh", v.router)).cloned())
+                .transpose()
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mptcp = if links.len() >= 2 {
-        let line = setup_mptcp(&coop)?;
+        let line = setup_mptcp_over(&coop, &sources[1..])?;
         say(&format!("  {line}"));
         true
     } else {
@@ -540,15 +666,25 @@ fn run_scenario(
             .push("one path: no MPTCP reference".to_string());
         false
     };
-    let pool = Pool::start(&coop)?;
+    let neighbours: Vec<usize> = scenario.neighbours().map(|(_, v)| v.router).collect();
+    // The neighbours lend; the measured member only borrows (so an owner's download alone
+    // is not helped by r1's idle line).
+    let pool = if neighbours.is_empty() {
+        Pool::start(&coop)?
+    } else {
+        Pool::start_lending(&coop, &neighbours)?
+    };
     let mut run = Run {
         scenario,
         congestion_control,
         coop: &coop,
         pool: &pool,
         links,
+        mesh_links,
         cpu: [0.0; 2],
         carried: 0,
+        relay_cpu: 0.0,
+        relayed: 0,
     };
     let took = run.settle()?;
     let status = pool.gateway_status(&coop, 1, true)?;
@@ -556,7 +692,7 @@ fn run_scenario(
         .map_err(|e| Error::new(format!("the gateway's status --json: {e}: {status}")))?;
     result.tunnel_mtu = status["tunnel"]["mtu"].as_u64();
     say(&format!(
-        "  co-op {} built, linkpool up, all {} uplinks active after {:.1} s; tunnel MTU {}",
+        "  co-op {} built, linkpool up, all {} paths active after {:.1} s; tunnel MTU {}",
         coop.prefix(),
         run.links.len(),
         took.as_secs_f64(),
@@ -589,8 +725,41 @@ fn run_scenario(
 
     let mut broken = 0u64;
     let c1 = coop.client(1).ns().to_string();
-    // One download through linkpool.
+    if scenario.owners_busy {
+        let load = OwnerLoad::start(&run, &neighbours)?;
+        std::thread::sleep(OWNER_LEAD);
+        let from = Instant::now();
+        std::thread::sleep(scenario.seconds);
+        let alone = load.finish(from, scenario.seconds);
+        say(&format!(
+            "  the neighbours' owners' downloads alone (r{}): {} Mbit/s",
+            neighbours
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", r"),
+            list(&alone)
+        ));
+        result.owner_alone_mbit = Some(alone);
+        run.settle()?;
+    }
+    // One download through linkpool (the owners downloading meanwhile, if busy).
+    let load = match scenario.owners_busy {
+        true => Some(OwnerLoad::start(&run, &neighbours)?),
+        false => None,
+    };
+    if load.is_some() {
+        std::thread::sleep(OWNER_LEAD);
+    }
     let d = run.linkpool(|run| run.download(&c1, Proto::Tcp, 1, None, None))?;
+    if let Some(load) = load {
+        let lending = load.finish(d.t0, scenario.seconds);
+        say(&format!(
+            "  the owners' downloads meanwhile: {} Mbit/s",
+            list(&lending)
+        ));
+        result.owner_lending_mbit = Some(lending);
+    }
     result.tcp_mbit = Some(d.mbit(scenario));
     result.failover_gap_ms = d.gap_ms(scenario);
     result.path_share = d.shares();
@@ -672,6 +841,16 @@ fn run_scenario(
     result.gateway_cpu_s_per_gb =
         (run.carried > 0).then(|| run.cpu[0] / (run.carried as f64 / 1e9));
     result.proxy_cpu_s_per_gb = (run.carried > 0).then(|| run.cpu[1] / (run.carried as f64 / 1e9));
+    if !neighbours.is_empty() {
+        result.relay_cpu_s_per_gb =
+            (run.relayed > 0).then(|| run.relay_cpu / (run.relayed as f64 / 1e9));
+        say(&format!(
+            "  the neighbours' gateways relayed {:.0} MB with {:.2} s of CPU ({} s per GB)",
+            run.relayed as f64 / 1e6,
+            run.relay_cpu,
+            num(result.relay_cpu_s_per_gb, 1)
+        ));
+    }
     say(&format!(
         "  daemons over the linkpool transfers ({:.0} MB): gateway {:.2} s, proxy {:.2} s of CPU \
          ({} / {} s per GB)",
@@ -692,7 +871,22 @@ fn run_scenario(
 
     if mptcp {
         let r1 = coop.router(1).ns().to_string();
+        let load = match scenario.owners_busy {
+            true => Some(OwnerLoad::start(&run, &neighbours)?),
+            false => None,
+        };
+        if load.is_some() {
+            std::thread::sleep(OWNER_LEAD);
+        }
         let d = run.download(&r1, Proto::Mptcp, 1, None, None)?;
+        if let Some(load) = load {
+            let lending = load.finish(d.t0, scenario.seconds);
+            say(&format!(
+                "  the owners' downloads meanwhile: {} Mbit/s",
+                list(&lending)
+            ));
+            result.mptcp_owner_lending_mbit = Some(lending);
+        }
         result.mptcp_mbit = Some(d.mbit(scenario));
         result.mptcp_subflows = d.subflows.map(u64::from);
         result.mptcp_failover_gap_ms = d.gap_ms(scenario);
@@ -720,10 +914,9 @@ fn run_scenario(
         run.settle()?;
     }
 
-    for k in 0..run.links.len() {
-        let wan = &coop.router(1).wans()[k];
+    for (k, (source, device)) in sources.iter().enumerate() {
         let r1 = coop.router(1).ns().to_string();
-        let d = run.download(&r1, Proto::Tcp, 1, Some(wan.addr_v4()), None)?;
+        let d = run.download(&r1, Proto::Tcp, 1, Some(*source), None)?;
         result.single_mbit[k] = Some(d.mbit(scenario));
         for b in &d.broken {
             result.notes.push(format!("path {} alone: {b}", k + 1));
@@ -737,9 +930,10 @@ fn run_scenario(
             ));
         }
         say(&format!(
-            "  path {} ({}) alone, TCP from r1: {} Mbit/s{}",
+            "  path {} ({}{}) alone, TCP from r1: {} Mbit/s{}",
             k + 1,
-            wan.device(),
+            device,
+            scenario.via[k].map_or(String::new(), |v| format!(" to r{}", v.router)),
             num(result.single_mbit[k], 1),
             d.broken_text()
         ));
@@ -762,6 +956,8 @@ struct Downloads {
     total: u64,
     /// MPTCP: most subflows seen, the first included.
     subflows: Option<u8>,
+    /// The first byte.
+    t0: Instant,
 }
 
 impl Downloads {
@@ -879,27 +1075,37 @@ impl Run<'_> {
     /// every uplink that is up as active, then lets queues drain. Returns how long it took.
     fn settle(&self) -> Result<Duration, Error> {
         let start = Instant::now();
-        for (link, spec) in self.links.iter().zip(&self.scenario.paths) {
+        let scenario = self.scenario;
+        for (link, spec) in self.links.iter().zip(&scenario.paths) {
             link.set_direction(Direction::Upstream, spec.upstream);
             link.set_direction(Direction::Downstream, spec.downstream);
         }
-        let want = self
-            .scenario
-            .paths
-            .iter()
-            .filter(|p| p.upstream.up && p.downstream.up)
+        for (link, via) in self.mesh_links.iter().zip(&scenario.via) {
+            if let (Some(link), Some(via)) = (link, via) {
+                link.set_direction(Direction::Upstream, via.mesh.upstream);
+                link.set_direction(Direction::Downstream, via.mesh.downstream);
+            }
+        }
+        let up = |p: &crate::LinkSpec| p.upstream.up && p.downstream.up;
+        let want_own = scenario
+            .own_paths()
+            .filter(|&k| up(&scenario.paths[k]))
+            .count();
+        let want_relayed = scenario
+            .neighbours()
+            .filter(|&(k, v)| up(&scenario.paths[k]) && up(&v.mesh))
             .count();
         let timeout = Duration::from_secs(30);
         loop {
             let status = self.pool.gateway_status(self.coop, 1, true);
             if let Ok(json) = &status {
-                if uplinks_active(json).0 >= want {
+                if uplinks_active(json).0 >= want_own && relayed_active(json) >= want_relayed {
                     break;
                 }
             }
             if start.elapsed() > timeout {
                 return Err(Error::new(format!(
-                    "the gateway's uplinks are not all active {timeout:?} after the links were \
+                    "the gateway's paths are not all active {timeout:?} after the links were \
                      set back; status: {}",
                     match status {
                         Ok(json) => json,
@@ -933,6 +1139,8 @@ impl Run<'_> {
             .scenario
             .paths
             .iter()
+            .copied()
+            .chain(scenario.neighbours().map(|(_, v)| v.mesh))
             .flat_map(|p| [p.upstream, p.downstream])
             .map(|p| p.queue + p.delay + p.jitter)
             .max()
@@ -953,12 +1161,36 @@ impl Run<'_> {
         ];
         let cpu = |pid: Option<u32>| pid.map_or(0.0, cpu_seconds);
         let before = [cpu(pids[0]), cpu(pids[1])];
+        let relays = self.relay_figures();
         let out = f(self)?;
         for (i, pid) in pids.iter().enumerate() {
             self.cpu[i] += cpu(*pid) - before[i];
         }
         self.carried += out.carried();
+        let after = self.relay_figures();
+        self.relay_cpu += after.0 - relays.0;
+        self.relayed += after.1.saturating_sub(relays.1);
         Ok(out)
+    }
+
+    /// The neighbours' gateways: CPU seconds so far, and bytes relayed (up and down).
+    fn relay_figures(&self) -> (f64, u64) {
+        let mut figures = (0.0, 0);
+        for (_, v) in self.scenario.neighbours() {
+            if let Some(p) = self.pool.gateways.get(v.router - 1) {
+                figures.0 += cpu_seconds(p.pid());
+            }
+            let status = self.pool.gateway_status(self.coop, v.router, true);
+            let json: Value = status
+                .ok()
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or_default();
+            for r in json["mesh"]["relayed_for"].as_array().into_iter().flatten() {
+                figures.1 +=
+                    r["up_bytes"].as_u64().unwrap_or(0) + r["down_bytes"].as_u64().unwrap_or(0);
+            }
+        }
+        figures
     }
 
     fn downstream_bytes(&self) -> Vec<u64> {
@@ -1057,7 +1289,7 @@ impl Run<'_> {
                 at_end = Some(self.downstream_bytes());
                 break;
             }
-            if let Err(e) = events.apply_due(elapsed, &self.links) {
+            if let Err(e) = events.apply_due(elapsed, &self.links, &self.mesh_links) {
                 failure = Some(e);
                 break;
             }
@@ -1144,6 +1376,7 @@ impl Run<'_> {
                 .collect(),
             total: outcomes.iter().map(|o| o.total).sum(),
             subflows,
+            t0,
         })
     }
 
@@ -1235,7 +1468,7 @@ impl Run<'_> {
         };
         let mut events = EventClock::new(&self.scenario.events);
         while t0.elapsed() < seconds {
-            events.apply_due(t0.elapsed(), &self.links)?;
+            events.apply_due(t0.elapsed(), &self.links, &self.mesh_links)?;
             std::thread::sleep(Duration::from_millis(2));
         }
         let status = iperf
@@ -1348,6 +1581,122 @@ fn read_download(
     out
 }
 
+/// Routes r1's traffic from an address of its own through neighbour `n` over the mesh, as
+/// a router would to give a subflow that neighbour's line: `10.253.N.1` on r1's mesh
+/// device, a source rule to a table whose default route is neighbour `n`, and a route back
+/// at the neighbour, which forwards and masquerades it out of its WAN. Returns the address.
+fn route_through(coop: &Coop, n: usize) -> Result<Ipv4Addr, Error> {
+    let (r1, neighbour) = (coop.router(1), coop.router(n));
+    let source = Ipv4Addr::new(10, 253, n as u8, 1);
+    let (src, table) = (source.to_string(), (300 + n).to_string());
+    let mesh = r1.mesh_device();
+    let fail = |e: Error| Error::new(format!("routing r1's {src} through r{n}: {e}"));
+    r1.exec_ok(&["ip", "addr", "add", &format!("{src}/32"), "dev", mesh])
+        .map_err(fail)?;
+    r1.exec_ok(&[
+        "ip",
+        "route",
+        "add",
+        "default",
+        "via",
+        &neighbour.mesh().v4.to_string(),
+        "dev",
+        mesh,
+        "table",
+        &table,
+    ])
+    .map_err(fail)?;
+    r1.exec_ok(&[
+        "ip", "rule", "add", "from", &src, "lookup", &table, "priority", &table,
+    ])
+    .map_err(fail)?;
+    neighbour
+        .exec_ok(&[
+            "ip",
+            "route",
+            "add",
+            &format!("{src}/32"),
+            "via",
+            &r1.mesh().v4.to_string(),
+            "dev",
+            neighbour.mesh_device(),
+        ])
+        .map_err(fail)?;
+    Ok(source)
+}
+
+/// Paths through neighbours that the gateway's status shows active.
+fn relayed_active(status: &str) -> usize {
+    let json: Value = serde_json::from_str(status).unwrap_or_default();
+    json["mesh"]["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["state"] == "active")
+        .count()
+}
+
+/// `7.1, 9.3`
+fn list(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The neighbours' owners downloading from the internet host to their clients, through
+/// their own gateways, for as long as it runs (`owners_busy`).
+struct OwnerLoad {
+    readers: Vec<JoinHandle<ReaderOutcome>>,
+    abort: Arc<AtomicBool>,
+    _servers: Vec<Server>,
+}
+
+impl OwnerLoad {
+    fn start(run: &Run<'_>, neighbours: &[usize]) -> Result<OwnerLoad, Error> {
+        let abort = Arc::new(AtomicBool::new(false));
+        let mut load = OwnerLoad {
+            readers: Vec::new(),
+            abort: abort.clone(),
+            _servers: Vec::new(),
+        };
+        for (j, &n) in neighbours.iter().enumerate() {
+            let port = OWNER_PORT + j as u16;
+            load._servers.push(Server::start_with(
+                run.coop,
+                Proto::Tcp,
+                port,
+                Serve::Bulk,
+                Some(run.congestion_control.to_string()),
+            )?);
+            let stream = open_from(run.coop, run.coop.client(n).ns(), Proto::Tcp, port, None)?;
+            let abort = abort.clone();
+            load.readers.push(std::thread::spawn(move || {
+                // Runs until aborted: the window is cut out of its reads afterwards.
+                read_download(stream, &OnceLock::new(), Duration::from_secs(3600), &abort)
+            }));
+        }
+        Ok(load)
+    }
+
+    /// Stops the downloads; each one's Mbit/s within `seconds` from `from`.
+    fn finish(self, from: Instant, seconds: Duration) -> Vec<f64> {
+        self.abort.store(true, Ordering::Relaxed);
+        self.readers
+            .into_iter()
+            .map(|r| {
+                let reads = r.join().map(|o| o.reads).unwrap_or_default();
+                let bytes: usize = reads
+                    .iter()
+                    .filter(|(t, _)| *t >= from && *t <= from + seconds)
+                    .map(|(_, n)| n)
+                    .sum();
+                bytes as f64 * 8.0 / seconds.as_secs_f64() / 1e6
+            })
+            .collect()
+    }
+}
+
 /// Applies a scenario's events as their times come.
 struct EventClock<'a> {
     events: &'a [Event],
@@ -1365,14 +1714,22 @@ impl<'a> EventClock<'a> {
     }
 
     /// Applies every event due at `elapsed`.
-    fn apply_due(&mut self, elapsed: Duration, links: &[Link]) -> Result<(), Error> {
+    fn apply_due(
+        &mut self,
+        elapsed: Duration,
+        links: &[Link],
+        mesh_links: &[Option<Link>],
+    ) -> Result<(), Error> {
         while let Some(e) = self.events.get(self.next) {
             if e.at > elapsed {
                 break;
             }
-            let link = links
-                .get(e.path)
-                .ok_or_else(|| Error::new(format!("event on path {}: no such link", e.path + 1)))?;
+            let link = if e.mesh {
+                mesh_links.get(e.path).and_then(Option::as_ref)
+            } else {
+                links.get(e.path)
+            }
+            .ok_or_else(|| Error::new(format!("event {}: no such link", e.describe())))?;
             let settings: Vec<&str> = e.settings.iter().map(String::as_str).collect();
             match e.direction {
                 None => link.apply(&settings),
@@ -1555,6 +1912,7 @@ mod tests {
             broken: vec![],
             total: 1,
             subflows: None,
+            t0: Instant::now(),
         };
         // 1003 -> 1250: bins 1..=24 empty after the event; 1260 -> 1990: bins 27..=98.
         assert_eq!(d.gap_ms(&scenario), Some(720.0));
