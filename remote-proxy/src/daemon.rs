@@ -396,6 +396,8 @@ impl Proxy {
                                 "slot": hop.slot,
                             })),
                             "rate_cap_bps": p.rate_cap().map(|c| c * 8),
+                            "scavenger_share": p.scavenger_share(),
+                            "scavenger_backoffs": c.scavenger_backoffs,
                         });
                         if let Some(entry) = entry.as_object_mut() {
                             entry.extend(status::path_fields(Some(p), now, total_rate, total_tx));

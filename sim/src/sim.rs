@@ -427,12 +427,17 @@ struct FlowSlot {
     addr: FlowAddr,
     ip_id: u16,
     name: &'static str,
+    /// Traffic the endpoints cannot see: its packets cross this path's links directly
+    /// ([`Sim::add_unseen`]).
+    unseen: Option<usize>,
 }
 
 struct InFlight {
     due: Instant,
     sent: Instant,
     data: Vec<u8>,
+    /// A packet of an unseen flow: it arrives at the flow, not at the endpoint.
+    unseen: bool,
 }
 
 struct Pipe {
@@ -480,6 +485,9 @@ pub struct Sim<G, P> {
     routes: BTreeMap<(Proto, u16), usize>,
     next_port: u16,
     pending: VecDeque<(Side, Vec<u8>)>,
+    /// What unseen flows emitted (the side they entered at), and on which path it goes.
+    unseen_out: VecDeque<(Side, Vec<u8>)>,
+    unseen_pending: VecDeque<(usize, Side, Vec<u8>)>,
     spare: Vec<Vec<u8>>,
     buf: Vec<u8>,
     endpoints: [EndpointState; 2],
@@ -517,6 +525,8 @@ impl<G: Endpoint, P: Endpoint> Sim<G, P> {
             routes: BTreeMap::new(),
             next_port: 40000,
             pending: VecDeque::new(),
+            unseen_out: VecDeque::new(),
+            unseen_pending: VecDeque::new(),
             spare: Vec::new(),
             buf: vec![0; BUFFER],
             endpoints: Default::default(),
@@ -581,6 +591,20 @@ impl<G: Endpoint, P: Endpoint> Sim<G, P> {
         id
     }
 
+    /// Adds traffic the endpoints cannot see on path `path`: its packets cross that path's
+    /// links directly, sharing their queues with the endpoints' datagrams, without passing
+    /// either endpoint (a device on a neighbour's LAN that bypasses the pool, the ISP's
+    /// other users on the line). `lan` is its LAN host; its port is allocated as
+    /// [`Sim::add`]'s. What it sends is in the path's link counters
+    /// ([`PathTruth::link`]), not in the rest of its [`PathTruth`], which stays the
+    /// endpoints' datagrams.
+    pub fn add_unseen<T: Traffic>(&mut self, model: T, path: usize, lan: Ipv4Addr) -> FlowId<T> {
+        assert!(path < self.pipes.len(), "no path {path}");
+        let id = self.add_from(model, lan);
+        self.flows[id.index].unseen = Some(path);
+        id
+    }
+
     /// Adds a traffic model whose gateway-side (LAN) port is `port`.
     pub fn add_on_port<T: Traffic>(&mut self, model: T, port: u16) -> FlowId<T> {
         let proto = model.proto();
@@ -597,6 +621,7 @@ impl<G: Endpoint, P: Endpoint> Sim<G, P> {
             addr,
             ip_id: 0,
             name: type_name::<T>(),
+            unseen: None,
         });
         FlowId {
             index,
@@ -791,6 +816,7 @@ impl<G: Endpoint, P: Endpoint> Sim<G, P> {
             progress |= self.apply_changes();
             progress |= self.endpoint_timeouts()?;
             progress |= self.flow_timeouts();
+            progress |= self.feed_unseen();
             progress |= self.feed_packets();
             progress |= self.drain_transmits()?;
             progress |= self.drain_packets();
@@ -839,6 +865,17 @@ impl<G: Endpoint, P: Endpoint> Sim<G, P> {
             let now = self.now;
             let pipe = &mut self.pipes[path][dir];
             let mut f = pipe.fifo.pop_front().expect("a head");
+            let to = if dir == Direction::Upstream as usize {
+                Side::Proxy
+            } else {
+                Side::Gateway
+            };
+            if f.unseen {
+                // Out at the far side of the line, to its flow: no endpoint saw it.
+                self.route(to, &f.data);
+                self.recycle(f.data);
+                continue;
+            }
             let len = f.data.len();
             pipe.truth.delivered += 1;
             pipe.truth.delivered_bytes += len as u64;
@@ -847,11 +884,6 @@ impl<G: Endpoint, P: Endpoint> Sim<G, P> {
                 arrived: now - base,
                 len,
             });
-            let to = if dir == Direction::Upstream as usize {
-                Side::Proxy
-            } else {
-                Side::Gateway
-            };
             self.mark_busy(to);
             self.endpoints[to as usize].stats.datagrams_in += 1;
             match to {
@@ -955,12 +987,43 @@ impl<G: Endpoint, P: Endpoint> Sim<G, P> {
                 let mut out = Emit {
                     addr: slot.addr,
                     ip_id: &mut slot.ip_id,
-                    out: &mut self.pending,
+                    out: if slot.unseen.is_some() {
+                        &mut self.unseen_out
+                    } else {
+                        &mut self.pending
+                    },
                     spare: &mut self.spare,
                 };
                 slot.model.handle_timeout(now, &mut out);
+                if let Some(path) = slot.unseen {
+                    let out = self.unseen_out.drain(..);
+                    self.unseen_pending
+                        .extend(out.map(|(side, p)| (path, side, p)));
+                }
                 progress = true;
             }
+        }
+        progress
+    }
+
+    /// Puts what unseen flows sent straight on their path's links.
+    fn feed_unseen(&mut self) -> bool {
+        let mut progress = false;
+        while let Some((path, side, packet)) = self.unseen_pending.pop_front() {
+            progress = true;
+            let now = self.now;
+            let pipe = &mut self.pipes[path][side.sends() as usize];
+            // An IP packet on the line as it is: no tunnel around it.
+            match pipe.model.offer(now, packet.len()) {
+                Verdict::Deliver(due) => pipe.fifo.push_back(InFlight {
+                    due,
+                    sent: now,
+                    data: packet,
+                    unseen: true,
+                }),
+                Verdict::Dropped(_) => self.spare.push(packet),
+            }
+            pipe.truth.link = *pipe.model.counters();
         }
         progress
     }
@@ -1028,6 +1091,7 @@ impl<G: Endpoint, P: Endpoint> Sim<G, P> {
                             due,
                             sent: now,
                             data,
+                            unseen: false,
                         });
                     }
                     Verdict::Dropped(_) => self.spare.push(data),
@@ -1098,10 +1162,19 @@ impl<G: Endpoint, P: Endpoint> Sim<G, P> {
         let mut out = Emit {
             addr: slot.addr,
             ip_id: &mut slot.ip_id,
-            out: &mut self.pending,
+            out: if slot.unseen.is_some() {
+                &mut self.unseen_out
+            } else {
+                &mut self.pending
+            },
             spare: &mut self.spare,
         };
         slot.model.handle_packet(now, side, &parsed, &mut out);
+        if let Some(path) = slot.unseen {
+            let out = self.unseen_out.drain(..);
+            self.unseen_pending
+                .extend(out.map(|(side, p)| (path, side, p)));
+        }
     }
 
     fn recycle(&mut self, v: Vec<u8>) {

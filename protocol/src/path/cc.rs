@@ -11,6 +11,11 @@
 //! does, never below one bandwidth-delay product. While it finds the rate (startup) it
 //! stays a step ahead of the flows it carries, whose own slow start must not end on a
 //! queue of ours.
+//!
+//! A path through a neighbour's line is also a scavenger ([`Scavenger`], LEDBAT++ style):
+//! traffic the pool cannot see shares that line (the owner's devices that bypass the pool,
+//! the ISP's other users), and only the queueing delay tells of it. While that delay stays
+//! under [`SCAVENGER_TARGET`] the path sends as any other; above it, the path gives way.
 
 use std::time::{Duration, Instant};
 
@@ -91,9 +96,88 @@ impl CongestionState {
     }
 }
 
+/// LEDBAT++'s target queueing delay (draft-irtf-iccrg-ledbat-plus-plus §4.1; RFC 6817
+/// allows at most 100 ms): a scavenger gives way when its line queues longer than this.
+pub const SCAVENGER_TARGET: Duration = Duration::from_millis(60);
+/// LEDBAT++'s gain is 1 / min(this, ⌈2 × target / base delay⌉): slower growth where the
+/// round trip is short against the target, so the share grows about as fast per second on
+/// any line. The base here is the least round trip (a round's growth is per round trip).
+const SCAVENGER_GAIN_DIVISOR: f64 = 16.0;
+/// LEDBAT++ cuts at most half its window a round trip.
+const SCAVENGER_MAX_CUT: f64 = 0.5;
+/// The least share of its own rate a scavenger keeps (LEDBAT++ keeps two packets in
+/// flight): its data keeps measuring the delay, so it grows back when the queue goes.
+const SCAVENGER_FLOOR: f64 = 1.0 / 32.0;
+
 /// The lowest cap on a path's pacing rate, bytes per second (100 kbit/s: a full packet
 /// every 110 ms).
 pub(crate) const MIN_RATE_CAP: u64 = 12_500;
+
+/// A scavenger's share of its own rate (LEDBAT++ on top of the model: the model still
+/// finds the line's rate, the share says how much of it the scavenger takes).
+///
+/// Above the target the share is cut by (delay / target − 1) a round trip, at most by
+/// half; at or below it, it grows by LEDBAT++'s reduced gain a round trip. Both in
+/// proportion to the time since the last sample, as LEDBAT++ moves its window by the
+/// bytes each ack acknowledges. The growth is multiplicative, as LEDBAT++'s slow start,
+/// not its one packet a round trip: from the floor that took minutes on a fast line, and
+/// an idle neighbour's line is worth its whole rate. LEDBAT++'s periodic slowdowns are
+/// not done: the base delay is the path's one-way-delay history, which its pings measure
+/// while it is idle (a queue standing for longer than that history becomes the base).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Scavenger {
+    /// Of the model's rate, [`SCAVENGER_FLOOR`] ..= 1.
+    share: f64,
+    /// When the share last moved.
+    at: Option<Instant>,
+    /// In a spell above the target (it ends when the delay falls to half the target).
+    over: bool,
+}
+
+impl Scavenger {
+    fn new() -> Scavenger {
+        Scavenger {
+            share: 1.0,
+            at: None,
+            over: false,
+        }
+    }
+
+    /// A queueing-delay sample `delay` at `now`; `rtt` is a round trip, `base_rtt` the
+    /// least lately. Returns whether a spell above the target began.
+    fn on_delay(
+        &mut self,
+        now: Instant,
+        delay: Duration,
+        rtt: Duration,
+        base_rtt: Duration,
+    ) -> bool {
+        let elapsed = self
+            .at
+            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        self.at = Some(now);
+        // The part of a round trip since the last sample: no more than one counts.
+        let round = (elapsed.as_secs_f64() / rtt.as_secs_f64().max(1e-3)).min(1.0);
+        let target = SCAVENGER_TARGET.as_secs_f64();
+        let ratio = delay.as_secs_f64() / target;
+        let began = ratio > 1.0 && !self.over;
+        if ratio > 1.0 {
+            self.over = true;
+            let cut = (ratio - 1.0).min(SCAVENGER_MAX_CUT);
+            self.share *= 1.0 - cut * round;
+        } else {
+            if ratio <= 0.5 {
+                self.over = false;
+            }
+            let divisor = (2.0 * target / base_rtt.as_secs_f64().max(1e-3))
+                .ceil()
+                .min(SCAVENGER_GAIN_DIVISOR);
+            self.share *= 1.0 + round / divisor;
+        }
+        self.share = self.share.clamp(SCAVENGER_FLOOR, 1.0);
+        began
+    }
+}
 
 /// One path's congestion control and pacer (sender side).
 #[derive(Debug, Clone)]
@@ -101,6 +185,8 @@ pub(crate) struct Congestion {
     mtu: u64,
     /// A cap on the pacing rate set from outside ([`Congestion::set_rate_cap`]).
     rate_cap: Option<u64>,
+    /// Set on a path through a neighbour's line ([`Congestion::set_scavenger`]).
+    scavenger: Option<Scavenger>,
     phase: Phase,
     /// Startup's gain: [`STARTUP_GAIN`] at first, [`REGROW_GAIN`] after.
     startup_gain: f64,
@@ -151,6 +237,7 @@ impl Congestion {
         Congestion {
             mtu: mtu as u64,
             rate_cap: None,
+            scavenger: None,
             phase: Phase::Startup,
             startup_gain: STARTUP_GAIN,
             in_flight: 0,
@@ -175,6 +262,15 @@ impl Congestion {
             cwnd: INITIAL_CWND_PACKETS * mtu as u64,
             pacing: 0,
         }
+    }
+
+    /// The same path afresh (what was learnt of it no longer holds), keeping what was set
+    /// from outside: the cap is the owner's, and whether it scavenges is where it goes.
+    pub(crate) fn restart(&self, now: Instant) -> Congestion {
+        let mut cc = Congestion::new(now, self.mtu());
+        cc.set_rate_cap(self.rate_cap);
+        cc.set_scavenger(self.scavenger.is_some());
+        cc
     }
 
     /// The largest datagram it counts with.
@@ -228,10 +324,54 @@ impl Congestion {
         w.max(MIN_CWND_PACKETS * self.mtu)
     }
 
-    /// Pacing rate in bytes per second: the path's own, or less under a cap.
+    /// Pacing rate in bytes per second: the path's own, or less under a cap or while it
+    /// scavenges.
     pub(crate) fn pacing_rate(&self, srtt: Duration) -> u64 {
-        let rate = self.own_pacing_rate(srtt);
+        let rate = self.scavenged(self.own_pacing_rate(srtt));
         self.rate_cap.map_or(rate, |cap| rate.min(cap))
+    }
+
+    /// What a scavenger takes of `rate`: all of it at full share; never less than
+    /// [`MIN_RATE_CAP`] (or `rate`, if lower), as the cap.
+    fn scavenged(&self, rate: u64) -> u64 {
+        match self.scavenger {
+            Some(s) if s.share < 1.0 => {
+                ((rate as f64 * s.share) as u64).max(MIN_RATE_CAP.min(rate))
+            }
+            _ => rate,
+        }
+    }
+
+    /// The bottleneck rate it may count on: its estimate, less what it gives way while
+    /// it scavenges, and under its cap.
+    pub(crate) fn usable_bandwidth(&self) -> u64 {
+        let bw = self.scavenged(self.bandwidth());
+        self.rate_cap.map_or(bw, |cap| bw.min(cap))
+    }
+
+    /// Makes it a scavenger (a path through a neighbour's line) or not. Turning it on
+    /// again keeps its share.
+    pub(crate) fn set_scavenger(&mut self, on: bool) {
+        match (on, self.scavenger) {
+            (true, None) => self.scavenger = Some(Scavenger::new()),
+            (false, Some(_)) => self.scavenger = None,
+            _ => {}
+        }
+    }
+
+    /// A scavenger's share of its own rate now (`None`: not a scavenger).
+    pub(crate) fn scavenger_share(&self) -> Option<f64> {
+        self.scavenger.map(|s| s.share)
+    }
+
+    /// The queueing delay on the way out (filtered, over the rolling base) at `now`: a
+    /// scavenger gives way above [`SCAVENGER_TARGET`], and takes its share back below.
+    /// Returns whether it began to give way.
+    pub(crate) fn on_queue_delay(&mut self, now: Instant, delay: Duration, srtt: Duration) -> bool {
+        let base = self.min_rtt().unwrap_or(srtt);
+        self.scavenger
+            .as_mut()
+            .is_some_and(|s| s.on_delay(now, delay, srtt, base))
     }
 
     /// A cap on the pacing rate, from outside the path (the spare capacity of the line a
@@ -246,11 +386,10 @@ impl Congestion {
         self.rate_cap
     }
 
-    /// Whether the cap holds the pacer below the path's own rate (what it sends then
-    /// says nothing of the path's rate).
+    /// Whether the cap, or giving way as a scavenger, holds the pacer below the path's
+    /// own rate (what it sends then says nothing of the path's rate).
     pub(crate) fn capped(&self, srtt: Duration) -> bool {
-        self.rate_cap
-            .is_some_and(|cap| cap < self.own_pacing_rate(srtt))
+        self.pacing_rate(srtt) < self.own_pacing_rate(srtt)
     }
 
     fn own_pacing_rate(&self, srtt: Duration) -> u64 {
@@ -634,6 +773,140 @@ mod tests {
             );
         }
         now
+    }
+
+    /// As [`drive`], beside traffic the path cannot see that queues `unseen` on its line
+    /// (it adds to the delay, not to what is lost), with the scavenger fed the queueing
+    /// delay; what is sent under a cap or a scavenger's share is app-limited, as a path
+    /// marks it.
+    fn drive_beside(
+        cc: &mut Congestion,
+        t0: Instant,
+        rate: u64,
+        rtt: Duration,
+        rounds: u32,
+        unseen: Duration,
+    ) -> Instant {
+        let mut now = t0;
+        let mut delivered = 1_000_000_000u64;
+        let per_round = (rate as f64 * rtt.as_secs_f64()) as u64;
+        let mut queue = 0u64;
+        for _ in 0..rounds {
+            let room = cc.window(rtt).saturating_sub(cc.in_flight());
+            let offered = room.min((cc.pacing_rate(rtt) as f64 * rtt.as_secs_f64()) as u64);
+            let app_limited = cc.capped(rtt);
+            let sent_delivered = delivered;
+            cc.on_sent(now, offered, true, rtt);
+            let queued_before = queue;
+            queue += offered;
+            let carried = queue.min(per_round);
+            queue -= carried;
+            let lost = queue.saturating_sub(per_round);
+            queue -= lost;
+            let queueing = Duration::from_secs_f64(queued_before as f64 / rate as f64) + unseen;
+            now += rtt + unseen;
+            delivered += carried;
+            cc.on_lost(lost);
+            cc.on_ack(
+                now,
+                carried,
+                delivered,
+                sent_delivered,
+                Some(rtt + queueing),
+                Some((carried as f64 / rtt.as_secs_f64()) as u64),
+                app_limited,
+                queueing,
+                rtt,
+            );
+            cc.on_queue_delay(now, queueing, rtt + unseen);
+        }
+        now
+    }
+
+    /// A scavenger gives way to a queue above the target that it did not build (traffic
+    /// the pool cannot see), in proportion to how far above, down to its floor, and takes
+    /// its share back once the queue falls below the target; a path that is no scavenger
+    /// takes no notice, as before.
+    #[test]
+    fn a_scavenger_gives_way_above_the_target_and_takes_its_rate_back_below() {
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(40);
+        let rate = 1_250_000; // 10 Mbit/s
+        let mut normal = Congestion::new(t0, MTU);
+        let mut scavenger = Congestion::new(t0, MTU);
+        scavenger.set_scavenger(true);
+        let run = |cc: &mut Congestion, from: Instant, rounds: u32, unseen: Duration| {
+            drive_beside(cc, from, rate, rtt, rounds, unseen)
+        };
+        // No queue but its own: the same rate as any path.
+        let now = run(&mut normal, t0, 40, Duration::ZERO);
+        run(&mut scavenger, t0, 40, Duration::ZERO);
+        let full = normal.usable_bandwidth();
+        assert_eq!(scavenger.usable_bandwidth(), full);
+        assert_eq!(scavenger.pacing_rate(rtt), normal.pacing_rate(rtt));
+        assert_eq!(scavenger.scavenger_share(), Some(1.0));
+        // 45 ms of queue: below the target, nothing changes.
+        let now2 = run(&mut normal, now, 20, Duration::from_millis(45));
+        run(&mut scavenger, now, 20, Duration::from_millis(45));
+        assert_eq!(scavenger.scavenger_share(), Some(1.0));
+        // 70 ms (a sixth above the target): it gives way, a little a round trip.
+        let mut mild = scavenger.clone();
+        run(&mut mild, now2, 3, Duration::from_millis(70));
+        let mild_share = mild.scavenger_share().unwrap();
+        assert!((0.5..0.9).contains(&mild_share), "{mild_share}");
+        // 150 ms: half a round trip, down to the floor; the normal path ignores it.
+        let now3 = run(&mut normal, now2, 20, Duration::from_millis(150));
+        let mut backoffs = 0;
+        let mut t = now2;
+        for _ in 0..20 {
+            backoffs += u32::from(scavenger.scavenger_share() == Some(1.0));
+            t = run(&mut scavenger, t, 1, Duration::from_millis(150));
+        }
+        assert_eq!(backoffs, 1);
+        assert_eq!(scavenger.scavenger_share(), Some(SCAVENGER_FLOOR));
+        let low = scavenger.pacing_rate(rtt);
+        assert!(low <= normal.pacing_rate(rtt) / 16, "{low}");
+        assert!(low >= MIN_RATE_CAP);
+        assert_eq!(
+            normal.usable_bandwidth(),
+            full,
+            "a normal path ignores the delay"
+        );
+        // Its estimate of the line is kept: what it sent while giving way was held back.
+        assert_eq!(scavenger.bandwidth(), full);
+        // The queue goes: the share comes back, within a few seconds.
+        let mut t = now3;
+        let mut rounds = 0;
+        while scavenger.scavenger_share() < Some(1.0) {
+            t = run(&mut scavenger, t, 1, Duration::ZERO);
+            rounds += 1;
+            assert!(rounds < 100, "{:?}", scavenger.scavenger_share());
+        }
+        println!("back to its full share in {rounds} round trips of {rtt:?}");
+        assert!(rounds >= 10, "{rounds}: LEDBAT++'s gain is slow");
+        assert_eq!(scavenger.usable_bandwidth(), full);
+    }
+
+    #[test]
+    fn a_scavenger_restarted_stays_one_and_keeps_the_cap() {
+        let t0 = Instant::now();
+        let mut cc = Congestion::new(t0, MTU);
+        cc.set_scavenger(true);
+        cc.set_rate_cap(Some(100_000));
+        drive_beside(
+            &mut cc,
+            t0,
+            1_250_000,
+            Duration::from_millis(20),
+            30,
+            Duration::from_millis(200),
+        );
+        assert!(cc.scavenger_share() < Some(1.0));
+        let fresh = cc.restart(t0 + Duration::from_secs(10));
+        assert_eq!(fresh.scavenger_share(), Some(1.0));
+        assert_eq!(fresh.rate_cap(), Some(100_000));
+        cc.set_scavenger(false);
+        assert_eq!(cc.restart(t0).scavenger_share(), None);
     }
 
     #[test]

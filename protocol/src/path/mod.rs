@@ -11,6 +11,7 @@ mod cc;
 
 use cc::Congestion;
 pub use cc::CongestionState;
+pub use cc::SCAVENGER_TARGET;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -171,6 +172,9 @@ pub struct PathCounters {
     pub resent_elsewhere: u64,
     /// Times it turned suspect.
     pub suspected: u64,
+    /// Times, as a scavenger (a path through a neighbour's line), it began to give way to
+    /// a queue above [`SCAVENGER_TARGET`]: traffic the pool cannot see on that line.
+    pub scavenger_backoffs: u64,
 }
 
 /// An ack-eliciting packet sent and not yet resolved.
@@ -277,6 +281,9 @@ impl Path {
         max_datagram: usize,
     ) -> Path {
         let max_sent = max_sent.clamp(64, MAX_SENT);
+        let mut cc = Congestion::new(now, max_datagram);
+        // A neighbour's line carries traffic the pool cannot see: give way to it.
+        cc.set_scavenger(endpoint.relay.is_some());
         Path {
             id,
             endpoint,
@@ -292,7 +299,7 @@ impl Path {
             next_ping: now,
             unanswered_pings: 0,
             passive: false,
-            cc: Congestion::new(now, max_datagram),
+            cc,
             repairs: VecDeque::with_capacity(MAX_REPAIRS),
             sent_rate: RateMeter::default(),
             starved_epoch: None,
@@ -426,10 +433,10 @@ impl Path {
     }
 
     /// Its estimated bottleneck rate, bytes per second of datagrams (zero before a sample),
-    /// or its cap if that is lower: what the scheduler may count on.
+    /// or its cap if that is lower, less what it gives way as a scavenger: what the
+    /// scheduler may count on.
     pub fn bandwidth(&self) -> u64 {
-        let bw = self.cc.bandwidth();
-        self.cc.rate_cap().map_or(bw, |cap| bw.min(cap))
+        self.cc.usable_bandwidth()
     }
 
     /// Its estimated bottleneck rate, whatever its cap.
@@ -446,6 +453,14 @@ impl Path {
     /// Its cap, if it has one.
     pub fn rate_cap(&self) -> Option<u64> {
         self.cc.rate_cap()
+    }
+
+    /// As a scavenger (a path through a neighbour's line, at both ends), the share of its
+    /// own rate it takes now, 0 to 1: 1 while that line queues less than
+    /// [`SCAVENGER_TARGET`], less while traffic the pool cannot see fills it. `None` for a
+    /// path that is not a scavenger.
+    pub fn scavenger_share(&self) -> Option<f64> {
+        self.cc.scavenger_share()
     }
 
     /// The least RTT lately (a window of seconds), as congestion control sees it.
@@ -530,6 +545,8 @@ impl Path {
         if self.largest_from_endpoint.is_none_or(|l| pn > l) {
             self.largest_from_endpoint = Some(pn);
             self.endpoint = from;
+            // Relayed now, or direct now: a scavenger only on a neighbour's line.
+            self.cc.set_scavenger(from.relay.is_some());
         }
     }
 
@@ -729,7 +746,8 @@ impl Path {
         }
         self.last_ack_at = Some(now);
         let mut rtt_sample = None;
-        if newest.pn == largest {
+        let delay_sampled = newest.pn == largest;
+        if delay_sampled {
             let delay = Duration::from_micros(ack.delay_us).min(MAX_ACK_DELAY);
             let rtt = now.saturating_duration_since(newest.at);
             rtt_sample = Some(rtt);
@@ -762,6 +780,11 @@ impl Path {
             self.delay.latest(),
             srtt,
         );
+        // The filtered delay (RFC 6817's current delay), not the newest sample: one late
+        // ack is no queue.
+        if delay_sampled && self.cc.on_queue_delay(now, self.delay.queue_delay(), srtt) {
+            self.counters.scavenger_backoffs += 1;
+        }
         self.detect_losses(now);
         self.unanswered_pings = 0;
         self.on_answered(now);
@@ -855,10 +878,9 @@ impl Path {
             self.confirmations = 0;
             // Persistent congestion (RFC 9002 §7.6): what was learnt of the path no longer
             // holds; it starts afresh when it answers again.
-            // A cap is the owner's, not learnt of the path: it stays.
-            let cap = self.cc.rate_cap();
-            self.cc = Congestion::new(now, self.cc.mtu());
-            self.cc.set_rate_cap(cap);
+            // A cap is the owner's, not learnt of the path, and where it goes says whether
+            // it scavenges: both stay.
+            self.cc = self.cc.restart(now);
         }
         self.state = state;
         self.state_since = now;
@@ -1522,6 +1544,73 @@ mod tests {
             d.on_sample(i * 10_000, if i < 50 { 1_000 } else { 41_000 });
         }
         assert_eq!(d.queue_delay(), Duration::from_millis(40));
+    }
+
+    /// A path of 40 ms sending a packet a millisecond, each acked with the far end's
+    /// receive time: from packet `from` on, the line queues `queue` more (traffic the path
+    /// cannot see).
+    fn busy_line(p: &mut Path, t0: Instant, packets: u64, from: u64, queue: Duration) {
+        let ms = Duration::from_millis;
+        let queue_of = |pn: u64| if pn >= from { queue } else { Duration::ZERO };
+        let mut acked = 0;
+        for pn in 0..packets {
+            let now = t0 + ms(pn);
+            p.on_sent(now, 1200, true, Some((pn, 1100)));
+            // Acks in order as they come back by now (the queue only grows).
+            while acked <= pn && t0 + ms(acked + 40) + queue_of(acked) <= now {
+                let received = micros(t0, t0 + ms(acked + 20) + queue_of(acked));
+                p.on_ack(now, &Ack::new(PathId(1), 0, received, &[(0, acked)]));
+                acked += 1;
+            }
+        }
+    }
+
+    /// Relayed paths are scavengers at both ends, direct ones are not, and a path whose
+    /// endpoint moves between a relay and a direct address follows it.
+    #[test]
+    fn a_path_through_a_neighbours_line_scavenges_and_counts_its_backoffs() {
+        let t0 = Instant::now();
+        let relayed = Endpoint {
+            remote: "192.0.2.2:7117".parse().unwrap(),
+            local: None,
+            relay: Some(RelayHop { relay: 3, slot: 1 }),
+        };
+        let new = |endpoint| {
+            Path::new(
+                PathId(1),
+                endpoint,
+                PathSettings::default(),
+                t0,
+                t0,
+                1024,
+                1500,
+            )
+        };
+        let mut p = new(relayed);
+        assert_eq!(p.scavenger_share(), Some(1.0));
+        // 30 ms of queue: below the target, nothing given up.
+        busy_line(&mut p, t0, 2000, 500, Duration::from_millis(30));
+        assert_eq!(p.scavenger_share(), Some(1.0));
+        assert_eq!(p.counters().scavenger_backoffs, 0);
+        let mut q = new(relayed);
+        busy_line(&mut q, t0, 2000, 500, Duration::from_millis(150));
+        assert_eq!(q.counters().scavenger_backoffs, 1);
+        let share = q.scavenger_share().unwrap();
+        assert!(share < 0.5, "{share}");
+        assert!(q.pacing_rate() < p.pacing_rate() / 2);
+        // A direct path on the same line takes no notice.
+        let mut d = new(Endpoint::direct("192.0.2.1:7117".parse().unwrap(), None));
+        busy_line(&mut d, t0, 2000, 500, Duration::from_millis(150));
+        assert_eq!(d.scavenger_share(), None);
+        assert_eq!(d.counters().scavenger_backoffs, 0);
+        // At the proxy a member's path may move from a relay to its own address and back.
+        q.on_authenticated_from(
+            1000,
+            Endpoint::direct("192.0.2.9:4000".parse().unwrap(), None),
+        );
+        assert_eq!(q.scavenger_share(), None);
+        q.on_authenticated_from(1001, relayed);
+        assert_eq!(q.scavenger_share(), Some(1.0));
     }
 
     #[test]
