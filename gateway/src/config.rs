@@ -68,6 +68,11 @@ pub struct GatewayConfig {
 
 /// The UDP port a gateway's relay listens on, on the mesh (hellos and relaying alike).
 pub const RELAY_PORT: u16 = 7118;
+/// The IPv6 link-local multicast group discovery hellos go to (port [`RELAY_PORT`]) on a
+/// mesh device with no IPv4 address: `ff02::7118`, named after the port; not an address
+/// of IANA's link-local scope multicast registry (so no other protocol's group).
+pub const MESH_GROUP_V6: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x7118);
 /// The most a sharing cap may say, in Mbit/s.
 pub const MAX_SHARE_MBIT: f64 = 100_000.0;
 

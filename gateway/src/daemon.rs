@@ -5,7 +5,7 @@
 //! the protocol's timers, and reacts to signals. Buffers are allocated once.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use linkpool_os::control::{self, Format};
@@ -24,7 +24,7 @@ use linkpool_protocol::{DropReason, PathId, ip};
 use tokio::net::UdpSocket;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{ConfigSource, GatewayConfig, Loaded, RELAY_PORT, UplinkConfig};
+use crate::config::{ConfigSource, GatewayConfig, Loaded, MESH_GROUP_V6, RELAY_PORT, UplinkConfig};
 use crate::proxy_target::{ProxyTarget, Step};
 use crate::setup::GatewayOs;
 use crate::state::StateFile;
@@ -38,25 +38,62 @@ const BATCH: usize = 32;
 const UNANSWERED_LOG_AFTER: Duration = Duration::from_secs(15);
 const UNANSWERED_LOG_EVERY: Duration = Duration::from_secs(300);
 
-/// One mesh device: once it exists and has an IPv4 address, its socket on the relay port
+/// One mesh device: once it exists and has an address, its socket on the relay port
 /// (hellos, relaying, and our paths through neighbours) and that address.
+///
+/// One family per device: IPv4 when the device has an IPv4 address (hellos broadcast to
+/// 255.255.255.255), else IPv6 link-local when it has one (hellos to the link-local group
+/// [`MESH_GROUP_V6`]; neighbours' addresses carry the device's index as their scope id,
+/// as the kernel gives them, so the same address on two devices stays two neighbours).
 struct MeshPort {
     device: String,
     socket: Option<UdpSocket>,
+    /// Our address there and its prefix length (an IPv6 one: link-local, with the
+    /// device's index as scope id).
     local: Option<(SocketAddr, u8)>,
 }
 
 impl MeshPort {
-    /// Whether `to` is on this device's subnet.
+    /// Whether `to` is on this device's link: in its IPv4 subnet, or link-local with its
+    /// index as scope id.
     fn reaches(&self, to: SocketAddr) -> bool {
-        match (self.local, to.ip().to_canonical()) {
-            (Some((SocketAddr::V4(l), prefix)), std::net::IpAddr::V4(t)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-                u32::from(*l.ip()) & mask == u32::from(t) & mask
+        match (self.local, to) {
+            (Some((SocketAddr::V6(l), _)), SocketAddr::V6(t)) => {
+                linkpool_os::socket::is_link_local_v6(t.ip()) && t.scope_id() == l.scope_id()
             }
+            (Some((SocketAddr::V4(l), prefix)), _) => match to.ip().to_canonical() {
+                IpAddr::V4(t) => {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                    u32::from(*l.ip()) & mask == u32::from(t) & mask
+                }
+                IpAddr::V6(_) => false,
+            },
             _ => false,
         }
     }
+
+    /// Where a discovery hello goes on this device: the IPv4 broadcast, or the link-local
+    /// group with the device's scope id.
+    fn everyone(&self) -> Option<SocketAddr> {
+        Some(match self.local?.0 {
+            SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::BROADCAST, RELAY_PORT)),
+            SocketAddr::V6(l) => {
+                SocketAddrV6::new(MESH_GROUP_V6, RELAY_PORT, 0, l.scope_id()).into()
+            }
+        })
+    }
+}
+
+/// Our address on mesh device `device`: its first IPv4 address (with its prefix length),
+/// or, without one, its first IPv6 link-local address (scope id: the device's index).
+fn mesh_address(device: &str) -> Option<(SocketAddr, u8)> {
+    use linkpool_os::socket::{ifindex, ipv4_of, ipv6_link_local_of};
+    if let Some((ip, prefix)) = ipv4_of(device) {
+        return Some((SocketAddr::from((ip, RELAY_PORT)), prefix));
+    }
+    let ip = ipv6_link_local_of(device)?;
+    let scope = ifindex(device)?;
+    Some((SocketAddrV6::new(ip, RELAY_PORT, 0, scope).into(), 10))
 }
 
 /// One uplink: its configuration and, once its device exists, its socket and its path.
@@ -314,24 +351,42 @@ impl Gateway {
         }
     }
 
-    /// Opens missing mesh sockets; follows each mesh device's address.
+    /// Opens missing mesh sockets; follows each mesh device's address, and its family (a
+    /// device that gains or loses its IPv4 address gets a socket of the other family).
     fn maintain_mesh(&mut self) {
+        let fwmark = self.config.tunnel.fwmark;
         for m in &mut self.mesh {
-            let ip = linkpool_os::socket::ipv4_of(&m.device);
-            m.local = ip.map(|(ip, prefix)| (SocketAddr::from((ip, RELAY_PORT)), prefix));
+            m.local = mesh_address(&m.device);
             if let Some(socket) = &m.socket {
-                if linkpool_os::socket::bound_to(socket, &m.device) {
+                let same_family = match (m.local, socket.local_addr()) {
+                    (Some((want, _)), Ok(have)) => want.is_ipv4() == have.is_ipv4(),
+                    _ => true,
+                };
+                if same_family && linkpool_os::socket::bound_to(socket, &m.device) {
                     continue;
                 }
                 m.socket = None;
             }
-            if m.local.is_none() {
-                continue;
-            }
-            match linkpool_os::socket::mesh_socket(&m.device, RELAY_PORT, self.config.tunnel.fwmark)
-            {
+            let opened = match m.local {
+                None => continue,
+                Some((SocketAddr::V4(_), _)) => {
+                    linkpool_os::socket::mesh_socket(&m.device, RELAY_PORT, fwmark)
+                }
+                Some((SocketAddr::V6(_), _)) => linkpool_os::socket::mesh_socket_v6(
+                    &m.device,
+                    RELAY_PORT,
+                    MESH_GROUP_V6,
+                    fwmark,
+                ),
+            };
+            match opened {
                 Ok(s) => {
-                    info!(device = %m.device, port = RELAY_PORT, "mesh ready");
+                    let family = if m.local.is_some_and(|(l, _)| l.is_ipv4()) {
+                        "IPv4 broadcast"
+                    } else {
+                        "IPv6 link-local"
+                    };
+                    info!(device = %m.device, port = RELAY_PORT, family, "mesh ready");
                     m.socket = Some(s);
                 }
                 Err(e) => debug!(device = %m.device, "mesh not ready: {e}"),
@@ -363,8 +418,8 @@ impl Gateway {
                     break;
                 }
             };
-            // Our own broadcasts come back.
-            if from == local {
+            // Our own broadcasts come back (IPv4; IPv6 multicast loop is off).
+            if from.ip() == local.ip() && from.port() == local.port() {
                 continue;
             }
             match self
@@ -636,9 +691,10 @@ impl Gateway {
         while let Some(h) = self.client.poll_mesh_transmit(now, buf) {
             match h.destination {
                 HelloDestination::Mesh => {
-                    let everyone = SocketAddr::from((std::net::Ipv4Addr::BROADCAST, RELAY_PORT));
-                    for socket in self.mesh.iter().filter_map(|m| m.socket.as_ref()) {
-                        let _ = socket.try_send_to(&buf[..h.len], everyone);
+                    for m in &self.mesh {
+                        if let (Some(socket), Some(everyone)) = (&m.socket, m.everyone()) {
+                            let _ = socket.try_send_to(&buf[..h.len], everyone);
+                        }
                     }
                 }
                 HelloDestination::Neighbour { remote, .. } => {
@@ -751,6 +807,8 @@ impl Gateway {
                     "tx_bytes": c.tx_bytes,
                     "rx_packets": c.rx_packets,
                     "rx_bytes": c.rx_bytes,
+                    "scavenger_share": p.scavenger_share(),
+                    "scavenger_backoffs": c.scavenger_backoffs,
                 });
                 if let Some(entry) = entry.as_object_mut() {
                     entry.extend(status::path_fields(Some(p), now, total_rate, total_tx));
@@ -974,6 +1032,50 @@ fn status_text(s: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn port(local: &str, prefix: u8) -> MeshPort {
+        MeshPort {
+            device: "mesh0".into(),
+            socket: None,
+            local: Some((local.parse().unwrap(), prefix)),
+        }
+    }
+
+    /// An IPv4 mesh device reaches its subnet (plain or as a dual-stack socket shows it),
+    /// an IPv6 link-local one reaches link-local addresses of its own scope only; hellos
+    /// for everyone go to the broadcast or to the group on that scope.
+    #[test]
+    fn a_mesh_device_reaches_its_own_link_in_its_family() {
+        let v4 = port("10.254.0.1:7118", 24);
+        assert!(v4.reaches("10.254.0.2:7118".parse().unwrap()));
+        assert!(v4.reaches("[::ffff:10.254.0.2]:7118".parse().unwrap()));
+        assert!(!v4.reaches("10.254.1.2:7118".parse().unwrap()));
+        assert!(!v4.reaches("[fe80::2%3]:7118".parse().unwrap()));
+        assert_eq!(v4.everyone(), Some("255.255.255.255:7118".parse().unwrap()));
+
+        let v6 = port("[fe80::1%3]:7118", 10);
+        assert!(v6.reaches("[fe80::2%3]:7118".parse().unwrap()));
+        assert!(v6.reaches("[febf::2%3]:7118".parse().unwrap()));
+        assert!(
+            !v6.reaches("[fe80::2%4]:7118".parse().unwrap()),
+            "another device's link"
+        );
+        assert!(!v6.reaches("[fe80::2]:7118".parse().unwrap()), "no scope");
+        assert!(
+            !v6.reaches("[fd00:fe::2]:7118".parse().unwrap()),
+            "not link-local"
+        );
+        assert!(!v6.reaches("10.254.0.2:7118".parse().unwrap()));
+        assert_eq!(v6.everyone(), Some("[ff02::7118%3]:7118".parse().unwrap()));
+
+        let none = MeshPort {
+            device: "mesh0".into(),
+            socket: None,
+            local: None,
+        };
+        assert!(!none.reaches("10.254.0.2:7118".parse().unwrap()));
+        assert_eq!(none.everyone(), None);
+    }
 
     /// The text status of a snapshot with traffic on two uplinks.
     #[test]

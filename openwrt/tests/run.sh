@@ -52,7 +52,7 @@ uci_t() {
 	PATH="$standin/bin:$PATH" UCI_CONFDIR="$T/config" uci "$@"
 }
 
-# Runs the init script's ACTION (start | triggers) through the rc.common stand-in.
+# Runs the init script's ACTION (start | reload | stop | triggers) through the rc.common stand-in.
 run_init() {
 	PATH="$standin/bin:$PATH" UCI_CONFDIR="$T/config" \
 		STANDIN_PROCD_LOG="$T/procd.log" STANDIN_NETWORK_STATE="$T/netstate" \
@@ -127,7 +127,8 @@ procd_set_param [stdout] [1]
 procd_set_param [stderr] [1]
 procd_set_param [term_timeout] [10]
 procd_close_instance
-procd_close_service" "$(procd_calls)"
+procd_close_service
+procd_set_config_changed [firewall]" "$(procd_calls)"
 }
 
 # Options the daemon reads from the file itself (spreading modes, probe intervals) add
@@ -168,7 +169,8 @@ test_init_disabled_does_not_start_with_standin() {
 	echo "lan br-lan br-lan" | netstate
 	run_init start || return 1
 	assert_lines "procd calls" "procd_open_service [linkpool.init]
-procd_close_service" "$(procd_calls)" &&
+procd_close_service
+procd_set_config_changed [firewall]" "$(procd_calls)" &&
 		assert_contains "log" "disabled" "$(cat "$T/procd.log")"
 }
 
@@ -295,6 +297,272 @@ procd_add_interface_trigger [interface.*] [wwan] [/etc/init.d/linkpool] [reload]
 procd_add_interface_trigger [interface.*] [mesh] [/etc/init.d/linkpool] [reload]
 procd_close_trigger
 procd_close_service" "$(procd_calls)"
+}
+
+# --- init script: the relay port in the firewall -------------------------------------
+
+# Appends a zone for network 'mesh' to the test's firewall config, as a community
+# network's router has it: nothing comes in from the mesh unasked.
+mesh_zone() {
+	cat >>"$T/config/firewall" <<-'EOF'
+
+		config zone
+			option name 'mesh'
+			list network 'mesh'
+			option input 'REJECT'
+			option output 'ACCEPT'
+			option forward 'REJECT'
+	EOF
+}
+
+# The firewall rules the last run handed procd (inside procd_open_data), one line each:
+# the rule's json_add_string calls as KEY=VALUE words, in order.
+firewall_rules() {
+	awk '
+		/^procd_open_data/ { data = 1; next }
+		/^procd_close_data/ { data = 0; next }
+		data && /^json_add_array \[firewall\]$/ { fw = 1; next }
+		fw && /^json_close_array/ { fw = 0; next }
+		fw && /^json_add_object/ { rule = ""; next }
+		fw && /^json_close_object/ { print rule; next }
+		fw && /^json_add_string / {
+			s = $0
+			sub(/^json_add_string \[/, "", s)
+			key = s
+			sub(/\].*$/, "", key)
+			value = s
+			sub(/^[^]]*\] \[/, "", value)
+			sub(/\]$/, "", value)
+			rule = rule (rule == "" ? "" : " ") key "=" value
+		}
+	' "$T/procd.log"
+}
+
+RULE_PREFIX='type=rule name=Allow-linkpool-mesh'
+RULE_SUFFIX='proto=udp dest_port=7118 target=ACCEPT'
+
+# A mesh network in a zone of its own that rejects input: the instance carries one rule
+# opening the relay port from that zone on the mesh device, and the firewall is told to
+# reload. The owner does not share the line: a member that only borrows needs the port
+# too (its neighbours' hellos, and the replies their relays bring back).
+test_init_opens_the_relay_port_on_the_mesh_with_standin() {
+	linkpool_config <<-'EOF'
+		config gateway 'main'
+			option enabled '1'
+			option bundle 'LP1:bWVtYmVyID0gYWxpY2UK'
+			list lan_network 'lan'
+			list mesh_network 'mesh'
+			option share '0'
+
+		config uplink 'wan'
+			option network 'wan'
+	EOF
+	mesh_zone
+	netstate <<-'EOF'
+		lan br-lan br-lan
+		mesh bat0 bat0
+		wan eth1 eth1
+	EOF
+	run_init start || return 1
+	assert_lines "procd calls" "procd_open_service [linkpool.init]
+procd_open_instance
+$COMMAND_PREFIX [--resolve] [lan=br-lan] [--resolve] [mesh=bat0] [--resolve] [wan=eth1]
+procd_set_param [file] [/etc/config/linkpool]
+procd_set_param [respawn] [3600] [5] [5]
+procd_set_param [stdout] [1]
+procd_set_param [stderr] [1]
+procd_set_param [term_timeout] [10]
+procd_open_data
+json_add_array [firewall]
+json_add_object []
+json_add_string [type] [rule]
+json_add_string [name] [Allow-linkpool-mesh]
+json_add_string [src] [mesh]
+json_add_string [device] [bat0]
+json_add_string [proto] [udp]
+json_add_string [dest_port] [7118]
+json_add_string [target] [ACCEPT]
+json_close_object
+json_close_array
+procd_close_data
+procd_close_instance
+procd_close_service
+procd_set_config_changed [firewall]" "$(procd_calls)"
+}
+
+# Several mesh networks: one rule per zone and device (two networks on one device in one
+# zone make one), a zone found by its device list or by a network option holding several
+# names, a disabled zone passed over, and no rule for a network in no zone (logged) or
+# down (no device: the interface trigger reloads us once it is up).
+test_init_firewall_rule_per_zone_and_device_with_standin() {
+	linkpool_config <<-'EOF'
+		config gateway 'main'
+			option enabled '1'
+			option bundle 'LP1:bWVtYmVyID0gYWxpY2UK'
+			list lan_network 'lan'
+			list mesh_network 'mesh'
+			list mesh_network 'mesh6'
+			list mesh_network 'olsr'
+			list mesh_network 'adhoc'
+			list mesh_network 'lost'
+			list mesh_network 'later'
+
+		config uplink 'wan'
+			option network 'wan'
+	EOF
+	cat >>"$T/config/firewall" <<-'EOF'
+
+		config zone
+			option name 'mesh'
+			list network 'mesh'
+			list network 'mesh6'
+			option input 'REJECT'
+
+		config zone
+			option name 'old'
+			option enabled '0'
+			option network 'adhoc'
+
+		config zone
+			option name 'community'
+			option device 'br-olsr'
+			option input 'REJECT'
+
+		config zone
+			option name 'freifunk'
+			option network 'ff adhoc'
+			option input 'REJECT'
+	EOF
+	netstate <<-'EOF'
+		lan br-lan br-lan
+		mesh bat0 bat0
+		mesh6 bat0 bat0
+		olsr br-olsr br-olsr
+		adhoc wlan1 wlan1
+		lost wlan2 wlan2
+		wan eth1 eth1
+	EOF
+	run_init start || return 1
+	assert_lines "firewall rules" "$RULE_PREFIX src=mesh device=bat0 $RULE_SUFFIX
+$RULE_PREFIX src=community device=br-olsr $RULE_SUFFIX
+$RULE_PREFIX src=freifunk device=wlan1 $RULE_SUFFIX" "$(firewall_rules)" || return 1
+	local log
+	log="$(cat "$T/procd.log")"
+	assert_contains "log of the zoneless network" "mesh network 'lost' is in no firewall zone" "$log" &&
+		assert_contains "log of the down network" "network 'later' has no device yet" "$log" &&
+		assert_not_contains "json outside procd's data" "(not for procd)" "$log"
+}
+
+# A mesh network in wan (no zone of its own): the rule is for the mesh device only, so
+# the relay port stays closed on the WAN itself.
+test_init_mesh_in_wan_opens_the_mesh_device_only_with_standin() {
+	linkpool_config <<-'EOF'
+		config gateway 'main'
+			option enabled '1'
+			option bundle 'LP1:bWVtYmVyID0gYWxpY2UK'
+			list lan_network 'lan'
+			list mesh_network 'mesh'
+
+		config uplink 'wan'
+			option network 'wan'
+	EOF
+	uci_t add_list firewall.@zone[1].network=mesh && uci_t commit firewall || return 1
+	netstate <<-'EOF'
+		lan br-lan br-lan
+		mesh wlan0-mesh wlan0-mesh
+		wan eth1 eth1
+	EOF
+	run_init start || return 1
+	assert_lines "firewall rules" "$RULE_PREFIX src=wan device=wlan0-mesh $RULE_SUFFIX" "$(firewall_rules)"
+}
+
+# No mesh network, or linkpool not started: no firewall data at all (the firewall is
+# still told to reload: a mesh network removed from the config takes its rule along).
+test_init_no_mesh_no_firewall_rule_with_standin() {
+	linkpool_config <<-'EOF'
+		config gateway 'main'
+			option enabled '1'
+			option bundle 'LP1:bWVtYmVyID0gYWxpY2UK'
+			list lan_network 'lan'
+
+		config uplink 'wan'
+			option network 'wan'
+	EOF
+	mesh_zone
+	netstate <<-'EOF'
+		lan br-lan br-lan
+		mesh bat0 bat0
+		wan eth1 eth1
+	EOF
+	run_init start || return 1
+	local calls
+	calls="$(procd_calls)"
+	assert_contains "started" "procd_open_instance" "$calls" &&
+		assert_not_contains "no mesh" "procd_open_data" "$calls" &&
+		assert_not_contains "no mesh" "json_" "$calls" &&
+		assert_contains "firewall told" "procd_set_config_changed [firewall]" "$calls" || return 1
+
+	uci_t add_list linkpool.main.mesh_network=mesh && uci_t set linkpool.main.enabled=0 &&
+		uci_t commit linkpool || return 1
+	: >"$T/procd.log"
+	run_init start || return 1
+	calls="$(procd_calls)"
+	assert_not_contains "disabled" "procd_open_data" "$calls" &&
+		assert_not_contains "disabled" "json_" "$calls"
+}
+
+# Stopping tells the firewall to reload, before procd deletes the service (and with it
+# the rule): the firewall's reload trigger waits a second.
+test_init_stop_tells_the_firewall_with_standin() {
+	cp "$SHIPPED_CONFIG" "$T/config/linkpool"
+	run_init stop || return 1
+	assert_lines "procd calls" "procd_set_config_changed [firewall]
+procd_kill [linkpool.init]" "$(procd_calls)"
+}
+
+# The rule only uses keys fw4 takes from a service (parse_rule in fw4.uc; `type` picks
+# the parser; an unknown key is warned about and ignored, which would widen the rule),
+# and its port is the one the daemon listens on (RELAY_PORT in gateway/src/config.rs).
+test_init_firewall_rule_speaks_fw4_with_standin() {
+	linkpool_config <<-'EOF'
+		config gateway 'main'
+			option enabled '1'
+			option bundle 'LP1:bWVtYmVyID0gYWxpY2UK'
+			list mesh_network 'mesh'
+
+		config uplink 'wan'
+			option network 'wan'
+	EOF
+	mesh_zone
+	netstate <<-'EOF'
+		mesh bat0 bat0
+		wan eth1 eth1
+	EOF
+	run_init start || return 1
+	local fw4_keys word key known port rules
+	fw4_keys="type enabled name _name family src dest device direction ipset helper set_helper
+		proto src_ip src_mac src_port dest_ip dest_port icmp_type extra limit limit_burst
+		utc_time start_date stop_date start_time stop_time weekdays monthdays mark set_mark
+		set_xmark dscp set_dscp counter log log_limit target"
+	rules="$(firewall_rules)"
+	[ -n "$rules" ] || {
+		echo "    no firewall rule"
+		return 1
+	}
+	for word in $rules; do
+		key="${word%%=*}"
+		known=0
+		for k in $fw4_keys; do
+			[ "$k" = "$key" ] && known=1
+		done
+		[ "$known" = 1 ] || {
+			echo "    key '$key' is not one fw4 reads from a service rule"
+			return 1
+		}
+	done
+	port="$(sed -n 's/^pub const RELAY_PORT: u16 = \([0-9]*\);$/\1/p' "$here/../../gateway/src/config.rs")"
+	assert_contains "RELAY_PORT in gateway/src/config.rs" "dest_port=$port " "$rules " &&
+		assert_contains "port" "dest_port=7118" "$rules"
 }
 
 # --- uci-defaults --------------------------------------------------------------------

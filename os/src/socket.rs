@@ -101,6 +101,68 @@ pub fn mesh_socket(device: &str, port: u16, fwmark: u32) -> io::Result<UdpSocket
     into_tokio(sock)
 }
 
+/// Opens a mesh socket for a device with an IPv6 link-local address only: IPv6 only
+/// (`IPV6_V6ONLY`), bound to `device` and to `[::]:port` (so that both datagrams to
+/// `group` and unicast to our link-local address reach it), a member of the link-local
+/// multicast `group` on `device`, which is also where its multicast goes (hop limit 1,
+/// the default), without our own multicast looped back, marked with `fwmark` so what it
+/// relays never enters the tunnel. Must be called inside a tokio runtime.
+pub fn mesh_socket_v6(
+    device: &str,
+    port: u16,
+    group: Ipv6Addr,
+    fwmark: u32,
+) -> io::Result<UdpSocket> {
+    let index = ifindex(device)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no device `{device}`")))?;
+    let sock = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    sock.set_only_v6(true)?;
+    sock.bind_device(Some(device.as_bytes()))
+        .map_err(|e| io::Error::new(e.kind(), format!("binding to device `{device}`: {e}")))?;
+    if fwmark != 0 {
+        sock.set_mark(fwmark)
+            .map_err(|e| io::Error::new(e.kind(), format!("setting SO_MARK {fwmark:#x}: {e}")))?;
+    }
+    sock.set_multicast_if_v6(index)?;
+    sock.set_multicast_loop_v6(false)?;
+    sock.join_multicast_v6(&group, index)
+        .map_err(|e| io::Error::new(e.kind(), format!("joining {group} on `{device}`: {e}")))?;
+    // One socket per mesh device, all on the same port.
+    sock.set_reuse_address(true)?;
+    set_buffers(&sock);
+    let any: SocketAddr = (Ipv6Addr::UNSPECIFIED, port).into();
+    sock.bind(&any.into()).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("listening on port {port} of `{device}` (IPv6): {e}"),
+        )
+    })?;
+    into_tokio(sock)
+}
+
+/// The index of network device `device` (an IPv6 link-local address's scope id there).
+pub fn ifindex(device: &str) -> Option<u32> {
+    nix::net::if_::if_nametoindex(device)
+        .ok()
+        .filter(|&i| i != 0)
+}
+
+/// Whether `ip` is an IPv6 link-local unicast address (`fe80::/10`).
+pub fn is_link_local_v6(ip: &Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// The first IPv6 link-local address (`fe80::/10`) of `device`.
+pub fn ipv6_link_local_of(device: &str) -> Option<Ipv6Addr> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
+        if a.interface_name != device {
+            return None;
+        }
+        let ip = a.address?.as_sockaddr_in6()?.ip();
+        is_link_local_v6(&ip).then_some(ip)
+    })
+}
+
 /// The first IPv4 address of `device` and its prefix length.
 pub fn ipv4_of(device: &str) -> Option<(Ipv4Addr, u8)> {
     nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {

@@ -8,6 +8,11 @@ append() {
 	eval "$var=\"\${$var:+\${$var}\$sep}\$value\""
 }
 
+# `uci export` starts with "package NAME", which config_load evaluates too.
+package() {
+	return 0
+}
+
 config_set() {
 	export "CONFIG_${1}_${2}=$3"
 }
