@@ -198,7 +198,6 @@ fn sample_bundle(psk: bool, v6: bool) -> MemberBundle {
             CipherSuite::Aes256Gcm
         },
         psk: psk.then(|| SharedSecret::from_bytes([3; 32])),
-        mesh_key: SharedSecret::from_bytes([4; 32]),
         addresses: if v6 {
             vec![
                 "10.77.0.2".parse().expect("literal"),

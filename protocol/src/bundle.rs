@@ -10,7 +10,6 @@
 //! proxy_endpoint = 203.0.113.10:7117      (one or more)
 //! cipher = aes-256-gcm | chacha20-poly1305
 //! psk = <base64 32 bytes>                 (optional)
-//! mesh_key = <base64 32 bytes>
 //! address = 10.77.0.2                     (one or more: the member's tunnel addresses)
 //! checksum = <16 hex digits>              (always last)
 //! ```
@@ -24,7 +23,9 @@
 //! except with probability 2^-64.
 //!
 //! The first format, `LP1:`, is the same text without the checksum line. It is still
-//! read ([`BundleFormat::Legacy`]); callers tell the user to get a new bundle.
+//! read ([`BundleFormat::Legacy`]); callers tell the user to get a new bundle. Bundles made
+//! before mesh credentials also carry a co-op-wide `mesh_key` line: it is read and ignored
+//! (the proxy grants each member its own credential through its tunnel instead).
 //!
 //! It is deliberately not serde: the format is tiny, and the gateway should not carry a
 //! second text format for it.
@@ -84,8 +85,6 @@ pub struct MemberBundle {
     pub cipher: CipherChoice,
     /// Optional Noise pre-shared key.
     pub psk: Option<SharedSecret>,
-    /// The co-op-wide key that authenticates mesh hellos.
-    pub mesh_key: SharedSecret,
     /// The member's tunnel addresses (normally one IPv4 and one IPv6).
     pub addresses: Vec<IpAddr>,
 }
@@ -398,7 +397,6 @@ impl MemberBundle {
         if let Some(psk) = &self.psk {
             line("psk", &psk.to_base64());
         }
-        line("mesh_key", &self.mesh_key.to_base64());
         for a in &self.addresses {
             line("address", &a.to_string());
         }
@@ -452,7 +450,6 @@ impl MemberBundle {
         let mut proxy_endpoints = Vec::new();
         let mut cipher = None;
         let mut psk = None;
-        let mut mesh_key = None;
         let mut addresses = Vec::new();
 
         fn once<T>(slot: &mut Option<T>, key: &'static str, v: T) -> Result<(), BundleError> {
@@ -516,11 +513,8 @@ impl MemberBundle {
                     "psk",
                     SharedSecret::from_base64(v).map_err(key_err("psk"))?,
                 )?,
-                "mesh_key" => once(
-                    &mut mesh_key,
-                    "mesh_key",
-                    SharedSecret::from_base64(v).map_err(key_err("mesh_key"))?,
-                )?,
+                // Older bundles' co-op-wide mesh key: nothing uses it any more.
+                "mesh_key" => {}
                 "address" => {
                     let a: IpAddr = v.parse().map_err(|_| BundleError::BadValue {
                         key: "address",
@@ -551,7 +545,6 @@ impl MemberBundle {
             proxy_endpoints,
             cipher: cipher.unwrap_or_default(),
             psk,
-            mesh_key: mesh_key.ok_or(BundleError::MissingKey("mesh_key"))?,
             addresses,
         })
     }
@@ -569,15 +562,18 @@ mod tests {
             proxy_endpoints: vec!["203.0.113.10:7117".into(), "[2001:db8::10]:7117".into()],
             cipher: CipherChoice::ChaCha20Poly1305,
             psk: Some(SharedSecret::from_bytes([3; 32])),
-            mesh_key: SharedSecret::from_bytes([4; 32]),
             addresses: vec!["10.77.0.2".parse().unwrap(), "fd77::2".parse().unwrap()],
         }
     }
 
     /// Known bundle → known text. If this changes, bundles already handed to members break.
     /// (The checksum was computed apart from this code: Python's hashlib.sha256 over `LP2:`
-    /// and the text, first 8 bytes; the line is `checksum = 45ae1510ccc74e16`.)
-    const FIXED_VECTOR: &str = "LP2:bWVtYmVyID0gYWxpY2UKcHJpdmF0ZV9rZXkgPSBBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFPQpwcm94eV9wdWJsaWNfa2V5ID0gQWdJQ0FnSUNBZ0lDQWdJQ0FnSUNBZ0lDQWdJQ0FnSUNBZ0lDQWdJQ0FnST0KcHJveHlfZW5kcG9pbnQgPSAyMDMuMC4xMTMuMTA6NzExNwpwcm94eV9lbmRwb2ludCA9IFsyMDAxOmRiODo6MTBdOjcxMTcKY2lwaGVyID0gY2hhY2hhMjAtcG9seTEzMDUKcHNrID0gQXdNREF3TURBd01EQXdNREF3TURBd01EQXdNREF3TURBd01EQXdNREF3TT0KbWVzaF9rZXkgPSBCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRPQphZGRyZXNzID0gMTAuNzcuMC4yCmFkZHJlc3MgPSBmZDc3OjoyCmNoZWNrc3VtID0gNDVhZTE1MTBjY2M3NGUxNgo=";
+    /// and the text, first 8 bytes; the line is `checksum = ce2e28906e3ee927`.)
+    const FIXED_VECTOR: &str = "LP2:bWVtYmVyID0gYWxpY2UKcHJpdmF0ZV9rZXkgPSBBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFPQpwcm94eV9wdWJsaWNfa2V5ID0gQWdJQ0FnSUNBZ0lDQWdJQ0FnSUNBZ0lDQWdJQ0FnSUNBZ0lDQWdJQ0FnST0KcHJveHlfZW5kcG9pbnQgPSAyMDMuMC4xMTMuMTA6NzExNwpwcm94eV9lbmRwb2ludCA9IFsyMDAxOmRiODo6MTBdOjcxMTcKY2lwaGVyID0gY2hhY2hhMjAtcG9seTEzMDUKcHNrID0gQXdNREF3TURBd01EQXdNREF3TURBd01EQXdNREF3TURBd01EQXdNREF3TT0KYWRkcmVzcyA9IDEwLjc3LjAuMgphZGRyZXNzID0gZmQ3Nzo6MgpjaGVja3N1bSA9IGNlMmUyODkwNmUzZWU5MjcK";
+
+    /// The same bundle as `member add` wrote it before mesh credentials, with the co-op's
+    /// `mesh_key` (checksum `45ae1510ccc74e16`): members hold bundles like this one.
+    const MESH_KEY_VECTOR: &str = "LP2:bWVtYmVyID0gYWxpY2UKcHJpdmF0ZV9rZXkgPSBBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFPQpwcm94eV9wdWJsaWNfa2V5ID0gQWdJQ0FnSUNBZ0lDQWdJQ0FnSUNBZ0lDQWdJQ0FnSUNBZ0lDQWdJQ0FnST0KcHJveHlfZW5kcG9pbnQgPSAyMDMuMC4xMTMuMTA6NzExNwpwcm94eV9lbmRwb2ludCA9IFsyMDAxOmRiODo6MTBdOjcxMTcKY2lwaGVyID0gY2hhY2hhMjAtcG9seTEzMDUKcHNrID0gQXdNREF3TURBd01EQXdNREF3TURBd01EQXdNREF3TURBd01EQXdNREF3TT0KbWVzaF9rZXkgPSBCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRPQphZGRyZXNzID0gMTAuNzcuMC4yCmFkZHJlc3MgPSBmZDc3OjoyCmNoZWNrc3VtID0gNDVhZTE1MTBjY2M3NGUxNgo=";
 
     /// The same bundle in the first format, as `member add` wrote it before LP2: members
     /// hold bundles like this one, so it must keep parsing.
@@ -606,11 +602,21 @@ mod tests {
                 .unwrap(),
         )
         .unwrap();
+        let without_mesh_key: String = legacy_text()
+            .lines()
+            .filter(|l| !l.starts_with("mesh_key"))
+            .map(|l| format!("{l}\n"))
+            .collect();
         assert_eq!(
             text,
-            format!("{}checksum = 45ae1510ccc74e16\n", legacy_text())
+            format!("{without_mesh_key}checksum = ce2e28906e3ee927\n")
         );
         assert_eq!(checksum_hex(legacy_text().as_bytes()), "45ae1510ccc74e16");
+        // A bundle from before mesh credentials is the same bundle: its key is ignored.
+        assert_eq!(
+            MemberBundle::parse_with_format(MESH_KEY_VECTOR).unwrap(),
+            (fixed(), BundleFormat::Checked)
+        );
     }
 
     #[test]
@@ -844,7 +850,6 @@ mod tests {
             psk: None,
             cipher: CipherChoice::Aes256Gcm,
             private_key: SecretKey::generate().unwrap(),
-            mesh_key: SharedSecret::generate().unwrap(),
             proxy_endpoints: vec!["proxy.example.org:7117".into()],
             ..fixed()
         };
@@ -864,6 +869,7 @@ mod tests {
         }
     }
 
+    /// Also: a bundle from before mesh credentials, with its co-op-wide `mesh_key`, loads.
     #[test]
     fn cipher_defaults_to_aes_and_comments_are_allowed() {
         let text = "# made by hand\nmember = bob\nprivate_key = AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\nproxy_public_key = AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=\nproxy_endpoint = proxy.example.org:7117\nmesh_key = BAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ=\naddress = 10.77.0.3\n";
@@ -928,8 +934,8 @@ mod tests {
                 BundleError::UnknownKey("colour".into()),
             ),
             (
-                with_line_replaced("mesh_key", None),
-                BundleError::MissingKey("mesh_key"),
+                with_line_replaced("proxy_public_key", None),
+                BundleError::MissingKey("proxy_public_key"),
             ),
             (
                 with_line_replaced("member", None),

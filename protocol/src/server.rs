@@ -1139,6 +1139,42 @@ mod tests {
         assert!(handshake_budget(Duration::ZERO) > 1_000_000);
     }
 
+    /// Every member behind one relay shares the relay's address: each gets its own cookie
+    /// and handshake bucket (keyed by relay and slot; these eight land in eight of the 256
+    /// buckets), wherever the relay's line comes
+    /// from, and never the relay's own as a direct source; a direct host gets one bucket
+    /// whatever its port.
+    #[test]
+    fn members_behind_one_relay_get_a_cookie_and_a_bucket_each() {
+        let random = [5u8; 32];
+        let wan: SocketAddr = "198.51.100.2:40000".parse().unwrap();
+        let behind = |slot| Endpoint {
+            remote: wan,
+            local: None,
+            relay: Some(RelayHop { relay: 3, slot }),
+        };
+        let direct = |port| Endpoint::direct(SocketAddr::new(wan.ip(), port), None);
+        assert_ne!(source_bytes(&behind(1)), source_bytes(&behind(2)));
+        let moved = Endpoint {
+            remote: "203.0.113.9:1".parse().unwrap(),
+            ..behind(1)
+        };
+        assert_eq!(source_bytes(&moved), source_bytes(&behind(1)));
+        let other_relay = Endpoint {
+            relay: Some(RelayHop { relay: 4, slot: 1 }),
+            ..behind(1)
+        };
+        assert_ne!(source_bytes(&other_relay), source_bytes(&behind(1)));
+        assert_ne!(source_bytes(&behind(1)), source_bytes(&direct(40000)));
+        let bucket = |e: &Endpoint| source_hash(e, &random) % SOURCE_BUCKETS;
+        let mut slots: Vec<usize> = (1..=8).map(|s| bucket(&behind(s))).collect();
+        slots.push(bucket(&direct(40000)));
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots.len(), 9, "a bucket shared: {slots:?}");
+        assert!((1..=8).all(|p| bucket(&direct(p)) == bucket(&direct(40000))));
+    }
+
     #[test]
     fn seen_ephemerals_forget_the_oldest_first() {
         let mut seen = SeenEphemerals::new();

@@ -122,7 +122,6 @@ pub fn add_member(
         proxy_endpoints: config.endpoints.clone(),
         cipher: cipher.unwrap_or_default(),
         psk,
-        mesh_key: config.mesh_key.clone(),
         addresses,
     };
     Ok(NewMember {
@@ -250,7 +249,7 @@ fn replace_file(path: &Path, contents: &str) -> Result<(), AdminError> {
 }
 
 /// The text of a fresh configuration.
-pub fn initial_config(endpoints: &[String], key_file: &str, mesh_key: &SharedSecret) -> String {
+pub fn initial_config(endpoints: &[String], key_file: &str) -> String {
     let port = endpoints
         .first()
         .and_then(|e| e.rsplit_once(':'))
@@ -272,8 +271,6 @@ listen = ["0.0.0.0:{port}", "[::]:{port}"]
 endpoints = [{endpoints}]
 # The proxy's private key (base64, mode 0600). Relative paths are relative to this file.
 private_key_file = "{key_file}"
-# Co-op-wide key authenticating mesh hellos; copied into every bundle. Keep it secret.
-mesh_key = "{mesh}"
 log_level = "info"
 control_socket = "/var/run/linkpool-proxy.sock"
 
@@ -296,7 +293,6 @@ default = "auto"
 
 # Members are added with: linkpool-proxy member add NAME -c THIS_FILE
 "#,
-        mesh = mesh_key.to_base64(),
         mtu = crate::config::DEFAULT_MTU,
     )
 }
@@ -341,9 +337,8 @@ pub fn init(
     }
     let no_randomness = |e| AdminError::Io(format!("generating a key: {e}"));
     let key = SecretKey::generate().map_err(no_randomness)?;
-    let mesh = SharedSecret::generate().map_err(no_randomness)?;
     write_new_file(&key_path, &format!("{}\n", key.to_base64()), 0o600)?;
-    let text = initial_config(endpoints, &key_setting, &mesh);
+    let text = initial_config(endpoints, &key_setting);
     if let Err(e) = write_new_file(path, &text, 0o600) {
         let _ = std::fs::remove_file(&key_path);
         return Err(e);

@@ -152,8 +152,6 @@ pub struct ProxyConfig {
     pub private_key_file: PathBuf,
     /// The proxy's static private key.
     pub private_key: SecretKey,
-    /// Co-op-wide mesh hello key, copied into bundles.
-    pub mesh_key: SharedSecret,
     /// How long the mesh credentials the proxy grants members last, in seconds: a member
     /// removed from the configuration is locked out of the mesh at the latest this long
     /// after (credentials are renewed at half their life).
@@ -280,8 +278,6 @@ impl ProxyConfig {
                 ));
             }
         }
-        let mesh_key = SharedSecret::from_base64(&raw.mesh_key)
-            .map_err(|e| err("mesh_key".into(), e.to_string()))?;
         let mesh_credential_lifetime_s = match raw.mesh_credential_lifetime_s {
             None => linkpool_protocol::mesh::DEFAULT_CREDENTIAL_LIFETIME_S,
             Some(s) if MESH_CREDENTIAL_LIFETIME_S.contains(&s) => s as u64,
@@ -451,7 +447,6 @@ impl ProxyConfig {
             endpoints: raw.endpoints,
             private_key_file: key_path,
             private_key,
-            mesh_key,
             mesh_credential_lifetime_s,
             log_level,
             control_socket,
@@ -516,7 +511,10 @@ struct RawProxy {
     listen: Option<Vec<String>>,
     endpoints: Vec<String>,
     private_key_file: String,
-    mesh_key: String,
+    /// Configurations written before mesh credentials have a co-op-wide hello key: read
+    /// and ignored (each member's credential replaced it).
+    #[serde(rename = "mesh_key")]
+    _legacy_mesh_key: Option<toml::Value>,
     mesh_credential_lifetime_s: Option<i64>,
     log_level: Option<String>,
     control_socket: Option<String>,

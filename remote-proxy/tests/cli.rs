@@ -147,7 +147,6 @@ fn init_member_add_list_and_check() {
         "10.77.0.3".parse::<std::net::IpAddr>().unwrap()
     );
     assert_eq!(bob.proxy_public_key, alice.proxy_public_key);
-    assert_eq!(bob.mesh_key, alice.mesh_key);
 
     let after = std::fs::read_to_string(&config).unwrap();
     assert!(

@@ -39,6 +39,7 @@ fn with_key(dir: &TempDir) -> PathBuf {
     dir.0.join("proxy.toml")
 }
 
+/// As configurations were written before mesh credentials: with a `mesh_key`, now ignored.
 fn base() -> String {
     format!(
         "endpoints = [\"203.0.113.10:7117\"]\nprivate_key_file = \"proxy.key\"\nmesh_key = \"{MESH}\"\n"
@@ -96,6 +97,11 @@ fn defaults() {
     assert_eq!(c.spreading, Modes::default(), "all auto");
     let nat = c.nat();
     assert_eq!(nat.ipv4_pool, ("10.77.0.0".parse().unwrap(), 16));
+    // Without the old `mesh_key`, and with any value in it: it is not read.
+    let without = base().replace(&format!("mesh_key = \"{MESH}\"\n"), "");
+    assert!(!without.contains("mesh_key"));
+    assert_eq!(parse(&dir, &without).unwrap().private_key.to_base64(), KEY);
+    assert!(parse(&dir, &base().replace(MESH, "short")).is_ok());
 }
 
 #[test]
@@ -136,7 +142,6 @@ fn errors_name_file_line_key_and_reason() {
             "private_key_file",
             "does not hold a private key",
         ),
-        (b.replace(MESH, "short"), Some(3), "mesh_key", "base64"),
         (
             format!("{b}listen = \"0.0.0.0:1\"\n"),
             Some(4),
@@ -456,7 +461,6 @@ fn member_add_appends_keeps_comments_and_takes_the_next_free_addresses() {
     assert_eq!(b.member, "second");
     assert_eq!(b.proxy_public_key, c.private_key.public_key());
     assert_eq!(b.proxy_endpoints, ["203.0.113.10:7117"]);
-    assert_eq!(b.mesh_key, c.mesh_key);
     assert_eq!(b.addresses, want);
     assert_eq!(MemberBundle::parse(&b.render()).unwrap(), *b);
 
