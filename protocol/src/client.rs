@@ -1090,7 +1090,11 @@ fn follow_neighbour(
         (Some(_), Some(i)) => paths[i].1,
         (None, None) => return,
     };
-    if let (Some((_, offer)), Some(path)) = (lends, transport.path_mut(id)) {
+    if let (Some((relay, offer)), Some(path)) = (lends, transport.path_mut(id)) {
+        // The neighbour's relay may have moved to another port.
+        if path.endpoint().remote != relay {
+            path.set_remote(relay);
+        }
         let cap = (offer.up_kbit != u32::MAX).then(|| u64::from(offer.up_kbit) * 125);
         path.set_rate_cap(cap);
     }

@@ -230,7 +230,9 @@ impl Coop {
                             .server
                             .handle_datagram(now, wan, None, &mut buf[..t.len]);
                     } else {
-                        assert_eq!(t.remote, self.routers[1 - i].mesh, "a path to nowhere");
+                        // To the neighbour (its relay's port may differ from its hellos').
+                        let to = self.routers[1 - i].mesh.ip();
+                        assert_eq!(t.remote.ip(), to, "a path to nowhere");
                         self.mesh_datagrams[i] += 1;
                         self.across_mesh(i, 1 - i, &mut buf, t.len);
                     }
@@ -450,5 +452,44 @@ fn a_busy_owner_offers_its_neighbours_only_what_its_line_has_spare() {
         cap(&coop),
         Some(policy),
         "the owner's cap once it is idle again"
+    );
+}
+
+/// A neighbour whose relay moves to another port than its hellos' says so in them: the
+/// path through it follows, and still carries.
+#[test]
+fn a_path_follows_its_neighbours_relay_to_a_new_port() {
+    let mut coop = Coop::new();
+    for _ in 0..300 {
+        coop.run(Duration::from_millis(10));
+    }
+    let relayed = |coop: &Coop| {
+        coop.routers[0]
+            .core
+            .paths()
+            .iter()
+            .find(|p| p.endpoint().relay.is_some())
+            .map(|p| p.endpoint().remote)
+    };
+    assert_eq!(relayed(&coop), Some(coop.routers[1].mesh));
+    let moved = SocketAddr::new(coop.routers[1].mesh.ip(), RELAY_PORT + 1);
+    let now = coop.now;
+    coop.routers[1]
+        .core
+        .enable_mesh(now, RELAY_PORT + 1, PathSettings::default());
+    for _ in 0..100 {
+        coop.run(Duration::from_millis(10));
+    }
+    assert_eq!(relayed(&coop), Some(moved));
+    let before = coop.mesh_datagrams[0];
+    let mut p = vec![0u8; 1200];
+    for seq in 0..200 {
+        packet(&mut p, 1200, true, seq);
+        coop.routers[0].core.handle_packet(coop.now, &p).unwrap();
+        coop.run(Duration::from_millis(1));
+    }
+    assert!(
+        coop.mesh_datagrams[0] > before,
+        "nothing went through the neighbour"
     );
 }
