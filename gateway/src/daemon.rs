@@ -807,6 +807,7 @@ impl Gateway {
                     "tx_bytes": c.tx_bytes,
                     "rx_packets": c.rx_packets,
                     "rx_bytes": c.rx_bytes,
+                    "rate_cap_bps": p.rate_cap().map(|b| b * 8),
                     "scavenger_share": p.scavenger_share(),
                     "scavenger_backoffs": c.scavenger_backoffs,
                 });

@@ -52,3 +52,6 @@ pub fn shipped_topology(name: &str) -> Topology {
         .join(format!("{name}.toml"));
     Topology::from_file(&path).unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// Co-ops whose members pool each other's lines over the mesh.
+pub mod mesh;
