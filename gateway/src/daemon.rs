@@ -808,6 +808,7 @@ impl Gateway {
                     "rx_packets": c.rx_packets,
                     "rx_bytes": c.rx_bytes,
                     "rate_cap_bps": p.rate_cap().map(|b| b * 8),
+                    "standby": p.standby(),
                     "scavenger_share": p.scavenger_share(),
                     "scavenger_backoffs": c.scavenger_backoffs,
                 });

@@ -1053,6 +1053,11 @@ fn open(
     id
 }
 
+/// Below this upstream offer (bytes per second, 200 kbit/s) a path through a neighbour is
+/// held to probes; it carries data again from [`STANDBY_UNTIL`] (400 kbit/s).
+const STANDBY_BELOW: u64 = 25_000;
+const STANDBY_UNTIL: u64 = 50_000;
+
 /// A kbit/s figure for an offer from bytes per second (an unlimited cap is `u32::MAX`).
 fn kbit(bytes_per_s: u64) -> u32 {
     (bytes_per_s.saturating_mul(8) / 1000).min(u32::MAX.into()) as u32
@@ -1097,6 +1102,15 @@ fn follow_neighbour(
         }
         let cap = (offer.up_kbit != u32::MAX).then(|| u64::from(offer.up_kbit) * 125);
         path.set_rate_cap(cap);
+        // Next to nothing spare: what we sent would mostly be refused by the relay (its
+        // owner first), and each refusal is a loss our flows feel. Probes only, until the
+        // offer is clearly back.
+        let standby = match cap {
+            Some(c) if c < STANDBY_BELOW => true,
+            Some(c) if c < STANDBY_UNTIL => path.standby(),
+            _ => false,
+        };
+        path.set_standby(standby);
     }
 }
 

@@ -2,48 +2,74 @@
 //! own uplinks, and its neighbours' uplinks reached over the mesh through their relays.
 //!
 //! [`PoolGateway`] holds a core per router: the measured member ([`PoolGateway::member`],
-//! tunnel address `cfg.gateway_addr`) and each neighbour (tunnel address
-//! [`neighbour_lan`]`(j)`), each a real [`Client`]. The simulated paths are, in order, the
-//! member's own uplinks, then each neighbour's uplink: a neighbour's line carries its own
-//! traffic to the proxy and what it relays for the member, as one link. The member reaches
-//! a neighbour's relay over a mesh hop of its own ([`NeighbourSpec::mesh`], one
-//! [`LinkModel`] each way, the simulator's link model): its datagrams for that path cross
-//! the hop to the neighbour's `relay_up`, and what the neighbour's core hands back as
-//! [`Received::Relay`] crosses it back. Traffic models for a neighbour's own LAN are added
-//! with [`crate::Sim::add_from`] and [`neighbour_lan`].
+//! tunnel address `cfg.gateway_addr`, mesh address [`MEMBER_MESH`]) and each neighbour
+//! (tunnel address [`neighbour_lan`]`(j)`, mesh address [`neighbour_mesh`]`(j)`), each a
+//! real [`Client`] running the real mesh: the proxy grants every router its mesh
+//! credential through its tunnel, and each router's core takes part in the mesh
+//! ([`Client::enable_mesh`]) with its relay port and its owner's policy (a neighbour's
+//! [`NeighbourSpec::policy`]; the member lends nothing unless told to,
+//! [`PoolGateway::set_member_policy`]). The routers find each other by their hellos
+//! ([`Client::poll_mesh_transmit`] / [`Client::handle_mesh_datagram`]), and the member's
+//! paths through its neighbours are the ones its mesh opens, paced to what each relay
+//! offers in its hellos (what its line has spare upstream beside its owner's traffic).
+//! They appear a second or two in (credentials come after the session, discovery hellos
+//! every second): [`PoolGateway::relayed_paths_active`] says when they carry traffic.
 //!
-//! The proxy side is a [`ProxyCore::with_members`] that knows every router ([`pool`]).
+//! The mesh is a star around the member: each neighbour has its own hop to the member
+//! ([`NeighbourSpec::mesh`], one [`LinkModel`] each way, the simulator's link model), and
+//! the neighbours do not hear each other. Everything on the mesh crosses these hops:
+//! hellos (the member's broadcast goes on every neighbour's hop, a neighbour's reaches the
+//! member), the member's datagrams on its path through a neighbour (which that neighbour's
+//! core relays, as [`MeshReceived::Relay`], on its own line), and the replies the
+//! neighbour's core hands back as [`Received::Relay`]. Each router believes its own mesh
+//! address to be the one above, and each hello or datagram arrives from the sender's to
+//! the receiver's (a hello's MAC binds both).
+//!
+//! The simulated paths are, in order, the member's own uplinks, then each neighbour's
+//! uplink: a neighbour's line carries its own traffic to the proxy and what it relays for
+//! the member, as one link. Traffic models for a neighbour's own LAN are added with
+//! [`crate::Sim::add_from`] and [`neighbour_lan`].
+//!
+//! The proxy side is a [`ProxyCore::with_members`] that knows every router, with its wall
+//! clock set so that it grants mesh credentials ([`pool`]).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
-use linkpool_protocol::client::{self, Client, ClientConfig, Received};
+use linkpool_protocol::client::{
+    self, Client, ClientConfig, HelloDestination, MeshReceived, Received,
+};
 use linkpool_protocol::keys::{PublicKey, SecretKey};
-use linkpool_protocol::path::PathSettings;
+use linkpool_protocol::path::{PathSettings, PathState};
 use linkpool_protocol::relay::RelayPolicy;
 use linkpool_protocol::session::Limits;
 use linkpool_protocol::wire::RELAY_HEADER_LEN;
-use linkpool_protocol::{CipherSuite, PathId};
+use linkpool_protocol::{CipherSuite, PathId, Transmit};
 
 use crate::cores::{AdapterStats, MTU, PROXY_ADDR, ProxyCore, WALL_CLOCK_US, mix};
 use crate::endpoint::Endpoint;
 use crate::link::{Direction, LinkModel, LinkParams, LinkSpec, Verdict};
 use crate::sim::SimConfig;
 
+/// The port every router's mesh socket (hellos, relaying, its paths through neighbours)
+/// listens on, as the gateway daemon's.
+pub const RELAY_PORT: u16 = 7118;
+
 /// Neighbour `j`'s LAN host (and tunnel address): 10.77.1.`j + 2`.
 pub fn neighbour_lan(j: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, 1, u8::try_from(j + 2).expect("few neighbours"))
 }
 
-/// Where neighbour `j`'s relay listens on the mesh.
+/// Neighbour `j`'s mesh socket (its relay listens there): 10.99.0.`j + 2`:[`RELAY_PORT`].
 pub fn neighbour_mesh(j: usize) -> SocketAddr {
     let j = u8::try_from(j + 2).expect("few neighbours");
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 99, 0, j)), 7118)
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 99, 0, j)), RELAY_PORT)
 }
 
-/// Where the member's mesh socket is.
-pub const MEMBER_MESH: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 99, 0, 1)), 40000);
+/// The member's mesh socket: 10.99.0.1:[`RELAY_PORT`].
+pub const MEMBER_MESH: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 99, 0, 1)), RELAY_PORT);
 
 /// One neighbour: its mesh hop to the member, and what its owner shares.
 #[derive(Clone, Copy, Debug)]
@@ -54,9 +80,14 @@ pub struct NeighbourSpec {
     pub policy: RelayPolicy,
 }
 
+/// The proxy's wall clock at the simulation's start (seconds since the epoch), from which
+/// it grants mesh credentials (and the routers learn their offset to it).
+const PROXY_WALL_CLOCK_S: u64 = WALL_CLOCK_US / 1_000_000 + 17;
+
 /// A pool: the gateway side with `own` uplinks of the member's and one per neighbour
 /// (`cfg.paths` has `own + neighbours.len()` entries, in that order), and a proxy that
-/// knows every router.
+/// knows every router (the member is [`crate::cores::MEMBER`], neighbour `j` member
+/// `j + 1`) and grants them their mesh credentials.
 pub fn pool(cfg: &SimConfig, own: usize, neighbours: &[NeighbourSpec]) -> (PoolGateway, ProxyCore) {
     assert_eq!(
         cfg.paths.len(),
@@ -73,9 +104,19 @@ pub fn pool(cfg: &SimConfig, own: usize, neighbours: &[NeighbourSpec]) -> (PoolG
         members.push((k.public_key(), neighbour_lan(j)));
         keys.push(k);
     }
-    let proxy_core = ProxyCore::with_members(cfg, proxy.clone(), &members);
+    let mut proxy_core = ProxyCore::with_members(cfg, proxy.clone(), &members);
+    proxy_core
+        .server_mut()
+        .set_wall_clock(cfg.base, PROXY_WALL_CLOCK_S);
     let gateway = PoolGateway::new(cfg, own, member, keys, neighbours, proxy.public_key());
     (gateway, proxy_core)
+}
+
+/// Which router on the mesh: the member, or neighbour `j`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Router {
+    Member,
+    Neighbour(usize),
 }
 
 struct Neighbour {
@@ -83,8 +124,7 @@ struct Neighbour {
     /// Its own line: the simulated path, and its core's path.
     wan: usize,
     own_path: PathId,
-    /// The member's path through it.
-    member_path: PathId,
+    /// The mesh hop between it and the member, each way.
     up: LinkModel,
     down: LinkModel,
     /// Datagrams on the mesh hop each way, with when they arrive (in order: the model
@@ -121,6 +161,24 @@ fn core(cfg: &SimConfig, key: SecretKey, proxy: PublicKey, salt: u64) -> Client 
     Client::new(config, cfg.base, WALL_CLOCK_US, mix(cfg.seed, salt))
 }
 
+/// A router's mesh address.
+fn mesh_addr(r: Router) -> SocketAddr {
+    match r {
+        Router::Member => MEMBER_MESH,
+        Router::Neighbour(j) => neighbour_mesh(j),
+    }
+}
+
+/// The router at a mesh address.
+fn router_at(addr: SocketAddr, neighbours: usize) -> Option<Router> {
+    if addr == MEMBER_MESH {
+        return Some(Router::Member);
+    }
+    (0..neighbours)
+        .find(|&j| neighbour_mesh(j) == addr)
+        .map(Router::Neighbour)
+}
+
 impl PoolGateway {
     fn new(
         cfg: &SimConfig,
@@ -135,6 +193,9 @@ impl PoolGateway {
         let own_paths = (0..own)
             .map(|_| member.open_path(start, PROXY_ADDR, PathSettings::default()))
             .collect();
+        // The member lends nothing unless told to.
+        member.relay_mut().set_policy(RelayPolicy::OFF);
+        member.enable_mesh(start, RELAY_PORT, PathSettings::default());
         let neighbours = keys
             .into_iter()
             .zip(specs)
@@ -143,20 +204,11 @@ impl PoolGateway {
                 let mut core = core(cfg, key, proxy, 1000 + j as u64);
                 let own_path = core.open_path(start, PROXY_ADDR, PathSettings::default());
                 core.relay_mut().set_policy(spec.policy);
-                core.relay_mut()
-                    .admit(MEMBER_MESH)
-                    .expect("room for the member");
-                let member_path = member.open_relayed_path(
-                    start,
-                    neighbour_mesh(j),
-                    j as u32 + 1,
-                    PathSettings::default(),
-                );
+                core.enable_mesh(start, RELAY_PORT, PathSettings::default());
                 Neighbour {
                     core,
                     wan: own + j,
                     own_path,
-                    member_path,
                     up: LinkModel::new(spec.mesh.upstream, mix(cfg.seed, 2000 + j as u64)),
                     down: LinkModel::new(spec.mesh.downstream, mix(cfg.seed, 3000 + j as u64)),
                     to_relay: VecDeque::new(),
@@ -181,12 +233,57 @@ impl PoolGateway {
         &self.member
     }
 
+    /// What the member's owner lends its neighbours from `now` on (nothing at first).
+    pub fn set_member_policy(&mut self, now: Instant, policy: RelayPolicy) {
+        self.member.relay_mut().set_policy(policy);
+        self.member
+            .enable_mesh(now, RELAY_PORT, PathSettings::default());
+    }
+
+    /// What neighbour `j`'s owner lends from `now` on (its offer in its next hellos).
+    pub fn set_neighbour_policy(&mut self, now: Instant, j: usize, policy: RelayPolicy) {
+        let core = &mut self.neighbours[j].core;
+        core.relay_mut().set_policy(policy);
+        core.enable_mesh(now, RELAY_PORT, PathSettings::default());
+    }
+
+    /// Neighbour `j`'s member id at the proxy, once the proxy granted it its credential.
+    pub fn neighbour_member_id(&self, j: usize) -> Option<u32> {
+        let grant = self.neighbours[j].core.mesh_grant()?;
+        Some(grant.credential.member())
+    }
+
+    /// The member's path through neighbour `j`'s relay, once its mesh opened one.
+    pub fn relayed_path(&self, j: usize) -> Option<&linkpool_protocol::path::Path> {
+        let relay = self.neighbour_member_id(j)?;
+        self.member
+            .paths()
+            .iter()
+            .find(|p| p.endpoint().relay.is_some_and(|h| h.relay == relay))
+    }
+
+    /// Whether the member has an active path through every neighbour still there whose
+    /// owner shares its line: what the pool needs before its transfers are measured.
+    pub fn relayed_paths_active(&self) -> bool {
+        (0..self.neighbours.len())
+            .filter(|&j| self.neighbours[j].present)
+            .filter(|&j| self.neighbours[j].core.relay().policy().sharing)
+            .all(|j| {
+                self.relayed_path(j)
+                    .is_some_and(|p| p.state() == PathState::Active)
+            })
+    }
+
     /// The member's core path on simulated path `i` (its own uplink, or its path through
-    /// the neighbour whose line path `i` is).
+    /// the neighbour whose line path `i` is). Panics if the member's mesh has no path
+    /// through that neighbour (yet, or any more).
     pub fn path_id(&self, i: usize) -> PathId {
         match i.checked_sub(self.own.len()) {
             None => self.own[i],
-            Some(j) => self.neighbours[j].member_path,
+            Some(j) => self
+                .relayed_path(j)
+                .unwrap_or_else(|| panic!("the member has no path through neighbour {j}"))
+                .id(),
         }
     }
 
@@ -195,17 +292,18 @@ impl PoolGateway {
         &self.neighbours[j].core
     }
 
-    /// Neighbour `j`'s core, mutable (its relay policy).
+    /// Neighbour `j`'s core, mutable. Its relay policy is also its mesh offer: change it
+    /// with [`PoolGateway::set_neighbour_policy`].
     pub fn neighbour_mut(&mut self, j: usize) -> &mut Client {
         &mut self.neighbours[j].core
     }
 
-    /// What the member's core refused.
+    /// What the member's core refused (on the mesh included).
     pub fn stats(&self) -> &AdapterStats {
         &self.stats
     }
 
-    /// What neighbour `j`'s core refused (relaying included).
+    /// What neighbour `j`'s core refused (relaying and the mesh included).
     pub fn neighbour_stats(&self, j: usize) -> &AdapterStats {
         &self.neighbours[j].stats
     }
@@ -244,39 +342,136 @@ impl PoolGateway {
         }
     }
 
-    /// Moves what crossed the mesh by `now`: to a relay, on to its line; to the member,
-    /// into its core.
+    /// Puts `d` on the mesh from `from` to `to` at `now`: on the hop between the member
+    /// and a neighbour (the neighbours do not hear each other).
+    fn send_mesh(&mut self, now: Instant, from: Router, to: Router, d: &[u8]) {
+        let (j, upstream) = match (from, to) {
+            (Router::Member, Router::Neighbour(j)) => (j, true),
+            (Router::Neighbour(j), Router::Member) => (j, false),
+            _ => panic!("no mesh hop from {from:?} to {to:?}"),
+        };
+        let n = &mut self.neighbours[j];
+        if !n.present {
+            return;
+        }
+        let (link, queue) = match upstream {
+            true => (&mut n.up, &mut n.to_relay),
+            false => (&mut n.down, &mut n.to_member),
+        };
+        if let Verdict::Deliver(due) = link.offer(now, d.len()) {
+            queue.push_back((due, d.to_vec()));
+        }
+    }
+
+    /// The simulated path a router's own line is, for a datagram its core sends there.
+    fn line_of(&self, r: Router, t: &Transmit) -> usize {
+        assert_eq!(t.remote, PROXY_ADDR, "{r:?} sent elsewhere: {t:?}");
+        match r {
+            Router::Member => self
+                .own
+                .iter()
+                .position(|&p| p == t.path)
+                .unwrap_or_else(|| panic!("the member sent on a path it never opened: {t:?}")),
+            Router::Neighbour(j) => {
+                let n = &self.neighbours[j];
+                assert_eq!(
+                    t.path, n.own_path,
+                    "neighbour {j} sent on another line: {t:?}"
+                );
+                n.wan
+            }
+        }
+    }
+
+    /// A datagram that crossed the mesh from `from` reaches `to` (in `self.buf`, at
+    /// [`RELAY_HEADER_LEN`], `len` bytes): a hello, a reply for one of its paths through
+    /// a neighbour, or one it relays on its own line.
+    fn mesh_arrival(&mut self, now: Instant, from: Router, to: Router, len: usize) {
+        let (src, dst) = (mesh_addr(from), mesh_addr(to));
+        let (core, stats) = match to {
+            Router::Member => (&mut self.member, &mut self.stats),
+            Router::Neighbour(j) => {
+                let n = &mut self.neighbours[j];
+                (&mut n.core, &mut n.stats)
+            }
+        };
+        match core.handle_mesh_datagram(now, src, dst, &mut self.buf, len) {
+            Ok(MeshReceived::Taken) => {}
+            Ok(MeshReceived::Relay(t)) => {
+                let line = self.line_of(to, &t);
+                self.ready.push_back((line, self.buf[..t.len].to_vec()));
+            }
+            Err(e) => stats.refused(e, true),
+        }
+    }
+
+    /// Moves what crossed the mesh by `now` into the cores at the far end.
     fn cross_mesh(&mut self, now: Instant) {
-        for n in &mut self.neighbours {
-            while n.to_relay.front().is_some_and(|(due, _)| *due <= now) {
-                let (_, datagram) = n.to_relay.pop_front().expect("checked");
+        for j in 0..self.neighbours.len() {
+            loop {
+                let n = &mut self.neighbours[j];
+                let (from, to, datagram) = if n.to_relay.front().is_some_and(|(d, _)| *d <= now) {
+                    let (_, d) = n.to_relay.pop_front().expect("checked");
+                    (Router::Member, Router::Neighbour(j), d)
+                } else if n.to_member.front().is_some_and(|(d, _)| *d <= now) {
+                    let (_, d) = n.to_member.pop_front().expect("checked");
+                    (Router::Neighbour(j), Router::Member, d)
+                } else {
+                    break;
+                };
                 let len = datagram.len();
                 self.buf[RELAY_HEADER_LEN..][..len].copy_from_slice(&datagram);
-                match n.core.relay_up(now, MEMBER_MESH, &mut self.buf, len) {
-                    Ok(t) => {
-                        assert_eq!(t.path, n.own_path, "a relay sent on another line: {t:?}");
-                        assert_eq!(t.remote, PROXY_ADDR, "a relay sent elsewhere: {t:?}");
-                        self.ready.push_back((n.wan, self.buf[..t.len].to_vec()));
-                    }
-                    Err(e) => n.stats.refused(e, true),
-                }
+                self.mesh_arrival(now, from, to, len);
             }
-            while n.to_member.front().is_some_and(|(due, _)| *due <= now) {
-                let (_, mut datagram) = n.to_member.pop_front().expect("checked");
-                if let Err(e) = self
-                    .member
-                    .handle_datagram(now, n.member_path, &mut datagram)
-                {
-                    self.stats.refused(e, true);
+        }
+    }
+
+    /// Sends every router's hellos that are due.
+    fn hellos(&mut self, now: Instant, buf: &mut [u8]) {
+        let routers: Vec<Router> = std::iter::once(Router::Member)
+            .chain(
+                (0..self.neighbours.len())
+                    .filter(|&j| self.neighbours[j].present)
+                    .map(Router::Neighbour),
+            )
+            .collect();
+        for from in routers {
+            loop {
+                let core = match from {
+                    Router::Member => &mut self.member,
+                    Router::Neighbour(j) => &mut self.neighbours[j].core,
+                };
+                let Some(h) = core.poll_mesh_transmit(now, buf) else {
+                    break;
+                };
+                let hello = &buf[..h.len];
+                match h.destination {
+                    HelloDestination::Mesh => match from {
+                        // Broadcast: every neighbour hears the member, the member hears
+                        // each neighbour (a star).
+                        Router::Member => {
+                            for j in 0..self.neighbours.len() {
+                                self.send_mesh(now, from, Router::Neighbour(j), hello);
+                            }
+                        }
+                        Router::Neighbour(_) => self.send_mesh(now, from, Router::Member, hello),
+                    },
+                    HelloDestination::Neighbour { remote, local, .. } => {
+                        assert_eq!(local, mesh_addr(from), "{from:?} believes it is elsewhere");
+                        let to = router_at(remote, self.neighbours.len())
+                            .unwrap_or_else(|| panic!("a hello to nobody: {remote}"));
+                        self.send_mesh(now, from, to, hello);
+                    }
                 }
             }
         }
     }
-}
 
-fn offer(link: &mut LinkModel, queue: &mut VecDeque<(Instant, Vec<u8>)>, now: Instant, d: &[u8]) {
-    if let Verdict::Deliver(due) = link.offer(now, d.len()) {
-        queue.push_back((due, d.to_vec()));
+    /// A datagram a router's core sends on its path through another router's relay.
+    fn through_relay(&mut self, now: Instant, from: Router, t: &Transmit, d: &[u8]) {
+        let to = router_at(t.remote, self.neighbours.len())
+            .unwrap_or_else(|| panic!("{from:?} sent to nobody on the mesh: {t:?}"));
+        self.send_mesh(now, from, to, d);
     }
 }
 
@@ -299,61 +494,64 @@ impl Endpoint for PoolGateway {
     }
 
     fn handle_datagram(&mut self, now: Instant, path: usize, datagram: &mut [u8]) {
-        let Some(j) = path.checked_sub(self.own.len()) else {
-            if let Err(e) = self.member.handle_datagram(now, self.own[path], datagram) {
-                self.stats.refused(e, true);
+        let (r, result) = match path.checked_sub(self.own.len()) {
+            None => {
+                let r = self.member.handle_datagram(now, self.own[path], datagram);
+                (Router::Member, r)
             }
-            return;
+            Some(j) => {
+                let n = &mut self.neighbours[j];
+                if !n.present {
+                    return;
+                }
+                (
+                    Router::Neighbour(j),
+                    n.core.handle_datagram(now, n.own_path, datagram),
+                )
+            }
         };
-        let n = &mut self.neighbours[j];
-        if !n.present {
-            return;
-        }
-        match n.core.handle_datagram(now, n.own_path, datagram) {
+        match result {
             Ok(Received::Relay { to, start, len }) => {
-                assert_eq!(
-                    to, MEMBER_MESH,
-                    "a relay passed a reply to another neighbour"
-                );
-                offer(
-                    &mut n.down,
-                    &mut n.to_member,
-                    now,
-                    &datagram[start..start + len],
-                );
+                // For a neighbour of `r`'s: across the mesh to it.
+                let dest = router_at(to, self.neighbours.len())
+                    .unwrap_or_else(|| panic!("{r:?} passed a reply to nobody: {to}"));
+                self.send_mesh(now, r, dest, &datagram[start..start + len]);
             }
             Ok(_) => {}
-            Err(e) => n.stats.refused(e, true),
+            Err(e) => match r {
+                Router::Member => self.stats.refused(e, true),
+                Router::Neighbour(j) => self.neighbours[j].stats.refused(e, true),
+            },
         }
     }
 
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(usize, usize)> {
         self.cross_mesh(now);
+        self.hellos(now, buf);
         loop {
             if let Some((path, d)) = self.ready.pop_front() {
                 buf[..d.len()].copy_from_slice(&d);
                 return Some((path, d.len()));
             }
-            // Each neighbour's own traffic, on its own line.
-            for n in self.neighbours.iter_mut().filter(|n| n.present) {
+            // Each neighbour's own traffic, then the member's.
+            let mut sent = None;
+            for (j, n) in self.neighbours.iter_mut().enumerate() {
+                if !n.present {
+                    continue;
+                }
                 if let Some(t) = n.core.poll_transmit(now, buf) {
-                    assert_eq!(t.path, n.own_path);
-                    return Some((n.wan, t.len));
+                    sent = Some((Router::Neighbour(j), t));
+                    break;
                 }
             }
-            let t = self.member.poll_transmit(now, buf)?;
-            if let Some(i) = self.own.iter().position(|&p| p == t.path) {
-                assert_eq!(t.remote, PROXY_ADDR, "the member sent elsewhere: {t:?}");
-                return Some((i, t.len));
+            let (r, t) = match sent {
+                Some(s) => s,
+                None => (Router::Member, self.member.poll_transmit(now, buf)?),
+            };
+            if t.remote == PROXY_ADDR {
+                return Some((self.line_of(r, &t), t.len));
             }
-            let n = self
-                .neighbours
-                .iter_mut()
-                .find(|n| n.member_path == t.path)
-                .unwrap_or_else(|| panic!("the member sent on a path it never opened: {t:?}"));
-            if n.present {
-                offer(&mut n.up, &mut n.to_relay, now, &buf[..t.len]);
-            }
+            self.through_relay(now, r, &t, &buf[..t.len]);
         }
     }
 

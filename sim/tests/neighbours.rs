@@ -1,5 +1,7 @@
 //! The neighbours' lines in the pool, on the real cores: a member with its own line and
-//! two neighbours' lines reached over the mesh through their relays ([`pool`]).
+//! two neighbours' lines reached over the mesh through their relays ([`pool`]), the paths
+//! through them opened by the member's mesh (credentials from the proxy, hellos over the
+//! mesh hops: active 0.17 s in, before any transfer starts).
 //!
 //! Each line 10 Mbit/s and 20 ms each way with 50 ms of queue; the mesh hop 1 ms each way
 //! at 100 Mbit/s. Every figure a test checks is printed
@@ -178,4 +180,66 @@ fn an_owner_keeps_its_line_while_lending_it() {
             );
         }
     }
+}
+
+/// The member's paths through its neighbours are the ones its mesh opens: the proxy
+/// grants every router its credential through its tunnel, the routers find each other by
+/// their hellos over the mesh hops, and within a second the member has an active path
+/// through each neighbour's relay (the neighbour's member id at the proxy), paced to what
+/// the relay offers: its owner's cap while the owner is idle, much less while the owner's
+/// own upload fills its line, the cap again once it is idle.
+#[test]
+fn the_mesh_opens_the_paths_through_the_neighbours_paced_to_their_offers() {
+    let mut sim = three_lines(1);
+    while !sim.gateway().relayed_paths_active() {
+        assert!(sim.elapsed() < secs(1), "no paths through the neighbours");
+        sim.run_for(ms(10));
+    }
+    let up = sim.elapsed();
+    let policy = sharing().up_per_neighbour;
+    let cap = |sim: &Sim<PoolGateway, ProxyCore>, j: usize| {
+        sim.gateway().relayed_path(j).and_then(|p| p.rate_cap())
+    };
+    for j in 0..2 {
+        let relay = sim.gateway().neighbour_member_id(j);
+        assert_eq!(relay, Some(j as u32 + 1), "neighbour {j}'s member id");
+        let id = sim.gateway().path_id(1 + j);
+        let path = sim.gateway().member().path(id).expect("the path");
+        assert_eq!(path.endpoint().relay.map(|h| h.relay), relay);
+        assert_eq!(cap(&sim, j), Some(policy), "neighbour {j} idle");
+    }
+    // Neighbour 0's owner uploads 3 MB through its own line from 1 s (until about 4 s).
+    let owner = TcpFlow::upload().size(3_000_000).start_at(ms(1000));
+    let owner = sim.add_from(owner, neighbour_lan(0));
+    sim.run_until(secs(3));
+    let busy = cap(&sim, 0).expect("a cap");
+    let other = cap(&sim, 1);
+    let standby = |sim: &Sim<PoolGateway, ProxyCore>, j: usize| {
+        sim.gateway().relayed_path(j).is_some_and(|p| p.standby())
+    };
+    // Next to nothing spare: probes only through neighbour 0, not through neighbour 1.
+    assert!(
+        busy >= 25_000 || standby(&sim, 0),
+        "{busy} B/s and still sent data on"
+    );
+    assert!(!standby(&sim, 1));
+    sim.run_until(secs(8));
+    assert!(!standby(&sim, 0), "held to probes once the owner is idle");
+    assert_eq!(sim.flow(owner).bytes_delivered(), 3_000_000);
+    let idle = cap(&sim, 0);
+    println!(
+        "paths through both neighbours active at {up:?}; the member's cap through neighbour \
+         0 while its owner uploads {} kbit/s (through neighbour 1 {:?}), once it is idle again \
+         {:?} (the owners' cap {}; the floor of a cap is 100)",
+        busy * 8 / 1000,
+        other.map(|c| c * 8 / 1000),
+        idle.map(|c| c * 8 / 1000),
+        policy * 8 / 1000
+    );
+    assert!(
+        busy < policy / 4,
+        "{busy} B/s offered while the owner is busy"
+    );
+    assert_eq!(other, Some(policy), "neighbour 1 is idle");
+    assert_eq!(idle, Some(policy), "the owner's cap once it is idle again");
 }

@@ -229,6 +229,9 @@ pub struct Path {
     sent_rate: RateMeter,
     /// The core's scheduling epoch when this path last found nothing it may send.
     starved_epoch: Option<u64>,
+    /// Kept alive by probes but given no data: the line it goes through has nothing spare
+    /// for it (a neighbour whose owner fills its line).
+    standby: bool,
     /// When an ack last acknowledged something new, and the longest gap between such acks
     /// lately while the path was busy: the ack clock, which stops when the path dies
     /// whatever its queue holds.
@@ -303,6 +306,7 @@ impl Path {
             repairs: VecDeque::with_capacity(MAX_REPAIRS),
             sent_rate: RateMeter::default(),
             starved_epoch: None,
+            standby: false,
             last_ack_at: None,
             ack_interval: None,
             srtt: None,
@@ -520,7 +524,18 @@ impl Path {
 
     /// Whether new traffic may go on it.
     pub(crate) fn usable(&self) -> bool {
-        self.state == PathState::Active
+        self.state == PathState::Active && !self.standby
+    }
+
+    /// Whether it is held to probes only ([`Path::set_standby`]).
+    pub fn standby(&self) -> bool {
+        self.standby
+    }
+
+    /// Holds the path to probes (or lets it carry data again): its state and estimates go
+    /// on, but no traffic goes on it.
+    pub(crate) fn set_standby(&mut self, standby: bool) {
+        self.standby = standby;
     }
 
     pub(crate) fn set_remote(&mut self, remote: SocketAddr) {
