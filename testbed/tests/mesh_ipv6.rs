@@ -5,11 +5,13 @@
 //! download from r1's LAN client goes over r2's line too, through r2's relay reached at its
 //! link-local address.
 
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::mesh::{Download, down_bytes, mesh_list, status, wait_until};
 use linkpool_testbed::pool::Pool;
-use linkpool_testbed::{Coop, Direction, Topology};
-use serde_json::Value;
+use linkpool_testbed::{Coop, Topology};
 
 const TWO_MEMBERS: &str = r#"
 name = "mesh6"
@@ -28,14 +30,6 @@ link = { delay = "1ms" }
 [internet]
 link = { delay = "1ms" }
 "#;
-
-/// Router `n`'s gateway status as JSON (`Value::Null` while it does not answer).
-fn status(coop: &Coop, pool: &Pool, n: usize) -> Value {
-    pool.gateway_status(coop, n, true)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or(Value::Null)
-}
 
 /// Takes every IPv4 and global IPv6 address off each router's `mesh0`, leaving its
 /// link-local one (the testbed turns DAD off, so it is usable at once), and checks that
@@ -68,26 +62,20 @@ fn neighbours_meet_and_relay_over_ipv6_link_local() {
     let pool = Pool::start_sharing(&coop).unwrap_or_else(|e| panic!("{e}"));
 
     // r1 finds r2 usable on the mesh, at a link-local address, and has a path through it.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let met = loop {
-        let s = status(&coop, &pool, 1);
-        let mesh = &s["mesh"];
-        let usable = mesh["neighbours"]
-            .as_array()
-            .is_some_and(|n| n.iter().any(|n| n["usable"] == true));
-        let paths = mesh["paths"]
-            .as_array()
-            .map_or(0, |p| p.iter().filter(|p| !p["via"].is_null()).count());
-        if usable && paths == 1 {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "r1 did not meet r2 over IPv6 link-local:\n{s:#}\n{}",
-            pool.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    wait_until(
+        &coop,
+        &pool,
+        Duration::from_secs(15),
+        "r1 to meet r2 over IPv6 link-local",
+        || {
+            let s = status(&coop, &pool, 1);
+            let usable = mesh_list(&s, "neighbours")
+                .iter()
+                .any(|n| n["usable"] == true);
+            usable && mesh_list(&s, "paths").len() == 1
+        },
+    );
+    let met = status(&coop, &pool, 1);
     let mesh = &met["mesh"];
     let ours = mesh["devices"][0]["address"].as_str().unwrap_or_default();
     let theirs = mesh["neighbours"][0]["address"]
@@ -122,50 +110,24 @@ fn neighbours_meet_and_relay_over_ipv6_link_local() {
     assert_eq!(r2["mesh"]["neighbours"][0]["usable"], true, "r2: {r2:#}");
 
     // A download from r1's client takes r2's line too.
-    let down = |name: &str| {
-        coop.link(name)
-            .unwrap()
-            .stats(Direction::Downstream)
-            .bytes_out
-    };
     let links = ["r1-wan", "r2-wan"];
-    let before: Vec<u64> = links.iter().map(|l| down(l)).collect();
-    let file = coop.internet().serve_file("mesh6.bin", 8 << 20).unwrap();
-    let out = coop.run_dir().join("mesh6.download");
-    let client = coop.client(1);
-    let speed = client
-        .exec_ok(&[
-            "curl",
-            "-sS",
-            "--fail",
-            "-m",
-            "60",
-            "-o",
-            out.to_str().unwrap(),
-            "-w",
-            "%{speed_download}",
-            &coop.internet().url_v4(&file.path()),
-        ])
-        .unwrap_or_else(|e| panic!("the download failed: {e}\n{}", pool.logs()));
-    let got = client
-        .exec_ok(&["sha256sum", out.to_str().unwrap()])
-        .unwrap();
-    assert_eq!(
-        got.split_whitespace().next().unwrap_or_default(),
-        file.sha256,
-        "wrong bytes"
+    let before: Vec<u64> = links.iter().map(|l| down_bytes(&coop, l)).collect();
+    let done = Download::start(&coop, 1, "mesh6.bin", 8 << 20).finish(
+        &coop,
+        &pool,
+        Duration::from_secs(60),
     );
     let carried: Vec<u64> = links
         .iter()
         .zip(&before)
-        .map(|(l, b)| down(l) - b)
+        .map(|(l, b)| down_bytes(&coop, l) - b)
         .collect();
     let total: u64 = carried.iter().sum();
     let relayed_for = status(&coop, &pool, 2)["mesh"]["relayed_for"].clone();
     eprintln!(
         "8 MiB from r1's client at {:.1} Mbit/s (two 10 Mbit/s lines, IPv6 link-local mesh): \
          r1-wan {:.1} %, r2-wan {:.1} % of {} kB downstream; r2 relayed for {relayed_for}",
-        speed.trim().parse::<f64>().unwrap_or(f64::NAN) * 8.0 / 1e6,
+        done.mbit_s(),
         carried[0] as f64 * 100.0 / total as f64,
         carried[1] as f64 * 100.0 / total as f64,
         total / 1000

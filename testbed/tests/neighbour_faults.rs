@@ -22,13 +22,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{SocketAddrV4, UdpSocket};
 use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 
 use common::mesh::{
-    Download, active_path_via, down_bytes, mesh_list, neighbour, path_state_via, relayed_bytes,
-    status, three_members_met, usable, wait_until,
+    Download, active_path_via, down_bytes, mesh_list, neighbour, path_state_via,
+    plug_in_a_stranger, relayed_bytes, status, three_members_met, usable, wait_until,
 };
 use linkpool_protocol::wire::{HANDSHAKE_INIT_LEN, MIN_TRANSPORT_LEN, RELAY_OVERHEAD, VERSION};
 use linkpool_testbed::pool::{PROXY_PORT, Pool};
@@ -470,21 +470,7 @@ fn a_relay_sends_nothing_to_any_address_but_the_proxys() {
     // A stranger on the mesh tries to make r2 and r3 forward datagrams to the internet
     // host: from its own address, and spoofing a member's relay address (which the relays
     // carry for), the proxy's and the internet host's.
-    let mesh = coop.router(2).mesh().clone();
-    let stranger = Ipv4Addr::from(u32::from(mesh.v4) & !0xff | 250);
-    let ns = coop.mesh_segment().ns().to_string();
-    coop.exec(
-        &ns,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{stranger}/{}", mesh.v4_prefix),
-            "dev",
-            "br0",
-        ],
-    )
-    .unwrap();
+    let (stranger, ns) = plug_in_a_stranger(&coop);
     let internet = SocketAddrV4::new(coop.internet().addr_v4(), 80);
     let proxy = SocketAddrV4::new(coop.proxy().addr_v4(), PROXY_PORT);
     let mesh_v4 = |n: usize| SocketAddrV4::new(coop.router(n).mesh().v4, RELAY_PORT);

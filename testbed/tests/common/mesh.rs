@@ -133,6 +133,18 @@ pub fn wait_until(
     start.elapsed()
 }
 
+/// A stranger plugged into the mesh's bridge, with an address of its own on the mesh's
+/// subnet (`.250`): returns that address and the namespace it sends from.
+pub fn plug_in_a_stranger(coop: &Coop) -> (std::net::Ipv4Addr, String) {
+    let mesh = coop.router(2).mesh().clone();
+    let stranger = std::net::Ipv4Addr::from(u32::from(mesh.v4) & !0xff | 250);
+    let ns = coop.mesh_segment().ns().to_string();
+    let address = format!("{stranger}/{}", mesh.v4_prefix);
+    coop.exec(&ns, &["ip", "addr", "add", &address, "dev", "br0"])
+        .unwrap();
+    (stranger, ns)
+}
+
 /// Bytes a link delivered downstream (towards its router) so far.
 pub fn down_bytes(coop: &Coop, link: &str) -> u64 {
     coop.link(link)
