@@ -84,7 +84,9 @@ fn a_download_over_three_uplinks_uses_all_three() {
         speed.trim().parse::<f64>().unwrap_or(f64::NAN) * 8.0 / 1e6,
         shares.join(", ")
     );
-    // A real share each: not probes (a few kB/s), a part of the download.
+    // A real share each: not probes (a few kB/s: ~0.05 % of this download), a part of the
+    // download. The slow, distant line gets only what it delivers sooner than waiting for
+    // the others (ECF): 3.4-11.5 % of the bytes over 8 runs, so the bar is 2 %.
     assert!(
         total >= file.size,
         "the links carried {total} bytes of a {} byte file",
@@ -92,7 +94,7 @@ fn a_download_over_three_uplinks_uses_all_three() {
     );
     for (link, &c) in links.iter().zip(&carried) {
         assert!(
-            c as f64 >= 0.05 * total as f64,
+            c as f64 >= 0.02 * total as f64,
             "{link} carried {c} of {total} bytes: {}\n{}",
             shares.join(", "),
             pool.gateway_status(&coop, 1, false).unwrap_or_default()
