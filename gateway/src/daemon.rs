@@ -967,6 +967,107 @@ fn liveness_name(l: Liveness) -> &'static str {
 }
 
 /// The status for a person, from the same snapshot as the JSON.
+/// The mesh part of the text status: our ports, the credential, each neighbour and what
+/// it offers, our paths through neighbours, and what we relay for whom. Nothing without a
+/// mesh device.
+fn mesh_text(out: &mut String, m: &serde_json::Value) {
+    use std::fmt::Write as _;
+    let list = |key: &str| m[key].as_array().map_or(&[][..], Vec::as_slice);
+    if list("devices").is_empty() {
+        return;
+    }
+    let ports: Vec<String> = list("devices")
+        .iter()
+        .map(|d| {
+            let at = d["address"].as_str().unwrap_or("no address");
+            let ready = if d["ready"] == true {
+                ""
+            } else {
+                ", not ready"
+            };
+            format!("{} {at}{ready}", d["device"].as_str().unwrap_or("?"))
+        })
+        .collect();
+    let credential = match m["credential_expires_in_s"].as_u64() {
+        Some(left) if m["granted"] == true => format!("credential for {left} s"),
+        _ => "no credential yet (the proxy grants it through the tunnel)".to_string(),
+    };
+    let lending = if m["sharing"] == true {
+        "lending our line"
+    } else {
+        "not lending"
+    };
+    let _ = writeln!(out, "mesh {}  {credential}  {lending}", ports.join(", "));
+    for n in list("neighbours") {
+        let kbit = |k: &str| match n[k].as_u64() {
+            Some(v) if v < u64::from(u32::MAX) => format!("{:.1}", v as f64 / 1e3),
+            _ => "any".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  neighbour {} at {} {}  {}  hellos {} ok / {} refused",
+            n["member"],
+            n["address"].as_str().unwrap_or("?"),
+            if n["usable"] == true {
+                "usable"
+            } else {
+                "not usable"
+            },
+            if n["sharing"] == true {
+                format!(
+                    "offers {} / {} Mbit/s up / down",
+                    kbit("offer_up_kbit"),
+                    kbit("offer_down_kbit")
+                )
+            } else {
+                "not lending".to_string()
+            },
+            n["hellos_accepted"],
+            n["hellos_refused"],
+        );
+    }
+    for p in list("paths") {
+        let rtt = p["srtt_ms"]
+            .as_f64()
+            .map_or("-".to_string(), |v| format!("{v:.1} ms"));
+        let mut line = format!(
+            "  path via {} ({}) {}  rtt {rtt}  loss {:.1}%  sent {} B  received {} B",
+            p["via"],
+            p["relay"].as_str().unwrap_or("?"),
+            p["state"].as_str().unwrap_or("?"),
+            p["loss"].as_f64().unwrap_or(0.0) * 100.0,
+            p["tx_bytes"],
+            p["rx_bytes"],
+        );
+        if let Some(cap) = p["rate_cap_bps"].as_f64() {
+            let _ = write!(line, "  capped {:.1} Mbit/s", cap / 1e6);
+        }
+        if p["standby"] == true {
+            line += "  standby (probes only)";
+        }
+        if let Some(share) = p["scavenger_share"].as_f64().filter(|&s| s < 1.0) {
+            let _ = write!(line, "  giving way ({:.0}%)", share * 100.0);
+        }
+        let _ = writeln!(out, "{line}");
+        if let Some(more) = status::path_text(p) {
+            let _ = writeln!(out, "    {more}");
+        }
+    }
+    for r in list("relayed_for") {
+        let _ = writeln!(
+            out,
+            "  relaying for {}: up {} B / {} pkts, down {} B / {} pkts, refused {} over cap, {} owner first",
+            r["address"].as_str().unwrap_or("?"),
+            r["up_bytes"],
+            r["up_packets"],
+            r["down_bytes"],
+            r["down_packets"],
+            r["over_cap"],
+            r["owner_first"],
+        );
+    }
+}
+
 fn status_text(s: &serde_json::Value) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -1023,6 +1124,7 @@ fn status_text(s: &serde_json::Value) -> String {
             let _ = writeln!(out, "  {line}");
         }
     }
+    mesh_text(&mut out, &s["mesh"]);
     status::spreading_text(&mut out, "", &s["flows"], &s["spread"], Some(&s["reorder"]));
     if let Some(drops) = s["drops"].as_object().filter(|d| !d.is_empty()) {
         let list: Vec<String> = drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -1081,8 +1183,8 @@ mod tests {
 
     /// The text status of a snapshot with traffic on two uplinks.
     #[test]
-    fn status_text_shows_paths_flows_spreading_and_reordering() {
-        let s = serde_json::json!({
+    fn status_text_shows_paths_mesh_flows_spreading_and_reordering() {
+        let mut s = serde_json::json!({
             "member": "alice", "connected": true, "proxy": "203.0.113.10:7117",
             "uptime_s": 60, "tunnel": {"device": "linkpool0", "mtu": 1400},
             "session": "up", "handshakes_sent": 1, "handshakes_completed": 1,
@@ -1121,6 +1223,31 @@ mod tests {
                         "gaps_timed_out": 2, "late": 1},
             "drops": {},
         });
+        // Beside, for the macro's recursion limit.
+        s["mesh"] = serde_json::json!({
+            "devices": [{"device": "mesh0", "ready": true, "address": "10.254.0.1:7118"}],
+            "granted": true, "credential_expires_in_s": 600, "sharing": true,
+            "neighbours": [
+                {"member": 2, "address": "10.254.0.2:7118", "usable": true, "sharing": true,
+                 "offer_up_kbit": 4_294_967_295u64, "offer_down_kbit": 8000,
+                 "hellos_accepted": 40, "hellos_refused": 1},
+                {"member": 3, "address": "10.254.0.3:7118", "usable": false, "sharing": false,
+                 "offer_up_kbit": 0, "offer_down_kbit": 0,
+                 "hellos_accepted": 3, "hellos_refused": 0},
+            ],
+            "paths": [
+                {"via": 2, "relay": "10.254.0.2:7118", "path": 9, "state": "active",
+                 "srtt_ms": 31.0, "loss": 0.01, "tx_bytes": 700, "rx_bytes": 900,
+                 "rate_cap_bps": 160_000, "standby": true, "scavenger_share": 0.5,
+                 "scavenger_backoffs": 1, "send_rate_bps": null, "send_share": null,
+                 "tx_share": null, "cc_state": null, "bandwidth_bps": null,
+                 "pacing_rate_bps": null, "cwnd_bytes": null, "bytes_in_flight": null},
+            ],
+            "relayed_for": [
+                {"address": "10.254.0.3:7118", "up_packets": 2, "up_bytes": 300,
+                 "down_packets": 4, "down_bytes": 5000, "over_cap": 0, "owner_first": 1},
+            ],
+        });
         assert_eq!(
             status_text(&s),
             "\
@@ -1129,6 +1256,11 @@ tunnel linkpool0 mtu 1400
 uplink wan (eth1) active  rtt 20.0 ms  loss 0.0%  rate 20.0 Mbit/s  sent 5000 B / 5 pkts  received 6000 B / 6 pkts
   sends 75% (15.0 Mbit/s), 70% in all  cruise  bandwidth 20.0 Mbit/s  pacing 20.0 Mbit/s  window 60000 B  in flight 30000 B
 uplink lte (wwan0) not ready  rtt -  loss 0.0%  rate 0.0 Mbit/s  sent 0 B / 0 pkts  received 0 B / 0 pkts
+mesh mesh0 10.254.0.1:7118  credential for 600 s  lending our line
+  neighbour 2 at 10.254.0.2:7118 usable  offers any / 8.0 Mbit/s up / down  hellos 40 ok / 1 refused
+  neighbour 3 at 10.254.0.3:7118 not usable  not lending  hellos 3 ok / 0 refused
+  path via 2 (10.254.0.2:7118) active  rtt 31.0 ms  loss 1.0%  sent 700 B  received 900 B  capped 0.2 Mbit/s  standby (probes only)  giving way (50%)
+  relaying for 10.254.0.3:7118: up 300 B / 2 pkts, down 5000 B / 4 pkts, refused 0 over cap, 1 owner first
 flows 2  interactive 1 redundant (auto)  bulk 1 session  default 0 session (auto)
   tcp 10.77.0.2:40000 > 192.0.2.9:443  bulk session  15.0 Mbit/s  on wan
   udp 10.77.0.2:5000 > 192.0.2.9:3478  interactive redundant  64 kbit/s
