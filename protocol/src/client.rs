@@ -690,8 +690,8 @@ impl Client {
                 let clock = self.proxy_clock_s(now).unwrap_or(0);
                 let Some(n) = self.mesh.as_mut().and_then(|m| m.neighbours.as_mut()) else {
                     // Not on the mesh (yet): no credential, or no mesh configured.
-                    self.stats.drops.count(DropReason::NoSession);
-                    return Err(DropReason::NoSession);
+                    self.stats.drops.count(DropReason::NotOnMesh);
+                    return Err(DropReason::NotOnMesh);
                 };
                 // The table counts its own refusals.
                 let r = n.handle_hello(now, clock, from, to, datagram);

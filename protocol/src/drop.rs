@@ -77,6 +77,9 @@ pub enum DropReason {
     NotRelaying,
     /// A datagram to relay from an address the mesh has not found to be a member.
     NotANeighbour,
+    /// A neighbour's hello at a router not on the mesh yet (no credential from its proxy
+    /// so far) or with no mesh at all.
+    NotOnMesh,
     /// No slot left for another neighbour at this relay.
     RelayTableFull,
     /// A relayed datagram beyond what the owner allows (per neighbour or in all).
@@ -111,7 +114,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// All reasons, in counter order.
-    pub const ALL: [DropReason; 48] = [
+    pub const ALL: [DropReason; 49] = [
         DropReason::TooShort,
         DropReason::Oversized,
         DropReason::BadLength,
@@ -147,6 +150,7 @@ impl DropReason {
         DropReason::RelayedForItself,
         DropReason::NotRelaying,
         DropReason::NotANeighbour,
+        DropReason::NotOnMesh,
         DropReason::RelayTableFull,
         DropReason::RelayOverCap,
         DropReason::UnknownRelaySlot,
@@ -200,6 +204,7 @@ impl DropReason {
             DropReason::RelayedForItself => "relayed_for_itself",
             DropReason::NotRelaying => "not_relaying",
             DropReason::NotANeighbour => "not_a_neighbour",
+            DropReason::NotOnMesh => "not_on_mesh",
             DropReason::RelayTableFull => "relay_table_full",
             DropReason::RelayOverCap => "relay_over_cap",
             DropReason::UnknownRelaySlot => "unknown_relay_slot",

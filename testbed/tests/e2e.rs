@@ -486,13 +486,15 @@ fn the_demo_runs_to_the_end_and_reports_every_uplink() {
         .flat_map(|list| list.split(", "))
         .filter(|d| {
             // On the mesh: a relay refuses what its owner's own traffic needs the line
-            // for, and a neighbour's first datagrams while it has not yet heard its hellos.
+            // for, a neighbour's first datagrams while it has not yet heard its hellos, and
+            // the neighbours' hellos while its own credential has not come yet.
             ![
                 "queue_delay ",
                 "queue_full ",
                 "duplicate ",
                 "owner_first ",
                 "not_a_neighbour ",
+                "not_on_mesh ",
             ]
             .iter()
             .any(|ok| d.starts_with(ok))
