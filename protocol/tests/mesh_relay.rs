@@ -11,13 +11,12 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::pair::{MEMBER_IP, MTU, packet};
+use common::pair::{MEMBER_IP, MTU, packet, sharing};
 use linkpool_protocol::client::{
     self, Client, ClientConfig, HelloDestination, MeshReceived, Received,
 };
 use linkpool_protocol::keys::SecretKey;
 use linkpool_protocol::path::PathSettings;
-use linkpool_protocol::relay::RelayPolicy;
 use linkpool_protocol::relay::seal_envelope;
 use linkpool_protocol::server::{self, MemberKey, Server, ServerConfig};
 use linkpool_protocol::session::Limits;
@@ -62,16 +61,6 @@ enum Mischief {
     Replay,
     /// Sends, beside each, a burst of junk tagged as its own.
     Flood,
-}
-
-fn sharing() -> RelayPolicy {
-    RelayPolicy {
-        sharing: true,
-        up_total: 10_000_000,
-        down_total: 10_000_000,
-        up_per_neighbour: 10_000_000,
-        down_per_neighbour: 10_000_000,
-    }
 }
 
 impl Coop {

@@ -10,11 +10,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::pair::{INTERNET_IP, MEMBER_IP, MTU, packet};
+use common::pair::{INTERNET_IP, MEMBER_IP, MTU, packet, sharing};
 use linkpool_protocol::client::{self, Client, ClientConfig, Received};
 use linkpool_protocol::keys::SecretKey;
 use linkpool_protocol::path::PathSettings;
-use linkpool_protocol::relay::RelayPolicy;
 use linkpool_protocol::server::{self, MemberId, MemberKey, Server, ServerConfig};
 use linkpool_protocol::session::Limits;
 use linkpool_protocol::wire::{MAX_DATAGRAM, RELAY_HEADER_LEN};
@@ -64,16 +63,6 @@ fn client(key: SecretKey, proxy: &SecretKey) -> ClientConfig {
         limits: Limits::default(),
         mtu: MTU,
         queue_slots: client::DEFAULT_QUEUE_SLOTS,
-    }
-}
-
-fn sharing() -> RelayPolicy {
-    RelayPolicy {
-        sharing: true,
-        up_total: 10_000_000,
-        down_total: 10_000_000,
-        up_per_neighbour: 10_000_000,
-        down_per_neighbour: 10_000_000,
     }
 }
 

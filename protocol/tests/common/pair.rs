@@ -394,3 +394,14 @@ pub fn flow_packet(buf: &mut [u8], len: usize, upstream: bool, port: u16, seq: u
     buf[28..32].copy_from_slice(&seq.to_be_bytes());
     len
 }
+
+/// A neighbour's owner sharing 10 MB/s each way, with every neighbour and in all.
+pub fn sharing() -> linkpool_protocol::relay::RelayPolicy {
+    linkpool_protocol::relay::RelayPolicy {
+        sharing: true,
+        up_total: 10_000_000,
+        down_total: 10_000_000,
+        up_per_neighbour: 10_000_000,
+        down_per_neighbour: 10_000_000,
+    }
+}
