@@ -11,6 +11,7 @@
 //! * [`server::Server`]: the proxy's sessions with all members.
 //! * [`relay`]: relay envelopes.
 //! * [`mesh`]: who is a neighbour: proxy-signed credentials, authenticated hellos.
+//! * [`usage`]: the bytes each member's traffic took and on whose line, for the ledger.
 //! * [`keys`], [`bundle`]: static keys and the member bundle a co-op hands out.
 #![warn(missing_docs, unreachable_pub)]
 
@@ -32,6 +33,7 @@ mod replay;
 pub mod server;
 pub mod session;
 mod transport;
+pub mod usage;
 pub mod wire;
 
 pub use drop::{DropCounters, DropReason};

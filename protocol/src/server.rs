@@ -20,6 +20,7 @@ use crate::session::{self, Keypair, Limits};
 use crate::transport::SpreadCounters;
 use crate::transport::Transport;
 pub use crate::transport::{PathEvent, Transmit};
+use crate::usage::Usage;
 use crate::wire::{
     self, COOKIE_REPLY_LEN, HANDSHAKE_RESPONSE_LEN, MAC_LEN, Message, MessageType,
     RELAY_HEADER_LEN, RELAY_OVERHEAD,
@@ -157,6 +158,8 @@ struct Member {
     spreading: Option<Modes>,
     /// When (proxy seconds) its mesh credential is to be renewed.
     credential_refresh_at: Option<u64>,
+    /// What a transport let go since the ledger last took the usage left here.
+    usage: Usage,
 }
 
 impl Member {
@@ -172,6 +175,7 @@ impl Member {
             ready: false,
             spreading: None,
             credential_refresh_at: None,
+            usage: Usage::default(),
         }
     }
 
@@ -381,7 +385,8 @@ impl Server {
     }
 
     /// Replaces the member list (config reload). Members whose key is unchanged keep their
-    /// sessions; members removed lose them. Ids become indices into the new list.
+    /// sessions; members removed lose them. Ids become indices into the new list: take the
+    /// usage ([`Server::take_usage`]) first, its ids are the old ones.
     pub fn set_members(&mut self, members: Vec<MemberKey>) {
         let mut old: HashMap<PublicKey, Member> = self
             .members
@@ -544,6 +549,21 @@ impl Server {
         &self.stats
     }
 
+    /// Gives `f` each member's usage since the last take, and zeroes it: what the ledger
+    /// counts. Relays in it are member ids, as the current member list numbers them.
+    pub fn take_usage(&mut self, mut f: impl FnMut(MemberId, &Usage)) {
+        for (i, m) in self.members.iter_mut().enumerate() {
+            if let Some(u) = m.transport.as_mut().and_then(|t| t.usage_mut()) {
+                m.usage.merge(u);
+                u.clear();
+            }
+            if !m.usage.is_empty() {
+                f(MemberId(i as u32), &m.usage);
+                m.usage.clear();
+            }
+        }
+    }
+
     /// Handles a datagram that came from `remote` to our `local` address (when the
     /// daemon knows it: answers leave from it), decrypting in place.
     pub fn handle_datagram(
@@ -690,6 +710,7 @@ impl Server {
             t.set_modes(spreading);
             t.forget_dead_paths_after(FORGET_DEAD_PATHS);
             t.passive_paths();
+            t.count_usage();
             t
         });
         if transport.path(header.path).is_none() {
@@ -1065,8 +1086,11 @@ impl Server {
                 }
             }
             if had && m.current.is_none() {
-                // Nothing to seal with: what waits for the member goes, and its memory.
-                m.transport = None;
+                // Nothing to seal with: what waits for the member goes, and its memory;
+                // what it counted stays for the ledger.
+                if let Some(u) = m.transport.take().as_mut().and_then(|t| t.usage_mut()) {
+                    m.usage.merge(u);
+                }
                 push_event(&mut self.events, ServerEvent::Disconnected(id));
             }
             if let (Some(t), true) = (&mut m.transport, m.current.is_some()) {

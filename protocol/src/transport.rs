@@ -27,6 +27,7 @@ use crate::path::{Endpoint, Path, PathSettings, PathState, RateMeter};
 use crate::queue::PacketRing;
 use crate::reorder::Reorder;
 use crate::session::{Keypair, Limits};
+use crate::usage::Usage;
 use crate::wire::{PathId, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
 
 /// Bound on paths per session: memory stays fixed whatever a peer sends.
@@ -198,6 +199,8 @@ pub(crate) struct Transport {
     cursor: usize,
     /// New paths are passive ([`Transport::passive_paths`]).
     passive: bool,
+    /// What the member's traffic took, for the ledger (the proxy's side only).
+    usage: Option<Usage>,
     /// Paths dead this long are removed (at the proxy: a member that restarted numbers its
     /// paths afresh, and the old ones would be pinged for ever).
     forget_dead_after: Option<Duration>,
@@ -238,6 +241,7 @@ impl Transport {
             cursor: 0,
             passive: false,
             forget_dead_after: None,
+            usage: None,
         }
     }
 
@@ -253,6 +257,16 @@ impl Transport {
     /// Paths from now on ping only when suspect or along with answers (the proxy's side).
     pub(crate) fn passive_paths(&mut self) {
         self.passive = true;
+    }
+
+    /// Counts what the traffic takes, for the ledger ([`Transport::usage_mut`]).
+    pub(crate) fn count_usage(&mut self) {
+        self.usage.get_or_insert_with(Usage::default);
+    }
+
+    /// What the traffic took since the caller last cleared it, if counted.
+    pub(crate) fn usage_mut(&mut self) -> Option<&mut Usage> {
+        self.usage.as_mut()
     }
 
     /// Removes paths that stay dead for `after`.
@@ -513,6 +527,11 @@ impl Transport {
         }
         if let Some(from) = from {
             self.paths[i].on_authenticated_from(pn, from);
+            if let Some(u) = &mut self.usage {
+                // Sealed by the member, not seen before: a verified datagram, on
+                // whichever line (a relay's, whose tag the caller checked) it came by.
+                u.on_received(buf.len(), &from);
+            }
         }
         let (_, frames) = Frames::parse(plain)?;
         for f in frames {
@@ -521,7 +540,16 @@ impl Transport {
                 Frame::Ack(ack) => {
                     if let Some(j) = self.paths.iter().position(|p| p.id() == ack.path) {
                         let was = self.paths[j].state();
+                        let before = *self.paths[j].counters();
                         self.paths[j].on_ack(now, &ack);
+                        if let Some(u) = &mut self.usage {
+                            let (p, after) = (&self.paths[j], *self.paths[j].counters());
+                            u.on_acknowledged(
+                                after.acked - before.acked,
+                                after.acked_bytes - before.acked_bytes,
+                                &p.endpoint(),
+                            );
+                        }
                         while let Some(slot) = self.paths[j].take_repair() {
                             if self.repairs.len() < self.resend_capacity {
                                 self.repairs.push_back(slot);
@@ -550,6 +578,9 @@ impl Transport {
                     crate::ip::check(packet)?;
                     accept(packet)?;
                     self.paths[i].on_inner_received(packet.len());
+                    if let Some(u) = &mut self.usage {
+                        u.inner.up += packet.len() as u64;
+                    }
                     let Some(s) = spread else {
                         // Full means the TUN side is not keeping up: the newest is dropped.
                         self.inbound.push(packet)?;
@@ -1048,6 +1079,9 @@ impl Transport {
         let kept = self.keep(&buf[body..body + len], spread);
         self.counters.packets += 1;
         self.counters.bytes += len as u64;
+        if let Some(u) = &mut self.usage {
+            u.inner.down += len as u64;
+        }
         self.counters.by_class[class as usize] += 1;
         self.budget.earn(now, len);
         if mode == Mode::Redundant
@@ -1134,8 +1168,11 @@ impl Transport {
         Ok(self.transmit(i, total))
     }
 
-    fn transmit(&self, i: usize, len: usize) -> Transmit {
+    fn transmit(&mut self, i: usize, len: usize) -> Transmit {
         let e = self.paths[i].endpoint();
+        if let Some(u) = &mut self.usage {
+            u.on_sent(len, &e);
+        }
         Transmit {
             path: self.paths[i].id(),
             remote: e.remote,

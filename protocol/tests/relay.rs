@@ -16,6 +16,7 @@ use linkpool_protocol::keys::SecretKey;
 use linkpool_protocol::path::PathSettings;
 use linkpool_protocol::server::{self, MemberId, MemberKey, Server, ServerConfig};
 use linkpool_protocol::session::Limits;
+use linkpool_protocol::usage::{UpDown, Usage};
 use linkpool_protocol::wire::{MAX_DATAGRAM, RELAY_HEADER_LEN};
 use linkpool_protocol::{CipherSuite, DropReason, PathId};
 
@@ -52,6 +53,14 @@ struct Net {
     /// Flips this bit of the next envelope relayed up, on its way from the relay to the
     /// proxy (counted modulo the envelope's length).
     flip: Option<usize>,
+    /// Wire bytes (IPv4 and UDP headers included) of the consumer's datagrams on the
+    /// relay's line: up as the relay sent them, down as it passed them on to the consumer.
+    line: UpDown,
+    /// Envelopes relayed up, as they left the relay (for replays).
+    captured: Vec<Vec<u8>>,
+    /// The relay keeps (does not pass on) every `n`th datagram it gets for the consumer.
+    withhold_down: Option<u64>,
+    relayed_down: u64,
 }
 
 fn client(key: SecretKey, proxy: &SecretKey) -> ClientConfig {
@@ -121,6 +130,10 @@ impl Net {
             at_consumer: Vec::new(),
             relayed_to: Vec::new(),
             flip: None,
+            line: UpDown::default(),
+            captured: Vec::new(),
+            withhold_down: None,
+            relayed_down: 0,
         }
     }
 
@@ -153,6 +166,8 @@ impl Net {
                     .relay_up(self.now, self.consumer_mesh, &mut mesh, t.len)
                 {
                     self.relayed_to.push(up.remote);
+                    self.line.up += up.len as u64 + 28;
+                    self.captured.push(mesh[..up.len].to_vec());
                     if let Some(bit) = self.flip.take() {
                         let bit = bit % (up.len * 8);
                         mesh[bit / 8] ^= 1 << (bit % 8);
@@ -174,6 +189,14 @@ impl Net {
                         .handle_datagram(self.now, self.relay_path, &mut buf[..t.len])
                 {
                     assert_eq!(to, self.consumer_mesh);
+                    self.relayed_down += 1;
+                    if self
+                        .withhold_down
+                        .is_some_and(|n| self.relayed_down % n == 0)
+                    {
+                        continue;
+                    }
+                    self.line.down += t.len as u64 + 28;
                     let _ = self.consumer.handle_datagram(
                         self.now,
                         self.consumer_path,
@@ -447,4 +470,128 @@ fn members_get_their_mesh_credentials_through_the_tunnel() {
         relay_last.issued_at()
     );
     assert!(relay_last.expires_at() < 1_800_000_000 + (net.now - net.start).as_secs());
+}
+
+impl Net {
+    /// The usage the proxy counted since the last take, by member.
+    fn take_usage(&mut self) -> [Usage; 2] {
+        let mut all = [Usage::default(), Usage::default()];
+        self.server.take_usage(|id, u| all[id.0 as usize].merge(u));
+        all
+    }
+}
+
+/// What the consumer's traffic took on the relay's line, as the proxy counts it.
+fn borrowed_from_relay(u: &Usage) -> UpDown {
+    u.borrowed
+        .iter()
+        .filter(|(r, _)| *r == RELAY.0)
+        .fold(UpDown::default(), |mut all, (_, b)| {
+            all.add(*b);
+            all
+        })
+}
+
+/// The ledger pays the relay for every byte its line carried for the consumer, headers
+/// and envelope included: upstream exactly; downstream all that the consumer confirmed,
+/// which is all but the pure acks (not acknowledged themselves). The consumer is counted
+/// what it sent and got, inner and on the wire; the relay's own traffic is its own.
+#[test]
+fn the_ledger_counts_the_wire_bytes_a_relay_carried() {
+    let mut net = Net::new();
+    net.connect();
+    net.take_usage();
+    net.line = UpDown::default();
+    for seq in 0..200 {
+        net.send_down(seq);
+        if seq % 4 == 0 {
+            net.send_up(seq);
+        }
+        net.run(Duration::from_millis(2));
+    }
+    for _ in 0..50 {
+        net.run(Duration::from_millis(10));
+    }
+    let [consumer, relay] = net.take_usage();
+    let carried = borrowed_from_relay(&consumer);
+    assert_eq!(
+        carried.up, net.line.up,
+        "every relayed byte up, as it arrived"
+    );
+    assert!(
+        carried.down <= net.line.down,
+        "{carried:?} vs {:?}",
+        net.line
+    );
+    assert!(
+        carried.down as f64 >= 0.99 * net.line.down as f64,
+        "confirmed {} of {} bytes carried down",
+        carried.down,
+        net.line.down
+    );
+    assert_eq!(
+        consumer.own,
+        UpDown::default(),
+        "it has no line of its own here"
+    );
+    assert_eq!(consumer.wire(), carried);
+    assert_eq!(
+        consumer.inner,
+        UpDown {
+            up: 50 * 600,
+            down: 200 * 600
+        }
+    );
+    assert!(relay.borrowed.is_empty() && relay.own.up > 0, "{relay:?}");
+    assert_eq!(net.at_consumer.len(), 200);
+}
+
+/// A relay earns nothing for what it does not deliver, and nothing for datagrams
+/// replayed or tampered with on its line; each is refused with its reason.
+#[test]
+fn a_relay_earns_only_what_it_truly_carried() {
+    let mut net = Net::new();
+    net.connect();
+    net.take_usage();
+    net.line = UpDown::default();
+    // Half of what it gets for the consumer, it keeps.
+    net.withhold_down = Some(2);
+    for seq in 0..200 {
+        net.send_down(seq);
+        net.run(Duration::from_millis(2));
+    }
+    for _ in 0..50 {
+        net.run(Duration::from_millis(10));
+    }
+    let carried = borrowed_from_relay(&net.take_usage()[0]);
+    assert!(
+        carried.down <= net.line.down && carried.down as f64 >= 0.97 * net.line.down as f64,
+        "paid for {} bytes, delivered {}",
+        carried.down,
+        net.line.down
+    );
+    net.withhold_down = None;
+    // Every datagram it relayed up so far, replayed on its line: refused, unpaid.
+    let replays = std::mem::take(&mut net.captured);
+    let before = net.server.stats().drops.get(DropReason::Replay);
+    for mut d in replays.clone() {
+        let _ = net
+            .server
+            .handle_datagram(net.now, net.relay_wan, None, &mut d);
+    }
+    assert!(
+        net.server.stats().drops.get(DropReason::Replay) >= before + replays.len() as u64 / 2,
+        "{:?}",
+        net.server.stats().drops
+    );
+    // A fresh datagram altered on the relay's line: refused, unpaid.
+    let refused = net.server.stats().drops.total();
+    net.flip = Some(8 * RELAY_HEADER_LEN + 3);
+    net.send_up(1);
+    net.run(Duration::from_millis(1));
+    assert!(net.flip.is_none(), "nothing was relayed");
+    assert_eq!(net.server.stats().drops.get(DropReason::BadRelayTag), 1);
+    assert_eq!(net.server.stats().drops.total(), refused + 1);
+    let [consumer, _] = net.take_usage();
+    assert_eq!(borrowed_from_relay(&consumer).up, 0, "{consumer:?}");
 }

@@ -165,6 +165,8 @@ pub struct PathCounters {
     pub rx_datagrams: u64,
     /// Ack-eliciting packets the far end acknowledged.
     pub acked: u64,
+    /// Their datagram bytes.
+    pub acked_bytes: u64,
     /// Ack-eliciting packets declared lost.
     pub lost: u64,
     /// Inner packets that were in flight here when it turned suspect and were re-sent on
@@ -732,6 +734,7 @@ impl Path {
                 s.acked = true;
                 newly = true;
                 self.counters.acked += 1;
+                self.counters.acked_bytes += u64::from(s.size);
                 self.loss *= 1.0 - LOSS_GAIN;
                 acked_bytes += u64::from(s.size);
                 if largest_newly.is_none_or(|l| s.pn > l.pn) {

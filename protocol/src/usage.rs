@@ -1,0 +1,239 @@
+//! What the ledger counts: the bytes a member's traffic took, and on whose line.
+//!
+//! The proxy's core adds to each member's [`Usage`] as datagrams pass, and the shell takes
+//! it (which zeroes it) once per ledger flush. Wire bytes are what a line really carried:
+//! the UDP payload, a relay's envelope included, plus the IP and UDP headers. A ledger of
+//! inner bytes would underpay relays by the tunnel's overhead.
+//!
+//! Only what the proxy can verify is counted on a neighbour's line: upstream, a datagram
+//! whose relay tag, AEAD and packet number all passed; downstream, a datagram the member's
+//! own (authenticated) acknowledgements confirm. A relay that drops, replays or forges
+//! earns nothing for it.
+
+use std::net::SocketAddr;
+
+use crate::path::Endpoint;
+use crate::wire::RELAY_OVERHEAD;
+
+/// IPv4 and UDP headers.
+pub const IPV4_UDP_HEADERS: u64 = 20 + 8;
+/// IPv6 and UDP headers.
+pub const IPV6_UDP_HEADERS: u64 = 40 + 8;
+/// Relays one member's usage names at most between two takes; beyond, the bytes count
+/// as the member's own line (never lost, only unattributed). A member has at most
+/// [`crate::MAX_PATHS`] paths at once.
+const MAX_RELAYS: usize = 2 * crate::MAX_PATHS;
+
+/// IP and UDP header bytes of a datagram to or from `a`.
+pub fn ip_udp_headers(a: SocketAddr) -> u64 {
+    match a {
+        SocketAddr::V4(_) => IPV4_UDP_HEADERS,
+        // A dual-stack socket names IPv4 peers as mapped addresses.
+        SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some() => IPV4_UDP_HEADERS,
+        SocketAddr::V6(_) => IPV6_UDP_HEADERS,
+    }
+}
+
+/// Wire bytes of a transport datagram of `len` bytes on a path to `endpoint`: with the
+/// relay's envelope when it goes through one, and the headers of the line it crosses.
+pub fn wire_bytes(len: usize, endpoint: &Endpoint) -> u64 {
+    let envelope = if endpoint.relay.is_some() {
+        RELAY_OVERHEAD as u64
+    } else {
+        0
+    };
+    len as u64 + envelope + ip_udp_headers(endpoint.remote)
+}
+
+/// Bytes each way: up is from the member towards the Internet, down is to the member.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpDown {
+    /// From the member.
+    pub up: u64,
+    /// To the member.
+    pub down: u64,
+}
+
+impl UpDown {
+    /// Adds `other` to these.
+    pub fn add(&mut self, other: UpDown) {
+        self.up += other.up;
+        self.down += other.down;
+    }
+
+    /// Whether both are zero.
+    pub fn is_zero(&self) -> bool {
+        self.up == 0 && self.down == 0
+    }
+}
+
+/// What one member's traffic took since the ledger last took it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Inner bytes (the IP packets themselves): up as they arrived at the proxy, down as
+    /// first sent to the member (re-sends and redundant copies not counted again).
+    pub inner: UpDown,
+    /// Wire bytes over the member's own line: up as they arrived, down as sent.
+    pub own: UpDown,
+    /// Wire bytes over neighbours' lines, by relay (member id at the proxy): up as they
+    /// arrived verified, down as the member acknowledged them.
+    pub borrowed: Vec<(u32, UpDown)>,
+}
+
+impl Usage {
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_zero() && self.own.is_zero() && self.borrowed.is_empty()
+    }
+
+    /// Zeroes it, keeping its memory.
+    pub fn clear(&mut self) {
+        self.inner = UpDown::default();
+        self.own = UpDown::default();
+        self.borrowed.clear();
+    }
+
+    /// Adds `other` to this one.
+    pub fn merge(&mut self, other: &Usage) {
+        self.inner.add(other.inner);
+        self.own.add(other.own);
+        for &(relay, bytes) in &other.borrowed {
+            self.add_line(Some(relay), bytes);
+        }
+    }
+
+    /// Wire bytes over all lines.
+    pub fn wire(&self) -> UpDown {
+        let mut all = self.own;
+        for (_, b) in &self.borrowed {
+            all.add(*b);
+        }
+        all
+    }
+
+    /// Adds `bytes` carried by `relay`'s line, or by the member's own (`None`).
+    pub(crate) fn add_line(&mut self, relay: Option<u32>, bytes: UpDown) {
+        let Some(relay) = relay else {
+            self.own.add(bytes);
+            return;
+        };
+        if let Some((_, b)) = self.borrowed.iter_mut().find(|(r, _)| *r == relay) {
+            b.add(bytes);
+        } else if self.borrowed.len() < MAX_RELAYS {
+            // At most once per relay between two takes: not per packet.
+            self.borrowed.push((relay, bytes));
+        } else {
+            self.own.add(bytes);
+        }
+    }
+
+    /// A datagram of `len` bytes arrived, verified, from `from`.
+    pub(crate) fn on_received(&mut self, len: usize, from: &Endpoint) {
+        let up = wire_bytes(len, from);
+        self.add_line(from.relay.map(|h| h.relay), UpDown { up, down: 0 });
+    }
+
+    /// A datagram of `len` bytes went straight to the member. (Through a relay, only what
+    /// the member acknowledges counts: [`Usage::on_acknowledged`].)
+    pub(crate) fn on_sent(&mut self, len: usize, to: &Endpoint) {
+        if to.relay.is_none() {
+            self.own.down += wire_bytes(len, to);
+        }
+    }
+
+    /// The member acknowledged `datagrams` datagrams of `bytes` bytes in all, sent to `to`.
+    pub(crate) fn on_acknowledged(&mut self, datagrams: u64, bytes: u64, to: &Endpoint) {
+        let Some(hop) = to.relay else {
+            return;
+        };
+        let per_datagram = RELAY_OVERHEAD as u64 + ip_udp_headers(to.remote);
+        let down = bytes + datagrams * per_datagram;
+        self.add_line(Some(hop.relay), UpDown { up: 0, down });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::RelayHop;
+
+    fn relayed(remote: &str, relay: u32) -> Endpoint {
+        Endpoint {
+            remote: remote.parse().unwrap(),
+            local: None,
+            relay: Some(RelayHop { relay, slot: 1 }),
+        }
+    }
+
+    #[test]
+    fn wire_bytes_count_every_header_the_line_carried() {
+        let direct = Endpoint::direct("192.0.2.1:7117".parse().unwrap(), None);
+        assert_eq!(wire_bytes(1000, &direct), 1028);
+        let mapped = Endpoint::direct("[::ffff:192.0.2.1]:7117".parse().unwrap(), None);
+        assert_eq!(wire_bytes(1000, &mapped), 1028);
+        let v6 = Endpoint::direct("[2001:db8::1]:7117".parse().unwrap(), None);
+        assert_eq!(wire_bytes(1000, &v6), 1048);
+        // Through a relay: its envelope (header and tag) crossed its line too.
+        assert_eq!(
+            wire_bytes(1000, &relayed("192.0.2.9:7118", 3)),
+            1000 + RELAY_OVERHEAD as u64 + 28
+        );
+    }
+
+    #[test]
+    fn relayed_bytes_go_to_their_relay_and_own_bytes_to_the_member() {
+        let mut u = Usage::default();
+        let own = Endpoint::direct("192.0.2.1:7117".parse().unwrap(), None);
+        u.on_received(972, &own);
+        u.on_sent(972, &own);
+        u.on_received(972, &relayed("192.0.2.9:7118", 3));
+        // Sending through a relay counts nothing until the member confirms it.
+        u.on_sent(972, &relayed("192.0.2.9:7118", 3));
+        u.on_acknowledged(2, 2000, &relayed("192.0.2.9:7118", 3));
+        u.on_acknowledged(1, 500, &relayed("192.0.2.8:7118", 4));
+        assert_eq!(
+            u.own,
+            UpDown {
+                up: 1000,
+                down: 1000
+            }
+        );
+        let env = RELAY_OVERHEAD as u64 + 28;
+        assert_eq!(
+            u.borrowed,
+            vec![
+                (
+                    3,
+                    UpDown {
+                        up: 972 + env,
+                        down: 2000 + 2 * env
+                    }
+                ),
+                (
+                    4,
+                    UpDown {
+                        up: 0,
+                        down: 500 + env
+                    }
+                ),
+            ]
+        );
+        assert_eq!(u.wire().up, 1000 + 972 + env);
+        let mut all = Usage::default();
+        all.merge(&u);
+        all.merge(&u);
+        assert_eq!(all.borrowed[0].1.down, 2 * (2000 + 2 * env));
+        u.clear();
+        assert!(u.is_empty());
+    }
+
+    #[test]
+    fn more_relays_than_a_member_can_use_at_once_still_count_every_byte() {
+        let mut u = Usage::default();
+        for relay in 0..(MAX_RELAYS as u32 + 5) {
+            u.on_received(100, &relayed("192.0.2.9:7118", relay));
+        }
+        assert_eq!(u.borrowed.len(), MAX_RELAYS);
+        assert_eq!(u.wire().up, (MAX_RELAYS as u64 + 5) * (100 + 28 + 28));
+    }
+}
