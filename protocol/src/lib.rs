@@ -17,9 +17,11 @@
 
 pub mod bundle;
 pub mod client;
+pub mod credits;
 mod crypto;
 mod drop;
 pub mod flow;
+pub mod forecast;
 pub mod fq;
 pub mod frame;
 pub mod ip;
@@ -32,6 +34,7 @@ pub mod reorder;
 mod replay;
 pub mod server;
 pub mod session;
+pub mod statement;
 mod transport;
 pub mod usage;
 pub mod wire;

@@ -280,6 +280,38 @@ impl IssuerKey {
             .verify_strict(&credential.signed_message(), &Signature::from_bytes(&sig))
             .map_err(|_| DropReason::BadCredential)
     }
+
+    /// Checks a signature of [`CredentialIssuer::sign_in_context`] (strict ed25519). False
+    /// for a bad one, and for a message longer than such signatures cover.
+    pub(crate) fn verify_in_context(
+        &self,
+        context: &[u8],
+        body: &[u8],
+        signature: &[u8; SIGNATURE_LEN],
+    ) -> bool {
+        let mut m = [0u8; MAX_IN_CONTEXT_LEN];
+        let Some(m) = in_context(&mut m, context, body) else {
+            return false;
+        };
+        self.key
+            .verify_strict(m, &Signature::from_bytes(signature))
+            .is_ok()
+    }
+}
+
+/// Longest context and body [`CredentialIssuer::sign_in_context`] signs: on the stack, so
+/// a check costs no allocation.
+const MAX_IN_CONTEXT_LEN: usize = 256;
+
+fn in_context<'a>(
+    m: &'a mut [u8; MAX_IN_CONTEXT_LEN],
+    context: &[u8],
+    body: &[u8],
+) -> Option<&'a [u8]> {
+    let m = m.get_mut(..context.len() + body.len())?;
+    m[..context.len()].copy_from_slice(context);
+    m[context.len()..].copy_from_slice(body);
+    Some(m)
 }
 
 impl fmt::Debug for IssuerKey {
@@ -329,6 +361,19 @@ impl CredentialIssuer {
         let sig = self.signing.sign(&c.signed_message());
         c.bytes[CREDENTIAL_SIGNED_LEN..].copy_from_slice(&sig.to_bytes());
         c
+    }
+
+    /// Signs `context` then `body` with the credentials' key, for the proxy's other signed
+    /// documents ([`crate::statement`]): one key, one context per kind, none a prefix of
+    /// another, so that no signature passes for another kind's. Panics if both together
+    /// are longer than 256 bytes (the callers' sizes are fixed).
+    pub(crate) fn sign_in_context(&self, context: &[u8], body: &[u8]) -> [u8; SIGNATURE_LEN] {
+        debug_assert!(
+            !context.starts_with(SIGNING_CONTEXT) && !SIGNING_CONTEXT.starts_with(context)
+        );
+        let mut m = [0u8; MAX_IN_CONTEXT_LEN];
+        let m = in_context(&mut m, context, body).expect("context and body fit");
+        self.signing.sign(m).to_bytes()
     }
 }
 

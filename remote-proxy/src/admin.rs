@@ -283,6 +283,11 @@ ipv6_pool = "fd77::/64"
 egress_device = ""
 mtu = {mtu}
 
+# Who consumed what and whose line carried what for whom, per member and hour (SQLite).
+# Relative to this file; `linkpool-proxy ledger -c THIS_FILE` reads it.
+[ledger]
+path = "ledger.sqlite"
+
 # How each class of flow is spread over a member's paths: auto, session, packet or
 # redundant (linkpool-proxy.example.toml says what each does). A member may have its own,
 # `spreading = {{ bulk = "session" }}` in its [[member]] table.

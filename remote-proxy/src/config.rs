@@ -22,6 +22,8 @@ pub const DEFAULT_LISTEN: [&str; 2] = ["0.0.0.0:7117", "[::]:7117"];
 pub const DEFAULT_CONTROL_SOCKET: &str = "/var/run/linkpool-proxy.sock";
 /// Default TUN device.
 pub const DEFAULT_DEVICE: &str = "lpproxy0";
+/// Default ledger file, relative to the configuration file.
+pub const DEFAULT_LEDGER: &str = "ledger.sqlite";
 /// Default member IPv4 pool.
 pub const DEFAULT_IPV4_POOL: &str = "10.77.0.0/16";
 /// Default member IPv6 pool.
@@ -167,6 +169,8 @@ pub struct ProxyConfig {
     pub spreading: Modes,
     /// The members.
     pub members: Vec<MemberConfig>,
+    /// The ledger's SQLite file (`[ledger] path`).
+    pub ledger_file: PathBuf,
     /// Worth a log line, not fatal (a private key file others can read, ...).
     pub warnings: Vec<String>,
 }
@@ -348,6 +352,11 @@ impl ProxyConfig {
             .map_err(|r| err("tunnel.mtu".into(), r))?;
 
         let spreading = raw.spreading.unwrap_or_default().over(Modes::default());
+        let ledger_file = match raw.ledger.unwrap_or_default().path.as_deref() {
+            None => resolve_relative(path, DEFAULT_LEDGER),
+            Some("") => return Err(err("ledger.path".into(), "is empty".into())),
+            Some(p) => resolve_relative(path, p),
+        };
 
         let own_public = private_key.public_key();
         let mut members: Vec<MemberConfig> = Vec::new();
@@ -459,6 +468,7 @@ impl ProxyConfig {
             },
             spreading,
             members,
+            ledger_file,
             warnings,
         })
     }
@@ -519,10 +529,17 @@ struct RawProxy {
     log_level: Option<String>,
     control_socket: Option<String>,
     tunnel: Option<RawTunnel>,
+    ledger: Option<RawLedger>,
     // Modes are checked as they are read: an error has the value's line.
     spreading: Option<SpreadingTable>,
     #[serde(default)]
     member: Vec<RawMember>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    path: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

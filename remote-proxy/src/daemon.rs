@@ -28,6 +28,7 @@ use tokio::net::UdpSocket;
 use tracing::{debug, error, info, warn};
 
 use crate::config::ProxyConfig;
+use crate::ledger::{self, FLUSH_INTERVAL, LedgerWriter};
 use crate::setup::ProxyOs;
 
 /// Handshakes timed at start to learn what one costs on this machine.
@@ -50,6 +51,7 @@ struct Proxy {
     handshake_budget: u32,
     /// The listening socket looked at first, moved on each turn so none starves the others.
     receive_cursor: usize,
+    ledger: LedgerWriter,
 }
 
 fn member_keys(config: &ProxyConfig) -> Vec<MemberKey> {
@@ -176,7 +178,10 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
     server.set_wall_clock(now, unix_s);
     server.set_credential_lifetime(config.mesh_credential_lifetime_s);
     set_spreading(&mut server, &config);
+    let ledger = LedgerWriter::start(&config.ledger_file).map_err(io::Error::other)?;
+    info!(file = %config.ledger_file.display(), "ledger open");
     let mut proxy = Proxy {
+        ledger,
         started: now,
         config,
         server,
@@ -188,6 +193,7 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
     let mut rx = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
     let mut tx = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
     let mut status = tokio::time::interval(STATUS_INTERVAL);
+    let mut ledger_flush = tokio::time::interval(FLUSH_INTERVAL);
     loop {
         // Status first, whatever floods the sockets: `select!` alone gives it no priority,
         // and a busy socket branch would keep an operator waiting.
@@ -222,17 +228,25 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
                 proxy.server.handle_timeout(Instant::now());
             }
             _ = status.tick() => proxy.log_status(),
+            _ = ledger_flush.tick() => {
+                proxy.take_usage();
+                proxy.ledger.hand_over();
+            }
             Some((format, reply)) = requests.recv() => {
                 let _ = reply.send(proxy.status(format));
             }
             signal = signals.recv() => match signal {
                 Signal::Terminate => {
                     info!("stopping");
+                    proxy.take_usage();
+                    proxy.ledger.close();
                     return Ok(());
                 }
                 Signal::Reload => match ProxyConfig::load(&proxy.config.file) {
                     Ok(new) => {
                         log.set_level(new.log_level);
+                        // The usage names members by their place in the old list.
+                        proxy.take_usage();
                         proxy.server.set_members(member_keys(&new));
                         set_spreading(&mut proxy.server, &new);
                         info!(members = new.members.len(), "configuration re-read");
@@ -248,6 +262,21 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
 }
 
 impl Proxy {
+    /// Moves what the core counted into the ledger's next batch, in the current hour.
+    fn take_usage(&mut self) {
+        let hour = ledger::hour_of(ledger::unix_now());
+        let now = Instant::now();
+        let members = &self.config.members;
+        let name = |id: u32| {
+            members
+                .get(id as usize)
+                .map_or_else(|| format!("?{id}"), |m| m.name.clone())
+        };
+        let batch = self.ledger.pending();
+        self.server
+            .take_usage(|id, usage| batch.add(now, hour, &name(id.0), usage, name));
+    }
+
     fn handle_datagram(
         &mut self,
         from: SocketAddr,

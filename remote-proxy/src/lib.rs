@@ -5,4 +5,5 @@
 pub mod admin;
 pub mod config;
 pub mod daemon;
+pub mod ledger;
 pub mod setup;

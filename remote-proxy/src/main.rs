@@ -3,7 +3,7 @@
 use linkpool_protocol::bundle::CipherChoice;
 use linkpool_protocol::keys::SecretKey;
 use linkpool_proxy::config::ProxyConfig;
-use linkpool_proxy::{admin, daemon, setup};
+use linkpool_proxy::{admin, daemon, ledger, setup};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tracing::{error, info, warn};
@@ -21,7 +21,11 @@ usage: linkpool-proxy --version
        linkpool-proxy run -c FILE          run the daemon
        linkpool-proxy check-config -c FILE validate the configuration and exit 0 or 1
        linkpool-proxy status -c FILE [--json]
-                                           ask the running daemon about its members";
+                                           ask the running daemon about its members
+       linkpool-proxy ledger -c FILE [--member NAME] [--since T] [--until T] [--json|--csv]
+                                           who consumed what and whose line carried it, per
+                                           hour (T: 2026-12-07, 2026-12-07T18:00 UTC, or
+                                           unix seconds; --until is exclusive)";
 
 /// Prints a line on stdout; when stdout is gone (a closed pipe), says so on stderr if it
 /// can and returns exit status 1 from the enclosing function. Never panics.
@@ -82,6 +86,11 @@ enum Command {
         config: PathBuf,
         json: bool,
     },
+    Ledger {
+        config: PathBuf,
+        filter: ledger::Filter,
+        report: ledger::Report,
+    },
 }
 
 fn parse_args() -> Result<Command, Usage> {
@@ -114,6 +123,11 @@ fn parse_args() -> Result<Command, Usage> {
     let mut psk = false;
     let mut name = None;
     let mut json = false;
+    let mut csv = false;
+    let mut filter = ledger::Filter::all();
+    let time = |v: std::ffi::OsString, flag: &str| -> Result<i64, Usage> {
+        ledger::parse_time(&v.string()?).map_err(|e| Usage(format!("{flag}: {e}")))
+    };
     while let Some(arg) = p.next()? {
         match arg {
             Short('c') | Long("config") => config = Some(PathBuf::from(p.value()?)),
@@ -125,7 +139,11 @@ fn parse_args() -> Result<Command, Usage> {
                 cipher = Some(v.parse().map_err(|e| Usage(format!("--cipher: {e}")))?);
             }
             Long("psk") if command == "member add" => psk = true,
-            Long("json") if command == "status" => json = true,
+            Long("json") if command == "status" || command == "ledger" => json = true,
+            Long("csv") if command == "ledger" => csv = true,
+            Long("member") if command == "ledger" => filter.member = Some(p.value()?.string()?),
+            Long("since") if command == "ledger" => filter.since = time(p.value()?, "--since")?,
+            Long("until") if command == "ledger" => filter.until = time(p.value()?, "--until")?,
             Value(v)
                 if command.starts_with("member ") && command != "member list" && name.is_none() =>
             {
@@ -175,6 +193,16 @@ fn parse_args() -> Result<Command, Usage> {
         "status" => Command::Status {
             config: needs_config()?,
             json,
+        },
+        "ledger" => Command::Ledger {
+            config: needs_config()?,
+            report: match (json, csv) {
+                (true, true) => return Err(Usage("ledger: --json or --csv, not both".into())),
+                (true, false) => ledger::Report::Json,
+                (false, true) => ledger::Report::Csv,
+                (false, false) => ledger::Report::Text,
+            },
+            filter,
         },
         other => return Err(Usage(format!("unknown command `{other}`"))),
     })
@@ -333,6 +361,25 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
+        Command::Ledger {
+            config,
+            filter,
+            report,
+        } => {
+            let file = match ProxyConfig::load(&config) {
+                Ok(c) => c.ledger_file,
+                Err(e) => return fail(e),
+            };
+            match ledger::Ledger::open_read_only(&file)
+                .and_then(|l| ledger::report(&l, &filter, report))
+            {
+                Ok(text) => {
+                    out!("{}", text.trim_end());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
         Command::Run { config } => run(config),
     }
 }

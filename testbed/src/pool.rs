@@ -326,6 +326,15 @@ impl Pool {
         coop.proxy().exec_ok(&argv)
     }
 
+    /// The proxy's ledger (`linkpool-proxy ledger --json`, with `args` added), parsed.
+    pub fn ledger(&self, coop: &Coop, args: &[&str]) -> Result<serde_json::Value, Error> {
+        let conf = self.proxy_config();
+        let mut argv = vec![s(&self.proxy_bin), "ledger", "-c", s(&conf), "--json"];
+        argv.extend_from_slice(args);
+        let text = coop.proxy().exec_ok(&argv)?;
+        serde_json::from_str(&text).map_err(|e| Error::new(format!("ledger --json: {e}: {text}")))
+    }
+
     /// Every daemon's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut all = String::new();

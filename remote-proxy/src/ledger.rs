@@ -1,0 +1,963 @@
+//! The ledger: per member and hour, what its traffic took and what its line carried for
+//! others, in SQLite (WAL journal).
+//!
+//! The event loop takes the core's usage once a second into a [`Batch`] and hands it to a
+//! writer thread; it never waits for the disk (a full hand-over queue only makes the next
+//! batch bigger). Each batch is one transaction, so the rows always add up: a member's
+//! `carried_*` for an hour is the sum of the `carried` rows naming it as relay, its
+//! `borrowed_*` the sum of those naming it as consumer. A clean stop writes the last
+//! batch before exiting; a crash (`kill -9`) loses what was counted since the last batch
+//! was handed over, at most [`FLUSH_INTERVAL`], plus a batch the writer had not committed
+//! yet.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use linkpool_protocol::usage::{UpDown, Usage};
+use rusqlite::{Connection, OpenFlags, params};
+use serde::Serialize;
+use tracing::{error, info};
+
+/// How often the event loop hands what it counted to the writer.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Batches waiting for the writer at most; beyond, the event loop keeps adding to its own.
+const QUEUED_BATCHES: usize = 8;
+/// An hour, in seconds: the ledger's grain.
+pub const HOUR_S: i64 = 3600;
+
+/// Schema migrations, in order: `PRAGMA user_version` says how many a file has had.
+const MIGRATIONS: &[&str] = &[
+    // 1: usage per member and hour; what each relay carried for each consumer.
+    "CREATE TABLE usage (
+        hour INTEGER NOT NULL,
+        member TEXT NOT NULL,
+        inner_up INTEGER NOT NULL DEFAULT 0,
+        inner_down INTEGER NOT NULL DEFAULT 0,
+        own_up INTEGER NOT NULL DEFAULT 0,
+        own_down INTEGER NOT NULL DEFAULT 0,
+        borrowed_up INTEGER NOT NULL DEFAULT 0,
+        borrowed_down INTEGER NOT NULL DEFAULT 0,
+        carried_up INTEGER NOT NULL DEFAULT 0,
+        carried_down INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (hour, member)
+    ) WITHOUT ROWID;
+    CREATE TABLE carried (
+        hour INTEGER NOT NULL,
+        relay TEXT NOT NULL,
+        consumer TEXT NOT NULL,
+        up INTEGER NOT NULL DEFAULT 0,
+        down INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (hour, relay, consumer)
+    ) WITHOUT ROWID;",
+];
+
+/// A ledger that could not be opened, read or written.
+#[derive(Debug)]
+pub struct LedgerError {
+    file: PathBuf,
+    reason: String,
+}
+
+impl LedgerError {
+    fn new(file: &Path, reason: impl fmt::Display) -> Self {
+        LedgerError {
+            file: file.to_path_buf(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for LedgerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ledger {}: {}", self.file.display(), self.reason)
+    }
+}
+
+impl std::error::Error for LedgerError {}
+
+/// One member's counts for one hour, in bytes. Wire bytes include every header the line
+/// carried (see [`linkpool_protocol::usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Inner bytes it sent and got (the IP packets themselves).
+    pub inner: Pair,
+    /// Wire bytes over its own line, for itself.
+    pub own: Pair,
+    /// Wire bytes of its traffic over neighbours' lines.
+    pub borrowed: Pair,
+    /// Wire bytes its line carried for neighbours.
+    pub carried: Pair,
+}
+
+/// Bytes up (from the member) and down (to it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Pair {
+    /// From the member towards the Internet.
+    pub up: u64,
+    /// From the Internet to the member.
+    pub down: u64,
+}
+
+impl From<UpDown> for Pair {
+    fn from(b: UpDown) -> Pair {
+        Pair {
+            up: b.up,
+            down: b.down,
+        }
+    }
+}
+
+impl Pair {
+    fn add(&mut self, o: Pair) {
+        self.up += o.up;
+        self.down += o.down;
+    }
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.inner.add(o.inner);
+        self.own.add(o.own);
+        self.borrowed.add(o.borrowed);
+        self.carried.add(o.carried);
+    }
+}
+
+/// What was counted since the last hand-over, by hour.
+#[derive(Debug, Default)]
+pub struct Batch {
+    usage: BTreeMap<(i64, String), Counts>,
+    /// (hour, relay, consumer) → wire bytes.
+    carried: BTreeMap<(i64, String, String), Pair>,
+    /// When its oldest counts were taken.
+    since: Option<Instant>,
+}
+
+impl Batch {
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.usage.is_empty()
+    }
+
+    /// Adds `member`'s usage in the hour starting at `hour`; `name` names relays by the
+    /// member ids the usage uses (a relay no longer configured is named `?ID`).
+    pub fn add(
+        &mut self,
+        now: Instant,
+        hour: i64,
+        member: &str,
+        usage: &Usage,
+        name: impl Fn(u32) -> String,
+    ) {
+        self.since.get_or_insert(now);
+        let mut mine = Counts {
+            inner: usage.inner.into(),
+            own: usage.own.into(),
+            ..Counts::default()
+        };
+        for &(relay, bytes) in &usage.borrowed {
+            let bytes = Pair::from(bytes);
+            mine.borrowed.add(bytes);
+            let relay = name(relay);
+            self.usage
+                .entry((hour, relay.clone()))
+                .or_default()
+                .carried
+                .add(bytes);
+            self.carried
+                .entry((hour, relay, member.to_string()))
+                .or_default()
+                .add(bytes);
+        }
+        self.usage
+            .entry((hour, member.to_string()))
+            .or_default()
+            .add(&mine);
+    }
+
+    fn merge(&mut self, other: Batch) {
+        for (k, c) in other.usage {
+            self.usage.entry(k).or_default().add(&c);
+        }
+        for (k, p) in other.carried {
+            self.carried.entry(k).or_default().add(p);
+        }
+        self.since = match (self.since, other.since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// The start of the hour `unix_s` falls in.
+pub fn hour_of(unix_s: i64) -> i64 {
+    unix_s.div_euclid(HOUR_S) * HOUR_S
+}
+
+/// Seconds since the Unix epoch now.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The ledger file.
+pub struct Ledger {
+    file: PathBuf,
+    conn: Connection,
+}
+
+impl Ledger {
+    /// Opens (creating it and its directory if need be) and migrates the ledger at `file`.
+    pub fn open(file: &Path) -> Result<Ledger, LedgerError> {
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| LedgerError::new(file, e))?;
+        }
+        let conn = Connection::open(file).map_err(|e| LedgerError::new(file, e))?;
+        let mut ledger = Ledger {
+            file: file.to_path_buf(),
+            conn,
+        };
+        ledger.setup().map_err(|e| LedgerError::new(file, e))?;
+        Ok(ledger)
+    }
+
+    /// Opens an existing ledger to read it (while the proxy writes it, too).
+    pub fn open_read_only(file: &Path) -> Result<Ledger, LedgerError> {
+        if !file.exists() {
+            return Err(LedgerError::new(
+                file,
+                "does not exist (the proxy creates it when it starts)",
+            ));
+        }
+        let conn = Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| LedgerError::new(file, e))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| LedgerError::new(file, e))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| LedgerError::new(file, e))?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(LedgerError::new(
+                file,
+                format!(
+                    "schema version {version} is newer than this linkpool-proxy knows ({})",
+                    MIGRATIONS.len()
+                ),
+            ));
+        }
+        Ok(Ledger {
+            file: file.to_path_buf(),
+            conn,
+        })
+    }
+
+    fn setup(&mut self) -> rusqlite::Result<()> {
+        // WAL: readers (the CLI, the admin API) never block the writer. FULL: a commit is
+        // on disk before the next batch, power loss included; one fsync a second.
+        self.conn.pragma_update(None, "journal_mode", "WAL")?;
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        self.conn.busy_timeout(Duration::from_secs(5))?;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        if version > MIGRATIONS.len() {
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "schema version {version} is newer than this linkpool-proxy knows ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+            info!(version = i + 1, "ledger schema migrated");
+        }
+        Ok(())
+    }
+
+    /// Adds a batch's counts, all in one transaction.
+    pub fn apply(&mut self, batch: &Batch) -> Result<(), LedgerError> {
+        self.apply_inner(batch)
+            .map_err(|e| LedgerError::new(&self.file, e))
+    }
+
+    fn apply_inner(&mut self, batch: &Batch) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut usage = tx.prepare_cached(
+                "INSERT INTO usage (hour, member, inner_up, inner_down, own_up, own_down,
+                    borrowed_up, borrowed_down, carried_up, carried_down)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (hour, member) DO UPDATE SET
+                    inner_up = inner_up + excluded.inner_up,
+                    inner_down = inner_down + excluded.inner_down,
+                    own_up = own_up + excluded.own_up,
+                    own_down = own_down + excluded.own_down,
+                    borrowed_up = borrowed_up + excluded.borrowed_up,
+                    borrowed_down = borrowed_down + excluded.borrowed_down,
+                    carried_up = carried_up + excluded.carried_up,
+                    carried_down = carried_down + excluded.carried_down",
+            )?;
+            for ((hour, member), c) in &batch.usage {
+                usage.execute(params![
+                    hour,
+                    member,
+                    c.inner.up as i64,
+                    c.inner.down as i64,
+                    c.own.up as i64,
+                    c.own.down as i64,
+                    c.borrowed.up as i64,
+                    c.borrowed.down as i64,
+                    c.carried.up as i64,
+                    c.carried.down as i64,
+                ])?;
+            }
+            let mut carried = tx.prepare_cached(
+                "INSERT INTO carried (hour, relay, consumer, up, down)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (hour, relay, consumer) DO UPDATE SET
+                    up = up + excluded.up, down = down + excluded.down",
+            )?;
+            for ((hour, relay, consumer), p) in &batch.carried {
+                carried.execute(params![hour, relay, consumer, p.up as i64, p.down as i64])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Usage rows in `[since, until)` (hour starts), for one member or all, oldest first.
+    pub fn usage(&self, filter: &Filter) -> Result<Vec<UsageRow>, LedgerError> {
+        self.usage_inner(filter)
+            .map_err(|e| LedgerError::new(&self.file, e))
+    }
+
+    fn usage_inner(&self, filter: &Filter) -> rusqlite::Result<Vec<UsageRow>> {
+        let mut q = self.conn.prepare(
+            "SELECT hour, member, inner_up, inner_down, own_up, own_down, borrowed_up,
+                borrowed_down, carried_up, carried_down FROM usage
+             WHERE hour >= ?1 AND hour < ?2 AND (?3 IS NULL OR member = ?3)
+             ORDER BY hour, member",
+        )?;
+        let n = |r: &rusqlite::Row<'_>, i| r.get::<_, i64>(i).map(|v| v as u64);
+        let rows = q.query_map(params![filter.since, filter.until, filter.member], |r| {
+            Ok(UsageRow {
+                hour: r.get(0)?,
+                member: r.get(1)?,
+                counts: Counts {
+                    inner: Pair {
+                        up: n(r, 2)?,
+                        down: n(r, 3)?,
+                    },
+                    own: Pair {
+                        up: n(r, 4)?,
+                        down: n(r, 5)?,
+                    },
+                    borrowed: Pair {
+                        up: n(r, 6)?,
+                        down: n(r, 7)?,
+                    },
+                    carried: Pair {
+                        up: n(r, 8)?,
+                        down: n(r, 9)?,
+                    },
+                },
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// What each relay carried for each consumer in `[since, until)`, for rows where the
+    /// member (if any) is the relay or the consumer.
+    pub fn carried(&self, filter: &Filter) -> Result<Vec<CarriedRow>, LedgerError> {
+        self.carried_inner(filter)
+            .map_err(|e| LedgerError::new(&self.file, e))
+    }
+
+    fn carried_inner(&self, filter: &Filter) -> rusqlite::Result<Vec<CarriedRow>> {
+        let mut q = self.conn.prepare(
+            "SELECT hour, relay, consumer, up, down FROM carried
+             WHERE hour >= ?1 AND hour < ?2 AND (?3 IS NULL OR relay = ?3 OR consumer = ?3)
+             ORDER BY hour, relay, consumer",
+        )?;
+        let rows = q.query_map(params![filter.since, filter.until, filter.member], |r| {
+            Ok(CarriedRow {
+                hour: r.get(0)?,
+                relay: r.get(1)?,
+                consumer: r.get(2)?,
+                bytes: Pair {
+                    up: r.get::<_, i64>(3)? as u64,
+                    down: r.get::<_, i64>(4)? as u64,
+                },
+            })
+        })?;
+        rows.collect()
+    }
+}
+
+/// Which rows to read.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this member's.
+    pub member: Option<String>,
+    /// From this hour on (unix seconds; rows whose hour starts at or after it).
+    pub since: i64,
+    /// Before this (unix seconds).
+    pub until: i64,
+}
+
+impl Filter {
+    /// Everything.
+    pub fn all() -> Filter {
+        Filter {
+            member: None,
+            since: i64::MIN,
+            until: i64::MAX,
+        }
+    }
+}
+
+/// One member's hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageRow {
+    /// Start of the hour, unix seconds (UTC).
+    pub hour: i64,
+    /// The member's name.
+    pub member: String,
+    /// Its counts.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// What one relay's line carried for one consumer in an hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CarriedRow {
+    /// Start of the hour, unix seconds (UTC).
+    pub hour: i64,
+    /// The member whose line carried it.
+    pub relay: String,
+    /// The member whose traffic it was.
+    pub consumer: String,
+    /// Wire bytes.
+    #[serde(flatten)]
+    pub bytes: Pair,
+}
+
+/// The event loop's side of the ledger: it gathers counts and hands them to the writer
+/// thread without ever waiting for it.
+pub struct LedgerWriter {
+    to_writer: Option<SyncSender<Batch>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    pending: Batch,
+    /// How old (ms) the counts in the last committed batch were when committed.
+    lag_ms: Arc<AtomicU32>,
+}
+
+impl LedgerWriter {
+    /// Opens the ledger at `file` and starts its writer thread.
+    pub fn start(file: &Path) -> Result<LedgerWriter, LedgerError> {
+        let ledger = Ledger::open(file)?;
+        let (to_writer, batches) = std::sync::mpsc::sync_channel(QUEUED_BATCHES);
+        let lag_ms = Arc::new(AtomicU32::new(0));
+        let lag = lag_ms.clone();
+        let writer = std::thread::Builder::new()
+            .name("ledger".into())
+            .spawn(move || write_batches(ledger, batches, lag))
+            .map_err(|e| LedgerError::new(file, e))?;
+        Ok(LedgerWriter {
+            to_writer: Some(to_writer),
+            writer: Some(writer),
+            pending: Batch::default(),
+            lag_ms,
+        })
+    }
+
+    /// Where counts are gathered until the next hand-over.
+    pub fn pending(&mut self) -> &mut Batch {
+        &mut self.pending
+    }
+
+    /// Hands what was gathered to the writer, if it has room; otherwise keeps it for the
+    /// next time (nothing is dropped, the next batch is bigger).
+    pub fn hand_over(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let Some(to_writer) = &self.to_writer else {
+            return;
+        };
+        match to_writer.try_send(std::mem::take(&mut self.pending)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(batch)) => self.pending = batch,
+            Err(TrySendError::Disconnected(batch)) => {
+                self.pending = batch;
+                error!("the ledger writer stopped: counts are kept in memory only");
+                self.to_writer = None;
+            }
+        }
+    }
+
+    /// The age of the counts in the last batch written, when written.
+    pub fn flush_lag(&self) -> Duration {
+        Duration::from_millis(self.lag_ms.load(Ordering::Relaxed).into())
+    }
+
+    /// Writes everything gathered and waits for the writer: for a clean stop (dropping
+    /// it does the same).
+    pub fn close(&mut self) {
+        if let Some(to_writer) = self.to_writer.take() {
+            let batch = std::mem::take(&mut self.pending);
+            if !batch.is_empty() && to_writer.send(batch).is_err() {
+                error!("the ledger writer stopped before the last batch");
+            }
+        }
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for LedgerWriter {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn write_batches(mut ledger: Ledger, batches: Receiver<Batch>, lag_ms: Arc<AtomicU32>) {
+    // A batch that failed (disk full, ...) is kept and retried with the next one.
+    let mut failed: Option<Batch> = None;
+    while let Ok(batch) = batches.recv() {
+        let batch = match failed.take() {
+            Some(mut old) => {
+                old.merge(batch);
+                old
+            }
+            None => batch,
+        };
+        match ledger.apply(&batch) {
+            Ok(()) => {
+                let age = batch.since.map_or(Duration::ZERO, |t| t.elapsed());
+                lag_ms.store(
+                    age.as_millis().min(u32::MAX.into()) as u32,
+                    Ordering::Relaxed,
+                );
+            }
+            Err(e) => {
+                error!("{e}: kept, retried with the next batch");
+                failed = Some(batch);
+            }
+        }
+    }
+    if let Some(batch) = failed {
+        if let Err(e) = ledger.apply(&batch) {
+            error!("{e}: the last counts are lost");
+        }
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day count since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `unix_s` as `YYYY-MM-DDTHH:MMZ`.
+pub fn format_time(unix_s: i64) -> String {
+    let (y, m, d) = civil_from_days(unix_s.div_euclid(86_400));
+    let s = unix_s.rem_euclid(86_400);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}Z", s / 3600, s % 3600 / 60)
+}
+
+/// Reads a time for `--since`/`--until`: seconds since the Unix epoch, or a UTC date
+/// `YYYY-MM-DD`, optionally with `THH:MM[:SS]` (a space for the `T` and a final `Z` too).
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    let bad = || {
+        format!("`{text}` is not a time: use 2026-12-07, 2026-12-07T18:00 (UTC) or unix seconds")
+    };
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().map_err(|_| bad());
+    }
+    let t = t.strip_suffix('Z').unwrap_or(t);
+    let (date, time) = match t.split_once(['T', ' ']) {
+        Some((d, tm)) => (d, Some(tm)),
+        None => (t, None),
+    };
+    let num = |s: &str, max: u32| -> Result<u32, String> {
+        let n: u32 = s.parse().map_err(|_| bad())?;
+        if s.len() == 2 && n <= max {
+            Ok(n)
+        } else {
+            Err(bad())
+        }
+    };
+    let mut parts = date.split('-');
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let y: i64 = if y.len() == 4 {
+        y.parse().map_err(|_| bad())?
+    } else {
+        return Err(bad());
+    };
+    let (m, d) = (num(m, 12)?, num(d, 31)?);
+    if m == 0 || d == 0 || civil_from_days(days_from_civil(y, m, d)) != (y, m, d) {
+        return Err(format!("`{text}`: there is no such day"));
+    }
+    let mut seconds = 0i64;
+    if let Some(time) = time {
+        let f: Vec<&str> = time.split(':').collect();
+        if !(2..=3).contains(&f.len()) {
+            return Err(bad());
+        }
+        seconds = i64::from(num(f[0], 23)?) * 3600 + i64::from(num(f[1], 59)?) * 60;
+        if let Some(sec) = f.get(2) {
+            seconds += i64::from(num(sec, 59)?);
+        }
+    }
+    Ok(days_from_civil(y, m, d) * 86_400 + seconds)
+}
+
+/// Bytes for people: `12.3 MB`.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// How `linkpool-proxy ledger` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// A table for people.
+    Text,
+    /// One JSON document: `usage` and `carried` rows, exact bytes.
+    Json,
+    /// The usage rows as CSV, exact bytes.
+    Csv,
+}
+
+/// The ledger's rows for `filter`, printed as `report` asks.
+pub fn report(ledger: &Ledger, filter: &Filter, report: Report) -> Result<String, LedgerError> {
+    let usage = ledger.usage(filter)?;
+    let carried = ledger.carried(filter)?;
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    match report {
+        Report::Json => {
+            let doc = serde_json::json!({
+                "version": 1,
+                "usage": usage,
+                "carried": carried,
+            });
+            out = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        }
+        Report::Csv => {
+            out.push_str(
+                "hour,member,inner_up,inner_down,own_up,own_down,borrowed_up,borrowed_down,carried_up,carried_down\n",
+            );
+            for r in &usage {
+                let c = &r.counts;
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{},{}",
+                    format_time(r.hour),
+                    r.member,
+                    c.inner.up,
+                    c.inner.down,
+                    c.own.up,
+                    c.own.down,
+                    c.borrowed.up,
+                    c.borrowed.down,
+                    c.carried.up,
+                    c.carried.down
+                );
+            }
+        }
+        Report::Text => {
+            let _ = writeln!(
+                out,
+                "{:<18} {:<16} {:>21} {:>21} {:>21} {:>21}",
+                "hour (UTC)",
+                "member",
+                "consumed up/down",
+                "own line up/down",
+                "borrowed up/down",
+                "carried up/down"
+            );
+            let pair = |p: Pair| format!("{}/{}", human(p.up), human(p.down));
+            for r in &usage {
+                let c = &r.counts;
+                let _ = writeln!(
+                    out,
+                    "{:<18} {:<16} {:>21} {:>21} {:>21} {:>21}",
+                    format_time(r.hour),
+                    r.member,
+                    pair(c.inner),
+                    pair(c.own),
+                    pair(c.borrowed),
+                    pair(c.carried)
+                );
+            }
+            if !carried.is_empty() {
+                let _ = writeln!(out, "\nwhose line carried whose traffic (wire bytes):");
+                let _ = writeln!(
+                    out,
+                    "{:<18} {:<16} {:<16} {:>21}",
+                    "hour (UTC)", "relay", "for", "up/down"
+                );
+                for c in &carried {
+                    let _ = writeln!(
+                        out,
+                        "{:<18} {:<16} {:<16} {:>21}",
+                        format_time(c.hour),
+                        c.relay,
+                        c.consumer,
+                        pair(c.bytes)
+                    );
+                }
+            }
+            if usage.is_empty() {
+                out.push_str("(no rows)\n");
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use linkpool_protocol::usage::UpDown;
+
+    fn usage(inner: u64, own: u64, borrowed: &[(u32, u64, u64)]) -> Usage {
+        Usage {
+            inner: UpDown {
+                up: inner,
+                down: 2 * inner,
+            },
+            own: UpDown { up: own, down: own },
+            borrowed: borrowed
+                .iter()
+                .map(|&(r, up, down)| (r, UpDown { up, down }))
+                .collect(),
+        }
+    }
+
+    fn name(id: u32) -> String {
+        ["alice", "bob", "carol"][id as usize].to_string()
+    }
+
+    #[test]
+    fn batches_add_up_per_hour_and_relays_are_credited_what_consumers_borrowed() {
+        let dir = tempdir();
+        let file = dir.join("ledger.sqlite");
+        let mut ledger = Ledger::open(&file).unwrap();
+        let now = Instant::now();
+        let mut b = Batch::default();
+        b.add(now, 3600, "alice", &usage(100, 50, &[(1, 10, 20)]), name);
+        b.add(
+            now,
+            3600,
+            "carol",
+            &usage(5, 5, &[(1, 1, 2), (0, 3, 4)]),
+            name,
+        );
+        ledger.apply(&b).unwrap();
+        let mut b = Batch::default();
+        b.add(now, 3600, "alice", &usage(100, 50, &[(1, 10, 20)]), name);
+        b.add(now, 7200, "alice", &usage(1, 1, &[]), name);
+        ledger.apply(&b).unwrap();
+        let rows = ledger.usage(&Filter::all()).unwrap();
+        let get = |hour, m: &str| rows.iter().find(|r| r.hour == hour && r.member == m);
+        let alice = get(3600, "alice").unwrap().counts;
+        assert_eq!(alice.inner, Pair { up: 200, down: 400 });
+        assert_eq!(alice.own, Pair { up: 100, down: 100 });
+        assert_eq!(alice.borrowed, Pair { up: 20, down: 40 });
+        assert_eq!(alice.carried, Pair { up: 3, down: 4 });
+        let bob = get(3600, "bob").unwrap().counts;
+        assert_eq!(bob.carried, Pair { up: 21, down: 42 });
+        assert_eq!(bob.inner, Pair::default());
+        assert_eq!(get(7200, "alice").unwrap().counts.inner.up, 1);
+        // Every hour adds up: carried by a relay = what consumers borrowed through it.
+        let carried = ledger.carried(&Filter::all()).unwrap();
+        for r in &rows {
+            let as_relay = carried
+                .iter()
+                .filter(|c| c.hour == r.hour && c.relay == r.member)
+                .fold(Pair::default(), |mut a, c| {
+                    a.add(c.bytes);
+                    a
+                });
+            assert_eq!(as_relay, r.counts.carried, "{r:?}");
+        }
+        let only_bob = Filter {
+            member: Some("bob".into()),
+            ..Filter::all()
+        };
+        assert_eq!(ledger.usage(&only_bob).unwrap().len(), 1);
+        assert_eq!(ledger.carried(&only_bob).unwrap().len(), 2);
+        let later = Filter {
+            since: 7200,
+            ..Filter::all()
+        };
+        assert_eq!(ledger.usage(&later).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_writer_loses_nothing_on_a_clean_stop_and_reopening_keeps_the_schema() {
+        let dir = tempdir();
+        let file = dir.join("sub/ledger.sqlite");
+        let mut w = LedgerWriter::start(&file).unwrap();
+        let now = Instant::now();
+        for i in 0..1000 {
+            w.pending()
+                .add(now, 0, "alice", &usage(1, 1, &[(1, 1, 1)]), name);
+            if i % 10 == 0 {
+                w.hand_over();
+            }
+        }
+        w.close();
+        let ledger = Ledger::open(&file).unwrap();
+        let rows = ledger.usage(&Filter::all()).unwrap();
+        assert_eq!(rows[0].counts.inner.up, 1000);
+        assert_eq!(rows[1].counts.carried.up, 1000);
+        let version: i64 = ledger
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, MIGRATIONS.len());
+        let mode: String = ledger
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_ledger_from_a_newer_proxy_is_refused_with_a_clear_error() {
+        let dir = tempdir();
+        let file = dir.join("ledger.sqlite");
+        drop(Ledger::open(&file).unwrap());
+        let conn = Connection::open(&file).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let e = Ledger::open(&file).err().unwrap().to_string();
+        assert!(e.contains("schema version 99 is newer"), "{e}");
+        let e = Ledger::open_read_only(&dir.join("nothing.sqlite"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn times_read_and_print_in_utc() {
+        assert_eq!(parse_time("0"), Ok(0));
+        assert_eq!(parse_time("1970-01-02"), Ok(86_400));
+        assert_eq!(parse_time("2026-12-07T18:30"), Ok(1_796_668_200));
+        assert_eq!(parse_time("2026-12-07 18:30:15Z"), Ok(1_796_668_215));
+        assert_eq!(parse_time("2024-02-29"), Ok(1_709_164_800));
+        assert!(
+            parse_time("2025-02-29")
+                .unwrap_err()
+                .contains("no such day")
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2026-1-07",
+            "2026-12-07T25:00",
+            "2026-12-07T18",
+            "-5",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_time(1_796_668_215), "2026-12-07T18:30Z");
+        assert_eq!(format_time(hour_of(1_796_668_215)), "2026-12-07T18:00Z");
+        for day in [-800_000i64, -1, 0, 59, 10_000, 20_794, 2_000_000] {
+            let (y, m, d) = civil_from_days(day);
+            assert_eq!(days_from_civil(y, m, d), day);
+        }
+    }
+
+    #[test]
+    fn reports_give_exact_bytes_to_machines_and_units_to_people() {
+        let dir = tempdir();
+        let mut ledger = Ledger::open(&dir.join("l.sqlite")).unwrap();
+        let mut b = Batch::default();
+        b.add(
+            Instant::now(),
+            3600,
+            "alice",
+            &usage(1_234_567, 10, &[(1, 7, 9)]),
+            name,
+        );
+        ledger.apply(&b).unwrap();
+        let all = Filter::all();
+        let csv = report(&ledger, &all, Report::Csv).unwrap();
+        assert!(csv.starts_with("hour,member,inner_up"), "{csv}");
+        assert!(
+            csv.contains("1970-01-01T01:00Z,alice,1234567,2469134,10,10,7,9,0,0"),
+            "{csv}"
+        );
+        assert!(
+            csv.contains("1970-01-01T01:00Z,bob,0,0,0,0,0,0,7,9"),
+            "{csv}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&report(&ledger, &all, Report::Json).unwrap()).unwrap();
+        assert_eq!(json["usage"][0]["inner"]["down"], 2_469_134);
+        assert_eq!(json["carried"][0]["relay"], "bob");
+        assert_eq!(json["carried"][0]["up"], 7);
+        let text = report(&ledger, &all, Report::Text).unwrap();
+        assert!(text.contains("1.2 MB/2.5 MB"), "{text}");
+        assert!(text.contains("whose line carried"), "{text}");
+    }
+
+    fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "linkpool-ledger-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
