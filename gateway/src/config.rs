@@ -15,6 +15,7 @@ use linkpool_os::tun::check_ifname;
 use linkpool_protocol::bundle::MemberBundle;
 use linkpool_protocol::flow::{FlowClass, Mode, Modes};
 use linkpool_protocol::relay::RelayPolicy;
+use linkpool_protocol::sharing::{ResetDay, Schedule, ScheduleError, Share, SharePolicy};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -59,8 +60,12 @@ pub struct GatewayConfig {
     /// How each class of flow is spread over the uplinks (`[spreading]`; all `auto`
     /// unless set).
     pub spreading: Modes,
-    /// What this router's owner lets neighbours on the mesh use of its line.
+    /// What this router's owner lets neighbours on the mesh use of its line: whether, and
+    /// its rate caps.
     pub sharing: RelayPolicy,
+    /// The rest of the owner's policy: shares of the measured line, byte allowances per
+    /// day and month, and when lending is allowed.
+    pub share_policy: SharePolicy,
     /// Things worth a log line that did not stop the configuration (uplinks skipped because
     /// their network is down, ...).
     pub warnings: Vec<String>,
@@ -75,6 +80,8 @@ pub const MESH_GROUP_V6: std::net::Ipv6Addr =
     std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x7118);
 /// The most a sharing cap may say, in Mbit/s.
 pub const MAX_SHARE_MBIT: f64 = 100_000.0;
+/// The most a sharing allowance may say, in MB (a petabyte).
+pub const MAX_ALLOWANCE_MB: f64 = 1e9;
 
 /// The `[tunnel]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +202,13 @@ impl GatewayConfig {
             share: raw.sharing.as_ref().and_then(|s| s.enabled),
             share_up_mbit: raw.sharing.as_ref().and_then(|s| s.up_mbit),
             share_down_mbit: raw.sharing.as_ref().and_then(|s| s.down_mbit),
+            share_up_percent: raw.sharing.as_ref().and_then(|s| s.up_percent),
+            share_down_percent: raw.sharing.as_ref().and_then(|s| s.down_percent),
+            share_daily_mb: raw.sharing.as_ref().and_then(|s| s.daily_mb),
+            share_monthly_mb: raw.sharing.as_ref().and_then(|s| s.monthly_mb),
+            share_reset_day: raw.sharing.as_ref().and_then(|s| s.monthly_reset_day),
+            share_days: raw.sharing.as_ref().and_then(|s| s.days.clone()),
+            share_hours: raw.sharing.as_ref().and_then(|s| s.hours.clone()),
             warnings: Vec::new(),
             unresolved_lan: Vec::new(),
         };
@@ -214,6 +228,13 @@ impl GatewayConfig {
                 Field::MeshDevices => "tunnel.mesh_devices".to_string(),
                 Field::ShareUp => "sharing.up_mbit".to_string(),
                 Field::ShareDown => "sharing.down_mbit".to_string(),
+                Field::ShareUpPercent => "sharing.up_percent".to_string(),
+                Field::ShareDownPercent => "sharing.down_percent".to_string(),
+                Field::ShareDaily => "sharing.daily_mb".to_string(),
+                Field::ShareMonthly => "sharing.monthly_mb".to_string(),
+                Field::ShareResetDay => "sharing.monthly_reset_day".to_string(),
+                Field::ShareDays => "sharing.days".to_string(),
+                Field::ShareHours => "sharing.hours".to_string(),
                 Field::Uplinks => "uplink".to_string(),
                 Field::Uplink(i) => format!("uplink[{i}]"),
                 Field::UplinkName(i) => format!("uplink[{i}].name"),
@@ -288,6 +309,14 @@ struct RawSharing {
     enabled: Option<bool>,
     up_mbit: Option<f64>,
     down_mbit: Option<f64>,
+    up_percent: Option<f64>,
+    down_percent: Option<f64>,
+    daily_mb: Option<f64>,
+    monthly_mb: Option<f64>,
+    // Wider than a day, so that `31` gets the range in its error.
+    monthly_reset_day: Option<i64>,
+    days: Option<String>,
+    hours: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -332,6 +361,13 @@ struct Settings {
     share: Option<bool>,
     share_up_mbit: Option<f64>,
     share_down_mbit: Option<f64>,
+    share_up_percent: Option<f64>,
+    share_down_percent: Option<f64>,
+    share_daily_mb: Option<f64>,
+    share_monthly_mb: Option<f64>,
+    share_reset_day: Option<i64>,
+    share_days: Option<String>,
+    share_hours: Option<String>,
     warnings: Vec<String>,
     /// LAN networks named but not resolved to a device (UCI only).
     unresolved_lan: Vec<String>,
@@ -365,6 +401,13 @@ enum Field {
     UplinkProbeInterval(usize),
     ShareUp,
     ShareDown,
+    ShareUpPercent,
+    ShareDownPercent,
+    ShareDaily,
+    ShareMonthly,
+    ShareResetDay,
+    ShareDays,
+    ShareHours,
 }
 
 type Locate<'a> = dyn Fn(Field) -> (String, Option<usize>) + 'a;
@@ -608,6 +651,63 @@ impl Settings {
             up_per_neighbour: up,
             down_per_neighbour: down,
         };
+        // The rest of the owner's policy: each limit unset is no limit.
+        let percent = |field: Field, p: Option<f64>| -> Result<Option<Share>, ConfigError> {
+            let Some(p) = p else { return Ok(None) };
+            Share::from_percent(p).map(Some).ok_or_else(|| {
+                err(
+                    field,
+                    format!(
+                        "{p} is out of range: a share of the line's measured capacity in percent, above 0 and up to 100"
+                    ),
+                )
+            })
+        };
+        let megabytes = |field: Field, mb: Option<f64>| -> Result<Option<u64>, ConfigError> {
+            match mb {
+                None => Ok(None),
+                Some(m) if m > 0.0 && m <= MAX_ALLOWANCE_MB => Ok(Some((m * 1e6) as u64)),
+                Some(m) => Err(err(
+                    field,
+                    format!(
+                        "{m} is out of range: megabytes (1 MB = 1000000 bytes, up and down together) above 0 and up to {MAX_ALLOWANCE_MB}"
+                    ),
+                )),
+            }
+        };
+        let monthly_reset_day = match self.share_reset_day {
+            None => ResetDay::FIRST,
+            Some(d) => u8::try_from(d).ok().and_then(ResetDay::new).ok_or_else(|| {
+                err(
+                    Field::ShareResetDay,
+                    format!(
+                        "{d} is out of range: a day of the month from 1 to 28 (so that every month has it)"
+                    ),
+                )
+            })?,
+        };
+        let schedule = Schedule::parse(self.share_days.as_deref(), self.share_hours.as_deref())
+            .map_err(|e| match e {
+                ScheduleError::Days(r) => err(Field::ShareDays, r),
+                ScheduleError::Hours(r) => err(Field::ShareHours, r),
+            })?;
+        let share_policy = SharePolicy {
+            up_share: percent(Field::ShareUpPercent, self.share_up_percent)?,
+            down_share: percent(Field::ShareDownPercent, self.share_down_percent)?,
+            daily_bytes: megabytes(Field::ShareDaily, self.share_daily_mb)?,
+            monthly_bytes: megabytes(Field::ShareMonthly, self.share_monthly_mb)?,
+            monthly_reset_day,
+            schedule,
+        };
+        if let (Some(day), Some(month)) = (share_policy.daily_bytes, share_policy.monthly_bytes) {
+            if day > month {
+                let (key, _) = locate(Field::ShareDaily);
+                self.warnings.push(format!(
+                    "`{key}` in {}: the daily allowance is more than the monthly one, which holds first",
+                    file.display()
+                ));
+            }
+        }
 
         Ok(GatewayConfig {
             file: file.to_path_buf(),
@@ -627,6 +727,7 @@ impl Settings {
             uplinks,
             spreading: self.spreading,
             sharing,
+            share_policy,
             warnings: self.warnings,
         })
     }
@@ -697,6 +798,13 @@ const GATEWAY_OPTIONS: &[&str] = &[
     "share",
     "share_up_mbit",
     "share_down_mbit",
+    "share_up_percent",
+    "share_down_percent",
+    "share_daily_mb",
+    "share_monthly_mb",
+    "share_monthly_reset_day",
+    "share_days",
+    "share_hours",
 ];
 const UPLINK_OPTIONS: &[&str] = &["enabled", "name", "network", "device", "probe_interval_ms"];
 
@@ -885,6 +993,59 @@ fn from_uci(
         match field {
             Field::ShareUp => settings.share_up_mbit = Some(mbit),
             _ => settings.share_down_mbit = Some(mbit),
+        }
+    }
+    // The rest of the owner's policy: shares of the line, allowances, schedule.
+    for (field, name) in [
+        (Field::ShareUpPercent, "share_up_percent"),
+        (Field::ShareDownPercent, "share_down_percent"),
+        (Field::ShareDaily, "share_daily_mb"),
+        (Field::ShareMonthly, "share_monthly_mb"),
+        (Field::ShareResetDay, "share_monthly_reset_day"),
+        (Field::ShareDays, "share_days"),
+        (Field::ShareHours, "share_hours"),
+    ] {
+        let Some((v, line)) = single(name).filter(|(v, _)| !v.trim().is_empty()) else {
+            continue;
+        };
+        keys.push((field, gw_key(name), Some(line)));
+        let bad = |what: &str| {
+            ConfigError::key(
+                file,
+                gw_key(name),
+                Some(line),
+                format!("expected {what}, got `{v}`"),
+            )
+        };
+        let number = |what: &str| v.trim().parse::<f64>().map_err(|_| bad(what));
+        match field {
+            Field::ShareUpPercent | Field::ShareDownPercent => {
+                let what = "a share of the line in percent (such as 30 or 30%)";
+                let p = v
+                    .trim()
+                    .strip_suffix('%')
+                    .unwrap_or(v.trim())
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| bad(what))?;
+                match field {
+                    Field::ShareUpPercent => settings.share_up_percent = Some(p),
+                    _ => settings.share_down_percent = Some(p),
+                }
+            }
+            Field::ShareDaily => {
+                settings.share_daily_mb = Some(number("a size in MB (1 MB = 1000000 bytes)")?)
+            }
+            Field::ShareMonthly => {
+                settings.share_monthly_mb = Some(number("a size in MB (1 MB = 1000000 bytes)")?)
+            }
+            Field::ShareResetDay => {
+                // Any integer: out of range, the error gives the range.
+                let day = uci_int(v).ok_or_else(|| bad("a day of the month from 1 to 28"))?;
+                settings.share_reset_day = Some(i64::try_from(day).unwrap_or(i64::MAX));
+            }
+            Field::ShareDays => settings.share_days = Some(v.to_string()),
+            _ => settings.share_hours = Some(v.to_string()),
         }
     }
 
@@ -1097,5 +1258,208 @@ mod tests {
         assert_eq!(uci_bool("yes"), Some(true));
         assert_eq!(uci_bool("0"), Some(false));
         assert_eq!(uci_bool("maybe"), None);
+    }
+
+    fn bundle() -> String {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/member.bundle");
+        std::fs::read_to_string(p).unwrap().trim().to_string()
+    }
+
+    /// A TOML configuration with `sharing` as its `[sharing]` table.
+    fn toml(sharing: &str) -> Result<GatewayConfig, ConfigError> {
+        let text = format!(
+            "bundle = \"{}\"\n\n[[uplink]]\nname = \"wan\"\ndevice = \"eth1\"\n\n[sharing]\nenabled = true\n{sharing}",
+            bundle()
+        );
+        GatewayConfig::from_toml_str(Path::new("/etc/linkpool/gateway.toml"), &text)
+    }
+
+    /// A UCI configuration with `options` in its gateway section (from line 3 on).
+    fn uci(options: &str) -> Result<GatewayConfig, ConfigError> {
+        let text = format!(
+            "config gateway 'main'\n\toption bundle '{}'\n{options}\nconfig uplink 'wan'\n\toption device 'eth1'\n",
+            bundle()
+        );
+        match GatewayConfig::from_uci_str(Path::new("/etc/config/linkpool"), &text, &[])? {
+            Loaded::Enabled(c) => Ok(*c),
+            Loaded::Disabled { reason } => panic!("disabled: {reason}"),
+        }
+    }
+
+    #[test]
+    fn the_owners_policy_is_unlimited_unless_set() {
+        let c = toml("").unwrap();
+        assert_eq!(c.share_policy, SharePolicy::UNLIMITED);
+        let c = uci("\toption share '1'").unwrap();
+        assert_eq!(c.share_policy, SharePolicy::UNLIMITED);
+        // Empty options are unset, as `uci set linkpool.main.share_days=''` leaves them.
+        let c = uci("\toption share_days ''\n\toption share_daily_mb ''").unwrap();
+        assert_eq!(c.share_policy, SharePolicy::UNLIMITED);
+    }
+
+    /// Every option of the owner's policy, read the same from TOML and from UCI.
+    #[test]
+    fn the_owners_policy_in_both_formats() {
+        let expect = SharePolicy {
+            up_share: Share::from_percent(30.0),
+            down_share: Share::from_percent(12.5),
+            daily_bytes: Some(500_000_000),
+            monthly_bytes: Some(20_500_000_000),
+            monthly_reset_day: ResetDay::new(15).unwrap(),
+            schedule: Schedule::parse(Some("mon-fri,sun"), Some("08:00-23:00; sat 22:00-02:00"))
+                .unwrap(),
+        };
+        let c = toml(
+            "up_percent = 30\ndown_percent = 12.5\ndaily_mb = 500\nmonthly_mb = 20500\n\
+             monthly_reset_day = 15\ndays = \"mon-fri,sun\"\nhours = \"08:00-23:00; sat 22:00-02:00\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.share_policy, expect);
+        assert!(c.warnings.iter().all(|w| !w.contains("allowance")));
+        let c = uci(
+            "\toption share_up_percent '30%'\n\toption share_down_percent '12.5'\n\
+             \toption share_daily_mb '500'\n\toption share_monthly_mb '20500'\n\
+             \toption share_monthly_reset_day '15'\n\toption share_days 'mon-fri,sun'\n\
+             \toption share_hours '08:00-23:00; sat 22:00-02:00'",
+        )
+        .unwrap();
+        assert_eq!(c.share_policy, expect);
+        // Both kinds of cap at once: the lesser holds (in the relay).
+        let c = toml("up_mbit = 4\nup_percent = 50\n").unwrap();
+        assert_eq!(c.sharing.up_total, 500_000);
+        assert_eq!(c.share_policy.up_share, Share::from_percent(50.0));
+        // A daily allowance above the monthly one is allowed, with a warning.
+        let c = toml("daily_mb = 100\nmonthly_mb = 50\n").unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("`sharing.daily_mb`") && w.contains("more than the monthly")),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    /// A bad value names the file, the key, its line and what is wrong, in either format.
+    #[test]
+    fn bad_policy_values_name_their_key() {
+        let toml_cases = [
+            ("up_percent = 0", "sharing.up_percent", "0 is out of range"),
+            (
+                "down_percent = 150",
+                "sharing.down_percent",
+                "150 is out of range",
+            ),
+            ("daily_mb = -5", "sharing.daily_mb", "-5 is out of range"),
+            ("monthly_mb = 0", "sharing.monthly_mb", "0 is out of range"),
+            (
+                "monthly_reset_day = 31",
+                "sharing.monthly_reset_day",
+                "31 is out of range: a day of the month from 1 to 28",
+            ),
+            (
+                "monthly_reset_day = 0",
+                "sharing.monthly_reset_day",
+                "0 is out of range",
+            ),
+            ("days = \"mo-fr\"", "sharing.days", "unknown day `mo`"),
+            (
+                "hours = \"8-23\"",
+                "sharing.hours",
+                "`8-23` is not a time range",
+            ),
+            ("hours = \"10:00-10:00\"", "sharing.hours", "is empty"),
+            (
+                "hours = \"xmas 10:00-12:00\"",
+                "sharing.hours",
+                "unknown day `xmas`",
+            ),
+        ];
+        for (line, key, why) in toml_cases {
+            let e = toml(&format!("{line}\n")).unwrap_err();
+            assert_eq!(e.file, Path::new("/etc/linkpool/gateway.toml"));
+            assert_eq!(
+                (e.key.as_deref(), e.line),
+                (Some(key), Some(9)),
+                "{line}: {e}"
+            );
+            assert!(e.reason.contains(why), "{line}: {e}");
+        }
+        let e = toml("days = [\"mon\"]\n").unwrap_err();
+        assert_eq!(e.line, Some(9), "{e}");
+        let uci_cases = [
+            (
+                "share_up_percent",
+                "lots",
+                "linkpool.main.share_up_percent",
+                "expected a share of the line in percent",
+            ),
+            (
+                "share_up_percent",
+                "0%",
+                "linkpool.main.share_up_percent",
+                "0 is out of range",
+            ),
+            (
+                "share_down_percent",
+                "101",
+                "linkpool.main.share_down_percent",
+                "101 is out of range",
+            ),
+            (
+                "share_daily_mb",
+                "1GB",
+                "linkpool.main.share_daily_mb",
+                "expected a size in MB",
+            ),
+            (
+                "share_daily_mb",
+                "nan",
+                "linkpool.main.share_daily_mb",
+                "NaN is out of range",
+            ),
+            (
+                "share_monthly_mb",
+                "-1",
+                "linkpool.main.share_monthly_mb",
+                "-1 is out of range",
+            ),
+            (
+                "share_monthly_reset_day",
+                "last",
+                "linkpool.main.share_monthly_reset_day",
+                "expected a day of the month from 1 to 28",
+            ),
+            (
+                "share_monthly_reset_day",
+                "29",
+                "linkpool.main.share_monthly_reset_day",
+                "29 is out of range",
+            ),
+            (
+                "share_days",
+                "weekends",
+                "linkpool.main.share_days",
+                "unknown day `weekends`",
+            ),
+            (
+                "share_hours",
+                "08:00-24:30",
+                "linkpool.main.share_hours",
+                "not a time range",
+            ),
+        ];
+        for (name, value, key, why) in uci_cases {
+            let e = uci(&format!("\toption {name} '{value}'")).unwrap_err();
+            assert_eq!(e.file, Path::new("/etc/config/linkpool"));
+            assert_eq!(
+                (e.key.as_deref(), e.line),
+                (Some(key), Some(3)),
+                "{name}: {e}"
+            );
+            assert!(e.reason.contains(why), "{name} '{value}': {e}");
+        }
+        let e = uci("\tlist share_days 'mon'").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("linkpool.main.share_days"), "{e}");
+        assert!(e.reason.contains("is a list"), "{e}");
     }
 }

@@ -19,6 +19,7 @@ use linkpool_protocol::client::{
 };
 use linkpool_protocol::path::{PathSettings, PathState};
 use linkpool_protocol::session::Limits;
+use linkpool_protocol::sharing::{PosixTz, WallClock};
 use linkpool_protocol::wire::{MAX_DATAGRAM, RELAY_HEADER_LEN};
 use linkpool_protocol::{DropReason, PathId, ip};
 use tokio::net::UdpSocket;
@@ -27,7 +28,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{ConfigSource, GatewayConfig, Loaded, MESH_GROUP_V6, RELAY_PORT, UplinkConfig};
 use crate::proxy_target::{ProxyTarget, Step};
 use crate::setup::GatewayOs;
-use crate::state::StateFile;
+use crate::state::{MeterState, StateFile};
 
 /// How often missing uplink sockets and an unresolved proxy name are retried.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(2);
@@ -118,9 +119,11 @@ struct Gateway {
     liveness: Liveness,
     /// When unanswered handshakes were last logged.
     unanswered_logged: Option<Instant>,
-    /// The floor under handshake timestamps, kept across reboots.
+    /// The floor under handshake timestamps and the sharing meter, kept across reboots.
     state: StateFile,
     state_error_logged: bool,
+    /// The router's time zone, for the owner's lending schedule and allowances.
+    tz: PosixTz,
     /// The wall clock the client's timestamps count from, at `started`.
     timestamp_base_us: u64,
     /// Packets from the TUN whose source is not our tunnel address: the proxy would
@@ -147,6 +150,7 @@ pub async fn run(
     if let Some(w) = warning {
         warn!("{w}");
     }
+    let tz = local_zone();
     // Timestamps start above anything a previous run used, whatever the clock says.
     let timestamp_base_us = wall_clock_us().max(state.floor_us());
     let mut gw = Gateway {
@@ -161,13 +165,16 @@ pub async fn run(
         unanswered_logged: None,
         state,
         state_error_logged: false,
+        tz,
         timestamp_base_us,
         foreign_source: 0,
         local_multicast: 0,
         receive_cursor: 0,
         config,
     };
-    gw.keep_timestamps_reserved(now, true);
+    gw.tell_clock(now);
+    gw.restore_meter(now);
+    gw.keep_state(now, true);
     gw.set_uplinks();
     gw.set_mesh(now);
     gw.maintain(now).await;
@@ -220,6 +227,7 @@ pub async fn run(
             signal = signals.recv() => match signal {
                 Signal::Terminate => {
                     info!("stopping");
+                    gw.save_at_stop(Instant::now());
                     return Ok(());
                 }
                 Signal::Reload => gw.reload(&source, &log),
@@ -242,6 +250,37 @@ fn wall_clock_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The router's time zone: the `TZ` variable, else `/etc/TZ` (where OpenWrt keeps the
+/// zone set in `system.@system[0].timezone`, as a POSIX TZ string such as
+/// `CET-1CEST,M3.5.0,M10.5.0/3`), else UTC. Daylight saving time is followed.
+fn local_zone() -> PosixTz {
+    let from_env = std::env::var("TZ").ok().filter(|v| !v.trim().is_empty());
+    let (text, from) = match from_env {
+        Some(v) => (v, "the TZ variable"),
+        None => match std::fs::read_to_string("/etc/TZ") {
+            Ok(v) if !v.trim().is_empty() => (v, "/etc/TZ"),
+            _ => {
+                debug!("no TZ variable nor /etc/TZ: sharing days and hours are in UTC");
+                return PosixTz::UTC;
+            }
+        },
+    };
+    match PosixTz::parse(&text) {
+        Some(tz) => {
+            debug!(zone = text.trim(), from, "time zone");
+            tz
+        }
+        None => {
+            warn!(
+                "{from} holds `{}`, not a POSIX TZ string (such as CET-1CEST,M3.5.0,M10.5.0/3): \
+                 sharing days and hours are reckoned in UTC",
+                text.trim()
+            );
+            PosixTz::UTC
+        }
+    }
 }
 
 /// A client whose handshake timestamps count up from `timestamp_base_us` at `now`,
@@ -334,6 +373,10 @@ impl Gateway {
     /// mesh devices, the core takes part in the mesh once the proxy grants a credential.
     fn set_mesh(&mut self, now: Instant) {
         self.client.relay_mut().set_policy(self.config.sharing);
+        self.client
+            .relay_mut()
+            .lending_mut()
+            .set_policy(self.config.share_policy);
         let devices = &self.config.tunnel.mesh_devices;
         self.mesh.retain(|m| devices.contains(&m.device));
         for d in devices {
@@ -456,6 +499,7 @@ impl Gateway {
     /// Opens missing uplink sockets, reopens those whose device was replaced, and picks
     /// the proxy address to talk to ([`ProxyTarget`]), resolving its names when needed.
     async fn maintain(&mut self, now: Instant) {
+        self.tell_clock(now);
         self.maintain_mesh();
         for u in &mut self.uplinks {
             if let Some(socket) = &u.socket {
@@ -523,7 +567,77 @@ impl Gateway {
                 }
             }
         }
-        self.keep_timestamps_reserved(now, false);
+        self.keep_state(now, false);
+    }
+
+    /// Gives the relay the wall clock (for the owner's schedule and allowances, in local
+    /// time) and a measurement of this router's line (for the shares of it): the
+    /// bottleneck estimate of its best active uplink, and what its uplinks received.
+    fn tell_clock(&mut self, now: Instant) {
+        let unix_s = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let clock: WallClock = self.tz.clock(unix_s);
+        let mut up_capacity = 0;
+        let mut received = 0u64;
+        for p in self
+            .uplinks
+            .iter()
+            .filter_map(|u| u.path.and_then(|id| self.client.path(id)))
+        {
+            received = received.saturating_add(p.counters().rx_bytes);
+            if p.state() == PathState::Active {
+                up_capacity = up_capacity.max(p.line_bandwidth());
+            }
+        }
+        let relay = self.client.relay_mut();
+        relay.lending_mut().set_clock(now, clock);
+        relay.observe_line(now, up_capacity, received);
+    }
+
+    /// Takes up the sharing meter the state file held. One that cannot be read counts
+    /// today's and this month's allowances as used up: it may have been lent already.
+    fn restore_meter(&mut self, now: Instant) {
+        let lending = self.client.relay_mut().lending_mut();
+        match self.state.meter() {
+            MeterState::None => {}
+            MeterState::Record(r) => {
+                lending.restore(r);
+                debug!(meter = %r, "sharing meter restored");
+            }
+            MeterState::Garbled(why) => {
+                lending.assume_used_up(now);
+                warn!(
+                    "{}: the sharing meter cannot be read ({why}); lending nothing more today \
+                     (and, with a monthly allowance, this month), as what was lent is not \
+                     known. Delete its `sharing_meter` line to start counting from zero",
+                    self.state.path().display()
+                );
+            }
+        }
+    }
+
+    /// Writes the state file when the handshake timestamps' reservation or the sharing
+    /// meter needs it (or at once), with both.
+    fn keep_state(&mut self, now: Instant, force: bool) {
+        let used = self.timestamp_now(now);
+        let meter_due = self.client.relay().lending().needs_save();
+        if !force && !meter_due && !self.state.needs_reservation(used) {
+            return;
+        }
+        if let Some(record) = self.client.relay_mut().lending_mut().checkpoint(now) {
+            self.state.set_meter(record);
+        }
+        self.write_state(used);
+    }
+
+    /// At a clean stop: the meter exactly as it is.
+    fn save_at_stop(&mut self, now: Instant) {
+        let used = self.timestamp_now(now);
+        if let Some(record) = self.client.relay_mut().lending_mut().checkpoint_exact(now) {
+            self.state.set_meter(record);
+        }
+        self.write_state(used);
     }
 
     /// The timestamp the client would put in a handshake now.
@@ -532,19 +646,16 @@ impl Gateway {
         (self.timestamp_base_us + elapsed).max(self.client.last_timestamp_us())
     }
 
-    /// Moves the reservation in the state file ahead when half of it is used (or at once).
-    fn keep_timestamps_reserved(&mut self, now: Instant, force: bool) {
-        let used = self.timestamp_now(now);
-        if !force && !self.state.needs_reservation(used) {
-            return;
-        }
+    /// Writes the state file, reserving handshake timestamps ahead of `used`.
+    fn write_state(&mut self, used: u64) {
         match self.state.reserve(used) {
-            Ok(()) => debug!(file = %self.state.path().display(), "handshake timestamps reserved"),
+            Ok(()) => debug!(file = %self.state.path().display(), "state written"),
             Err(e) if !self.state_error_logged => {
                 self.state_error_logged = true;
                 warn!(
                     "cannot write {}: {e}; after a reboot with the clock behind, the proxy \
-                     may refuse this router's handshakes until the clock catches up",
+                     may refuse this router's handshakes until the clock catches up, and \
+                     what was lent to neighbours since the last write is forgotten",
                     self.state.path().display()
                 );
             }
@@ -849,9 +960,13 @@ impl Gateway {
                     "down_bytes": c.down_bytes,
                     "over_cap": c.over_cap,
                     "owner_first": c.owner_first,
+                    "off_schedule": c.off_schedule,
+                    "over_daily": c.over_daily,
+                    "over_monthly": c.over_monthly,
                 })
             })
             .collect();
+        let lending = lending_json(relay, now);
         let mesh = serde_json::json!({
             "devices": self.mesh.iter().map(|m| serde_json::json!({
                 "device": m.device,
@@ -864,6 +979,7 @@ impl Gateway {
             "neighbours": neighbours,
             "paths": relayed,
             "sharing": relay.policy().sharing,
+            "lending": lending,
             "relayed_for": relayed_for,
         });
         let status = serde_json::json!({
@@ -929,7 +1045,10 @@ impl Gateway {
             // The new client's timestamps go on from the old one's.
             self.timestamp_base_us = self.timestamp_now(now);
             self.started = now;
+            // What was lent today and this month stays counted.
+            let lending = self.client.relay().lending().clone();
             self.client = new_client(&self.config, self.mtu, now, self.timestamp_base_us);
+            *self.client.relay_mut().lending_mut() = lending;
             self.target.clear();
             for u in &mut self.uplinks {
                 u.socket = None;
@@ -940,6 +1059,9 @@ impl Gateway {
         if uplinks_changed {
             self.set_uplinks();
         }
+        // The owner may have changed the router's time zone.
+        self.tz = local_zone();
+        self.tell_clock(now);
         // Sharing and mesh devices take effect at once (a new client above lost its mesh).
         self.set_mesh(now);
         // A new client above took them from the configuration already.
@@ -955,6 +1077,49 @@ impl Gateway {
         }
         info!("configuration re-read");
     }
+}
+
+/// The owner's lending now: whether and why not, the meter against the allowances, the
+/// measured line and the caps that follow, and the refusals of each kind in all.
+fn lending_json(relay: &linkpool_protocol::relay::Relay, now: Instant) -> serde_json::Value {
+    let lending = relay.lending();
+    let policy = lending.policy();
+    let meter = lending.status(now);
+    let known = |b: u64| (b != u64::MAX).then_some(b);
+    let bps = |b: u64| (b < u64::MAX / 8).then(|| b * 8);
+    let (cap_up, cap_down) = relay.caps();
+    let t = relay.totals();
+    let why_not = if !relay.policy().sharing {
+        Some("not_sharing")
+    } else {
+        meter.why_not.map(|r| r.name())
+    };
+    serde_json::json!({
+        "now": why_not.is_none(),
+        "why_not": why_not,
+        "today": meter.today.map(|d| d.to_string()),
+        "lent_today_bytes": known(meter.lent_today),
+        "daily_allowance_bytes": policy.daily_bytes,
+        "month_start": meter.month_start.map(|d| d.to_string()),
+        "lent_month_bytes": known(meter.lent_month),
+        "monthly_allowance_bytes": policy.monthly_bytes,
+        "monthly_reset_day": policy.monthly_reset_day.day(),
+        "scheduled": !policy.schedule.is_always(),
+        "in_schedule": meter.in_schedule,
+        "up_share_pct": policy.up_share.map(|s| s.percent()),
+        "down_share_pct": policy.down_share.map(|s| s.percent()),
+        "line_up_bps": lending.line().up.saturating_mul(8),
+        "line_down_bps": lending.line().down.saturating_mul(8),
+        "cap_up_bps": bps(cap_up),
+        "cap_down_bps": bps(cap_down),
+        "refused": {
+            "over_cap": t.over_cap,
+            "owner_first": t.owner_first,
+            "off_schedule": t.off_schedule,
+            "over_daily": t.over_daily,
+            "over_monthly": t.over_monthly,
+        },
+    })
 }
 
 fn liveness_name(l: Liveness) -> &'static str {
@@ -998,6 +1163,7 @@ fn mesh_text(out: &mut String, m: &serde_json::Value) {
         "not lending"
     };
     let _ = writeln!(out, "mesh {}  {credential}  {lending}", ports.join(", "));
+    lending_text(out, &m["lending"], m["sharing"] == true);
     for n in list("neighbours") {
         let kbit = |k: &str| match n[k].as_u64() {
             Some(v) if v < u64::from(u32::MAX) => format!("{:.1}", v as f64 / 1e3),
@@ -1056,7 +1222,7 @@ fn mesh_text(out: &mut String, m: &serde_json::Value) {
     for r in list("relayed_for") {
         let _ = writeln!(
             out,
-            "  relaying for {}: up {} B / {} pkts, down {} B / {} pkts, refused {} over cap, {} owner first",
+            "  relaying for {}: up {} B / {} pkts, down {} B / {} pkts, refused {} over cap, {} owner first, {} off schedule, {} over daily, {} over monthly",
             r["address"].as_str().unwrap_or("?"),
             r["up_bytes"],
             r["up_packets"],
@@ -1064,8 +1230,54 @@ fn mesh_text(out: &mut String, m: &serde_json::Value) {
             r["down_packets"],
             r["over_cap"],
             r["owner_first"],
+            r["off_schedule"].as_u64().unwrap_or(0),
+            r["over_daily"].as_u64().unwrap_or(0),
+            r["over_monthly"].as_u64().unwrap_or(0),
         );
     }
+}
+
+/// The owner's lending in text, one line while sharing: whether it lends now (and why
+/// not), what it lent today and this month against the allowances, and with a share of
+/// the line, the line as measured and the caps that follow.
+fn lending_text(out: &mut String, l: &serde_json::Value, sharing: bool) {
+    use std::fmt::Write as _;
+    if !sharing || !l.is_object() {
+        return;
+    }
+    let mb = |v: &serde_json::Value| match v.as_u64() {
+        Some(b) => format!("{:.1} MB", b as f64 / 1e6),
+        None => "unknown".to_string(),
+    };
+    let of = |lent: &str, allowance: &str| match l[allowance].as_u64() {
+        Some(_) => format!("{} of {}", mb(&l[lent]), mb(&l[allowance])),
+        None => mb(&l[lent]),
+    };
+    let now = match l["why_not"].as_str() {
+        None => "lending now".to_string(),
+        Some("off_schedule") => "not lending now: outside the owner's hours".to_string(),
+        Some("over_daily") => "not lending now: today's allowance is used up".to_string(),
+        Some("over_monthly") => "not lending now: this month's allowance is used up".to_string(),
+        Some(other) => format!("not lending now: {other}"),
+    };
+    let mut line = format!(
+        "  {now}  lent {} today, {} since {}",
+        of("lent_today_bytes", "daily_allowance_bytes"),
+        of("lent_month_bytes", "monthly_allowance_bytes"),
+        l["month_start"].as_str().unwrap_or("?"),
+    );
+    let mbit = |k: &str| l[k].as_f64().map(|v| format!("{:.1}", v / 1e6));
+    if l["up_share_pct"].is_number() || l["down_share_pct"].is_number() {
+        let _ = write!(
+            line,
+            "  line measured {} / {} Mbit/s up / down, capped {} / {}",
+            mbit("line_up_bps").unwrap_or_default(),
+            mbit("line_down_bps").unwrap_or_default(),
+            mbit("cap_up_bps").unwrap_or_else(|| "any".into()),
+            mbit("cap_down_bps").unwrap_or_else(|| "any".into()),
+        );
+    }
+    let _ = writeln!(out, "{line}");
 }
 
 fn status_text(s: &serde_json::Value) -> String {
@@ -1181,6 +1393,51 @@ mod tests {
         assert_eq!(none.everyone(), None);
     }
 
+    /// What a relay's lending shows in status: the meter against the allowances, why it
+    /// does not lend, the refusals by reason.
+    #[test]
+    fn lending_status_json() {
+        use linkpool_protocol::relay::{Relay, RelayPolicy};
+        use linkpool_protocol::sharing::SharePolicy;
+        let t0 = Instant::now();
+        let mut relay = Relay::new(RelayPolicy {
+            sharing: true,
+            up_total: u64::MAX / 8,
+            down_total: u64::MAX / 8,
+            up_per_neighbour: u64::MAX / 8,
+            down_per_neighbour: u64::MAX / 8,
+        });
+        relay.lending_mut().set_policy(SharePolicy {
+            daily_bytes: Some(1_000_000),
+            ..SharePolicy::UNLIMITED
+        });
+        // 2024-05-10 12:00 UTC.
+        relay.lending_mut().set_clock(
+            t0,
+            WallClock {
+                unix_s: 1_715_342_400,
+                utc_offset_s: 0,
+            },
+        );
+        let j = lending_json(&relay, t0);
+        assert_eq!(j["now"], true);
+        assert_eq!(j["today"], "2024-05-10");
+        assert_eq!(j["month_start"], "2024-05-01");
+        assert_eq!(j["lent_today_bytes"], 0);
+        assert_eq!(j["daily_allowance_bytes"], 1_000_000);
+        assert_eq!(j["cap_up_bps"], serde_json::Value::Null, "uncapped");
+        assert_eq!(j["refused"]["over_daily"], 0);
+        relay.lending_mut().assume_used_up(t0);
+        let j = lending_json(&relay, t0);
+        assert_eq!(
+            (j["now"].clone(), j["why_not"].clone()),
+            (false.into(), "over_daily".into())
+        );
+        assert_eq!(j["lent_today_bytes"], serde_json::Value::Null, "unknown");
+        relay.set_policy(RelayPolicy::OFF);
+        assert_eq!(lending_json(&relay, t0)["why_not"], "not_sharing");
+    }
+
     /// The text status of a snapshot with traffic on two uplinks.
     #[test]
     fn status_text_shows_paths_mesh_flows_spreading_and_reordering() {
@@ -1245,8 +1502,21 @@ mod tests {
             ],
             "relayed_for": [
                 {"address": "10.254.0.3:7118", "up_packets": 2, "up_bytes": 300,
-                 "down_packets": 4, "down_bytes": 5000, "over_cap": 0, "owner_first": 1},
+                 "down_packets": 4, "down_bytes": 5000, "over_cap": 0, "owner_first": 1,
+                 "off_schedule": 3, "over_daily": 0, "over_monthly": 0},
             ],
+            "lending": {
+                "now": false, "why_not": "over_daily", "today": "2024-05-10",
+                "lent_today_bytes": 500_000_000u64, "daily_allowance_bytes": 500_000_000u64,
+                "month_start": "2024-04-15", "lent_month_bytes": 2_100_000_000u64,
+                "monthly_allowance_bytes": null, "monthly_reset_day": 15,
+                "scheduled": true, "in_schedule": true,
+                "up_share_pct": 30.0, "down_share_pct": null,
+                "line_up_bps": 10_000_000, "line_down_bps": 50_000_000,
+                "cap_up_bps": 3_000_000, "cap_down_bps": null,
+                "refused": {"over_cap": 0, "owner_first": 1, "off_schedule": 3,
+                            "over_daily": 0, "over_monthly": 0},
+            },
         });
         assert_eq!(
             status_text(&s),
@@ -1257,10 +1527,11 @@ uplink wan (eth1) active  rtt 20.0 ms  loss 0.0%  rate 20.0 Mbit/s  sent 5000 B 
   sends 75% (15.0 Mbit/s), 70% in all  cruise  bandwidth 20.0 Mbit/s  pacing 20.0 Mbit/s  window 60000 B  in flight 30000 B
 uplink lte (wwan0) not ready  rtt -  loss 0.0%  rate 0.0 Mbit/s  sent 0 B / 0 pkts  received 0 B / 0 pkts
 mesh mesh0 10.254.0.1:7118  credential for 600 s  lending our line
+  not lending now: today's allowance is used up  lent 500.0 MB of 500.0 MB today, 2100.0 MB since 2024-04-15  line measured 10.0 / 50.0 Mbit/s up / down, capped 3.0 / any
   neighbour 2 at 10.254.0.2:7118 usable  offers any / 8.0 Mbit/s up / down  hellos 40 ok / 1 refused
   neighbour 3 at 10.254.0.3:7118 not usable  not lending  hellos 3 ok / 0 refused
   path via 2 (10.254.0.2:7118) active  rtt 31.0 ms  loss 1.0%  sent 700 B  received 900 B  capped 0.2 Mbit/s  standby (probes only)  giving way (50%)
-  relaying for 10.254.0.3:7118: up 300 B / 2 pkts, down 5000 B / 4 pkts, refused 0 over cap, 1 owner first
+  relaying for 10.254.0.3:7118: up 300 B / 2 pkts, down 5000 B / 4 pkts, refused 0 over cap, 1 owner first, 3 off schedule, 0 over daily, 0 over monthly
 flows 2  interactive 1 redundant (auto)  bulk 1 session  default 0 session (auto)
   tcp 10.77.0.2:40000 > 192.0.2.9:443  bulk session  15.0 Mbit/s  on wan
   udp 10.77.0.2:5000 > 192.0.2.9:3478  interactive redundant  64 kbit/s

@@ -1,4 +1,5 @@
-//! What the gateway keeps across reboots: the floor under its handshake timestamps.
+//! What the gateway keeps across reboots: the floor under its handshake timestamps, and
+//! the sharing meter (what was lent to neighbours today and this month).
 //!
 //! The proxy accepts an initiation only with a timestamp newer than any it accepted from
 //! the member before (so a replayed one is refused), and a router may boot with its clock
@@ -7,6 +8,14 @@
 //! and after a reboot timestamps start from there. It lives on flash, so it is rewritten
 //! only when half the reservation is used up (about once every half hour of uptime) and at
 //! start, never per handshake.
+//!
+//! The sharing meter rides along: a [`MeterRecord`] (one versioned, checked line) that
+//! reserves bytes ahead of what was lent, the same way. The daemon writes the file when
+//! either needs it (for the meter: half its reservation used, at most about every ten
+//! minutes while lending, or a new day or month lent in) and at a clean stop; see
+//! [`linkpool_protocol::sharing`] for what a crash can forget.
+
+use linkpool_protocol::sharing::MeterRecord;
 
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -16,6 +25,18 @@ use std::time::Duration;
 pub const RESERVATION: Duration = Duration::from_secs(3600);
 
 const KEY: &str = "handshake_timestamp_floor_us";
+const METER_KEY: &str = "sharing_meter";
+
+/// The sharing meter as the file held it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeterState {
+    /// No meter in the file (a new router, or an older gateway's file).
+    None,
+    /// A record.
+    Record(MeterRecord),
+    /// A line that is not a record: the reason.
+    Garbled(String),
+}
 
 /// The state file and what it reserves.
 #[derive(Debug)]
@@ -23,34 +44,52 @@ pub struct StateFile {
     path: PathBuf,
     /// Timestamps below this may be used; none at or above it were.
     reserved_us: u64,
+    /// The sharing meter: as read, then as last given to write.
+    meter: MeterState,
 }
 
 impl StateFile {
     /// Reads the floor from `path`. A missing file is a floor of zero (a new router); an
     /// unreadable or garbled one is too, with the reason as a warning.
     pub fn load(path: &Path) -> (StateFile, Option<String>) {
-        let (floor, warning) = match std::fs::read_to_string(path) {
-            Ok(text) => match parse(&text) {
-                Some(v) => (v, None),
-                None => (
-                    0,
-                    Some(format!(
-                        "{}: no valid `{KEY} = N` line; starting from the clock",
-                        path.display()
-                    )),
-                ),
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (0, None),
+        let (floor, meter, warning) = match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let meter = parse_meter(&text);
+                match parse(&text) {
+                    Some(v) => (v, meter, None),
+                    None => (
+                        0,
+                        meter,
+                        Some(format!(
+                            "{}: no valid `{KEY} = N` line; starting from the clock",
+                            path.display()
+                        )),
+                    ),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (0, MeterState::None, None),
             Err(e) => (
                 0,
+                MeterState::Garbled(e.to_string()),
                 Some(format!("{}: {e}; starting from the clock", path.display())),
             ),
         };
         let state = StateFile {
             path: path.to_path_buf(),
             reserved_us: floor,
+            meter,
         };
         (state, warning)
+    }
+
+    /// The sharing meter the file held at load (or was given since).
+    pub fn meter(&self) -> &MeterState {
+        &self.meter
+    }
+
+    /// The sharing meter to write with the next [`StateFile::reserve`].
+    pub fn set_meter(&mut self, record: MeterRecord) {
+        self.meter = MeterState::Record(record);
     }
 
     /// Where timestamps must start: above anything a previous run may have used.
@@ -79,6 +118,9 @@ impl StateFile {
                 "# linkpool state: kept across reboots; do not copy to another router"
             )?;
             writeln!(f, "{KEY} = {until}")?;
+            if let MeterState::Record(r) = &self.meter {
+                writeln!(f, "{METER_KEY} = {r}")?;
+            }
             f.sync_all()?;
         }
         std::fs::rename(&tmp, &self.path)?;
@@ -97,13 +139,27 @@ fn half_reservation_us() -> u64 {
 }
 
 fn parse(text: &str) -> Option<u64> {
+    value_of(text, KEY)?.parse().ok()
+}
+
+fn value_of<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| {
             let (k, v) = l.split_once('=')?;
-            (k.trim() == KEY).then(|| v.trim().parse().ok())?
+            (k.trim() == key).then(|| v.trim())
         })
+}
+
+fn parse_meter(text: &str) -> MeterState {
+    match value_of(text, METER_KEY) {
+        None => MeterState::None,
+        Some(v) => match MeterRecord::parse(v) {
+            Ok(r) => MeterState::Record(r),
+            Err(e) => MeterState::Garbled(format!("`{METER_KEY}`: {e}")),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -148,6 +204,53 @@ mod tests {
         }
         assert!((47..=49).contains(&writes), "{writes} writes a day");
         assert!(s.floor_us() <= start + 24 * 60 * 60_000_000 + hour);
+    }
+
+    fn record(day_bytes: u64) -> MeterRecord {
+        MeterRecord {
+            day: "2024-05-10".parse().unwrap(),
+            day_bytes,
+            month: "2024-05-01".parse().unwrap(),
+            month_bytes: 2 * day_bytes,
+            line_up: 125_000,
+            line_down: 1_250_000,
+        }
+    }
+
+    #[test]
+    fn the_sharing_meter_survives_a_restart() {
+        let path = scratch("meter");
+        let (mut s, _) = StateFile::load(&path);
+        assert_eq!(s.meter(), &MeterState::None);
+        s.set_meter(record(7_000));
+        s.reserve(1_000).unwrap();
+        let (again, warning) = StateFile::load(&path);
+        assert_eq!(warning, None);
+        assert_eq!(again.meter(), &MeterState::Record(record(7_000)));
+        assert_eq!(again.floor_us(), 1_000 + RESERVATION.as_micros() as u64);
+        // An older gateway's file: no meter, and the floor still read.
+        std::fs::write(&path, "handshake_timestamp_floor_us = 5\n").unwrap();
+        let (old, warning) = StateFile::load(&path);
+        assert_eq!(
+            (old.floor_us(), old.meter(), warning),
+            (5, &MeterState::None, None)
+        );
+    }
+
+    #[test]
+    fn a_garbled_meter_is_told_apart() {
+        let path = scratch("garbled-meter");
+        let (mut s, _) = StateFile::load(&path);
+        s.set_meter(record(7_000));
+        s.reserve(1_000).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("day_bytes=7000", "day_bytes=1")).unwrap();
+        let (s, warning) = StateFile::load(&path);
+        assert_eq!(warning, None, "the floor is fine");
+        match s.meter() {
+            MeterState::Garbled(why) => assert!(why.contains("does not match"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

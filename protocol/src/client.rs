@@ -735,11 +735,24 @@ impl Client {
         n.poll_hello(now, clock, buf)
     }
 
-    /// What this router offers its neighbours now: the owner's caps, and upstream no more
-    /// than the owner's own traffic leaves of the line (the rule [`Client::relay_up`]
-    /// enforces), so that neighbours send only what will be carried.
+    /// What this router offers its neighbours now: the owner's caps (or the share of the
+    /// measured line it gives, when less), and upstream no more than the owner's own
+    /// traffic leaves of the line (the rule [`Client::relay_up`] enforces), so that
+    /// neighbours send only what will be carried. Outside the owner's schedule or with an
+    /// allowance used up, nothing at all: neighbours stop routing through this router at
+    /// their next hello from it instead of having datagrams refused.
     fn live_offer(&self, now: Instant) -> Option<Offer> {
         let mut offer = self.mesh.as_ref()?.offer;
+        if offer.sharing && !self.relay.lends_now(now) {
+            return Some(Offer {
+                sharing: false,
+                up_kbit: 0,
+                down_kbit: 0,
+            });
+        }
+        let (up, down) = self.relay.caps();
+        offer.up_kbit = offer.up_kbit.min(kbit(up));
+        offer.down_kbit = offer.down_kbit.min(kbit(down));
         let own = self
             .transport
             .best_path_where(|p| p.endpoint().relay.is_none())
@@ -1152,4 +1165,88 @@ fn open_cookie(
         .decrypt_in_place_detached(reply.nonce().into(), mac1, &mut cookie, sealed[16..].into())
         .map_err(|_| DropReason::BadTag)?;
     Ok(cookie)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::RelayPolicy;
+    use crate::sharing::{Schedule, Share, SharePolicy, WallClock};
+
+    /// The hellos offer what the owner's policy lets through now: a share of the measured
+    /// line when that is less than the caps, and nothing outside the schedule or with an
+    /// allowance used up.
+    #[test]
+    fn the_live_offer_follows_the_owners_policy() {
+        let t0 = Instant::now();
+        let mut c = Client::new(
+            ClientConfig {
+                static_key: SecretKey::from_bytes([1; 32]),
+                proxy_key: SecretKey::from_bytes([2; 32]).public_key(),
+                psk: None,
+                suite: CipherSuite::ChaCha20Poly1305,
+                limits: Limits::default(),
+                mtu: 1400,
+                queue_slots: 16,
+            },
+            t0,
+            1_700_000_000_000_000,
+            1,
+        );
+        c.relay_mut().set_policy(RelayPolicy {
+            sharing: true,
+            up_total: 1_000_000,
+            down_total: 2_000_000,
+            up_per_neighbour: 1_000_000,
+            down_per_neighbour: 2_000_000,
+        });
+        let relay = c.relay_mut();
+        relay.lending_mut().set_policy(SharePolicy {
+            down_share: Share::from_percent(10.0),
+            daily_bytes: Some(100_000),
+            schedule: Schedule::parse(None, Some("08:00-20:00")).unwrap(),
+            ..SharePolicy::UNLIMITED
+        });
+        // 2024-05-10 12:00 UTC, at UTC+2.
+        relay.lending_mut().set_clock(
+            t0,
+            WallClock {
+                unix_s: 1_715_342_400,
+                utc_offset_s: 7200,
+            },
+        );
+        relay.observe_line(t0, 5_000_000, 0);
+        relay.observe_line(t0 + Duration::from_secs(2), 5_000_000, 20_000_000);
+        c.enable_mesh(t0, 7118, PathSettings::default());
+        let offer = c.live_offer(t0).unwrap();
+        assert!(offer.sharing);
+        assert_eq!(offer.up_kbit, 8_000, "the owner's cap");
+        assert_eq!(offer.down_kbit, 8_000, "10 % of a line measured at 10 MB/s");
+        // 20:00 local time: off schedule.
+        let evening = t0 + Duration::from_secs(6 * 3600);
+        assert_eq!(
+            c.live_offer(evening),
+            Some(Offer {
+                sharing: false,
+                up_kbit: 0,
+                down_kbit: 0
+            })
+        );
+        // The day's allowance: offered until less than a datagram is left.
+        let a = c
+            .relay_mut()
+            .admit(SocketAddr::from(([10, 0, 0, 2], 7118)))
+            .unwrap();
+        let mut t = t0;
+        let mut downs = 0;
+        for _ in 0..200 {
+            t += Duration::from_millis(10);
+            if c.relay_mut().down(t, a, 1372).is_ok() {
+                downs += 1;
+            }
+        }
+        assert_eq!(downs, 100_000 / 1400, "1400 bytes each on the line");
+        assert!(!c.live_offer(t).unwrap().sharing);
+        assert_eq!(c.relay().totals().over_daily, 200 - downs);
+    }
 }

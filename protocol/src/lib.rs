@@ -34,6 +34,7 @@ pub mod reorder;
 mod replay;
 pub mod server;
 pub mod session;
+pub mod sharing;
 pub mod statement;
 mod transport;
 pub mod usage;

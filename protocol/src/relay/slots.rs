@@ -6,11 +6,19 @@
 //! slot and goes to this router's proxy only; what the proxy sends back names the slot,
 //! and goes to that neighbour only. A slot number carries a generation, so a reply for a
 //! neighbour that left never reaches the one that took its place.
+//!
+//! Beyond the rate caps of [`RelayPolicy`], every datagram either way passes the owner's
+//! [`Lending`]: outside the schedule it is refused; it goes only if it fits in what is
+//! left of the day's and the month's allowances (checked before, counted once it goes,
+//! so an allowance is never exceeded, not even by one datagram); and a share of the
+//! measured line lowers the caps. Each refusal is counted by its reason.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::DropReason;
+use crate::sharing::{Direction, Lending, Refusal};
+use crate::wire::RELAY_OVERHEAD;
 
 /// Neighbours a relay carries for at most (as many as the mesh keeps).
 pub const MAX_RELAY_SLOTS: usize = 32;
@@ -36,7 +44,9 @@ pub fn spare_for_relayed(capacity: u64, own: u64) -> Option<u64> {
 }
 
 /// What a router's owner lets neighbours use of its line, as wire bytes per second (every
-/// header the line carries included). Zero means nothing.
+/// header the line carries included). Zero means nothing. The rest of the owner's policy
+/// (shares of the measured line, allowances, a schedule) is a
+/// [`SharePolicy`](crate::sharing::SharePolicy), in the relay's [`Lending`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelayPolicy {
     /// Whether this router relays at all.
@@ -77,6 +87,34 @@ pub struct RelayCounters {
     pub over_cap: u64,
     /// Datagrams refused upstream because the owner's own traffic needed the line.
     pub owner_first: u64,
+    /// Datagrams refused outside the owner's hours and days (or before the router knew
+    /// the time), either way.
+    pub off_schedule: u64,
+    /// Datagrams refused because they would have gone beyond today's allowance.
+    pub over_daily: u64,
+    /// Datagrams refused because they would have gone beyond this month's allowance.
+    pub over_monthly: u64,
+}
+
+impl RelayCounters {
+    fn refused(&mut self, r: Refusal) {
+        match r {
+            Refusal::OffSchedule => self.off_schedule += 1,
+            Refusal::OverDaily => self.over_daily += 1,
+            Refusal::OverMonthly => self.over_monthly += 1,
+        }
+    }
+}
+
+/// The drop reason a refusal of the owner's policy is counted as among the core's drops
+/// (the relay's counters tell them apart).
+fn drop_reason(r: Refusal) -> DropReason {
+    match r {
+        // Not lending now.
+        Refusal::OffSchedule => DropReason::NotRelaying,
+        // Beyond what the owner allows.
+        Refusal::OverDaily | Refusal::OverMonthly => DropReason::RelayOverCap,
+    }
 }
 
 /// A byte bucket: `rate` bytes a second, at most `burst` at once.
@@ -106,8 +144,12 @@ impl Bucket {
 }
 
 /// Takes `len` bytes from both buckets if both have them (a neighbour over its own cap
-/// takes nothing from the total the others share).
+/// takes nothing from the total the others share). A cap of 0 lets nothing through (a
+/// share of a line not measured yet).
 fn take_both(now: Instant, own: (&mut Bucket, u64), all: (&mut Bucket, u64), len: u64) -> bool {
+    if own.1 == 0 || all.1 == 0 {
+        return false;
+    }
     let ok = own.0.has(now, own.1, len) & all.0.has(now, all.1, len);
     if ok {
         own.0.bytes -= len;
@@ -136,6 +178,8 @@ pub struct Relay {
     /// What the owner's own traffic leaves of the line, upstream.
     spare: Bucket,
     totals: RelayCounters,
+    /// The owner's shares, allowances and schedule, with their meter.
+    lending: Lending,
 }
 
 impl Default for Relay {
@@ -155,6 +199,7 @@ impl Relay {
             down: Bucket::new(),
             spare: Bucket::new(),
             totals: RelayCounters::default(),
+            lending: Lending::default(),
         }
     }
 
@@ -166,6 +211,50 @@ impl Relay {
     /// Changes the owner's policy; it holds from the next datagram.
     pub fn set_policy(&mut self, policy: RelayPolicy) {
         self.policy = policy;
+    }
+
+    /// The owner's shares, allowances and schedule, with their meter, the line's estimate
+    /// and the wall clock.
+    pub fn lending(&self) -> &Lending {
+        &self.lending
+    }
+
+    /// Sets the owner's [`SharePolicy`](crate::sharing::SharePolicy) and the wall clock,
+    /// restores the meter, takes it for the state file.
+    pub fn lending_mut(&mut self) -> &mut Lending {
+        &mut self.lending
+    }
+
+    /// A measurement of this router's line for the shares of it
+    /// ([`LineEstimate`](crate::sharing::LineEstimate)): the upstream capacity estimate of
+    /// its best own uplink, and the bytes its own uplinks received so far (what was relayed
+    /// down is added here: it came over the same line).
+    pub fn observe_line(&mut self, now: Instant, up_capacity: u64, received: u64) {
+        let envelopes = self
+            .totals
+            .down_packets
+            .saturating_mul(RELAY_OVERHEAD as u64);
+        let relayed = self.totals.down_bytes.saturating_add(envelopes);
+        self.lending
+            .observe_line(now, up_capacity, received.saturating_add(relayed));
+    }
+
+    /// The most relayed traffic may use now, all neighbours together, each way (bytes per
+    /// second on the wire): the owner's caps, or less for a share of the measured line.
+    pub fn caps(&self) -> (u64, u64) {
+        let p = &self.policy;
+        (
+            self.lending
+                .cap(Direction::Up, p.up_total.min(p.up_per_neighbour)),
+            self.lending
+                .cap(Direction::Down, p.down_total.min(p.down_per_neighbour)),
+        )
+    }
+
+    /// Whether neighbours may send through this router now: sharing on, in the owner's
+    /// schedule and within the allowances (what the hellos offer).
+    pub fn lends_now(&self, now: Instant) -> bool {
+        self.policy.sharing && self.lending.lending_now(now)
     }
 
     /// Gives a neighbour the mesh found to be a member a slot (its own, if it has one).
@@ -251,6 +340,11 @@ impl Relay {
             .ok_or(DropReason::NotANeighbour)?;
         let slot = self.slots[i].as_mut().expect("found above");
         let len = wire_len as u64;
+        if let Err(r) = self.lending.check(now, len) {
+            slot.counters.refused(r);
+            self.totals.refused(r);
+            return Err(drop_reason(r));
+        }
         if let Some(spare) = spare {
             if !self.spare.has(now, spare, len) {
                 self.totals.owner_first += 1;
@@ -258,7 +352,10 @@ impl Relay {
                 return Err(DropReason::OwnerFirst);
             }
         }
-        let (own, all) = (self.policy.up_per_neighbour, self.policy.up_total);
+        let own = self
+            .lending
+            .cap(Direction::Up, self.policy.up_per_neighbour);
+        let all = self.lending.cap(Direction::Up, self.policy.up_total);
         if !take_both(now, (&mut slot.up, own), (&mut self.up, all), len) {
             slot.counters.over_cap += 1;
             self.totals.over_cap += 1;
@@ -267,6 +364,7 @@ impl Relay {
         if spare.is_some() {
             self.spare.bytes -= len;
         }
+        self.lending.lend(len);
         slot.counters.up_packets += 1;
         slot.counters.up_bytes += len;
         self.totals.up_packets += 1;
@@ -291,12 +389,23 @@ impl Relay {
             return Err(DropReason::NotRelaying);
         }
         let len = wire_len as u64;
-        let (own, all) = (self.policy.down_per_neighbour, self.policy.down_total);
+        // The allowances count what the line carried: the envelope too.
+        let carried = len + RELAY_OVERHEAD as u64;
+        if let Err(r) = self.lending.check(now, carried) {
+            s.counters.refused(r);
+            self.totals.refused(r);
+            return Err(drop_reason(r));
+        }
+        let own = self
+            .lending
+            .cap(Direction::Down, self.policy.down_per_neighbour);
+        let all = self.lending.cap(Direction::Down, self.policy.down_total);
         if !take_both(now, (&mut s.down, own), (&mut self.down, all), len) {
             s.counters.over_cap += 1;
             self.totals.over_cap += 1;
             return Err(DropReason::RelayOverCap);
         }
+        self.lending.lend(carried);
         s.counters.down_packets += 1;
         s.counters.down_bytes += len;
         self.totals.down_packets += 1;
@@ -431,6 +540,147 @@ mod tests {
         assert!(two >= 580_000, "neighbour 2 kept its share: {two}");
         assert!(one + two <= 2 * rate + burst, "total {}", one + two);
         assert!(r.totals().over_cap > 0);
+    }
+
+    fn wall(unix_s: i64) -> crate::sharing::WallClock {
+        crate::sharing::WallClock {
+            unix_s,
+            utc_offset_s: 0,
+        }
+    }
+
+    /// 2024-05-10 (a Friday) at `h`:`m` UTC.
+    fn friday(h: i64, m: i64) -> i64 {
+        1_715_299_200 + h * 3600 + m * 60
+    }
+
+    /// The daily allowance counts both ways on the wire (the envelope of what comes down
+    /// included) and is never exceeded, not even by one datagram; refusals are counted
+    /// per reason, per neighbour and in all.
+    #[test]
+    fn the_daily_allowance_holds_to_the_byte_both_ways() {
+        use crate::sharing::SharePolicy;
+        let t0 = Instant::now();
+        let mut r = Relay::new(open(1 << 30));
+        r.lending_mut().set_policy(SharePolicy {
+            daily_bytes: Some(10_000),
+            ..SharePolicy::UNLIMITED
+        });
+        r.lending_mut().set_clock(t0, wall(friday(12, 0)));
+        let a = r.admit(addr(1)).unwrap();
+        r.admit(addr(2)).unwrap();
+        let mut given = 0u64;
+        let mut t = t0;
+        for i in 0..40u64 {
+            t += Duration::from_millis(50);
+            if r.up(t, addr(1 + (i % 2) as u8), 1400, None).is_ok() {
+                given += 1400;
+            }
+            // Downstream, 1000 bytes on the mesh are 1000 + the envelope on the line.
+            if r.down(t, a, 1000).is_ok() {
+                given += 1000 + RELAY_OVERHEAD as u64;
+            }
+        }
+        assert!(given <= 10_000, "{given}");
+        assert!(
+            given > 10_000 - 1400 - 1000 - RELAY_OVERHEAD as u64,
+            "{given}"
+        );
+        assert_eq!(r.lending().status(t).lent_today, given);
+        let up_refused = r.up(t, addr(1), 1400, None);
+        assert_eq!(up_refused, Err(DropReason::RelayOverCap));
+        // What is left still goes, to the byte; then not even an empty datagram.
+        let left = 10_000 - given;
+        assert!(left > RELAY_OVERHEAD as u64, "{left}");
+        assert!(
+            r.down(t, a, (left - RELAY_OVERHEAD as u64) as usize)
+                .is_ok()
+        );
+        assert_eq!(r.lending().status(t).lent_today, 10_000);
+        assert_eq!(r.down(t, a, 0), Err(DropReason::RelayOverCap));
+        let totals = *r.totals();
+        assert!(totals.over_daily >= 2);
+        assert_eq!(
+            (totals.over_cap, totals.over_monthly, totals.off_schedule),
+            (0, 0, 0)
+        );
+        let per: u64 = r.neighbours().map(|(_, c)| c.over_daily).sum();
+        assert_eq!(per, totals.over_daily);
+        assert!(!r.lends_now(t), "the hellos offer nothing");
+        // The next local day: lending again.
+        let tomorrow = t0 + Duration::from_secs(12 * 3600);
+        assert!(r.lends_now(tomorrow));
+        assert!(r.up(tomorrow, addr(1), 1400, None).is_ok());
+    }
+
+    /// Outside the owner's hours nothing goes, either way, and the hellos offer nothing.
+    #[test]
+    fn nothing_goes_off_schedule() {
+        use crate::sharing::{Schedule, SharePolicy};
+        let t0 = Instant::now();
+        let mut r = Relay::new(open(1 << 30));
+        r.lending_mut().set_policy(SharePolicy {
+            schedule: Schedule::parse(Some("mon-fri"), Some("22:00-07:00")).unwrap(),
+            ..SharePolicy::UNLIMITED
+        });
+        let a = r.admit(addr(1)).unwrap();
+        // No clock yet: the router cannot keep a schedule, so it lends nothing.
+        assert_eq!(r.up(t0, addr(1), 100, None), Err(DropReason::NotRelaying));
+        r.lending_mut().set_clock(t0, wall(friday(21, 59)));
+        assert_eq!(r.up(t0, addr(1), 100, None), Err(DropReason::NotRelaying));
+        assert_eq!(r.down(t0, a, 100), Err(DropReason::NotRelaying));
+        assert!(!r.lends_now(t0));
+        // Friday 22:00 until Saturday 07:00.
+        let at = |s: u64| t0 + Duration::from_secs(60 + s);
+        assert!(r.lends_now(at(0)));
+        assert!(r.up(at(0), addr(1), 100, None).is_ok());
+        assert!(r.down(at(9 * 3600 - 61), a, 100).is_ok(), "Saturday 06:59");
+        assert_eq!(r.down(at(9 * 3600), a, 100), Err(DropReason::NotRelaying));
+        let c = r.totals();
+        assert_eq!((c.off_schedule, c.up_packets, c.down_packets), (4, 1, 1));
+        // Sharing off beats everything.
+        r.set_policy(RelayPolicy::OFF);
+        assert!(!r.lends_now(at(0)));
+    }
+
+    /// A cap as a share of the measured line: 30 % of a line measured at 1 MB/s lets
+    /// 300 kB/s through (and the owner's absolute cap still holds when lower).
+    #[test]
+    fn a_share_of_the_measured_line() {
+        use crate::sharing::{Share, SharePolicy};
+        let t0 = Instant::now();
+        let mut r = Relay::new(open(1 << 30));
+        r.lending_mut().set_policy(SharePolicy {
+            up_share: Share::from_percent(30.0),
+            down_share: Share::from_percent(50.0),
+            ..SharePolicy::UNLIMITED
+        });
+        let a = r.admit(addr(1)).unwrap();
+        // Not measured yet: a share of nothing.
+        assert_eq!(r.caps(), (0, 0));
+        assert_eq!(r.up(t0, addr(1), 1000, None), Err(DropReason::RelayOverCap));
+        r.observe_line(t0, 1_000_000, 0);
+        r.observe_line(t0 + Duration::from_secs(2), 1_000_000, 8_000_000);
+        let (up, down) = r.caps();
+        assert!((299_990..=300_000).contains(&up), "{up}");
+        assert_eq!(down, 2_000_000);
+        let mut passed = 0u64;
+        for i in 0..1000u64 {
+            let t = t0 + Duration::from_secs(2) + Duration::from_millis(i);
+            // 1.4 MB/s offered.
+            if r.up(t, addr(1), 1400, None).is_ok() {
+                passed += 1400;
+            }
+        }
+        assert!((295_000..=306_000).contains(&passed), "{passed}");
+        assert!(r.totals().over_cap > 0);
+        // The owner's own cap, when lower, wins.
+        r.set_policy(RelayPolicy {
+            down_total: 500_000,
+            ..open(1 << 30)
+        });
+        assert_eq!(r.caps().1, 500_000);
+        assert!(r.down(t0 + Duration::from_secs(3), a, 1000).is_ok());
     }
 
     /// A fixed vector for the relay tag: HMAC-SHA256 with the session's relay key over the
