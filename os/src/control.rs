@@ -31,6 +31,15 @@ pub type Request = (Format, oneshot::Sender<String>);
 pub struct ControlSocket {
     path: PathBuf,
     task: tokio::task::JoinHandle<()>,
+    requests: mpsc::Sender<Request>,
+}
+
+impl ControlSocket {
+    /// Another way in to the same receiver: for a server of the daemon's own (the proxy's
+    /// admin HTTP API) that asks the event loop for snapshots as the socket's clients do.
+    pub fn requests(&self) -> mpsc::Sender<Request> {
+        self.requests.clone()
+    }
 }
 
 impl Drop for ControlSocket {
@@ -62,6 +71,7 @@ pub fn serve(path: &Path) -> io::Result<(ControlSocket, mpsc::Receiver<Request>)
     let listener = UnixListener::bind(path)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     let (tx, rx) = mpsc::channel(4);
+    let requests = tx.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -93,6 +103,7 @@ pub fn serve(path: &Path) -> io::Result<(ControlSocket, mpsc::Receiver<Request>)
         ControlSocket {
             path: path.to_path_buf(),
             task,
+            requests,
         },
         rx,
     ))

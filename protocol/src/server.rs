@@ -10,7 +10,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::credits::{Consumer, Contention, MilliCredits, may_borrow};
 use crate::crypto;
+
 use crate::flow::{FlowTable, Modes};
 use crate::keys::{PublicKey, SecretKey, SharedSecret};
 use crate::mesh::{CredentialIssuer, DEFAULT_CREDENTIAL_LIFETIME_S};
@@ -70,6 +72,15 @@ const PROXY_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 const FORGET_DEAD_PATHS: Duration = Duration::from_secs(60);
 /// How often the spare capacity of relays' lines is worked out again.
 const RELAY_CAP_INTERVAL: Duration = Duration::from_millis(10);
+/// A path sending at this share of its cap or more on a contended line would take more.
+const CONTENDED_USE: f64 = 0.5;
+/// Room to grow (bytes a second) given a path that sends less than its share: its next
+/// burst is not held back before the next division shows it wants more.
+const CONTENTION_HEADROOM: u64 = 12_500;
+/// A contended path's cap is trimmed by what it sends over its award, at most this far.
+const MIN_CAP_TRIM: f64 = 0.8;
+/// A queue this long on a contended relay line says it is full.
+const CONTENTION_QUEUE: Duration = Duration::from_millis(15);
 /// Lines through relays the proxy works out the spare capacity of at most.
 const MAX_RELAY_LINES: usize = 1024;
 
@@ -82,6 +93,8 @@ struct RelayLine {
     capacity: u64,
     own: u64,
     relayed: u64,
+    /// Its paths' caps were set by dividing it among busy members.
+    shared: bool,
 }
 
 /// Handshake and cookie answers waiting for `poll_transmit`; beyond this they are dropped
@@ -160,6 +173,8 @@ struct Member {
     credential_refresh_at: Option<u64>,
     /// What a transport let go since the ledger last took the usage left here.
     usage: Usage,
+    /// Its credit balance, as the ledger last had it.
+    balance: MilliCredits,
 }
 
 impl Member {
@@ -176,6 +191,7 @@ impl Member {
             spreading: None,
             credential_refresh_at: None,
             usage: Usage::default(),
+            balance: 0,
         }
     }
 
@@ -205,6 +221,8 @@ pub struct MemberStatus<'a> {
     pub spread: SpreadCounters,
     /// The reorder buffer for what the member sends up, once it has a session.
     pub reorder: Option<&'a crate::reorder::Reorder>,
+    /// Its credit balance, as the ledger last told the core.
+    pub balance: MilliCredits,
 }
 
 /// Counters of the whole proxy.
@@ -330,6 +348,13 @@ pub struct Server {
     stats: ServerStats,
     /// Relays' lines, worked out every [`RELAY_CAP_INTERVAL`] (kept to reuse its memory).
     relay_lines: Vec<RelayLine>,
+    /// The members on one contended line (kept to reuse its memory).
+    consumers: Vec<Consumer>,
+    /// What contended relay lines have for relayed traffic, as tracked (relay, its
+    /// address, bytes a second).
+    line_rates: Vec<(u32, SocketAddr, u64)>,
+    contention: Contention,
+    floor: Option<MilliCredits>,
     next_relay_caps: Instant,
     /// Signs members' mesh credentials.
     issuer: CredentialIssuer,
@@ -375,6 +400,10 @@ impl Server {
             events: VecDeque::new(),
             stats: ServerStats::default(),
             relay_lines: Vec::new(),
+            consumers: Vec::new(),
+            line_rates: Vec::new(),
+            contention: Contention::default(),
+            floor: None,
             next_relay_caps: now,
             issuer,
             credential_lifetime_s: DEFAULT_CREDENTIAL_LIFETIME_S,
@@ -531,6 +560,7 @@ impl Server {
                 .as_ref()
                 .map_or_else(SpreadCounters::default, |t| *t.spread_counters()),
             reorder: m.transport.as_ref().map(|t| t.reorder()),
+            balance: m.balance,
         })
     }
 
@@ -862,6 +892,7 @@ impl Server {
                             capacity: 0,
                             own: 0,
                             relayed: 0,
+                            shared: false,
                         });
                         self.relay_lines.len() - 1
                     }
@@ -888,19 +919,165 @@ impl Server {
                 line.own += p.send_rate(now);
             }
         }
-        let lines = &self.relay_lines;
+        // Contended lines first: whether a path wants more is told by its current cap.
+        for i in 0..self.relay_lines.len() {
+            if self.relay_lines[i].relayed > 1 {
+                self.relay_lines[i].shared = self.share_line(now, i);
+            }
+        }
+        let (lines, floor) = (&self.relay_lines, self.floor);
         for m in &mut self.members {
+            let barred = !may_borrow(m.balance, floor);
             for p in m.transport.iter_mut().flat_map(|t| t.paths_mut()) {
                 let Some(hop) = p.endpoint().relay else {
                     continue;
                 };
                 let remote = p.endpoint().remote;
-                let cap = lines
+                let line = lines
                     .iter()
-                    .find(|l| l.relay == hop.relay && l.remote == remote)
-                    .and_then(|l| Some(spare_for_relayed(l.capacity, l.own)? / l.relayed.max(1)));
-                p.set_rate_cap(cap);
+                    .find(|l| l.relay == hop.relay && l.remote == remote);
+                if line.is_some_and(|l| l.shared) {
+                    continue;
+                }
+                let cap = line.and_then(|l| spare_for_relayed(l.capacity, l.own));
+                // Below the co-op's floor: its own line only.
+                p.set_rate_cap(if barred { Some(0) } else { cap });
             }
+        }
+    }
+
+    /// Divides what relay line `i` has for relayed paths among the members whose paths
+    /// use it, the co-op's way ([`Contention`]): by default in shares weighted by their
+    /// balances. A member that uses less than its share says so by its sending rate, and
+    /// what it leaves goes to the others. Returns whether it capped the line's paths (not
+    /// when fewer than two members are busy on it).
+    fn share_line(&mut self, now: Instant, i: usize) -> bool {
+        let line = self.relay_lines[i];
+        let on_line = |p: &Path| {
+            p.endpoint()
+                .relay
+                .is_some_and(|hop| hop.relay == line.relay && p.endpoint().remote == line.remote)
+        };
+        // The shares hold only while the caps bind: their sum must be what the line
+        // really has for relayed traffic, which no path measures alone (each sees its
+        // share; bandwidth estimates are maxima and add up to more). So the line's rate
+        // is tracked here: it creeps up while the paths fill their caps, and comes down
+        // to a little below what they carry once the line's queue builds (the paths'
+        // one-way delay above their base). So the caps sum to at most a twentieth over
+        // the line, the little that keeps it full.
+        let (mut carried, mut queue) = (0u64, Duration::ZERO);
+        for p in self
+            .members
+            .iter()
+            .flat_map(|m| m.transport.iter().flat_map(|t| t.paths()))
+            .filter(|p| on_line(p))
+        {
+            carried += p.send_rate(now);
+            queue = queue.max(p.queue_delay());
+        }
+        let k = match self
+            .line_rates
+            .iter()
+            .position(|r| r.0 == line.relay && r.1 == line.remote)
+        {
+            Some(k) => k,
+            None => {
+                if self.line_rates.len() == MAX_RELAY_LINES {
+                    self.line_rates.remove(0);
+                }
+                self.line_rates.push((line.relay, line.remote, carried));
+                self.line_rates.len() - 1
+            }
+        };
+        let rate = &mut self.line_rates[k].2;
+        *rate = if queue > CONTENTION_QUEUE {
+            (carried - carried / 16).min(*rate - *rate / 64)
+        } else if carried + carried / 20 >= *rate {
+            // The caps bind: the line may have more.
+            (*rate + *rate / 200).max(carried)
+        } else {
+            *rate
+        };
+        let available = spare_for_relayed(line.capacity, line.own).unwrap_or(*rate);
+        if available == 0 {
+            return false;
+        }
+        self.consumers.clear();
+        for (id, m) in self.members.iter().enumerate() {
+            let backlog = m.transport.as_ref().is_some_and(|t| t.waiting() > 0);
+            for p in m
+                .transport
+                .iter()
+                .flat_map(|t| t.paths())
+                .filter(|p| on_line(p))
+            {
+                let sent = p.send_rate(now);
+                // Packets waiting for it, or sending near its cap (or uncapped): it would
+                // take more. (A TCP flow's rate swings below its cap between losses.)
+                let wants_more = sent > CONTENTION_HEADROOM
+                    && (backlog
+                        || p.rate_cap()
+                            .is_none_or(|cap| sent as f64 >= CONTENDED_USE * cap as f64));
+                self.consumers.push(Consumer {
+                    member: id as u32,
+                    demand: if wants_more {
+                        available
+                    } else {
+                        sent + sent / 4 + CONTENTION_HEADROOM
+                    },
+                    balance: m.balance,
+                    ceiling_per_gb: 0,
+                });
+            }
+        }
+        // One member busy on the line: nothing to divide, its congestion control finds
+        // what the line has (as on a line nobody shares).
+        let busy = self
+            .consumers
+            .iter()
+            .filter(|c| c.demand == available)
+            .map(|c| c.member)
+            .fold((None, false), |(first, two), m| {
+                (first.or(Some(m)), two || first.is_some_and(|f| f != m))
+            });
+        if !busy.1 {
+            return false;
+        }
+        let awards = self
+            .contention
+            .divide(available, &self.consumers, self.floor);
+        let mut awards = awards.iter();
+        for m in &mut self.members {
+            for p in m
+                .transport
+                .iter_mut()
+                .flat_map(|t| t.paths_mut())
+                .filter(|p| on_line(p))
+            {
+                if let Some(a) = awards.next() {
+                    // The pacer lets a path run a little over its cap (a burst after each
+                    // lull), more so a slow one: what it sends over its award comes off
+                    // its cap, so the shares are what goes on the line.
+                    let sent = p.send_rate(now).max(1);
+                    let trim = (a.bytes as f64 / sent as f64).clamp(MIN_CAP_TRIM, 1.0);
+                    p.set_rate_cap(Some((a.bytes as f64 * trim) as u64));
+                }
+            }
+        }
+        true
+    }
+
+    /// How the co-op divides a relay's line among members that want more than it has,
+    /// and the balance below which a member uses only its own line.
+    pub fn set_credit_rules(&mut self, contention: Contention, floor: Option<MilliCredits>) {
+        self.contention = contention;
+        self.floor = floor;
+    }
+
+    /// A member's credit balance, as the ledger has it.
+    pub fn set_balance(&mut self, id: MemberId, balance: MilliCredits) {
+        if let Some(m) = self.members.get_mut(id.0 as usize) {
+            m.balance = balance;
         }
     }
 

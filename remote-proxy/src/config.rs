@@ -7,6 +7,9 @@ use linkpool_os::config_file::{
 use linkpool_os::log::parse_level;
 use linkpool_os::tun::check_ifname;
 use linkpool_protocol::bundle::{CipherChoice, check_endpoint, check_member_name};
+use linkpool_protocol::credits::{
+    Contention, DEFAULT_MIN_WEIGHT, MilliCredits, Peak, PeakHours, Rates, Tariff,
+};
 use linkpool_protocol::flow::Modes;
 use linkpool_protocol::keys::{PublicKey, SecretKey, SharedSecret};
 use serde::Deserialize;
@@ -171,6 +174,10 @@ pub struct ProxyConfig {
     pub members: Vec<MemberConfig>,
     /// The ledger's SQLite file (`[ledger] path`).
     pub ledger_file: PathBuf,
+    /// The admin HTTP API (`[admin]`), when `listen` is set; off otherwise.
+    pub admin: Option<AdminConfig>,
+    /// The co-op's credit rules (`[credits]`).
+    pub credits: CreditsConfig,
     /// Worth a log line, not fatal (a private key file others can read, ...).
     pub warnings: Vec<String>,
 }
@@ -188,6 +195,62 @@ pub struct ProxyTunnel {
     pub egress_device: Option<String>,
     /// TUN MTU.
     pub mtu: u16,
+}
+
+/// The `[admin]` table: the admin HTTP API and Prometheus metrics (docs/admin-api.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where it listens (TCP).
+    pub listen: SocketAddr,
+    /// Whether `listen` may be other than a loopback address.
+    pub allow_remote: bool,
+    /// Where the token was read from.
+    pub token_file: PathBuf,
+    /// What every request must carry as `Authorization: Bearer TOKEN`.
+    pub token: AdminToken,
+}
+
+/// Fewest characters an admin token may have: a shorter one could be guessed.
+pub const ADMIN_TOKEN_MIN_LEN: usize = 16;
+
+/// The admin API's bearer token: visible ASCII, at least [`ADMIN_TOKEN_MIN_LEN`]
+/// characters. Its `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Checks a token as read from its file (surrounding whitespace and the final newline
+    /// are not part of it).
+    pub fn new(text: &str) -> Result<AdminToken, String> {
+        let t = text.trim();
+        if t.is_empty() {
+            return Err("is empty".into());
+        }
+        if !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "holds spaces or characters other than visible ASCII (it goes in an HTTP header)"
+                    .into(),
+            );
+        }
+        if t.len() < ADMIN_TOKEN_MIN_LEN {
+            return Err(format!(
+                "is {} characters long: use at least {ADMIN_TOKEN_MIN_LEN} (`head -c 32 /dev/urandom | base64`)",
+                t.len()
+            ));
+        }
+        Ok(AdminToken(t.to_string()))
+    }
+
+    /// The token's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
 }
 
 /// One `[[member]]`.
@@ -358,6 +421,14 @@ impl ProxyConfig {
             Some(p) => resolve_relative(path, p),
         };
 
+        let admin = check_admin(
+            path,
+            text,
+            raw.admin.unwrap_or_default(),
+            &mut warnings,
+            &err,
+        )?;
+
         let own_public = private_key.public_key();
         let mut members: Vec<MemberConfig> = Vec::new();
         for (i, m) in raw.member.into_iter().enumerate() {
@@ -450,7 +521,11 @@ impl ProxyConfig {
             });
         }
 
+        let credits = credits_config(raw.credits.unwrap_or_default())
+            .map_err(|(key, reason)| err(format!("credits.{key}"), reason))?;
+
         Ok(ProxyConfig {
+            credits,
             file: path.to_path_buf(),
             listen,
             endpoints: raw.endpoints,
@@ -469,6 +544,7 @@ impl ProxyConfig {
             spreading,
             members,
             ledger_file,
+            admin,
             warnings,
         })
     }
@@ -495,6 +571,204 @@ impl ProxyConfig {
             egress_device: self.tunnel.egress_device.clone(),
         }
     }
+}
+
+/// The co-op's credit rules: what carrying earns, what borrowing costs, and how a relay's
+/// contended line is shared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditsConfig {
+    /// Rates per GB of wire bytes, by the co-op's local hour.
+    pub tariff: Tariff,
+    /// The co-op's local time (for the peak hours), seconds east of UTC.
+    pub utc_offset_s: i32,
+    /// How a relay's line is shared among consumers that want more than it has.
+    pub contention: Contention,
+    /// Below this balance a member uses only its own line (none by default).
+    pub floor: Option<MilliCredits>,
+}
+
+/// Credits as configured (`1.5`) to milli-credits, checked.
+fn milli(
+    value: f64,
+    key: &'static str,
+    signed: bool,
+) -> Result<MilliCredits, (&'static str, String)> {
+    let limit = 1e12;
+    if !value.is_finite() || value.abs() > limit || (!signed && value < 0.0) {
+        let range = if signed { "-1e12 to 1e12" } else { "0 to 1e12" };
+        return Err((key, format!("{value} is out of range: use {range} credits")));
+    }
+    Ok((value * 1000.0).round() as MilliCredits)
+}
+
+/// `"+01:00"`, `"-05:30"`, `"+2"` → seconds east of UTC.
+pub fn parse_utc_offset(text: &str) -> Result<i32, String> {
+    let bad = || format!("`{text}` is not a UTC offset like +01:00 or -05:30");
+    let (sign, rest) = match text.as_bytes().first() {
+        Some(b'+') => (1, &text[1..]),
+        Some(b'-') => (-1, &text[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    let h: i32 = h.parse().map_err(|_| bad())?;
+    let m: i32 = m.parse().map_err(|_| bad())?;
+    if !(0..=14).contains(&h) || !(0..60).contains(&m) {
+        return Err(bad());
+    }
+    Ok(sign * (h * 3600 + m * 60))
+}
+
+fn credits_config(raw: RawCredits) -> Result<CreditsConfig, (&'static str, String)> {
+    let rate = |v: Option<f64>, key, default: f64| milli(v.unwrap_or(default), key, false);
+    let off_peak = Rates {
+        earn_per_gb: rate(raw.earn_per_gb, "earn_per_gb", 1.0)?,
+        spend_per_gb: rate(raw.spend_per_gb, "spend_per_gb", 1.0)?,
+    };
+    let peak = match raw.peak_hours.as_deref() {
+        None | Some("") => {
+            for (v, key) in [
+                (raw.peak_earn_per_gb, "peak_earn_per_gb"),
+                (raw.peak_spend_per_gb, "peak_spend_per_gb"),
+            ] {
+                if v.is_some() {
+                    return Err((key, "is set but peak_hours is not".into()));
+                }
+            }
+            None
+        }
+        Some(text) => {
+            let bad = || {
+                (
+                    "peak_hours",
+                    format!("`{text}` is not an hour range like \"18-23\" (from 18:00 to 22:59)"),
+                )
+            };
+            let (a, b) = text.split_once('-').ok_or_else(bad)?;
+            let (a, b): (u8, u8) = (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            );
+            let hours = PeakHours::new(a, b % 24).filter(|_| b <= 24 && a != b % 24);
+            Some(Peak {
+                hours: hours.ok_or_else(bad)?,
+                rates: Rates {
+                    earn_per_gb: rate(
+                        raw.peak_earn_per_gb,
+                        "peak_earn_per_gb",
+                        off_peak.earn_per_gb as f64 / 1000.0,
+                    )?,
+                    spend_per_gb: rate(
+                        raw.peak_spend_per_gb,
+                        "peak_spend_per_gb",
+                        off_peak.spend_per_gb as f64 / 1000.0,
+                    )?,
+                },
+            })
+        }
+    };
+    let utc_offset_s = match raw.utc_offset.as_deref() {
+        None => 0,
+        Some(t) => parse_utc_offset(t).map_err(|e| ("utc_offset", e))?,
+    };
+    let min_weight = match raw.min_weight {
+        None => DEFAULT_MIN_WEIGHT,
+        Some(w) => milli(w, "min_weight", false)?.max(1),
+    };
+    let floor = raw.floor.map(|f| milli(f, "floor", true)).transpose()?;
+    Ok(CreditsConfig {
+        tariff: Tariff { off_peak, peak },
+        utc_offset_s,
+        contention: Contention::ByBalance { min_weight },
+        floor,
+    })
+}
+
+impl Default for CreditsConfig {
+    fn default() -> Self {
+        credits_config(RawCredits::default()).expect("the defaults are valid")
+    }
+}
+
+/// Validates the `[admin]` table: off without `listen`; a loopback address unless
+/// `allow_remote`; a token file that holds a usable token (a warning when others can read
+/// it).
+fn check_admin(
+    path: &Path,
+    text: &str,
+    raw: RawAdmin,
+    warnings: &mut Vec<String>,
+    err: &dyn Fn(String, String) -> ConfigError,
+) -> Result<Option<AdminConfig>, ConfigError> {
+    let listen = match raw.listen.as_deref() {
+        None | Some("") => {
+            if raw.token_file.is_some() {
+                warnings.push(
+                    "admin.token_file is set but admin.listen is not: the admin API is off".into(),
+                );
+            }
+            return Ok(None);
+        }
+        Some(l) => l,
+    };
+    let listen: SocketAddr = listen.parse().map_err(|_| {
+        err(
+            "admin.listen".into(),
+            format!("`{listen}` is not an address:port (use [v6]:port for IPv6)"),
+        )
+    })?;
+    let allow_remote = raw.allow_remote.unwrap_or(false);
+    if !listen.ip().to_canonical().is_loopback() && !allow_remote {
+        return Err(err(
+            "admin.listen".into(),
+            format!(
+                "`{listen}` is not a loopback address: the admin API speaks plain HTTP, so its \
+                 token and the members' data would cross the network readable; listen on \
+                 127.0.0.1 or [::1] (and reach it through SSH or a TLS proxy), or set \
+                 admin.allow_remote = true"
+            ),
+        ));
+    }
+    let token_file = match raw.token_file.as_deref() {
+        None | Some("") => {
+            return Err(ConfigError::key(
+                path,
+                "admin.token_file",
+                toml_key_line(text, "admin.listen"),
+                "is required when admin.listen is set: a file holding the bearer token \
+                 (`head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE`)",
+            ));
+        }
+        Some(f) => resolve_relative(path, f),
+    };
+    let token_text = std::fs::read_to_string(&token_file).map_err(|e| {
+        err(
+            "admin.token_file".into(),
+            format!("cannot read {}: {e}", token_file.display()),
+        )
+    })?;
+    let token = AdminToken::new(&token_text).map_err(|r| {
+        err(
+            "admin.token_file".into(),
+            format!("the token in {} {r}", token_file.display()),
+        )
+    })?;
+    if let Ok(meta) = std::fs::metadata(&token_file) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o066 != 0 {
+            warnings.push(format!(
+                "{} holds the admin API's token, but other users can read or change it (mode {mode:04o}): chmod 600 {}",
+                token_file.display(),
+                token_file.display()
+            ));
+        }
+    }
+    Ok(Some(AdminConfig {
+        listen,
+        allow_remote,
+        token_file,
+        token,
+    }))
 }
 
 /// Largest TUN MTU: the largest IP packet a datagram carries to a member (datagrams are
@@ -530,6 +804,8 @@ struct RawProxy {
     control_socket: Option<String>,
     tunnel: Option<RawTunnel>,
     ledger: Option<RawLedger>,
+    admin: Option<RawAdmin>,
+    credits: Option<RawCredits>,
     // Modes are checked as they are read: an error has the value's line.
     spreading: Option<SpreadingTable>,
     #[serde(default)]
@@ -538,8 +814,29 @@ struct RawProxy {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct RawCredits {
+    earn_per_gb: Option<f64>,
+    spend_per_gb: Option<f64>,
+    peak_hours: Option<String>,
+    peak_earn_per_gb: Option<f64>,
+    peak_spend_per_gb: Option<f64>,
+    utc_offset: Option<String>,
+    min_weight: Option<f64>,
+    floor: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawLedger {
     path: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
+    token_file: Option<String>,
+    allow_remote: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

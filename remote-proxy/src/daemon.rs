@@ -73,6 +73,7 @@ fn set_spreading(server: &mut Server, config: &ProxyConfig) {
     for (i, m) in config.members.iter().enumerate() {
         server.set_member_spreading(MemberId(i as u32), m.spreading);
     }
+    server.set_credit_rules(config.credits.contention, config.credits.floor);
 }
 
 fn random_bytes() -> io::Result<[u8; 32]> {
@@ -147,7 +148,7 @@ fn measure_handshake_cost() -> io::Result<Duration> {
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result<()> {
     let mut signals = Signals::new()?;
-    let (_control, mut requests) = control::serve(&config.control_socket)?;
+    let (control_socket, mut requests) = control::serve(&config.control_socket)?;
     let tun = &os.tun;
     let sockets = &os.sockets;
     let handshake_cost = measure_handshake_cost()?;
@@ -178,8 +179,22 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
     server.set_wall_clock(now, unix_s);
     server.set_credential_lifetime(config.mesh_credential_lifetime_s);
     set_spreading(&mut server, &config);
-    let ledger = LedgerWriter::start(&config.ledger_file).map_err(io::Error::other)?;
+    let ledger = LedgerWriter::start(
+        &config.ledger_file,
+        config.credits.tariff,
+        config.credits.utc_offset_s,
+    )
+    .map_err(io::Error::other)?;
     info!(file = %config.ledger_file.display(), "ledger open");
+    // Dropped, it stops listening: kept for the daemon's life.
+    let _admin = match &config.admin {
+        Some(admin) => Some(crate::admin_http::spawn(
+            admin,
+            control_socket.requests(),
+            config.ledger_file.clone(),
+        )?),
+        None => None,
+    };
     let mut proxy = Proxy {
         ledger,
         started: now,
@@ -228,9 +243,10 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
                 proxy.server.handle_timeout(Instant::now());
             }
             _ = status.tick() => proxy.log_status(),
-            _ = ledger_flush.tick() => {
+                        _ = ledger_flush.tick() => {
                 proxy.take_usage();
                 proxy.ledger.hand_over();
+                proxy.set_balances();
             }
             Some((format, reply)) = requests.recv() => {
                 let _ = reply.send(proxy.status(format));
@@ -245,12 +261,14 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
                 Signal::Reload => match ProxyConfig::load(&proxy.config.file) {
                     Ok(new) => {
                         log.set_level(new.log_level);
-                        // The usage names members by their place in the old list.
+                                                // The usage names members by their place in the old list.
                         proxy.take_usage();
+                        proxy.ledger.set_tariff(new.credits.tariff, new.credits.utc_offset_s);
                         proxy.server.set_members(member_keys(&new));
                         set_spreading(&mut proxy.server, &new);
-                        info!(members = new.members.len(), "configuration re-read");
+                                                info!(members = new.members.len(), "configuration re-read");
                         proxy.config = new;
+                        proxy.set_balances();
                     }
                     Err(e) => error!("configuration not reloaded: {e}"),
                 },
@@ -275,6 +293,19 @@ impl Proxy {
         let batch = self.ledger.pending();
         self.server
             .take_usage(|id, usage| batch.add(now, hour, &name(id.0), usage, name));
+    }
+
+    /// Tells the core each member's balance, as of the ledger's last write.
+    fn set_balances(&mut self) {
+        let balances = self.ledger.balances();
+        let by_name: std::collections::HashMap<&str, i64> = balances
+            .iter()
+            .map(|b| (b.member.as_str(), b.balance))
+            .collect();
+        for (i, m) in self.config.members.iter().enumerate() {
+            let balance = by_name.get(m.name.as_str()).copied().unwrap_or(0);
+            self.server.set_balance(MemberId(i as u32), balance);
+        }
     }
 
     fn handle_datagram(
@@ -442,6 +473,7 @@ impl Proxy {
                     "session_age_s": ago(s.as_ref().and_then(|s| s.session_started)),
                     "last_received_s_ago": ago(s.as_ref().and_then(|s| s.last_received)),
                     "queued": s.as_ref().map_or(0, |s| s.queued),
+                    "balance": s.as_ref().map(|s| s.balance),
                     "paths": paths,
                     "flows": status::flows_json(
                         s.as_ref().and_then(|s| s.flows),
@@ -468,8 +500,12 @@ impl Proxy {
             "handshake_budget_per_s": self.handshake_budget,
             "cookies_sent": stats.cookies_sent,
             "members": members,
-            "drops": drops,
+                        "drops": drops,
             "local_multicast_ignored": self.local_multicast,
+            "ledger": {
+                "file": self.config.ledger_file.display().to_string(),
+                "flush_lag_ms": self.ledger.flush_lag().as_millis() as u64,
+            },
         });
         match format {
             Format::Json => format!("{status}\n"),

@@ -13,13 +13,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use linkpool_protocol::credits::{MilliCredits, Tariff};
 use linkpool_protocol::usage::{UpDown, Usage};
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 use tracing::{error, info};
 
@@ -53,6 +54,24 @@ const MIGRATIONS: &[&str] = &[
         up INTEGER NOT NULL DEFAULT 0,
         down INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (hour, relay, consumer)
+    ) WITHOUT ROWID;",
+    // 2: credits. Each usage row holds what its carried bytes earned and its borrowed
+    // bytes cost (milli-credits, at the rates of that hour), `balances` their sums and
+    // the admin's adjustments, kept in the same transactions so they always agree.
+    "ALTER TABLE usage ADD COLUMN earned INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN spent INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE adjustments (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        member TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE TABLE balances (
+        member TEXT PRIMARY KEY,
+        earned INTEGER NOT NULL DEFAULT 0,
+        spent INTEGER NOT NULL DEFAULT 0,
+        adjusted INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;",
 ];
 
@@ -136,6 +155,9 @@ pub struct Batch {
     carried: BTreeMap<(i64, String, String), Pair>,
     /// When its oldest counts were taken.
     since: Option<Instant>,
+    /// The rates its bytes are charged at, and the co-op's UTC offset for peak hours.
+    tariff: Tariff,
+    utc_offset_s: i32,
 }
 
 impl Batch {
@@ -191,6 +213,12 @@ impl Batch {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        (self.tariff, self.utc_offset_s) = (other.tariff, other.utc_offset_s);
+    }
+
+    /// Charges its bytes at `tariff`, peak hours in local time `utc_offset_s` east of UTC.
+    pub fn set_tariff(&mut self, tariff: Tariff, utc_offset_s: i32) {
+        (self.tariff, self.utc_offset_s) = (tariff, utc_offset_s);
     }
 }
 
@@ -292,11 +320,22 @@ impl Ledger {
     fn apply_inner(&mut self, batch: &Batch) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         {
+            let mut row = tx.prepare_cached(
+                "SELECT carried_up + carried_down, borrowed_up + borrowed_down FROM usage
+                 WHERE hour = ?1 AND member = ?2",
+            )?;
+            let mut balance = tx.prepare_cached(
+                "INSERT INTO balances (member, earned, spent) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (member) DO UPDATE SET
+                    earned = earned + excluded.earned, spent = spent + excluded.spent",
+            )?;
             let mut usage = tx.prepare_cached(
                 "INSERT INTO usage (hour, member, inner_up, inner_down, own_up, own_down,
-                    borrowed_up, borrowed_down, carried_up, carried_down)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                    borrowed_up, borrowed_down, carried_up, carried_down, earned, spent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT (hour, member) DO UPDATE SET
+                    earned = earned + excluded.earned,
+                    spent = spent + excluded.spent,
                     inner_up = inner_up + excluded.inner_up,
                     inner_down = inner_down + excluded.inner_down,
                     own_up = own_up + excluded.own_up,
@@ -307,6 +346,25 @@ impl Ledger {
                     carried_down = carried_down + excluded.carried_down",
             )?;
             for ((hour, member), c) in &batch.usage {
+                let (carried, borrowed): (i64, i64) = row
+                    .query_row(params![hour, member], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?
+                    .unwrap_or((0, 0));
+                // The row's credit stays exactly the tariff of its total, whatever the
+                // batches it came in.
+                let local_hour = (hour + i64::from(batch.utc_offset_s)).rem_euclid(86_400) / 3600;
+                let t = &batch.tariff;
+                let earned = t.earned_on_row(
+                    carried as u64,
+                    c.carried.up + c.carried.down,
+                    local_hour as u8,
+                );
+                let spent = t.spent_on_row(
+                    borrowed as u64,
+                    c.borrowed.up + c.borrowed.down,
+                    local_hour as u8,
+                );
+                balance.execute(params![member, earned, spent])?;
                 usage.execute(params![
                     hour,
                     member,
@@ -318,6 +376,8 @@ impl Ledger {
                     c.borrowed.down as i64,
                     c.carried.up as i64,
                     c.carried.down as i64,
+                    earned,
+                    spent,
                 ])?;
             }
             let mut carried = tx.prepare_cached(
@@ -342,7 +402,7 @@ impl Ledger {
     fn usage_inner(&self, filter: &Filter) -> rusqlite::Result<Vec<UsageRow>> {
         let mut q = self.conn.prepare(
             "SELECT hour, member, inner_up, inner_down, own_up, own_down, borrowed_up,
-                borrowed_down, carried_up, carried_down FROM usage
+                borrowed_down, carried_up, carried_down, earned, spent FROM usage
              WHERE hour >= ?1 AND hour < ?2 AND (?3 IS NULL OR member = ?3)
              ORDER BY hour, member",
         )?;
@@ -369,6 +429,8 @@ impl Ledger {
                         down: n(r, 9)?,
                     },
                 },
+                earned: r.get(10)?,
+                spent: r.get(11)?,
             })
         })?;
         rows.collect()
@@ -400,6 +462,103 @@ impl Ledger {
         })?;
         rows.collect()
     }
+}
+
+impl Ledger {
+    /// Every member's balance, by name.
+    pub fn balances(&self) -> Result<Vec<Balance>, LedgerError> {
+        let read = || -> rusqlite::Result<Vec<Balance>> {
+            let mut q = self.conn.prepare_cached(
+                "SELECT member, earned, spent, adjusted FROM balances ORDER BY member",
+            )?;
+            let rows = q.query_map([], |r| {
+                let (earned, spent, adjusted): (i64, i64, i64) = (r.get(1)?, r.get(2)?, r.get(3)?);
+                Ok(Balance {
+                    member: r.get(0)?,
+                    earned,
+                    spent,
+                    adjusted,
+                    balance: earned - spent + adjusted,
+                })
+            })?;
+            rows.collect()
+        };
+        read().map_err(|e| LedgerError::new(&self.file, e))
+    }
+
+    /// Grants `member` `amount` milli-credits (takes them, if negative) at `at` (unix
+    /// seconds), for `reason`, which stays in the ledger.
+    pub fn adjust(
+        &mut self,
+        at: i64,
+        member: &str,
+        amount: MilliCredits,
+        reason: &str,
+    ) -> Result<(), LedgerError> {
+        let file = self.file.clone();
+        let mut write = || -> rusqlite::Result<()> {
+            let tx = self.conn.transaction()?;
+            tx.execute(
+                "INSERT INTO adjustments (at, member, amount, reason) VALUES (?1, ?2, ?3, ?4)",
+                params![at, member, amount, reason],
+            )?;
+            tx.execute(
+                "INSERT INTO balances (member, adjusted) VALUES (?1, ?2)
+                 ON CONFLICT (member) DO UPDATE SET adjusted = adjusted + excluded.adjusted",
+                params![member, amount],
+            )?;
+            tx.commit()
+        };
+        write().map_err(|e| LedgerError::new(&file, e))
+    }
+
+    /// The admin's adjustments in `[since, until)`, for one member or all, oldest first.
+    pub fn adjustments(&self, filter: &Filter) -> Result<Vec<Adjustment>, LedgerError> {
+        let read = || -> rusqlite::Result<Vec<Adjustment>> {
+            let mut q = self.conn.prepare(
+                "SELECT at, member, amount, reason FROM adjustments
+                 WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR member = ?3) ORDER BY id",
+            )?;
+            let rows = q.query_map(params![filter.since, filter.until, filter.member], |r| {
+                Ok(Adjustment {
+                    at: r.get(0)?,
+                    member: r.get(1)?,
+                    amount: r.get(2)?,
+                    reason: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        };
+        read().map_err(|e| LedgerError::new(&self.file, e))
+    }
+}
+
+/// A member's credit, in milli-credits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Balance {
+    /// The member's name.
+    pub member: String,
+    /// Earned carrying for others, all time.
+    pub earned: MilliCredits,
+    /// Spent on others' lines, all time.
+    pub spent: MilliCredits,
+    /// Granted (or taken) by the co-op's admin.
+    pub adjusted: MilliCredits,
+    /// `earned - spent + adjusted`.
+    pub balance: MilliCredits,
+}
+
+/// An admin's grant or adjustment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Adjustment {
+    /// When (unix seconds).
+    pub at: i64,
+    /// Whose balance.
+    pub member: String,
+    /// Milli-credits added (negative: taken).
+    pub amount: MilliCredits,
+    /// Why, as the admin said.
+    pub reason: String,
 }
 
 /// Which rows to read.
@@ -434,6 +593,10 @@ pub struct UsageRow {
     /// Its counts.
     #[serde(flatten)]
     pub counts: Counts,
+    /// Milli-credits its line earned carrying for others this hour.
+    pub earned: MilliCredits,
+    /// Milli-credits its traffic cost on others' lines this hour.
+    pub spent: MilliCredits,
 }
 
 /// What one relay's line carried for one consumer in an hour.
@@ -456,27 +619,49 @@ pub struct LedgerWriter {
     to_writer: Option<SyncSender<Batch>>,
     writer: Option<std::thread::JoinHandle<()>>,
     pending: Batch,
+    tariff: (Tariff, i32),
     /// How old (ms) the counts in the last committed batch were when committed.
     lag_ms: Arc<AtomicU32>,
+    /// The balances as of the last commit.
+    balances: Arc<Mutex<Vec<Balance>>>,
 }
 
 impl LedgerWriter {
-    /// Opens the ledger at `file` and starts its writer thread.
-    pub fn start(file: &Path) -> Result<LedgerWriter, LedgerError> {
+    /// Opens the ledger at `file` and starts its writer thread; bytes are charged at
+    /// `tariff`, peak hours in local time `utc_offset_s` east of UTC.
+    pub fn start(
+        file: &Path,
+        tariff: Tariff,
+        utc_offset_s: i32,
+    ) -> Result<LedgerWriter, LedgerError> {
         let ledger = Ledger::open(file)?;
+        let balances = Arc::new(Mutex::new(ledger.balances()?));
         let (to_writer, batches) = std::sync::mpsc::sync_channel(QUEUED_BATCHES);
         let lag_ms = Arc::new(AtomicU32::new(0));
-        let lag = lag_ms.clone();
+        let (lag, published) = (lag_ms.clone(), balances.clone());
         let writer = std::thread::Builder::new()
             .name("ledger".into())
-            .spawn(move || write_batches(ledger, batches, lag))
+            .spawn(move || write_batches(ledger, batches, lag, published))
             .map_err(|e| LedgerError::new(file, e))?;
         Ok(LedgerWriter {
             to_writer: Some(to_writer),
             writer: Some(writer),
             pending: Batch::default(),
+            tariff: (tariff, utc_offset_s),
             lag_ms,
+            balances,
         })
+    }
+
+    /// Charges what is counted from now on at `tariff` (a configuration reload).
+    pub fn set_tariff(&mut self, tariff: Tariff, utc_offset_s: i32) {
+        self.tariff = (tariff, utc_offset_s);
+    }
+
+    /// The members' balances as of the last batch written (adjustments made meanwhile by
+    /// `linkpool-proxy credits grant` included).
+    pub fn balances(&self) -> Vec<Balance> {
+        self.balances.lock().map(|b| b.clone()).unwrap_or_default()
     }
 
     /// Where counts are gathered until the next hand-over.
@@ -493,6 +678,7 @@ impl LedgerWriter {
         let Some(to_writer) = &self.to_writer else {
             return;
         };
+        self.pending.set_tariff(self.tariff.0, self.tariff.1);
         match to_writer.try_send(std::mem::take(&mut self.pending)) {
             Ok(()) => {}
             Err(TrySendError::Full(batch)) => self.pending = batch,
@@ -513,6 +699,7 @@ impl LedgerWriter {
     /// it does the same).
     pub fn close(&mut self) {
         if let Some(to_writer) = self.to_writer.take() {
+            self.pending.set_tariff(self.tariff.0, self.tariff.1);
             let batch = std::mem::take(&mut self.pending);
             if !batch.is_empty() && to_writer.send(batch).is_err() {
                 error!("the ledger writer stopped before the last batch");
@@ -530,10 +717,32 @@ impl Drop for LedgerWriter {
     }
 }
 
-fn write_batches(mut ledger: Ledger, batches: Receiver<Batch>, lag_ms: Arc<AtomicU32>) {
+fn write_batches(
+    mut ledger: Ledger,
+    batches: Receiver<Batch>,
+    lag_ms: Arc<AtomicU32>,
+    balances: Arc<Mutex<Vec<Balance>>>,
+) {
+    let publish = |ledger: &Ledger| match ledger.balances() {
+        Ok(b) => {
+            if let Ok(mut published) = balances.lock() {
+                *published = b;
+            }
+        }
+        Err(e) => error!("{e}"),
+    };
     // A batch that failed (disk full, ...) is kept and retried with the next one.
     let mut failed: Option<Batch> = None;
-    while let Ok(batch) = batches.recv() {
+    loop {
+        let batch = match batches.recv_timeout(FLUSH_INTERVAL) {
+            Ok(batch) => batch,
+            // Nothing counted: the admin may still have granted credits meanwhile.
+            Err(RecvTimeoutError::Timeout) => {
+                publish(&ledger);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         let batch = match failed.take() {
             Some(mut old) => {
                 old.merge(batch);
@@ -548,6 +757,7 @@ fn write_batches(mut ledger: Ledger, batches: Receiver<Batch>, lag_ms: Arc<Atomi
                     age.as_millis().min(u32::MAX.into()) as u32,
                     Ordering::Relaxed,
                 );
+                publish(&ledger);
             }
             Err(e) => {
                 error!("{e}: kept, retried with the next batch");
@@ -661,6 +871,99 @@ fn human(bytes: u64) -> String {
     }
 }
 
+/// Milli-credits as credits: `-1.5`, `0.001`, `12`.
+pub fn credits(milli: MilliCredits) -> String {
+    let sign = if milli < 0 { "-" } else { "" };
+    let (whole, frac) = (milli.unsigned_abs() / 1000, milli.unsigned_abs() % 1000);
+    if frac == 0 {
+        format!("{sign}{whole}")
+    } else {
+        let frac = format!("{frac:03}");
+        format!("{sign}{whole}.{}", frac.trim_end_matches('0'))
+    }
+}
+
+/// Credits as a person writes them (`1.5`, `-20`) to milli-credits: at most three
+/// decimals, within ±10^12.
+pub fn parse_credits(text: &str) -> Result<MilliCredits, String> {
+    let bad = || format!("`{text}` is not an amount of credits like 12, -1.5 or 0.001");
+    let t = text.trim();
+    let (negative, digits) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty() && frac.is_empty()
+        || frac.len() > 3
+        || !whole
+            .bytes()
+            .chain(frac.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let whole: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    if whole > 1_000_000_000_000 {
+        return Err(format!("`{text}` is more than 10^12 credits"));
+    }
+    let frac: i64 = format!("{frac:0<3}").parse().map_err(|_| bad())?;
+    let milli = whole * 1000 + frac;
+    Ok(if negative { -milli } else { milli })
+}
+
+/// What `linkpool-proxy credits` prints: every member's balance, and the admin's
+/// adjustments in `filter`'s range.
+pub fn credits_report(ledger: &Ledger, filter: &Filter, json: bool) -> Result<String, LedgerError> {
+    let mut balances = ledger.balances()?;
+    if let Some(m) = &filter.member {
+        balances.retain(|b| &b.member == m);
+    }
+    let adjustments = ledger.adjustments(filter)?;
+    if json {
+        let doc = serde_json::json!({
+            "version": 1,
+            "unit": "milli-credits",
+            "balances": balances,
+            "adjustments": adjustments,
+        });
+        return Ok(serde_json::to_string_pretty(&doc).unwrap_or_default());
+    }
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{:<16} {:>14} {:>14} {:>14} {:>14}\n",
+        "member", "earned", "spent", "adjusted", "balance"
+    );
+    for b in &balances {
+        let _ = writeln!(
+            out,
+            "{:<16} {:>14} {:>14} {:>14} {:>14}",
+            b.member,
+            credits(b.earned),
+            credits(b.spent),
+            credits(b.adjusted),
+            credits(b.balance)
+        );
+    }
+    if !adjustments.is_empty() {
+        let _ = writeln!(out, "\nadjustments:");
+        for a in &adjustments {
+            let _ = writeln!(
+                out,
+                "{:<18} {:<16} {:>12}  {}",
+                format_time(a.at),
+                a.member,
+                credits(a.amount),
+                a.reason
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// How `linkpool-proxy ledger` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Report {
@@ -689,13 +992,13 @@ pub fn report(ledger: &Ledger, filter: &Filter, report: Report) -> Result<String
         }
         Report::Csv => {
             out.push_str(
-                "hour,member,inner_up,inner_down,own_up,own_down,borrowed_up,borrowed_down,carried_up,carried_down\n",
+                "hour,member,inner_up,inner_down,own_up,own_down,borrowed_up,borrowed_down,carried_up,carried_down,earned,spent\n",
             );
             for r in &usage {
                 let c = &r.counts;
                 let _ = writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{},{},{},{}",
                     format_time(r.hour),
                     r.member,
                     c.inner.up,
@@ -705,33 +1008,37 @@ pub fn report(ledger: &Ledger, filter: &Filter, report: Report) -> Result<String
                     c.borrowed.up,
                     c.borrowed.down,
                     c.carried.up,
-                    c.carried.down
+                    c.carried.down,
+                    credits(r.earned),
+                    credits(r.spent)
                 );
             }
         }
         Report::Text => {
             let _ = writeln!(
                 out,
-                "{:<18} {:<16} {:>21} {:>21} {:>21} {:>21}",
+                "{:<18} {:<16} {:>21} {:>21} {:>21} {:>21} {:>19}",
                 "hour (UTC)",
                 "member",
                 "consumed up/down",
                 "own line up/down",
                 "borrowed up/down",
-                "carried up/down"
+                "carried up/down",
+                "credits +/-"
             );
             let pair = |p: Pair| format!("{}/{}", human(p.up), human(p.down));
             for r in &usage {
                 let c = &r.counts;
                 let _ = writeln!(
                     out,
-                    "{:<18} {:<16} {:>21} {:>21} {:>21} {:>21}",
+                    "{:<18} {:<16} {:>21} {:>21} {:>21} {:>21} {:>19}",
                     format_time(r.hour),
                     r.member,
                     pair(c.inner),
                     pair(c.own),
                     pair(c.borrowed),
-                    pair(c.carried)
+                    pair(c.carried),
+                    format!("+{}/-{}", credits(r.earned), credits(r.spent))
                 );
             }
             if !carried.is_empty() {
@@ -843,7 +1150,7 @@ mod tests {
     fn the_writer_loses_nothing_on_a_clean_stop_and_reopening_keeps_the_schema() {
         let dir = tempdir();
         let file = dir.join("sub/ledger.sqlite");
-        let mut w = LedgerWriter::start(&file).unwrap();
+        let mut w = LedgerWriter::start(&file, tariff(), 0).unwrap();
         let now = Instant::now();
         for i in 0..1000 {
             w.pending()
@@ -884,6 +1191,136 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("does not exist"), "{e}");
+    }
+
+    /// 1 credit per GB carried, 2 per GB borrowed; 3 and 4 from 18:00 to 22:59.
+    fn tariff() -> Tariff {
+        use linkpool_protocol::credits::{Peak, PeakHours, Rates};
+        Tariff {
+            off_peak: Rates {
+                earn_per_gb: 1000,
+                spend_per_gb: 2000,
+            },
+            peak: Some(Peak {
+                hours: PeakHours::new(18, 23).unwrap(),
+                rates: Rates {
+                    earn_per_gb: 3000,
+                    spend_per_gb: 4000,
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn credits_follow_each_hours_bytes_exactly_at_that_hours_rates() {
+        let dir = tempdir();
+        let mut ledger = Ledger::open(&dir.join("l.sqlite")).unwrap();
+        let now = Instant::now();
+        // Alice borrows 1.5 GB from bob in 3000 pieces at 10:00, 1 GB at 19:00 (peak);
+        // each piece alone would round to a fraction of a milli-credit.
+        let (ten, seven_pm) = (10 * HOUR_S, 19 * HOUR_S);
+        for _ in 0..3000 {
+            let mut b = Batch::default();
+            b.set_tariff(tariff(), 0);
+            b.add(
+                now,
+                ten,
+                "alice",
+                &usage(0, 0, &[(1, 250_000, 250_000)]),
+                name,
+            );
+            ledger.apply(&b).unwrap();
+        }
+        let mut b = Batch::default();
+        b.set_tariff(tariff(), 0);
+        b.add(
+            now,
+            seven_pm,
+            "alice",
+            &usage(0, 0, &[(1, 0, 1_000_000_000)]),
+            name,
+        );
+        ledger.apply(&b).unwrap();
+        let rows = ledger.usage(&Filter::all()).unwrap();
+        let row = |hour, m: &str| {
+            rows.iter()
+                .find(|r| r.hour == hour && r.member == m)
+                .unwrap()
+        };
+        assert_eq!(
+            (row(ten, "alice").spent, row(ten, "bob").earned),
+            (3000, 1500)
+        );
+        assert_eq!(
+            (row(seven_pm, "alice").spent, row(seven_pm, "bob").earned),
+            (4000, 3000)
+        );
+        // In the co-op's time two hours east of UTC, 19:00 UTC is 21:00, still peak; 10:00
+        // UTC is noon, off-peak.
+        let mut b = Batch::default();
+        b.set_tariff(tariff(), 2 * 3600);
+        b.add(
+            now,
+            17 * HOUR_S,
+            "carol",
+            &usage(0, 0, &[(1, 0, 1_000_000_000)]),
+            name,
+        );
+        ledger.apply(&b).unwrap();
+        let carol = ledger
+            .usage(&Filter {
+                member: Some("carol".into()),
+                ..Filter::all()
+            })
+            .unwrap();
+        assert_eq!(carol[0].spent, 4000, "17:00 UTC is 19:00 there: peak");
+        // The admin grants and takes, with reasons that stay.
+        ledger
+            .adjust(100, "alice", 10_000, "welcome credit")
+            .unwrap();
+        ledger.adjust(200, "alice", -500, "refund to bob").unwrap();
+        let balances = ledger.balances().unwrap();
+        let alice = balances.iter().find(|b| b.member == "alice").unwrap();
+        assert_eq!(
+            (alice.earned, alice.spent, alice.adjusted, alice.balance),
+            (0, 7000, 9500, 2500)
+        );
+        let bob = balances.iter().find(|b| b.member == "bob").unwrap();
+        assert_eq!(
+            (bob.earned, bob.balance),
+            (7500, 7500),
+            "1.5 + 3 + 3 credits"
+        );
+        let adjustments = ledger.adjustments(&Filter::all()).unwrap();
+        assert_eq!(adjustments.len(), 2);
+        assert_eq!(adjustments[1].reason, "refund to bob");
+        assert_eq!(adjustments[1].amount, -500);
+        // The balances are the sums of the rows and adjustments.
+        let rows = ledger.usage(&Filter::all()).unwrap();
+        for b in &balances {
+            let mine = rows.iter().filter(|r| r.member == b.member);
+            let (earned, spent) = mine.fold((0, 0), |(e, s), r| (e + r.earned, s + r.spent));
+            assert_eq!((earned, spent), (b.earned, b.spent), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn credits_read_and_print_as_people_write_them() {
+        for (text, milli) in [
+            ("12", 12_000),
+            ("-1.5", -1500),
+            ("0.001", 1),
+            ("+2.25", 2250),
+            (".5", 500),
+        ] {
+            assert_eq!(parse_credits(text), Ok(milli), "{text}");
+        }
+        for bad in ["", "-", "1.0001", "1e3", "abc", "1.2.3", "2000000000000"] {
+            assert!(parse_credits(bad).is_err(), "{bad}");
+        }
+        assert_eq!(credits(-1500), "-1.5");
+        assert_eq!(credits(12_000), "12");
+        assert_eq!(credits(1), "0.001");
     }
 
     #[test]
@@ -933,11 +1370,11 @@ mod tests {
         let csv = report(&ledger, &all, Report::Csv).unwrap();
         assert!(csv.starts_with("hour,member,inner_up"), "{csv}");
         assert!(
-            csv.contains("1970-01-01T01:00Z,alice,1234567,2469134,10,10,7,9,0,0"),
+            csv.contains("1970-01-01T01:00Z,alice,1234567,2469134,10,10,7,9,0,0,0,0"),
             "{csv}"
         );
         assert!(
-            csv.contains("1970-01-01T01:00Z,bob,0,0,0,0,0,0,7,9"),
+            csv.contains("1970-01-01T01:00Z,bob,0,0,0,0,0,0,7,9,0,0"),
             "{csv}"
         );
         let json: serde_json::Value =

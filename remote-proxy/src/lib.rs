@@ -3,6 +3,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod admin;
+pub mod admin_http;
 pub mod config;
 pub mod daemon;
 pub mod ledger;

@@ -25,7 +25,12 @@ usage: linkpool-proxy --version
        linkpool-proxy ledger -c FILE [--member NAME] [--since T] [--until T] [--json|--csv]
                                            who consumed what and whose line carried it, per
                                            hour (T: 2026-12-07, 2026-12-07T18:00 UTC, or
-                                           unix seconds; --until is exclusive)";
+                                                                                      unix seconds; --until is exclusive)
+       linkpool-proxy credits -c FILE [--member NAME] [--json]
+                                           members' credit balances and the admin's adjustments
+       linkpool-proxy credits grant|take NAME AMOUNT --reason TEXT -c FILE
+                                           add credits to (or take them from) a member's
+                                           balance; the reason stays in the ledger";
 
 /// Prints a line on stdout; when stdout is gone (a closed pipe), says so on stderr if it
 /// can and returns exit status 1 from the enclosing function. Never panics.
@@ -91,6 +96,17 @@ enum Command {
         filter: ledger::Filter,
         report: ledger::Report,
     },
+    Credits {
+        config: PathBuf,
+        filter: ledger::Filter,
+        json: bool,
+    },
+    Adjust {
+        config: PathBuf,
+        name: String,
+        amount: i64,
+        reason: String,
+    },
 }
 
 fn parse_args() -> Result<Command, Usage> {
@@ -103,7 +119,17 @@ fn parse_args() -> Result<Command, Usage> {
         Some(arg) => return Err(arg.unexpected().into()),
         None => return Err(Usage("missing command".into())),
     };
-    let command = if command == "member" {
+    let command = if command == "credits" {
+        // `credits` alone lists; `credits grant|take` adjusts.
+        let mut peek = p.clone();
+        match peek.next()? {
+            Some(Value(v)) if v == "grant" || v == "take" => {
+                p = peek;
+                format!("credits {}", v.string()?)
+            }
+            _ => command,
+        }
+    } else if command == "member" {
         match p.next()? {
             Some(Value(v)) => format!("member {}", v.string()?),
             _ => {
@@ -124,6 +150,8 @@ fn parse_args() -> Result<Command, Usage> {
     let mut name = None;
     let mut json = false;
     let mut csv = false;
+    let mut amount = None;
+    let mut reason = None;
     let mut filter = ledger::Filter::all();
     let time = |v: std::ffi::OsString, flag: &str| -> Result<i64, Usage> {
         ledger::parse_time(&v.string()?).map_err(|e| Usage(format!("{flag}: {e}")))
@@ -141,6 +169,23 @@ fn parse_args() -> Result<Command, Usage> {
             Long("psk") if command == "member add" => psk = true,
             Long("json") if command == "status" || command == "ledger" => json = true,
             Long("csv") if command == "ledger" => csv = true,
+            Long("json") if command == "credits" => json = true,
+            Long("member") if command == "credits" => filter.member = Some(p.value()?.string()?),
+            Long("reason") if command.starts_with("credits ") => {
+                reason = Some(p.value()?.string()?)
+            }
+            Value(v) if command.starts_with("credits ") && name.is_none() => {
+                name = Some(v.string()?)
+            }
+            Value(v) if command.starts_with("credits ") && amount.is_none() => {
+                let text = v.string()?;
+                let milli =
+                    ledger::parse_credits(&text).map_err(|e| Usage(format!("AMOUNT: {e}")))?;
+                if milli <= 0 {
+                    return Err(Usage(format!("AMOUNT: `{text}` must be more than 0")));
+                }
+                amount = Some(milli);
+            }
             Long("member") if command == "ledger" => filter.member = Some(p.value()?.string()?),
             Long("since") if command == "ledger" => filter.since = time(p.value()?, "--since")?,
             Long("until") if command == "ledger" => filter.until = time(p.value()?, "--until")?,
@@ -193,6 +238,22 @@ fn parse_args() -> Result<Command, Usage> {
         "status" => Command::Status {
             config: needs_config()?,
             json,
+        },
+        "credits" => Command::Credits {
+            config: needs_config()?,
+            filter,
+            json,
+        },
+        "credits grant" | "credits take" => Command::Adjust {
+            config: needs_config()?,
+            name: name.ok_or_else(|| Usage(format!("{command}: missing NAME")))?,
+            amount: amount.ok_or_else(|| Usage(format!("{command}: missing AMOUNT")))?
+                * if command == "credits take" { -1 } else { 1 },
+            reason: reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| {
+                Usage(format!(
+                    "{command}: missing --reason TEXT (it stays in the ledger)"
+                ))
+            })?,
         },
         "ledger" => Command::Ledger {
             config: needs_config()?,
@@ -375,6 +436,53 @@ fn main() -> ExitCode {
             {
                 Ok(text) => {
                     out!("{}", text.trim_end());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Credits {
+            config,
+            filter,
+            json,
+        } => {
+            let file = match ProxyConfig::load(&config) {
+                Ok(c) => c.ledger_file,
+                Err(e) => return fail(e),
+            };
+            match ledger::Ledger::open_read_only(&file)
+                .and_then(|l| ledger::credits_report(&l, &filter, json))
+            {
+                Ok(text) => {
+                    out!("{}", text.trim_end());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Adjust {
+            config,
+            name,
+            amount,
+            reason,
+        } => {
+            let c = match ProxyConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            if !c.members.iter().any(|m| m.name == name) {
+                return fail(format!("no member `{name}` in {}", config.display()));
+            }
+            let done = ledger::Ledger::open(&c.ledger_file)
+                .and_then(|mut l| l.adjust(ledger::unix_now(), &name, amount, &reason));
+            match done {
+                Ok(()) => {
+                    tell!(
+                        "linkpool-proxy: {} {} credits {} {name} ({reason})",
+                        if amount > 0 { "granted" } else { "took" },
+                        ledger::credits(amount.abs()),
+                        if amount > 0 { "to" } else { "from" }
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),
