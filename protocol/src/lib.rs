@@ -16,6 +16,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod bundle;
+pub mod calendar;
 pub mod client;
 pub mod credits;
 mod crypto;

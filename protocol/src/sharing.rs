@@ -33,6 +33,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::calendar::{self, weekday};
+
 /// Seconds in a day.
 const DAY_S: i64 = 86_400;
 const MINUTES_PER_DAY: usize = 24 * 60;
@@ -66,29 +68,23 @@ pub struct Date {
 }
 
 impl Date {
-    /// The date `days` days after 1970-01-01 (Hinnant's `civil_from_days`).
+    /// The date `days` days after 1970-01-01.
     pub fn from_days(days: i64) -> Date {
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-        let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
-        Date { year, month, day }
+        let (year, month, day) = calendar::civil_from_days(days);
+        Date {
+            year: year as i32,
+            month: month as u8,
+            day: day as u8,
+        }
     }
 
-    /// Days since 1970-01-01 (Hinnant's `days_from_civil`).
+    /// Days since 1970-01-01.
     pub fn days(self) -> i64 {
-        let (m, d) = (i64::from(self.month), i64::from(self.day));
-        let y = i64::from(self.year) - i64::from(m <= 2);
-        let era = y.div_euclid(400);
-        let yoe = y.rem_euclid(400);
-        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        era * 146_097 + doe - 719_468
+        calendar::days_from_civil(
+            i64::from(self.year),
+            u32::from(self.month),
+            u32::from(self.day),
+        )
     }
 
     /// A valid date, or `None`.
@@ -126,22 +122,8 @@ impl std::str::FromStr for Date {
     }
 }
 
-fn is_leap(year: i32) -> bool {
-    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-}
-
 fn days_in_month(year: i32, month: u8) -> u8 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Day of the week of day `days` since 1970-01-01 (a Thursday): 0 Monday .. 6 Sunday.
-fn weekday(days: i64) -> usize {
-    (days + 3).rem_euclid(7) as usize
+    calendar::days_in_month(i64::from(year), u32::from(month)) as u8
 }
 
 /// The wall clock as the daemon reads it: what the core needs to know the router's local
@@ -353,7 +335,9 @@ fn rule_day(rule: DateRule, year: i32) -> i64 {
     }
     .days();
     match rule {
-        DateRule::Julian(n) => jan1 + i64::from(n) - 1 + i64::from(is_leap(year) && n >= 60),
+        DateRule::Julian(n) => {
+            jan1 + i64::from(n) - 1 + i64::from(calendar::is_leap_year(i64::from(year)) && n >= 60)
+        }
         DateRule::Zero(n) => jan1 + i64::from(n),
         DateRule::Month(m, w, d) => {
             let first = Date {

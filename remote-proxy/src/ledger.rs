@@ -18,6 +18,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use linkpool_protocol::calendar::{civil_from_days, days_from_civil};
 use linkpool_protocol::credits::{MilliCredits, Tariff};
 use linkpool_protocol::usage::{UpDown, Usage};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -772,30 +773,6 @@ fn write_batches(
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 /// `unix_s` as `YYYY-MM-DDTHH:MMZ`.
 pub fn format_time(unix_s: i64) -> String {
     let (y, m, d) = civil_from_days(unix_s.div_euclid(86_400));
@@ -1070,6 +1047,7 @@ pub fn report(ledger: &Ledger, filter: &Filter, report: Report) -> Result<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_dir::TempDir;
     use linkpool_protocol::usage::UpDown;
 
     fn usage(inner: u64, own: u64, borrowed: &[(u32, u64, u64)]) -> Usage {
@@ -1092,7 +1070,7 @@ mod tests {
 
     #[test]
     fn batches_add_up_per_hour_and_relays_are_credited_what_consumers_borrowed() {
-        let dir = tempdir();
+        let dir = TempDir::new("ledger");
         let file = dir.join("ledger.sqlite");
         let mut ledger = Ledger::open(&file).unwrap();
         let now = Instant::now();
@@ -1148,7 +1126,7 @@ mod tests {
 
     #[test]
     fn the_writer_loses_nothing_on_a_clean_stop_and_reopening_keeps_the_schema() {
-        let dir = tempdir();
+        let dir = TempDir::new("ledger");
         let file = dir.join("sub/ledger.sqlite");
         let mut w = LedgerWriter::start(&file, tariff(), 0).unwrap();
         let now = Instant::now();
@@ -1178,7 +1156,7 @@ mod tests {
 
     #[test]
     fn a_ledger_from_a_newer_proxy_is_refused_with_a_clear_error() {
-        let dir = tempdir();
+        let dir = TempDir::new("ledger");
         let file = dir.join("ledger.sqlite");
         drop(Ledger::open(&file).unwrap());
         let conn = Connection::open(&file).unwrap();
@@ -1213,7 +1191,7 @@ mod tests {
 
     #[test]
     fn credits_follow_each_hours_bytes_exactly_at_that_hours_rates() {
-        let dir = tempdir();
+        let dir = TempDir::new("ledger");
         let mut ledger = Ledger::open(&dir.join("l.sqlite")).unwrap();
         let now = Instant::now();
         // Alice borrows 1.5 GB from bob in 3000 pieces at 10:00, 1 GB at 19:00 (peak);
@@ -1355,7 +1333,7 @@ mod tests {
 
     #[test]
     fn reports_give_exact_bytes_to_machines_and_units_to_people() {
-        let dir = tempdir();
+        let dir = TempDir::new("ledger");
         let mut ledger = Ledger::open(&dir.join("l.sqlite")).unwrap();
         let mut b = Batch::default();
         b.add(
@@ -1385,16 +1363,5 @@ mod tests {
         let text = report(&ledger, &all, Report::Text).unwrap();
         assert!(text.contains("1.2 MB/2.5 MB"), "{text}");
         assert!(text.contains("whose line carried"), "{text}");
-    }
-
-    fn tempdir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "linkpool-ledger-test-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 }

@@ -70,14 +70,7 @@ impl<'a> Witness<'a> {
 
     /// Bytes of a named counter.
     fn bytes(&self, name: &str) -> u64 {
-        let text = self
-            .router
-            .exec_ok(&["nft", "list", "counter", "inet", TABLE, name])
-            .unwrap();
-        text.split("bytes ")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no bytes in {text}"))
+        common::nft_counter(self.router, TABLE, name).1
     }
 }
 

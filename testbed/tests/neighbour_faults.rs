@@ -297,17 +297,7 @@ impl<'a> Audit<'a> {
 
     /// (packets, bytes) of a named counter.
     fn counter(&self, name: &str) -> (u64, u64) {
-        let text = self
-            .router
-            .exec_ok(&["nft", "list", "counter", "inet", AUDIT_TABLE, name])
-            .unwrap();
-        let after = |key: &str| -> u64 {
-            text.split(key)
-                .nth(1)
-                .and_then(|s| s.split_whitespace().next()?.parse().ok())
-                .unwrap_or_else(|| panic!("no {key} in {text}"))
-        };
-        (after("packets "), after("bytes "))
+        common::nft_counter(self.router, AUDIT_TABLE, name)
     }
 
     /// The elements of a named set (what was seen), space-separated.

@@ -55,3 +55,17 @@ pub fn shipped_topology(name: &str) -> Topology {
 
 /// Co-ops whose members pool each other's lines over the mesh.
 pub mod mesh;
+
+/// (packets, bytes) of the nftables counter `name` in table `inet TABLE` on `node`.
+pub fn nft_counter(node: &Node, table: &str, name: &str) -> (u64, u64) {
+    let text = node
+        .exec_ok(&["nft", "list", "counter", "inet", table, name])
+        .unwrap();
+    let after = |key: &str| -> u64 {
+        text.split(key)
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+    };
+    (after("packets "), after("bytes "))
+}
