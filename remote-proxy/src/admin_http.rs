@@ -204,8 +204,7 @@ struct Request {
     method: String,
     path: String,
     query: String,
-    /// For `POST /api/v1/credits`, to come ([`Route`]).
-    #[allow(dead_code)]
+    /// For `POST /api/v1/credits`.
     body: Vec<u8>,
 }
 
@@ -414,22 +413,22 @@ impl Shared {
     }
 }
 
-/// The endpoints. `Credits` comes here once the proxy keeps credits:
-/// `GET /api/v1/credits` (each member's balance) and `POST /api/v1/credits` (granting
-/// credits; the request's `body` is read for it already).
+/// The endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Members,
     Sessions,
     Ledger,
+    Credits,
     Metrics,
 }
 
 impl Route {
-    const ALL: [(&'static str, Route); 4] = [
+    const ALL: [(&'static str, Route); 5] = [
         ("/api/v1/members", Route::Members),
         ("/api/v1/sessions", Route::Sessions),
         ("/api/v1/ledger", Route::Ledger),
+        ("/api/v1/credits", Route::Credits),
         ("/metrics", Route::Metrics),
     ];
 
@@ -441,6 +440,7 @@ impl Route {
     fn methods(self) -> &'static [&'static str] {
         match self {
             Route::Members | Route::Sessions | Route::Ledger | Route::Metrics => &["GET"],
+            Route::Credits => &["GET", "POST"],
         }
     }
 }
@@ -468,6 +468,8 @@ async fn handle(request: Request, shared: &Shared) -> Response {
         Route::Members => members(&request, shared).await,
         Route::Sessions => sessions(&request, shared).await,
         Route::Ledger => ledger_rows(&request, shared).await,
+        Route::Credits if request.method == "POST" => adjust_credits(&request, shared).await,
+        Route::Credits => credits(&request, shared).await,
         Route::Metrics => metrics(&request, shared).await,
     };
     result.unwrap_or_else(|e| e)
@@ -531,20 +533,84 @@ async fn ledger_rows(request: &Request, shared: &Shared) -> Result<Response, Res
             ),
         ));
     }
-    let file = shared.ledger_file.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        ledger::Ledger::open_read_only(&file)
+    let text = with_ledger(shared, move |file| {
+        ledger::Ledger::open_read_only(file)
             .and_then(|l| ledger::report(&l, &filter, ledger::Report::Json))
     })
-    .await;
-    match read {
-        Ok(Ok(text)) => Ok(Response::json_text(text)),
+    .await?;
+    Ok(Response::json_text(text))
+}
+
+/// Runs `f` on the ledger on a blocking thread: the event loop never waits for the disk.
+async fn with_ledger<T: Send + 'static>(
+    shared: &Shared,
+    f: impl FnOnce(&std::path::Path) -> Result<T, ledger::LedgerError> + Send + 'static,
+) -> Result<T, Response> {
+    let file = shared.ledger_file.clone();
+    match tokio::task::spawn_blocking(move || f(&file)).await {
+        Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(Response::error(Code::Internal, e.to_string())),
         Err(e) => Err(Response::error(
             Code::Internal,
-            format!("reading the ledger failed: {e}"),
+            format!("the ledger failed: {e}"),
         )),
     }
+}
+
+/// `GET /api/v1/credits?member=`: what `linkpool-proxy credits --json` gives.
+async fn credits(request: &Request, shared: &Shared) -> Result<Response, Response> {
+    let mut filter = ledger::Filter::all();
+    for (_, value) in parse_query(&request.query, &["member"])? {
+        linkpool_protocol::bundle::check_member_name(&value)
+            .map_err(|e| Response::error(Code::BadRequest, format!("member: {e}")))?;
+        filter.member = Some(value);
+    }
+    let text = with_ledger(shared, move |file| {
+        ledger::Ledger::open_read_only(file).and_then(|l| ledger::credits_report(&l, &filter, true))
+    })
+    .await?;
+    Ok(Response::json_text(text))
+}
+
+/// `POST /api/v1/credits` with `{"member": NAME, "amount": "2.5", "reason": TEXT}`:
+/// grants credits (takes them with a negative amount), as `linkpool-proxy credits grant`.
+async fn adjust_credits(request: &Request, shared: &Shared) -> Result<Response, Response> {
+    parse_query(&request.query, &[])?;
+    let bad = |reason: String| Response::error(Code::BadRequest, reason);
+    let body: Value = serde_json::from_slice(&request.body)
+        .map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    let field = |k: &str| {
+        body[k]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| body[k].as_f64().map(|n| n.to_string()))
+            .ok_or_else(|| bad(format!("`{k}` is missing (a string)")))
+    };
+    let (member, amount, reason) = (field("member")?, field("amount")?, field("reason")?);
+    let amount = ledger::parse_credits(&amount).map_err(|e| bad(format!("amount: {e}")))?;
+    if amount == 0 || reason.trim().is_empty() {
+        return Err(bad("amount must not be 0, and reason not empty".into()));
+    }
+    let status = shared.status().await?;
+    if !list(&status["members"])
+        .iter()
+        .any(|m| m["name"] == member.as_str())
+    {
+        return Err(Response::error(
+            Code::NotFound,
+            format!("no member `{member}`"),
+        ));
+    }
+    let at = ledger::unix_now();
+    let (who, why) = (member.clone(), reason.clone());
+    with_ledger(shared, move |file| {
+        ledger::Ledger::open(file)?.adjust(at, &who, amount, &why)
+    })
+    .await?;
+    Ok(Response::json(&json!({
+        "version": API_VERSION,
+        "adjusted": {"member": member, "amount": amount, "reason": reason, "at": at},
+    })))
 }
 
 /// `GET /metrics`: the Prometheus text format, 0.0.4.
@@ -1238,8 +1304,7 @@ mod tests {
         );
         assert_eq!(content_length(&got), got.body.len());
         assert!(got.head.contains("Content-Type: application/json"));
-        // Not yet: the credits come later.
-        assert_eq!(get(&api, "/api/v1/credits", Some(TOKEN)).await.code, 404);
+        assert_eq!(get(&api, "/api/v1/credits", Some(TOKEN)).await.code, 200);
 
         let post = format!(
             "POST /metrics HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 5\r\n\r\nhello"
@@ -1375,6 +1440,56 @@ mod tests {
             "{}",
             got.body
         );
+    }
+
+    async fn post(api: &Api, target: &str, body: &str) -> Got {
+        let request = format!(
+            "POST {target} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        exchange(api.api.local_addr(), request.as_bytes()).await
+    }
+
+    #[tokio::test]
+    async fn credits_are_read_and_granted_with_a_reason() {
+        let api = start("credits", LIMITS).await;
+        let grant = r#"{"member": "alice", "amount": "2.5", "reason": "welcome"}"#;
+        let got = post(&api, "/api/v1/credits", grant).await;
+        assert_eq!(got.code, 200, "{}", got.body);
+        assert_eq!(got.json()["adjusted"]["amount"], 2500);
+        let take = r#"{"member": "alice", "amount": -1, "reason": "refund"}"#;
+        assert_eq!(post(&api, "/api/v1/credits", take).await.code, 200);
+        let got = get(&api, "/api/v1/credits?member=alice", Some(TOKEN)).await;
+        assert_eq!(got.code, 200, "{}", got.body);
+        let v = got.json();
+        let alice = &v["balances"][0];
+        assert_eq!(
+            (alice["member"].as_str(), alice["adjusted"].as_i64()),
+            (Some("alice"), Some(1500))
+        );
+        assert_eq!(v["adjustments"][1]["reason"], "refund");
+        for (body, says) in [
+            ("not json", "not JSON"),
+            (
+                r#"{"member": "alice", "amount": "2"}"#,
+                "`reason` is missing",
+            ),
+            (
+                r#"{"member": "alice", "amount": "x", "reason": "r"}"#,
+                "amount",
+            ),
+            (
+                r#"{"member": "alice", "amount": "0", "reason": "r"}"#,
+                "must not be 0",
+            ),
+        ] {
+            let got = post(&api, "/api/v1/credits", body).await;
+            assert_eq!(got.code, 400, "{body}: {}", got.body);
+            assert!(got.body.contains(says), "{body}: {}", got.body);
+        }
+        let nobody = r#"{"member": "mallory", "amount": "1", "reason": "r"}"#;
+        assert_eq!(post(&api, "/api/v1/credits", nobody).await.code, 404);
     }
 
     /// A metrics line: name, labels as written, value.
