@@ -843,6 +843,7 @@ impl Gateway {
                     }
                 }
                 Event::MeshGrant => debug!("mesh credential renewed by the proxy"),
+                Event::Statement => debug!("statement of this member's account from the proxy"),
             }
         }
     }

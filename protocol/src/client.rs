@@ -21,6 +21,7 @@ use crate::mesh::{
 use crate::path::{Endpoint, Path, PathSettings, RelayHop};
 use crate::relay::{self, Relay, RelayKey};
 use crate::session::{self, Initiation, Keypair, Limits};
+use crate::statement::{SignedStatement, Statement};
 use crate::transport::SpreadCounters;
 use crate::transport::Transport;
 pub use crate::transport::{PathEvent, Transmit};
@@ -83,6 +84,9 @@ pub enum Event {
     Path(PathEvent),
     /// The proxy granted a (new) mesh credential: [`Client::mesh_grant`].
     MeshGrant,
+    /// The proxy sent a (new) signed statement of the member's account:
+    /// [`Client::statement`].
+    Statement,
 }
 
 /// Counters of a client, for status and tests.
@@ -149,6 +153,8 @@ pub struct Client {
     relay: Relay,
     /// The mesh credential the proxy granted, newest first.
     grant: Option<MeshGrant>,
+    /// The statement of its account the proxy sent last.
+    statement: Option<ReceivedStatement>,
     /// The mesh, once enabled ([`Client::enable_mesh`]) and granted a credential.
     mesh: Option<Mesh>,
 }
@@ -175,6 +181,17 @@ pub enum MeshReceived {
 
 /// Where a hello from [`Client::poll_mesh_transmit`] goes.
 pub use crate::mesh::HelloDestination;
+
+/// A statement of the member's account, as the proxy signed and sent it.
+#[derive(Debug, Clone)]
+pub struct ReceivedStatement {
+    /// Its figures.
+    pub statement: Statement,
+    /// As signed, to show or hand on.
+    pub signed: Box<SignedStatement>,
+    /// Whether the proxy's signature verified and it is this member's.
+    pub verified: bool,
+}
 
 /// A mesh credential from the proxy, through the tunnel: what lets this router take part
 /// in the mesh, the key its neighbours' credentials are checked with, and how far the
@@ -223,6 +240,7 @@ impl Client {
             stats: ClientStats::default(),
             relay: Relay::default(),
             grant: None,
+            statement: None,
             mesh: None,
         }
     }
@@ -480,6 +498,9 @@ impl Client {
                     .on_packet(now, header.path, keys, None, buf, range, |_| Ok(()));
                 if let Some(body) = self.transport.take_grant() {
                     self.take_grant(now, &body);
+                }
+                if let Some(body) = self.transport.take_statement() {
+                    self.take_statement(&body);
                 }
                 r?;
                 Ok(Received::Transport)
@@ -816,6 +837,46 @@ impl Client {
     /// The mesh credential the proxy granted last, if any.
     pub fn mesh_grant(&self) -> Option<&MeshGrant> {
         self.grant.as_ref()
+    }
+
+    /// The statement of its account the proxy sent last, if any.
+    pub fn statement(&self) -> Option<&ReceivedStatement> {
+        self.statement.as_ref()
+    }
+
+    /// A statement from the proxy: kept when newer than the one kept, with whether its
+    /// signature verified against the key the proxy grants credentials with (learnt
+    /// through this same tunnel) and it is this member's. One that does not is counted
+    /// (`bad_statement`) and kept only to be shown as unverified.
+    fn take_statement(&mut self, body: &[u8; crate::frame::STATEMENT_LEN]) {
+        let Ok(signed) = SignedStatement::from_bytes(body) else {
+            return self.stats.drops.count(DropReason::BadStatement);
+        };
+        let mine = |s: &Statement, g: &MeshGrant| s.member == g.credential.member();
+        let verified = self
+            .grant
+            .as_ref()
+            .and_then(|g| signed.verify(&g.issuer).ok().filter(|s| mine(s, g)));
+        let statement = match verified {
+            Some(s) => s,
+            None => {
+                self.stats.drops.count(DropReason::BadStatement);
+                signed.unverified()
+            }
+        };
+        if self
+            .statement
+            .as_ref()
+            .is_some_and(|s| s.verified && s.statement.issued_at > statement.issued_at)
+        {
+            return;
+        }
+        self.statement = Some(ReceivedStatement {
+            statement,
+            signed: Box::new(signed),
+            verified: verified.is_some(),
+        });
+        self.push_event(Event::Statement);
     }
 
     /// The proxy's clock now (seconds since the Unix epoch), as far as its last grant

@@ -98,6 +98,9 @@ pub enum DropReason {
     ExpiredCredential,
     /// A mesh credential older than the one already accepted for that member (replayed).
     StaleCredential,
+    /// A statement of the member's account from the proxy that is malformed, not signed
+    /// by the key the proxy grants credentials with, or another member's.
+    BadStatement,
     /// A new mesh credential while the budget of signature checks is spent (a flood of
     /// forged ones); the sender's next discovery hello tries again.
     CredentialRateLimited,
@@ -114,7 +117,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// All reasons, in counter order.
-    pub const ALL: [DropReason; 49] = [
+    pub const ALL: [DropReason; 50] = [
         DropReason::TooShort,
         DropReason::Oversized,
         DropReason::BadLength,
@@ -159,6 +162,7 @@ impl DropReason {
         DropReason::BadCredential,
         DropReason::ExpiredCredential,
         DropReason::StaleCredential,
+        DropReason::BadStatement,
         DropReason::CredentialRateLimited,
         DropReason::BadHelloMac,
         DropReason::ReplayedHello,
@@ -213,6 +217,7 @@ impl DropReason {
             DropReason::BadCredential => "bad_credential",
             DropReason::ExpiredCredential => "expired_credential",
             DropReason::StaleCredential => "stale_credential",
+            DropReason::BadStatement => "bad_statement",
             DropReason::CredentialRateLimited => "credential_rate_limited",
             DropReason::BadHelloMac => "bad_hello_mac",
             DropReason::ReplayedHello => "replayed_hello",

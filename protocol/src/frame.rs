@@ -11,6 +11,8 @@
 //!           | 0x05 spread packet, seq u32    the rest is one inner IP packet, spread over
 //!                                            paths: the receiver reorders on `seq`
 //!           | 0x40..=0xff type, length v, body   extensions: skipped when unknown
+//!             0x40 mesh grant (proxy to member: credential, issuer key, proxy clock)
+//!             0x41 statement (proxy to member: its signed account, 153 bytes)
 //! v         = QUIC variable-length integer (RFC 9000 §16)
 //! ```
 //!
@@ -42,6 +44,11 @@ const MESH_GRANT: u8 = 0x40;
 /// when the frame left (seconds since the Unix epoch, u64): the member checks its
 /// neighbours' credentials in proxy time, whatever its own clock says.
 pub const MESH_GRANT_LEN: usize = crate::mesh::CREDENTIAL_LEN + 32 + 8;
+/// The proxy's signed statement of a member's account (an extension): a
+/// [`SignedStatement`](crate::statement::SignedStatement), whole.
+const STATEMENT: u8 = 0x41;
+/// A statement frame's body.
+pub const STATEMENT_LEN: usize = crate::statement::STATEMENT_LEN;
 
 /// Most ranges one ack frame carries (the newest ones): bounded work and size.
 pub const MAX_ACK_RANGES: usize = 16;
@@ -186,6 +193,12 @@ pub enum Frame {
         /// Where its body is, relative to the start of the plaintext.
         range: (usize, usize),
     },
+    /// A signed statement from the proxy ([`STATEMENT_LEN`] bytes) at this range of the
+    /// plaintext.
+    Statement {
+        /// Where its body is, relative to the start of the plaintext.
+        range: (usize, usize),
+    },
     /// An inner IP packet at this range of the plaintext; `spread` is its place in its
     /// flow when the flow is spread over several paths or the packet duplicated.
     Packet {
@@ -296,15 +309,20 @@ impl Iterator for Frames<'_> {
                     if self.r.skip(len).is_none() {
                         return bad;
                     }
-                    if kind != MESH_GRANT {
-                        continue;
-                    }
+                    let whole = match kind {
+                        MESH_GRANT => MESH_GRANT_LEN,
+                        STATEMENT => STATEMENT_LEN,
+                        _ => continue,
+                    };
                     // A known extension must be whole.
-                    if len != MESH_GRANT_LEN as u64 {
+                    if len != whole as u64 {
                         return bad;
                     }
-                    Frame::MeshGrant {
-                        range: (body, body + MESH_GRANT_LEN),
+                    let range = (body, body + whole);
+                    if kind == MESH_GRANT {
+                        Frame::MeshGrant { range }
+                    } else {
+                        Frame::Statement { range }
                     }
                 }
                 _ => return bad,
@@ -369,13 +387,23 @@ impl<'a> Writer<'a> {
 
     /// A mesh grant frame.
     pub fn mesh_grant(&mut self, body: &[u8; MESH_GRANT_LEN]) -> Option<()> {
+        self.extension(MESH_GRANT, body)
+    }
+
+    /// A statement frame.
+    pub fn statement(&mut self, body: &[u8; STATEMENT_LEN]) -> Option<()> {
+        self.extension(STATEMENT, body)
+    }
+
+    /// An extension frame: its type, its length, its body.
+    fn extension(&mut self, kind: u8, body: &[u8]) -> Option<()> {
         let at = self.at;
         let r = (|| {
-            self.u8(MESH_GRANT)?;
-            self.varint(MESH_GRANT_LEN as u64)?;
-            let out = self.out.get_mut(self.at..self.at + MESH_GRANT_LEN)?;
+            self.u8(kind)?;
+            self.varint(body.len() as u64)?;
+            let out = self.out.get_mut(self.at..self.at + body.len())?;
             out.copy_from_slice(body);
-            self.at += MESH_GRANT_LEN;
+            self.at += body.len();
             Some(())
         })();
         if r.is_none() {
@@ -585,7 +613,7 @@ mod tests {
             }))
         );
         // An extension frame of a later version is skipped; an unknown old-style one is not.
-        let ext = [0, 0, 0, 0, 0x41, 2, 0xaa, 0xbb, PING];
+        let ext = [0, 0, 0, 0, 0x4f, 2, 0xaa, 0xbb, PING];
         let (_, f) = Frames::parse(&ext).unwrap();
         assert_eq!(f.collect::<Vec<_>>(), [Ok(Frame::Ping)]);
         let (_, mut f) = Frames::parse(&[0, 0, 0, 0, 0x3f]).unwrap();
@@ -625,6 +653,26 @@ mod tests {
         // Cut short.
         let (_, mut frames) = Frames::parse(&buf[..len - 10]).unwrap();
         assert_eq!(frames.next(), Some(Err(DropReason::BadFrame)));
+    }
+
+    #[test]
+    fn statements_round_trip_beside_grants() {
+        let mut statement = [0u8; STATEMENT_LEN];
+        statement[7] = 9;
+        let grant = [3u8; MESH_GRANT_LEN];
+        let mut buf = [0u8; 512];
+        let mut w = Writer::new(&mut buf, 5).unwrap();
+        w.statement(&statement).unwrap();
+        w.mesh_grant(&grant).unwrap();
+        let len = w.len();
+        let (_, frames) = Frames::parse(&buf[..len]).unwrap();
+        let frames: Vec<_> = frames.collect::<Result<_, _>>().unwrap();
+        let (Frame::Statement { range: s }, Frame::MeshGrant { range: g }) = (frames[0], frames[1])
+        else {
+            panic!("{frames:?}");
+        };
+        assert_eq!(&buf[s.0..s.1], &statement[..]);
+        assert_eq!(&buf[g.0..g.1], &grant[..]);
     }
 
     #[test]

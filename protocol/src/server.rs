@@ -19,6 +19,7 @@ use crate::mesh::{CredentialIssuer, DEFAULT_CREDENTIAL_LIFETIME_S};
 use crate::path::{Endpoint, Path, PathSettings, RelayHop};
 use crate::relay::{RelayKey, spare_for_relayed};
 use crate::session::{self, Keypair, Limits};
+use crate::statement::{SignedStatement, Statement};
 use crate::transport::SpreadCounters;
 use crate::transport::Transport;
 pub use crate::transport::{PathEvent, Transmit};
@@ -1072,6 +1073,26 @@ impl Server {
     pub fn set_credit_rules(&mut self, contention: Contention, floor: Option<MilliCredits>) {
         self.contention = contention;
         self.floor = floor;
+    }
+
+    /// Signs `statement` (of member `id`'s account; its `member` is set to `id`) with the
+    /// key mesh credentials are signed with, and sends it to the member through its
+    /// tunnel, now and every few seconds while it is the latest. Nothing for a member
+    /// without a session: the next call, after it connects, brings it one.
+    pub fn send_statement(&mut self, now: Instant, id: MemberId, statement: &Statement) {
+        let Some(t) = self
+            .members
+            .get_mut(id.0 as usize)
+            .and_then(|m| m.transport.as_mut())
+        else {
+            return;
+        };
+        let statement = Statement {
+            member: id.0,
+            ..*statement
+        };
+        let signed = SignedStatement::sign(&self.issuer, &statement);
+        t.set_statement(now, Box::new(signed.to_bytes()));
     }
 
     /// A member's credit balance, as the ledger has it.

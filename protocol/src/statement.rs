@@ -258,10 +258,23 @@ impl SignedStatement {
 
     /// The statement, if `issuer` signed it and it is consistent.
     pub fn verify(&self, issuer: &IssuerKey) -> Result<Statement, VerifyError> {
+        check_signature(
+            issuer,
+            STATEMENT_CONTEXT,
+            &self.bytes,
+            statement_field::KEY_ID,
+        )?;
+        let s = self.unverified();
+        s.check()?;
+        Ok(s)
+    }
+
+    /// The figures as they stand, signature unchecked: to show, marked as unverified,
+    /// never to trust.
+    pub fn unverified(&self) -> Statement {
         use statement_field as f;
         let b = &self.bytes;
-        check_signature(issuer, STATEMENT_CONTEXT, b, f::KEY_ID)?;
-        let s = Statement {
+        Statement {
             member: get_u32(b, f::MEMBER),
             period_start: get_u64(b, f::PERIOD_START),
             period_end: get_u64(b, f::PERIOD_END),
@@ -273,9 +286,7 @@ impl SignedStatement {
             spent: get_i64(b, f::SPENT),
             balance: get_i64(b, f::BALANCE),
             issued_at: get_u64(b, f::ISSUED_AT),
-        };
-        s.check()?;
-        Ok(s)
+        }
     }
 }
 

@@ -195,6 +195,10 @@ pub(crate) struct Transport {
     grant_out: Option<GrantOut>,
     /// The last mesh grant received, not yet taken.
     grant_in: Option<Box<[u8; frame::MESH_GRANT_LEN]>>,
+    /// The signed statement to send, and when it goes (again).
+    statement_out: Option<(Box<[u8; frame::STATEMENT_LEN]>, Instant)>,
+    /// The last statement received, not yet taken.
+    statement_in: Option<Box<[u8; frame::STATEMENT_LEN]>>,
     /// Where the search for due acks and pings starts, so no path starves the others.
     cursor: usize,
     /// New paths are passive ([`Transport::passive_paths`]).
@@ -238,6 +242,8 @@ impl Transport {
             events: VecDeque::new(),
             grant_out: None,
             grant_in: None,
+            statement_out: None,
+            statement_in: None,
             cursor: 0,
             passive: false,
             forget_dead_after: None,
@@ -306,6 +312,17 @@ impl Transport {
     /// The mesh grant received last, once.
     pub(crate) fn take_grant(&mut self) -> Option<Box<[u8; frame::MESH_GRANT_LEN]>> {
         self.grant_in.take()
+    }
+
+    /// Sends a signed statement now, and again every [`GRANT_RESEND`] (small; a lost one
+    /// needs no recovery of its own).
+    pub(crate) fn set_statement(&mut self, now: Instant, body: Box<[u8; frame::STATEMENT_LEN]>) {
+        self.statement_out = Some((body, now));
+    }
+
+    /// The statement received last, once.
+    pub(crate) fn take_statement(&mut self) -> Option<Box<[u8; frame::STATEMENT_LEN]>> {
+        self.statement_in.take()
     }
 
     pub(crate) fn path_mut(&mut self, id: PathId) -> Option<&mut Path> {
@@ -568,6 +585,11 @@ impl Transport {
                         p.on_receipt(packets, bytes);
                     }
                 }
+                Frame::Statement { range: r } => {
+                    let mut body = Box::new([0u8; frame::STATEMENT_LEN]);
+                    body.copy_from_slice(&plain[r.0..r.1]);
+                    self.statement_in = Some(body);
+                }
                 Frame::MeshGrant { range: r } => {
                     let mut body = Box::new([0u8; frame::MESH_GRANT_LEN]);
                     body.copy_from_slice(&plain[r.0..r.1]);
@@ -727,6 +749,7 @@ impl Transport {
         consider(self.reorder.poll_timeout());
         if self.paths.iter().any(Path::usable) {
             consider(self.grant_out.as_ref().map(|g| g.next));
+            consider(self.statement_out.as_ref().map(|s| s.1));
         }
         if self.waiting() > 0 || !self.duplicates.is_empty() {
             // Paced paths with room: when the pacer lets them go. A path that found nothing
@@ -825,7 +848,9 @@ impl Transport {
             let ping = p.ping_due(now);
             let ack = p.ack_due(now) || (ping && p.has_unacked());
             let receipt = p.receipt_due(now);
-            let grant = p.usable() && self.grant_out.as_ref().is_some_and(|g| g.next <= now);
+            let grant = p.usable()
+                && (self.grant_out.as_ref().is_some_and(|g| g.next <= now)
+                    || self.statement_out.as_ref().is_some_and(|s| s.1 <= now));
             if ping || ack || receipt || grant {
                 self.cursor = (i + 1) % n;
                 return self.send_control(now, i, ping, ack, receipt, keys, limits, buf);
@@ -940,7 +965,7 @@ impl Transport {
         buf: &mut [u8],
     ) -> Result<Option<Transmit>, DropReason> {
         let p = &mut self.paths[i];
-        let room = frame::MAX_ACK_LEN + 64 + frame::MESH_GRANT_LEN;
+        let room = frame::MAX_ACK_LEN + 64 + frame::MESH_GRANT_LEN + frame::STATEMENT_LEN + 8;
         let plain = buf
             .get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + room)
             .ok_or(DropReason::PacketTooLarge)?;
@@ -968,6 +993,10 @@ impl Transport {
                 g.body[frame::MESH_GRANT_LEN - 8..].copy_from_slice(&clock.to_be_bytes());
                 w.mesh_grant(&g.body);
                 g.next = now + GRANT_RESEND;
+            }
+            if let Some((body, next)) = self.statement_out.as_mut().filter(|s| s.1 <= now) {
+                w.statement(body);
+                *next = now + GRANT_RESEND;
             }
         }
         let len = w.len();

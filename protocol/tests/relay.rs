@@ -595,3 +595,51 @@ fn a_relay_earns_only_what_it_truly_carried() {
     let [consumer, _] = net.take_usage();
     assert_eq!(borrowed_from_relay(&consumer).up, 0, "{consumer:?}");
 }
+
+/// The proxy's statement of a member's account reaches the member through its tunnel,
+/// signed with the key its mesh credentials are signed with, and verifies there; a newer
+/// one replaces it.
+#[test]
+fn statements_reach_the_member_and_verify() {
+    use linkpool_protocol::statement::Statement;
+    let mut net = Net::new();
+    net.server.set_wall_clock(net.now, 1_800_000_000);
+    net.connect();
+    for _ in 0..10 {
+        net.run(Duration::from_millis(10));
+    }
+    assert!(net.consumer.statement().is_none());
+    let mut statement = Statement {
+        member: 99,
+        period_start: 1_798_761_600,
+        period_end: 1_801_440_000,
+        consumed_up: 1_000,
+        consumed_down: 20_000,
+        carried_up: 0,
+        carried_down: 0,
+        earned: 0,
+        spent: 7,
+        balance: 2_493,
+        issued_at: 1_800_000_010,
+    };
+    for round in 0..2 {
+        net.server.send_statement(net.now, CONSUMER, &statement);
+        for _ in 0..5 {
+            net.run(Duration::from_millis(10));
+        }
+        let got = net
+            .consumer
+            .statement()
+            .expect("a statement through the tunnel");
+        assert!(got.verified, "round {round}: {got:?}");
+        // The proxy names the member itself, whatever the caller said.
+        assert_eq!(got.statement.member, CONSUMER.0);
+        assert_eq!(got.statement.balance, statement.balance);
+        assert_eq!(got.statement.issued_at, statement.issued_at);
+        statement.issued_at += 60;
+        statement.balance -= 5;
+    }
+    assert_eq!(net.consumer.stats().drops.get(DropReason::BadStatement), 0);
+    // The relay member got none of it.
+    assert!(net.relay.statement().is_none());
+}

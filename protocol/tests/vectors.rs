@@ -265,11 +265,11 @@ fn packets_and_spread_packets() {
 #[test]
 fn extensions_are_skipped_and_unknown_frames_refused() {
     // 0x40 and up carry their length: a later version's frame is skipped.
-    let plain = unhex(&("00000003".to_string() + "41" + "02" + "aabb" + "01" + "ff" + "00"));
+    let plain = unhex(&("00000003".to_string() + "4f" + "02" + "aabb" + "01" + "ff" + "00"));
     assert_eq!(parse(&plain), (3, vec![Frame::Ping]));
     // An extension longer than what is left is malformed.
     assert_eq!(
-        first(&unhex("000000034105aabb")),
+        first(&unhex("000000034f05aabb")),
         Some(Err(DropReason::BadFrame))
     );
     // Below 0x40 every type is known to this version: the rest cannot be skipped.

@@ -28,8 +28,9 @@ use tokio::net::UdpSocket;
 use tracing::{debug, error, info, warn};
 
 use crate::config::ProxyConfig;
-use crate::ledger::{self, FLUSH_INTERVAL, LedgerWriter};
+use crate::ledger::{self, FLUSH_INTERVAL, LedgerWriter, STATEMENT_INTERVAL};
 use crate::setup::ProxyOs;
+use linkpool_protocol::statement::Statement;
 
 /// Handshakes timed at start to learn what one costs on this machine.
 const CALIBRATION_HANDSHAKES: u32 = 16;
@@ -52,6 +53,8 @@ struct Proxy {
     /// The listening socket looked at first, moved on each turn so none starves the others.
     receive_cursor: usize,
     ledger: LedgerWriter,
+    /// When members' statements were last sent.
+    statements_at: Option<Instant>,
 }
 
 fn member_keys(config: &ProxyConfig) -> Vec<MemberKey> {
@@ -197,6 +200,7 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
     };
     let mut proxy = Proxy {
         ledger,
+        statements_at: None,
         started: now,
         config,
         server,
@@ -245,8 +249,9 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
             _ = status.tick() => proxy.log_status(),
                         _ = ledger_flush.tick() => {
                 proxy.take_usage();
-                proxy.ledger.hand_over();
+                                proxy.ledger.hand_over();
                 proxy.set_balances();
+                proxy.send_statements(None);
             }
             Some((format, reply)) = requests.recv() => {
                 let _ = reply.send(proxy.status(format));
@@ -293,6 +298,46 @@ impl Proxy {
         let batch = self.ledger.pending();
         self.server
             .take_usage(|id, usage| batch.add(now, hour, &name(id.0), usage, name));
+    }
+
+    /// Sends each member (or only `to`) the signed statement of its account this month,
+    /// as of the ledger's last write: every [`STATEMENT_INTERVAL`], and to a member as it
+    /// connects.
+    fn send_statements(&mut self, to: Option<MemberId>) {
+        let now = Instant::now();
+        if to.is_none() {
+            if self
+                .statements_at
+                .is_some_and(|t| now.duration_since(t) < STATEMENT_INTERVAL)
+            {
+                return;
+            }
+            self.statements_at = Some(now);
+        }
+        let accounts = self.ledger.accounts();
+        let issued_at = ledger::unix_now();
+        let (start, end) = ledger::month_of(issued_at);
+        for (i, m) in self.config.members.iter().enumerate() {
+            let id = MemberId(i as u32);
+            if to.is_some_and(|t| t != id) {
+                continue;
+            }
+            let a = accounts.iter().find(|a| a.member == m.name);
+            let statement = Statement {
+                member: id.0,
+                period_start: start as u64,
+                period_end: end as u64,
+                consumed_up: a.map_or(0, |a| a.consumed.up),
+                consumed_down: a.map_or(0, |a| a.consumed.down),
+                carried_up: a.map_or(0, |a| a.carried.up),
+                carried_down: a.map_or(0, |a| a.carried.down),
+                earned: a.map_or(0, |a| a.earned.max(0)),
+                spent: a.map_or(0, |a| a.spent.max(0)),
+                balance: a.map_or(0, |a| a.balance),
+                issued_at: issued_at as u64,
+            };
+            self.server.send_statement(now, id, &statement);
+        }
     }
 
     /// Tells the core each member's balance, as of the ledger's last write.
@@ -396,6 +441,7 @@ impl Proxy {
 
     /// Logs what the core reports: members connecting and paths changing state.
     fn note_events(&mut self) {
+        let mut connected = Vec::new();
         while let Some(event) = self.server.poll_event() {
             let name = |id: MemberId| {
                 self.config
@@ -404,7 +450,10 @@ impl Proxy {
                     .map_or("?", |m| m.name.as_str())
             };
             match event {
-                ServerEvent::Connected(id) => info!(member = %name(id), "member connected"),
+                ServerEvent::Connected(id) => {
+                    info!(member = %name(id), "member connected");
+                    connected.push(id);
+                }
                 ServerEvent::Disconnected(id) => info!(member = %name(id), "member disconnected"),
                 ServerEvent::Path(id, e) => match e.state {
                     PathState::Dead => info!(member = %name(id), path = %e.path, "path down"),
@@ -413,6 +462,9 @@ impl Proxy {
                     }
                 },
             }
+        }
+        for id in connected {
+            self.send_statements(Some(id));
         }
     }
 

@@ -27,6 +27,8 @@ use tracing::{error, info};
 
 /// How often the event loop hands what it counted to the writer.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often members' statements are worked out and sent.
+pub const STATEMENT_INTERVAL: Duration = Duration::from_secs(60);
 /// Batches waiting for the writer at most; beyond, the event loop keeps adding to its own.
 const QUEUED_BATCHES: usize = 8;
 /// An hour, in seconds: the ledger's grain.
@@ -534,6 +536,93 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Every member's account in `[start, end)` (hour starts, unix seconds): what it
+    /// consumed and carried, earned and spent, with its balance now.
+    pub fn accounts(&self, start: i64, end: i64) -> Result<Vec<Account>, LedgerError> {
+        let balances = self.balances()?;
+        let read = || -> rusqlite::Result<Vec<Account>> {
+            let mut q = self.conn.prepare_cached(
+                "SELECT member, SUM(inner_up), SUM(inner_down), SUM(carried_up),
+                    SUM(carried_down), SUM(earned), SUM(spent)
+                 FROM usage WHERE hour >= ?1 AND hour < ?2 GROUP BY member",
+            )?;
+            let n = |r: &rusqlite::Row<'_>, i| r.get::<_, i64>(i);
+            let rows = q.query_map(params![start, end], |r| {
+                let member: String = r.get(0)?;
+                Ok(Account {
+                    balance: balances
+                        .iter()
+                        .find(|b| b.member == member)
+                        .map_or(0, |b| b.balance),
+                    member,
+                    period_start: start,
+                    period_end: end,
+                    consumed: Pair {
+                        up: n(r, 1)? as u64,
+                        down: n(r, 2)? as u64,
+                    },
+                    carried: Pair {
+                        up: n(r, 3)? as u64,
+                        down: n(r, 4)? as u64,
+                    },
+                    earned: n(r, 5)?,
+                    spent: n(r, 6)?,
+                })
+            })?;
+            let mut accounts: Vec<Account> = rows.collect::<rusqlite::Result<_>>()?;
+            // Members with a balance and no traffic in the period have an account too.
+            for b in &balances {
+                if !accounts.iter().any(|a| a.member == b.member) {
+                    accounts.push(Account {
+                        member: b.member.clone(),
+                        period_start: start,
+                        period_end: end,
+                        consumed: Pair::default(),
+                        carried: Pair::default(),
+                        earned: 0,
+                        spent: 0,
+                        balance: b.balance,
+                    });
+                }
+            }
+            Ok(accounts)
+        };
+        read().map_err(|e| LedgerError::new(&self.file, e))
+    }
+}
+
+/// The calendar month (UTC) `unix_s` falls in: its first second, and the next month's.
+pub fn month_of(unix_s: i64) -> (i64, i64) {
+    let (y, m, _) = civil_from_days(unix_s.div_euclid(86_400));
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    (
+        days_from_civil(y, m, 1) * 86_400,
+        days_from_civil(ny, nm, 1) * 86_400,
+    )
+}
+
+/// A member's account over a period: what its statement says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Account {
+    /// The member's name.
+    pub member: String,
+    /// The period, unix seconds: `[start, end)`.
+    pub period_start: i64,
+    /// See `period_start`.
+    pub period_end: i64,
+    /// Inner bytes it consumed.
+    pub consumed: Pair,
+    /// Wire bytes its line carried for others.
+    pub carried: Pair,
+    /// Milli-credits earned and spent in the period.
+    pub earned: MilliCredits,
+    /// See `earned`.
+    pub spent: MilliCredits,
+    /// Its balance now.
+    pub balance: MilliCredits,
+}
+
 /// A member's credit, in milli-credits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Balance {
@@ -623,8 +712,17 @@ pub struct LedgerWriter {
     tariff: (Tariff, i32),
     /// How old (ms) the counts in the last committed batch were when committed.
     lag_ms: Arc<AtomicU32>,
-    /// The balances as of the last commit.
-    balances: Arc<Mutex<Vec<Balance>>>,
+    /// The balances as of the last commit, and this month's accounts.
+    balances: Arc<Mutex<Published>>,
+}
+
+/// What the writer publishes after each batch (or each second without one).
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    /// Every member's balance.
+    pub balances: Vec<Balance>,
+    /// Every member's account this month (UTC).
+    pub accounts: Vec<Account>,
 }
 
 impl LedgerWriter {
@@ -636,7 +734,7 @@ impl LedgerWriter {
         utc_offset_s: i32,
     ) -> Result<LedgerWriter, LedgerError> {
         let ledger = Ledger::open(file)?;
-        let balances = Arc::new(Mutex::new(ledger.balances()?));
+        let balances = Arc::new(Mutex::new(Published::default()));
         let (to_writer, batches) = std::sync::mpsc::sync_channel(QUEUED_BATCHES);
         let lag_ms = Arc::new(AtomicU32::new(0));
         let (lag, published) = (lag_ms.clone(), balances.clone());
@@ -662,7 +760,18 @@ impl LedgerWriter {
     /// The members' balances as of the last batch written (adjustments made meanwhile by
     /// `linkpool-proxy credits grant` included).
     pub fn balances(&self) -> Vec<Balance> {
-        self.balances.lock().map(|b| b.clone()).unwrap_or_default()
+        self.balances
+            .lock()
+            .map(|p| p.balances.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every member's account this month (UTC), as of the last batch written.
+    pub fn accounts(&self) -> Vec<Account> {
+        self.balances
+            .lock()
+            .map(|p| p.accounts.clone())
+            .unwrap_or_default()
     }
 
     /// Where counts are gathered until the next hand-over.
@@ -722,16 +831,34 @@ fn write_batches(
     mut ledger: Ledger,
     batches: Receiver<Batch>,
     lag_ms: Arc<AtomicU32>,
-    balances: Arc<Mutex<Vec<Balance>>>,
+    balances: Arc<Mutex<Published>>,
 ) {
-    let publish = |ledger: &Ledger| match ledger.balances() {
-        Ok(b) => {
-            if let Ok(mut published) = balances.lock() {
-                *published = b;
+    // Balances after every batch (one row a member); the month's accounts, which add up
+    // a month of rows, at most once a statement interval.
+    let mut accounts_at: Option<Instant> = None;
+    let mut publish = |ledger: &Ledger| {
+        let accounts = if accounts_at.is_none_or(|t| t.elapsed() >= STATEMENT_INTERVAL) {
+            accounts_at = Some(Instant::now());
+            let (start, end) = month_of(unix_now());
+            Some(ledger.accounts(start, end))
+        } else {
+            None
+        };
+        match (ledger.balances(), accounts) {
+            (Ok(b), accounts) => {
+                if let Ok(mut published) = balances.lock() {
+                    published.balances = b;
+                    match accounts {
+                        Some(Ok(a)) => published.accounts = a,
+                        Some(Err(e)) => error!("{e}"),
+                        None => {}
+                    }
+                }
             }
+            (Err(e), _) => error!("{e}"),
         }
-        Err(e) => error!("{e}"),
     };
+    publish(&ledger);
     // A batch that failed (disk full, ...) is kept and retried with the next one.
     let mut failed: Option<Batch> = None;
     loop {
