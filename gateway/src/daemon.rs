@@ -986,6 +986,7 @@ impl Gateway {
         let status = serde_json::json!({
             "member": self.config.bundle.member,
             "mesh": mesh,
+            "ledger": crate::ledger::status_json(&self.client),
             "connected": self.client.is_connected(),
             "proxy": self.target.current().map(|p| p.to_string()),
             "uptime_s": now.saturating_duration_since(self.started).as_secs(),

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod ledger;
 pub mod netifd;
 pub mod proxy_target;
 pub mod setup;

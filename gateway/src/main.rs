@@ -17,8 +17,10 @@ usage: linkpool --version
                                        run the daemon from an OpenWrt UCI file
        linkpool check-config (-c FILE | --uci FILE [--resolve NETWORK=DEVICE ...])
                                        validate a configuration and exit 0 or 1
-       linkpool status [--json] [-c FILE | --uci FILE | --socket PATH]
-                                       ask the running daemon how it is doing";
+              linkpool status [--json] [-c FILE | --uci FILE | --socket PATH]
+                                       ask the running daemon how it is doing
+       linkpool ledger [--json] [-c FILE | --uci FILE | --socket PATH]
+                                       this member's account as the proxy last signed it";
 
 /// Prints a line on stdout; when stdout is gone (a closed pipe), says so on stderr if it
 /// can and returns exit status 1 from the enclosing function. Never panics.
@@ -54,6 +56,7 @@ enum Command {
     Run(ConfigSource),
     CheckConfig(ConfigSource),
     Status { socket: PathBuf, json: bool },
+    Ledger { socket: PathBuf, json: bool },
 }
 
 fn parse_source(parser: &mut lexopt::Parser) -> Result<ConfigSource, Usage> {
@@ -135,6 +138,12 @@ fn parse_args() -> Result<Command, Usage> {
                 return Ok(Command::CheckConfig(source));
             }
             "status" => return parse_status(&mut parser),
+            "ledger" => {
+                let Command::Status { socket, json } = parse_status(&mut parser)? else {
+                    unreachable!("parse_status makes a Status");
+                };
+                return Ok(Command::Ledger { socket, json });
+            }
             "help" => Command::Help,
             other => return Err(Usage(format!("unknown command `{other}`"))),
         },
@@ -272,6 +281,21 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },
+        Command::Ledger { socket, json } => {
+            let status = linkpool_os::control::query(&socket, linkpool_os::control::Format::Json)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()));
+            match status {
+                Ok(status) => {
+                    out!(
+                        "{}",
+                        linkpool_gateway::ledger::render(&status, json).trim_end()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
         Command::Run(source) => run(source),
     }
 }

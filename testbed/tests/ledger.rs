@@ -190,6 +190,34 @@ fn the_ledger_pays_relays_what_their_lines_carried_and_charges_what_was_consumed
         link(1, 2),
         0.01,
     );
+    // r1 holds a statement of its account the proxy signed, and it verifies there.
+    let statement: Value = serde_json::from_str(
+        &coop
+            .router(1)
+            .exec_ok(&[
+                pool.linkpool_bin().to_str().unwrap(),
+                "ledger",
+                "--json",
+                "--socket",
+                pool.gateway_socket(1).to_str().unwrap(),
+            ])
+            .unwrap(),
+    )
+    .unwrap();
+    let s = &statement["statement"];
+    assert_eq!(s["verified"], true, "{statement}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (start, end) = (
+        s["period_start"].as_u64().unwrap(),
+        s["period_end"].as_u64().unwrap(),
+    );
+    assert!(
+        start <= now && now < end && end - start >= 28 * 86_400,
+        "{statement}"
+    );
     // What r2 and r3 carried was r1's download, but for the others' probes.
     within(
         "r1 borrowed down",
