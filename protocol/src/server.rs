@@ -933,6 +933,9 @@ impl Server {
                 let Some(hop) = p.endpoint().relay else {
                     continue;
                 };
+                                // Below the co-op's floor: its own line only (its paths through others'
+                // are kept alive by their probes, no more).
+                p.set_standby(barred);
                 let remote = p.endpoint().remote;
                 let line = lines
                     .iter()
@@ -940,9 +943,7 @@ impl Server {
                 if line.is_some_and(|l| l.shared) {
                     continue;
                 }
-                let cap = line.and_then(|l| spare_for_relayed(l.capacity, l.own));
-                // Below the co-op's floor: its own line only.
-                p.set_rate_cap(if barred { Some(0) } else { cap });
+                p.set_rate_cap(line.and_then(|l| spare_for_relayed(l.capacity, l.own)));
             }
         }
     }

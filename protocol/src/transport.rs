@@ -792,12 +792,13 @@ impl Transport {
     /// The usable paths as the scheduler sees them now, soonest arrival first.
     fn lanes(&self, now: Instant, out: &mut [Option<(usize, Lane)>; MAX_PATHS]) -> usize {
         let mtu = self.mtu + TRANSPORT_OVERHEAD;
-        // With no path active (a session just back, its paths still confirming), traffic
-        // goes on the one most likely to deliver rather than wait for three answers.
+                // With no path active (a session just back, its paths still confirming), traffic
+        // goes on the one most likely to deliver rather than wait for three answers; never
+        // on one held to probes (a line that gives us nothing now).
         let fallback = if self.paths.iter().any(Path::usable) {
             None
         } else {
-            self.best_path(None)
+            self.best_path_where(|p| !p.standby())
         };
         let mut n = 0;
         for (i, p) in self.paths.iter().enumerate() {

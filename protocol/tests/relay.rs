@@ -643,3 +643,36 @@ fn statements_reach_the_member_and_verify() {
     // The relay member got none of it.
     assert!(net.relay.statement().is_none());
 }
+
+/// Below the co-op's floor a member uses only its own line: the proxy sends it nothing
+/// through a neighbour's (here its only path) until its balance is back above.
+#[test]
+fn below_the_floor_nothing_comes_through_a_neighbours_line() {
+    use linkpool_protocol::credits::Contention;
+    let mut net = Net::new();
+    net.connect();
+    net.server
+        .set_credit_rules(Contention::default(), Some(-5_000));
+    net.server.set_balance(CONSUMER, -5_001);
+    for _ in 0..3 {
+        net.run(Duration::from_millis(20));
+    }
+    for seq in 0..10 {
+        net.send_down(seq);
+        net.run(Duration::from_millis(5));
+    }
+    assert!(
+        net.at_consumer.is_empty(),
+        "{} came through",
+        net.at_consumer.len()
+    );
+    net.server.set_balance(CONSUMER, -5_000);
+    for _ in 0..20 {
+        net.run(Duration::from_millis(20));
+    }
+    assert_eq!(
+        net.at_consumer.len(),
+        10,
+        "what waited comes once it may borrow again"
+    );
+}
