@@ -960,6 +960,15 @@ impl Collector for Scrape {
         )?;
         family(
             &mut e,
+            "linkpool_member_balance_credits",
+            "The member's credit balance, as the ledger last told the proxy.",
+            members
+                .iter()
+                .filter_map(|m| Some(([("member", name(m))], m["balance"].as_i64()?)))
+                .map(|(l, b)| (l, ConstGauge::new(b as f64 / 1e3))),
+        )?;
+        family(
+            &mut e,
             "linkpool_member_rx_bytes",
             "Inner bytes received from the member over all its paths since the proxy started.",
             self.members
@@ -1085,7 +1094,7 @@ mod tests {
         "cookies_sent": 0,
         "members": [
             {"name": "alice", "addresses": ["10.77.0.2", "fd77::2"], "connected": true,
-             "session_age_s": 30, "last_received_s_ago": 0, "queued": 0,
+                          "session_age_s": 30, "last_received_s_ago": 0, "queued": 0, "balance": -1500,
              "paths": [
                 {"path": 7, "state": "active", "srtt_ms": 20.5, "loss": 0.01,
                  "delivery_rate_bps": 8000000, "rx_bytes": 100, "tx_bytes": 1000},
@@ -1536,6 +1545,7 @@ mod tests {
             "# TYPE linkpool_member_rx_bytes_total counter",
             "linkpool_member_connected{member=\"alice\"} 1",
             "linkpool_member_connected{member=\"bob\"} 0",
+            "linkpool_member_balance_credits{member=\"alice\"} -1.5",
             "linkpool_sessions_connected 1",
             "linkpool_members 2",
             "linkpool_path_rx_bytes_total{member=\"alice\",path=\"7\"} 100",

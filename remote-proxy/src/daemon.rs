@@ -590,7 +590,14 @@ fn status_text(s: &serde_json::Value) -> String {
         } else {
             "offline"
         };
-        let _ = writeln!(out, "member {} {state}", m["name"].as_str().unwrap_or("?"));
+        let balance = m["balance"].as_i64().map_or(String::new(), |b| {
+            format!("  balance {}", ledger::credits(b))
+        });
+        let _ = writeln!(
+            out,
+            "member {} {state}{balance}",
+            m["name"].as_str().unwrap_or("?")
+        );
         for p in m["paths"].as_array().into_iter().flatten() {
             let rtt = p["srtt_ms"]
                 .as_f64()
