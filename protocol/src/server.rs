@@ -933,7 +933,7 @@ impl Server {
                 let Some(hop) = p.endpoint().relay else {
                     continue;
                 };
-                                // Below the co-op's floor: its own line only (its paths through others'
+                // Below the co-op's floor: its own line only (its paths through others'
                 // are kept alive by their probes, no more).
                 p.set_standby(barred);
                 let remote = p.endpoint().remote;

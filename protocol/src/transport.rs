@@ -792,7 +792,7 @@ impl Transport {
     /// The usable paths as the scheduler sees them now, soonest arrival first.
     fn lanes(&self, now: Instant, out: &mut [Option<(usize, Lane)>; MAX_PATHS]) -> usize {
         let mtu = self.mtu + TRANSPORT_OVERHEAD;
-                // With no path active (a session just back, its paths still confirming), traffic
+        // With no path active (a session just back, its paths still confirming), traffic
         // goes on the one most likely to deliver rather than wait for three answers; never
         // on one held to probes (a line that gives us nothing now).
         let fallback = if self.paths.iter().any(Path::usable) {
