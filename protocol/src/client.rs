@@ -615,6 +615,7 @@ impl Client {
         }
         let clock = u64::from_be_bytes(body[n + 32..].try_into().expect("8 bytes"));
         let own = (self.wall_at_origin_us + micros(self.origin, now)) / 1_000_000;
+        let first = self.grant.is_none();
         self.grant = Some(MeshGrant {
             credential,
             issuer,
@@ -622,6 +623,10 @@ impl Client {
         });
         self.push_event(Event::MeshGrant);
         self.grant_to_mesh(now);
+        // A statement that came before the first grant can be checked now.
+        if let Some(waiting) = self.statement.take_if(|s| first && !s.verified) {
+            self.take_statement(&waiting.signed.to_bytes());
+        }
     }
 
     /// Takes part in the mesh: neighbours' hellos are answered and sent, relays found,
@@ -847,7 +852,8 @@ impl Client {
     /// A statement from the proxy: kept when newer than the one kept, with whether its
     /// signature verified against the key the proxy grants credentials with (learnt
     /// through this same tunnel) and it is this member's. One that does not is counted
-    /// (`bad_statement`) and kept only to be shown as unverified.
+    /// (`bad_statement`) and kept only to be shown as unverified; one that comes before
+    /// the first grant waits for it ([`Client::take_grant`] checks it then).
     fn take_statement(&mut self, body: &[u8; crate::frame::STATEMENT_LEN]) {
         let Ok(signed) = SignedStatement::from_bytes(body) else {
             return self.stats.drops.count(DropReason::BadStatement);
@@ -860,7 +866,9 @@ impl Client {
         let statement = match verified {
             Some(s) => s,
             None => {
-                self.stats.drops.count(DropReason::BadStatement);
+                if self.grant.is_some() {
+                    self.stats.drops.count(DropReason::BadStatement);
+                }
                 signed.unverified()
             }
         };

@@ -676,3 +676,41 @@ fn below_the_floor_nothing_comes_through_a_neighbours_line() {
         "what waited comes once it may borrow again"
     );
 }
+
+/// A statement that comes before the member's first grant (both are sent as it connects)
+/// is checked once the grant, with the key, is there: not counted as bad.
+#[test]
+fn a_statement_before_the_grant_verifies_when_the_grant_comes() {
+    use linkpool_protocol::statement::Statement;
+    let mut net = Net::new();
+    // No wall clock yet: the proxy grants no credential until it has one.
+    net.connect();
+    assert!(net.consumer.mesh_grant().is_none());
+    let statement = Statement {
+        member: 0,
+        period_start: 1_798_761_600,
+        period_end: 1_801_440_000,
+        consumed_up: 1,
+        consumed_down: 2,
+        carried_up: 0,
+        carried_down: 0,
+        earned: 0,
+        spent: 0,
+        balance: 0,
+        issued_at: 1_800_000_001,
+    };
+    net.server.send_statement(net.now, CONSUMER, &statement);
+    for _ in 0..20 {
+        net.run(Duration::from_millis(10));
+    }
+    let waiting = net.consumer.statement().expect("a statement");
+    assert!(!waiting.verified, "no key to check it with yet");
+    net.server.set_wall_clock(net.now, 1_800_000_000);
+    for _ in 0..20 {
+        net.run(Duration::from_millis(10));
+    }
+    assert!(net.consumer.mesh_grant().is_some());
+    let got = net.consumer.statement().expect("a statement");
+    assert!(got.verified, "{got:?}");
+    assert_eq!(net.consumer.stats().drops.get(DropReason::BadStatement), 0);
+}
