@@ -13,10 +13,15 @@ use linkpool_os::log::parse_level;
 use linkpool_os::routing::{GATEWAY_RULE_COUNT, GatewayRouting};
 use linkpool_os::tun::check_ifname;
 use linkpool_protocol::bundle::MemberBundle;
+use linkpool_protocol::devices::{
+    DEFAULT_FLOOR, DevicePolicy, MAX_ADDRESSES_PER_DEVICE, MAX_DEVICES, is_device_name,
+};
 use linkpool_protocol::flow::{FlowClass, Mode, Modes};
 use linkpool_protocol::relay::RelayPolicy;
 use linkpool_protocol::sharing::{ResetDay, Schedule, ScheduleError, Share, SharePolicy};
 use serde::Deserialize;
+use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tracing::level_filters::LevelFilter;
@@ -66,6 +71,9 @@ pub struct GatewayConfig {
     /// The rest of the owner's policy: shares of the measured line, byte allowances per
     /// day and month, and when lending is allowed.
     pub share_policy: SharePolicy,
+    /// Devices of the owner's LAN with limits of their own (`[[device]]`, `config
+    /// device`), in file order.
+    pub devices: Vec<DeviceConfig>,
     /// Things worth a log line that did not stop the configuration (uplinks skipped because
     /// their network is down, ...).
     pub warnings: Vec<String>,
@@ -82,6 +90,101 @@ pub const MESH_GROUP_V6: std::net::Ipv6Addr =
 pub const MAX_SHARE_MBIT: f64 = 100_000.0;
 /// The most a sharing allowance may say, in MB (a petabyte).
 pub const MAX_ALLOWANCE_MB: f64 = 1e9;
+
+/// The least a device's floor may be, in Mbit/s (below, TCP hardly works at all).
+pub const MIN_FLOOR_MBIT: f64 = 0.1;
+/// The most a device's floor may be, in Mbit/s.
+pub const MAX_FLOOR_MBIT: f64 = 1000.0;
+
+/// One device of the owner's LAN with limits of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceConfig {
+    /// Its name in status, logs and the state file.
+    pub name: String,
+    /// Its MAC address: the addresses it uses are found in the kernel's neighbour table.
+    pub mac: Option<MacAddr>,
+    /// Addresses it uses, given by the owner (beside those found for its MAC).
+    pub addresses: Vec<IpAddr>,
+    /// Its thresholds and floor.
+    pub policy: DevicePolicy,
+}
+
+/// An Ethernet MAC address, written `aa:bb:cc:dd:ee:ff` (or with `-`, any case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl std::str::FromStr for MacAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<MacAddr, String> {
+        let bad = || {
+            format!(
+                "`{s}` is not a MAC address (six pairs of hex digits, such as 3c:22:fb:12:34:56)"
+            )
+        };
+        let t = s.trim();
+        let sep = if t.contains('-') { '-' } else { ':' };
+        let mut out = [0u8; 6];
+        let mut parts = t.split(sep);
+        for b in &mut out {
+            let p = parts.next().ok_or_else(bad)?;
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        if out == [0; 6] {
+            return Err(format!("`{s}` is the all-zero MAC address, no device's"));
+        }
+        if out[0] & 1 == 1 {
+            return Err(format!(
+                "`{s}` is a multicast MAC address (its first byte is odd), no device's"
+            ));
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+/// Checks an address a device uses: one the LAN can send to the Internet from.
+fn device_address(text: &str) -> Result<IpAddr, String> {
+    let a: IpAddr = text.trim().parse().map_err(|_| {
+        format!(
+            "`{text}` is not an IP address (such as 192.168.1.50 or fd00::50; no prefix length)"
+        )
+    })?;
+    let a = a.to_canonical();
+    let why_not = match a {
+        _ if a.is_unspecified() => Some("unspecified"),
+        _ if a.is_loopback() => Some("a loopback address"),
+        _ if a.is_multicast() => Some("a multicast address"),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+        IpAddr::V4(v4) if v4.is_link_local() => {
+            Some("link-local (169.254.0.0/16): it never reaches the Internet")
+        }
+        IpAddr::V6(v6) if linkpool_os::socket::is_link_local_v6(&v6) => {
+            Some("link-local (fe80::/10): it never reaches the Internet")
+        }
+        _ => None,
+    };
+    match why_not {
+        Some(w) => Err(format!("`{text}` is {w}")),
+        None => Ok(a),
+    }
+}
 
 /// The `[tunnel]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,6 +312,19 @@ impl GatewayConfig {
             share_reset_day: raw.sharing.as_ref().and_then(|s| s.monthly_reset_day),
             share_days: raw.sharing.as_ref().and_then(|s| s.days.clone()),
             share_hours: raw.sharing.as_ref().and_then(|s| s.hours.clone()),
+            devices: raw
+                .device
+                .into_iter()
+                .map(|d| DeviceSettings {
+                    name: d.name,
+                    mac: d.mac,
+                    addresses: d.addresses.unwrap_or_default(),
+                    daily_mb: d.daily_mb,
+                    monthly_mb: d.monthly_mb,
+                    monthly_reset_day: d.monthly_reset_day,
+                    floor_mbit: d.floor_mbit,
+                })
+                .collect(),
             warnings: Vec::new(),
             unresolved_lan: Vec::new(),
         };
@@ -240,12 +356,28 @@ impl GatewayConfig {
                 Field::UplinkName(i) => format!("uplink[{i}].name"),
                 Field::UplinkDevice(i) => format!("uplink[{i}].device"),
                 Field::UplinkProbeInterval(i) => format!("uplink[{i}].probe_interval_ms"),
+                Field::Devices => "device".to_string(),
+                Field::DeviceEntry(i) => format!("device[{i}]"),
+                Field::DeviceName(i) => format!("device[{i}].name"),
+                Field::DeviceMac(i) => format!("device[{i}].mac"),
+                Field::DeviceAddress(i) => format!("device[{i}].addresses"),
+                Field::DeviceDaily(i) => format!("device[{i}].daily_mb"),
+                Field::DeviceMonthly(i) => format!("device[{i}].monthly_mb"),
+                Field::DeviceResetDay(i) => format!("device[{i}].monthly_reset_day"),
+                Field::DeviceFloor(i) => format!("device[{i}].floor_mbit"),
             };
-            // A missing key: point at the header of its table instead.
-            let line = toml_key_line(text, &key).or_else(|| {
-                key.rsplit_once('.')
-                    .and_then(|(table, _)| toml_key_line(text, table))
-            });
+            // A missing key: point at the header of its table instead; the first
+            // `[[device]]` when there are too many.
+            let line = toml_key_line(text, &key)
+                .or_else(|| {
+                    key.rsplit_once('.')
+                        .and_then(|(table, _)| toml_key_line(text, table))
+                })
+                .or_else(|| {
+                    (field == Field::Devices)
+                        .then(|| toml_key_line(text, "device[0]"))
+                        .flatten()
+                });
             (key, line)
         };
         settings.validate(path, &locate)
@@ -301,6 +433,21 @@ struct RawToml {
     // Modes are checked as they are read: an error has the value's line.
     spreading: Option<SpreadingTable>,
     sharing: Option<RawSharing>,
+    #[serde(default)]
+    device: Vec<RawDevice>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    name: Option<String>,
+    mac: Option<String>,
+    addresses: Option<Vec<String>>,
+    daily_mb: Option<f64>,
+    monthly_mb: Option<f64>,
+    // Wider than a day, so that `31` gets the range in its error.
+    monthly_reset_day: Option<i64>,
+    floor_mbit: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -368,9 +515,22 @@ struct Settings {
     share_reset_day: Option<i64>,
     share_days: Option<String>,
     share_hours: Option<String>,
+    devices: Vec<DeviceSettings>,
     warnings: Vec<String>,
     /// LAN networks named but not resolved to a device (UCI only).
     unresolved_lan: Vec<String>,
+}
+
+/// One device as read, before validation.
+#[derive(Default)]
+struct DeviceSettings {
+    name: Option<String>,
+    mac: Option<String>,
+    addresses: Vec<String>,
+    daily_mb: Option<f64>,
+    monthly_mb: Option<f64>,
+    monthly_reset_day: Option<i64>,
+    floor_mbit: Option<f64>,
 }
 
 struct UplinkSettings {
@@ -408,6 +568,15 @@ enum Field {
     ShareResetDay,
     ShareDays,
     ShareHours,
+    Devices,
+    DeviceEntry(usize),
+    DeviceName(usize),
+    DeviceMac(usize),
+    DeviceAddress(usize),
+    DeviceDaily(usize),
+    DeviceMonthly(usize),
+    DeviceResetDay(usize),
+    DeviceFloor(usize),
 }
 
 type Locate<'a> = dyn Fn(Field) -> (String, Option<usize>) + 'a;
@@ -709,6 +878,8 @@ impl Settings {
             }
         }
 
+        let devices = validate_devices(self.devices, &err, &megabytes)?;
+
         Ok(GatewayConfig {
             file: file.to_path_buf(),
             bundle,
@@ -728,9 +899,128 @@ impl Settings {
             spreading: self.spreading,
             sharing,
             share_policy,
+            devices,
             warnings: self.warnings,
         })
     }
+}
+
+/// The devices with limits of their own: each named once, by a MAC and/or addresses no
+/// other device has, its thresholds and floor in range.
+fn validate_devices(
+    settings: Vec<DeviceSettings>,
+    err: &dyn Fn(Field, String) -> ConfigError,
+    megabytes: &dyn Fn(Field, Option<f64>) -> Result<Option<u64>, ConfigError>,
+) -> Result<Vec<DeviceConfig>, ConfigError> {
+    if settings.len() > MAX_DEVICES {
+        return Err(err(
+            Field::Devices,
+            format!(
+                "{} devices: at most {MAX_DEVICES} may have limits of their own",
+                settings.len()
+            ),
+        ));
+    }
+    let mut devices: Vec<DeviceConfig> = Vec::new();
+    for (i, d) in settings.into_iter().enumerate() {
+        let name = d
+            .name
+            .ok_or_else(|| err(Field::DeviceName(i), "missing".into()))?;
+        if !is_device_name(&name) {
+            return Err(err(
+                Field::DeviceName(i),
+                format!("`{name}` is not a usable name (1 to 32 letters, digits, `-`, `_` or `.`)"),
+            ));
+        }
+        if devices.iter().any(|o| o.name == name) {
+            return Err(err(
+                Field::DeviceName(i),
+                format!("device `{name}` is given twice"),
+            ));
+        }
+        let mac = match d.mac.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(m) => {
+                let mac: MacAddr = m.parse().map_err(|r| err(Field::DeviceMac(i), r))?;
+                if let Some(o) = devices.iter().find(|o| o.mac == Some(mac)) {
+                    return Err(err(
+                        Field::DeviceMac(i),
+                        format!("MAC address {mac} is already device `{}`'s", o.name),
+                    ));
+                }
+                Some(mac)
+            }
+        };
+        let mut addresses: Vec<IpAddr> = Vec::new();
+        for text in d.addresses.iter().filter(|a| !a.trim().is_empty()) {
+            let a = device_address(text).map_err(|r| err(Field::DeviceAddress(i), r))?;
+            if addresses.contains(&a) {
+                return Err(err(
+                    Field::DeviceAddress(i),
+                    format!("`{text}` is listed twice"),
+                ));
+            }
+            if let Some(o) = devices.iter().find(|o| o.addresses.contains(&a)) {
+                return Err(err(
+                    Field::DeviceAddress(i),
+                    format!("`{text}` is already device `{}`'s", o.name),
+                ));
+            }
+            addresses.push(a);
+        }
+        if addresses.len() > MAX_ADDRESSES_PER_DEVICE {
+            return Err(err(
+                Field::DeviceAddress(i),
+                format!(
+                    "{} addresses: a device has at most {MAX_ADDRESSES_PER_DEVICE}",
+                    addresses.len()
+                ),
+            ));
+        }
+        if mac.is_none() && addresses.is_empty() {
+            return Err(err(
+                Field::DeviceEntry(i),
+                format!(
+                    "device `{name}` has neither a MAC address nor an address: give `mac` (its addresses are then found by themselves) or its addresses"
+                ),
+            ));
+        }
+        let monthly_reset_day = match d.monthly_reset_day {
+                None => ResetDay::FIRST,
+                Some(day) => u8::try_from(day).ok().and_then(ResetDay::new).ok_or_else(|| {
+                    err(
+                        Field::DeviceResetDay(i),
+                        format!(
+                            "{day} is out of range: a day of the month from 1 to 28 (so that every month has it)"
+                        ),
+                    )
+                })?,
+            };
+        let floor = match d.floor_mbit {
+            None => DEFAULT_FLOOR,
+            Some(m) if (MIN_FLOOR_MBIT..=MAX_FLOOR_MBIT).contains(&m) => (m * 125_000.0) as u64,
+            Some(m) => {
+                return Err(err(
+                    Field::DeviceFloor(i),
+                    format!(
+                        "{m} is out of range: the rate in Mbit/s each way the device keeps over its thresholds, from {MIN_FLOOR_MBIT} to {MAX_FLOOR_MBIT}"
+                    ),
+                ));
+            }
+        };
+        devices.push(DeviceConfig {
+            name,
+            mac,
+            addresses,
+            policy: DevicePolicy {
+                daily_bytes: megabytes(Field::DeviceDaily(i), d.daily_mb)?,
+                monthly_bytes: megabytes(Field::DeviceMonthly(i), d.monthly_mb)?,
+                monthly_reset_day,
+                floor,
+            },
+        });
+    }
+    Ok(devices)
 }
 
 /// Checks a tunnel MTU (not 0) against what a datagram can carry and what the tunnel's
@@ -807,6 +1097,16 @@ const GATEWAY_OPTIONS: &[&str] = &[
     "share_hours",
 ];
 const UPLINK_OPTIONS: &[&str] = &["enabled", "name", "network", "device", "probe_interval_ms"];
+const DEVICE_OPTIONS: &[&str] = &[
+    "enabled",
+    "name",
+    "mac",
+    "address",
+    "daily_mb",
+    "monthly_mb",
+    "monthly_reset_day",
+    "floor_mbit",
+];
 
 fn from_uci(
     file: &Path,
@@ -819,6 +1119,7 @@ fn from_uci(
     let mut settings = Settings::default();
     let mut gateway = None;
     let mut uplink_index = 0;
+    let mut device_index = 0;
     let resolve_net = |net: &str| {
         resolve
             .iter()
@@ -848,12 +1149,16 @@ fn from_uci(
                 uplink_index += 1;
                 (UPLINK_OPTIONS, s.label(uplink_index - 1))
             }
+            "device" => {
+                device_index += 1;
+                (DEVICE_OPTIONS, s.label(device_index - 1))
+            }
             other => {
                 return Err(ConfigError::key(
                     file,
                     format!("{package}.{}", s.label(0)),
                     Some(s.line),
-                    format!("unknown section type `{other}` (known: gateway, uplink)"),
+                    format!("unknown section type `{other}` (known: gateway, uplink, device)"),
                 ));
             }
         };
@@ -867,10 +1172,13 @@ fn from_uci(
                     format!("unknown option (known: {})", allowed.join(", ")),
                 ));
             }
-            let is_list_option = matches!(
-                o.name.as_str(),
-                "lan_network" | "lan_device" | "mesh_network" | "mesh_device"
-            );
+            let is_list_option = match s.kind.as_str() {
+                "device" => o.name == "address",
+                _ => matches!(
+                    o.name.as_str(),
+                    "lan_network" | "lan_device" | "mesh_network" | "mesh_device"
+                ),
+            };
             if matches!(o.value, UciValue::List(_)) && !is_list_option {
                 return Err(ConfigError::key(
                     file,
@@ -1225,6 +1533,113 @@ fn from_uci(
         });
     }
 
+    // Devices with limits of their own.
+    for (index, s) in pkg
+        .sections
+        .iter()
+        .filter(|s| s.kind == "device")
+        .enumerate()
+    {
+        let label = s.label(index);
+        let okey = |name: &str| format!("{package}.{label}.{name}");
+        let get = |name: &str| match s.get(name).map(|o| &o.value) {
+            Some(UciValue::Single(v)) if !v.trim().is_empty() => {
+                Some((v.trim(), s.get(name).map(|o| o.line)))
+            }
+            _ => None,
+        };
+        if let Some((v, line)) = get("enabled") {
+            match uci_bool(v) {
+                Some(false) => continue,
+                Some(true) => {}
+                None => {
+                    return Err(ConfigError::key(
+                        file,
+                        okey("enabled"),
+                        line,
+                        format!("expected 0 or 1, got `{v}`"),
+                    ));
+                }
+            }
+        }
+        let i = settings.devices.len();
+        let mut device = DeviceSettings::default();
+        keys.push((
+            Field::DeviceEntry(i),
+            format!("{package}.{label}"),
+            Some(s.line),
+        ));
+        device.name = match get("name") {
+            Some((v, line)) => {
+                keys.push((Field::DeviceName(i), okey("name"), line));
+                Some(v.to_string())
+            }
+            None => {
+                keys.push((Field::DeviceName(i), okey("name"), Some(s.line)));
+                s.name.clone()
+            }
+        };
+        if let Some((v, line)) = get("mac") {
+            keys.push((Field::DeviceMac(i), okey("mac"), line));
+            device.mac = Some(v.to_string());
+        }
+        if let Some(o) = s.get("address") {
+            keys.push((Field::DeviceAddress(i), okey("address"), Some(o.line)));
+            device.addresses = match &o.value {
+                // `option address '192.168.1.50 fd00::50'` is the older way to write a list.
+                UciValue::Single(v) => v.split_whitespace().map(str::to_string).collect(),
+                UciValue::List(v) => v.clone(),
+            };
+        }
+        for (field, name) in [
+            (Field::DeviceDaily(i), "daily_mb"),
+            (Field::DeviceMonthly(i), "monthly_mb"),
+            (Field::DeviceResetDay(i), "monthly_reset_day"),
+            (Field::DeviceFloor(i), "floor_mbit"),
+        ] {
+            let Some((v, line)) = get(name) else {
+                continue;
+            };
+            keys.push((field, okey(name), line));
+            let bad = |what: &str| {
+                ConfigError::key(
+                    file,
+                    okey(name),
+                    line,
+                    format!("expected {what}, got `{v}`"),
+                )
+            };
+            match field {
+                Field::DeviceDaily(_) | Field::DeviceMonthly(_) => {
+                    let mb = v
+                        .parse::<f64>()
+                        .map_err(|_| bad("a size in MB (1 MB = 1000000 bytes)"))?;
+                    match field {
+                        Field::DeviceDaily(_) => device.daily_mb = Some(mb),
+                        _ => device.monthly_mb = Some(mb),
+                    }
+                }
+                Field::DeviceResetDay(_) => {
+                    // Any integer: out of range, the error gives the range.
+                    let day = uci_int(v).ok_or_else(|| bad("a day of the month from 1 to 28"))?;
+                    device.monthly_reset_day = Some(i64::try_from(day).unwrap_or(i64::MAX));
+                }
+                _ => {
+                    let mbit = v
+                        .parse::<f64>()
+                        .map_err(|_| bad("a rate in Mbit/s (such as 1 or 0.5)"))?;
+                    device.floor_mbit = Some(mbit);
+                }
+            }
+        }
+        settings.devices.push(device);
+    }
+    let devices_line = pkg
+        .sections
+        .iter()
+        .find(|s| s.kind == "device")
+        .map(|s| s.line);
+
     let fallback = format!("{package}.{gw_label}");
     let uplinks_line = gw.line;
     let skipped_all = index > 0;
@@ -1238,6 +1653,7 @@ fn from_uci(
                 (!skipped_all).then_some(uplinks_line),
             ),
             Field::Bundle => (format!("{fallback}.bundle"), Some(uplinks_line)),
+            Field::Devices => (format!("{package}.@device"), devices_line),
             _ => (fallback.clone(), Some(uplinks_line)),
         }
     };
@@ -1461,5 +1877,385 @@ mod tests {
         let e = uci("\tlist share_days 'mon'").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("linkpool.main.share_days"), "{e}");
         assert!(e.reason.contains("is a list"), "{e}");
+    }
+
+    /// A TOML configuration with `devices` after its uplink (from line 7 on).
+    fn toml_devices(devices: &str) -> Result<GatewayConfig, ConfigError> {
+        let text = format!(
+            "bundle = \"{}\"\n\n[[uplink]]\nname = \"wan\"\ndevice = \"eth1\"\n\n{devices}",
+            bundle()
+        );
+        GatewayConfig::from_toml_str(Path::new("/etc/linkpool/gateway.toml"), &text)
+    }
+
+    /// A UCI configuration with `sections` after its uplink (from line 5 on).
+    fn uci_devices(sections: &str) -> Result<GatewayConfig, ConfigError> {
+        let text = format!(
+            "config gateway 'main'\n\toption bundle '{}'\nconfig uplink 'wan'\n\toption device 'eth1'\n{sections}",
+            bundle()
+        );
+        match GatewayConfig::from_uci_str(Path::new("/etc/config/linkpool"), &text, &[])? {
+            Loaded::Enabled(c) => Ok(*c),
+            Loaded::Disabled { reason } => panic!("disabled: {reason}"),
+        }
+    }
+
+    /// Every device option, read the same from TOML and from UCI.
+    #[test]
+    fn devices_in_both_formats() {
+        use linkpool_protocol::devices::DEFAULT_FLOOR;
+        let expect = vec![
+            DeviceConfig {
+                name: "kids-tablet".into(),
+                mac: Some(MacAddr([0x3c, 0x22, 0xfb, 0x12, 0x34, 0x56])),
+                addresses: vec!["192.168.1.50".parse().unwrap(), "fd00::50".parse().unwrap()],
+                policy: DevicePolicy {
+                    daily_bytes: Some(2_000_000),
+                    monthly_bytes: Some(30_500_000_000),
+                    monthly_reset_day: ResetDay::new(15).unwrap(),
+                    floor: 62_500,
+                },
+            },
+            DeviceConfig {
+                name: "console".into(),
+                mac: Some(MacAddr([0x02, 0, 0, 0, 0, 0x0a])),
+                addresses: vec![],
+                policy: DevicePolicy {
+                    daily_bytes: None,
+                    monthly_bytes: Some(100_000_000),
+                    monthly_reset_day: ResetDay::FIRST,
+                    floor: DEFAULT_FLOOR,
+                },
+            },
+            DeviceConfig {
+                name: "tv".into(),
+                mac: None,
+                addresses: vec!["192.168.1.60".parse().unwrap()],
+                policy: DevicePolicy::default(),
+            },
+        ];
+        let c = toml_devices(
+            "[[device]]\nname = \"kids-tablet\"\nmac = \"3C:22:FB:12:34:56\"\n\
+             addresses = [\"192.168.1.50\", \"fd00::50\"]\ndaily_mb = 2\nmonthly_mb = 30500\n\
+             monthly_reset_day = 15\nfloor_mbit = 0.5\n\n\
+             [[device]]\nname = \"console\"\nmac = \"02-00-00-00-00-0a\"\nmonthly_mb = 100\n\n\
+             [[device]]\nname = \"tv\"\naddresses = [\"::ffff:192.168.1.60\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.devices, expect);
+        let c = uci_devices(
+            "config device 'kids_tablet'\n\toption name 'kids-tablet'\n\
+             \toption mac '3c:22:fb:12:34:56'\n\tlist address '192.168.1.50'\n\
+             \tlist address 'fd00::50'\n\toption daily_mb '2'\n\toption monthly_mb '30500'\n\
+             \toption monthly_reset_day '15'\n\toption floor_mbit '0.5'\n\
+             config device 'console'\n\toption mac '02:00:00:00:00:0a'\n\
+             \toption monthly_mb '100'\n\
+             config device\n\toption name 'tv'\n\toption address '192.168.1.60'\n\
+             config device 'gone'\n\toption enabled '0'\n\toption mac 'nonsense'\n",
+        )
+        .unwrap();
+        assert_eq!(c.devices, expect, "the section name is the default name");
+        assert!(toml_devices("").unwrap().devices.is_empty());
+        assert_eq!(
+            MacAddr([0x3c, 0x22, 0xfb, 0x12, 0x34, 0x56]).to_string(),
+            "3c:22:fb:12:34:56"
+        );
+    }
+
+    /// A bad device names the file, the key, its line and what is wrong, in either format.
+    #[test]
+    fn bad_devices_name_their_key() {
+        let one = |body: &str| format!("[[device]]\nname = \"kid\"\n{body}\n");
+        let toml_cases = [
+            (
+                one("mac = \"3c:22:fb:12:34\""),
+                "device[0].mac",
+                9,
+                "is not a MAC address",
+            ),
+            (
+                one("mac = \"3c:22:fb:12:34:zz\""),
+                "device[0].mac",
+                9,
+                "is not a MAC address",
+            ),
+            (
+                one("mac = \"01:00:5e:00:00:01\""),
+                "device[0].mac",
+                9,
+                "multicast",
+            ),
+            (
+                one("mac = \"00:00:00:00:00:00\""),
+                "device[0].mac",
+                9,
+                "all-zero",
+            ),
+            (
+                one("addresses = [\"192.168.1.300\"]"),
+                "device[0].addresses",
+                9,
+                "is not an IP address",
+            ),
+            (
+                one("addresses = [\"192.168.1.0/24\"]"),
+                "device[0].addresses",
+                9,
+                "no prefix length",
+            ),
+            (
+                one("addresses = [\"fe80::1\"]"),
+                "device[0].addresses",
+                9,
+                "link-local",
+            ),
+            (
+                one("addresses = [\"224.0.0.1\"]"),
+                "device[0].addresses",
+                9,
+                "multicast",
+            ),
+            (
+                one("addresses = [\"192.168.1.5\", \"192.168.1.5\"]"),
+                "device[0].addresses",
+                9,
+                "listed twice",
+            ),
+            (
+                one("daily_mb = 5"),
+                "device[0]",
+                7,
+                "neither a MAC address nor an address",
+            ),
+            (
+                one("mac = \"02:00:00:00:00:01\"\nfloor_mbit = 0"),
+                "device[0].floor_mbit",
+                10,
+                "0 is out of range",
+            ),
+            (
+                one("mac = \"02:00:00:00:00:01\"\nfloor_mbit = 5000"),
+                "device[0].floor_mbit",
+                10,
+                "5000 is out of range: the rate in Mbit/s each way",
+            ),
+            (
+                one("mac = \"02:00:00:00:00:01\"\ndaily_mb = -1"),
+                "device[0].daily_mb",
+                10,
+                "-1 is out of range",
+            ),
+            (
+                one("mac = \"02:00:00:00:00:01\"\nmonthly_mb = 0"),
+                "device[0].monthly_mb",
+                10,
+                "0 is out of range",
+            ),
+            (
+                one("mac = \"02:00:00:00:00:01\"\nmonthly_reset_day = 31"),
+                "device[0].monthly_reset_day",
+                10,
+                "31 is out of range: a day of the month from 1 to 28",
+            ),
+            (
+                "[[device]]\nmac = \"02:00:00:00:00:01\"\n".into(),
+                "device[0].name",
+                7,
+                "missing",
+            ),
+            (
+                "[[device]]\nname = \"my tablet\"\nmac = \"02:00:00:00:00:01\"\n".into(),
+                "device[0].name",
+                8,
+                "not a usable name",
+            ),
+            (
+                one("mac = \"02:00:00:00:00:01\"")
+                    + "[[device]]\nname = \"kid\"\nmac = \"02:00:00:00:00:02\"\n",
+                "device[1].name",
+                11,
+                "device `kid` is given twice",
+            ),
+            (
+                one("mac = \"02:00:00:00:00:01\"")
+                    + "[[device]]\nname = \"tv\"\nmac = \"02:00:00:00:00:01\"\n",
+                "device[1].mac",
+                12,
+                "is already device `kid`'s",
+            ),
+            (
+                one("addresses = [\"fd00::5\"]")
+                    + "[[device]]\nname = \"tv\"\naddresses = [\"fd00:0::5\"]\n",
+                "device[1].addresses",
+                12,
+                "is already device `kid`'s",
+            ),
+        ];
+        for (text, key, line, why) in toml_cases {
+            let e = toml_devices(&text).unwrap_err();
+            assert_eq!(e.file, Path::new("/etc/linkpool/gateway.toml"));
+            assert_eq!(
+                (e.key.as_deref(), e.line),
+                (Some(key), Some(line)),
+                "{text}: {e}"
+            );
+            assert!(e.reason.contains(why), "{text}: {e}");
+        }
+        let e = toml_devices("[[device]]\nname = \"kid\"\nmac_address = \"x\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("device[0].mac_address"), "{e}");
+        assert!(e.reason.contains("unknown key"), "{e}");
+        assert_eq!(e.line, Some(9), "{e}");
+        let many: String = (0..=MAX_DEVICES)
+            .map(|i| format!("[[device]]\nname = \"d{i}\"\nmac = \"02:00:00:00:00:{i:02x}\"\n"))
+            .collect();
+        let e = toml_devices(&many).unwrap_err();
+        assert_eq!((e.key.as_deref(), e.line), (Some("device"), Some(7)), "{e}");
+        assert!(e.reason.contains("at most 32"), "{e}");
+
+        let uci_cases = [
+            (
+                "\toption mac 'aa:bb'",
+                "linkpool.kid.mac",
+                6,
+                "is not a MAC address",
+            ),
+            (
+                "\tlist address 'fd00::1'\n\tlist address 'nowhere'",
+                "linkpool.kid.address",
+                7,
+                "is not an IP address",
+            ),
+            (
+                "\toption address '10.0.0.5 10.0.0.5'",
+                "linkpool.kid.address",
+                6,
+                "listed twice",
+            ),
+            ("\toption daily_mb '5'", "linkpool.kid", 5, "neither a MAC"),
+            (
+                "\toption mac '02:00:00:00:00:01'\n\toption daily_mb 'lots'",
+                "linkpool.kid.daily_mb",
+                7,
+                "expected a size in MB",
+            ),
+            (
+                "\toption mac '02:00:00:00:00:01'\n\toption floor_mbit 'fast'",
+                "linkpool.kid.floor_mbit",
+                7,
+                "expected a rate in Mbit/s",
+            ),
+            (
+                "\toption mac '02:00:00:00:00:01'\n\toption floor_mbit '0.01'",
+                "linkpool.kid.floor_mbit",
+                7,
+                "0.01 is out of range",
+            ),
+            (
+                "\toption mac '02:00:00:00:00:01'\n\toption monthly_reset_day 'last'",
+                "linkpool.kid.monthly_reset_day",
+                7,
+                "expected a day of the month",
+            ),
+            (
+                "\toption mac '02:00:00:00:00:01'\n\toption monthly_reset_day '29'",
+                "linkpool.kid.monthly_reset_day",
+                7,
+                "29 is out of range",
+            ),
+            (
+                "\toption mac '02:00:00:00:00:01'\n\toption enabled 'maybe'",
+                "linkpool.kid.enabled",
+                7,
+                "expected 0 or 1",
+            ),
+            (
+                "\toption mac '02:00:00:00:00:01'\n\toption speed '1'",
+                "linkpool.kid.speed",
+                7,
+                "unknown option",
+            ),
+            (
+                "\toption mac '02:00:00:00:00:01'\n\tlist floor_mbit '1'",
+                "linkpool.kid.floor_mbit",
+                7,
+                "is a list",
+            ),
+            (
+                "\toption name 'a b'\n\toption mac '02:00:00:00:00:01'",
+                "linkpool.kid.name",
+                6,
+                "not a usable name",
+            ),
+        ];
+        for (options, key, line, why) in uci_cases {
+            let e = uci_devices(&format!("config device 'kid'\n{options}\n")).unwrap_err();
+            assert_eq!(e.file, Path::new("/etc/config/linkpool"));
+            assert_eq!(
+                (e.key.as_deref(), e.line),
+                (Some(key), Some(line)),
+                "{options}: {e}"
+            );
+            assert!(e.reason.contains(why), "{options}: {e}");
+        }
+        let e = uci_devices(
+            "config device\n\toption mac '02:00:00:00:00:01'\n\
+             config device 'kid'\n\toption mac '02:00:00:00:00:02'\n\toption address '10.0.0.1'\n\
+             config device\n\toption name 'kid'\n\toption mac '02:00:00:00:00:03'\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("linkpool.@device[0].name"), "{e}");
+        assert!(e.reason.contains("missing"), "{e}");
+        let e = uci_devices(
+            "config device 'kid'\n\toption mac '02:00:00:00:00:02'\n\
+             config device\n\toption name 'kid'\n\toption mac '02:00:00:00:00:03'\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("linkpool.@device[1].name"), Some(8)),
+            "{e}"
+        );
+        assert!(e.reason.contains("given twice"), "{e}");
+    }
+
+    /// The commented `[[device]]` of the example configuration and `config device` of the
+    /// shipped UCI file, uncommented, are valid and say the same.
+    #[test]
+    fn the_example_devices_are_valid() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let example = std::fs::read_to_string(repo.join("gateway/linkpool.example.toml")).unwrap();
+        let block: String = example
+            .lines()
+            .skip_while(|l| *l != "#[[device]]")
+            .take_while(|l| l.starts_with('#'))
+            .filter(|l| !l.starts_with("# ") && *l != "#")
+            .map(|l| format!("{}\n", &l[1..]))
+            .collect();
+        assert!(
+            block.contains("[[device]]\nname = \"kids-tablet\""),
+            "{block}"
+        );
+        let c = toml_devices(&block).unwrap();
+        let shipped =
+            std::fs::read_to_string(repo.join("openwrt/linkpool/files/linkpool.config")).unwrap();
+        let section: String = shipped
+            .lines()
+            .skip_while(|l| !l.starts_with("#config device"))
+            .filter(|l| !l.starts_with("#\t#"))
+            .map(|l| format!("{}\n", &l[1..]))
+            .collect();
+        let u = uci_devices(&section).unwrap();
+        assert_eq!(c.devices.len(), 1);
+        assert_eq!(u.devices.len(), 1);
+        assert_eq!(c.devices[0].mac, u.devices[0].mac);
+        assert_eq!(c.devices[0].policy.daily_bytes, Some(2_000_000_000));
+        assert_eq!(
+            u.devices[0].policy,
+            DevicePolicy {
+                monthly_bytes: None,
+                ..c.devices[0].policy
+            }
+        );
+        assert_eq!(u.devices[0].name, "kids_tablet");
     }
 }

@@ -3,9 +3,18 @@
 //! One current-thread loop moves packets between the TUN device and the uplink sockets
 //! (one per WAN, bound to its device and marked so they never re-enter the tunnel), runs
 //! the protocol's timers, and reacts to signals. Buffers are allocated once.
+//!
+//! Packets either way also pass the owner's per-device limits
+//! ([`linkpool_protocol::devices`]) at the TUN: the daemon finds the addresses of devices
+//! given by MAC in the kernel's neighbour table (a thread of its own reads it every few
+//! seconds, so the loop never waits for `ip`), and masquerades each device into a block of
+//! ports of its own with an nftables table of its own, [`DEVICE_NFT_TABLE`], so that the
+//! core can tell whose a packet is after the LAN was masqueraded to the tunnel address.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
+use std::ops::RangeInclusive;
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use linkpool_os::control::{self, Format};
@@ -17,6 +26,9 @@ use linkpool_protocol::client::{
     Client, ClientConfig, DEFAULT_QUEUE_SLOTS, Event, HelloDestination, Liveness, MeshReceived,
     Received, Transmit,
 };
+use linkpool_protocol::devices::{
+    DeviceId, DeviceLimits, DevicePolicy, MAX_ADDRESSES_PER_DEVICE, NAT_OTHER_PORTS, Verdict,
+};
 use linkpool_protocol::path::{PathSettings, PathState};
 use linkpool_protocol::session::Limits;
 use linkpool_protocol::sharing::{PosixTz, WallClock};
@@ -25,7 +37,9 @@ use linkpool_protocol::{DropReason, PathId, ip};
 use tokio::net::UdpSocket;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{ConfigSource, GatewayConfig, Loaded, MESH_GROUP_V6, RELAY_PORT, UplinkConfig};
+use crate::config::{
+    ConfigSource, GatewayConfig, Loaded, MESH_GROUP_V6, MacAddr, RELAY_PORT, UplinkConfig,
+};
 use crate::proxy_target::{ProxyTarget, Step};
 use crate::setup::GatewayOs;
 use crate::state::{MeterState, StateFile};
@@ -38,6 +52,44 @@ const BATCH: usize = 32;
 /// Handshakes unanswered this long get a log line (and again this often while it lasts).
 const UNANSWERED_LOG_AFTER: Duration = Duration::from_secs(15);
 const UNANSWERED_LOG_EVERY: Duration = Duration::from_secs(300);
+/// The nftables table (family `inet`) that masquerades each device with limits into its
+/// block of ports, and everyone else below them.
+pub const DEVICE_NFT_TABLE: &str = "linkpool_devices";
+/// How often the neighbour table is read for the addresses of devices given by MAC.
+const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(3);
+/// The most neighbour entries taken from one reading.
+const MAX_NEIGHBOURS: usize = 4096;
+
+/// One entry of the kernel's neighbour table: an address a MAC uses on a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Neighbour {
+    address: IpAddr,
+    mac: MacAddr,
+    device: String,
+}
+
+/// A device with limits: its slot, and the addresses found for its MAC (the most recently
+/// seen last).
+#[derive(Debug, Clone)]
+struct Found {
+    name: String,
+    mac: Option<MacAddr>,
+    configured: Vec<IpAddr>,
+    id: DeviceId,
+    learned: Vec<IpAddr>,
+}
+
+/// The owner's devices with limits of their own, and how their packets are told apart.
+struct LanDevices {
+    table: DeviceLimits,
+    /// In configuration order.
+    found: Vec<Found>,
+    /// Readings of the neighbour table, while a device is given by MAC.
+    neighbours: Option<mpsc::Receiver<Vec<Neighbour>>>,
+    /// The ruleset of [`DEVICE_NFT_TABLE`] in place.
+    nat: Option<String>,
+    nat_error_logged: bool,
+}
 
 /// One mesh device: once it exists and has an address, its socket on the relay port
 /// (hellos, relaying, and our paths through neighbours) and that address.
@@ -134,6 +186,8 @@ struct Gateway {
     local_multicast: u64,
     /// The uplink socket looked at first, moved on each turn so none starves the others.
     receive_cursor: usize,
+    /// The owner's devices with limits of their own.
+    devices: LanDevices,
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -170,10 +224,19 @@ pub async fn run(
         foreign_source: 0,
         local_multicast: 0,
         receive_cursor: 0,
+        devices: LanDevices {
+            table: DeviceLimits::new(),
+            found: Vec::new(),
+            neighbours: None,
+            nat: None,
+            nat_error_logged: false,
+        },
         config,
     };
+    gw.set_devices();
     gw.tell_clock(now);
     gw.restore_meter(now);
+    gw.restore_devices();
     gw.keep_state(now, true);
     gw.set_uplinks();
     gw.set_mesh(now);
@@ -228,6 +291,7 @@ pub async fn run(
                 Signal::Terminate => {
                     info!("stopping");
                     gw.save_at_stop(Instant::now());
+                    gw.remove_device_nat();
                     return Ok(());
                 }
                 Signal::Reload => gw.reload(&source, &log),
@@ -281,6 +345,178 @@ fn local_zone() -> PosixTz {
             PosixTz::UTC
         }
     }
+}
+
+/// Starts a thread that reads the kernel's neighbour table every [`NEIGHBOUR_REFRESH`]
+/// (`ip -j neigh show`, else `/proc/net/arp` for IPv4 only) and hands each reading over;
+/// it ends when the receiver is dropped.
+fn watch_neighbours() -> io::Result<mpsc::Receiver<Vec<Neighbour>>> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("neighbours".into())
+        .spawn(move || {
+            let mut fell_back = false;
+            loop {
+                let reading = match linkpool_os::cmd::run("ip", &["-j", "neigh", "show"], None) {
+                    Ok(json) => parse_ip_neigh(&json),
+                    Err(e) => {
+                        if !fell_back {
+                            fell_back = true;
+                            warn!(
+                                "cannot read the neighbour table with `ip -j neigh` ({e}); \
+                                 reading /proc/net/arp instead: IPv6 addresses of devices given \
+                                 by MAC are not found"
+                            );
+                        }
+                        std::fs::read_to_string("/proc/net/arp")
+                            .map(|t| parse_proc_arp(&t))
+                            .unwrap_or_default()
+                    }
+                };
+                if let Err(mpsc::TrySendError::Disconnected(_)) = tx.try_send(reading) {
+                    return;
+                }
+                std::thread::sleep(NEIGHBOUR_REFRESH);
+            }
+        })?;
+    Ok(rx)
+}
+
+/// Whether a neighbour's address can be a device's on the way to the Internet (not
+/// link-local, multicast or unspecified).
+fn usable_neighbour(a: IpAddr) -> bool {
+    !(a.is_unspecified()
+        || a.is_multicast()
+        || match a {
+            IpAddr::V4(v4) => v4.is_link_local(),
+            IpAddr::V6(v6) => linkpool_os::socket::is_link_local_v6(&v6),
+        })
+}
+
+/// `ip -j neigh show`: entries with a MAC, not failed or incomplete.
+fn parse_ip_neigh(json: &str) -> Vec<Neighbour> {
+    let Ok(serde_json::Value::Array(entries)) = serde_json::from_str(json) else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter(|e| {
+            !e["state"].as_array().is_some_and(|states| {
+                states
+                    .iter()
+                    .any(|s| matches!(s.as_str(), Some("FAILED" | "INCOMPLETE")))
+            })
+        })
+        .filter_map(|e| {
+            let address: IpAddr = e["dst"].as_str()?.parse().ok()?;
+            Some(Neighbour {
+                address: address.to_canonical(),
+                mac: e["lladdr"].as_str()?.parse().ok()?,
+                device: e["dev"].as_str()?.to_string(),
+            })
+        })
+        .filter(|n| usable_neighbour(n.address))
+        .take(MAX_NEIGHBOURS)
+        .collect()
+}
+
+/// `/proc/net/arp`: `IP address  HW type  Flags  HW address  Mask  Device`, complete
+/// entries (flags with 0x2).
+fn parse_proc_arp(text: &str) -> Vec<Neighbour> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let [address, _, flags, mac, _, device] = f.as_slice() else {
+                return None;
+            };
+            let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).ok()?;
+            (flags & 0x2 != 0).then_some(())?;
+            Some(Neighbour {
+                address: address.parse().ok()?,
+                mac: mac.parse().ok()?,
+                device: device.to_string(),
+            })
+        })
+        .filter(|n| usable_neighbour(n.address))
+        .take(MAX_NEIGHBOURS)
+        .collect()
+}
+
+/// Takes what a reading of the neighbour table says of a device given by MAC: the
+/// addresses its MAC has on a LAN device (the most recently seen last), less those now
+/// another MAC's; an address it no longer shows stays its (a device asleep keeps its
+/// DHCP lease), within [`MAX_ADDRESSES_PER_DEVICE`], the oldest seen going first.
+fn learn(f: &mut Found, reading: &[Neighbour], lan: &[String]) {
+    let Some(mac) = f.mac else {
+        return;
+    };
+    for n in reading.iter().filter(|n| lan.contains(&n.device)) {
+        let at = f.learned.iter().position(|a| *a == n.address);
+        match at {
+            Some(i) if n.mac != mac => {
+                f.learned.remove(i);
+            }
+            Some(i) => {
+                let a = f.learned.remove(i);
+                f.learned.push(a);
+            }
+            None if n.mac == mac => f.learned.push(n.address),
+            None => {}
+        }
+    }
+    let over = f.learned.len().saturating_sub(MAX_ADDRESSES_PER_DEVICE);
+    f.learned.drain(..over);
+}
+
+/// Removes nftables table `inet NAME` if it is there (`table` before `delete` makes the
+/// delete succeed whether or not it existed).
+fn remove_table_script(name: &str) -> String {
+    format!("table inet {name}\ndelete table inet {name}\n")
+}
+
+/// The ruleset of [`DEVICE_NFT_TABLE`], replacing the one before in one transaction: ahead
+/// of the gateway's own masquerading (priority srcnat − 1, so it is the one that maps a
+/// connection), each device's addresses masquerade out of the TUN into its block of ports
+/// (TCP, UDP, and ICMP echo identifiers), and everyone else into [`NAT_OTHER_PORTS`].
+fn device_nat_ruleset(tun: &str, blocks: &[(RangeInclusive<u16>, Vec<IpAddr>)]) -> String {
+    use std::fmt::Write as _;
+    let mut rules = String::new();
+    let list = |family: fn(&IpAddr) -> bool, addresses: &[IpAddr]| -> Option<String> {
+        let set: Vec<String> = addresses
+            .iter()
+            .filter(|a| family(a))
+            .map(ToString::to_string)
+            .collect();
+        (!set.is_empty()).then(|| set.join(", "))
+    };
+    for (ports, addresses) in blocks {
+        let to = format!("{}-{}", ports.start(), ports.end());
+        if let Some(v4) = list(IpAddr::is_ipv4, addresses) {
+            let _ = writeln!(
+                rules,
+                "\t\toifname \"{tun}\" meta l4proto {{ tcp, udp, icmp }} ip saddr {{ {v4} }} masquerade to :{to}"
+            );
+        }
+        if let Some(v6) = list(IpAddr::is_ipv6, addresses) {
+            let _ = writeln!(
+                rules,
+                "\t\toifname \"{tun}\" meta l4proto {{ tcp, udp, ipv6-icmp }} ip6 saddr {{ {v6} }} masquerade to :{to}"
+            );
+        }
+    }
+    format!(
+        "{remove}table inet {DEVICE_NFT_TABLE} {{\n\
+         \tchain postrouting {{\n\
+         \t\ttype nat hook postrouting priority srcnat - 1; policy accept;\n\
+         {rules}\
+         \t\toifname \"{tun}\" meta l4proto {{ tcp, udp, icmp, ipv6-icmp }} masquerade to :{}-{}\n\
+         \t}}\n\
+         }}\n",
+        NAT_OTHER_PORTS.start(),
+        NAT_OTHER_PORTS.end(),
+        remove = remove_table_script(DEVICE_NFT_TABLE),
+    )
 }
 
 /// A client whose handshake timestamps count up from `timestamp_base_us` at `now`,
@@ -500,6 +736,7 @@ impl Gateway {
     /// the proxy address to talk to ([`ProxyTarget`]), resolving its names when needed.
     async fn maintain(&mut self, now: Instant) {
         self.tell_clock(now);
+        self.learn_neighbours();
         self.maintain_mesh();
         for u in &mut self.uplinks {
             if let Some(socket) = &u.socket {
@@ -593,6 +830,7 @@ impl Gateway {
         let relay = self.client.relay_mut();
         relay.lending_mut().set_clock(now, clock);
         relay.observe_line(now, up_capacity, received);
+        self.devices.table.set_clock(now, clock);
     }
 
     /// Takes up the sharing meter the state file held. One that cannot be read counts
@@ -617,27 +855,171 @@ impl Gateway {
         }
     }
 
-    /// Writes the state file when the handshake timestamps' reservation or the sharing
-    /// meter needs it (or at once), with both.
+    /// Takes up the devices' counts the state file held; says which lines it could not.
+    fn restore_devices(&mut self) {
+        let taken = self.devices.table.restore(self.state.devices());
+        if taken > 0 {
+            debug!(devices = taken, "device counts restored");
+        }
+        for why in self.state.garbled_devices() {
+            warn!(
+                "{}: a device's counts cannot be read ({why}); that device counts from zero \
+                 today and this month",
+                self.state.path().display()
+            );
+        }
+    }
+
+    /// Writes the state file when the handshake timestamps' reservation, the sharing
+    /// meter or the devices' counts need it (or at once), with all three.
     fn keep_state(&mut self, now: Instant, force: bool) {
         let used = self.timestamp_now(now);
         let meter_due = self.client.relay().lending().needs_save();
-        if !force && !meter_due && !self.state.needs_reservation(used) {
+        let devices_due = self.devices.table.needs_save(now);
+        if !force && !meter_due && !devices_due && !self.state.needs_reservation(used) {
             return;
         }
         if let Some(record) = self.client.relay_mut().lending_mut().checkpoint(now) {
             self.state.set_meter(record);
         }
+        self.state.set_devices(self.devices.table.checkpoint(now));
         self.write_state(used);
     }
 
-    /// At a clean stop: the meter exactly as it is.
+    /// At a clean stop: the meter and the devices' counts exactly as they are.
     fn save_at_stop(&mut self, now: Instant) {
         let used = self.timestamp_now(now);
         if let Some(record) = self.client.relay_mut().lending_mut().checkpoint_exact(now) {
             self.state.set_meter(record);
         }
+        self.state.set_devices(self.devices.table.checkpoint(now));
         self.write_state(used);
+    }
+
+    /// Takes the devices with limits from the configuration: a device kept (same name)
+    /// keeps its counts, its slot and, with the same MAC, the addresses found for it.
+    /// Starts reading the neighbour table when a device is given by MAC.
+    fn set_devices(&mut self) {
+        let list: Vec<(String, DevicePolicy)> = self
+            .config
+            .devices
+            .iter()
+            .map(|d| (d.name.clone(), d.policy))
+            .collect();
+        self.devices.table.configure(&list);
+        let old = std::mem::take(&mut self.devices.found);
+        let table = &self.devices.table;
+        self.devices.found = self
+            .config
+            .devices
+            .iter()
+            .filter_map(|d| {
+                Some(Found {
+                    name: d.name.clone(),
+                    mac: d.mac,
+                    configured: d.addresses.clone(),
+                    id: table.find(&d.name)?,
+                    learned: old
+                        .iter()
+                        .find(|o| o.name == d.name && o.mac == d.mac)
+                        .map(|o| o.learned.clone())
+                        .unwrap_or_default(),
+                })
+            })
+            .collect();
+        self.devices
+            .table
+            .set_nat_addresses(&self.config.bundle.addresses);
+        let by_mac = self.devices.found.iter().any(|f| f.mac.is_some());
+        if by_mac && self.devices.neighbours.is_none() {
+            match watch_neighbours() {
+                Ok(rx) => self.devices.neighbours = Some(rx),
+                Err(e) => warn!(
+                    "cannot start reading the neighbour table: {e}; devices given by MAC get \
+                     only their configured addresses"
+                ),
+            }
+        }
+        self.update_device_addresses();
+    }
+
+    /// Takes in the latest reading of the neighbour table, if a new one came.
+    fn learn_neighbours(&mut self) {
+        let Some(rx) = &self.devices.neighbours else {
+            return;
+        };
+        let mut latest = None;
+        while let Ok(reading) = rx.try_recv() {
+            latest = Some(reading);
+        }
+        let Some(reading) = latest else {
+            return;
+        };
+        let lan = &self.config.tunnel.lan_devices;
+        for f in &mut self.devices.found {
+            learn(f, &reading, lan);
+        }
+        self.update_device_addresses();
+    }
+
+    /// Tells the device table each device's addresses, and puts the masquerading that
+    /// follows in place when it changed.
+    fn update_device_addresses(&mut self) {
+        // All cleared first: an address that moved goes to its new device at once.
+        for f in &self.devices.found {
+            self.devices.table.set_addresses(f.id, &[]);
+        }
+        for f in &self.devices.found {
+            let mut all = f.configured.clone();
+            for a in f.learned.iter().rev() {
+                if !all.contains(a) {
+                    all.push(*a);
+                }
+            }
+            let taken = self.devices.table.set_addresses(f.id, &all);
+            if taken < all.len() {
+                debug!(device = %f.name, taken, of = all.len(), "device addresses left out");
+            }
+        }
+        let blocks: Vec<(RangeInclusive<u16>, Vec<IpAddr>)> = self
+            .devices
+            .found
+            .iter()
+            .map(|f| {
+                (
+                    DeviceLimits::nat_ports(f.id),
+                    self.devices.table.addresses(f.id).collect(),
+                )
+            })
+            .collect();
+        let ruleset = device_nat_ruleset(&self.config.tunnel.device, &blocks);
+        if self.devices.nat.as_deref() == Some(ruleset.as_str()) {
+            return;
+        }
+        match linkpool_os::cmd::nft_script(&ruleset) {
+            Ok(()) => {
+                debug!(table = DEVICE_NFT_TABLE, "device masquerading set up");
+                self.devices.nat = Some(ruleset);
+                self.devices.nat_error_logged = false;
+            }
+            Err(e) if !self.devices.nat_error_logged => {
+                self.devices.nat_error_logged = true;
+                warn!(
+                    "cannot set up nftables table inet {DEVICE_NFT_TABLE}: {e}; devices with \
+                     limits are told apart only by their own addresses, which masquerading hides"
+                );
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Removes the devices' masquerading (at stop).
+    fn remove_device_nat(&mut self) {
+        if self.devices.nat.take().is_some() {
+            if let Err(e) = linkpool_os::cmd::nft_script(&remove_table_script(DEVICE_NFT_TABLE)) {
+                warn!("removing nftables table inet {DEVICE_NFT_TABLE}: {e}");
+            }
+        }
     }
 
     /// The timestamp the client would put in a handshake now.
@@ -738,7 +1120,11 @@ impl Gateway {
             );
             return;
         }
-        match self.client.handle_packet(Instant::now(), packet) {
+        let now = Instant::now();
+        if self.devices.table.handle_up(now, packet) == Verdict::Drop {
+            return;
+        }
+        match self.client.handle_packet(now, packet) {
             Ok(()) | Err(DropReason::NoSession) => {}
             Err(reason) => debug!("packet from the LAN dropped: {reason}"),
         }
@@ -786,7 +1172,12 @@ impl Gateway {
     }
 
     async fn deliver(&mut self, buf: &mut [u8], os: &GatewayOs) {
+        let now = Instant::now();
         while let Some(n) = self.client.poll_packet(buf) {
+            // A device over its threshold and above its floor: policed here.
+            if self.devices.table.handle_down(now, &buf[..n]) == Verdict::Drop {
+                continue;
+            }
             if let Err(e) = os.tun.send(&buf[..n]).await {
                 debug!("writing to the tunnel device: {e}");
             }
@@ -1009,11 +1400,51 @@ impl Gateway {
             "reorder": status::reorder_json(self.client.reorder()),
             "drops": drops,
             "local_multicast_ignored": self.local_multicast,
+            "devices": self.devices_json(now),
         });
         match format {
             Format::Json => format!("{status}\n"),
             Format::Text => status_text(&status),
         }
+    }
+
+    /// The devices with limits: their addresses, counts against their thresholds, whether
+    /// they are policed now and what was dropped.
+    fn devices_json(&self, now: Instant) -> serde_json::Value {
+        let t = &self.devices.table;
+        let list: Vec<_> = self
+            .devices
+            .found
+            .iter()
+            .filter_map(|f| {
+                let r = t.report(f.id, now)?;
+                let p = t.policy(f.id)?;
+                let ports = DeviceLimits::nat_ports(f.id);
+                Some(serde_json::json!({
+                    "name": f.name,
+                    "mac": f.mac.map(|m| m.to_string()),
+                    "addresses": t.addresses(f.id).map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "nat_ports": format!("{}-{}", ports.start(), ports.end()),
+                    "today": r.today.map(|d| d.to_string()),
+                    "today_bytes": r.today_bytes,
+                    "daily_threshold_bytes": p.daily_bytes,
+                    "month_start": r.month_start.map(|d| d.to_string()),
+                    "month_bytes": r.month_bytes,
+                    "monthly_threshold_bytes": p.monthly_bytes,
+                    "monthly_reset_day": p.monthly_reset_day.day(),
+                    "floor_bps": p.floor.saturating_mul(8),
+                    "limited": r.over.is_some(),
+                    "why_limited": r.over.map(|o| o.name()),
+                    "up_packets": r.up.packets,
+                    "up_bytes": r.up.bytes,
+                    "down_packets": r.down.packets,
+                    "down_bytes": r.down.bytes,
+                    "dropped_packets": r.up.dropped_packets + r.down.dropped_packets,
+                    "dropped_bytes": r.up.dropped_bytes + r.down.dropped_bytes,
+                }))
+            })
+            .collect();
+        serde_json::Value::Array(list)
     }
 
     fn reload(&mut self, source: &ConfigSource, log: &LogHandle) {
@@ -1066,6 +1497,8 @@ impl Gateway {
         self.tell_clock(now);
         // Sharing and mesh devices take effect at once (a new client above lost its mesh).
         self.set_mesh(now);
+        // So do devices with limits: those kept keep their counts.
+        self.set_devices();
         // A new client above took them from the configuration already.
         if *self.client.spreading() != self.config.spreading {
             let m = self.config.spreading;
@@ -1078,6 +1511,54 @@ impl Gateway {
             self.client.set_spreading(m);
         }
         info!("configuration re-read");
+    }
+}
+
+/// The devices with limits in text, one line each: its addresses, today's and this
+/// month's bytes against the thresholds, whether it is held to its floor now and what was
+/// dropped over it.
+fn devices_text(out: &mut String, devices: &serde_json::Value) {
+    use std::fmt::Write as _;
+    let mb = |v: &serde_json::Value| format!("{:.1} MB", v.as_u64().unwrap_or(0) as f64 / 1e6);
+    for d in devices.as_array().into_iter().flatten() {
+        let of = |count: &str, threshold: &str| match d[threshold].as_u64() {
+            Some(_) => format!("{} of {}", mb(&d[count]), mb(&d[threshold])),
+            None => mb(&d[count]),
+        };
+        let mut who: Vec<String> = d["mac"].as_str().map(str::to_string).into_iter().collect();
+        let addresses: Vec<&str> = d["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .collect();
+        who.push(if addresses.is_empty() {
+            "no address seen yet".to_string()
+        } else {
+            addresses.join(", ")
+        });
+        let floor = d["floor_bps"].as_f64().unwrap_or(0.0) / 1e6;
+        let now = match d["why_limited"].as_str() {
+            Some("over_daily") => {
+                format!("limited to {floor:.1} Mbit/s (today's threshold reached)")
+            }
+            Some("over_monthly") => {
+                format!("limited to {floor:.1} Mbit/s (this month's threshold reached)")
+            }
+            Some(other) => format!("limited to {floor:.1} Mbit/s ({other})"),
+            None => format!("not limited (floor {floor:.1} Mbit/s)"),
+        };
+        let _ = writeln!(
+            out,
+            "device {} ({})  {} today, {} since {}  {now}  dropped {} pkts / {} B",
+            d["name"].as_str().unwrap_or("?"),
+            who.join(": "),
+            of("today_bytes", "daily_threshold_bytes"),
+            of("month_bytes", "monthly_threshold_bytes"),
+            d["month_start"].as_str().unwrap_or("?"),
+            d["dropped_packets"],
+            d["dropped_bytes"],
+        );
     }
 }
 
@@ -1339,6 +1820,7 @@ fn status_text(s: &serde_json::Value) -> String {
         }
     }
     mesh_text(&mut out, &s["mesh"]);
+    devices_text(&mut out, &s["devices"]);
     status::spreading_text(&mut out, "", &s["flows"], &s["spread"], Some(&s["reorder"]));
     if let Some(drops) = s["drops"].as_object().filter(|d| !d.is_empty()) {
         let list: Vec<String> = drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -1539,6 +2021,150 @@ flows 2  interactive 1 redundant (auto)  bulk 1 session  default 0 session (auto
   udp 10.77.0.2:5000 > 192.0.2.9:3478  interactive redundant  64 kbit/s
 spread 1000 pkts  duplicated 20 pkts / 4000 B (0.4% overhead)  repaired 1
 reorder timeout 40 ms  skew 5.5 ms  held 0  gaps timed out 2  late 1
+"
+        );
+    }
+
+    /// `ip -j neigh show` as ip-full prints it: complete and stale entries with a MAC are
+    /// taken (IPv4-mapped as IPv4), failed and incomplete ones and link-local or multicast
+    /// addresses are not; `/proc/net/arp` the same for IPv4.
+    #[test]
+    fn neighbour_tables_are_read() {
+        let json = r#"[
+            {"dst":"192.168.1.100","dev":"br-lan","lladdr":"3c:22:fb:12:34:56","state":["REACHABLE"]},
+            {"dst":"fd00:1::100","dev":"br-lan","lladdr":"3c:22:fb:12:34:56","router":null,"state":["STALE"]},
+            {"dst":"fe80::3e22:fbff:fe12:3456","dev":"br-lan","lladdr":"3c:22:fb:12:34:56","state":["STALE"]},
+            {"dst":"192.168.1.7","dev":"br-lan","state":["FAILED"]},
+            {"dst":"192.168.1.8","dev":"br-lan","lladdr":"02:00:00:00:00:08","state":["INCOMPLETE"]},
+            {"dst":"100.64.1.1","dev":"wan","lladdr":"02:00:00:00:00:01","state":["PERMANENT"]},
+            {"dst":"ff02::16","dev":"br-lan","lladdr":"33:33:00:00:00:16","state":["NOARP"]}
+        ]"#;
+        let n = parse_ip_neigh(json);
+        let mac: MacAddr = "3c:22:fb:12:34:56".parse().unwrap();
+        let want = |a: &str, m: MacAddr, dev: &str| Neighbour {
+            address: a.parse().unwrap(),
+            mac: m,
+            device: dev.into(),
+        };
+        assert_eq!(
+            n,
+            [
+                want("192.168.1.100", mac, "br-lan"),
+                want("fd00:1::100", mac, "br-lan"),
+                want("100.64.1.1", "02:00:00:00:00:01".parse().unwrap(), "wan"),
+            ]
+        );
+        assert!(parse_ip_neigh("Usage: ip neigh").is_empty());
+        let arp = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                   192.168.1.100    0x1         0x2         3c:22:fb:12:34:56     *        br-lan\n\
+                   192.168.1.7      0x1         0x0         00:00:00:00:00:00     *        br-lan\n\
+                   169.254.1.1      0x1         0x2         02:00:00:00:00:09     *        br-lan\n";
+        assert_eq!(parse_proc_arp(arp), [want("192.168.1.100", mac, "br-lan")]);
+    }
+
+    /// A device given by MAC gets the addresses its MAC has on the LAN, keeps them while
+    /// it is away, loses one another MAC took, and holds at most its share.
+    #[test]
+    fn addresses_are_learned_by_mac() {
+        let mac: MacAddr = "3c:22:fb:12:34:56".parse().unwrap();
+        let other: MacAddr = "02:00:00:00:00:02".parse().unwrap();
+        let n = |a: &str, m: MacAddr, dev: &str| Neighbour {
+            address: a.parse().unwrap(),
+            mac: m,
+            device: dev.into(),
+        };
+        let lan = ["br-lan".to_string()];
+        let mut f = Found {
+            name: "kid".into(),
+            mac: Some(mac),
+            configured: vec![],
+            id: DeviceLimits::new()
+                .add("kid", DevicePolicy::default())
+                .unwrap(),
+            learned: vec![],
+        };
+        let a = |s: &str| -> IpAddr { s.parse().unwrap() };
+        learn(
+            &mut f,
+            &[
+                n("192.168.1.100", mac, "br-lan"),
+                n("fd00:1::100", mac, "br-lan"),
+                n("192.168.1.5", other, "br-lan"),
+                n("10.0.0.9", mac, "wan"),
+            ],
+            &lan,
+        );
+        assert_eq!(f.learned, [a("192.168.1.100"), a("fd00:1::100")]);
+        learn(&mut f, &[n("192.168.1.5", other, "br-lan")], &lan);
+        assert_eq!(f.learned.len(), 2, "away: kept");
+        learn(&mut f, &[n("192.168.1.100", other, "br-lan")], &lan);
+        assert_eq!(f.learned, [a("fd00:1::100")], "taken by another MAC");
+        let many: Vec<Neighbour> = (0..40)
+            .map(|i| n(&format!("fd00:1::{i:x}"), mac, "br-lan"))
+            .collect();
+        learn(&mut f, &many, &lan);
+        assert_eq!(f.learned.len(), MAX_ADDRESSES_PER_DEVICE);
+        assert_eq!(f.learned.last(), Some(&a("fd00:1::27")), "the newest kept");
+        let mut by_address = f.clone();
+        by_address.mac = None;
+        learn(&mut by_address, &many, &lan);
+        assert_eq!(by_address.learned, f.learned, "no MAC, nothing learned");
+    }
+
+    /// Each device's addresses masquerade into its block, per family; everyone else into
+    /// the ports below; the table is replaced whole, ahead of the gateway's own NAT.
+    #[test]
+    fn the_devices_masquerading() {
+        let blocks = vec![
+            (
+                32768..=33791,
+                vec![
+                    "192.168.1.100".parse().unwrap(),
+                    "fd00:1::100".parse().unwrap(),
+                ],
+            ),
+            (33792..=34815, vec!["192.168.1.60".parse().unwrap()]),
+            (34816..=35839, vec![]),
+        ];
+        assert_eq!(
+            device_nat_ruleset("linkpool0", &blocks),
+            "table inet linkpool_devices
+delete table inet linkpool_devices
+table inet linkpool_devices {
+\tchain postrouting {
+\t\ttype nat hook postrouting priority srcnat - 1; policy accept;
+\t\toifname \"linkpool0\" meta l4proto { tcp, udp, icmp } ip saddr { 192.168.1.100 } masquerade to :32768-33791
+\t\toifname \"linkpool0\" meta l4proto { tcp, udp, ipv6-icmp } ip6 saddr { fd00:1::100 } masquerade to :32768-33791
+\t\toifname \"linkpool0\" meta l4proto { tcp, udp, icmp } ip saddr { 192.168.1.60 } masquerade to :33792-34815
+\t\toifname \"linkpool0\" meta l4proto { tcp, udp, icmp, ipv6-icmp } masquerade to :1024-32767
+\t}
+}
+"
+        );
+    }
+
+    /// The devices section of the text status.
+    #[test]
+    fn devices_in_the_text_status() {
+        let devices = serde_json::json!([
+            {"name": "kid", "mac": "3c:22:fb:12:34:56", "addresses": ["192.168.1.100", "fd00:1::100"],
+             "today_bytes": 2_100_000, "daily_threshold_bytes": 2_000_000,
+             "month_bytes": 10_500_000, "monthly_threshold_bytes": null, "month_start": "2024-05-01",
+             "floor_bps": 1_000_000, "limited": true, "why_limited": "over_daily",
+             "dropped_packets": 120, "dropped_bytes": 170_000},
+            {"name": "tv", "mac": null, "addresses": [],
+             "today_bytes": 0, "daily_threshold_bytes": null,
+             "month_bytes": 3_000_000, "monthly_threshold_bytes": 100_000_000, "month_start": "2024-04-15",
+             "floor_bps": 500_000, "limited": false, "why_limited": null,
+             "dropped_packets": 0, "dropped_bytes": 0},
+        ]);
+        let mut out = String::new();
+        devices_text(&mut out, &devices);
+        assert_eq!(
+            out,
+            "\
+device kid (3c:22:fb:12:34:56: 192.168.1.100, fd00:1::100)  2.1 MB of 2.0 MB today, 10.5 MB since 2024-05-01  limited to 1.0 Mbit/s (today's threshold reached)  dropped 120 pkts / 170000 B
+device tv (no address seen yet)  0.0 MB today, 3.0 MB of 100.0 MB since 2024-04-15  not limited (floor 0.5 Mbit/s)  dropped 0 pkts / 0 B
 "
         );
     }

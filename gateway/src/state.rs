@@ -14,7 +14,13 @@
 //! either needs it (for the meter: half its reservation used, at most about every ten
 //! minutes while lending, or a new day or month lent in) and at a clean stop; see
 //! [`linkpool_protocol::sharing`] for what a crash can forget.
+//!
+//! So do the counts of the owner's devices with limits of their own: one
+//! [`DeviceRecord`] line per device, written with the rest when the device table asks
+//! (about every ten minutes while devices are counted, at once when one goes over a
+//! threshold) and at a clean stop; see [`linkpool_protocol::devices`].
 
+use linkpool_protocol::devices::DeviceRecord;
 use linkpool_protocol::sharing::MeterRecord;
 
 use std::io::{self, Write as _};
@@ -26,6 +32,7 @@ pub const RESERVATION: Duration = Duration::from_secs(3600);
 
 const KEY: &str = "handshake_timestamp_floor_us";
 const METER_KEY: &str = "sharing_meter";
+const DEVICE_KEY: &str = "device_meter";
 
 /// The sharing meter as the file held it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,14 +53,20 @@ pub struct StateFile {
     reserved_us: u64,
     /// The sharing meter: as read, then as last given to write.
     meter: MeterState,
+    /// The devices' counts: as read, then as last given to write.
+    devices: Vec<DeviceRecord>,
+    /// Device lines that could not be read, with the reason.
+    garbled_devices: Vec<String>,
 }
 
 impl StateFile {
     /// Reads the floor from `path`. A missing file is a floor of zero (a new router); an
     /// unreadable or garbled one is too, with the reason as a warning.
     pub fn load(path: &Path) -> (StateFile, Option<String>) {
+        let mut devices = (Vec::new(), Vec::new());
         let (floor, meter, warning) = match std::fs::read_to_string(path) {
             Ok(text) => {
+                devices = parse_devices(&text);
                 let meter = parse_meter(&text);
                 match parse(&text) {
                     Some(v) => (v, meter, None),
@@ -78,6 +91,8 @@ impl StateFile {
             path: path.to_path_buf(),
             reserved_us: floor,
             meter,
+            devices: devices.0,
+            garbled_devices: devices.1,
         };
         (state, warning)
     }
@@ -90,6 +105,22 @@ impl StateFile {
     /// The sharing meter to write with the next [`StateFile::reserve`].
     pub fn set_meter(&mut self, record: MeterRecord) {
         self.meter = MeterState::Record(record);
+    }
+
+    /// The devices' counts the file held at load (or were given since).
+    pub fn devices(&self) -> &[DeviceRecord] {
+        &self.devices
+    }
+
+    /// The device lines of the file that could not be read at load: why, each.
+    pub fn garbled_devices(&self) -> &[String] {
+        &self.garbled_devices
+    }
+
+    /// The devices' counts to write with the next [`StateFile::reserve`] (they replace
+    /// all the earlier ones: a device no longer configured is left out).
+    pub fn set_devices(&mut self, records: Vec<DeviceRecord>) {
+        self.devices = records;
     }
 
     /// Where timestamps must start: above anything a previous run may have used.
@@ -121,6 +152,9 @@ impl StateFile {
             if let MeterState::Record(r) = &self.meter {
                 writeln!(f, "{METER_KEY} = {r}")?;
             }
+            for r in &self.devices {
+                writeln!(f, "{DEVICE_KEY} = {r}")?;
+            }
             f.sync_all()?;
         }
         std::fs::rename(&tmp, &self.path)?;
@@ -150,6 +184,25 @@ fn value_of<'a>(text: &'a str, key: &str) -> Option<&'a str> {
             let (k, v) = l.split_once('=')?;
             (k.trim() == key).then(|| v.trim())
         })
+}
+
+/// Every device line: the records, and the reasons of those that are not.
+fn parse_devices(text: &str) -> (Vec<DeviceRecord>, Vec<String>) {
+    let (mut records, mut garbled) = (Vec::new(), Vec::new());
+    for (i, l) in text.lines().enumerate() {
+        let l = l.trim();
+        let Some((k, v)) = l.split_once('=').filter(|_| !l.starts_with('#')) else {
+            continue;
+        };
+        if k.trim() != DEVICE_KEY {
+            continue;
+        }
+        match DeviceRecord::parse(v) {
+            Ok(r) => records.push(r),
+            Err(e) => garbled.push(format!("line {}: `{DEVICE_KEY}`: {e}", i + 1)),
+        }
+    }
+    (records, garbled)
 }
 
 fn parse_meter(text: &str) -> MeterState {
@@ -251,6 +304,57 @@ mod tests {
             MeterState::Garbled(why) => assert!(why.contains("does not match"), "{why}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn device(name: &str, day_bytes: u64) -> DeviceRecord {
+        DeviceRecord {
+            name: name.into(),
+            day: "2024-05-10".parse().unwrap(),
+            day_bytes,
+            month: "2024-05-01".parse().unwrap(),
+            month_bytes: 3 * day_bytes,
+        }
+    }
+
+    /// Every device's counts come back after a restart, beside the meter; a damaged line
+    /// is told apart and the others are still read.
+    #[test]
+    fn the_devices_counts_survive_a_restart() {
+        let path = scratch("devices");
+        let (mut s, _) = StateFile::load(&path);
+        assert!(s.devices().is_empty());
+        s.set_meter(record(7_000));
+        s.set_devices(vec![device("kid", 5), device("tv", 9)]);
+        s.reserve(1_000).unwrap();
+        let (again, warning) = StateFile::load(&path);
+        assert_eq!(warning, None);
+        assert_eq!(again.devices(), [device("kid", 5), device("tv", 9)]);
+        assert_eq!(again.meter(), &MeterState::Record(record(7_000)));
+        assert!(again.garbled_devices().is_empty());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("device_meter = v1 name=").count(), 2);
+        std::fs::write(
+            &path,
+            text.replace(
+                "name=kid day=2024-05-10 day_bytes=5",
+                "name=kid day=2024-05-10 day_bytes=6",
+            ),
+        )
+        .unwrap();
+        let (damaged, warning) = StateFile::load(&path);
+        assert_eq!(warning, None, "the floor is fine");
+        assert_eq!(damaged.devices(), [device("tv", 9)]);
+        assert_eq!(damaged.garbled_devices().len(), 1);
+        assert!(
+            damaged.garbled_devices()[0].contains("does not match"),
+            "{:?}",
+            damaged.garbled_devices()
+        );
+        // Fewer devices next time: only theirs are written.
+        let (mut s, _) = StateFile::load(&path);
+        s.set_devices(vec![device("tv", 10)]);
+        s.reserve(2_000).unwrap();
+        assert_eq!(StateFile::load(&path).0.devices(), [device("tv", 10)]);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod calendar;
 pub mod client;
 pub mod credits;
 mod crypto;
+pub mod devices;
 mod drop;
 pub mod flow;
 pub mod forecast;
