@@ -47,7 +47,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
-use crate::sharing::{Date, ResetDay, WallClock};
+use crate::sharing::{Date, RecordFields, ResetDay, WallClock, write_record};
 
 /// The most devices the table holds (each has a block of [`NAT_BLOCK_PORTS`] ports).
 pub const MAX_DEVICES: usize = 32;
@@ -825,8 +825,6 @@ pub struct DeviceRecord {
     pub month_bytes: u64,
 }
 
-const RECORD_VERSION: &str = "v1";
-
 /// Whether `name` can name a device (in the state file, status and logs): 1 to 32
 /// letters, digits, `-`, `_` and `.`.
 pub fn is_device_name(name: &str) -> bool {
@@ -836,77 +834,36 @@ pub fn is_device_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 impl fmt::Display for DeviceRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let body = format!(
-            "{RECORD_VERSION} name={} day={} day_bytes={} month={} month_bytes={}",
-            self.name, self.day, self.day_bytes, self.month, self.month_bytes
-        );
-        write!(f, "{body} check={:016x}", fnv1a(body.as_bytes()))
+        write_record(
+            f,
+            format_args!(
+                "name={} day={} day_bytes={} month={} month_bytes={}",
+                self.name, self.day, self.day_bytes, self.month, self.month_bytes
+            ),
+        )
     }
 }
 
 impl DeviceRecord {
     /// Reads a record written by [`fmt::Display`]; the reason when it is not one.
     pub fn parse(s: &str) -> Result<DeviceRecord, String> {
-        let s = s.trim();
-        let (body, check) = s
-            .rsplit_once(" check=")
-            .ok_or_else(|| "no `check=` at its end: cut short or edited".to_string())?;
-        let check = (check.len() == 16)
-            .then(|| u64::from_str_radix(check, 16).ok())
-            .flatten()
-            .ok_or_else(|| format!("`check={check}` is not 16 hex digits"))?;
-        if check != fnv1a(body.as_bytes()) {
-            return Err("its check does not match: damaged or edited".into());
-        }
-        let mut words = body.split_whitespace();
-        match words.next() {
-            Some(RECORD_VERSION) => {}
-            Some(v) => return Err(format!("unknown device record version `{v}`")),
-            None => return Err("empty device record".into()),
-        }
-        let keys = ["name", "day", "day_bytes", "month", "month_bytes"];
-        let mut values: [Option<&str>; 5] = [None; 5];
-        for w in words {
-            let (k, v) = w
-                .split_once('=')
-                .ok_or_else(|| format!("`{w}` is not key=value"))?;
-            let i = keys
-                .iter()
-                .position(|x| *x == k)
-                .ok_or_else(|| format!("unknown key `{k}`"))?;
-            if values[i].replace(v).is_some() {
-                return Err(format!("`{k}` given twice"));
-            }
-        }
-        let get = |i: usize| values[i].ok_or_else(|| format!("`{}` missing", keys[i]));
-        let date = |i: usize| -> Result<Date, String> {
-            let v = get(i)?;
-            v.parse()
-                .map_err(|()| format!("`{}={v}` is not a date (YYYY-MM-DD)", keys[i]))
-        };
-        let num = |i: usize| -> Result<u64, String> {
-            let v = get(i)?;
-            v.parse()
-                .map_err(|_| format!("`{}={v}` is not a count", keys[i]))
-        };
-        let name = get(0)?;
+        let r = RecordFields::read(
+            s,
+            "device",
+            ["name", "day", "day_bytes", "month", "month_bytes"],
+        )?;
+        let name = r.text(0);
         if !is_device_name(name) {
             return Err(format!("`name={name}` is not a device name"));
         }
         let record = DeviceRecord {
             name: name.to_string(),
-            day: date(1)?,
-            day_bytes: num(2)?,
-            month: date(3)?,
-            month_bytes: num(4)?,
+            day: r.date(1)?,
+            day_bytes: r.count(2)?,
+            month: r.date(3)?,
+            month_bytes: r.count(4)?,
         };
         if record.month > record.day || record.day.days() - record.month.days() > 31 {
             return Err(format!(
@@ -921,6 +878,7 @@ impl DeviceRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sharing::fnv1a;
 
     fn date(s: &str) -> Date {
         s.parse().unwrap()

@@ -782,29 +782,50 @@ pub struct MeterRecord {
     pub line_down: u64,
 }
 
-/// The record's format version.
-const RECORD_VERSION: &str = "v1";
-
 impl fmt::Display for MeterRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let body = format!(
-            "{RECORD_VERSION} day={} day_bytes={} month={} month_bytes={} line_up={} line_down={}",
-            self.day, self.day_bytes, self.month, self.month_bytes, self.line_up, self.line_down
-        );
-        write!(f, "{body} check={:016x}", fnv1a(body.as_bytes()))
+        write_record(
+            f,
+            format_args!(
+                "day={} day_bytes={} month={} month_bytes={} line_up={} line_down={}",
+                self.day,
+                self.day_bytes,
+                self.month,
+                self.month_bytes,
+                self.line_up,
+                self.line_down
+            ),
+        )
     }
 }
 
+/// The state-file records' format version.
+const RECORD_VERSION: &str = "v1";
+
 /// FNV-1a, 64 bits: enough to tell a damaged record (flash, a hand edit) from a good one.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
-impl MeterRecord {
-    /// Reads a record written by [`fmt::Display`]; the reason when it is not one.
-    pub fn parse(s: &str) -> Result<MeterRecord, String> {
+/// Writes a state-file record: the version, `fields` (`key=value` words), and a check
+/// over both.
+pub(crate) fn write_record(f: &mut fmt::Formatter<'_>, fields: fmt::Arguments<'_>) -> fmt::Result {
+    let body = format!("{RECORD_VERSION} {fields}");
+    write!(f, "{body} check={:016x}", fnv1a(body.as_bytes()))
+}
+
+/// The fields of a record [`write_record`] wrote, by key, each present once.
+pub(crate) struct RecordFields<'a, const N: usize> {
+    keys: [&'static str; N],
+    values: [&'a str; N],
+}
+
+impl<'a, const N: usize> RecordFields<'a, N> {
+    /// Reads a `what` record (for messages) with exactly `keys`; the reason when it is
+    /// not one.
+    pub(crate) fn read(s: &'a str, what: &str, keys: [&'static str; N]) -> Result<Self, String> {
         let s = s.trim();
         let (body, check) = s
             .rsplit_once(" check=")
@@ -819,18 +840,10 @@ impl MeterRecord {
         let mut words = body.split_whitespace();
         match words.next() {
             Some(RECORD_VERSION) => {}
-            Some(v) => return Err(format!("unknown meter record version `{v}`")),
-            None => return Err("empty meter record".into()),
+            Some(v) => return Err(format!("unknown {what} record version `{v}`")),
+            None => return Err(format!("empty {what} record")),
         }
-        let keys = [
-            "day",
-            "day_bytes",
-            "month",
-            "month_bytes",
-            "line_up",
-            "line_down",
-        ];
-        let mut values: [Option<&str>; 6] = [None; 6];
+        let mut values: [Option<&str>; N] = [None; N];
         for w in words {
             let (k, v) = w
                 .split_once('=')
@@ -843,24 +856,55 @@ impl MeterRecord {
                 return Err(format!("`{k}` given twice"));
             }
         }
-        let get = |i: usize| values[i].ok_or_else(|| format!("`{}` missing", keys[i]));
-        let date = |i: usize| -> Result<Date, String> {
-            let v = get(i)?;
-            v.parse()
-                .map_err(|()| format!("`{}={v}` is not a date (YYYY-MM-DD)", keys[i]))
-        };
-        let num = |i: usize| -> Result<u64, String> {
-            let v = get(i)?;
-            v.parse()
-                .map_err(|_| format!("`{}={v}` is not a count", keys[i]))
-        };
+        let mut all = [""; N];
+        for (i, v) in values.iter().enumerate() {
+            all[i] = v.ok_or_else(|| format!("`{}` missing", keys[i]))?;
+        }
+        Ok(RecordFields { keys, values: all })
+    }
+
+    /// The value of key `i`, as written.
+    pub(crate) fn text(&self, i: usize) -> &'a str {
+        self.values[i]
+    }
+
+    /// The value of key `i`, a date.
+    pub(crate) fn date(&self, i: usize) -> Result<Date, String> {
+        let v = self.values[i];
+        v.parse()
+            .map_err(|()| format!("`{}={v}` is not a date (YYYY-MM-DD)", self.keys[i]))
+    }
+
+    /// The value of key `i`, a count.
+    pub(crate) fn count(&self, i: usize) -> Result<u64, String> {
+        let v = self.values[i];
+        v.parse()
+            .map_err(|_| format!("`{}={v}` is not a count", self.keys[i]))
+    }
+}
+
+impl MeterRecord {
+    /// Reads a record written by [`fmt::Display`]; the reason when it is not one.
+    pub fn parse(s: &str) -> Result<MeterRecord, String> {
+        let r = RecordFields::read(
+            s,
+            "meter",
+            [
+                "day",
+                "day_bytes",
+                "month",
+                "month_bytes",
+                "line_up",
+                "line_down",
+            ],
+        )?;
         let record = MeterRecord {
-            day: date(0)?,
-            day_bytes: num(1)?,
-            month: date(2)?,
-            month_bytes: num(3)?,
-            line_up: num(4)?,
-            line_down: num(5)?,
+            day: r.date(0)?,
+            day_bytes: r.count(1)?,
+            month: r.date(2)?,
+            month_bytes: r.count(3)?,
+            line_up: r.count(4)?,
+            line_down: r.count(5)?,
         };
         if record.month > record.day || record.day.days() - record.month.days() > 31 {
             return Err(format!(
