@@ -387,7 +387,7 @@ fn run_sets_up_tun_and_nat_and_removes_them_on_sigterm() {
     assert_eq!(alice["spread"]["redundancy_overhead_pct"], 0.0);
     let out = proxy(&["status", "-c", config.to_str().unwrap()]);
     assert!(
-        text(&out.stdout).contains("member alice offline\n"),
+        text(&out.stdout).contains("member alice offline  balance 0\n"),
         "{}",
         text(&out.stdout)
     );
