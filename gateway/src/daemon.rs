@@ -1312,8 +1312,9 @@ impl Gateway {
                     "rx_bytes": c.rx_bytes,
                     "rate_cap_bps": p.rate_cap().map(|b| b * 8),
                     "standby": p.standby(),
-                    "scavenger_share": p.scavenger_share(),
+                                        "scavenger_share": p.scavenger_share(),
                     "scavenger_backoffs": c.scavenger_backoffs,
+                    "resent_elsewhere": c.resent_elsewhere,
                 });
                 if let Some(entry) = entry.as_object_mut() {
                     entry.extend(status::path_fields(Some(p), now, total_rate, total_tx));
@@ -1696,6 +1697,10 @@ fn mesh_text(out: &mut String, m: &serde_json::Value) {
         }
         if let Some(share) = p["scavenger_share"].as_f64().filter(|&s| s < 1.0) {
             let _ = write!(line, "  giving way ({:.0}%)", share * 100.0);
+        }
+        // Each a copy the far end may refuse as a duplicate.
+        if let Some(n) = p["resent_elsewhere"].as_u64().filter(|&n| n > 0) {
+            let _ = write!(line, "  resent elsewhere {n}");
         }
         let _ = writeln!(out, "{line}");
         if let Some(more) = status::path_text(p) {
