@@ -1683,20 +1683,19 @@ mod tests {
 
     /// A TOML configuration with `sharing` as its `[sharing]` table.
     fn toml(sharing: &str) -> Result<GatewayConfig, ConfigError> {
-        let text = format!(
-            "bundle = \"{}\"\n\n[[uplink]]\nname = \"wan\"\ndevice = \"eth1\"\n\n[sharing]\nenabled = true\n{sharing}",
-            bundle()
-        );
-        GatewayConfig::from_toml_str(Path::new("/etc/linkpool/gateway.toml"), &text)
+        toml_devices(&format!("[sharing]\nenabled = true\n{sharing}"))
     }
 
     /// A UCI configuration with `options` in its gateway section (from line 3 on).
     fn uci(options: &str) -> Result<GatewayConfig, ConfigError> {
-        let text = format!(
+        uci_text(&format!(
             "config gateway 'main'\n\toption bundle '{}'\n{options}\nconfig uplink 'wan'\n\toption device 'eth1'\n",
             bundle()
-        );
-        match GatewayConfig::from_uci_str(Path::new("/etc/config/linkpool"), &text, &[])? {
+        ))
+    }
+
+    fn uci_text(text: &str) -> Result<GatewayConfig, ConfigError> {
+        match GatewayConfig::from_uci_str(Path::new("/etc/config/linkpool"), text, &[])? {
             Loaded::Enabled(c) => Ok(*c),
             Loaded::Disabled { reason } => panic!("disabled: {reason}"),
         }
@@ -1890,14 +1889,10 @@ mod tests {
 
     /// A UCI configuration with `sections` after its uplink (from line 5 on).
     fn uci_devices(sections: &str) -> Result<GatewayConfig, ConfigError> {
-        let text = format!(
+        uci_text(&format!(
             "config gateway 'main'\n\toption bundle '{}'\nconfig uplink 'wan'\n\toption device 'eth1'\n{sections}",
             bundle()
-        );
-        match GatewayConfig::from_uci_str(Path::new("/etc/config/linkpool"), &text, &[])? {
-            Loaded::Enabled(c) => Ok(*c),
-            Loaded::Disabled { reason } => panic!("disabled: {reason}"),
-        }
+        ))
     }
 
     /// Every device option, read the same from TOML and from UCI.

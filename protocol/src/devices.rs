@@ -47,7 +47,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
-use crate::sharing::{Date, RecordFields, ResetDay, WallClock, write_record};
+use crate::sharing::{DAY_S, Date, RecordFields, ResetDay, WallClock, write_record};
 
 /// The most devices the table holds (each has a block of [`NAT_BLOCK_PORTS`] ports).
 pub const MAX_DEVICES: usize = 32;
@@ -74,7 +74,6 @@ pub const DEFAULT_FLOOR: u64 = 125_000;
 /// While devices are counted, the state file is written about this often.
 pub const SAVE_EVERY: Duration = Duration::from_secs(600);
 
-const DAY_S: i64 = 86_400;
 const MICROS: u128 = 1_000_000;
 
 /// What a device may use before it is policed, and the rate it is policed to.
@@ -879,22 +878,7 @@ impl DeviceRecord {
 mod tests {
     use super::*;
     use crate::sharing::fnv1a;
-
-    fn date(s: &str) -> Date {
-        s.parse().unwrap()
-    }
-
-    /// Unix seconds of a UTC date and time.
-    fn at(d: &str, h: i64, m: i64) -> i64 {
-        date(d).days() * DAY_S + h * 3600 + m * 60
-    }
-
-    fn utc(unix_s: i64) -> WallClock {
-        WallClock {
-            unix_s,
-            utc_offset_s: 0,
-        }
-    }
+    use crate::sharing::test_clock::{at, date, utc};
 
     const TUNNEL: [u8; 4] = [10, 77, 0, 2];
     const SERVER: [u8; 4] = [198, 51, 100, 80];

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use crate::calendar::{self, weekday};
 
 /// Seconds in a day.
-const DAY_S: i64 = 86_400;
+pub(crate) const DAY_S: i64 = 86_400;
 const MINUTES_PER_DAY: usize = 24 * 60;
 const MINUTES_PER_WEEK: usize = 7 * MINUTES_PER_DAY;
 const SCHEDULE_WORDS: usize = MINUTES_PER_WEEK.div_ceil(64);
@@ -1260,25 +1260,32 @@ impl Lending {
     }
 }
 
+/// Dates and clocks for the unit tests of what counts by local day and month.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_clock {
+    use super::{DAY_S, Date, WallClock};
 
-    fn date(s: &str) -> Date {
+    pub(crate) fn date(s: &str) -> Date {
         s.parse().unwrap()
     }
 
     /// Unix seconds of a UTC date and time.
-    fn at(d: &str, h: i64, m: i64) -> i64 {
+    pub(crate) fn at(d: &str, h: i64, m: i64) -> i64 {
         date(d).days() * DAY_S + h * 3600 + m * 60
     }
 
-    fn utc(unix_s: i64) -> WallClock {
+    pub(crate) fn utc(unix_s: i64) -> WallClock {
         WallClock {
             unix_s,
             utc_offset_s: 0,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_clock::{at, date, utc};
+    use super::*;
 
     #[test]
     fn the_calendar_without_a_date_crate() {

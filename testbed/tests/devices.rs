@@ -60,10 +60,7 @@ impl<'a> Witness<'a> {
                 }}
             }}"
         );
-        let file = coop.write_file("devices.nft", ruleset).unwrap();
-        router
-            .exec_ok(&["nft", "-f", file.to_str().unwrap()])
-            .unwrap_or_else(|e| panic!("cannot install the counters: {e}"));
+        common::nft_install(coop, router, "devices", &ruleset);
         Witness { router }
     }
 

@@ -59,12 +59,7 @@ impl<'a> Witness<'a> {
                 }}
             }}"
         );
-        let file = coop
-            .write_file(&format!("ledger-{}.nft", router.role()), ruleset)
-            .unwrap();
-        router
-            .exec_ok(&["nft", "-f", file.to_str().unwrap()])
-            .unwrap_or_else(|e| panic!("cannot install the counters: {e}"));
+        common::nft_install(coop, router, &format!("ledger-{}", router.role()), &ruleset);
         Witness { router }
     }
 
@@ -165,12 +160,13 @@ fn the_ledger_pays_relays_what_their_lines_carried_and_charges_what_was_consumed
         );
         // Upstream through a relay, a download has only the acks (~200 kB), beside
         // probes that go on all the time (~2 kB/s), which the ledger has up to a second
-        // late at each end of the measurement: 1 % is not within that noise.
+        // late at each end of the measurement: 1 % is not within that noise (3 % and
+        // 8 kB, on a machine busy with the other test beside).
         within(
             &format!("r{n}'s line carried up for others"),
             grew(&m, "carried", "up"),
             link(n, 0),
-            0.03,
+            0.03 + 8_000.0 / link(n, 0).max(1) as f64,
         );
     }
     assert!(

@@ -76,9 +76,7 @@ fn turn_evil(coop: &Coop, mischief: Mischief) {
              oifname \"{wan}\" udp dport {PROXY_PORT} @th,72,8 {RELAY_UP} counter {action}\n }}\n}}\n"
         )
     };
-    let file = coop.run_dir().join("evil.nft");
-    std::fs::write(&file, rules).unwrap();
-    r2.exec_ok(&["nft", "-f", file.to_str().unwrap()]).unwrap();
+    common::nft_install(coop, r2, "evil", &rules);
 }
 
 fn turn_good(coop: &Coop) {
@@ -257,23 +255,13 @@ fn install_witness(coop: &Coop) {
             }}
         }}"
     );
-    let file = coop.run_dir().join("witness.nft");
-    std::fs::write(&file, rules).unwrap();
-    r2.exec_ok(&["nft", "-f", file.to_str().unwrap()]).unwrap();
+    common::nft_install(coop, r2, "witness", &rules);
 }
 
 /// (up, down) bytes the witness counted.
 fn witnessed(coop: &Coop) -> (u64, u64) {
     let r2 = coop.router(2);
-    let bytes = |name| {
-        let text = r2
-            .exec_ok(&["nft", "list", "counter", "ip", WITNESS, name])
-            .unwrap();
-        text.split("bytes ")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0u64)
-    };
+    let bytes = |name| common::nft_counter_in(r2, "ip", WITNESS, name).1;
     (bytes("up"), bytes("down"))
 }
 

@@ -286,12 +286,7 @@ impl<'a> Audit<'a> {
             p4 = proxy.addr_v4(),
             p6 = proxy.addr_v6(),
         );
-        let file = coop
-            .write_file(&format!("audit-{}.nft", router.role()), ruleset)
-            .unwrap();
-        router
-            .exec_ok(&["nft", "-f", file.to_str().unwrap()])
-            .unwrap_or_else(|e| panic!("cannot install the audit rules: {e}"));
+        common::nft_install(coop, router, &format!("audit-{}", router.role()), &ruleset);
         Audit { router }
     }
 

@@ -58,8 +58,13 @@ pub mod mesh;
 
 /// (packets, bytes) of the nftables counter `name` in table `inet TABLE` on `node`.
 pub fn nft_counter(node: &Node, table: &str, name: &str) -> (u64, u64) {
+    nft_counter_in(node, "inet", table, name)
+}
+
+/// [`nft_counter`] in a table of `family`.
+pub fn nft_counter_in(node: &Node, family: &str, table: &str, name: &str) -> (u64, u64) {
     let text = node
-        .exec_ok(&["nft", "list", "counter", "inet", table, name])
+        .exec_ok(&["nft", "list", "counter", family, table, name])
         .unwrap();
     let after = |key: &str| -> u64 {
         text.split(key)
@@ -68,4 +73,12 @@ pub fn nft_counter(node: &Node, table: &str, name: &str) -> (u64, u64) {
             .unwrap_or_else(|| panic!("no {key} in {text}"))
     };
     (after("packets "), after("bytes "))
+}
+
+/// Installs the nftables `ruleset` on `node`, from a file `NAME.nft` in the co-op's run
+/// directory; panics with nft's message when it is refused.
+pub fn nft_install(coop: &Coop, node: &Node, name: &str, ruleset: &str) {
+    let file = coop.write_file(&format!("{name}.nft"), ruleset).unwrap();
+    node.exec_ok(&["nft", "-f", file.to_str().unwrap()])
+        .unwrap_or_else(|e| panic!("cannot install {name}.nft: {e}"));
 }
