@@ -49,6 +49,8 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(2);
 /// Packets taken from the TUN or a socket in one go before looking at the others again:
 /// a wake-up of the event loop costs more than a packet.
 const BATCH: usize = 32;
+/// Batches read from each socket at most after a late wake before the timers run.
+const CATCH_UP_BATCHES: usize = 32;
 /// Handshakes unanswered this long get a log line (and again this often while it lasts).
 const UNANSWERED_LOG_AFTER: Duration = Duration::from_secs(15);
 const UNANSWERED_LOG_EVERY: Duration = Duration::from_secs(300);
@@ -272,12 +274,7 @@ pub async fn run(
             }
             _ = sleep_until(wake) => {
                 if woke_late(wake) {
-                    for i in 0..gw.uplinks.len() {
-                        gw.receive(i, &mut rx, &mut tx, &os).await;
-                    }
-                    for i in 0..gw.mesh.len() {
-                        gw.receive_mesh(i, &mut rx, &mut tx, &os).await;
-                    }
+                    gw.catch_up(&mut rx, &mut tx, &os).await;
                 }
                 gw.client.handle_timeout(Instant::now());
             }
@@ -682,19 +679,25 @@ impl Gateway {
     }
 
     /// Reads a batch of datagrams from mesh socket `i`: hellos, neighbours' datagrams to
-    /// relay, and replies on our paths through neighbours.
-    async fn receive_mesh(&mut self, i: usize, rx: &mut [u8], tx: &mut [u8], os: &GatewayOs) {
+    /// relay, and replies on our paths through neighbours. Returns whether more may wait.
+    async fn receive_mesh(
+        &mut self,
+        i: usize,
+        rx: &mut [u8],
+        tx: &mut [u8],
+        os: &GatewayOs,
+    ) -> bool {
         for _ in 0..BATCH {
             let (Some(socket), Some((local, _))) = (&self.mesh[i].socket, self.mesh[i].local)
             else {
-                break;
+                return false;
             };
             let (n, from) = match socket.try_recv_from(&mut rx[RELAY_HEADER_LEN..]) {
                 Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
                     debug!(device = %self.mesh[i].device, "mesh receive: {e}");
-                    break;
+                    return false;
                 }
             };
             // Our own broadcasts come back (IPv4; IPv6 multicast loop is off).
@@ -711,6 +714,7 @@ impl Gateway {
             }
             self.deliver(tx, os).await;
         }
+        true
     }
 
     /// Sends a datagram of the core's on the socket of its path: an uplink's, or the mesh
@@ -1152,25 +1156,45 @@ impl Gateway {
         }
     }
 
-    /// Writes what the core has for the LAN to the TUN.
-    /// Reads a batch of datagrams from uplink `i`'s socket.
-    async fn receive(&mut self, i: usize, rx: &mut [u8], tx: &mut [u8], os: &GatewayOs) {
+    /// Reads a batch of datagrams from uplink `i`'s socket. Returns whether more may wait.
+    async fn receive(&mut self, i: usize, rx: &mut [u8], tx: &mut [u8], os: &GatewayOs) -> bool {
         for _ in 0..BATCH {
             let Some(socket) = &self.uplinks[i].socket else {
-                break;
+                return false;
             };
             match socket.try_recv_from(rx) {
                 Ok((n, from)) => self.handle_datagram(i, from, &mut rx[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
                     debug!(uplink = %self.uplinks[i].config.name, "receive: {e}");
-                    break;
+                    return false;
                 }
             }
             self.deliver(tx, os).await;
         }
+        true
     }
 
+    /// Reads everything that came while the daemon was not running (a late wake: the
+    /// router busy elsewhere), up to [`CATCH_UP_BATCHES`] per socket, so the timers that
+    /// follow judge the paths by what did arrive. Acks left unread in the sockets made a
+    /// live path look silent.
+    async fn catch_up(&mut self, rx: &mut [u8], tx: &mut [u8], os: &GatewayOs) {
+        for _ in 0..CATCH_UP_BATCHES {
+            let mut more = false;
+            for i in 0..self.uplinks.len() {
+                more |= self.receive(i, rx, tx, os).await;
+            }
+            for i in 0..self.mesh.len() {
+                more |= self.receive_mesh(i, rx, tx, os).await;
+            }
+            if !more {
+                break;
+            }
+        }
+    }
+
+    /// Writes what the core has for the LAN to the TUN.
     async fn deliver(&mut self, buf: &mut [u8], os: &GatewayOs) {
         let now = Instant::now();
         while let Some(n) = self.client.poll_packet(buf) {

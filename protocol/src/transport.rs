@@ -633,11 +633,13 @@ impl Transport {
     /// Runs the paths' timers (queues re-sends from paths that just turned suspect) and
     /// the reorder buffer's.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        let heard_elsewhere = self.heard_elsewhere();
         for i in 0..self.paths.len() {
             let was = self.paths[i].state();
+            let elsewhere = heard_elsewhere(i);
             let resend = &mut self.resend;
             let capacity = self.resend_capacity;
-            self.paths[i].on_timeout(now, &mut |slot| {
+            self.paths[i].on_timeout(now, elsewhere, &mut |slot| {
                 if resend.len() == capacity {
                     resend.pop_front();
                 }
@@ -737,10 +739,31 @@ impl Transport {
         (slowest + again + 2 * var + REORDER_MARGIN).min(REORDER_MAX)
     }
 
+    /// When the peer was last heard on a path other than the `i`th, for each `i`: from
+    /// the latest two, in one pass.
+    fn heard_elsewhere(&self) -> impl Fn(usize) -> Option<Instant> + use<> {
+        let mut latest: [Option<(usize, Instant)>; 2] = [None, None];
+        for (i, p) in self.paths.iter().enumerate() {
+            let Some(t) = p.last_received() else { continue };
+            if latest[0].is_none_or(|(_, l)| t > l) {
+                latest = [Some((i, t)), latest[0]];
+            } else if latest[1].is_none_or(|(_, l)| t > l) {
+                latest[1] = Some((i, t));
+            }
+        }
+        move |i| match latest {
+            [Some((j, _)), other] if j == i => other.map(|(_, t)| t),
+            [first, _] => first.map(|(_, t)| t),
+        }
+    }
+
     /// The earliest time a path needs attention (pings, acks, silence, pacing) or the
     /// reorder buffer gives up on a gap.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = self.paths.iter().filter_map(|p| p.next_timeout()).min();
+        let heard_elsewhere = self.heard_elsewhere();
+        let mut t = (0..self.paths.len())
+            .filter_map(|i| self.paths[i].next_timeout(heard_elsewhere(i)))
+            .min();
         let mut consider = |x: Option<Instant>| {
             if let Some(x) = x {
                 t = Some(t.map_or(x, |t: Instant| t.min(x)));

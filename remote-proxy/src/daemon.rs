@@ -37,6 +37,8 @@ const CALIBRATION_HANDSHAKES: u32 = 16;
 /// Packets taken from the TUN or a socket in one go before looking at the others again:
 /// a wake-up of the event loop costs more than a packet.
 const BATCH: usize = 32;
+/// Batches read from each socket at most after a late wake before the timers run.
+const CATCH_UP_BATCHES: usize = 32;
 /// How often member status changes are logged.
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -240,16 +242,25 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
             }
             _ = sleep_until(wake) => {
                 if woke_late(wake) {
-                    for socket in sockets {
-                        proxy.receive(socket, &mut rx, &mut tx, tun).await;
+                    // Everything that came while the proxy was not running (up to
+                    // CATCH_UP_BATCHES each), so the timers judge the paths by what did
+                    // arrive: acks left unread made a live path look silent.
+                    for _ in 0..CATCH_UP_BATCHES {
+                        let mut more = false;
+                        for socket in sockets {
+                            more |= proxy.receive(socket, &mut rx, &mut tx, tun).await;
+                        }
+                        if !more {
+                            break;
+                        }
                     }
                 }
                 proxy.server.handle_timeout(Instant::now());
             }
             _ = status.tick() => proxy.log_status(),
-                        _ = ledger_flush.tick() => {
+            _ = ledger_flush.tick() => {
                 proxy.take_usage();
-                                proxy.ledger.hand_over();
+                proxy.ledger.hand_over();
                 proxy.set_balances();
                 proxy.send_statements(None);
             }
@@ -266,12 +277,12 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
                 Signal::Reload => match ProxyConfig::load(&proxy.config.file) {
                     Ok(new) => {
                         log.set_level(new.log_level);
-                                                // The usage names members by their place in the old list.
+                        // The usage names members by their place in the old list.
                         proxy.take_usage();
                         proxy.ledger.set_tariff(new.credits.tariff, new.credits.utc_offset_s);
                         proxy.server.set_members(member_keys(&new));
                         set_spreading(&mut proxy.server, &new);
-                                                info!(members = new.members.len(), "configuration re-read");
+                        info!(members = new.members.len(), "configuration re-read");
                         proxy.config = new;
                         proxy.set_balances();
                     }
@@ -368,14 +379,14 @@ impl Proxy {
     }
 
     /// Reads a batch of datagrams from one listening socket before going round the loop
-    /// again.
+    /// again. Returns whether more may wait.
     async fn receive(
         &mut self,
         (listen, socket): &(SocketAddr, UdpSocket),
         rx: &mut [u8],
         tx: &mut [u8],
         tun: &linkpool_os::tun::AsyncTun,
-    ) {
+    ) -> bool {
         for _ in 0..BATCH {
             match try_recv_with_destination(socket, rx) {
                 Ok((n, from, to)) => {
@@ -383,13 +394,14 @@ impl Proxy {
                     self.handle_datagram(from, local, &mut rx[..n]);
                     self.deliver(tx, tun).await;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
                     debug!("receive: {e}");
-                    break;
+                    return false;
                 }
             }
         }
+        true
     }
 
     /// Writes what the core has for the Internet to the TUN.

@@ -947,7 +947,13 @@ impl Path {
 
     /// Runs the state machine: suspect on silence, dead on long silence. Returns the
     /// slots of inner packets to re-send elsewhere when the path just turned suspect.
-    pub(crate) fn on_timeout(&mut self, now: Instant, resend: &mut impl FnMut(u64)) {
+    /// `elsewhere` is when the peer was last heard on any other path of the session.
+    pub(crate) fn on_timeout(
+        &mut self,
+        now: Instant,
+        elsewhere: Option<Instant>,
+        resend: &mut impl FnMut(u64),
+    ) {
         if self.loss_time().is_some_and(|t| t <= now) {
             self.detect_losses(now);
         }
@@ -956,7 +962,7 @@ impl Path {
         {
             self.set_state(now, PathState::Dead);
         }
-        if let Some(t) = self.suspect_at() {
+        if let Some(t) = self.suspect_at(elsewhere) {
             if t <= now {
                 self.set_state(now, PathState::Suspect);
                 self.next_ping = now;
@@ -979,7 +985,7 @@ impl Path {
     }
 
     /// When an unanswered packet makes an active (or confirming) path suspect.
-    fn suspect_at(&self) -> Option<Instant> {
+    fn suspect_at(&self, elsewhere: Option<Instant>) -> Option<Instant> {
         if !matches!(self.state, PathState::Active | PathState::Probing) {
             return None;
         }
@@ -1017,8 +1023,18 @@ impl Path {
         else {
             return Some(by_rtt);
         };
-        let by_clock = last.max(oldest.at + min_rtt) + self.ack_gap_limit(interval);
-        Some(by_rtt.min(by_clock))
+        let quiet_from = last.max(oldest.at + min_rtt);
+        let limit = self.ack_gap_limit(interval);
+        // A peer whose other paths fell silent with this one stalled as a whole (a busy
+        // router's process, not its line): only the round trip judges it, as moving its
+        // packets elsewhere helps nothing. Heard since on another path, or with no other
+        // path busy to compare, the clock stands.
+        let stalled =
+            elsewhere.is_some_and(|h| h + limit > quiet_from && h < quiet_from + limit / 2);
+        if stalled {
+            return Some(by_rtt);
+        }
+        Some(by_rtt.min(quiet_from + limit))
     }
 
     /// How long without an ack a busy path may go: twice the longest recent gap, the
@@ -1028,14 +1044,14 @@ impl Path {
     }
 
     /// The next time [`Path::on_timeout`] or a ping needs this path.
-    pub(crate) fn next_timeout(&self) -> Option<Instant> {
+    pub(crate) fn next_timeout(&self, elsewhere: Option<Instant>) -> Option<Instant> {
         let mut t = self.pings_by_itself().then_some(self.next_ping);
         let mut consider = |x: Option<Instant>| {
             if let Some(x) = x {
                 t = Some(t.map_or(x, |t: Instant| t.min(x)));
             }
         };
-        consider(self.suspect_at());
+        consider(self.suspect_at(elsewhere));
         consider(self.loss_time());
         consider(self.ack_due);
         consider(self.receipt_pending().then_some(self.next_receipt));
@@ -1376,18 +1392,18 @@ mod tests {
         // Silence after the next packet: suspect after about two RTTs, and what was in
         // flight is handed back for a re-send.
         p.on_sent(t0 + ms(30), 1200, true, Some((10, 1100)));
-        let at = p.next_timeout().unwrap();
+        let at = p.next_timeout(None).unwrap();
         // One sample: 2 × 20 ms + 4 × the first variation (10 ms) + the ack delay.
         assert_eq!(p.suspect_after(), ms(90));
         assert_eq!(at, t0 + ms(30) + p.suspect_after());
         let mut resent = Vec::new();
-        p.on_timeout(at, &mut |s| resent.push(s));
+        p.on_timeout(at, None, &mut |s| resent.push(s));
         assert_eq!(p.state(), PathState::Suspect);
         assert_eq!(resent, [10]);
         let mut again = Vec::new();
-        p.on_timeout(at + ms(500), &mut |s| again.push(s));
+        p.on_timeout(at + ms(500), None, &mut |s| again.push(s));
         assert!(again.is_empty(), "a packet is re-sent once");
-        p.on_timeout(at + DEAD_AFTER, &mut |_| {});
+        p.on_timeout(at + DEAD_AFTER, None, &mut |_| {});
         assert_eq!(p.state(), PathState::Dead);
         // It answers again: probing, then active after three answers.
         for i in 0..CONFIRMATIONS_AFTER_DEAD as u64 {
@@ -1438,8 +1454,8 @@ mod tests {
         );
         // Nothing else is sent. Run every timer the path asks for, for a second.
         let mut resent = Vec::new();
-        while let Some(at) = p.next_timeout().filter(|&at| at < t + ms(1000)) {
-            p.on_timeout(at, &mut |s| resent.push(s));
+        while let Some(at) = p.next_timeout(None).filter(|&at| at < t + ms(1000)) {
+            p.on_timeout(at, None, &mut |s| resent.push(s));
             assert_eq!(p.state(), PathState::Active, "suspected at {:?}", at - t);
         }
         assert_eq!(p.counters().lost, 1);
@@ -1477,8 +1493,8 @@ mod tests {
         let t = t0 + ms(300);
         p.on_sent(t, 60, true, None);
         p.on_ping_sent(t);
-        while let Some(at) = p.next_timeout().filter(|&at| at < t + ms(80)) {
-            p.on_timeout(at, &mut |_| {});
+        while let Some(at) = p.next_timeout(None).filter(|&at| at < t + ms(80)) {
+            p.on_timeout(at, None, &mut |_| {});
             assert_eq!(p.state(), PathState::Active, "suspected at {:?}", at - t);
         }
         p.on_ack(t + ms(80), &Ack::new(PathId(1), 0, 0, &[(50, 50)]));
@@ -1494,12 +1510,12 @@ mod tests {
             at += ms(2);
             p.on_received(at, pn, true, false);
             pn += 1;
-            p.on_timeout(at, &mut |_| {});
+            p.on_timeout(at, None, &mut |_| {});
             assert_eq!(p.state(), PathState::Active, "suspected at {:?}", at - t);
         }
-        let due = p.next_timeout().unwrap();
+        let due = p.next_timeout(None).unwrap();
         assert!(due <= at + p.suspect_after(), "{:?}", due - at);
-        p.on_timeout(at + p.suspect_after(), &mut |_| {});
+        p.on_timeout(at + p.suspect_after(), None, &mut |_| {});
         assert_eq!(p.state(), PathState::Suspect);
         // Busy again, and the acks stop: suspected by the clock, well before two RTTs.
         let mut p = busy(t0);
@@ -1507,9 +1523,53 @@ mod tests {
         for pn in 50..60 {
             p.on_sent(t + ms(2 * (pn - 50)), 1200, true, Some((pn, 1100)));
         }
-        let at = p.next_timeout().unwrap();
+        let at = p.next_timeout(None).unwrap();
         assert!(at < t + 2 * srtt, "{:?}", at - t);
-        p.on_timeout(at, &mut |_| {});
+        p.on_timeout(at, None, &mut |_| {});
+        assert_eq!(p.state(), PathState::Suspect);
+    }
+
+    /// A busy path's acks stop. If the peer fell silent on its other path at the same
+    /// moment, it stalled (a loaded router's process, seen in CI: a steady download's
+    /// fast path suspected and its packets re-sent) and only the round trip judges it;
+    /// if the other path still hears it, this line died and the clock suspects it at once.
+    #[test]
+    fn a_stalled_peer_is_judged_by_the_round_trip_and_a_dead_line_by_its_clock() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let busy = || {
+            let mut p = path(t0);
+            for pn in 0..60 {
+                p.on_sent(t0 + ms(2 * pn), 1200, true, Some((pn, 1100)));
+                if pn >= 20 {
+                    p.on_ack(t0 + ms(2 * pn), &Ack::new(PathId(1), 0, 0, &[(0, pn - 20)]));
+                }
+            }
+            p
+        };
+        // The last ack came at 118 ms; the other path's last packet at 119 ms.
+        let together = Some(t0 + ms(119));
+        let p = busy();
+        let by_clock = p.next_timeout(None).unwrap();
+        let stalled = p.next_timeout(together).unwrap();
+        assert!(by_clock < t0 + ms(118) + p.suspect_after());
+        assert!(
+            stalled > by_clock,
+            "{:?} vs {:?}",
+            stalled - t0,
+            by_clock - t0
+        );
+        let mut p = busy();
+        p.on_timeout(by_clock, together, &mut |_| {});
+        assert_eq!(p.state(), PathState::Active);
+        // The peer is back: its acks come, nothing was suspected.
+        p.on_ack(by_clock + ms(5), &Ack::new(PathId(1), 0, 0, &[(0, 59)]));
+        assert_eq!(p.counters().suspected, 0);
+        // The other path hears the peer on: this line is dead, suspected by the clock.
+        let mut p = busy();
+        let heard = Some(by_clock - ms(1));
+        assert_eq!(p.next_timeout(heard), Some(by_clock));
+        p.on_timeout(by_clock, heard, &mut |_| {});
         assert_eq!(p.state(), PathState::Suspect);
     }
 
