@@ -18,9 +18,11 @@ use crate::mesh::{
     CREDENTIAL_LEN, Credential, HelloTransmit, IssuerKey, MeshConfig, NeighbourEvent, Neighbours,
     Offer,
 };
-use crate::path::{Endpoint, Path, PathSettings, RelayHop};
+use crate::metered::{self, MeteredUplink};
+use crate::path::{Endpoint, Path, PathSettings, PathState, RelayHop};
 use crate::relay::{self, Relay, RelayKey};
 use crate::session::{self, Initiation, Keypair, Limits};
+use crate::sharing::WallClock;
 use crate::statement::{SignedStatement, Statement};
 use crate::transport::SpreadCounters;
 use crate::transport::Transport;
@@ -157,6 +159,8 @@ pub struct Client {
     statement: Option<ReceivedStatement>,
     /// The mesh, once enabled ([`Client::enable_mesh`]) and granted a credential.
     mesh: Option<Mesh>,
+    /// The metered uplinks, by their path.
+    metered: Vec<(PathId, MeteredUplink)>,
 }
 
 /// This router on the mesh: its neighbour table, and the paths it has through them.
@@ -242,6 +246,7 @@ impl Client {
             grant: None,
             statement: None,
             mesh: None,
+            metered: Vec::new(),
         }
     }
 
@@ -282,9 +287,79 @@ impl Client {
         )
     }
 
-    /// Closes a path (its uplink went away).
+    /// Closes a path (its uplink went away). A metered line on it is dropped: take it
+    /// first ([`Client::unmeter_path`]) to keep what it learned.
     pub fn close_path(&mut self, path: PathId) {
+        self.metered.retain(|(id, _)| *id != path);
         self.transport.remove_path(path);
+    }
+
+    /// Path `path`'s uplink is metered: what crosses it is counted into `line`, it is lent
+    /// only from its surplus, and the owner's traffic moves off it below its threshold
+    /// ([`crate::metered`]). Replaces what the path had.
+    pub fn meter_path(&mut self, path: PathId, line: MeteredUplink) {
+        match self.metered.iter_mut().find(|(id, _)| *id == path) {
+            Some((_, m)) => *m = line,
+            None => self.metered.push((path, line)),
+        }
+        self.hold_metered();
+    }
+
+    /// Path `path`'s uplink is no longer metered (or goes away): its line, to keep.
+    pub fn unmeter_path(&mut self, path: PathId) -> Option<MeteredUplink> {
+        let i = self.metered.iter().position(|(id, _)| *id == path)?;
+        let (_, line) = self.metered.swap_remove(i);
+        if let Some(p) = self.transport.path_mut(path) {
+            p.set_standby(false);
+        }
+        Some(line)
+    }
+
+    /// The metered line on path `path`, if it is one.
+    pub fn metered(&self, path: PathId) -> Option<&MeteredUplink> {
+        self.metered
+            .iter()
+            .find(|(id, _)| *id == path)
+            .map(|(_, m)| m)
+    }
+
+    /// Hands what crossed each metered line to its forecaster and forecasts again (what
+    /// may be lent and offered, whether the owner moves off). `clock` is the wall clock
+    /// now; call it every few seconds ([`MeteredUplink::tick`]).
+    pub fn handle_meter_tick(&mut self, clock: WallClock) {
+        for (_, m) in &mut self.metered {
+            m.tick(clock);
+        }
+        self.hold_metered();
+    }
+
+    /// Holds the path of each metered line below its threshold to probes while another
+    /// path is usable; it carries traffic again when none is.
+    fn hold_metered(&mut self) {
+        for i in 0..self.metered.len() {
+            let (id, moved_off) = (self.metered[i].0, self.metered[i].1.moved_off());
+            let others = self
+                .transport
+                .paths()
+                .iter()
+                .any(|p| p.id() != id && p.state() == PathState::Active && !p.standby());
+            if let Some(p) = self.transport.path_mut(id) {
+                p.set_standby(moved_off && others);
+            }
+        }
+    }
+
+    /// Counts `len` bytes to or from `remote` on path `path`, if its line is metered.
+    fn count_wire(&mut self, path: PathId, len: usize) {
+        if self.metered.is_empty() {
+            return;
+        }
+        let Some((_, m)) = self.metered.iter_mut().find(|(id, _)| *id == path) else {
+            return;
+        };
+        if let Some(p) = self.transport.path(path) {
+            m.on_wire(metered::wire_len(p.endpoint().remote, len));
+        }
     }
 
     /// Points a path at another address of the proxy.
@@ -415,6 +490,8 @@ impl Client {
         path: PathId,
         buf: &mut [u8],
     ) -> Result<Received, DropReason> {
+        // It crossed the line whatever becomes of it.
+        self.count_wire(path, buf.len());
         let r = self.handle_inner(now, path, buf);
         self.stats.drops.record(r)
     }
@@ -516,7 +593,16 @@ impl Client {
                     .ok_or(DropReason::UnknownRelay)?;
                 relay::verify_envelope(&key, &envelope)?;
                 let len = buf.len() - RELAY_OVERHEAD;
-                let to = self.relay.down(now, envelope.slot(), len)?;
+                let wire = self
+                    .transport
+                    .path(path)
+                    .map_or(0, |p| metered::wire_len(p.endpoint().remote, buf.len()));
+                let line = self
+                    .metered
+                    .iter_mut()
+                    .find(|(id, _)| *id == path)
+                    .map(|(_, m)| (m, wire));
+                let to = self.relay.down_over(now, envelope.slot(), len, line)?;
                 Ok(Received::Relay {
                     to,
                     start: RELAY_HEADER_LEN,
@@ -566,15 +652,20 @@ impl Client {
             .filter(|k| !k.expired(now, &limits))
             .ok_or(DropReason::NoSession)?;
         // This router's own line: never on through another neighbour.
-        let own = self
-            .transport
-            .best_path_where(|p| p.endpoint().relay.is_none())
-            .ok_or(DropReason::NoSession)?;
+        let own = self.lending_path().ok_or(DropReason::NoSession)?;
         let path = &self.transport.paths()[own];
         let (id, remote) = (path.id(), path.endpoint().remote);
         // The owner's own traffic first: what is relayed gets what it leaves of the line.
         let spare = relay::spare_for_relayed(path.line_bandwidth(), path.send_rate(now));
-        let slot = self.relay.up(now, neighbour, len + RELAY_OVERHEAD, spare)?;
+        let wire = metered::wire_len(remote, len + RELAY_OVERHEAD);
+        let line = self
+            .metered
+            .iter_mut()
+            .find(|(p, _)| *p == id)
+            .map(|(_, m)| (m, wire));
+        let slot = self
+            .relay
+            .up_over(now, neighbour, len + RELAY_OVERHEAD, spare, line)?;
         let len = relay::seal_envelope(
             &RelayKey(keys.relay_up_key),
             MessageType::RelayUp,
@@ -583,12 +674,23 @@ impl Client {
             buf,
             len,
         )?;
+        self.count_wire(id, len);
         Ok(Transmit {
             path: id,
             remote,
             local: None,
             len,
         })
+    }
+
+    /// The own line neighbours' datagrams go out on: the best active line not metered
+    /// (lending it costs the owner nothing), else the best own line.
+    fn lending_path(&self) -> Option<usize> {
+        let direct = |p: &Path| p.endpoint().relay.is_none();
+        let metered = |p: &Path| self.metered.iter().any(|(id, _)| *id == p.id());
+        self.transport
+            .best_path_where(|p| direct(p) && p.state() == PathState::Active && !metered(p))
+            .or_else(|| self.transport.best_path_where(direct))
     }
 
     /// A mesh grant from the proxy: kept if it is this member's, signed by the key it
@@ -779,10 +881,19 @@ impl Client {
         let (up, down) = self.relay.caps();
         offer.up_kbit = offer.up_kbit.min(kbit(up));
         offer.down_kbit = offer.down_kbit.min(kbit(down));
-        let own = self
-            .transport
-            .best_path_where(|p| p.endpoint().relay.is_none())
-            .map(|i| &self.transport.paths()[i]);
+        let own = self.lending_path().map(|i| &self.transport.paths()[i]);
+        // A metered line: no more than its surplus sustains, nothing without one.
+        if let Some(m) = own.and_then(|p| self.metered(p.id())) {
+            if offer.sharing && m.offer() == 0 {
+                return Some(Offer {
+                    sharing: false,
+                    up_kbit: 0,
+                    down_kbit: 0,
+                });
+            }
+            offer.up_kbit = offer.up_kbit.min(kbit(m.offer()));
+            offer.down_kbit = offer.down_kbit.min(kbit(m.offer()));
+        }
         if let Some(spare) =
             own.and_then(|p| relay::spare_for_relayed(p.line_bandwidth(), p.send_rate(now)))
         {
@@ -914,6 +1025,12 @@ impl Client {
     /// The next datagram the client wants sent, written at the start of `buf` (which
     /// should hold [`wire::MAX_DATAGRAM`] bytes). Call until it returns `None`.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let t = self.poll_transmit_inner(now, buf)?;
+        self.count_wire(t.path, t.len);
+        Some(t)
+    }
+
+    fn poll_transmit_inner(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         if self.handshake_due.is_some_and(|t| t <= now) && !self.transport.paths().is_empty() {
             if let Some(t) = self.send_initiation(now, buf) {
                 return Some(t);
@@ -1055,6 +1172,10 @@ impl Client {
         }
         if self.current.is_some() {
             self.transport.handle_timeout(now);
+        }
+        if !self.metered.is_empty() {
+            // A path that died leaves a metered line the only one: it carries again.
+            self.hold_metered();
         }
         let clock = self.proxy_clock_s(now).unwrap_or(0);
         if let Some(n) = self.mesh.as_mut().and_then(|m| m.neighbours.as_mut()) {

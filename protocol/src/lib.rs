@@ -29,6 +29,7 @@ pub mod frame;
 pub mod ip;
 pub mod keys;
 pub mod mesh;
+pub mod metered;
 pub mod path;
 mod queue;
 pub mod relay;

@@ -675,6 +675,9 @@ pub enum Refusal {
     OverDaily,
     /// This month's allowance would be exceeded.
     OverMonthly,
+    /// A metered line's forecast surplus would be exceeded
+    /// ([`MeteredUplink`](crate::metered::MeteredUplink)).
+    OverSurplus,
 }
 
 impl Refusal {
@@ -684,6 +687,7 @@ impl Refusal {
             Refusal::OffSchedule => "off_schedule",
             Refusal::OverDaily => "over_daily",
             Refusal::OverMonthly => "over_monthly",
+            Refusal::OverSurplus => "over_surplus",
         }
     }
 }

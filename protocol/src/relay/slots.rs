@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::DropReason;
+use crate::metered::MeteredUplink;
 use crate::sharing::{Direction, Lending, Refusal};
 use crate::wire::RELAY_OVERHEAD;
 
@@ -94,6 +95,9 @@ pub struct RelayCounters {
     pub over_daily: u64,
     /// Datagrams refused because they would have gone beyond this month's allowance.
     pub over_monthly: u64,
+    /// Datagrams refused because they would have gone beyond a metered line's forecast
+    /// surplus.
+    pub over_surplus: u64,
 }
 
 impl RelayCounters {
@@ -102,6 +106,7 @@ impl RelayCounters {
             Refusal::OffSchedule => self.off_schedule += 1,
             Refusal::OverDaily => self.over_daily += 1,
             Refusal::OverMonthly => self.over_monthly += 1,
+            Refusal::OverSurplus => self.over_surplus += 1,
         }
     }
 }
@@ -113,7 +118,9 @@ fn drop_reason(r: Refusal) -> DropReason {
         // Not lending now.
         Refusal::OffSchedule => DropReason::NotRelaying,
         // Beyond what the owner allows.
-        Refusal::OverDaily | Refusal::OverMonthly => DropReason::RelayOverCap,
+        Refusal::OverDaily | Refusal::OverMonthly | Refusal::OverSurplus => {
+            DropReason::RelayOverCap
+        }
     }
 }
 
@@ -323,12 +330,26 @@ impl Relay {
     /// `neighbour` towards the proxy: its slot, if it may go.
     /// `spare`: what the owner's own traffic leaves of the line it goes on
     /// ([`spare_for_relayed`]), if it leaves only part of it.
+    #[cfg(test)]
     pub(crate) fn up(
         &mut self,
         now: Instant,
         neighbour: SocketAddr,
         wire_len: usize,
         spare: Option<u64>,
+    ) -> Result<u32, DropReason> {
+        self.up_over(now, neighbour, wire_len, spare, None)
+    }
+
+    /// [`Relay::up`] on a line that may be metered: `metered` is the line and the
+    /// datagram's bytes on it, headers included; it goes only within the line's surplus.
+    pub(crate) fn up_over(
+        &mut self,
+        now: Instant,
+        neighbour: SocketAddr,
+        wire_len: usize,
+        spare: Option<u64>,
+        metered: Option<(&mut MeteredUplink, u64)>,
     ) -> Result<u32, DropReason> {
         if !self.policy.sharing {
             return Err(DropReason::NotRelaying);
@@ -340,7 +361,11 @@ impl Relay {
             .ok_or(DropReason::NotANeighbour)?;
         let slot = self.slots[i].as_mut().expect("found above");
         let len = wire_len as u64;
-        if let Err(r) = self.lending.check(now, len) {
+        if let Err(r) = self
+            .lending
+            .check(now, len)
+            .and_then(|()| surplus_check(metered.as_ref()))
+        {
             slot.counters.refused(r);
             self.totals.refused(r);
             return Err(drop_reason(r));
@@ -364,6 +389,9 @@ impl Relay {
         if spare.is_some() {
             self.spare.bytes -= len;
         }
+        if let Some((line, wire)) = metered {
+            line.lend(wire);
+        }
         self.lending.lend(len);
         slot.counters.up_packets += 1;
         slot.counters.up_bytes += len;
@@ -374,11 +402,24 @@ impl Relay {
 
     /// A datagram of `wire_len` bytes from the proxy for `slot`: the neighbour to send it
     /// to, if it may go.
+    #[cfg(test)]
     pub(crate) fn down(
         &mut self,
         now: Instant,
         slot: u32,
         wire_len: usize,
+    ) -> Result<SocketAddr, DropReason> {
+        self.down_over(now, slot, wire_len, None)
+    }
+
+    /// [`Relay::down`] of a datagram that came over a line that may be metered (see
+    /// [`Relay::up_over`]).
+    pub(crate) fn down_over(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        wire_len: usize,
+        metered: Option<(&mut MeteredUplink, u64)>,
     ) -> Result<SocketAddr, DropReason> {
         let i = (slot & 0xff) as usize;
         let s = match self.slots.get_mut(i) {
@@ -391,7 +432,11 @@ impl Relay {
         let len = wire_len as u64;
         // The allowances count what the line carried: the envelope too.
         let carried = len + RELAY_OVERHEAD as u64;
-        if let Err(r) = self.lending.check(now, carried) {
+        if let Err(r) = self
+            .lending
+            .check(now, carried)
+            .and_then(|()| surplus_check(metered.as_ref()))
+        {
             s.counters.refused(r);
             self.totals.refused(r);
             return Err(drop_reason(r));
@@ -405,12 +450,23 @@ impl Relay {
             self.totals.over_cap += 1;
             return Err(DropReason::RelayOverCap);
         }
+        if let Some((line, wire)) = metered {
+            line.lend(wire);
+        }
         self.lending.lend(carried);
         s.counters.down_packets += 1;
         s.counters.down_bytes += len;
         self.totals.down_packets += 1;
         self.totals.down_bytes += len;
         Ok(s.neighbour)
+    }
+}
+
+/// Whether a datagram fits in its metered line's surplus (any fits on a line not metered).
+fn surplus_check(metered: Option<&(&mut MeteredUplink, u64)>) -> Result<(), Refusal> {
+    match metered {
+        Some((line, wire)) if !line.may_lend(*wire) => Err(Refusal::OverSurplus),
+        _ => Ok(()),
     }
 }
 
