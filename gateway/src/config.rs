@@ -17,6 +17,7 @@ use linkpool_protocol::devices::{
     DEFAULT_FLOOR, DevicePolicy, MAX_ADDRESSES_PER_DEVICE, MAX_DEVICES, is_device_name,
 };
 use linkpool_protocol::flow::{FlowClass, Mode, Modes};
+use linkpool_protocol::forecast::MeteredLine;
 use linkpool_protocol::relay::RelayPolicy;
 use linkpool_protocol::sharing::{ResetDay, Schedule, ScheduleError, Share, SharePolicy};
 use serde::Deserialize;
@@ -215,6 +216,9 @@ pub struct UplinkConfig {
     pub device: String,
     /// How often the path over it is pinged while idle (a metered line wants it slower).
     pub probe_interval: Duration,
+    /// The carrier's allowance, billing day and the owner's threshold, when the line is
+    /// paid per byte.
+    pub metered: Option<MeteredLine>,
 }
 
 /// Idle probing interval bounds, in milliseconds: faster is pointless, slower than a
@@ -299,6 +303,10 @@ impl GatewayConfig {
                     name: u.name,
                     device: u.device,
                     probe_interval_ms: u.probe_interval_ms,
+                    metered: u.metered,
+                    allowance_mb: u.allowance_mb,
+                    billing_day: u.billing_day,
+                    threshold_mb: u.threshold_mb,
                 })
                 .collect(),
             spreading: raw.spreading.unwrap_or_default().over(Modes::default()),
@@ -356,6 +364,10 @@ impl GatewayConfig {
                 Field::UplinkName(i) => format!("uplink[{i}].name"),
                 Field::UplinkDevice(i) => format!("uplink[{i}].device"),
                 Field::UplinkProbeInterval(i) => format!("uplink[{i}].probe_interval_ms"),
+                Field::UplinkMetered(i) => format!("uplink[{i}].metered"),
+                Field::UplinkAllowance(i) => format!("uplink[{i}].allowance_mb"),
+                Field::UplinkBillingDay(i) => format!("uplink[{i}].billing_day"),
+                Field::UplinkThreshold(i) => format!("uplink[{i}].threshold_mb"),
                 Field::Devices => "device".to_string(),
                 Field::DeviceEntry(i) => format!("device[{i}]"),
                 Field::DeviceName(i) => format!("device[{i}].name"),
@@ -485,6 +497,11 @@ struct RawUplink {
     name: Option<String>,
     device: Option<String>,
     probe_interval_ms: Option<i64>,
+    metered: Option<bool>,
+    allowance_mb: Option<f64>,
+    // Wider than a day, so that `31` gets the range in its error.
+    billing_day: Option<i64>,
+    threshold_mb: Option<f64>,
 }
 
 /// The settings as read, before validation, whatever the file format.
@@ -533,10 +550,15 @@ struct DeviceSettings {
     floor_mbit: Option<f64>,
 }
 
+#[derive(Default)]
 struct UplinkSettings {
     name: Option<String>,
     device: Option<String>,
     probe_interval_ms: Option<i64>,
+    metered: Option<bool>,
+    allowance_mb: Option<f64>,
+    billing_day: Option<i64>,
+    threshold_mb: Option<f64>,
 }
 
 /// A setting, so that each file format can say what it is called there and on which line.
@@ -559,6 +581,10 @@ enum Field {
     UplinkName(usize),
     UplinkDevice(usize),
     UplinkProbeInterval(usize),
+    UplinkMetered(usize),
+    UplinkAllowance(usize),
+    UplinkBillingDay(usize),
+    UplinkThreshold(usize),
     ShareUp,
     ShareDown,
     ShareUpPercent,
@@ -742,11 +768,11 @@ impl Settings {
         }
         let mut uplinks: Vec<UplinkConfig> = Vec::new();
         for (i, u) in self.uplinks.into_iter().enumerate() {
-            let Some(dev) = u.device else {
+            let Some(dev) = u.device.clone() else {
                 return Err(err(Field::UplinkDevice(i), "missing".into()));
             };
             check_ifname(&dev).map_err(|r| err(Field::UplinkDevice(i), r))?;
-            let name = u.name.unwrap_or_else(|| dev.clone());
+            let name = u.name.clone().unwrap_or_else(|| dev.clone());
             if name.is_empty()
                 || name.len() > 32
                 || name.chars().any(|c| c.is_control() || c.is_whitespace())
@@ -788,10 +814,12 @@ impl Settings {
                     ),
                 ));
             }
+            let metered = metered_line(i, &u, &err)?;
             uplinks.push(UplinkConfig {
                 name,
                 device: dev,
                 probe_interval: Duration::from_millis(ms as u64),
+                metered,
             });
         }
 
@@ -903,6 +931,80 @@ impl Settings {
             warnings: self.warnings,
         })
     }
+}
+
+/// An uplink's metered line: `metered` on with its allowance, a billing day (the 1st
+/// unless set) and a threshold (0 unless set) no more than the allowance. Any of them
+/// without `metered` on is a mistake, not something to ignore.
+fn metered_line(
+    i: usize,
+    u: &UplinkSettings,
+    err: &dyn Fn(Field, String) -> ConfigError,
+) -> Result<Option<MeteredLine>, ConfigError> {
+    let given = [
+        (Field::UplinkAllowance(i), u.allowance_mb.is_some()),
+        (Field::UplinkBillingDay(i), u.billing_day.is_some()),
+        (Field::UplinkThreshold(i), u.threshold_mb.is_some()),
+    ];
+    if u.metered != Some(true) {
+        return match given.iter().find(|(_, set)| *set) {
+            Some((field, _)) => Err(err(
+                *field,
+                "is set but the uplink is not metered: set `metered` on as well (or remove it)"
+                    .into(),
+            )),
+            None => Ok(None),
+        };
+    }
+    // The allowance above 0; the threshold may be 0 (the owner never moves off).
+    let mb = |field: Field, v: f64, zero: bool| -> Result<u64, ConfigError> {
+        if (v > 0.0 || (zero && v == 0.0)) && v <= MAX_ALLOWANCE_MB {
+            Ok((v * 1e6) as u64)
+        } else {
+            let from = if zero { "from 0" } else { "above 0" };
+            Err(err(
+                field,
+                format!(
+                    "{v} is out of range: megabytes (1 MB = 1000000 bytes, up and down together) {from} and up to {MAX_ALLOWANCE_MB}"
+                ),
+            ))
+        }
+    };
+    let Some(allowance_mb) = u.allowance_mb else {
+        return Err(err(
+            Field::UplinkAllowance(i),
+            "missing: a metered uplink needs the allowance its carrier gives per billing period"
+                .into(),
+        ));
+    };
+    let allowance = mb(Field::UplinkAllowance(i), allowance_mb, false)?;
+    let threshold = match u.threshold_mb {
+        None => 0,
+        Some(t) => mb(Field::UplinkThreshold(i), t, true)?,
+    };
+    if threshold > allowance {
+        return Err(err(
+            Field::UplinkThreshold(i),
+            format!(
+                "{} MB is more than the allowance ({allowance_mb} MB): the owner's traffic would never use the line",
+                threshold as f64 / 1e6
+            ),
+        ));
+    }
+    let day = match u.billing_day {
+        None => 1,
+        Some(d) => u8::try_from(d).ok().filter(|d| (1..=28).contains(d)).ok_or_else(|| {
+            err(
+                Field::UplinkBillingDay(i),
+                format!(
+                    "{d} is out of range: the day of the month the allowance renews, from 1 to 28 (so that every month has it)"
+                ),
+            )
+        })?,
+    };
+    MeteredLine::new(allowance, day, threshold)
+        .map(Some)
+        .map_err(|e| err(Field::UplinkBillingDay(i), e.to_string()))
 }
 
 /// The devices with limits of their own: each named once, by a MAC and/or addresses no
@@ -1096,7 +1198,17 @@ const GATEWAY_OPTIONS: &[&str] = &[
     "share_days",
     "share_hours",
 ];
-const UPLINK_OPTIONS: &[&str] = &["enabled", "name", "network", "device", "probe_interval_ms"];
+const UPLINK_OPTIONS: &[&str] = &[
+    "enabled",
+    "name",
+    "network",
+    "device",
+    "probe_interval_ms",
+    "metered",
+    "allowance_mb",
+    "billing_day",
+    "threshold_mb",
+];
 const DEVICE_OPTIONS: &[&str] = &[
     "enabled",
     "name",
@@ -1526,11 +1638,57 @@ fn from_uci(
                 }
             }
         };
-        settings.uplinks.push(UplinkSettings {
+        let mut uplink = UplinkSettings {
             name,
             device,
             probe_interval_ms,
-        });
+            ..UplinkSettings::default()
+        };
+        for (field, option) in [
+            (Field::UplinkMetered(i), "metered"),
+            (Field::UplinkAllowance(i), "allowance_mb"),
+            (Field::UplinkBillingDay(i), "billing_day"),
+            (Field::UplinkThreshold(i), "threshold_mb"),
+        ] {
+            let Some(v) = get(option) else {
+                continue;
+            };
+            let line = s.get(option).map(|o| o.line);
+            keys.push((field, okey(option), line));
+            let bad = |what: &str| {
+                ConfigError::key(
+                    file,
+                    okey(option),
+                    line,
+                    format!("expected {what}, got `{v}`"),
+                )
+            };
+            let size = || {
+                v.trim()
+                    .parse::<f64>()
+                    .map_err(|_| bad("a size in MB (1 MB = 1000000 bytes)"))
+            };
+            match field {
+                Field::UplinkMetered(_) => {
+                    uplink.metered = Some(uci_bool(v.trim()).ok_or_else(|| bad("0 or 1"))?)
+                }
+                Field::UplinkAllowance(_) => uplink.allowance_mb = Some(size()?),
+                Field::UplinkThreshold(_) => uplink.threshold_mb = Some(size()?),
+                _ => {
+                    // Any integer: out of range, the error gives the range.
+                    let day = uci_int(&v).ok_or_else(|| bad("a day of the month from 1 to 28"))?;
+                    uplink.billing_day = Some(i64::try_from(day).unwrap_or(i64::MAX));
+                }
+            }
+        }
+        // A missing one (the allowance of a metered uplink) is named on the section's line.
+        for (field, option) in [
+            (Field::UplinkAllowance(i), "allowance_mb"),
+            (Field::UplinkMetered(i), "metered"),
+        ] {
+            keys.push((field, okey(option), Some(s.line)));
+        }
+        settings.uplinks.push(uplink);
     }
 
     // Devices with limits of their own.
@@ -1699,6 +1857,142 @@ mod tests {
             Loaded::Enabled(c) => Ok(*c),
             Loaded::Disabled { reason } => panic!("disabled: {reason}"),
         }
+    }
+
+    /// A TOML configuration whose one uplink has `options` (from line 6 on).
+    fn toml_uplink(options: &str) -> Result<GatewayConfig, ConfigError> {
+        let text = format!(
+            "bundle = \"{}\"\n\n[[uplink]]\nname = \"lte\"\ndevice = \"wwan0\"\n{options}\n",
+            bundle()
+        );
+        GatewayConfig::from_toml_str(Path::new("/etc/linkpool/gateway.toml"), &text)
+    }
+
+    /// A UCI configuration whose one uplink has `options` (from line 5 on).
+    fn uci_uplink(options: &str) -> Result<GatewayConfig, ConfigError> {
+        uci_text(&format!(
+            "config gateway 'main'\n\toption bundle '{}'\nconfig uplink 'lte'\n\toption device 'wwan0'\n{options}\n",
+            bundle()
+        ))
+    }
+
+    #[test]
+    fn metered_uplinks_in_both_formats() {
+        let line = MeteredLine::new(20_500_000_000, 5, 2_000_000_000).unwrap();
+        let c = toml_uplink(
+            "metered = true\nallowance_mb = 20500\nbilling_day = 5\nthreshold_mb = 2000",
+        )
+        .unwrap();
+        assert_eq!(c.uplinks[0].metered, Some(line));
+        let c = uci_uplink(
+            "\toption metered '1'\n\toption allowance_mb '20500'\n\toption billing_day '5'\n\toption threshold_mb '2000'",
+        )
+        .unwrap();
+        assert_eq!(c.uplinks[0].metered, Some(line));
+        // Billing day the 1st and no threshold unless set; not metered unless said.
+        let c = toml_uplink("metered = true\nallowance_mb = 1000").unwrap();
+        assert_eq!(
+            c.uplinks[0].metered,
+            Some(MeteredLine::new(1_000_000_000, 1, 0).unwrap())
+        );
+        assert_eq!(toml_uplink("").unwrap().uplinks[0].metered, None);
+        assert_eq!(
+            toml_uplink("metered = false").unwrap().uplinks[0].metered,
+            None
+        );
+        assert_eq!(
+            uci_uplink("\toption metered '0'").unwrap().uplinks[0].metered,
+            None
+        );
+    }
+
+    #[test]
+    fn bad_metered_values_name_file_key_and_line() {
+        let cases = [
+            ("metered = true", "allowance_mb", "missing"),
+            (
+                "metered = true\nallowance_mb = 0",
+                "allowance_mb",
+                "0 is out of range",
+            ),
+            (
+                "metered = true\nallowance_mb = -3",
+                "allowance_mb",
+                "-3 is out of range",
+            ),
+            (
+                "metered = true\nallowance_mb = 1000\nbilling_day = 29",
+                "billing_day",
+                "29 is out of range: the day of the month the allowance renews, from 1 to 28",
+            ),
+            (
+                "metered = true\nallowance_mb = 1000\nbilling_day = 0",
+                "billing_day",
+                "0 is out of range",
+            ),
+            (
+                "metered = true\nallowance_mb = 1000\nthreshold_mb = 1500",
+                "threshold_mb",
+                "more than the allowance",
+            ),
+            (
+                "metered = true\nallowance_mb = 1000\nthreshold_mb = -1",
+                "threshold_mb",
+                "-1 is out of range",
+            ),
+            ("allowance_mb = 1000", "allowance_mb", "not metered"),
+            (
+                "metered = false\nthreshold_mb = 10",
+                "threshold_mb",
+                "not metered",
+            ),
+        ];
+        for (options, option, why) in cases {
+            let e = toml_uplink(options).unwrap_err();
+            assert_eq!(e.file, Path::new("/etc/linkpool/gateway.toml"));
+            let key = format!("uplink[0].{option}");
+            assert_eq!(e.key.as_deref(), Some(key.as_str()), "{options}: {e}");
+            assert!(e.line.is_some(), "{options}: {e}");
+            assert!(e.reason.contains(why), "{options}: {e}");
+            // The same in UCI, `key = value` as `option key 'value'`.
+            let uci_options: String = options
+                .lines()
+                .map(|l| {
+                    let (k, v) = l.split_once(" = ").unwrap();
+                    let v = match v {
+                        "true" => "1",
+                        "false" => "0",
+                        v => v,
+                    };
+                    format!("\toption {k} '{v}'\n")
+                })
+                .collect();
+            let e = uci_uplink(&uci_options).unwrap_err();
+            assert_eq!(e.file, Path::new("/etc/config/linkpool"));
+            let key = format!("linkpool.lte.{option}");
+            assert_eq!(e.key.as_deref(), Some(key.as_str()), "{uci_options}: {e}");
+            assert!(e.reason.contains(why), "{uci_options}: {e}");
+            let want = uci_options
+                .lines()
+                .position(|l| l.contains(&format!("option {option} ")))
+                .map(|i| i + 5);
+            if let Some(want) = want {
+                assert_eq!(e.line, Some(want), "{uci_options}: {e}");
+            }
+        }
+        // UCI shapes: not a number, not a boolean.
+        let e = uci_uplink("\toption metered 'maybe'").unwrap_err();
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("linkpool.lte.metered"), Some(5))
+        );
+        assert!(e.reason.contains("expected 0 or 1, got `maybe`"), "{e}");
+        let e = uci_uplink("\toption metered '1'\n\toption allowance_mb '20GB'").unwrap_err();
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("linkpool.lte.allowance_mb"), Some(6))
+        );
+        assert!(e.reason.contains("a size in MB"), "{e}");
     }
 
     #[test]
