@@ -29,6 +29,8 @@ use linkpool_protocol::client::{
 use linkpool_protocol::devices::{
     DeviceId, DeviceLimits, DevicePolicy, MAX_ADDRESSES_PER_DEVICE, NAT_OTHER_PORTS, Verdict,
 };
+use linkpool_protocol::forecast::MeteredLine;
+use linkpool_protocol::metered::MeteredUplink;
 use linkpool_protocol::path::{PathSettings, PathState};
 use linkpool_protocol::session::Limits;
 use linkpool_protocol::sharing::{PosixTz, WallClock};
@@ -42,7 +44,7 @@ use crate::config::{
 };
 use crate::proxy_target::{ProxyTarget, Step};
 use crate::setup::GatewayOs;
-use crate::state::{MeterState, StateFile};
+use crate::state::{MeterState, StateFile, forecast_file, write_atomic};
 
 /// How often missing uplink sockets and an unresolved proxy name are retried.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(2);
@@ -157,6 +159,11 @@ struct Uplink {
     socket: Option<UdpSocket>,
     /// Open while the socket is and the proxy's address is known.
     path: Option<PathId>,
+    /// A metered line's forecaster while the uplink has no path (the core holds it while
+    /// it has one).
+    meter: Option<Box<MeteredUplink>>,
+    /// Whether writing its forecaster state failed (logged once).
+    meter_error_logged: bool,
 }
 
 struct Gateway {
@@ -593,12 +600,118 @@ impl Gateway {
                     config: config.clone(),
                     socket: None,
                     path: None,
+                    meter: None,
+                    meter_error_logged: false,
                 },
             };
             self.uplinks.push(uplink);
         }
         for path in old.into_iter().flatten().filter_map(|u| u.path) {
             self.client.close_path(path);
+        }
+        let clock = self.wall_clock();
+        for i in 0..self.uplinks.len() {
+            self.set_meter(i, clock);
+        }
+    }
+
+    /// The wall clock now, in the router's time zone.
+    fn wall_clock(&self) -> WallClock {
+        let unix_s = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.tz.clock(unix_s)
+    }
+
+    /// Gives uplink `i` the metered line its configuration says: a new one is read back
+    /// from its file (a damaged file is logged and the line starts afresh), one kept takes
+    /// the new allowance, billing day and threshold.
+    fn set_meter(&mut self, i: usize, clock: WallClock) {
+        let u = &mut self.uplinks[i];
+        let held = match u.path {
+            Some(path) => self.client.unmeter_path(path).map(Box::new),
+            None => u.meter.take(),
+        };
+        let Some(line) = u.config.metered else {
+            return;
+        };
+        let meter = match held {
+            Some(mut m) => {
+                m.set_line(line);
+                m
+            }
+            None => {
+                let file = forecast_file(&self.config.state_file, &u.config.name);
+                let read = match std::fs::read(&file) {
+                    Ok(bytes) => {
+                        MeteredUplink::restore(&bytes, line, clock).map_err(|e| e.to_string())
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Err(String::new()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match read {
+                    Ok(m) => {
+                        debug!(uplink = %u.config.name, file = %file.display(), "metered line's forecast restored");
+                        Box::new(m)
+                    }
+                    Err(why) => {
+                        if !why.is_empty() {
+                            warn!(
+                                uplink = %u.config.name,
+                                "{}: {why}; the metered line starts learning afresh (nothing is lent \
+                                 from it until a week of use is learned)",
+                                file.display()
+                            );
+                        }
+                        Box::new(MeteredUplink::new(line, clock))
+                    }
+                }
+            }
+        };
+        match u.path {
+            Some(path) => self.client.meter_path(path, *meter),
+            None => u.meter = Some(meter),
+        }
+    }
+
+    /// Forecasts each metered line again, and writes the forecasters whose state is due
+    /// (or all of them, at a clean stop).
+    fn keep_meters(&mut self, force: bool) {
+        let clock = self.wall_clock();
+        self.client.handle_meter_tick(clock);
+        for u in &mut self.uplinks {
+            let Some(m) = u
+                .path
+                .and_then(|p| self.client.metered(p))
+                .or(u.meter.as_deref())
+            else {
+                continue;
+            };
+            if !force && !m.persist_due(clock) {
+                continue;
+            }
+            let file = forecast_file(&self.config.state_file, &u.config.name);
+            match write_atomic(&file, &m.state()) {
+                Ok(()) => {
+                    debug!(uplink = %u.config.name, file = %file.display(), "metered line's forecast written");
+                    u.meter_error_logged = false;
+                    match (u.path, u.meter.as_deref_mut()) {
+                        (_, Some(m)) => m.persisted(clock),
+                        (Some(p), None) => self.client.persisted_meter(p, clock),
+                        _ => {}
+                    }
+                }
+                Err(e) if !u.meter_error_logged => {
+                    u.meter_error_logged = true;
+                    warn!(
+                        uplink = %u.config.name,
+                        "cannot write {}: {e}; after a restart the metered line's counts and \
+                         learning go back to the last write",
+                        file.display()
+                    );
+                }
+                Err(_) => {}
+            }
         }
     }
 
@@ -750,6 +863,9 @@ impl Gateway {
                 info!(uplink = %u.config.name, device = %u.config.device, "uplink device went away; reopening when it is back");
                 u.socket = None;
                 if let Some(path) = u.path.take() {
+                    if let Some(m) = self.client.unmeter_path(path) {
+                        u.meter = Some(Box::new(m));
+                    }
                     self.client.close_path(path);
                 }
             }
@@ -800,6 +916,9 @@ impl Gateway {
                         let path = self.client.open_path(now, proxy, path_settings(&u.config));
                         debug!(uplink = %u.config.name, %path, "path opened");
                         u.path = Some(path);
+                        if let Some(m) = u.meter.take() {
+                            self.client.meter_path(path, *m);
+                        }
                     }
                     (Some(_), Some(path)) if moved.is_some() => {
                         self.client.set_path_remote(path, proxy)
@@ -809,6 +928,7 @@ impl Gateway {
             }
         }
         self.keep_state(now, false);
+        self.keep_meters(false);
     }
 
     /// Gives the relay the wall clock (for the owner's schedule and allowances, in local
@@ -898,6 +1018,7 @@ impl Gateway {
         }
         self.state.set_devices(self.devices.table.checkpoint(now));
         self.write_state(used);
+        self.keep_meters(true);
     }
 
     /// Takes the devices with limits from the configuration: a device kept (same name)
@@ -1297,6 +1418,11 @@ impl Gateway {
                     "lost": c.lost,
                     "resent_elsewhere": c.resent_elsewhere,
                     "suspected": c.suspected,
+                    "standby": p.map(|p| p.standby()),
+                    "metered": metered_json(
+                        u.path.and_then(|p| self.client.metered(p)).or(u.meter.as_deref()),
+                        u.config.metered,
+                    ),
                 });
                 if let Some(entry) = entry.as_object_mut() {
                     entry.extend(status::path_fields(p, now, total_rate, total_tx));
@@ -1380,6 +1506,7 @@ impl Gateway {
                     "off_schedule": c.off_schedule,
                     "over_daily": c.over_daily,
                     "over_monthly": c.over_monthly,
+                    "over_surplus": c.over_surplus,
                 })
             })
             .collect();
@@ -1626,8 +1753,84 @@ fn lending_json(relay: &linkpool_protocol::relay::Relay, now: Instant) -> serde_
             "off_schedule": t.off_schedule,
             "over_daily": t.over_daily,
             "over_monthly": t.over_monthly,
+            "over_surplus": t.over_surplus,
         },
     })
+}
+
+/// A metered line for status: `null` for one not metered, `{"allowance": ...}` alone
+/// before its first forecast.
+fn metered_json(m: Option<&MeteredUplink>, line: Option<MeteredLine>) -> serde_json::Value {
+    let Some(line) = line else {
+        return serde_json::Value::Null;
+    };
+    let Some(s) = m.and_then(MeteredUplink::status) else {
+        return serde_json::json!({
+            "allowance": line.allowance(),
+            "billing_day": line.billing_day(),
+            "threshold": line.threshold(),
+        });
+    };
+    serde_json::json!({
+        "allowance": s.allowance,
+        "billing_day": s.billing_day,
+        "threshold": s.threshold,
+        "period_start": s.period_start,
+        "period_end": s.period_end,
+        "used": s.used,
+        "remaining": s.remaining,
+        "forecast_use": s.expected_more,
+        "forecast_surplus": s.surplus,
+        "forecast_error": s.error,
+        "confident": s.confident,
+        "lent": s.lent,
+        "offered_bps": s.offer.saturating_mul(8),
+        "moved_off": s.moved_off,
+    })
+}
+
+/// A metered line in text, one line under its uplink.
+fn metered_text(out: &mut String, m: &serde_json::Value) {
+    use std::fmt::Write as _;
+    if m.is_null() {
+        return;
+    }
+    let gb = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0) / 1e9;
+    if m["used"].is_null() {
+        let _ = writeln!(
+            out,
+            "  metered: {:.2} GB a period from day {}, no forecast yet",
+            gb(&m["allowance"]),
+            m["billing_day"]
+        );
+        return;
+    }
+    let error = m["forecast_error"]
+        .as_f64()
+        .map_or("not measured yet".to_string(), |e| {
+            format!("{:.0}%", e * 100.0)
+        });
+    let learning = if m["confident"] == true {
+        ""
+    } else {
+        " (still learning: nothing lent)"
+    };
+    let moved = if m["moved_off"] == true {
+        "  own traffic moved off (below its threshold)"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "  metered: used {:.2} of {:.2} GB, {:.2} GB left; forecast use {:.2} GB to period end, surplus {:.2} GB{learning}, error {error}; lent {:.2} GB, offering {:.2} Mbit/s{moved}",
+        gb(&m["used"]),
+        gb(&m["allowance"]),
+        gb(&m["remaining"]),
+        gb(&m["forecast_use"]),
+        gb(&m["forecast_surplus"]),
+        gb(&m["lent"]),
+        m["offered_bps"].as_f64().unwrap_or(0.0) / 1e6,
+    );
 }
 
 fn liveness_name(l: Liveness) -> &'static str {
@@ -1734,7 +1937,7 @@ fn mesh_text(out: &mut String, m: &serde_json::Value) {
     for r in list("relayed_for") {
         let _ = writeln!(
             out,
-            "  relaying for {}: up {} B / {} pkts, down {} B / {} pkts, refused {} over cap, {} owner first, {} off schedule, {} over daily, {} over monthly",
+            "  relaying for {}: up {} B / {} pkts, down {} B / {} pkts, refused {} over cap, {} owner first, {} off schedule, {} over daily, {} over monthly, {} over surplus",
             r["address"].as_str().unwrap_or("?"),
             r["up_bytes"],
             r["up_packets"],
@@ -1745,6 +1948,7 @@ fn mesh_text(out: &mut String, m: &serde_json::Value) {
             r["off_schedule"].as_u64().unwrap_or(0),
             r["over_daily"].as_u64().unwrap_or(0),
             r["over_monthly"].as_u64().unwrap_or(0),
+            r["over_surplus"].as_u64().unwrap_or(0),
         );
     }
 }
@@ -1847,6 +2051,7 @@ fn status_text(s: &serde_json::Value) -> String {
         if let Some(line) = status::path_text(u) {
             let _ = writeln!(out, "  {line}");
         }
+        metered_text(&mut out, &u["metered"]);
     }
     mesh_text(&mut out, &s["mesh"]);
     devices_text(&mut out, &s["devices"]);
@@ -1993,6 +2198,13 @@ mod tests {
                         "gaps_timed_out": 2, "late": 1},
             "drops": {},
         });
+        s["uplinks"][1]["metered"] = serde_json::json!({"allowance": 20_000_000_000u64, "billing_day": 5,
+                    "threshold": 2_000_000_000u64, "period_start": 1_714_867_200,
+                    "period_end": 1_717_545_600, "used": 3_360_000_000u64,
+                    "remaining": 16_640_000_000u64, "forecast_use": 2_880_000_000u64,
+                    "forecast_surplus": 11_200_000_000u64, "forecast_error": 0.04,
+                    "confident": true, "lent": 850_000_000, "offered_bps": 1_600_000,
+                    "moved_off": true});
         // Beside, for the macro's recursion limit.
         s["mesh"] = serde_json::json!({
             "devices": [{"device": "mesh0", "ready": true, "address": "10.254.0.1:7118"}],
@@ -2039,12 +2251,13 @@ tunnel linkpool0 mtu 1400
 uplink wan (eth1) active  rtt 20.0 ms  loss 0.0%  rate 20.0 Mbit/s  sent 5000 B / 5 pkts  received 6000 B / 6 pkts
   sends 75% (15.0 Mbit/s), 70% in all  cruise  bandwidth 20.0 Mbit/s  pacing 20.0 Mbit/s  window 60000 B  in flight 30000 B
 uplink lte (wwan0) not ready  rtt -  loss 0.0%  rate 0.0 Mbit/s  sent 0 B / 0 pkts  received 0 B / 0 pkts
+  metered: used 3.36 of 20.00 GB, 16.64 GB left; forecast use 2.88 GB to period end, surplus 11.20 GB, error 4%; lent 0.85 GB, offering 1.60 Mbit/s  own traffic moved off (below its threshold)
 mesh mesh0 10.254.0.1:7118  credential for 600 s  lending our line
   not lending now: today's allowance is used up  lent 500.0 MB of 500.0 MB today, 2100.0 MB since 2024-04-15  line measured 10.0 / 50.0 Mbit/s up / down, capped 3.0 / any
   neighbour 2 at 10.254.0.2:7118 usable  offers any / 8.0 Mbit/s up / down  hellos 40 ok / 1 refused
   neighbour 3 at 10.254.0.3:7118 not usable  not lending  hellos 3 ok / 0 refused
   path via 2 (10.254.0.2:7118) active  rtt 31.0 ms  loss 1.0%  sent 700 B  received 900 B  capped 0.2 Mbit/s  standby (probes only)  giving way (50%)
-  relaying for 10.254.0.3:7118: up 300 B / 2 pkts, down 5000 B / 4 pkts, refused 0 over cap, 1 owner first, 3 off schedule, 0 over daily, 0 over monthly
+  relaying for 10.254.0.3:7118: up 300 B / 2 pkts, down 5000 B / 4 pkts, refused 0 over cap, 1 owner first, 3 off schedule, 0 over daily, 0 over monthly, 0 over surplus
 flows 2  interactive 1 redundant (auto)  bulk 1 session  default 0 session (auto)
   tcp 10.77.0.2:40000 > 192.0.2.9:443  bulk session  15.0 Mbit/s  on wan
   udp 10.77.0.2:5000 > 192.0.2.9:3478  interactive redundant  64 kbit/s

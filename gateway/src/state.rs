@@ -168,6 +168,38 @@ impl StateFile {
     }
 }
 
+/// The file a metered uplink's forecaster is kept in, beside the state file: `linkpool.state`
+/// and uplink `lte` give `linkpool.lte.forecast`. Characters other than letters, digits,
+/// `-`, `_` and `.` in the name are written `_` (the name is free text in TOML).
+pub fn forecast_file(state_file: &Path, uplink: &str) -> PathBuf {
+    let stem = state_file
+        .file_stem()
+        .map_or("linkpool".into(), |s| s.to_string_lossy());
+    let name: String = uplink
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' => c,
+            _ => '_',
+        })
+        .collect();
+    state_file.with_file_name(format!("{stem}.{name}.forecast"))
+}
+
+/// Writes `bytes` to `path` atomically: a new file, synced, renamed over the old one (a
+/// power cut leaves one or the other).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
 fn half_reservation_us() -> u64 {
     RESERVATION.as_micros() as u64 / 2
 }

@@ -323,6 +323,13 @@ impl Client {
             .map(|(_, m)| m)
     }
 
+    /// The state of the metered line on path `path` was written at `clock`.
+    pub fn persisted_meter(&mut self, path: PathId, clock: WallClock) {
+        if let Some((_, m)) = self.metered.iter_mut().find(|(id, _)| *id == path) {
+            m.persisted(clock);
+        }
+    }
+
     /// Hands what crossed each metered line to its forecaster and forecasts again (what
     /// may be lent and offered, whether the owner moves off). `clock` is the wall clock
     /// now; call it every few seconds ([`MeteredUplink::tick`]).
