@@ -83,6 +83,18 @@ impl Pool {
         Pool::configure_mesh(coop, Some(lenders))?.start_configured(coop, |_| {})
     }
 
+    /// [`Pool::start_lending`] without starting anything: the configurations can be
+    /// changed before [`Pool::start_all`].
+    pub fn configure_lending(coop: &Coop, lenders: &[usize]) -> Result<Pool, Error> {
+        Pool::configure_mesh(coop, Some(lenders))
+    }
+
+    /// Starts the proxy and every gateway of a configured pool, and waits until all are
+    /// connected.
+    pub fn start_all(self, coop: &Coop) -> Result<Pool, Error> {
+        self.start_configured(coop, |_| {})
+    }
+
     fn start_configured(self, coop: &Coop, mut say: impl FnMut(&str)) -> Result<Pool, Error> {
         let mut pool = self;
         pool.start_proxy(coop)?;
