@@ -1259,6 +1259,7 @@ impl Gateway {
                 }
                 Event::MeshGrant => debug!("mesh credential renewed by the proxy"),
                 Event::Statement => debug!("statement of this member's account from the proxy"),
+                Event::Rating => debug!("rating of this router's relay from the proxy"),
             }
         }
     }
@@ -1346,6 +1347,7 @@ impl Gateway {
                 entry
             })
             .collect();
+        let proxy_now = self.client.proxy_clock_s(now);
         let neighbours: Vec<_> = self
             .client
             .neighbours()
@@ -1362,6 +1364,7 @@ impl Gateway {
                     "offer_down_kbit": offer.down_kbit,
                     "hellos_accepted": n.hellos_accepted(),
                     "hellos_refused": n.hellos_refused(),
+                    "rating": proxy_now.and_then(|t| n.rating(t)).map(crate::ledger::rating_json),
                 })
             })
             .collect();

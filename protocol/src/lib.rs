@@ -31,6 +31,7 @@ pub mod keys;
 pub mod mesh;
 pub mod path;
 mod queue;
+pub mod rating;
 pub mod relay;
 pub mod reorder;
 mod replay;

@@ -199,6 +199,10 @@ pub(crate) struct Transport {
     statement_out: Option<(Box<[u8; frame::STATEMENT_LEN]>, Instant)>,
     /// The last statement received, not yet taken.
     statement_in: Option<Box<[u8; frame::STATEMENT_LEN]>>,
+    /// The signed rating of the member's relay to send, and when it goes (again).
+    rating_out: Option<(Box<[u8; frame::RATING_LEN]>, Instant)>,
+    /// The last rating received, not yet taken.
+    rating_in: Option<Box<[u8; frame::RATING_LEN]>>,
     /// Where the search for due acks and pings starts, so no path starves the others.
     cursor: usize,
     /// New paths are passive ([`Transport::passive_paths`]).
@@ -244,6 +248,8 @@ impl Transport {
             grant_in: None,
             statement_out: None,
             statement_in: None,
+            rating_out: None,
+            rating_in: None,
             cursor: 0,
             passive: false,
             forget_dead_after: None,
@@ -323,6 +329,16 @@ impl Transport {
     /// The statement received last, once.
     pub(crate) fn take_statement(&mut self) -> Option<Box<[u8; frame::STATEMENT_LEN]>> {
         self.statement_in.take()
+    }
+
+    /// Sends a signed rating now, and again every [`GRANT_RESEND`], as a statement.
+    pub(crate) fn set_rating(&mut self, now: Instant, body: Box<[u8; frame::RATING_LEN]>) {
+        self.rating_out = Some((body, now));
+    }
+
+    /// The rating received last, once.
+    pub(crate) fn take_rating(&mut self) -> Option<Box<[u8; frame::RATING_LEN]>> {
+        self.rating_in.take()
     }
 
     pub(crate) fn path_mut(&mut self, id: PathId) -> Option<&mut Path> {
@@ -537,7 +553,14 @@ impl Transport {
             .iter()
             .position(|p| p.id() == id)
             .ok_or(DropReason::UnknownSession)?;
-        let pn = frame::expand_packet_number(self.paths[i].largest_received(), truncated);
+        let largest = self.paths[i].largest_received();
+        let pn = frame::expand_packet_number(largest, truncated);
+        // Datagrams the member sent up to this one: this and the numbers passed over
+        // (a late one was counted with the gap it filled).
+        let offered = match largest {
+            Some(l) => pn.saturating_sub(l),
+            None => pn + 1,
+        };
         self.paths[i].on_keys(keys, pn);
         if !self.paths[i].on_received(now, pn, eliciting, ping) {
             return Err(DropReason::Replay);
@@ -547,7 +570,7 @@ impl Transport {
             if let Some(u) = &mut self.usage {
                 // Sealed by the member, not seen before: a verified datagram, on
                 // whichever line (a relay's, whose tag the caller checked) it came by.
-                u.on_received(buf.len(), &from);
+                u.on_received(buf.len(), &from, offered);
             }
         }
         let (_, frames) = Frames::parse(plain)?;
@@ -589,6 +612,11 @@ impl Transport {
                     let mut body = Box::new([0u8; frame::STATEMENT_LEN]);
                     body.copy_from_slice(&plain[r.0..r.1]);
                     self.statement_in = Some(body);
+                }
+                Frame::Rating { range: r } => {
+                    let mut body = Box::new([0u8; frame::RATING_LEN]);
+                    body.copy_from_slice(&plain[r.0..r.1]);
+                    self.rating_in = Some(body);
                 }
                 Frame::MeshGrant { range: r } => {
                     let mut body = Box::new([0u8; frame::MESH_GRANT_LEN]);
@@ -773,6 +801,7 @@ impl Transport {
         if self.paths.iter().any(Path::usable) {
             consider(self.grant_out.as_ref().map(|g| g.next));
             consider(self.statement_out.as_ref().map(|s| s.1));
+            consider(self.rating_out.as_ref().map(|r| r.1));
         }
         if self.waiting() > 0 || !self.duplicates.is_empty() {
             // Paced paths with room: when the pacer lets them go. A path that found nothing
@@ -874,7 +903,8 @@ impl Transport {
             let receipt = p.receipt_due(now);
             let grant = p.usable()
                 && (self.grant_out.as_ref().is_some_and(|g| g.next <= now)
-                    || self.statement_out.as_ref().is_some_and(|s| s.1 <= now));
+                    || self.statement_out.as_ref().is_some_and(|s| s.1 <= now)
+                    || self.rating_out.as_ref().is_some_and(|r| r.1 <= now));
             if ping || ack || receipt || grant {
                 self.cursor = (i + 1) % n;
                 return self.send_control(now, i, ping, ack, receipt, keys, limits, buf);
@@ -1020,6 +1050,10 @@ impl Transport {
             }
             if let Some((body, next)) = self.statement_out.as_mut().filter(|s| s.1 <= now) {
                 w.statement(body);
+                *next = now + GRANT_RESEND;
+            }
+            if let Some((body, next)) = self.rating_out.as_mut().filter(|r| r.1 <= now) {
+                w.rating(body);
                 *next = now + GRANT_RESEND;
             }
         }

@@ -78,12 +78,19 @@ pub struct Usage {
     /// Wire bytes over neighbours' lines, by relay (member id at the proxy): up as they
     /// arrived verified, down as the member acknowledged them.
     pub borrowed: Vec<(u32, UpDown)>,
+    /// Wire bytes offered to each relay, for its rating ([`crate::rating`]): down as
+    /// sent through it, up as arrived through it plus the datagrams the member's packet
+    /// numbers skipped (each counted at the size of the one that came after the gap).
+    pub offered: Vec<(u32, UpDown)>,
 }
 
 impl Usage {
     /// Whether nothing was counted.
     pub fn is_empty(&self) -> bool {
-        self.inner.is_zero() && self.own.is_zero() && self.borrowed.is_empty()
+        self.inner.is_zero()
+            && self.own.is_zero()
+            && self.borrowed.is_empty()
+            && self.offered.is_empty()
     }
 
     /// Zeroes it, keeping its memory.
@@ -91,6 +98,7 @@ impl Usage {
         self.inner = UpDown::default();
         self.own = UpDown::default();
         self.borrowed.clear();
+        self.offered.clear();
     }
 
     /// Adds `other` to this one.
@@ -99,6 +107,9 @@ impl Usage {
         self.own.add(other.own);
         for &(relay, bytes) in &other.borrowed {
             self.add_line(Some(relay), bytes);
+        }
+        for &(relay, bytes) in &other.offered {
+            add_relay(&mut self.offered, relay, bytes);
         }
     }
 
@@ -117,27 +128,34 @@ impl Usage {
             self.own.add(bytes);
             return;
         };
-        if let Some((_, b)) = self.borrowed.iter_mut().find(|(r, _)| *r == relay) {
-            b.add(bytes);
-        } else if self.borrowed.len() < MAX_RELAYS {
-            // At most once per relay between two takes: not per packet.
-            self.borrowed.push((relay, bytes));
-        } else {
+        if !add_relay(&mut self.borrowed, relay, bytes) {
             self.own.add(bytes);
         }
     }
 
-    /// A datagram of `len` bytes arrived, verified, from `from`.
-    pub(crate) fn on_received(&mut self, len: usize, from: &Endpoint) {
+    /// A datagram of `len` bytes arrived, verified, from `from`; `offered` is how many
+    /// datagrams its packet number says the member sent on the path since the previous
+    /// highest (it and those passed over; 0 for a late one, counted with its gap).
+    pub(crate) fn on_received(&mut self, len: usize, from: &Endpoint, offered: u64) {
         let up = wire_bytes(len, from);
-        self.add_line(from.relay.map(|h| h.relay), UpDown { up, down: 0 });
+        let relay = from.relay.map(|h| h.relay);
+        self.add_line(relay, UpDown { up, down: 0 });
+        if let Some(relay) = relay {
+            let up = up.saturating_mul(offered);
+            add_relay(&mut self.offered, relay, UpDown { up, down: 0 });
+        }
     }
 
-    /// A datagram of `len` bytes went straight to the member. (Through a relay, only what
-    /// the member acknowledges counts: [`Usage::on_acknowledged`].)
+    /// A datagram of `len` bytes went to the member: on its own line, counted now;
+    /// through a relay, offered to it, and counted once the member acknowledges it
+    /// ([`Usage::on_acknowledged`]).
     pub(crate) fn on_sent(&mut self, len: usize, to: &Endpoint) {
-        if to.relay.is_none() {
-            self.own.down += wire_bytes(len, to);
+        match to.relay {
+            None => self.own.down += wire_bytes(len, to),
+            Some(hop) => {
+                let down = wire_bytes(len, to);
+                add_relay(&mut self.offered, hop.relay, UpDown { up: 0, down });
+            }
         }
     }
 
@@ -150,6 +168,19 @@ impl Usage {
         let down = bytes + datagrams * per_datagram;
         self.add_line(Some(hop.relay), UpDown { up: 0, down });
     }
+}
+
+/// Adds `bytes` to `relay`'s entry in `per_relay`; false if it is full without one.
+fn add_relay(per_relay: &mut Vec<(u32, UpDown)>, relay: u32, bytes: UpDown) -> bool {
+    if let Some((_, b)) = per_relay.iter_mut().find(|(r, _)| *r == relay) {
+        b.add(bytes);
+    } else if per_relay.len() < MAX_RELAYS {
+        // At most once per relay between two takes: not per packet.
+        per_relay.push((relay, bytes));
+    } else {
+        return false;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -184,9 +215,9 @@ mod tests {
     fn relayed_bytes_go_to_their_relay_and_own_bytes_to_the_member() {
         let mut u = Usage::default();
         let own = Endpoint::direct("192.0.2.1:7117".parse().unwrap(), None);
-        u.on_received(972, &own);
+        u.on_received(972, &own, 1);
         u.on_sent(972, &own);
-        u.on_received(972, &relayed("192.0.2.9:7118", 3));
+        u.on_received(972, &relayed("192.0.2.9:7118", 3), 1);
         // Sending through a relay counts nothing until the member confirms it.
         u.on_sent(972, &relayed("192.0.2.9:7118", 3));
         u.on_acknowledged(2, 2000, &relayed("192.0.2.9:7118", 3));
@@ -231,7 +262,7 @@ mod tests {
     fn more_relays_than_a_member_can_use_at_once_still_count_every_byte() {
         let mut u = Usage::default();
         for relay in 0..(MAX_RELAYS as u32 + 5) {
-            u.on_received(100, &relayed("192.0.2.9:7118", relay));
+            u.on_received(100, &relayed("192.0.2.9:7118", relay), 1);
         }
         assert_eq!(u.borrowed.len(), MAX_RELAYS);
         assert_eq!(u.wire().up, (MAX_RELAYS as u64 + 5) * (100 + 28 + 28));

@@ -1188,6 +1188,7 @@ mod tests {
                 .iter()
                 .map(|&(r, up, down)| (r, UpDown { up, down }))
                 .collect(),
+            ..Usage::default()
         }
     }
 
