@@ -29,6 +29,7 @@ enum Owned<'a> {
     Packet(Option<frame::Spread>, &'a [u8]),
     Grant(&'a [u8]),
     Statement(&'a [u8]),
+    Rating(&'a [u8]),
 }
 
 /// Decodes `plain` whole, checking each frame; `None` if a frame is malformed.
@@ -94,13 +95,17 @@ fn decode(plain: &[u8]) -> Option<(u32, Vec<Owned<'_>>)> {
                 out.push(Owned::Packet(spread, &plain[range.0..range.1]));
                 break;
             }
-                        Frame::MeshGrant { range } => {
+            Frame::MeshGrant { range } => {
                 assert_eq!(range.1 - range.0, frame::MESH_GRANT_LEN, "{range:?}");
                 out.push(Owned::Grant(&plain[range.0..range.1]));
             }
             Frame::Statement { range } => {
                 assert_eq!(range.1 - range.0, frame::STATEMENT_LEN, "{range:?}");
                 out.push(Owned::Statement(&plain[range.0..range.1]));
+            }
+            Frame::Rating { range } => {
+                assert_eq!(range.1 - range.0, frame::RATING_LEN, "{range:?}");
+                out.push(Owned::Rating(&plain[range.0..range.1]));
             }
             Frame::Ping | Frame::Receipt { .. } => out.push(Owned::Frame(f)),
         }
@@ -123,10 +128,12 @@ fn encode(pn: u32, frames: &[Owned<'_>], room: usize) -> Vec<u8> {
                 bytes,
             }) => w.receipt(*path, *packets, *bytes),
             Owned::Frame(Frame::Packet { .. }) => unreachable!("kept as Owned::Packet"),
-                        Owned::Frame(Frame::MeshGrant { .. }) => unreachable!("kept as Owned::Grant"),
+            Owned::Frame(Frame::MeshGrant { .. }) => unreachable!("kept as Owned::Grant"),
             Owned::Frame(Frame::Statement { .. }) => unreachable!("kept as Owned::Statement"),
+            Owned::Frame(Frame::Rating { .. }) => unreachable!("kept as Owned::Rating"),
             Owned::Grant(body) => w.mesh_grant((*body).try_into().expect("checked length")),
             Owned::Statement(body) => w.statement((*body).try_into().expect("checked length")),
+            Owned::Rating(body) => w.rating((*body).try_into().expect("checked length")),
             Owned::Packet(spread, p) => {
                 packet = Some((*spread, *p));
                 Some(())

@@ -257,15 +257,24 @@ fn the_ledger_pays_relays_what_their_lines_carried_and_charges_what_was_consumed
     for (member, rating) in &r1 {
         let permille = rating["delivered_permille"].as_u64().unwrap();
         assert!(permille >= 950, "member {member} rated {rating}");
-        assert!(rating["uptime_permille"].as_u64().unwrap() >= 950, "{rating}");
-        assert!(rating["line_rate_bps"].as_u64().unwrap() > 1_000_000, "{rating}");
+        assert!(
+            rating["uptime_permille"].as_u64().unwrap() >= 950,
+            "{rating}"
+        );
+        assert!(
+            rating["line_rate_bps"].as_u64().unwrap() > 1_000_000,
+            "{rating}"
+        );
     }
     for n in [2, 3] {
         let own: Value =
             serde_json::from_str(&pool.gateway_status(&coop, n, true).unwrap()).unwrap();
         let own = &own["ledger"]["rating"];
         let seen = r1.iter().find(|(_, r)| r["issued_at"] == own["issued_at"]);
-        assert!(seen.is_some(), "r{n}'s own rating {own} is not what r1 holds {r1:?}");
+        assert!(
+            seen.is_some(),
+            "r{n}'s own rating {own} is not what r1 holds {r1:?}"
+        );
         // What it delivered covers what the ledger paid it for (the rating's window began
         // when the proxy started), and not much more (pings and the relay's hellos).
         let delivered = own["delivered_bytes"].as_u64().unwrap();
