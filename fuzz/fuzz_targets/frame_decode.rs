@@ -107,7 +107,7 @@ fn decode(plain: &[u8]) -> Option<(u32, Vec<Owned<'_>>)> {
                 assert_eq!(range.1 - range.0, frame::RATING_LEN, "{range:?}");
                 out.push(Owned::Rating(&plain[range.0..range.1]));
             }
-            Frame::Ping | Frame::Receipt { .. } => out.push(Owned::Frame(f)),
+            Frame::Ping | Frame::Receipt { .. } | Frame::Bid { .. } => out.push(Owned::Frame(f)),
         }
     }
     Some((pn, out))
@@ -122,6 +122,7 @@ fn encode(pn: u32, frames: &[Owned<'_>], room: usize) -> Vec<u8> {
         let ok = match f {
             Owned::Frame(Frame::Ping) => w.ping(),
             Owned::Frame(Frame::Ack(a)) => w.ack(a),
+            Owned::Frame(Frame::Bid { per_gb }) => w.bid(*per_gb),
             Owned::Frame(Frame::Receipt {
                 path,
                 packets,

@@ -535,6 +535,7 @@ fn new_client(config: &GatewayConfig, mtu: u16, now: Instant, timestamp_base_us:
         random_seed(),
     );
     client.set_spreading(config.spreading);
+    client.set_bid(now, config.max_price_per_gb);
     client
 }
 
@@ -1527,6 +1528,8 @@ impl Gateway {
         self.set_mesh(now);
         // So do devices with limits: those kept keep their counts.
         self.set_devices();
+        // And the owner's bid for auctioned lines.
+        self.client.set_bid(now, self.config.max_price_per_gb);
         // A new client above took them from the configuration already.
         if *self.client.spreading() != self.config.spreading {
             let m = self.config.spreading;

@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::credits::MilliCredits;
 use crate::crypto;
 use crate::flow::{FlowTable, Modes};
 use crate::frame::MESH_GRANT_LEN;
@@ -905,6 +906,13 @@ impl Client {
             verified: verified.is_some(),
         });
         self.push_event(Event::Statement);
+    }
+
+    /// The most the owner pays per GB (milli-credits) when a neighbour's line is
+    /// auctioned among those who want more of it than it has: the bid the proxy holds
+    /// for this member, sent now and every few seconds.
+    pub fn set_bid(&mut self, now: Instant, per_gb: MilliCredits) {
+        self.transport.set_bid(now, per_gb);
     }
 
     /// Its relay's rating the proxy sent last, verified, if any.

@@ -14,6 +14,8 @@
 //!             0x40 mesh grant (proxy to member: credential, issuer key, proxy clock)
 //!             0x41 statement (proxy to member: its signed account, 153 bytes)
 //!             0x42 rating (proxy to a relaying member: its signed rating, 127 bytes)
+//!             0x43 bid (member to proxy: the most it pays per GB at a relay's auction,
+//!                  milli-credits, i64)
 //! v         = QUIC variable-length integer (RFC 9000 §16)
 //! ```
 //!
@@ -55,6 +57,11 @@ pub const STATEMENT_LEN: usize = crate::statement::STATEMENT_LEN;
 const RATING: u8 = 0x42;
 /// A rating frame's body.
 pub const RATING_LEN: usize = crate::statement::RATING_LEN;
+/// A member's bid for contended relay lines (an extension): the most its owner pays per
+/// GB, in milli-credits.
+const BID: u8 = 0x43;
+/// A bid frame's body.
+pub const BID_LEN: usize = 8;
 
 /// Most ranges one ack frame carries (the newest ones): bounded work and size.
 pub const MAX_ACK_RANGES: usize = 16;
@@ -211,6 +218,11 @@ pub enum Frame {
         /// Where its body is, relative to the start of the plaintext.
         range: (usize, usize),
     },
+    /// A member's bid: the most it pays per GB of a contended relay line (milli-credits).
+    Bid {
+        /// Milli-credits per GB.
+        per_gb: i64,
+    },
     /// An inner IP packet at this range of the plaintext; `spread` is its place in its
     /// flow when the flow is spread over several paths or the packet duplicated.
     Packet {
@@ -325,6 +337,7 @@ impl Iterator for Frames<'_> {
                         MESH_GRANT => MESH_GRANT_LEN,
                         STATEMENT => STATEMENT_LEN,
                         RATING => RATING_LEN,
+                        BID => BID_LEN,
                         _ => continue,
                     };
                     // A known extension must be whole.
@@ -335,7 +348,14 @@ impl Iterator for Frames<'_> {
                     match kind {
                         MESH_GRANT => Frame::MeshGrant { range },
                         STATEMENT => Frame::Statement { range },
-                        _ => Frame::Rating { range },
+                        RATING => Frame::Rating { range },
+                        _ => Frame::Bid {
+                            per_gb: i64::from_be_bytes(
+                                self.r.bytes[body..body + BID_LEN]
+                                    .try_into()
+                                    .expect("8 bytes"),
+                            ),
+                        },
                     }
                 }
                 _ => return bad,
@@ -411,6 +431,11 @@ impl<'a> Writer<'a> {
     /// A rating frame.
     pub fn rating(&mut self, body: &[u8; RATING_LEN]) -> Option<()> {
         self.extension(RATING, body)
+    }
+
+    /// A bid frame.
+    pub fn bid(&mut self, per_gb: i64) -> Option<()> {
+        self.extension(BID, &per_gb.to_be_bytes())
     }
 
     /// An extension frame: its type, its length, its body.
@@ -674,7 +699,7 @@ mod tests {
     }
 
     #[test]
-    fn statements_and_ratings_round_trip_beside_grants() {
+    fn statements_ratings_and_bids_round_trip_beside_grants() {
         let mut statement = [0u8; STATEMENT_LEN];
         statement[7] = 9;
         let rating = [7u8; RATING_LEN];
@@ -684,6 +709,7 @@ mod tests {
         w.statement(&statement).unwrap();
         w.mesh_grant(&grant).unwrap();
         w.rating(&rating).unwrap();
+        w.bid(-2_500).unwrap();
         let len = w.len();
         let (_, frames) = Frames::parse(&buf[..len]).unwrap();
         let frames: Vec<_> = frames.collect::<Result<_, _>>().unwrap();
@@ -691,6 +717,7 @@ mod tests {
             Frame::Statement { range: s },
             Frame::MeshGrant { range: g },
             Frame::Rating { range: r },
+            Frame::Bid { per_gb: -2_500 },
         ] = frames[..]
         else {
             panic!("{frames:?}");

@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::credits::{Consumer, Contention, MilliCredits, may_borrow};
+use crate::credits::{Consumer, Contention, MAX_BID_PER_GB, MilliCredits, may_borrow};
 use crate::crypto;
 
 use crate::flow::{FlowTable, Modes};
@@ -179,6 +179,9 @@ struct Member {
     balance: MilliCredits,
     /// Its record as a relay, from the first usage taken on.
     relay: Option<RelayRecord>,
+    /// The most it pays per GB of a contended relay line, as its gateway last said
+    /// (milli-credits; 0 until it says).
+    bid: MilliCredits,
 }
 
 impl Member {
@@ -197,6 +200,7 @@ impl Member {
             usage: Usage::default(),
             balance: 0,
             relay: None,
+            bid: 0,
         }
     }
 
@@ -849,6 +853,9 @@ impl Server {
         while let Some(e) = transport.poll_event() {
             push_event(&mut self.events, ServerEvent::Path(id, e));
         }
+        if let Some(bid) = transport.take_bid() {
+            member.bid = bid.clamp(0, MAX_BID_PER_GB);
+        }
         r?;
         Ok(Accepted::Transport { member: id })
     }
@@ -1025,6 +1032,7 @@ impl Server {
                     continue;
                 }
                 p.set_rate_cap(line.and_then(|l| spare_for_relayed(l.capacity, l.own)));
+                p.set_price_per_gb(None);
             }
         }
     }
@@ -1097,7 +1105,11 @@ impl Server {
                 let sent = p.send_rate(now);
                 // Packets waiting for it, or sending near its cap (or uncapped): it would
                 // take more. (A TCP flow's rate swings below its cap between losses.)
-                let wants_more = sent > CONTENTION_HEADROOM
+                // One held to the least rate (an auction it lost, or a tiny share) that
+                // uses it still wants more: it must stay in the division, or the line
+                // would look uncontended and it would take it back at once.
+                let held_down = p.rate_cap().is_some_and(|cap| cap <= CONTENTION_HEADROOM);
+                let wants_more = (sent > CONTENTION_HEADROOM || held_down)
                     && (backlog
                         || p.rate_cap()
                             .is_none_or(|cap| sent as f64 >= CONTENDED_USE * cap as f64));
@@ -1109,7 +1121,7 @@ impl Server {
                         sent + sent / 4 + CONTENTION_HEADROOM
                     },
                     balance: m.balance,
-                    ceiling_per_gb: 0,
+                    ceiling_per_gb: m.bid,
                 });
             }
         }
@@ -1144,6 +1156,8 @@ impl Server {
                     let sent = p.send_rate(now).max(1);
                     let trim = (a.bytes as f64 / sent as f64).clamp(MIN_CAP_TRIM, 1.0);
                     p.set_rate_cap(Some((a.bytes as f64 * trim) as u64));
+                    // At an auction, what it carries now costs the price its award paid.
+                    p.set_price_per_gb(a.price_per_gb());
                 }
             }
         }

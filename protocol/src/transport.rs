@@ -203,6 +203,10 @@ pub(crate) struct Transport {
     rating_out: Option<(Box<[u8; frame::RATING_LEN]>, Instant)>,
     /// The last rating received, not yet taken.
     rating_in: Option<Box<[u8; frame::RATING_LEN]>>,
+    /// Our bid for contended relay lines (milli-credits per GB), and when it goes (again).
+    bid_out: Option<(i64, Instant)>,
+    /// The last bid received, not yet taken.
+    bid_in: Option<i64>,
     /// Where the search for due acks and pings starts, so no path starves the others.
     cursor: usize,
     /// New paths are passive ([`Transport::passive_paths`]).
@@ -250,6 +254,8 @@ impl Transport {
             statement_in: None,
             rating_out: None,
             rating_in: None,
+            bid_out: None,
+            bid_in: None,
             cursor: 0,
             passive: false,
             forget_dead_after: None,
@@ -339,6 +345,17 @@ impl Transport {
     /// The rating received last, once.
     pub(crate) fn take_rating(&mut self) -> Option<Box<[u8; frame::RATING_LEN]>> {
         self.rating_in.take()
+    }
+
+    /// Sends our bid now, and again every [`GRANT_RESEND`] (the proxy forgets it with the
+    /// session).
+    pub(crate) fn set_bid(&mut self, now: Instant, per_gb: i64) {
+        self.bid_out = Some((per_gb, now));
+    }
+
+    /// The bid received last, once.
+    pub(crate) fn take_bid(&mut self) -> Option<i64> {
+        self.bid_in.take()
     }
 
     pub(crate) fn path_mut(&mut self, id: PathId) -> Option<&mut Path> {
@@ -588,6 +605,7 @@ impl Transport {
                                 after.acked - before.acked,
                                 after.acked_bytes - before.acked_bytes,
                                 &p.endpoint(),
+                                p.price_per_gb(),
                             );
                         }
                         while let Some(slot) = self.paths[j].take_repair() {
@@ -618,6 +636,7 @@ impl Transport {
                     body.copy_from_slice(&plain[r.0..r.1]);
                     self.rating_in = Some(body);
                 }
+                Frame::Bid { per_gb } => self.bid_in = Some(per_gb),
                 Frame::MeshGrant { range: r } => {
                     let mut body = Box::new([0u8; frame::MESH_GRANT_LEN]);
                     body.copy_from_slice(&plain[r.0..r.1]);
@@ -802,6 +821,7 @@ impl Transport {
             consider(self.grant_out.as_ref().map(|g| g.next));
             consider(self.statement_out.as_ref().map(|s| s.1));
             consider(self.rating_out.as_ref().map(|r| r.1));
+            consider(self.bid_out.as_ref().map(|b| b.1));
         }
         if self.waiting() > 0 || !self.duplicates.is_empty() {
             // Paced paths with room: when the pacer lets them go. A path that found nothing
@@ -904,7 +924,8 @@ impl Transport {
             let grant = p.usable()
                 && (self.grant_out.as_ref().is_some_and(|g| g.next <= now)
                     || self.statement_out.as_ref().is_some_and(|s| s.1 <= now)
-                    || self.rating_out.as_ref().is_some_and(|r| r.1 <= now));
+                    || self.rating_out.as_ref().is_some_and(|r| r.1 <= now)
+                    || self.bid_out.as_ref().is_some_and(|b| b.1 <= now));
             if ping || ack || receipt || grant {
                 self.cursor = (i + 1) % n;
                 return self.send_control(now, i, ping, ack, receipt, keys, limits, buf);
@@ -1019,7 +1040,18 @@ impl Transport {
         buf: &mut [u8],
     ) -> Result<Option<Transmit>, DropReason> {
         let p = &mut self.paths[i];
-        let room = frame::MAX_ACK_LEN + 64 + frame::MESH_GRANT_LEN + frame::STATEMENT_LEN + 8;
+        // Each extension takes its type and a two-byte length besides its body.
+        let room = frame::MAX_ACK_LEN
+            + 64
+            + [
+                frame::MESH_GRANT_LEN,
+                frame::STATEMENT_LEN,
+                frame::RATING_LEN,
+                frame::BID_LEN,
+            ]
+            .iter()
+            .map(|len| len + 3)
+            .sum::<usize>();
         let plain = buf
             .get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + room)
             .ok_or(DropReason::PacketTooLarge)?;
@@ -1054,6 +1086,10 @@ impl Transport {
             }
             if let Some((body, next)) = self.rating_out.as_mut().filter(|r| r.1 <= now) {
                 w.rating(body);
+                *next = now + GRANT_RESEND;
+            }
+            if let Some((per_gb, next)) = self.bid_out.as_mut().filter(|b| b.1 <= now) {
+                w.bid(*per_gb);
                 *next = now + GRANT_RESEND;
             }
         }

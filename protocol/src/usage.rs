@@ -82,6 +82,27 @@ pub struct Usage {
     /// sent through it, up as arrived through it plus the datagrams the member's packet
     /// numbers skipped (each counted at the size of the one that came after the gap).
     pub offered: Vec<(u32, UpDown)>,
+    /// Of the bytes down through each relay, those carried while its line was auctioned
+    /// ([`crate::credits::auction`]): charged at the price the member's award paid instead
+    /// of the tariff.
+    pub auctioned: Vec<(u32, Auctioned)>,
+}
+
+/// Bytes bought at a relay line's auction, and what they cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Auctioned {
+    /// Wire bytes (also counted in [`Usage::borrowed`]).
+    pub bytes: u64,
+    /// Their cost: the sum of bytes × price per GB (milli-credits), so milli-credits
+    /// times 10^9; exact, whatever the prices.
+    pub value: u128,
+}
+
+impl Auctioned {
+    fn add(&mut self, o: Auctioned) {
+        self.bytes += o.bytes;
+        self.value += o.value;
+    }
 }
 
 impl Usage {
@@ -91,6 +112,7 @@ impl Usage {
             && self.own.is_zero()
             && self.borrowed.is_empty()
             && self.offered.is_empty()
+            && self.auctioned.is_empty()
     }
 
     /// Zeroes it, keeping its memory.
@@ -99,6 +121,7 @@ impl Usage {
         self.own = UpDown::default();
         self.borrowed.clear();
         self.offered.clear();
+        self.auctioned.clear();
     }
 
     /// Adds `other` to this one.
@@ -110,6 +133,9 @@ impl Usage {
         }
         for &(relay, bytes) in &other.offered {
             add_relay(&mut self.offered, relay, bytes);
+        }
+        for &(relay, a) in &other.auctioned {
+            self.add_auctioned(relay, a);
         }
     }
 
@@ -159,14 +185,34 @@ impl Usage {
         }
     }
 
-    /// The member acknowledged `datagrams` datagrams of `bytes` bytes in all, sent to `to`.
-    pub(crate) fn on_acknowledged(&mut self, datagrams: u64, bytes: u64, to: &Endpoint) {
+    /// The member acknowledged `datagrams` datagrams of `bytes` bytes in all, sent to `to`;
+    /// `price_per_gb` if the relay's line was auctioned (milli-credits).
+    pub(crate) fn on_acknowledged(
+        &mut self,
+        datagrams: u64,
+        bytes: u64,
+        to: &Endpoint,
+        price_per_gb: Option<i64>,
+    ) {
         let Some(hop) = to.relay else {
             return;
         };
         let per_datagram = RELAY_OVERHEAD as u64 + ip_udp_headers(to.remote);
         let down = bytes + datagrams * per_datagram;
         self.add_line(Some(hop.relay), UpDown { up: 0, down });
+        if let Some(price) = price_per_gb {
+            let value = u128::from(down) * u128::from(price.max(0) as u64);
+            self.add_auctioned(hop.relay, Auctioned { bytes: down, value });
+        }
+    }
+
+    fn add_auctioned(&mut self, relay: u32, a: Auctioned) {
+        if let Some((_, b)) = self.auctioned.iter_mut().find(|(r, _)| *r == relay) {
+            b.add(a);
+        } else if self.auctioned.len() < MAX_RELAYS {
+            self.auctioned.push((relay, a));
+        }
+        // Full: charged at the tariff, as the bytes are still borrowed.
     }
 }
 
@@ -220,8 +266,9 @@ mod tests {
         u.on_received(972, &relayed("192.0.2.9:7118", 3), 1);
         // Sending through a relay counts nothing until the member confirms it.
         u.on_sent(972, &relayed("192.0.2.9:7118", 3));
-        u.on_acknowledged(2, 2000, &relayed("192.0.2.9:7118", 3));
-        u.on_acknowledged(1, 500, &relayed("192.0.2.8:7118", 4));
+        u.on_acknowledged(2, 2000, &relayed("192.0.2.9:7118", 3), None);
+        // Relay 4's line is auctioned: its bytes carry their price.
+        u.on_acknowledged(1, 500, &relayed("192.0.2.8:7118", 4), Some(3_000));
         assert_eq!(
             u.own,
             UpDown {
@@ -250,10 +297,27 @@ mod tests {
             ]
         );
         assert_eq!(u.wire().up, 1000 + 972 + env);
+        let auctioned = Auctioned {
+            bytes: 500 + env,
+            value: u128::from(500 + env) * 3_000,
+        };
+        assert_eq!(u.auctioned, vec![(4, auctioned)]);
+        // What was offered to each relay: down as sent, up as arrived.
+        assert_eq!(
+            u.offered[0],
+            (
+                3,
+                UpDown {
+                    up: 972 + env,
+                    down: 972 + env
+                }
+            )
+        );
         let mut all = Usage::default();
         all.merge(&u);
         all.merge(&u);
         assert_eq!(all.borrowed[0].1.down, 2 * (2000 + 2 * env));
+        assert_eq!(all.auctioned[0].1.value, 2 * auctioned.value);
         u.clear();
         assert!(u.is_empty());
     }

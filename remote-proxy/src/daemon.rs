@@ -280,6 +280,9 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
                         // The usage names members by their place in the old list.
                         proxy.take_usage();
                         proxy.ledger.set_tariff(new.credits.tariff, new.credits.utc_offset_s);
+                        proxy
+                            .server
+                            .set_credit_rules(new.credits.contention, new.credits.floor);
                         proxy.server.set_members(member_keys(&new));
                         set_spreading(&mut proxy.server, &new);
                         info!(members = new.members.len(), "configuration re-read");
