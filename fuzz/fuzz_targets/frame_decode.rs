@@ -29,6 +29,7 @@ enum Owned<'a> {
     Packet(Option<frame::Spread>, &'a [u8]),
     Grant(&'a [u8]),
     Statement(&'a [u8]),
+    Rating(&'a [u8]),
 }
 
 /// Decodes `plain` whole, checking each frame; `None` if a frame is malformed.
@@ -94,7 +95,7 @@ fn decode(plain: &[u8]) -> Option<(u32, Vec<Owned<'_>>)> {
                 out.push(Owned::Packet(spread, &plain[range.0..range.1]));
                 break;
             }
-                        Frame::MeshGrant { range } => {
+            Frame::MeshGrant { range } => {
                 assert_eq!(range.1 - range.0, frame::MESH_GRANT_LEN, "{range:?}");
                 out.push(Owned::Grant(&plain[range.0..range.1]));
             }
@@ -102,7 +103,11 @@ fn decode(plain: &[u8]) -> Option<(u32, Vec<Owned<'_>>)> {
                 assert_eq!(range.1 - range.0, frame::STATEMENT_LEN, "{range:?}");
                 out.push(Owned::Statement(&plain[range.0..range.1]));
             }
-            Frame::Ping | Frame::Receipt { .. } => out.push(Owned::Frame(f)),
+            Frame::Rating { range } => {
+                assert_eq!(range.1 - range.0, frame::RATING_LEN, "{range:?}");
+                out.push(Owned::Rating(&plain[range.0..range.1]));
+            }
+            Frame::Ping | Frame::Receipt { .. } | Frame::Bid { .. } => out.push(Owned::Frame(f)),
         }
     }
     Some((pn, out))
@@ -117,16 +122,19 @@ fn encode(pn: u32, frames: &[Owned<'_>], room: usize) -> Vec<u8> {
         let ok = match f {
             Owned::Frame(Frame::Ping) => w.ping(),
             Owned::Frame(Frame::Ack(a)) => w.ack(a),
+            Owned::Frame(Frame::Bid { per_gb }) => w.bid(*per_gb),
             Owned::Frame(Frame::Receipt {
                 path,
                 packets,
                 bytes,
             }) => w.receipt(*path, *packets, *bytes),
             Owned::Frame(Frame::Packet { .. }) => unreachable!("kept as Owned::Packet"),
-                        Owned::Frame(Frame::MeshGrant { .. }) => unreachable!("kept as Owned::Grant"),
+            Owned::Frame(Frame::MeshGrant { .. }) => unreachable!("kept as Owned::Grant"),
             Owned::Frame(Frame::Statement { .. }) => unreachable!("kept as Owned::Statement"),
+            Owned::Frame(Frame::Rating { .. }) => unreachable!("kept as Owned::Rating"),
             Owned::Grant(body) => w.mesh_grant((*body).try_into().expect("checked length")),
             Owned::Statement(body) => w.statement((*body).try_into().expect("checked length")),
+            Owned::Rating(body) => w.rating((*body).try_into().expect("checked length")),
             Owned::Packet(spread, p) => {
                 packet = Some((*spread, *p));
                 Some(())

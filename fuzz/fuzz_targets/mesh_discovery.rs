@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
         let flip = usize::from(u16::from_be_bytes(array(&f[40..])));
         let c = issuer().issue(member, &public, issued, lifetime);
         let mut d = vec![0u8; MESH_DISCOVERY_LEN];
-        wire::write_mesh_discovery(7118, &mesh::OFFER, c.as_bytes(), &mut d);
+        wire::write_mesh_discovery(7118, &mesh::OFFER, c.as_bytes(), None, &mut d);
         if flip < CREDENTIAL_LEN * 8 {
             d[16 + flip / 8] ^= 1 << (flip % 8);
         }

@@ -55,12 +55,27 @@ fn check(data: &[u8], depth: u8) {
             }
         }
         Message::MeshDiscovery(d) => {
-            assert_eq!(data.len(), wire::MESH_DISCOVERY_LEN);
-            let mut out = [0u8; wire::MESH_DISCOVERY_LEN];
-            wire::write_mesh_discovery(d.relay_port(), &d.offer(), d.credential(), &mut out);
+            let rated = data[2] & 2 != 0;
+            let len = if rated {
+                wire::MESH_DISCOVERY_RATED_LEN
+            } else {
+                wire::MESH_DISCOVERY_LEN
+            };
+            assert_eq!(data.len(), len);
+            assert_eq!(d.rating().is_some(), rated);
+            let mut out = [0u8; wire::MESH_DISCOVERY_RATED_LEN];
+            let written = wire::write_mesh_discovery(
+                d.relay_port(),
+                &d.offer(),
+                d.credential(),
+                d.rating(),
+                &mut out,
+            );
+            assert_eq!(written, Some(len));
+            let out = &out[..len];
             // Equal but for the flags' unused bits and the reserved bytes 3, 6 and 7.
             assert_eq!(out[..2], data[..2]);
-            assert_eq!(out[2], data[2] & 1);
+            assert_eq!(out[2], data[2] & 3);
             assert_eq!(out[4..6], data[4..6]);
             assert_eq!(out[8..], data[8..]);
         }

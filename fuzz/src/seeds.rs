@@ -246,6 +246,7 @@ fn mesh_hellos() -> (Vec<u8>, Vec<u8>) {
             7118,
             &crate::mesh::OFFER,
             m.a.credential().as_bytes(),
+            None,
             &mut d,
         );
         discovery = d;

@@ -13,6 +13,7 @@ use linkpool_os::log::parse_level;
 use linkpool_os::routing::{GATEWAY_RULE_COUNT, GatewayRouting};
 use linkpool_os::tun::check_ifname;
 use linkpool_protocol::bundle::MemberBundle;
+use linkpool_protocol::credits::MilliCredits;
 use linkpool_protocol::devices::{
     DEFAULT_FLOOR, DevicePolicy, MAX_ADDRESSES_PER_DEVICE, MAX_DEVICES, is_device_name,
 };
@@ -72,6 +73,10 @@ pub struct GatewayConfig {
     /// The rest of the owner's policy: shares of the measured line, byte allowances per
     /// day and month, and when lending is allowed.
     pub share_policy: SharePolicy,
+    /// The most the owner pays per GB (milli-credits) for a neighbour's line when the
+    /// co-op auctions contended lines (`[borrowing] max_price_per_gb`, in credits; 0 by
+    /// default: only what goes at the co-op's reserve price).
+    pub max_price_per_gb: MilliCredits,
     /// Devices of the owner's LAN with limits of their own (`[[device]]`, `config
     /// device`), in file order.
     pub devices: Vec<DeviceConfig>,
@@ -221,6 +226,9 @@ pub struct UplinkConfig {
     pub metered: Option<MeteredLine>,
 }
 
+/// The highest price per GB an owner may set, in credits (the core's bid limit).
+const MAX_PRICE_PER_GB: f64 = (linkpool_protocol::credits::MAX_BID_PER_GB / 1000) as f64;
+
 /// Idle probing interval bounds, in milliseconds: faster is pointless, slower than a
 /// minute would take a dead line that long to notice.
 pub const PROBE_INTERVAL_MS: std::ops::RangeInclusive<i64> = 100..=60_000;
@@ -320,6 +328,7 @@ impl GatewayConfig {
             share_reset_day: raw.sharing.as_ref().and_then(|s| s.monthly_reset_day),
             share_days: raw.sharing.as_ref().and_then(|s| s.days.clone()),
             share_hours: raw.sharing.as_ref().and_then(|s| s.hours.clone()),
+            max_price_per_gb: raw.borrowing.as_ref().and_then(|b| b.max_price_per_gb),
             devices: raw
                 .device
                 .into_iter()
@@ -359,6 +368,7 @@ impl GatewayConfig {
                 Field::ShareResetDay => "sharing.monthly_reset_day".to_string(),
                 Field::ShareDays => "sharing.days".to_string(),
                 Field::ShareHours => "sharing.hours".to_string(),
+                Field::MaxPrice => "borrowing.max_price_per_gb".to_string(),
                 Field::Uplinks => "uplink".to_string(),
                 Field::Uplink(i) => format!("uplink[{i}]"),
                 Field::UplinkName(i) => format!("uplink[{i}].name"),
@@ -445,6 +455,7 @@ struct RawToml {
     // Modes are checked as they are read: an error has the value's line.
     spreading: Option<SpreadingTable>,
     sharing: Option<RawSharing>,
+    borrowing: Option<RawBorrowing>,
     #[serde(default)]
     device: Vec<RawDevice>,
 }
@@ -476,6 +487,12 @@ struct RawSharing {
     monthly_reset_day: Option<i64>,
     days: Option<String>,
     hours: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBorrowing {
+    max_price_per_gb: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -532,6 +549,7 @@ struct Settings {
     share_reset_day: Option<i64>,
     share_days: Option<String>,
     share_hours: Option<String>,
+    max_price_per_gb: Option<f64>,
     devices: Vec<DeviceSettings>,
     warnings: Vec<String>,
     /// LAN networks named but not resolved to a device (UCI only).
@@ -594,6 +612,7 @@ enum Field {
     ShareResetDay,
     ShareDays,
     ShareHours,
+    MaxPrice,
     Devices,
     DeviceEntry(usize),
     DeviceName(usize),
@@ -907,6 +926,16 @@ impl Settings {
         }
 
         let devices = validate_devices(self.devices, &err, &megabytes)?;
+        let max_price_per_gb = match self.max_price_per_gb {
+            None => 0,
+            Some(p) if (0.0..=MAX_PRICE_PER_GB).contains(&p) => (p * 1000.0).round() as i64,
+            Some(p) => {
+                return Err(err(
+                    Field::MaxPrice,
+                    format!("{p} is out of range: credits per GB from 0 to {MAX_PRICE_PER_GB}"),
+                ));
+            }
+        };
 
         Ok(GatewayConfig {
             file: file.to_path_buf(),
@@ -927,6 +956,7 @@ impl Settings {
             spreading: self.spreading,
             sharing,
             share_policy,
+            max_price_per_gb,
             devices,
             warnings: self.warnings,
         })
@@ -1197,6 +1227,7 @@ const GATEWAY_OPTIONS: &[&str] = &[
     "share_monthly_reset_day",
     "share_days",
     "share_hours",
+    "max_price_per_gb",
 ];
 const UPLINK_OPTIONS: &[&str] = &[
     "enabled",
@@ -1467,6 +1498,18 @@ fn from_uci(
             Field::ShareDays => settings.share_days = Some(v.to_string()),
             _ => settings.share_hours = Some(v.to_string()),
         }
+    }
+    if let Some((v, line)) = single("max_price_per_gb").filter(|(v, _)| !v.trim().is_empty()) {
+        keys.push((Field::MaxPrice, gw_key("max_price_per_gb"), Some(line)));
+        let price = v.trim().parse::<f64>().map_err(|_| {
+            ConfigError::key(
+                file,
+                gw_key("max_price_per_gb"),
+                Some(line),
+                format!("expected credits per GB (such as 2.5), got `{v}`"),
+            )
+        })?;
+        settings.max_price_per_gb = Some(price);
     }
 
     // Spreading: `option spread_bulk 'session'`; empty is the default, as `uci set

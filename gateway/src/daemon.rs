@@ -542,6 +542,7 @@ fn new_client(config: &GatewayConfig, mtu: u16, now: Instant, timestamp_base_us:
         random_seed(),
     );
     client.set_spreading(config.spreading);
+    client.set_bid(now, config.max_price_per_gb);
     client
 }
 
@@ -1380,6 +1381,7 @@ impl Gateway {
                 }
                 Event::MeshGrant => debug!("mesh credential renewed by the proxy"),
                 Event::Statement => debug!("statement of this member's account from the proxy"),
+                Event::Rating => debug!("rating of this router's relay from the proxy"),
             }
         }
     }
@@ -1472,6 +1474,7 @@ impl Gateway {
                 entry
             })
             .collect();
+        let proxy_now = self.client.proxy_clock_s(now);
         let neighbours: Vec<_> = self
             .client
             .neighbours()
@@ -1488,6 +1491,7 @@ impl Gateway {
                     "offer_down_kbit": offer.down_kbit,
                     "hellos_accepted": n.hellos_accepted(),
                     "hellos_refused": n.hellos_refused(),
+                    "rating": proxy_now.and_then(|t| n.rating(t)).map(crate::ledger::rating_json),
                 })
             })
             .collect();
@@ -1651,6 +1655,8 @@ impl Gateway {
         self.set_mesh(now);
         // So do devices with limits: those kept keep their counts.
         self.set_devices();
+        // And the owner's bid for auctioned lines.
+        self.client.set_bid(now, self.config.max_price_per_gb);
         // A new client above took them from the configuration already.
         if *self.client.spreading() != self.config.spreading {
             let m = self.config.spreading;

@@ -2,16 +2,19 @@
 //! `linkpool ledger`'s view of it.
 
 use linkpool_protocol::client::Client;
+use linkpool_protocol::statement::Rating;
 use serde_json::{Value, json};
 
 /// The `ledger` object of the status: the last statement the proxy sent, with whether its
-/// signature verified; `null` figures before the first one.
+/// signature verified, and this router's relay rating (verified); `null` before the first.
 pub fn status_json(client: &Client) -> Value {
+    let rating = client.rating().map(|r| rating_json(&r.rating));
     let Some(r) = client.statement() else {
-        return json!({"statement": null});
+        return json!({"statement": null, "rating": rating});
     };
     let s = &r.statement;
     json!({
+        "rating": rating,
         "statement": {
             "verified": r.verified,
             "member": s.member,
@@ -27,12 +30,31 @@ pub fn status_json(client: &Client) -> Value {
     })
 }
 
+/// A relay rating in the status (this router's, or a neighbour's).
+pub fn rating_json(r: &Rating) -> Value {
+    json!({
+        "window_start": r.window_start,
+        "window_end": r.window_end,
+        "offered_bytes": r.bytes_offered,
+        "delivered_bytes": r.bytes_delivered,
+        "delivered_permille": r.delivered_permille(),
+        "uptime_permille": r.uptime_permille,
+        "line_rate_bps": u64::from(r.line_rate) * 8,
+        "issued_at": r.issued_at,
+        "expires_at": r.expires_at,
+    })
+}
+
 /// What `linkpool ledger` prints from a status document: the `ledger` object as JSON
 /// (`json`), or for people.
 pub fn render(status: &Value, json: bool) -> String {
     let ledger = &status["ledger"];
     if json {
-        let doc = json!({"version": 1, "statement": ledger["statement"]});
+        let doc = json!({
+            "version": 1,
+            "statement": ledger["statement"],
+            "rating": ledger["rating"],
+        });
         return serde_json::to_string_pretty(&doc).unwrap_or_default();
     }
     let s = &ledger["statement"];
@@ -71,6 +93,32 @@ pub fn render(status: &Value, json: bool) -> String {
         credits(&s["earned"]),
         credits(&s["spent"]),
         credits(&s["balance"]),
+    ) + &render_rating(&ledger["rating"])
+}
+
+/// The relay rating's line of `linkpool ledger`.
+fn render_rating(r: &Value) -> String {
+    if r.is_null() {
+        return "relay rating  none yet (the proxy sends one within a minute)\n".to_string();
+    }
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let delivered = match r["delivered_permille"].as_u64() {
+        Some(p) => format!(
+            "delivered {}.{} % of {:.1} MB offered",
+            p / 10,
+            p % 10,
+            n(&r["offered_bytes"]) as f64 / 1e6
+        ),
+        None => "nothing offered to it".to_string(),
+    };
+    let up = n(&r["uptime_permille"]);
+    format!(
+        "relay rating  {delivered}, up {}.{} %, line {:.1} Mbit/s, since {} (signed, until {})\n",
+        up / 10,
+        up % 10,
+        n(&r["line_rate_bps"]) as f64 / 1e6,
+        time(n(&r["window_start"])),
+        time(n(&r["expires_at"])),
     )
 }
 
@@ -110,5 +158,35 @@ mod tests {
         let doc: Value = serde_json::from_str(&render(&status, true)).unwrap();
         assert_eq!(doc["statement"]["balance"], -1497);
         assert!(render(&json!({"ledger": {"statement": null}}), false).contains("no statement"));
+        assert!(text.contains("relay rating  none yet"), "{text}");
+    }
+
+    #[test]
+    fn a_relay_rating_reads_for_people() {
+        let rating = Rating {
+            member: 2,
+            window_start: 1_796_668_200,
+            window_end: 1_796_668_800,
+            bytes_offered: 40_000_000,
+            bytes_delivered: 39_700_000,
+            uptime_permille: 1000,
+            line_rate: 2_000_000,
+            issued_at: 1_796_668_800,
+            expires_at: 1_796_670_600,
+        };
+        let mut status = json!({"ledger": {"statement": {"verified": true},
+            "rating": rating_json(&rating)}});
+        let text = render(&status, false);
+        assert!(
+            text.contains(
+                "relay rating  delivered 99.2 % of 40.0 MB offered, up 100.0 %, line 16.0 Mbit/s, \
+                 since 2026-12-07T18:30Z (signed, until 2026-12-07T19:10Z)"
+            ),
+            "{text}"
+        );
+        status["ledger"]["rating"]["delivered_permille"] = Value::Null;
+        assert!(render(&status, false).contains("nothing offered to it"));
+        let doc: Value = serde_json::from_str(&render(&status, true)).unwrap();
+        assert_eq!(doc["rating"]["line_rate_bps"], 16_000_000);
     }
 }

@@ -96,8 +96,10 @@ fn discovery(credential: &Credential) -> [u8; MESH_DISCOVERY_LEN] {
         7118,
         &Offer::default(),
         credential.as_bytes(),
+        None,
         &mut out,
-    );
+    )
+    .expect("room");
     out
 }
 

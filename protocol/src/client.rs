@@ -10,10 +10,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::credits::MilliCredits;
 use crate::crypto;
 use crate::flow::{FlowTable, Modes};
 use crate::frame::MESH_GRANT_LEN;
 use crate::keys::{PublicKey, SecretKey, SharedSecret};
+use crate::mesh::RATING_SKEW_S;
 use crate::mesh::{
     CREDENTIAL_LEN, Credential, HelloTransmit, IssuerKey, MeshConfig, NeighbourEvent, Neighbours,
     Offer,
@@ -23,7 +25,7 @@ use crate::path::{Endpoint, Path, PathSettings, PathState, RelayHop};
 use crate::relay::{self, Relay, RelayKey};
 use crate::session::{self, Initiation, Keypair, Limits};
 use crate::sharing::WallClock;
-use crate::statement::{SignedStatement, Statement};
+use crate::statement::{Rating, SignedRating, SignedStatement, Statement};
 use crate::transport::SpreadCounters;
 use crate::transport::Transport;
 pub use crate::transport::{PathEvent, Transmit};
@@ -89,6 +91,8 @@ pub enum Event {
     /// The proxy sent a (new) signed statement of the member's account:
     /// [`Client::statement`].
     Statement,
+    /// The proxy sent a (new) signed rating of this router's relay: [`Client::rating`].
+    Rating,
 }
 
 /// Counters of a client, for status and tests.
@@ -157,6 +161,8 @@ pub struct Client {
     grant: Option<MeshGrant>,
     /// The statement of its account the proxy sent last.
     statement: Option<ReceivedStatement>,
+    /// Its relay's rating the proxy sent last.
+    rating: Option<ReceivedRating>,
     /// The mesh, once enabled ([`Client::enable_mesh`]) and granted a credential.
     mesh: Option<Mesh>,
     /// The metered uplinks, by their path.
@@ -195,6 +201,16 @@ pub struct ReceivedStatement {
     pub signed: Box<SignedStatement>,
     /// Whether the proxy's signature verified and it is this member's.
     pub verified: bool,
+}
+
+/// This router's relay rating, as the proxy signed and sent it (verified), handed to
+/// neighbours in its discovery hellos.
+#[derive(Debug, Clone)]
+pub struct ReceivedRating {
+    /// Its figures.
+    pub rating: Rating,
+    /// As signed.
+    pub signed: SignedRating,
 }
 
 /// A mesh credential from the proxy, through the tunnel: what lets this router take part
@@ -245,6 +261,7 @@ impl Client {
             relay: Relay::default(),
             grant: None,
             statement: None,
+            rating: None,
             mesh: None,
             metered: Vec::new(),
         }
@@ -586,6 +603,9 @@ impl Client {
                 if let Some(body) = self.transport.take_statement() {
                     self.take_statement(&body);
                 }
+                if let Some(body) = self.transport.take_rating() {
+                    self.take_rating(now, &body);
+                }
                 r?;
                 Ok(Received::Transport)
             }
@@ -798,6 +818,7 @@ impl Client {
         if let Err(reason) = result {
             self.stats.drops.count(reason);
         }
+        self.rating_to_mesh();
     }
 
     /// The mesh's neighbour table, once the mesh runs.
@@ -1003,6 +1024,53 @@ impl Client {
             verified: verified.is_some(),
         });
         self.push_event(Event::Statement);
+    }
+
+    /// The most the owner pays per GB (milli-credits) when a neighbour's line is
+    /// auctioned among those who want more of it than it has: the bid the proxy holds
+    /// for this member, sent now and every few seconds.
+    pub fn set_bid(&mut self, now: Instant, per_gb: MilliCredits) {
+        self.transport.set_bid(now, per_gb);
+    }
+
+    /// Its relay's rating the proxy sent last, verified, if any.
+    pub fn rating(&self) -> Option<&ReceivedRating> {
+        self.rating.as_ref()
+    }
+
+    /// A rating of this router's relay from the proxy: kept if the key the proxy grants
+    /// credentials with signed it, for this member, and it holds now in proxy time; then
+    /// handed to the mesh for our discovery hellos. One that comes before the first grant
+    /// is left for the next copy (the proxy re-sends it every few seconds).
+    fn take_rating(&mut self, now: Instant, body: &[u8; crate::frame::RATING_LEN]) {
+        use crate::statement::VerifyError;
+        let Ok(signed) = SignedRating::from_bytes(body) else {
+            return self.stats.drops.count(DropReason::BadRating);
+        };
+        if self.rating.as_ref().is_some_and(|r| r.signed == signed) {
+            return;
+        }
+        let (Some(grant), Some(proxy_now)) = (self.grant.as_ref(), self.proxy_clock_s(now)) else {
+            return;
+        };
+        let rating = match signed.verify_fresh(&grant.issuer, proxy_now, RATING_SKEW_S) {
+            Ok(r) if r.member == grant.credential.member() => r,
+            Err(VerifyError::Expired | VerifyError::FromTheFuture) => {
+                return self.stats.drops.count(DropReason::StaleRating);
+            }
+            _ => return self.stats.drops.count(DropReason::BadRating),
+        };
+        self.rating = Some(ReceivedRating { rating, signed });
+        self.rating_to_mesh();
+        self.push_event(Event::Rating);
+    }
+
+    /// Our rating into our discovery hellos.
+    fn rating_to_mesh(&mut self) {
+        let rating = self.rating.as_ref().map(|r| r.signed);
+        if let Some(n) = self.mesh.as_mut().and_then(|m| m.neighbours.as_mut()) {
+            n.set_rating(rating);
+        }
     }
 
     /// The proxy's clock now (seconds since the Unix epoch), as far as its last grant

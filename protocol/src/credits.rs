@@ -164,6 +164,10 @@ pub fn may_borrow(balance: MilliCredits, floor: Option<MilliCredits>) -> bool {
     floor.is_none_or(|f| balance >= f)
 }
 
+/// The highest bid a member may make per GB (a million credits): bytes times price stay
+/// far within 64 bits.
+pub const MAX_BID_PER_GB: MilliCredits = 1_000_000_000;
+
 /// A member that wants some of a relay's spare capacity this interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Consumer {

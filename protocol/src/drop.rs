@@ -101,6 +101,12 @@ pub enum DropReason {
     /// A statement of the member's account from the proxy that is malformed, not signed
     /// by the key the proxy grants credentials with, or another member's.
     BadStatement,
+    /// A relay rating (this member's own from the proxy, or a neighbour's in its
+    /// discovery hello) that is malformed, not signed by the key the proxy grants
+    /// credentials with, or another member's: not kept, not shown.
+    BadRating,
+    /// A relay rating past its expiry, or issued later than now, in proxy time.
+    StaleRating,
     /// A new mesh credential while the budget of signature checks is spent (a flood of
     /// forged ones); the sender's next discovery hello tries again.
     CredentialRateLimited,
@@ -117,7 +123,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// All reasons, in counter order.
-    pub const ALL: [DropReason; 50] = [
+    pub const ALL: [DropReason; 52] = [
         DropReason::TooShort,
         DropReason::Oversized,
         DropReason::BadLength,
@@ -163,6 +169,8 @@ impl DropReason {
         DropReason::ExpiredCredential,
         DropReason::StaleCredential,
         DropReason::BadStatement,
+        DropReason::BadRating,
+        DropReason::StaleRating,
         DropReason::CredentialRateLimited,
         DropReason::BadHelloMac,
         DropReason::ReplayedHello,
@@ -218,6 +226,8 @@ impl DropReason {
             DropReason::ExpiredCredential => "expired_credential",
             DropReason::StaleCredential => "stale_credential",
             DropReason::BadStatement => "bad_statement",
+            DropReason::BadRating => "bad_rating",
+            DropReason::StaleRating => "stale_rating",
             DropReason::CredentialRateLimited => "credential_rate_limited",
             DropReason::BadHelloMac => "bad_hello_mac",
             DropReason::ReplayedHello => "replayed_hello",

@@ -13,6 +13,9 @@
 //!           | 0x40..=0xff type, length v, body   extensions: skipped when unknown
 //!             0x40 mesh grant (proxy to member: credential, issuer key, proxy clock)
 //!             0x41 statement (proxy to member: its signed account, 153 bytes)
+//!             0x42 rating (proxy to a relaying member: its signed rating, 127 bytes)
+//!             0x43 bid (member to proxy: the most it pays per GB at a relay's auction,
+//!                  milli-credits, i64)
 //! v         = QUIC variable-length integer (RFC 9000 §16)
 //! ```
 //!
@@ -49,6 +52,16 @@ pub const MESH_GRANT_LEN: usize = crate::mesh::CREDENTIAL_LEN + 32 + 8;
 const STATEMENT: u8 = 0x41;
 /// A statement frame's body.
 pub const STATEMENT_LEN: usize = crate::statement::STATEMENT_LEN;
+/// The proxy's signed rating of a member's relay (an extension): a
+/// [`SignedRating`](crate::statement::SignedRating), whole, for its mesh hellos.
+const RATING: u8 = 0x42;
+/// A rating frame's body.
+pub const RATING_LEN: usize = crate::statement::RATING_LEN;
+/// A member's bid for contended relay lines (an extension): the most its owner pays per
+/// GB, in milli-credits.
+const BID: u8 = 0x43;
+/// A bid frame's body.
+pub const BID_LEN: usize = 8;
 
 /// Most ranges one ack frame carries (the newest ones): bounded work and size.
 pub const MAX_ACK_RANGES: usize = 16;
@@ -199,6 +212,17 @@ pub enum Frame {
         /// Where its body is, relative to the start of the plaintext.
         range: (usize, usize),
     },
+    /// A signed rating from the proxy ([`RATING_LEN`] bytes) at this range of the
+    /// plaintext.
+    Rating {
+        /// Where its body is, relative to the start of the plaintext.
+        range: (usize, usize),
+    },
+    /// A member's bid: the most it pays per GB of a contended relay line (milli-credits).
+    Bid {
+        /// Milli-credits per GB.
+        per_gb: i64,
+    },
     /// An inner IP packet at this range of the plaintext; `spread` is its place in its
     /// flow when the flow is spread over several paths or the packet duplicated.
     Packet {
@@ -312,6 +336,8 @@ impl Iterator for Frames<'_> {
                     let whole = match kind {
                         MESH_GRANT => MESH_GRANT_LEN,
                         STATEMENT => STATEMENT_LEN,
+                        RATING => RATING_LEN,
+                        BID => BID_LEN,
                         _ => continue,
                     };
                     // A known extension must be whole.
@@ -319,10 +345,17 @@ impl Iterator for Frames<'_> {
                         return bad;
                     }
                     let range = (body, body + whole);
-                    if kind == MESH_GRANT {
-                        Frame::MeshGrant { range }
-                    } else {
-                        Frame::Statement { range }
+                    match kind {
+                        MESH_GRANT => Frame::MeshGrant { range },
+                        STATEMENT => Frame::Statement { range },
+                        RATING => Frame::Rating { range },
+                        _ => Frame::Bid {
+                            per_gb: i64::from_be_bytes(
+                                self.r.bytes[body..body + BID_LEN]
+                                    .try_into()
+                                    .expect("8 bytes"),
+                            ),
+                        },
                     }
                 }
                 _ => return bad,
@@ -393,6 +426,16 @@ impl<'a> Writer<'a> {
     /// A statement frame.
     pub fn statement(&mut self, body: &[u8; STATEMENT_LEN]) -> Option<()> {
         self.extension(STATEMENT, body)
+    }
+
+    /// A rating frame.
+    pub fn rating(&mut self, body: &[u8; RATING_LEN]) -> Option<()> {
+        self.extension(RATING, body)
+    }
+
+    /// A bid frame.
+    pub fn bid(&mut self, per_gb: i64) -> Option<()> {
+        self.extension(BID, &per_gb.to_be_bytes())
     }
 
     /// An extension frame: its type, its length, its body.
@@ -656,23 +699,32 @@ mod tests {
     }
 
     #[test]
-    fn statements_round_trip_beside_grants() {
+    fn statements_ratings_and_bids_round_trip_beside_grants() {
         let mut statement = [0u8; STATEMENT_LEN];
         statement[7] = 9;
+        let rating = [7u8; RATING_LEN];
         let grant = [3u8; MESH_GRANT_LEN];
         let mut buf = [0u8; 512];
         let mut w = Writer::new(&mut buf, 5).unwrap();
         w.statement(&statement).unwrap();
         w.mesh_grant(&grant).unwrap();
+        w.rating(&rating).unwrap();
+        w.bid(-2_500).unwrap();
         let len = w.len();
         let (_, frames) = Frames::parse(&buf[..len]).unwrap();
         let frames: Vec<_> = frames.collect::<Result<_, _>>().unwrap();
-        let (Frame::Statement { range: s }, Frame::MeshGrant { range: g }) = (frames[0], frames[1])
+        let [
+            Frame::Statement { range: s },
+            Frame::MeshGrant { range: g },
+            Frame::Rating { range: r },
+            Frame::Bid { per_gb: -2_500 },
+        ] = frames[..]
         else {
             panic!("{frames:?}");
         };
         assert_eq!(&buf[s.0..s.1], &statement[..]);
         assert_eq!(&buf[g.0..g.1], &grant[..]);
+        assert_eq!(&buf[r.0..r.1], &rating[..]);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod mesh;
 pub mod metered;
 pub mod path;
 mod queue;
+pub mod rating;
 pub mod relay;
 pub mod reorder;
 mod replay;

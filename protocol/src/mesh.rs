@@ -70,7 +70,8 @@ use sha2::{Digest, Sha256};
 
 use crate::crypto::{self, MacKey};
 use crate::keys::{self, PublicKey, SecretKey};
-use crate::wire::{self, MAC_LEN, MESH_DISCOVERY_LEN, Message, NEIGHBOUR_HELLO_LEN};
+use crate::statement::{Rating, SignedRating};
+use crate::wire::{self, MAC_LEN, Message, NEIGHBOUR_HELLO_LEN};
 use crate::{DropCounters, DropReason};
 
 /// A credential on the wire (layout at [`Credential`]).
@@ -107,6 +108,9 @@ pub const SIGNATURE_CHECK_BURST: u32 = MAX_NEIGHBOURS as u32;
 pub const SIGNATURE_CHECKS_PER_SECOND: u32 = 2;
 /// Refused credentials remembered, so that one repeated costs no second check.
 const REFUSED_REMEMBERED: usize = 8;
+/// How far a neighbour's rating may seem issued in the future, or used past its expiry,
+/// in our estimate of the proxy's clock (which the grants give to the second).
+pub(crate) const RATING_SKEW_S: u64 = 60;
 /// Events kept for [`Neighbours::poll_event`]; beyond, new ones are counted and dropped.
 const EVENT_CAPACITY: usize = 4 * MAX_NEIGHBOURS;
 /// Timers for credential expiry are set at most this far ahead, and set again then (a
@@ -549,6 +553,8 @@ pub struct Neighbour {
     expires: Instant,
     accepted: u64,
     refused: u64,
+    /// Its relay rating, verified, as its discovery hellos last carried it.
+    rating: Option<(SignedRating, Rating)>,
 }
 
 impl Neighbour {
@@ -591,6 +597,13 @@ impl Neighbour {
     /// When its last valid neighbour hello arrived.
     pub fn last_heard(&self) -> Option<Instant> {
         self.last_hello
+    }
+    /// Its relay rating as the proxy signed it, while it holds at `proxy_now_s`.
+    pub fn rating(&self, proxy_now_s: u64) -> Option<&Rating> {
+        self.rating
+            .as_ref()
+            .map(|(_, r)| r)
+            .filter(|r| proxy_now_s < r.expires_at)
     }
     /// Hellos of either kind accepted from it.
     pub fn hellos_accepted(&self) -> u64 {
@@ -698,6 +711,8 @@ pub struct Neighbours {
     issuers: Vec<IssuerKey>,
     relay_port: u16,
     offer: Offer,
+    /// Our relay rating from the proxy, for our discovery hellos.
+    rating: Option<SignedRating>,
     counter: u64,
     /// Our credential has expired in proxy time: neighbours would refuse our hellos.
     own_expired: bool,
@@ -734,6 +749,7 @@ impl Neighbours {
             issuers: config.issuers,
             relay_port: config.relay_port,
             offer: config.offer,
+            rating: None,
             counter: config.hello_counter_start,
             own_expired: false,
             next_discovery: now,
@@ -960,6 +976,58 @@ impl Neighbours {
             n.local = to;
             n.next_hello = now;
         }
+        if let Some(rating) = hello.rating() {
+            // The hello stands on its credential; a rating that fails is only not kept.
+            if let Err(reason) = self.take_rating(now, proxy_now_s, i, rating) {
+                self.drops.count(reason);
+            }
+        }
+        Ok(())
+    }
+
+    /// A neighbour's rating from its discovery hello: kept if the proxy signed it for
+    /// that neighbour and it holds now. The same bytes again cost nothing; new ones
+    /// a signature check from the budget credentials use.
+    fn take_rating(
+        &mut self,
+        now: Instant,
+        proxy_now_s: u64,
+        i: usize,
+        bytes: &[u8; crate::statement::RATING_LEN],
+    ) -> Result<(), DropReason> {
+        let signed = SignedRating::from_bytes(bytes).map_err(|_| DropReason::BadRating)?;
+        let n = &self.table[i];
+        if n.rating.as_ref().is_some_and(|(s, _)| *s == signed) {
+            return Ok(());
+        }
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|k| k.id() == signed.key_id())
+            .ok_or(DropReason::BadRating)?;
+        if !self.budget.take(now) {
+            return Err(DropReason::CredentialRateLimited);
+        }
+        self.stats.signature_checks += 1;
+        use crate::statement::VerifyError;
+        let rating = signed
+            .verify_fresh(issuer, proxy_now_s, RATING_SKEW_S)
+            .map_err(|e| match e {
+                VerifyError::Expired | VerifyError::FromTheFuture => DropReason::StaleRating,
+                _ => DropReason::BadRating,
+            })?;
+        let n = &mut self.table[i];
+        if rating.member != n.member() {
+            return Err(DropReason::BadRating);
+        }
+        // An older one than kept (replayed): the newer stays.
+        if n.rating
+            .as_ref()
+            .is_some_and(|(_, r)| r.issued_at > rating.issued_at)
+        {
+            return Err(DropReason::StaleRating);
+        }
+        n.rating = Some((signed, rating));
         Ok(())
     }
 
@@ -1015,6 +1083,7 @@ impl Neighbours {
             expires: now,
             accepted: 0,
             refused: 0,
+            rating: None,
         });
         self.table.len() - 1
     }
@@ -1084,7 +1153,42 @@ impl Neighbours {
         Ok(())
     }
 
-    /// The next hello to send, written into `buf` (at least [`MESH_DISCOVERY_LEN`]
+    /// Our discovery hello, with our rating if we have one, into `buf`; its length. (Of
+    /// the fields it reads, so a neighbour's entry may stay borrowed.)
+    fn discovery(
+        relay_port: u16,
+        offer: &Offer,
+        credential: &Credential,
+        rating: Option<&SignedRating>,
+        buf: &mut [u8],
+    ) -> Option<usize> {
+        let rating = rating.map(SignedRating::to_bytes);
+        wire::write_mesh_discovery(
+            relay_port,
+            offer,
+            credential.as_bytes(),
+            rating.as_ref(),
+            buf,
+        )
+    }
+
+    fn write_discovery(&self, buf: &mut [u8]) -> Option<usize> {
+        Self::discovery(
+            self.relay_port,
+            &self.offer,
+            &self.credential,
+            self.rating.as_ref(),
+            buf,
+        )
+    }
+
+    /// Our relay rating from the proxy, handed to neighbours in our discovery hellos
+    /// (checked by whoever receives it: the proxy signed it).
+    pub fn set_rating(&mut self, rating: Option<SignedRating>) {
+        self.rating = rating;
+    }
+
+    /// The next hello to send, written into `buf` (at least [`MESH_DISCOVERY_RATED_LEN`]
     /// bytes; any datagram buffer is): our discovery hello when due, then the unicast ones.
     /// Call until `None` after every other call. Nothing goes out while our own credential
     /// has expired in proxy time (neighbours would refuse it all).
@@ -1100,18 +1204,12 @@ impl Neighbours {
         }
         if now >= self.next_discovery {
             self.next_discovery = now + DISCOVERY_INTERVAL;
-            match buf.get_mut(..MESH_DISCOVERY_LEN) {
-                Some(out) => {
-                    wire::write_mesh_discovery(
-                        self.relay_port,
-                        &self.offer,
-                        self.credential.as_bytes(),
-                        out,
-                    );
+            match self.write_discovery(buf) {
+                Some(len) => {
                     self.stats.discovery_sent += 1;
                     return Some(HelloTransmit {
                         destination: HelloDestination::Mesh,
-                        len: MESH_DISCOVERY_LEN,
+                        len,
                     });
                 }
                 // Counted as lost, and its timer consumed: no spinning on a caller's bug.
@@ -1131,21 +1229,14 @@ impl Neighbours {
                 remote: n.remote,
                 local: n.local,
             };
-            if n.discovery_due {
-                n.discovery_due = false;
-                if let Some(out) = buf.get_mut(..MESH_DISCOVERY_LEN) {
-                    wire::write_mesh_discovery(
-                        self.relay_port,
-                        &self.offer,
-                        self.credential.as_bytes(),
-                        out,
-                    );
+            if std::mem::take(&mut n.discovery_due) {
+                let rating = self.rating.as_ref();
+                let written =
+                    Self::discovery(self.relay_port, &self.offer, &self.credential, rating, buf);
+                if let Some(len) = written {
                     self.stats.discovery_sent += 1;
                     // The cursor stays: the neighbour hello to it comes next.
-                    return Some(HelloTransmit {
-                        destination,
-                        len: MESH_DISCOVERY_LEN,
-                    });
+                    return Some(HelloTransmit { destination, len });
                 }
                 self.drops.count(DropReason::PacketTooLarge);
             }
@@ -1270,8 +1361,8 @@ mod tests {
     }
 
     fn discovery(credential: &Credential) -> Vec<u8> {
-        let mut out = vec![0u8; MESH_DISCOVERY_LEN];
-        wire::write_mesh_discovery(7118, &OFFER, credential.as_bytes(), &mut out);
+        let mut out = vec![0u8; wire::MESH_DISCOVERY_LEN];
+        wire::write_mesh_discovery(7118, &OFFER, credential.as_bytes(), None, &mut out).unwrap();
         out
     }
 
@@ -1539,6 +1630,76 @@ mod tests {
             assert!(t.stats().neighbour_hellos_sent >= 40);
         }
         assert_eq!(net.events.len(), 2, "no event but the two Seen");
+    }
+
+    /// A relay's rating rides in its discovery hellos; a neighbour keeps it once checked
+    /// (the same bytes again cost no check) and refuses, counted, one that is another
+    /// member's, signed by another key, tampered with or expired, keeping the good one.
+    #[test]
+    fn a_rating_in_discovery_hellos_is_kept_only_fresh_signed_and_the_senders() {
+        let mut net = Net::new(2);
+        net.run_for(Duration::ZERO);
+        let now = net.proxy_now();
+        let rating = |member: u32, issued_at: u64| Rating {
+            member,
+            window_start: issued_at - 600,
+            window_end: issued_at,
+            bytes_offered: 1_000_000,
+            bytes_delivered: 990_000,
+            uptime_permille: 1000,
+            line_rate: 2_000_000,
+            issued_at,
+            expires_at: issued_at + 1800,
+        };
+        let good = rating(net.id(0), now);
+        net.nodes[0]
+            .table
+            .set_rating(Some(SignedRating::sign(&net.issuer, &good)));
+        net.run_for(Duration::from_millis(1100));
+        assert_eq!(
+            net.entry(1, 0).unwrap().rating(net.proxy_now()),
+            Some(&good)
+        );
+        assert_eq!(net.entry(0, 1).unwrap().rating(net.proxy_now()), None);
+        let checks = net.table(1).stats().signature_checks;
+        net.run_for(Duration::from_secs(5));
+        assert_eq!(net.table(1).stats().signature_checks, checks);
+        assert_eq!(net.table(1).drops().total(), 0);
+        let other = CredentialIssuer::from_proxy_key(&SecretKey::from_bytes([0x51; 32]));
+        let mut tampered = SignedRating::sign(&net.issuer, &good).to_bytes();
+        tampered[40] ^= 1;
+        let expired = Rating {
+            issued_at: now - 4000,
+            expires_at: now - 2000,
+            ..good
+        };
+        for (bad, reason) in [
+            (
+                SignedRating::sign(&net.issuer, &rating(net.id(1), now)),
+                DropReason::BadRating,
+            ),
+            (SignedRating::sign(&other, &good), DropReason::BadRating),
+            (
+                SignedRating::from_bytes(&tampered).unwrap(),
+                DropReason::BadRating,
+            ),
+            (
+                SignedRating::sign(&net.issuer, &expired),
+                DropReason::StaleRating,
+            ),
+        ] {
+            let before = net.table(1).drops().get(reason);
+            net.nodes[0].table.set_rating(Some(bad));
+            net.run_for(Duration::from_millis(1100));
+            assert!(net.table(1).drops().get(reason) > before, "{reason:?}");
+            assert_eq!(
+                net.entry(1, 0).unwrap().rating(net.proxy_now()),
+                Some(&good)
+            );
+            assert!(net.usable(1, 0), "the hello stands on its credential");
+        }
+        // Past its expiry it is no longer shown.
+        assert_eq!(net.entry(1, 0).unwrap().rating(good.expires_at), None);
     }
 
     #[test]

@@ -10,16 +10,17 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::credits::{Consumer, Contention, MilliCredits, may_borrow};
+use crate::credits::{Consumer, Contention, MAX_BID_PER_GB, MilliCredits, may_borrow};
 use crate::crypto;
 
 use crate::flow::{FlowTable, Modes};
 use crate::keys::{PublicKey, SecretKey, SharedSecret};
 use crate::mesh::{CredentialIssuer, DEFAULT_CREDENTIAL_LIFETIME_S};
 use crate::path::{Endpoint, Path, PathSettings, RelayHop};
+use crate::rating::{self, RelayRecord};
 use crate::relay::{RelayKey, spare_for_relayed};
 use crate::session::{self, Keypair, Limits};
-use crate::statement::{SignedStatement, Statement};
+use crate::statement::{Rating, SignedRating, SignedStatement, Statement};
 use crate::transport::SpreadCounters;
 use crate::transport::Transport;
 pub use crate::transport::{PathEvent, Transmit};
@@ -176,6 +177,11 @@ struct Member {
     usage: Usage,
     /// Its credit balance, as the ledger last had it.
     balance: MilliCredits,
+    /// Its record as a relay, from the first usage taken on.
+    relay: Option<RelayRecord>,
+    /// The most it pays per GB of a contended relay line, as its gateway last said
+    /// (milli-credits; 0 until it says).
+    bid: MilliCredits,
 }
 
 impl Member {
@@ -193,6 +199,8 @@ impl Member {
             credential_refresh_at: None,
             usage: Usage::default(),
             balance: 0,
+            relay: None,
+            bid: 0,
         }
     }
 
@@ -582,17 +590,94 @@ impl Server {
 
     /// Gives `f` each member's usage since the last take, and zeroes it: what the ledger
     /// counts. Relays in it are member ids, as the current member list numbers them.
-    pub fn take_usage(&mut self, mut f: impl FnMut(MemberId, &Usage)) {
-        for (i, m) in self.members.iter_mut().enumerate() {
+    /// Each member's record as a relay takes it too (call about once a second: it also
+    /// times who is connected).
+    pub fn take_usage(&mut self, now: Instant, mut f: impl FnMut(MemberId, &Usage)) {
+        for m in &mut self.members {
             if let Some(u) = m.transport.as_mut().and_then(|t| t.usage_mut()) {
                 m.usage.merge(u);
                 u.clear();
             }
-            if !m.usage.is_empty() {
-                f(MemberId(i as u32), &m.usage);
-                m.usage.clear();
+            // Its own line's rate, as the proxy measures it towards the member.
+            let line_rate = m.transport.as_ref().map_or(0, |t| {
+                t.paths()
+                    .iter()
+                    .filter(|p| p.endpoint().relay.is_none())
+                    .map(Path::line_bandwidth)
+                    .max()
+                    .unwrap_or(0)
+            });
+            m.relay
+                .get_or_insert_with(|| RelayRecord::new(now))
+                .observe(now, m.current.is_some(), line_rate);
+        }
+        // And as measured on the paths through it.
+        for i in 0..self.members.len() {
+            let paths = self.members[i]
+                .transport
+                .as_ref()
+                .map_or(0, |t| t.paths().len());
+            for j in 0..paths {
+                let Some(p) = self.members[i].transport.as_ref().map(|t| &t.paths()[j]) else {
+                    continue;
+                };
+                let (Some(hop), rate) = (p.endpoint().relay, p.line_bandwidth()) else {
+                    continue;
+                };
+                if let Some(r) = self
+                    .members
+                    .get_mut(hop.relay as usize)
+                    .and_then(|m| m.relay.as_mut())
+                {
+                    r.observe_line_rate(rate);
+                }
             }
         }
+        for i in 0..self.members.len() {
+            if self.members[i].usage.is_empty() {
+                continue;
+            }
+            let mut usage = std::mem::take(&mut self.members[i].usage);
+            f(MemberId(i as u32), &usage);
+            for (relay, offered, delivered) in rating::by_relay(&usage) {
+                if let Some(r) = self
+                    .members
+                    .get_mut(relay as usize)
+                    .and_then(|m| m.relay.as_mut())
+                {
+                    r.add(now, offered, delivered);
+                }
+            }
+            // Its memory back, for the next.
+            usage.clear();
+            self.members[i].usage = usage;
+        }
+    }
+
+    /// Member `id`'s rating as a relay at `now` (`unix_now`: the proxy's wall clock), from
+    /// what [`Server::take_usage`] saw; `None` before it saw the member.
+    pub fn relay_rating(&self, now: Instant, unix_now: u64, id: MemberId) -> Option<Rating> {
+        let record = self.members.get(id.0 as usize)?.relay.as_ref()?;
+        Some(record.rating(now, unix_now, id.0))
+    }
+
+    /// Signs `rating` (of member `id`'s relay) with the credential issuer's key and sends
+    /// it to the member through its tunnel, now and every few seconds while it is the
+    /// latest, for its mesh hellos. Nothing for a member without a session.
+    pub fn send_rating(&mut self, now: Instant, id: MemberId, rating: &Rating) {
+        let Some(t) = self
+            .members
+            .get_mut(id.0 as usize)
+            .and_then(|m| m.transport.as_mut())
+        else {
+            return;
+        };
+        let rating = Rating {
+            member: id.0,
+            ..*rating
+        };
+        let signed = SignedRating::sign(&self.issuer, &rating);
+        t.set_rating(now, Box::new(signed.to_bytes()));
     }
 
     /// Handles a datagram that came from `remote` to our `local` address (when the
@@ -767,6 +852,9 @@ impl Server {
         }
         while let Some(e) = transport.poll_event() {
             push_event(&mut self.events, ServerEvent::Path(id, e));
+        }
+        if let Some(bid) = transport.take_bid() {
+            member.bid = bid.clamp(0, MAX_BID_PER_GB);
         }
         r?;
         Ok(Accepted::Transport { member: id })
@@ -944,6 +1032,7 @@ impl Server {
                     continue;
                 }
                 p.set_rate_cap(line.and_then(|l| spare_for_relayed(l.capacity, l.own)));
+                p.set_price_per_gb(None);
             }
         }
     }
@@ -1016,7 +1105,11 @@ impl Server {
                 let sent = p.send_rate(now);
                 // Packets waiting for it, or sending near its cap (or uncapped): it would
                 // take more. (A TCP flow's rate swings below its cap between losses.)
-                let wants_more = sent > CONTENTION_HEADROOM
+                // One held to the least rate (an auction it lost, or a tiny share) that
+                // uses it still wants more: it must stay in the division, or the line
+                // would look uncontended and it would take it back at once.
+                let held_down = p.rate_cap().is_some_and(|cap| cap <= CONTENTION_HEADROOM);
+                let wants_more = (sent > CONTENTION_HEADROOM || held_down)
                     && (backlog
                         || p.rate_cap()
                             .is_none_or(|cap| sent as f64 >= CONTENDED_USE * cap as f64));
@@ -1028,7 +1121,7 @@ impl Server {
                         sent + sent / 4 + CONTENTION_HEADROOM
                     },
                     balance: m.balance,
-                    ceiling_per_gb: 0,
+                    ceiling_per_gb: m.bid,
                 });
             }
         }
@@ -1063,6 +1156,8 @@ impl Server {
                     let sent = p.send_rate(now).max(1);
                     let trim = (a.bytes as f64 / sent as f64).clamp(MIN_CAP_TRIM, 1.0);
                     p.set_rate_cap(Some((a.bytes as f64 * trim) as u64));
+                    // At an auction, what it carries now costs the price its award paid.
+                    p.set_price_per_gb(a.price_per_gb());
                 }
             }
         }

@@ -199,6 +199,14 @@ pub(crate) struct Transport {
     statement_out: Option<(Box<[u8; frame::STATEMENT_LEN]>, Instant)>,
     /// The last statement received, not yet taken.
     statement_in: Option<Box<[u8; frame::STATEMENT_LEN]>>,
+    /// The signed rating of the member's relay to send, and when it goes (again).
+    rating_out: Option<(Box<[u8; frame::RATING_LEN]>, Instant)>,
+    /// The last rating received, not yet taken.
+    rating_in: Option<Box<[u8; frame::RATING_LEN]>>,
+    /// Our bid for contended relay lines (milli-credits per GB), and when it goes (again).
+    bid_out: Option<(i64, Instant)>,
+    /// The last bid received, not yet taken.
+    bid_in: Option<i64>,
     /// Where the search for due acks and pings starts, so no path starves the others.
     cursor: usize,
     /// New paths are passive ([`Transport::passive_paths`]).
@@ -244,6 +252,10 @@ impl Transport {
             grant_in: None,
             statement_out: None,
             statement_in: None,
+            rating_out: None,
+            rating_in: None,
+            bid_out: None,
+            bid_in: None,
             cursor: 0,
             passive: false,
             forget_dead_after: None,
@@ -323,6 +335,27 @@ impl Transport {
     /// The statement received last, once.
     pub(crate) fn take_statement(&mut self) -> Option<Box<[u8; frame::STATEMENT_LEN]>> {
         self.statement_in.take()
+    }
+
+    /// Sends a signed rating now, and again every [`GRANT_RESEND`], as a statement.
+    pub(crate) fn set_rating(&mut self, now: Instant, body: Box<[u8; frame::RATING_LEN]>) {
+        self.rating_out = Some((body, now));
+    }
+
+    /// The rating received last, once.
+    pub(crate) fn take_rating(&mut self) -> Option<Box<[u8; frame::RATING_LEN]>> {
+        self.rating_in.take()
+    }
+
+    /// Sends our bid now, and again every [`GRANT_RESEND`] (the proxy forgets it with the
+    /// session).
+    pub(crate) fn set_bid(&mut self, now: Instant, per_gb: i64) {
+        self.bid_out = Some((per_gb, now));
+    }
+
+    /// The bid received last, once.
+    pub(crate) fn take_bid(&mut self) -> Option<i64> {
+        self.bid_in.take()
     }
 
     pub(crate) fn path_mut(&mut self, id: PathId) -> Option<&mut Path> {
@@ -537,7 +570,14 @@ impl Transport {
             .iter()
             .position(|p| p.id() == id)
             .ok_or(DropReason::UnknownSession)?;
-        let pn = frame::expand_packet_number(self.paths[i].largest_received(), truncated);
+        let largest = self.paths[i].largest_received();
+        let pn = frame::expand_packet_number(largest, truncated);
+        // Datagrams the member sent up to this one: this and the numbers passed over
+        // (a late one was counted with the gap it filled).
+        let offered = match largest {
+            Some(l) => pn.saturating_sub(l),
+            None => pn + 1,
+        };
         self.paths[i].on_keys(keys, pn);
         if !self.paths[i].on_received(now, pn, eliciting, ping) {
             return Err(DropReason::Replay);
@@ -547,7 +587,7 @@ impl Transport {
             if let Some(u) = &mut self.usage {
                 // Sealed by the member, not seen before: a verified datagram, on
                 // whichever line (a relay's, whose tag the caller checked) it came by.
-                u.on_received(buf.len(), &from);
+                u.on_received(buf.len(), &from, offered);
             }
         }
         let (_, frames) = Frames::parse(plain)?;
@@ -565,6 +605,7 @@ impl Transport {
                                 after.acked - before.acked,
                                 after.acked_bytes - before.acked_bytes,
                                 &p.endpoint(),
+                                p.price_per_gb(),
                             );
                         }
                         while let Some(slot) = self.paths[j].take_repair() {
@@ -590,6 +631,12 @@ impl Transport {
                     body.copy_from_slice(&plain[r.0..r.1]);
                     self.statement_in = Some(body);
                 }
+                Frame::Rating { range: r } => {
+                    let mut body = Box::new([0u8; frame::RATING_LEN]);
+                    body.copy_from_slice(&plain[r.0..r.1]);
+                    self.rating_in = Some(body);
+                }
+                Frame::Bid { per_gb } => self.bid_in = Some(per_gb),
                 Frame::MeshGrant { range: r } => {
                     let mut body = Box::new([0u8; frame::MESH_GRANT_LEN]);
                     body.copy_from_slice(&plain[r.0..r.1]);
@@ -773,6 +820,8 @@ impl Transport {
         if self.paths.iter().any(Path::usable) {
             consider(self.grant_out.as_ref().map(|g| g.next));
             consider(self.statement_out.as_ref().map(|s| s.1));
+            consider(self.rating_out.as_ref().map(|r| r.1));
+            consider(self.bid_out.as_ref().map(|b| b.1));
         }
         if self.waiting() > 0 || !self.duplicates.is_empty() {
             // Paced paths with room: when the pacer lets them go. A path that found nothing
@@ -874,7 +923,9 @@ impl Transport {
             let receipt = p.receipt_due(now);
             let grant = p.usable()
                 && (self.grant_out.as_ref().is_some_and(|g| g.next <= now)
-                    || self.statement_out.as_ref().is_some_and(|s| s.1 <= now));
+                    || self.statement_out.as_ref().is_some_and(|s| s.1 <= now)
+                    || self.rating_out.as_ref().is_some_and(|r| r.1 <= now)
+                    || self.bid_out.as_ref().is_some_and(|b| b.1 <= now));
             if ping || ack || receipt || grant {
                 self.cursor = (i + 1) % n;
                 return self.send_control(now, i, ping, ack, receipt, keys, limits, buf);
@@ -989,7 +1040,18 @@ impl Transport {
         buf: &mut [u8],
     ) -> Result<Option<Transmit>, DropReason> {
         let p = &mut self.paths[i];
-        let room = frame::MAX_ACK_LEN + 64 + frame::MESH_GRANT_LEN + frame::STATEMENT_LEN + 8;
+        // Each extension takes its type and a two-byte length besides its body.
+        let room = frame::MAX_ACK_LEN
+            + 64
+            + [
+                frame::MESH_GRANT_LEN,
+                frame::STATEMENT_LEN,
+                frame::RATING_LEN,
+                frame::BID_LEN,
+            ]
+            .iter()
+            .map(|len| len + 3)
+            .sum::<usize>();
         let plain = buf
             .get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + room)
             .ok_or(DropReason::PacketTooLarge)?;
@@ -1020,6 +1082,14 @@ impl Transport {
             }
             if let Some((body, next)) = self.statement_out.as_mut().filter(|s| s.1 <= now) {
                 w.statement(body);
+                *next = now + GRANT_RESEND;
+            }
+            if let Some((body, next)) = self.rating_out.as_mut().filter(|r| r.1 <= now) {
+                w.rating(body);
+                *next = now + GRANT_RESEND;
+            }
+            if let Some((per_gb, next)) = self.bid_out.as_mut().filter(|b| b.1 <= now) {
+                w.bid(*per_gb);
                 *next = now + GRANT_RESEND;
             }
         }

@@ -78,12 +78,41 @@ pub struct Usage {
     /// Wire bytes over neighbours' lines, by relay (member id at the proxy): up as they
     /// arrived verified, down as the member acknowledged them.
     pub borrowed: Vec<(u32, UpDown)>,
+    /// Wire bytes offered to each relay, for its rating ([`crate::rating`]): down as
+    /// sent through it, up as arrived through it plus the datagrams the member's packet
+    /// numbers skipped (each counted at the size of the one that came after the gap).
+    pub offered: Vec<(u32, UpDown)>,
+    /// Of the bytes down through each relay, those carried while its line was auctioned
+    /// ([`crate::credits::auction`]): charged at the price the member's award paid instead
+    /// of the tariff.
+    pub auctioned: Vec<(u32, Auctioned)>,
+}
+
+/// Bytes bought at a relay line's auction, and what they cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Auctioned {
+    /// Wire bytes (also counted in [`Usage::borrowed`]).
+    pub bytes: u64,
+    /// Their cost: the sum of bytes × price per GB (milli-credits), so milli-credits
+    /// times 10^9; exact, whatever the prices.
+    pub value: u128,
+}
+
+impl Auctioned {
+    fn add(&mut self, o: Auctioned) {
+        self.bytes += o.bytes;
+        self.value += o.value;
+    }
 }
 
 impl Usage {
     /// Whether nothing was counted.
     pub fn is_empty(&self) -> bool {
-        self.inner.is_zero() && self.own.is_zero() && self.borrowed.is_empty()
+        self.inner.is_zero()
+            && self.own.is_zero()
+            && self.borrowed.is_empty()
+            && self.offered.is_empty()
+            && self.auctioned.is_empty()
     }
 
     /// Zeroes it, keeping its memory.
@@ -91,6 +120,8 @@ impl Usage {
         self.inner = UpDown::default();
         self.own = UpDown::default();
         self.borrowed.clear();
+        self.offered.clear();
+        self.auctioned.clear();
     }
 
     /// Adds `other` to this one.
@@ -99,6 +130,12 @@ impl Usage {
         self.own.add(other.own);
         for &(relay, bytes) in &other.borrowed {
             self.add_line(Some(relay), bytes);
+        }
+        for &(relay, bytes) in &other.offered {
+            add_relay(&mut self.offered, relay, bytes);
+        }
+        for &(relay, a) in &other.auctioned {
+            self.add_auctioned(relay, a);
         }
     }
 
@@ -117,39 +154,79 @@ impl Usage {
             self.own.add(bytes);
             return;
         };
-        if let Some((_, b)) = self.borrowed.iter_mut().find(|(r, _)| *r == relay) {
-            b.add(bytes);
-        } else if self.borrowed.len() < MAX_RELAYS {
-            // At most once per relay between two takes: not per packet.
-            self.borrowed.push((relay, bytes));
-        } else {
+        if !add_relay(&mut self.borrowed, relay, bytes) {
             self.own.add(bytes);
         }
     }
 
-    /// A datagram of `len` bytes arrived, verified, from `from`.
-    pub(crate) fn on_received(&mut self, len: usize, from: &Endpoint) {
+    /// A datagram of `len` bytes arrived, verified, from `from`; `offered` is how many
+    /// datagrams its packet number says the member sent on the path since the previous
+    /// highest (it and those passed over; 0 for a late one, counted with its gap).
+    pub(crate) fn on_received(&mut self, len: usize, from: &Endpoint, offered: u64) {
         let up = wire_bytes(len, from);
-        self.add_line(from.relay.map(|h| h.relay), UpDown { up, down: 0 });
-    }
-
-    /// A datagram of `len` bytes went straight to the member. (Through a relay, only what
-    /// the member acknowledges counts: [`Usage::on_acknowledged`].)
-    pub(crate) fn on_sent(&mut self, len: usize, to: &Endpoint) {
-        if to.relay.is_none() {
-            self.own.down += wire_bytes(len, to);
+        let relay = from.relay.map(|h| h.relay);
+        self.add_line(relay, UpDown { up, down: 0 });
+        if let Some(relay) = relay {
+            let up = up.saturating_mul(offered);
+            add_relay(&mut self.offered, relay, UpDown { up, down: 0 });
         }
     }
 
-    /// The member acknowledged `datagrams` datagrams of `bytes` bytes in all, sent to `to`.
-    pub(crate) fn on_acknowledged(&mut self, datagrams: u64, bytes: u64, to: &Endpoint) {
+    /// A datagram of `len` bytes went to the member: on its own line, counted now;
+    /// through a relay, offered to it, and counted once the member acknowledges it
+    /// ([`Usage::on_acknowledged`]).
+    pub(crate) fn on_sent(&mut self, len: usize, to: &Endpoint) {
+        match to.relay {
+            None => self.own.down += wire_bytes(len, to),
+            Some(hop) => {
+                let down = wire_bytes(len, to);
+                add_relay(&mut self.offered, hop.relay, UpDown { up: 0, down });
+            }
+        }
+    }
+
+    /// The member acknowledged `datagrams` datagrams of `bytes` bytes in all, sent to `to`;
+    /// `price_per_gb` if the relay's line was auctioned (milli-credits).
+    pub(crate) fn on_acknowledged(
+        &mut self,
+        datagrams: u64,
+        bytes: u64,
+        to: &Endpoint,
+        price_per_gb: Option<i64>,
+    ) {
         let Some(hop) = to.relay else {
             return;
         };
         let per_datagram = RELAY_OVERHEAD as u64 + ip_udp_headers(to.remote);
         let down = bytes + datagrams * per_datagram;
         self.add_line(Some(hop.relay), UpDown { up: 0, down });
+        if let Some(price) = price_per_gb {
+            let value = u128::from(down) * u128::from(price.max(0) as u64);
+            self.add_auctioned(hop.relay, Auctioned { bytes: down, value });
+        }
     }
+
+    fn add_auctioned(&mut self, relay: u32, a: Auctioned) {
+        if let Some((_, b)) = self.auctioned.iter_mut().find(|(r, _)| *r == relay) {
+            b.add(a);
+        } else if self.auctioned.len() < MAX_RELAYS {
+            self.auctioned.push((relay, a));
+        }
+        // Full: charged at the tariff, as the bytes are still borrowed.
+    }
+}
+
+/// Adds `bytes` to `relay`'s entry in `per_relay`; false if it is full without one.
+fn add_relay(per_relay: &mut Vec<(u32, UpDown)>, relay: u32, bytes: UpDown) -> bool {
+    if let Some((_, b)) = per_relay.iter_mut().find(|(r, _)| *r == relay) {
+        b.add(bytes);
+    } else if per_relay.len() < MAX_RELAYS {
+        // At most once per relay between two takes: not per packet.
+        per_relay.push((relay, bytes));
+    } else {
+        return false;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -184,13 +261,14 @@ mod tests {
     fn relayed_bytes_go_to_their_relay_and_own_bytes_to_the_member() {
         let mut u = Usage::default();
         let own = Endpoint::direct("192.0.2.1:7117".parse().unwrap(), None);
-        u.on_received(972, &own);
+        u.on_received(972, &own, 1);
         u.on_sent(972, &own);
-        u.on_received(972, &relayed("192.0.2.9:7118", 3));
+        u.on_received(972, &relayed("192.0.2.9:7118", 3), 1);
         // Sending through a relay counts nothing until the member confirms it.
         u.on_sent(972, &relayed("192.0.2.9:7118", 3));
-        u.on_acknowledged(2, 2000, &relayed("192.0.2.9:7118", 3));
-        u.on_acknowledged(1, 500, &relayed("192.0.2.8:7118", 4));
+        u.on_acknowledged(2, 2000, &relayed("192.0.2.9:7118", 3), None);
+        // Relay 4's line is auctioned: its bytes carry their price.
+        u.on_acknowledged(1, 500, &relayed("192.0.2.8:7118", 4), Some(3_000));
         assert_eq!(
             u.own,
             UpDown {
@@ -219,10 +297,27 @@ mod tests {
             ]
         );
         assert_eq!(u.wire().up, 1000 + 972 + env);
+        let auctioned = Auctioned {
+            bytes: 500 + env,
+            value: u128::from(500 + env) * 3_000,
+        };
+        assert_eq!(u.auctioned, vec![(4, auctioned)]);
+        // What was offered to each relay: down as sent, up as arrived.
+        assert_eq!(
+            u.offered[0],
+            (
+                3,
+                UpDown {
+                    up: 972 + env,
+                    down: 972 + env
+                }
+            )
+        );
         let mut all = Usage::default();
         all.merge(&u);
         all.merge(&u);
         assert_eq!(all.borrowed[0].1.down, 2 * (2000 + 2 * env));
+        assert_eq!(all.auctioned[0].1.value, 2 * auctioned.value);
         u.clear();
         assert!(u.is_empty());
     }
@@ -231,7 +326,7 @@ mod tests {
     fn more_relays_than_a_member_can_use_at_once_still_count_every_byte() {
         let mut u = Usage::default();
         for relay in 0..(MAX_RELAYS as u32 + 5) {
-            u.on_received(100, &relayed("192.0.2.9:7118", relay));
+            u.on_received(100, &relayed("192.0.2.9:7118", relay), 1);
         }
         assert_eq!(u.borrowed.len(), MAX_RELAYS);
         assert_eq!(u.wire().up, (MAX_RELAYS as u64 + 5) * (100 + 28 + 28));

@@ -93,8 +93,11 @@ pub const HANDSHAKE_INIT_LEN: usize = 8 + NOISE_INIT_LEN + 2 * MAC_LEN;
 pub const HANDSHAKE_RESPONSE_LEN: usize = 12 + NOISE_RESPONSE_LEN + 2 * MAC_LEN;
 /// Cookie reply on the wire: header, receiver index, nonce, sealed cookie.
 pub const COOKIE_REPLY_LEN: usize = 8 + 12 + 16 + TAG_LEN;
-/// Mesh discovery hello on the wire: header, relay port, offer, credential.
+/// Mesh discovery hello on the wire: header, relay port, offer, credential; a rating may
+/// follow ([`MESH_DISCOVERY_RATED_LEN`]).
 pub const MESH_DISCOVERY_LEN: usize = 16 + crate::mesh::CREDENTIAL_LEN;
+/// A discovery hello with the sender's signed relay rating after its credential.
+pub const MESH_DISCOVERY_RATED_LEN: usize = MESH_DISCOVERY_LEN + crate::statement::RATING_LEN;
 /// Neighbour hello on the wire: header, sender, counter, relay port, offer, MAC.
 pub const NEIGHBOUR_HELLO_LEN: usize = 28 + MAC_LEN;
 
@@ -393,8 +396,11 @@ fn offer_at(b: &[u8], flags: usize, at: usize) -> crate::mesh::Offer {
 }
 
 /// Flags byte of both mesh hellos: the owner shares its line now. Other bits are sent as
-/// zero and not read (a later version may use them).
+/// zero and not read (a later version may use them), but for
+/// [`MESH_FLAG_RATED`].
 const MESH_FLAG_SHARING: u8 = 1;
+/// Flags byte of a discovery hello: the sender's signed rating follows its credential.
+const MESH_FLAG_RATED: u8 = 2;
 
 /// A checked view of a mesh discovery hello, multicast (IPv6) and broadcast (IPv4) on the
 /// mesh about once a second:
@@ -410,11 +416,13 @@ const MESH_FLAG_SHARING: u8 = 1;
 /// | 8..12 | spare upstream, kbit/s (u32) |
 /// | 12..16 | spare downstream, kbit/s (u32) |
 /// | 16..136 | the sender's credential ([`crate::mesh::Credential`]) |
+/// | 136..263 | with flag bit 1 only: the sender's relay rating ([`crate::statement::SignedRating`]) |
 ///
-/// Only the credential is authenticated (by the proxy's signature). Anybody can replay a
-/// discovery hello from anywhere with other fields, so a receiver takes nothing from it
-/// but the credential and where to answer; relay port and offer are hints for a mesh
-/// survey, and the [`NeighbourHello`]s carry the ones that count.
+/// Only the credential and the rating are authenticated (each by the proxy's signature).
+/// Anybody can replay a discovery hello from anywhere with other fields, so a receiver
+/// takes nothing from it but the credential, the rating and where to answer; relay port
+/// and offer are hints for a mesh survey, and the [`NeighbourHello`]s carry the ones that
+/// count.
 #[derive(Debug, Clone, Copy)]
 pub struct MeshDiscovery<'a> {
     bytes: &'a [u8],
@@ -435,24 +443,43 @@ impl<'a> MeshDiscovery<'a> {
             .try_into()
             .expect("checked length")
     }
+    /// The sender's relay rating, as signed by the proxy, if it sent one.
+    pub fn rating(&self) -> Option<&'a [u8; crate::statement::RATING_LEN]> {
+        self.bytes.get(MESH_DISCOVERY_LEN..)?.try_into().ok()
+    }
 }
 
-/// Writes a discovery hello into `out[..MESH_DISCOVERY_LEN]`.
+/// Writes a discovery hello into `out`, with `rating` after the credential if there is
+/// one; returns its length ([`MESH_DISCOVERY_LEN`] or [`MESH_DISCOVERY_RATED_LEN`]), or
+/// `None` if `out` is too short.
 pub fn write_mesh_discovery(
     relay_port: u16,
     offer: &crate::mesh::Offer,
     credential: &[u8; crate::mesh::CREDENTIAL_LEN],
+    rating: Option<&[u8; crate::statement::RATING_LEN]>,
     out: &mut [u8],
-) {
+) -> Option<usize> {
+    let len = match rating {
+        Some(_) => MESH_DISCOVERY_RATED_LEN,
+        None => MESH_DISCOVERY_LEN,
+    };
+    let out = out.get_mut(..len)?;
     out[0] = VERSION;
     out[1] = MessageType::MeshDiscovery as u8;
     out[2] = if offer.sharing { MESH_FLAG_SHARING } else { 0 };
+    if rating.is_some() {
+        out[2] |= MESH_FLAG_RATED;
+    }
     out[3] = 0;
     out[4..6].copy_from_slice(&relay_port.to_be_bytes());
     out[6..8].copy_from_slice(&[0, 0]);
     out[8..12].copy_from_slice(&offer.up_kbit.to_be_bytes());
     out[12..16].copy_from_slice(&offer.down_kbit.to_be_bytes());
     out[16..MESH_DISCOVERY_LEN].copy_from_slice(credential);
+    if let Some(rating) = rating {
+        out[MESH_DISCOVERY_LEN..].copy_from_slice(rating);
+    }
+    Some(len)
 }
 
 /// A checked view of a neighbour hello, unicast to one neighbour several times a second:
@@ -597,7 +624,11 @@ impl<'a> Message<'a> {
                 Message::Relay(RelayEnvelope { bytes })
             }
             MessageType::MeshDiscovery => {
-                exact(MESH_DISCOVERY_LEN)?;
+                exact(if bytes[2] & MESH_FLAG_RATED != 0 {
+                    MESH_DISCOVERY_RATED_LEN
+                } else {
+                    MESH_DISCOVERY_LEN
+                })?;
                 Message::MeshDiscovery(MeshDiscovery { bytes })
             }
             MessageType::NeighbourHello => {

@@ -61,6 +61,8 @@ struct Net {
     /// The relay keeps (does not pass on) every `n`th datagram it gets for the consumer.
     withhold_down: Option<u64>,
     relayed_down: u64,
+    /// Wire bytes the proxy sent the relay for the consumer (what it was offered down).
+    offered_down: u64,
 }
 
 fn client(key: SecretKey, proxy: &SecretKey) -> ClientConfig {
@@ -134,6 +136,7 @@ impl Net {
             captured: Vec::new(),
             withhold_down: None,
             relayed_down: 0,
+            offered_down: 0,
         }
     }
 
@@ -190,6 +193,7 @@ impl Net {
                 {
                     assert_eq!(to, self.consumer_mesh);
                     self.relayed_down += 1;
+                    self.offered_down += t.len as u64 + 28;
                     if self
                         .withhold_down
                         .is_some_and(|n| self.relayed_down % n == 0)
@@ -476,7 +480,8 @@ impl Net {
     /// The usage the proxy counted since the last take, by member.
     fn take_usage(&mut self) -> [Usage; 2] {
         let mut all = [Usage::default(), Usage::default()];
-        self.server.take_usage(|id, u| all[id.0 as usize].merge(u));
+        self.server
+            .take_usage(self.now, |id, u| all[id.0 as usize].merge(u));
         all
     }
 }
@@ -594,6 +599,87 @@ fn a_relay_earns_only_what_it_truly_carried() {
     assert_eq!(net.server.stats().drops.total(), refused + 1);
     let [consumer, _] = net.take_usage();
     assert_eq!(borrowed_from_relay(&consumer).up, 0, "{consumer:?}");
+}
+
+/// The proxy rates a relay by what it delivered of what it was offered, both ways, in
+/// the wire bytes its line really carried, and by its time up; the rating reaches the
+/// relay signed, verifies there, and is what its discovery hellos will carry. One past
+/// its expiry is refused.
+#[test]
+fn a_relay_is_rated_by_what_it_delivered_and_gets_its_rating_signed() {
+    use linkpool_protocol::statement::Rating;
+    let mut net = Net::new();
+    let wall = |net: &Net| 1_800_000_000 + (net.now - net.start).as_secs();
+    net.server.set_wall_clock(net.now, 1_800_000_000);
+    net.connect();
+    // The relay carries for a second, then withholds every third datagram down.
+    net.take_usage();
+    net.line = UpDown::default();
+    net.offered_down = 0;
+    let mut seq = 0;
+    for phase in [None, Some(3)] {
+        net.withhold_down = phase;
+        for _ in 0..300 {
+            net.send_down(seq);
+            seq += 1;
+            net.run(Duration::from_millis(3));
+            if seq % 100 == 0 {
+                net.take_usage();
+            }
+        }
+    }
+    net.withhold_down = None;
+    for _ in 0..50 {
+        net.run(Duration::from_millis(10));
+    }
+    net.take_usage();
+    let rating = net
+        .server
+        .relay_rating(net.now, wall(&net), RELAY)
+        .expect("rated");
+    let offered = net.line.up + net.offered_down;
+    let delivered = net.line.up + net.line.down;
+    assert!(
+        rating.bytes_delivered <= delivered
+            && rating.bytes_delivered as f64 >= 0.97 * delivered as f64,
+        "{rating:?}: delivered {delivered}"
+    );
+    assert!(
+        (rating.bytes_offered as f64 - offered as f64).abs() <= 0.03 * offered as f64,
+        "{rating:?}: offered {offered}"
+    );
+    let truth = delivered * 1000 / offered;
+    let permille = u64::from(rating.delivered_permille().unwrap());
+    assert!(
+        permille.abs_diff(truth) <= 20,
+        "{permille} ‰ rated, {truth} ‰ true"
+    );
+    assert!(
+        (750..=900).contains(&permille),
+        "{permille} ‰: a sixth lost down"
+    );
+    assert!(rating.uptime_permille >= 990, "{rating:?}");
+    assert!(rating.line_rate > 0, "{rating:?}");
+    // Signed, through its tunnel, verified against the key its credential came with.
+    net.server.send_rating(net.now, RELAY, &rating);
+    for _ in 0..5 {
+        net.run(Duration::from_millis(10));
+    }
+    let got = net.relay.rating().expect("the rating through the tunnel");
+    assert_eq!(got.rating, rating);
+    assert!(net.consumer.rating().is_none());
+    // One that expired (a proxy clock gone wrong): refused, the good one kept.
+    let stale = Rating {
+        issued_at: wall(&net) - 4000,
+        expires_at: wall(&net) - 2000,
+        ..rating
+    };
+    net.server.send_rating(net.now, RELAY, &stale);
+    for _ in 0..5 {
+        net.run(Duration::from_millis(10));
+    }
+    assert_eq!(net.relay.stats().drops.get(DropReason::StaleRating), 1);
+    assert_eq!(net.relay.rating().unwrap().rating, rating);
 }
 
 /// The proxy's statement of a member's account reaches the member through its tunnel,

@@ -1495,7 +1495,7 @@ fn a_silent_proxy_is_noticed_within_dead_after_and_a_returning_one_at_once() {
         .filter(|(t, _)| *t >= gone)
         .filter_map(|(_, e)| match e {
             Event::Path(p) => Some(p.state),
-            Event::Handshake | Event::MeshGrant | Event::Statement => None,
+            Event::Handshake | Event::MeshGrant | Event::Statement | Event::Rating => None,
         })
         .collect();
     assert_eq!(states, [PathState::Suspect, PathState::Dead]);

@@ -298,7 +298,7 @@ fn mesh_hellos() {
     };
     let credential = [0x11; CREDENTIAL_LEN];
     let mut out = [0u8; wire::MESH_DISCOVERY_LEN];
-    wire::write_mesh_discovery(7118, &offer, &credential, &mut out);
+    wire::write_mesh_discovery(7118, &offer, &credential, None, &mut out).unwrap();
     // version, type 8, flags (sharing), reserved, relay port, reserved, up, down, credential.
     assert_eq!(
         hex(&out),
@@ -315,6 +315,26 @@ fn mesh_hellos() {
         Message::parse(&out[..135]).err(),
         Some(DropReason::TooShort)
     );
+    // With a rating: flag bit 1, the rating's bytes after the credential.
+    let rating = [0x22; linkpool_protocol::statement::RATING_LEN];
+    let mut rated = [0u8; wire::MESH_DISCOVERY_RATED_LEN];
+    let len = wire::write_mesh_discovery(7118, &offer, &credential, Some(&rating), &mut rated);
+    assert_eq!(len, Some(wire::MESH_DISCOVERY_RATED_LEN));
+    assert_eq!(
+        hex(&rated),
+        "020803001bce000000004e2001020304".to_string()
+            + &"11".repeat(CREDENTIAL_LEN)
+            + &"22".repeat(rating.len())
+    );
+    match Message::parse(&rated) {
+        Ok(Message::MeshDiscovery(d)) => assert_eq!(d.rating(), Some(&rating)),
+        other => panic!("{other:?}"),
+    }
+    // The flag without the rating, or a rating without the flag: refused.
+    rated[2] = 1;
+    assert_eq!(Message::parse(&rated).err(), Some(DropReason::BadLength));
+    out[2] |= 2;
+    assert_eq!(Message::parse(&out).err(), Some(DropReason::TooShort));
     let mut out = [0u8; wire::NEIGHBOUR_HELLO_LEN];
     wire::write_neighbour_hello(7, 0x0102_0304_0506_0708, 7118, &offer, &mut out[..28]);
     out[28..].copy_from_slice(&[0xaa; 16]);

@@ -1128,7 +1128,7 @@ mod tests {
         let usage = |n: u64| Usage {
             inner: UpDown { up: n, down: 2 * n },
             own: UpDown { up: n, down: n },
-            borrowed: Vec::new(),
+            ..Usage::default()
         };
         let names = |id: u32| ["alice", "bob"][id as usize].to_string();
         let mut batch = Batch::default();

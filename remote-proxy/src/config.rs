@@ -8,7 +8,7 @@ use linkpool_os::log::parse_level;
 use linkpool_os::tun::check_ifname;
 use linkpool_protocol::bundle::{CipherChoice, check_endpoint, check_member_name};
 use linkpool_protocol::credits::{
-    Contention, DEFAULT_MIN_WEIGHT, MilliCredits, Peak, PeakHours, Rates, Tariff,
+    Contention, DEFAULT_MIN_WEIGHT, MAX_BID_PER_GB, MilliCredits, Peak, PeakHours, Rates, Tariff,
 };
 use linkpool_protocol::flow::Modes;
 use linkpool_protocol::keys::{PublicKey, SecretKey, SharedSecret};
@@ -670,15 +670,52 @@ fn credits_config(raw: RawCredits) -> Result<CreditsConfig, (&'static str, Strin
         None => 0,
         Some(t) => parse_utc_offset(t).map_err(|e| ("utc_offset", e))?,
     };
-    let min_weight = match raw.min_weight {
-        None => DEFAULT_MIN_WEIGHT,
-        Some(w) => milli(w, "min_weight", false)?.max(1),
+    let contention = match raw.contention.as_deref() {
+        None | Some("balance") => {
+            if raw.reserve_per_gb.is_some() {
+                return Err((
+                    "reserve_per_gb",
+                    "is set but contention is not \"auction\"".into(),
+                ));
+            }
+            let min_weight = match raw.min_weight {
+                None => DEFAULT_MIN_WEIGHT,
+                Some(w) => milli(w, "min_weight", false)?.max(1),
+            };
+            Contention::ByBalance { min_weight }
+        }
+        Some("auction") => {
+            if raw.min_weight.is_some() {
+                return Err(("min_weight", "is set but contention is \"auction\"".into()));
+            }
+            let reserve = milli(raw.reserve_per_gb.unwrap_or(0.0), "reserve_per_gb", false)?;
+            if reserve > MAX_BID_PER_GB {
+                return Err((
+                    "reserve_per_gb",
+                    format!(
+                        "is above the highest bid a member can make ({} credits per GB)",
+                        MAX_BID_PER_GB / 1000
+                    ),
+                ));
+            }
+            Contention::Auction {
+                reserve_per_gb: reserve,
+            }
+        }
+        Some(other) => {
+            return Err((
+                "contention",
+                format!(
+                    "`{other}` is not \"balance\" (weighted fair shares, the default) or \"auction\""
+                ),
+            ));
+        }
     };
     let floor = raw.floor.map(|f| milli(f, "floor", true)).transpose()?;
     Ok(CreditsConfig {
         tariff: Tariff { off_peak, peak },
         utc_offset_s,
-        contention: Contention::ByBalance { min_weight },
+        contention,
         floor,
     })
 }
@@ -823,6 +860,8 @@ struct RawCredits {
     utc_offset: Option<String>,
     min_weight: Option<f64>,
     floor: Option<f64>,
+    contention: Option<String>,
+    reserve_per_gb: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]

@@ -280,11 +280,17 @@ pub async fn run(config: ProxyConfig, os: ProxyOs, log: LogHandle) -> io::Result
                         // The usage names members by their place in the old list.
                         proxy.take_usage();
                         proxy.ledger.set_tariff(new.credits.tariff, new.credits.utc_offset_s);
+                        proxy
+                            .server
+                            .set_credit_rules(new.credits.contention, new.credits.floor);
                         proxy.server.set_members(member_keys(&new));
                         set_spreading(&mut proxy.server, &new);
                         info!(members = new.members.len(), "configuration re-read");
                         proxy.config = new;
                         proxy.set_balances();
+                        // Fresh statements and ratings at the next flush, under the new
+                        // member list and rates.
+                        proxy.statements_at = None;
                     }
                     Err(e) => error!("configuration not reloaded: {e}"),
                 },
@@ -307,13 +313,14 @@ impl Proxy {
                 .map_or_else(|| format!("?{id}"), |m| m.name.clone())
         };
         let batch = self.ledger.pending();
-        self.server
-            .take_usage(|id, usage| batch.add(now, hour, &name(id.0), usage, name));
+        self.server.take_usage(now, |id, usage| {
+            batch.add(now, hour, &name(id.0), usage, name)
+        });
     }
 
     /// Sends each member (or only `to`) the signed statement of its account this month,
-    /// as of the ledger's last write: every [`STATEMENT_INTERVAL`], and to a member as it
-    /// connects.
+    /// as of the ledger's last write, and its relay's rating: every
+    /// [`STATEMENT_INTERVAL`], and to a member as it connects.
     fn send_statements(&mut self, to: Option<MemberId>) {
         let now = Instant::now();
         if to.is_none() {
@@ -348,6 +355,10 @@ impl Proxy {
                 issued_at: issued_at as u64,
             };
             self.server.send_statement(now, id, &statement);
+            // And its relay's rating, for its neighbours.
+            if let Some(rating) = self.server.relay_rating(now, issued_at as u64, id) {
+                self.server.send_rating(now, id, &rating);
+            }
         }
     }
 

@@ -76,7 +76,15 @@ const MIGRATIONS: &[&str] = &[
         spent INTEGER NOT NULL DEFAULT 0,
         adjusted INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;",
+    // 3: auctions. Of a usage row's borrowed bytes, those bought at a relay line's
+    // auction, and what they cost in nano-credits (10^-9): charged so instead of at the
+    // tariff, the row's spent credits being the tariff of the rest plus that cost.
+    "ALTER TABLE usage ADD COLUMN auctioned INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN auction_nano INTEGER NOT NULL DEFAULT 0;",
 ];
+
+/// Nano-credits in a milli-credit.
+const NANO_PER_MILLI: i64 = 1_000_000;
 
 /// A ledger that could not be opened, read or written.
 #[derive(Debug)]
@@ -156,6 +164,9 @@ pub struct Batch {
     usage: BTreeMap<(i64, String), Counts>,
     /// (hour, relay, consumer) → wire bytes.
     carried: BTreeMap<(i64, String, String), Pair>,
+    /// (hour, member) → borrowed bytes bought at auctions, and their cost (bytes × milli-
+    /// credits per GB).
+    auctioned: BTreeMap<(i64, String), (u64, u128)>,
     /// When its oldest counts were taken.
     since: Option<Instant>,
     /// The rates its bytes are charged at, and the co-op's UTC offset for peak hours.
@@ -203,6 +214,14 @@ impl Batch {
             .entry((hour, member.to_string()))
             .or_default()
             .add(&mine);
+        for (_, a) in &usage.auctioned {
+            let e = self
+                .auctioned
+                .entry((hour, member.to_string()))
+                .or_default();
+            e.0 += a.bytes;
+            e.1 += a.value;
+        }
     }
 
     fn merge(&mut self, other: Batch) {
@@ -211,6 +230,11 @@ impl Batch {
         }
         for (k, p) in other.carried {
             self.carried.entry(k).or_default().add(p);
+        }
+        for (k, (bytes, value)) in other.auctioned {
+            let e = self.auctioned.entry(k).or_default();
+            e.0 += bytes;
+            e.1 += value;
         }
         self.since = match (self.since, other.since) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -324,8 +348,8 @@ impl Ledger {
         let tx = self.conn.transaction()?;
         {
             let mut row = tx.prepare_cached(
-                "SELECT carried_up + carried_down, borrowed_up + borrowed_down FROM usage
-                 WHERE hour = ?1 AND member = ?2",
+                "SELECT carried_up + carried_down, borrowed_up + borrowed_down, auctioned,
+                    auction_nano FROM usage WHERE hour = ?1 AND member = ?2",
             )?;
             let mut balance = tx.prepare_cached(
                 "INSERT INTO balances (member, earned, spent) VALUES (?1, ?2, ?3)
@@ -334,9 +358,12 @@ impl Ledger {
             )?;
             let mut usage = tx.prepare_cached(
                 "INSERT INTO usage (hour, member, inner_up, inner_down, own_up, own_down,
-                    borrowed_up, borrowed_down, carried_up, carried_down, earned, spent)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                    borrowed_up, borrowed_down, carried_up, carried_down, earned, spent,
+                    auctioned, auction_nano)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                  ON CONFLICT (hour, member) DO UPDATE SET
+                    auctioned = auctioned + excluded.auctioned,
+                    auction_nano = auction_nano + excluded.auction_nano,
                     earned = earned + excluded.earned,
                     spent = spent + excluded.spent,
                     inner_up = inner_up + excluded.inner_up,
@@ -349,10 +376,19 @@ impl Ledger {
                     carried_down = carried_down + excluded.carried_down",
             )?;
             for ((hour, member), c) in &batch.usage {
-                let (carried, borrowed): (i64, i64) = row
-                    .query_row(params![hour, member], |r| Ok((r.get(0)?, r.get(1)?)))
+                let (carried, borrowed, auctioned, nano): (i64, i64, i64, i64) = row
+                    .query_row(params![hour, member], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
                     .optional()?
+                    .unwrap_or((0, 0, 0, 0));
+                let (a_bytes, a_value) = batch
+                    .auctioned
+                    .get(&(*hour, member.clone()))
+                    .copied()
                     .unwrap_or((0, 0));
+                // Bytes × milli-credits per GB is 10^9 milli-credits, 10^3 nano-credits.
+                let a_nano = i64::try_from(a_value / 1000).unwrap_or(i64::MAX);
                 // The row's credit stays exactly the tariff of its total, whatever the
                 // batches it came in.
                 let local_hour = (hour + i64::from(batch.utc_offset_s)).rem_euclid(86_400) / 3600;
@@ -362,11 +398,15 @@ impl Ledger {
                     c.carried.up + c.carried.down,
                     local_hour as u8,
                 );
-                let spent = t.spent_on_row(
-                    borrowed as u64,
-                    c.borrowed.up + c.borrowed.down,
-                    local_hour as u8,
-                );
+                // The tariff charges what was not bought at an auction; the auctions' cost
+                // is charged in whole milli-credits of the row's total, rounded up.
+                let tariffed_before = (borrowed - auctioned).max(0) as u64;
+                let tariffed = (c.borrowed.up + c.borrowed.down).saturating_sub(a_bytes);
+                let ceil_milli =
+                    |nano: i64| (nano.max(0) as u64).div_ceil(NANO_PER_MILLI as u64) as i64;
+                let spent = t.spent_on_row(tariffed_before, tariffed, local_hour as u8)
+                    + ceil_milli(nano.saturating_add(a_nano))
+                    - ceil_milli(nano);
                 balance.execute(params![member, earned, spent])?;
                 usage.execute(params![
                     hour,
@@ -381,6 +421,8 @@ impl Ledger {
                     c.carried.down as i64,
                     earned,
                     spent,
+                    a_bytes as i64,
+                    a_nano,
                 ])?;
             }
             let mut carried = tx.prepare_cached(
@@ -1188,6 +1230,7 @@ mod tests {
                 .iter()
                 .map(|&(r, up, down)| (r, UpDown { up, down }))
                 .collect(),
+            ..Usage::default()
         }
     }
 
@@ -1407,6 +1450,47 @@ mod tests {
             let (earned, spent) = mine.fold((0, 0), |(e, s), r| (e + r.earned, s + r.spent));
             assert_eq!((earned, spent), (b.earned, b.spent), "{b:?}");
         }
+    }
+
+    /// Bytes bought at a relay line's auction cost what the auction charged, the rest of
+    /// the borrowed bytes the tariff, exactly however they are batched; the relay earns
+    /// the tariff for all it carried.
+    #[test]
+    fn auctioned_bytes_cost_their_price_and_the_rest_the_tariff() {
+        use linkpool_protocol::usage::Auctioned;
+        let dir = TempDir::new("ledger");
+        let mut ledger = Ledger::open(&dir.join("l.sqlite")).unwrap();
+        let now = Instant::now();
+        let ten = 10 * HOUR_S;
+        // 2000 pieces of 1 MB borrowed from bob, 600 kB of each bought at 2.5 credits/GB
+        // (a price a piece alone would round away).
+        for _ in 0..2000 {
+            let mut u = usage(0, 0, &[(1, 0, 1_000_000)]);
+            u.auctioned = vec![(
+                1,
+                Auctioned {
+                    bytes: 600_000,
+                    value: 600_000 * 2_500,
+                },
+            )];
+            let mut b = Batch::default();
+            b.set_tariff(tariff(), 0);
+            b.add(now, ten, "alice", &u, name);
+            ledger.apply(&b).unwrap();
+        }
+        let rows = ledger.usage(&Filter::all()).unwrap();
+        let row = |m: &str| rows.iter().find(|r| r.member == m).unwrap();
+        // 0.8 GB at the tariff's 2 credits, 1.2 GB at 2.5: 1600 + 3000 milli-credits.
+        assert_eq!(row("alice").spent, 4600);
+        assert_eq!(row("alice").counts.borrowed.down, 2_000_000_000);
+        assert_eq!(
+            row("bob").earned,
+            2000,
+            "2 GB carried at the tariff's 1 credit"
+        );
+        let balances = ledger.balances().unwrap();
+        let alice = balances.iter().find(|b| b.member == "alice").unwrap();
+        assert_eq!(alice.spent, 4600);
     }
 
     #[test]

@@ -223,6 +223,69 @@ fn the_ledger_pays_relays_what_their_lines_carried_and_charges_what_was_consumed
         start <= now && now < end && end - start >= 28 * 86_400,
         "{statement}"
     );
+    // The relays' ratings: a reload makes the proxy send them at once (else within a
+    // minute). Each relay holds its own, signed, and r1 sees both in their discovery
+    // hellos: they delivered what they were offered, as counted in wire bytes.
+    pool.proxy.as_ref().unwrap().signal(libc::SIGHUP).unwrap();
+    let rated = |status: &Value| -> Vec<(u64, Value)> {
+        status["mesh"]["neighbours"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| !n["rating"].is_null())
+            .map(|n| (n["member"].as_u64().unwrap_or(0), n["rating"].clone()))
+            .collect()
+    };
+    let start = Instant::now();
+    let r1 = loop {
+        let status: Value =
+            serde_json::from_str(&pool.gateway_status(&coop, 1, true).unwrap()).unwrap();
+        let ratings = rated(&status);
+        let fresh = ratings
+            .iter()
+            .filter(|(_, r)| r["offered_bytes"].as_u64().unwrap_or(0) > 1 << 20)
+            .count();
+        if fresh == 2 {
+            break ratings;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "r1 does not show both relays' ratings: {ratings:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for (member, rating) in &r1 {
+        let permille = rating["delivered_permille"].as_u64().unwrap();
+        assert!(permille >= 950, "member {member} rated {rating}");
+        assert!(
+            rating["uptime_permille"].as_u64().unwrap() >= 950,
+            "{rating}"
+        );
+        assert!(
+            rating["line_rate_bps"].as_u64().unwrap() > 1_000_000,
+            "{rating}"
+        );
+    }
+    for n in [2, 3] {
+        let own: Value =
+            serde_json::from_str(&pool.gateway_status(&coop, n, true).unwrap()).unwrap();
+        let own = &own["ledger"]["rating"];
+        let seen = r1.iter().find(|(_, r)| r["issued_at"] == own["issued_at"]);
+        assert!(
+            seen.is_some(),
+            "r{n}'s own rating {own} is not what r1 holds {r1:?}"
+        );
+        // What it delivered covers what the ledger paid it for (the rating's window began
+        // when the proxy started), and not much more (pings and the relay's hellos).
+        let delivered = own["delivered_bytes"].as_u64().unwrap();
+        let paid = grew(&Pool::member_name(n), "carried", "up")
+            + grew(&Pool::member_name(n), "carried", "down");
+        assert!(
+            delivered as f64 >= 0.97 * paid as f64 && delivered as f64 <= 1.1 * paid as f64,
+            "r{n} rated as delivering {delivered} B, paid for {paid} B"
+        );
+        eprintln!("r{n}'s rating: {own}");
+    }
     // What r2 and r3 carried was r1's download, but for the others' probes.
     within(
         "r1 borrowed down",

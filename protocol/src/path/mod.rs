@@ -258,6 +258,8 @@ pub struct Path {
     ack_due: Option<Instant>,
     /// When an authenticated packet last arrived on it.
     last_received: Option<Instant>,
+    /// See [`Path::price_per_gb`].
+    price_per_gb: Option<i64>,
     /// Highest packet number that moved the remote endpoint (roaming).
     largest_from_endpoint: Option<u64>,
     /// The session keys (our index) the last two keypairs' packets came under.
@@ -324,6 +326,7 @@ impl Path {
             unacked: 0,
             ack_due: None,
             last_received: None,
+            price_per_gb: None,
             largest_from_endpoint: None,
             rx_keys: [None; 2],
             counters: PathCounters::default(),
@@ -459,6 +462,17 @@ impl Path {
     /// Its cap, if it has one.
     pub fn rate_cap(&self) -> Option<u64> {
         self.cc.rate_cap()
+    }
+
+    /// At the proxy, a path through a relay whose line is auctioned: the price per GB
+    /// (milli-credits) its member's award paid; what it carries is charged at it.
+    pub(crate) fn set_price_per_gb(&mut self, price: Option<i64>) {
+        self.price_per_gb = price;
+    }
+
+    /// The auction's price of what it carries now, if any.
+    pub fn price_per_gb(&self) -> Option<i64> {
+        self.price_per_gb
     }
 
     /// As a scavenger (a path through a neighbour's line, at both ends), the share of its
