@@ -30,6 +30,7 @@ enum Owned<'a> {
     Grant(&'a [u8]),
     Statement(&'a [u8]),
     Rating(&'a [u8]),
+    Standby(&'a [u8]),
 }
 
 /// Decodes `plain` whole, checking each frame; `None` if a frame is malformed.
@@ -107,6 +108,11 @@ fn decode(plain: &[u8]) -> Option<(u32, Vec<Owned<'_>>)> {
                 assert_eq!(range.1 - range.0, frame::RATING_LEN, "{range:?}");
                 out.push(Owned::Rating(&plain[range.0..range.1]));
             }
+            Frame::Standby { range } => {
+                let len = range.1 - range.0;
+                assert!(len % 2 == 0 && len <= 2 * frame::MAX_STANDBY, "{range:?}");
+                out.push(Owned::Standby(&plain[range.0..range.1]));
+            }
             Frame::Ping | Frame::Receipt { .. } | Frame::Bid { .. } => out.push(Owned::Frame(f)),
         }
     }
@@ -132,9 +138,14 @@ fn encode(pn: u32, frames: &[Owned<'_>], room: usize) -> Vec<u8> {
             Owned::Frame(Frame::MeshGrant { .. }) => unreachable!("kept as Owned::Grant"),
             Owned::Frame(Frame::Statement { .. }) => unreachable!("kept as Owned::Statement"),
             Owned::Frame(Frame::Rating { .. }) => unreachable!("kept as Owned::Rating"),
+            Owned::Frame(Frame::Standby { .. }) => unreachable!("kept as Owned::Standby"),
             Owned::Grant(body) => w.mesh_grant((*body).try_into().expect("checked length")),
             Owned::Statement(body) => w.statement((*body).try_into().expect("checked length")),
             Owned::Rating(body) => w.rating((*body).try_into().expect("checked length")),
+            Owned::Standby(ids) => w.standby(
+                ids.chunks_exact(2)
+                    .map(|c| linkpool_protocol::PathId(u16::from_be_bytes([c[0], c[1]]))),
+            ),
             Owned::Packet(spread, p) => {
                 packet = Some((*spread, *p));
                 Some(())

@@ -630,7 +630,7 @@ impl Gateway {
     fn set_meter(&mut self, i: usize, clock: WallClock) {
         let u = &mut self.uplinks[i];
         let held = match u.path {
-            Some(path) => self.client.unmeter_path(path).map(Box::new),
+            Some(path) => self.client.unmeter_path(Instant::now(), path).map(Box::new),
             None => u.meter.take(),
         };
         let Some(line) = u.config.metered else {
@@ -670,7 +670,7 @@ impl Gateway {
             }
         };
         match u.path {
-            Some(path) => self.client.meter_path(path, *meter),
+            Some(path) => self.client.meter_path(Instant::now(), path, *meter),
             None => u.meter = Some(meter),
         }
     }
@@ -679,7 +679,7 @@ impl Gateway {
     /// (or all of them, at a clean stop).
     fn keep_meters(&mut self, force: bool) {
         let clock = self.wall_clock();
-        self.client.handle_meter_tick(clock);
+        self.client.handle_meter_tick(Instant::now(), clock);
         for u in &mut self.uplinks {
             let Some(m) = u
                 .path
@@ -864,7 +864,7 @@ impl Gateway {
                 info!(uplink = %u.config.name, device = %u.config.device, "uplink device went away; reopening when it is back");
                 u.socket = None;
                 if let Some(path) = u.path.take() {
-                    if let Some(m) = self.client.unmeter_path(path) {
+                    if let Some(m) = self.client.unmeter_path(now, path) {
                         u.meter = Some(Box::new(m));
                     }
                     self.client.close_path(path);
@@ -918,7 +918,7 @@ impl Gateway {
                         debug!(uplink = %u.config.name, %path, "path opened");
                         u.path = Some(path);
                         if let Some(m) = u.meter.take() {
-                            self.client.meter_path(path, *m);
+                            self.client.meter_path(now, path, *m);
                         }
                     }
                     (Some(_), Some(path)) if moved.is_some() => {

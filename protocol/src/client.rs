@@ -314,21 +314,19 @@ impl Client {
     /// Path `path`'s uplink is metered: what crosses it is counted into `line`, it is lent
     /// only from its surplus, and the owner's traffic moves off it below its threshold
     /// ([`crate::metered`]). Replaces what the path had.
-    pub fn meter_path(&mut self, path: PathId, line: MeteredUplink) {
+    pub fn meter_path(&mut self, now: Instant, path: PathId, line: MeteredUplink) {
         match self.metered.iter_mut().find(|(id, _)| *id == path) {
             Some((_, m)) => *m = line,
             None => self.metered.push((path, line)),
         }
-        self.hold_metered();
+        self.hold_metered(now);
     }
 
     /// Path `path`'s uplink is no longer metered (or goes away): its line, to keep.
-    pub fn unmeter_path(&mut self, path: PathId) -> Option<MeteredUplink> {
+    pub fn unmeter_path(&mut self, now: Instant, path: PathId) -> Option<MeteredUplink> {
         let i = self.metered.iter().position(|(id, _)| *id == path)?;
         let (_, line) = self.metered.swap_remove(i);
-        if let Some(p) = self.transport.path_mut(path) {
-            p.set_standby(false);
-        }
+        self.transport.hold_own_path(now, path, false);
         Some(line)
     }
 
@@ -350,16 +348,17 @@ impl Client {
     /// Hands what crossed each metered line to its forecaster and forecasts again (what
     /// may be lent and offered, whether the owner moves off). `clock` is the wall clock
     /// now; call it every few seconds ([`MeteredUplink::tick`]).
-    pub fn handle_meter_tick(&mut self, clock: WallClock) {
+    pub fn handle_meter_tick(&mut self, now: Instant, clock: WallClock) {
         for (_, m) in &mut self.metered {
             m.tick(clock);
         }
-        self.hold_metered();
+        self.hold_metered(now);
     }
 
     /// Holds the path of each metered line below its threshold to probes while another
-    /// path is usable; it carries traffic again when none is.
-    fn hold_metered(&mut self) {
+    /// path is usable; it carries traffic again when none is. The proxy is told, and
+    /// holds its end too.
+    fn hold_metered(&mut self, now: Instant) {
         for i in 0..self.metered.len() {
             let (id, moved_off) = (self.metered[i].0, self.metered[i].1.moved_off());
             let others = self
@@ -367,9 +366,7 @@ impl Client {
                 .paths()
                 .iter()
                 .any(|p| p.id() != id && p.state() == PathState::Active && !p.standby());
-            if let Some(p) = self.transport.path_mut(id) {
-                p.set_standby(moved_off && others);
-            }
+            self.transport.hold_own_path(now, id, moved_off && others);
         }
     }
 
@@ -1250,7 +1247,7 @@ impl Client {
         }
         if !self.metered.is_empty() {
             // A path that died leaves a metered line the only one: it carries again.
-            self.hold_metered();
+            self.hold_metered(now);
         }
         let clock = self.proxy_clock_s(now).unwrap_or(0);
         if let Some(n) = self.mesh.as_mut().and_then(|m| m.neighbours.as_mut()) {

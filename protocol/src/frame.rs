@@ -16,6 +16,8 @@
 //!             0x42 rating (proxy to a relaying member: its signed rating, 127 bytes)
 //!             0x43 bid (member to proxy: the most it pays per GB at a relay's auction,
 //!                  milli-credits, i64)
+//!             0x44 standby (member to proxy: the ids (u16) of its own paths to hold to
+//!                  probes, at most 16; none: hold none)
 //! v         = QUIC variable-length integer (RFC 9000 §16)
 //! ```
 //!
@@ -62,6 +64,11 @@ pub const RATING_LEN: usize = crate::statement::RATING_LEN;
 const BID: u8 = 0x43;
 /// A bid frame's body.
 pub const BID_LEN: usize = 8;
+/// The member's own paths it asks the proxy to hold to probes (a metered line low on
+/// allowance), as path ids: its body is 2 bytes per path.
+const STANDBY: u8 = 0x44;
+/// Most path ids a standby frame names.
+pub const MAX_STANDBY: usize = 16;
 
 /// Most ranges one ack frame carries (the newest ones): bounded work and size.
 pub const MAX_ACK_RANGES: usize = 16;
@@ -218,6 +225,11 @@ pub enum Frame {
         /// Where its body is, relative to the start of the plaintext.
         range: (usize, usize),
     },
+    /// The member's own paths to hold to probes: `count` path ids (u16) at this range.
+    Standby {
+        /// Where its body is, relative to the start of the plaintext.
+        range: (usize, usize),
+    },
     /// A member's bid: the most it pays per GB of a contended relay line (milli-credits).
     Bid {
         /// Milli-credits per GB.
@@ -338,6 +350,9 @@ impl Iterator for Frames<'_> {
                         STATEMENT => STATEMENT_LEN,
                         RATING => RATING_LEN,
                         BID => BID_LEN,
+                        // Any number of ids up to the most: its own length.
+                        STANDBY if len % 2 == 0 && len <= 2 * MAX_STANDBY as u64 => len as usize,
+                        STANDBY => return bad,
                         _ => continue,
                     };
                     // A known extension must be whole.
@@ -349,6 +364,7 @@ impl Iterator for Frames<'_> {
                         MESH_GRANT => Frame::MeshGrant { range },
                         STATEMENT => Frame::Statement { range },
                         RATING => Frame::Rating { range },
+                        STANDBY => Frame::Standby { range },
                         _ => Frame::Bid {
                             per_gb: i64::from_be_bytes(
                                 self.r.bytes[body..body + BID_LEN]
@@ -436,6 +452,17 @@ impl<'a> Writer<'a> {
     /// A bid frame.
     pub fn bid(&mut self, per_gb: i64) -> Option<()> {
         self.extension(BID, &per_gb.to_be_bytes())
+    }
+
+    /// A standby frame naming `paths` (at most [`MAX_STANDBY`]; more are left out).
+    pub fn standby(&mut self, paths: impl IntoIterator<Item = PathId>) -> Option<()> {
+        let mut body = [0u8; 2 * MAX_STANDBY];
+        let mut n = 0;
+        for p in paths.into_iter().take(MAX_STANDBY) {
+            body[2 * n..2 * n + 2].copy_from_slice(&p.0.to_be_bytes());
+            n += 1;
+        }
+        self.extension(STANDBY, &body[..2 * n])
     }
 
     /// An extension frame: its type, its length, its body.
@@ -710,6 +737,8 @@ mod tests {
         w.mesh_grant(&grant).unwrap();
         w.rating(&rating).unwrap();
         w.bid(-2_500).unwrap();
+        w.standby([PathId(7), PathId(0x1234)]).unwrap();
+        w.standby([]).unwrap();
         let len = w.len();
         let (_, frames) = Frames::parse(&buf[..len]).unwrap();
         let frames: Vec<_> = frames.collect::<Result<_, _>>().unwrap();
@@ -718,6 +747,8 @@ mod tests {
             Frame::MeshGrant { range: g },
             Frame::Rating { range: r },
             Frame::Bid { per_gb: -2_500 },
+            Frame::Standby { range: b },
+            Frame::Standby { range: e },
         ] = frames[..]
         else {
             panic!("{frames:?}");
@@ -725,6 +756,18 @@ mod tests {
         assert_eq!(&buf[s.0..s.1], &statement[..]);
         assert_eq!(&buf[g.0..g.1], &grant[..]);
         assert_eq!(&buf[r.0..r.1], &rating[..]);
+        assert_eq!(&buf[b.0..b.1], &[0, 7, 0x12, 0x34]);
+        assert_eq!(e.0, e.1);
+        // An odd length, or more ids than a frame may name: malformed.
+        for len in [3u8, 2 * MAX_STANDBY as u8 + 2] {
+            let mut bad = [0u8; 64];
+            let mut w = Writer::new(&mut bad, 5).unwrap();
+            w.ping();
+            let at = w.len();
+            bad[at..at + 2].copy_from_slice(&[STANDBY, len]);
+            let (_, mut frames) = Frames::parse(&bad[..at + 2 + len as usize]).unwrap();
+            assert_eq!(frames.nth(1), Some(Err(DropReason::BadFrame)), "{len}");
+        }
     }
 
     #[test]

@@ -207,6 +207,9 @@ pub(crate) struct Transport {
     bid_out: Option<(i64, Instant)>,
     /// The last bid received, not yet taken.
     bid_in: Option<i64>,
+    /// When our own paths held to probes are next told to the proxy (set as they change,
+    /// then every [`GRANT_RESEND`] while any is held).
+    standby_out: Option<Instant>,
     /// Where the search for due acks and pings starts, so no path starves the others.
     cursor: usize,
     /// New paths are passive ([`Transport::passive_paths`]).
@@ -256,6 +259,7 @@ impl Transport {
             rating_in: None,
             bid_out: None,
             bid_in: None,
+            standby_out: None,
             cursor: 0,
             passive: false,
             forget_dead_after: None,
@@ -356,6 +360,25 @@ impl Transport {
     /// The bid received last, once.
     pub(crate) fn take_bid(&mut self) -> Option<i64> {
         self.bid_in.take()
+    }
+
+    /// Holds our own path `id` to probes, or not, and tells the proxy (which then holds
+    /// its end too: a metered line low on allowance carries nothing either way).
+    pub(crate) fn hold_own_path(&mut self, now: Instant, id: PathId, standby: bool) {
+        if let Some(p) = self.path_mut(id) {
+            if p.standby() != standby {
+                p.set_standby(standby);
+                self.standby_out = Some(now);
+            }
+        }
+    }
+
+    /// Our own paths (not through a neighbour) held to probes.
+    fn own_standby(&self) -> impl Iterator<Item = PathId> + '_ {
+        self.paths
+            .iter()
+            .filter(|p| p.standby() && p.endpoint().relay.is_none())
+            .map(Path::id)
     }
 
     pub(crate) fn path_mut(&mut self, id: PathId) -> Option<&mut Path> {
@@ -637,6 +660,22 @@ impl Transport {
                     self.rating_in = Some(body);
                 }
                 Frame::Bid { per_gb } => self.bid_in = Some(per_gb),
+                // The member's own paths it holds to probes: the proxy holds its end too.
+                // (Paths through neighbours are the proxy's own to hold.)
+                Frame::Standby { range: r } if self.passive => {
+                    let ids = &plain[r.0..r.1];
+                    let held = |id: PathId| {
+                        ids.chunks_exact(2)
+                            .any(|c| u16::from_be_bytes([c[0], c[1]]) == id.0)
+                    };
+                    for p in &mut self.paths {
+                        if p.endpoint().relay.is_none() {
+                            p.set_standby(held(p.id()));
+                        }
+                    }
+                    self.epoch += 1;
+                }
+                Frame::Standby { .. } => {}
                 Frame::MeshGrant { range: r } => {
                     let mut body = Box::new([0u8; frame::MESH_GRANT_LEN]);
                     body.copy_from_slice(&plain[r.0..r.1]);
@@ -822,6 +861,7 @@ impl Transport {
             consider(self.statement_out.as_ref().map(|s| s.1));
             consider(self.rating_out.as_ref().map(|r| r.1));
             consider(self.bid_out.as_ref().map(|b| b.1));
+            consider(self.standby_out);
         }
         if self.waiting() > 0 || !self.duplicates.is_empty() {
             // Paced paths with room: when the pacer lets them go. A path that found nothing
@@ -925,7 +965,8 @@ impl Transport {
                 && (self.grant_out.as_ref().is_some_and(|g| g.next <= now)
                     || self.statement_out.as_ref().is_some_and(|s| s.1 <= now)
                     || self.rating_out.as_ref().is_some_and(|r| r.1 <= now)
-                    || self.bid_out.as_ref().is_some_and(|b| b.1 <= now));
+                    || self.bid_out.as_ref().is_some_and(|b| b.1 <= now)
+                    || self.standby_out.is_some_and(|t| t <= now));
             if ping || ack || receipt || grant {
                 self.cursor = (i + 1) % n;
                 return self.send_control(now, i, ping, ack, receipt, keys, limits, buf);
@@ -1039,6 +1080,15 @@ impl Transport {
         limits: &Limits,
         buf: &mut [u8],
     ) -> Result<Option<Transmit>, DropReason> {
+        // Our own paths held to probes, when they are due to be told.
+        let mut held = [PathId(0); frame::MAX_STANDBY];
+        let mut held_count = 0;
+        if self.standby_out.is_some_and(|t| t <= now) {
+            for id in self.own_standby().take(frame::MAX_STANDBY) {
+                held[held_count] = id;
+                held_count += 1;
+            }
+        }
         let p = &mut self.paths[i];
         // Each extension takes its type and a two-byte length besides its body.
         let room = frame::MAX_ACK_LEN
@@ -1048,6 +1098,7 @@ impl Transport {
                 frame::STATEMENT_LEN,
                 frame::RATING_LEN,
                 frame::BID_LEN,
+                2 * frame::MAX_STANDBY,
             ]
             .iter()
             .map(|len| len + 3)
@@ -1091,6 +1142,12 @@ impl Transport {
             if let Some((per_gb, next)) = self.bid_out.as_mut().filter(|b| b.1 <= now) {
                 w.bid(*per_gb);
                 *next = now + GRANT_RESEND;
+            }
+            if self.standby_out.is_some_and(|t| t <= now) {
+                let n = held_count;
+                w.standby(held[..n].iter().copied());
+                // Said again while any is held (a proxy restart forgets); none: said once.
+                self.standby_out = (n > 0).then_some(now + GRANT_RESEND);
             }
         }
         let len = w.len();
