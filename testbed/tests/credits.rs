@@ -196,3 +196,106 @@ fn a_contended_line_is_shared_by_balance() {
     assert!(charged > 0, "nothing was charged");
     assert!(balance(&coop, &pool, "member4") > 0, "r4 earned nothing");
 }
+
+/// The same line, auctioned (the co-op's other rule): each member's gateway bids its
+/// owner's ceiling (1, 2 and 4 credits a GB), and the proxy sells the line every 10 ms
+/// by sealed-bid second-price auction. The highest bidder gets the line, the others the
+/// least rate a path keeps, and it pays for what it got the bids it displaced (at most 2
+/// credits a GB), not its own nor the tariff (1), as the ledger's rows show.
+#[test]
+fn an_auctioned_line_goes_to_the_highest_bid_at_the_second_price() {
+    let topology = Topology::parse(BORROWERS, "credits.rs").unwrap();
+    let coop = Coop::build(&topology).unwrap_or_else(|e| panic!("cannot build the testbed: {e}"));
+    let pool = Pool::configure_lending(&coop, &[4]).unwrap_or_else(|e| panic!("{e}"));
+    let append = |path: std::path::PathBuf, text: &str| {
+        let mut conf = std::fs::read_to_string(&path).unwrap();
+        conf += text;
+        std::fs::write(&path, conf).unwrap();
+    };
+    append(
+        pool.proxy_config(),
+        "\n[credits]\ncontention = \"auction\"\n",
+    );
+    for (n, bid) in [(1, "1.0"), (2, "2.0"), (3, "4.0")] {
+        append(
+            pool.gateway_config(n),
+            &format!("\n[borrowing]\nmax_price_per_gb = {bid}\n"),
+        );
+    }
+    let pool = pool.start_all(&coop).unwrap_or_else(|e| panic!("{e}"));
+    for n in 1..=3 {
+        wait_until(
+            &coop,
+            &pool,
+            Duration::from_secs(20),
+            &format!("r{n} to use r4's line"),
+            || active_path_via(&coop, &status(&coop, &pool, n), 4),
+        );
+    }
+    let downloads: Vec<Download> = (1..=3)
+        .flat_map(|n| (0..3).map(move |k| (n, k)))
+        .map(|(n, k)| Download::start(&coop, n, &format!("bid{n}-{k}.bin"), 64 << 20))
+        .collect();
+    std::thread::sleep(Duration::from_secs(6));
+    let before = pool.ledger(&coop, &[]).unwrap();
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = pool.ledger(&coop, &[]).unwrap();
+    let took = start.elapsed();
+    drop(downloads);
+    let carried: Vec<u64> = (1..=3)
+        .map(|n| carried_for(&after, n) - carried_for(&before, n))
+        .collect();
+    let total: u64 = carried.iter().sum();
+    let shares: Vec<f64> = carried.iter().map(|&c| c as f64 / total as f64).collect();
+    // What each spent over the window, per GB it borrowed.
+    let spent = |ledger: &Value, n: usize| -> (i64, u64) {
+        let name = Pool::member_name(n);
+        ledger["usage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["member"] == name.as_str())
+            .fold((0, 0), |(s, b), r| {
+                (
+                    s + r["spent"].as_i64().unwrap(),
+                    b + r["borrowed"]["up"].as_u64().unwrap()
+                        + r["borrowed"]["down"].as_u64().unwrap(),
+                )
+            })
+    };
+    let price = |n: usize| {
+        let ((s0, b0), (s1, b1)) = (spent(&before, n), spent(&after, n));
+        (s1 - s0) as f64 / ((b1 - b0) as f64 / 1e9) / 1000.0
+    };
+    eprintln!(
+        "r4's line carried {:.1} Mbit/s down over {:.0} s: shares {:.3} / {:.3} / {:.3} for \
+         bids 1 / 2 / 4 credits a GB; r3 paid {:.2} credits a GB (r1 {:.2}, r2 {:.2})",
+        total as f64 * 8e-6 / took.as_secs_f64(),
+        took.as_secs_f64(),
+        shares[0],
+        shares[1],
+        shares[2],
+        price(3),
+        price(1),
+        price(2),
+    );
+    let status = pool.proxy_status(&coop, false).unwrap_or_default();
+    assert!(
+        shares[2] >= 0.9,
+        "the highest bid got {:.3} of the line: {shares:?}\n{status}",
+        shares[2]
+    );
+    // Never its own bid, nor more than the one it displaced (2); more than the tariff (1),
+    // as the others bid on for the line. Less than 2 on average: in the intervals when a
+    // loser's flows backed off and wanted little, the line displaced little of its bid and
+    // the rest went at the reserve (0), and the acknowledgements up go at the tariff
+    // (measured: 1.75-1.77). (The losers' few hundred kB are too few to price: a row's
+    // cost is rounded up to a milli-credit.)
+    let p3 = price(3);
+    assert!(
+        (1.2..=2.05).contains(&p3),
+        "r3 paid {p3:.3} credits a GB\n{status}"
+    );
+}
