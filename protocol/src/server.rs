@@ -665,19 +665,26 @@ impl Server {
     /// it to the member through its tunnel, now and every few seconds while it is the
     /// latest, for its mesh hellos. Nothing for a member without a session.
     pub fn send_rating(&mut self, now: Instant, id: MemberId, rating: &Rating) {
-        let Some(t) = self
-            .members
-            .get_mut(id.0 as usize)
-            .and_then(|m| m.transport.as_mut())
-        else {
-            return;
-        };
         let rating = Rating {
             member: id.0,
             ..*rating
         };
-        let signed = SignedRating::sign(&self.issuer, &rating);
-        t.set_rating(now, Box::new(signed.to_bytes()));
+        self.send_signed(id, |issuer, t| {
+            let signed = SignedRating::sign(issuer, &rating);
+            t.set_rating(now, Box::new(signed.to_bytes()));
+        });
+    }
+
+    /// Gives `send` the key the proxy signs with and member `id`'s transport, if it had a
+    /// session (nothing is signed for one that did not).
+    fn send_signed(&mut self, id: MemberId, send: impl FnOnce(&CredentialIssuer, &mut Transport)) {
+        if let Some(t) = self
+            .members
+            .get_mut(id.0 as usize)
+            .and_then(|m| m.transport.as_mut())
+        {
+            send(&self.issuer, t);
+        }
     }
 
     /// Handles a datagram that came from `remote` to our `local` address (when the
@@ -1176,19 +1183,14 @@ impl Server {
     /// tunnel, now and every few seconds while it is the latest. Nothing for a member
     /// without a session: the next call, after it connects, brings it one.
     pub fn send_statement(&mut self, now: Instant, id: MemberId, statement: &Statement) {
-        let Some(t) = self
-            .members
-            .get_mut(id.0 as usize)
-            .and_then(|m| m.transport.as_mut())
-        else {
-            return;
-        };
         let statement = Statement {
             member: id.0,
             ..*statement
         };
-        let signed = SignedStatement::sign(&self.issuer, &statement);
-        t.set_statement(now, Box::new(signed.to_bytes()));
+        self.send_signed(id, |issuer, t| {
+            let signed = SignedStatement::sign(issuer, &statement);
+            t.set_statement(now, Box::new(signed.to_bytes()));
+        });
     }
 
     /// A member's credit balance, as the ledger has it.

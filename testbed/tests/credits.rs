@@ -75,20 +75,44 @@ fn balance(coop: &Coop, pool: &Pool, name: &str) -> i64 {
         .map_or(0, |b| b["balance"].as_i64().unwrap())
 }
 
+/// Waits until r1, r2 and r3 each have a path through r4's line.
+fn borrowing_from_r4(coop: &Coop, pool: &Pool) {
+    for n in 1..=3 {
+        wait_until(
+            coop,
+            pool,
+            Duration::from_secs(20),
+            &format!("r{n} to use r4's line"),
+            || active_path_via(coop, &status(coop, pool, n), 4),
+        );
+    }
+}
+
+/// Three downloads for each of r1, r2 and r3 at once, each wanting more than it gets (one
+/// TCP flow alone may not fill a share that moves): the ledger before and after a window
+/// of ten seconds past their slow start, and how long the window took. The downloads
+/// are still running when it returns.
+fn contend(coop: &Coop, pool: &Pool, name: &str) -> (Value, Value, Duration, Vec<Download>) {
+    let downloads: Vec<Download> = (1..=3)
+        .flat_map(|n| (0..3).map(move |k| (n, k)))
+        .map(|(n, k)| Download::start(coop, n, &format!("{name}{n}-{k}.bin"), 64 << 20))
+        .collect();
+    std::thread::sleep(Duration::from_secs(6));
+    let before = pool.ledger(coop, &[]).unwrap();
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(10));
+    // The ledger has it all a second later.
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = pool.ledger(coop, &[]).unwrap();
+    (before, after, start.elapsed(), downloads)
+}
+
 #[test]
 fn a_contended_line_is_shared_by_balance() {
     let topology = Topology::parse(BORROWERS, "credits.rs").unwrap();
     let coop = Coop::build(&topology).unwrap_or_else(|e| panic!("cannot build the testbed: {e}"));
     let pool = Pool::start_lending(&coop, &[4]).unwrap_or_else(|e| panic!("{e}"));
-    for n in 1..=3 {
-        wait_until(
-            &coop,
-            &pool,
-            Duration::from_secs(20),
-            &format!("r{n} to use r4's line"),
-            || active_path_via(&coop, &status(&coop, &pool, n), 4),
-        );
-    }
+    borrowing_from_r4(&coop, &pool);
     // Balances 1 : 2 : 4, granted by the admin, with reasons.
     let conf = pool.proxy_config();
     for (n, credits) in [(1, "1"), (2, "2"), (3, "4")] {
@@ -113,21 +137,7 @@ fn a_contended_line_is_shared_by_balance() {
     }
     // The proxy learns the balances within a second.
     std::thread::sleep(Duration::from_secs(2));
-    // Each wants more than it gets: several downloads each (one TCP flow alone may not
-    // fill a share that moves).
-    let downloads: Vec<Download> = (1..=3)
-        .flat_map(|n| (0..3).map(move |k| (n, k)))
-        .map(|(n, k)| Download::start(&coop, n, &format!("share{n}-{k}.bin"), 64 << 20))
-        .collect();
-    // Past slow start, for a window of ten seconds.
-    std::thread::sleep(Duration::from_secs(6));
-    let before = pool.ledger(&coop, &[]).unwrap();
-    let start = Instant::now();
-    std::thread::sleep(Duration::from_secs(10));
-    // The ledger has it all a second later.
-    std::thread::sleep(Duration::from_millis(1500));
-    let after = pool.ledger(&coop, &[]).unwrap();
-    let took = start.elapsed();
+    let (before, after, took, downloads) = contend(&coop, &pool, "share");
     let proxy: Value = serde_json::from_str(&pool.proxy_status(&coop, true).unwrap()).unwrap();
     let caps: Vec<String> = proxy["members"]
         .as_array()
@@ -223,26 +233,8 @@ fn an_auctioned_line_goes_to_the_highest_bid_at_the_second_price() {
         );
     }
     let pool = pool.start_all(&coop).unwrap_or_else(|e| panic!("{e}"));
-    for n in 1..=3 {
-        wait_until(
-            &coop,
-            &pool,
-            Duration::from_secs(20),
-            &format!("r{n} to use r4's line"),
-            || active_path_via(&coop, &status(&coop, &pool, n), 4),
-        );
-    }
-    let downloads: Vec<Download> = (1..=3)
-        .flat_map(|n| (0..3).map(move |k| (n, k)))
-        .map(|(n, k)| Download::start(&coop, n, &format!("bid{n}-{k}.bin"), 64 << 20))
-        .collect();
-    std::thread::sleep(Duration::from_secs(6));
-    let before = pool.ledger(&coop, &[]).unwrap();
-    let start = Instant::now();
-    std::thread::sleep(Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(1500));
-    let after = pool.ledger(&coop, &[]).unwrap();
-    let took = start.elapsed();
+    borrowing_from_r4(&coop, &pool);
+    let (before, after, took, downloads) = contend(&coop, &pool, "bid");
     drop(downloads);
     let carried: Vec<u64> = (1..=3)
         .map(|n| carried_for(&after, n) - carried_for(&before, n))
