@@ -931,6 +931,7 @@ impl Client {
     /// relay and, if it offers its line, a path of ours through it; one that was lost
     /// loses both.
     fn mesh_events(&mut self, now: Instant) {
+        let proxy_now = self.proxy_clock_s(now).unwrap_or(0);
         let Some(mesh) = self.mesh.as_mut() else {
             return;
         };
@@ -943,7 +944,7 @@ impl Client {
                     if let Err(reason) = self.relay.admit(address) {
                         self.stats.drops.count(reason);
                     }
-                    let lends = lending(n, member);
+                    let lends = lending(n, member, proxy_now);
                     let ids = (&mut self.transport, &mut self.next_path_id);
                     follow_neighbour(ids, &mut mesh.paths, mesh.settings, now, member, lends);
                 }
@@ -967,7 +968,7 @@ impl Client {
                     }
                 }
                 NeighbourEvent::OfferChanged { member } => {
-                    let lends = lending(n, member);
+                    let lends = lending(n, member, proxy_now);
                     let ids = (&mut self.transport, &mut self.next_path_id);
                     follow_neighbour(ids, &mut mesh.paths, mesh.settings, now, member, lends);
                 }
@@ -1338,10 +1339,34 @@ fn kbit(bytes_per_s: u64) -> u32 {
     (bytes_per_s.saturating_mul(8) / 1000).min(u32::MAX.into()) as u32
 }
 
+/// A relay the proxy rated as delivering less than this share (thousandths) of at least
+/// [`RATING_EVIDENCE_BYTES`] it was offered is held to probes: neighbours prefer relays
+/// that deliver. Unused, its next ratings have nothing offered, and it is tried again.
+const POOR_DELIVERY_PERMILLE: u16 = 900;
+const RATING_EVIDENCE_BYTES: u64 = 1_000_000;
+
+/// What a neighbour lends: its relay, its offer, and whether the proxy's rating of it (as
+/// of `proxy_now_s`) says it delivers poorly.
+#[derive(Debug, Clone, Copy)]
+struct Lends {
+    relay: SocketAddr,
+    offer: Offer,
+    poorly_rated: bool,
+}
+
 /// Neighbour `member`'s relay and offer, while it lends its line.
-fn lending(n: &Neighbours, member: u32) -> Option<(SocketAddr, Offer)> {
+fn lending(n: &Neighbours, member: u32, proxy_now_s: u64) -> Option<Lends> {
     let x = n.neighbour(member).filter(|x| x.offer().sharing)?;
-    Some((x.relay_endpoint()?, x.offer()))
+    let poorly_rated = x.rating(proxy_now_s).is_some_and(|r| {
+        r.bytes_offered >= RATING_EVIDENCE_BYTES
+            && r.delivered_permille()
+                .is_some_and(|p| p < POOR_DELIVERY_PERMILLE)
+    });
+    Some(Lends {
+        relay: x.relay_endpoint()?,
+        offer: x.offer(),
+        poorly_rated,
+    })
 }
 
 /// Keeps our path through neighbour `member` in step with what it offers: one through its
@@ -1353,12 +1378,12 @@ fn follow_neighbour(
     settings: PathSettings,
     now: Instant,
     member: u32,
-    lends: Option<(SocketAddr, Offer)>,
+    lends: Option<Lends>,
 ) {
     let ours = paths.iter().position(|(m, _)| *m == member);
     let id = match (lends, ours) {
-        (Some((relay, _)), None) => {
-            let id = open_relayed(transport, next_id, now, relay, member, settings);
+        (Some(l), None) => {
+            let id = open_relayed(transport, next_id, now, l.relay, member, settings);
             paths.push((member, id));
             id
         }
@@ -1370,12 +1395,12 @@ fn follow_neighbour(
         (Some(_), Some(i)) => paths[i].1,
         (None, None) => return,
     };
-    if let (Some((relay, offer)), Some(path)) = (lends, transport.path_mut(id)) {
+    if let (Some(l), Some(path)) = (lends, transport.path_mut(id)) {
         // The neighbour's relay may have moved to another port.
-        if path.endpoint().remote != relay {
-            path.set_remote(relay);
+        if path.endpoint().remote != l.relay {
+            path.set_remote(l.relay);
         }
-        let cap = (offer.up_kbit != u32::MAX).then(|| u64::from(offer.up_kbit) * 125);
+        let cap = (l.offer.up_kbit != u32::MAX).then(|| u64::from(l.offer.up_kbit) * 125);
         path.set_rate_cap(cap);
         // Next to nothing spare: what we sent would mostly be refused by the relay (its
         // owner first), and each refusal is a loss our flows feel. Probes only, until the
@@ -1385,7 +1410,8 @@ fn follow_neighbour(
             Some(c) if c < STANDBY_UNTIL => path.standby(),
             _ => false,
         };
-        path.set_standby(standby);
+        // A relay the proxy found dropping what it was given: the others first.
+        path.set_standby(standby || l.poorly_rated);
     }
 }
 

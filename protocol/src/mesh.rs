@@ -481,7 +481,7 @@ pub enum NeighbourEvent {
         /// The new one.
         to: SocketAddr,
     },
-    /// A usable neighbour's offer or relay port changed.
+    /// A usable neighbour's offer or relay port changed, or it handed on a new rating.
     OfferChanged {
         /// Its member id.
         member: u32,
@@ -1028,6 +1028,10 @@ impl Neighbours {
             return Err(DropReason::StaleRating);
         }
         n.rating = Some((signed, rating));
+        if n.usable {
+            let changed = NeighbourEvent::OfferChanged { member: n.member() };
+            self.events.push(&mut self.stats, changed);
+        }
         Ok(())
     }
 

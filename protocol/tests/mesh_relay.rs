@@ -16,7 +16,7 @@ use linkpool_protocol::client::{
     self, Client, ClientConfig, HelloDestination, MeshReceived, Received,
 };
 use linkpool_protocol::keys::SecretKey;
-use linkpool_protocol::path::PathSettings;
+use linkpool_protocol::path::{PathSettings, PathState};
 use linkpool_protocol::relay::seal_envelope;
 use linkpool_protocol::server::{self, MemberKey, Server, ServerConfig};
 use linkpool_protocol::session::Limits;
@@ -481,4 +481,73 @@ fn a_path_follows_its_neighbours_relay_to_a_new_port() {
         coop.mesh_datagrams[0] > before,
         "nothing went through the neighbour"
     );
+}
+
+/// A relay the proxy rates as dropping what it was given is held to probes by its
+/// neighbours: the rating goes from the proxy to the relay through its tunnel, from the
+/// relay to its neighbour in its discovery hellos, is checked there, and the neighbour's
+/// path through it carries nothing while another is usable; a good rating brings it back.
+#[test]
+fn neighbours_prefer_relays_the_proxy_rates_well() {
+    use linkpool_protocol::statement::Rating;
+    let mut coop = Coop::new();
+    for _ in 0..300 {
+        coop.run(Duration::from_millis(10));
+    }
+    let relayed = |coop: &Coop| {
+        coop.routers[0]
+            .core
+            .paths()
+            .iter()
+            .find(|p| p.endpoint().relay.is_some())
+            .map(|p| (p.state(), p.standby()))
+            .expect("a path through the neighbour")
+    };
+    assert_eq!(relayed(&coop), (PathState::Active, false));
+    let wall = |coop: &Coop| coop.routers[1].core.proxy_clock_s(coop.now).unwrap();
+    let rate = |coop: &mut Coop, delivered: u64| {
+        let now = wall(coop);
+        let rating = Rating {
+            member: 1,
+            window_start: now - 600,
+            window_end: now,
+            bytes_offered: 10_000_000,
+            bytes_delivered: delivered,
+            uptime_permille: 1000,
+            line_rate: 1_000_000,
+            issued_at: now,
+            expires_at: now + 1800,
+        };
+        coop.server
+            .send_rating(coop.now, server::MemberId(1), &rating);
+        // Through the relay's tunnel, then its next discovery hello (one a second).
+        for _ in 0..150 {
+            coop.run(Duration::from_millis(10));
+        }
+        let seen = coop.routers[0]
+            .core
+            .neighbours()
+            .unwrap()
+            .neighbour(1)
+            .and_then(|n| n.rating(wall(coop)).copied());
+        assert_eq!(seen, Some(rating), "the neighbour holds the relay's rating");
+    };
+    // Half of what it was given delivered: held to probes.
+    rate(&mut coop, 5_000_000);
+    assert_eq!(relayed(&coop), (PathState::Active, true));
+    let mut p = vec![0u8; 1200];
+    let before = coop.mesh_datagrams[0];
+    for seq in 0..200 {
+        packet(&mut p, 1200, true, seq);
+        coop.routers[0].core.handle_packet(coop.now, &p).unwrap();
+        coop.run(Duration::from_millis(2));
+    }
+    let through = coop.mesh_datagrams[0] - before;
+    assert!(
+        through < 20,
+        "{through} datagrams through the poorly rated relay"
+    );
+    // Rated well again: it carries again.
+    rate(&mut coop, 9_990_000);
+    assert_eq!(relayed(&coop), (PathState::Active, false));
 }
