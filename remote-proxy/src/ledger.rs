@@ -447,7 +447,7 @@ impl Ledger {
     fn usage_inner(&self, filter: &Filter) -> rusqlite::Result<Vec<UsageRow>> {
         let mut q = self.conn.prepare(
             "SELECT hour, member, inner_up, inner_down, own_up, own_down, borrowed_up,
-                borrowed_down, carried_up, carried_down, earned, spent FROM usage
+                borrowed_down, carried_up, carried_down, earned, spent, auctioned FROM usage
              WHERE hour >= ?1 AND hour < ?2 AND (?3 IS NULL OR member = ?3)
              ORDER BY hour, member",
         )?;
@@ -476,6 +476,7 @@ impl Ledger {
                 },
                 earned: r.get(10)?,
                 spent: r.get(11)?,
+                auctioned: n(r, 12)?,
             })
         })?;
         rows.collect()
@@ -729,6 +730,9 @@ pub struct UsageRow {
     pub earned: MilliCredits,
     /// Milli-credits its traffic cost on others' lines this hour.
     pub spent: MilliCredits,
+    /// Of its borrowed bytes, those bought at a contended line's auction (charged at the
+    /// auction's price, not the tariff).
+    pub auctioned: u64,
 }
 
 /// What one relay's line carried for one consumer in an hour.
@@ -1138,13 +1142,13 @@ pub fn report(ledger: &Ledger, filter: &Filter, report: Report) -> Result<String
         }
         Report::Csv => {
             out.push_str(
-                "hour,member,inner_up,inner_down,own_up,own_down,borrowed_up,borrowed_down,carried_up,carried_down,earned,spent\n",
+                "hour,member,inner_up,inner_down,own_up,own_down,borrowed_up,borrowed_down,carried_up,carried_down,earned,spent,auctioned\n",
             );
             for r in &usage {
                 let c = &r.counts;
                 let _ = writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{},{},{},{},{}",
                     format_time(r.hour),
                     r.member,
                     c.inner.up,
@@ -1156,7 +1160,8 @@ pub fn report(ledger: &Ledger, filter: &Filter, report: Report) -> Result<String
                     c.carried.up,
                     c.carried.down,
                     credits(r.earned),
-                    credits(r.spent)
+                    credits(r.spent),
+                    r.auctioned
                 );
             }
         }
@@ -1482,6 +1487,7 @@ mod tests {
         let row = |m: &str| rows.iter().find(|r| r.member == m).unwrap();
         // 0.8 GB at the tariff's 2 credits, 1.2 GB at 2.5: 1600 + 3000 milli-credits.
         assert_eq!(row("alice").spent, 4600);
+        assert_eq!(row("alice").auctioned, 1_200_000_000);
         assert_eq!(row("alice").counts.borrowed.down, 2_000_000_000);
         assert_eq!(
             row("bob").earned,
