@@ -607,10 +607,20 @@ impl Gateway {
             };
             self.uplinks.push(uplink);
         }
-        for path in old.into_iter().flatten().filter_map(|u| u.path) {
-            self.client.close_path(path);
-        }
         let clock = self.wall_clock();
+        for u in old.into_iter().flatten() {
+            // A metered line going away keeps what it learned and counted, on file.
+            let meter = match u.path {
+                Some(path) => self.client.unmeter_path(Instant::now(), path).map(Box::new),
+                None => u.meter,
+            };
+            if let Some(m) = meter {
+                let _ = self.write_meter(&u.config.name, &m);
+            }
+            if let Some(path) = u.path {
+                self.client.close_path(path);
+            }
+        }
         for i in 0..self.uplinks.len() {
             self.set_meter(i, clock);
         }
@@ -634,6 +644,11 @@ impl Gateway {
             None => u.meter.take(),
         };
         let Some(line) = u.config.metered else {
+            // No longer metered: what it learned stays on file, should it be again.
+            if let Some(m) = held {
+                let name = u.config.name.clone();
+                let _ = self.write_meter(&name, &m);
+            }
             return;
         };
         let meter = match held {
@@ -691,10 +706,8 @@ impl Gateway {
             if !force && !m.persist_due(clock) {
                 continue;
             }
-            let file = forecast_file(&self.config.state_file, &u.config.name);
-            match write_atomic(&file, &m.state()) {
+            match Self::write_meter_to(&self.config.state_file, &u.config.name, m) {
                 Ok(()) => {
-                    debug!(uplink = %u.config.name, file = %file.display(), "metered line's forecast written");
                     u.meter_error_logged = false;
                     match (u.path, u.meter.as_deref_mut()) {
                         (_, Some(m)) => m.persisted(clock),
@@ -706,14 +719,34 @@ impl Gateway {
                     u.meter_error_logged = true;
                     warn!(
                         uplink = %u.config.name,
-                        "cannot write {}: {e}; after a restart the metered line's counts and \
-                         learning go back to the last write",
-                        file.display()
+                        "{e}; after a restart the metered line's counts and learning go back \
+                         to the last write"
                     );
                 }
                 Err(_) => {}
             }
         }
+    }
+
+    /// Writes uplink `name`'s metered line to its file (a line no longer in use: once,
+    /// logged if it fails).
+    fn write_meter(&self, name: &str, m: &MeteredUplink) -> Result<(), String> {
+        Self::write_meter_to(&self.config.state_file, name, m).inspect_err(
+            |e| warn!(uplink = %name, "{e}: what its metered line learned and counted is lost"),
+        )
+    }
+
+    /// Writes a metered line's state beside `state_file`, atomically.
+    fn write_meter_to(
+        state_file: &std::path::Path,
+        name: &str,
+        m: &MeteredUplink,
+    ) -> Result<(), String> {
+        let file = forecast_file(state_file, name);
+        write_atomic(&file, &m.state())
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        debug!(uplink = %name, file = %file.display(), "metered line's forecast written");
+        Ok(())
     }
 
     /// Takes the mesh devices and the owner's sharing policy from the configuration. With
