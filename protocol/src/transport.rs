@@ -623,12 +623,15 @@ impl Transport {
                         let before = *self.paths[j].counters();
                         self.paths[j].on_ack(now, &ack);
                         if let Some(u) = &mut self.usage {
-                            let (p, after) = (&self.paths[j], *self.paths[j].counters());
+                            let after = *self.paths[j].counters();
+                            let p = &mut self.paths[j];
+                            let (to, price) = (p.endpoint(), p.price_per_gb());
                             u.on_acknowledged(
                                 after.acked - before.acked,
                                 after.acked_bytes - before.acked_bytes,
-                                &p.endpoint(),
-                                p.price_per_gb(),
+                                &to,
+                                price,
+                                p.down_pay_mut(),
                             );
                         }
                         while let Some(slot) = self.paths[j].take_repair() {
@@ -645,8 +648,14 @@ impl Transport {
                     packets,
                     bytes,
                 } => {
-                    if let Some(p) = self.path_mut(path) {
+                    if let Some(p) = self.paths.iter_mut().find(|p| p.id() == path) {
                         p.on_receipt(packets, bytes);
+                        if let Some(u) = &mut self.usage {
+                            let c = *p.counters();
+                            let to = p.endpoint();
+                            let sent = (c.tx_packets, c.tx_bytes);
+                            u.on_receipt((packets, bytes), sent, &to, p.down_pay_mut());
+                        }
                     }
                 }
                 Frame::Statement { range: r } => {

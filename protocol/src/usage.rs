@@ -12,8 +12,9 @@
 
 use std::net::SocketAddr;
 
+use crate::frame::PACKET_FRAME_LEN;
 use crate::path::Endpoint;
-use crate::wire::RELAY_OVERHEAD;
+use crate::wire::{MIN_TRANSPORT_LEN, RELAY_OVERHEAD};
 
 /// IPv4 and UDP headers.
 pub const IPV4_UDP_HEADERS: u64 = 20 + 8;
@@ -86,6 +87,25 @@ pub struct Usage {
     /// ([`crate::credits::auction`]): charged at the price the member's award paid instead
     /// of the tariff.
     pub auctioned: Vec<(u32, Auctioned)>,
+}
+
+/// What the ledger paid so far for one path through a relay, downstream: wire bytes the
+/// member's acknowledgements confirmed, and those its receipts do; it is paid the larger,
+/// once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DownPay {
+    acked: u64,
+    receipted: u64,
+    paid: u64,
+}
+
+impl DownPay {
+    /// What is due now beyond what was paid, marked paid.
+    fn settle(&mut self) -> u64 {
+        let due = self.acked.max(self.receipted).saturating_sub(self.paid);
+        self.paid += due;
+        due
+    }
 }
 
 /// Bytes bought at a relay line's auction, and what they cost.
@@ -185,24 +205,53 @@ impl Usage {
         }
     }
 
-    /// The member acknowledged `datagrams` datagrams of `bytes` bytes in all, sent to `to`;
-    /// `price_per_gb` if the relay's line was auctioned (milli-credits).
+    /// The member acknowledged `datagrams` datagrams of `bytes` bytes in all, sent to `to`
+    /// (on the path whose pay so far is `pay`); `price_per_gb` if the relay's line was
+    /// auctioned (milli-credits).
     pub(crate) fn on_acknowledged(
         &mut self,
         datagrams: u64,
         bytes: u64,
         to: &Endpoint,
         price_per_gb: Option<i64>,
+        pay: &mut DownPay,
     ) {
         let Some(hop) = to.relay else {
             return;
         };
         let per_datagram = RELAY_OVERHEAD as u64 + ip_udp_headers(to.remote);
         let down = bytes + datagrams * per_datagram;
-        self.add_line(Some(hop.relay), UpDown { up: 0, down });
+        pay.acked += down;
+        let due = pay.settle();
+        self.add_line(Some(hop.relay), UpDown { up: 0, down: due });
         if let Some(price) = price_per_gb {
             let value = u128::from(down) * u128::from(price.max(0) as u64);
             self.add_auctioned(hop.relay, Auctioned { bytes: down, value });
+        }
+    }
+
+    /// The member's receipt for a path through a relay to `to`: `packets` inner packets of
+    /// `bytes` bytes received on it since it opened, of the `sent` (packets, bytes) the
+    /// proxy sent on it. What the acknowledgements did not confirm (lost, or naming more
+    /// gaps than an ack frame holds) is paid from it, each packet at the least a datagram
+    /// with it took on the relay's line; never more than was sent.
+    pub(crate) fn on_receipt(
+        &mut self,
+        (packets, bytes): (u64, u64),
+        sent: (u64, u64),
+        to: &Endpoint,
+        pay: &mut DownPay,
+    ) {
+        let Some(hop) = to.relay else {
+            return;
+        };
+        let per_packet = (MIN_TRANSPORT_LEN + PACKET_FRAME_LEN + RELAY_OVERHEAD) as u64
+            + ip_udp_headers(to.remote);
+        let wire = bytes.min(sent.1) + packets.min(sent.0) * per_packet;
+        pay.receipted = pay.receipted.max(wire);
+        let due = pay.settle();
+        if due > 0 {
+            self.add_line(Some(hop.relay), UpDown { up: 0, down: due });
         }
     }
 
@@ -266,9 +315,17 @@ mod tests {
         u.on_received(972, &relayed("192.0.2.9:7118", 3), 1);
         // Sending through a relay counts nothing until the member confirms it.
         u.on_sent(972, &relayed("192.0.2.9:7118", 3));
-        u.on_acknowledged(2, 2000, &relayed("192.0.2.9:7118", 3), None);
+        let mut pay = DownPay::default();
+        u.on_acknowledged(2, 2000, &relayed("192.0.2.9:7118", 3), None, &mut pay);
         // Relay 4's line is auctioned: its bytes carry their price.
-        u.on_acknowledged(1, 500, &relayed("192.0.2.8:7118", 4), Some(3_000));
+        let mut pay4 = DownPay::default();
+        u.on_acknowledged(
+            1,
+            500,
+            &relayed("192.0.2.8:7118", 4),
+            Some(3_000),
+            &mut pay4,
+        );
         assert_eq!(
             u.own,
             UpDown {
@@ -320,6 +377,36 @@ mod tests {
         assert_eq!(all.auctioned[0].1.value, 2 * auctioned.value);
         u.clear();
         assert!(u.is_empty());
+    }
+
+    /// What acks left unconfirmed, receipts pay; nothing is paid twice, and never more
+    /// than was sent.
+    #[test]
+    fn receipts_pay_what_acks_did_not_confirm_once() {
+        let to = relayed("192.0.2.9:7118", 3);
+        let env = RELAY_OVERHEAD as u64 + 28;
+        let per_packet = (MIN_TRANSPORT_LEN + PACKET_FRAME_LEN) as u64 + env;
+        let mut u = Usage::default();
+        let mut pay = DownPay::default();
+        // Ten datagrams of 1100 bytes acked (each an inner packet of 1000 bytes).
+        u.on_acknowledged(10, 11_000, &to, None, &mut pay);
+        let acked = 11_000 + 10 * env;
+        assert_eq!(u.borrowed[0].1.down, acked);
+        // A receipt for those ten: nothing more.
+        u.on_receipt((10, 10_000), (12, 12_000), &to, &mut pay);
+        assert_eq!(u.borrowed[0].1.down, acked);
+        // Two more arrived; their acks were lost: the receipt pays them, at the least a
+        // datagram with each took.
+        u.on_receipt((12, 12_000), (12, 12_000), &to, &mut pay);
+        let receipted = 12_000 + 12 * per_packet;
+        assert!(receipted > acked);
+        assert_eq!(u.borrowed[0].1.down, receipted);
+        // Their acks come late: paid once.
+        u.on_acknowledged(2, 2_200, &to, None, &mut pay);
+        assert_eq!(u.borrowed[0].1.down, acked + 2_200 + 2 * env);
+        // A receipt for more than was sent pays only what was.
+        u.on_receipt((1_000, 1_000_000), (12, 12_000), &to, &mut pay);
+        assert_eq!(u.borrowed[0].1.down, acked + 2_200 + 2 * env);
     }
 
     #[test]

@@ -260,6 +260,8 @@ pub struct Path {
     last_received: Option<Instant>,
     /// See [`Path::price_per_gb`].
     price_per_gb: Option<i64>,
+    /// At the proxy, what the ledger paid for it so far through a relay, down.
+    down_pay: crate::usage::DownPay,
     /// Highest packet number that moved the remote endpoint (roaming).
     largest_from_endpoint: Option<u64>,
     /// The session keys (our index) the last two keypairs' packets came under.
@@ -327,6 +329,7 @@ impl Path {
             ack_due: None,
             last_received: None,
             price_per_gb: None,
+            down_pay: crate::usage::DownPay::default(),
             largest_from_endpoint: None,
             rx_keys: [None; 2],
             counters: PathCounters::default(),
@@ -473,6 +476,11 @@ impl Path {
     /// The auction's price of what it carries now, if any.
     pub fn price_per_gb(&self) -> Option<i64> {
         self.price_per_gb
+    }
+
+    /// What the ledger paid for it so far, down, when it goes through a relay.
+    pub(crate) fn down_pay_mut(&mut self) -> &mut crate::usage::DownPay {
+        &mut self.down_pay
     }
 
     /// As a scavenger (a path through a neighbour's line, at both ends), the share of its
