@@ -595,11 +595,11 @@ impl Transport {
             .ok_or(DropReason::UnknownSession)?;
         let largest = self.paths[i].largest_received();
         let pn = frame::expand_packet_number(largest, truncated);
-        // Datagrams the member sent up to this one: this and the numbers passed over
-        // (a late one was counted with the gap it filled).
-        let offered = match largest {
-            Some(l) => pn.saturating_sub(l),
-            None => pn + 1,
+        // The numbers passed over: datagrams the member sent that never came (or not
+        // yet: a late one was counted with the gap it filled).
+        let skipped = match largest {
+            Some(l) => pn.saturating_sub(l).saturating_sub(1),
+            None => pn,
         };
         self.paths[i].on_keys(keys, pn);
         if !self.paths[i].on_received(now, pn, eliciting, ping) {
@@ -607,10 +607,11 @@ impl Transport {
         }
         if let Some(from) = from {
             self.paths[i].on_authenticated_from(pn, from);
+            let typical = self.paths[i].typical_datagram(buf.len());
             if let Some(u) = &mut self.usage {
                 // Sealed by the member, not seen before: a verified datagram, on
                 // whichever line (a relay's, whose tag the caller checked) it came by.
-                u.on_received(buf.len(), &from, offered);
+                u.on_received(buf.len(), &from, skipped, typical);
             }
         }
         let (_, frames) = Frames::parse(plain)?;

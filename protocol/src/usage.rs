@@ -179,15 +179,22 @@ impl Usage {
         }
     }
 
-    /// A datagram of `len` bytes arrived, verified, from `from`; `offered` is how many
-    /// datagrams its packet number says the member sent on the path since the previous
-    /// highest (it and those passed over; 0 for a late one, counted with its gap).
-    pub(crate) fn on_received(&mut self, len: usize, from: &Endpoint, offered: u64) {
+    /// A datagram of `len` bytes arrived, verified, from `from`, after `skipped` packet
+    /// numbers of the path that never came (so far), each taken to be `typical` bytes
+    /// (the path's usual datagram: their sizes are unknown).
+    pub(crate) fn on_received(
+        &mut self,
+        len: usize,
+        from: &Endpoint,
+        skipped: u64,
+        typical: usize,
+    ) {
         let up = wire_bytes(len, from);
         let relay = from.relay.map(|h| h.relay);
         self.add_line(relay, UpDown { up, down: 0 });
         if let Some(relay) = relay {
-            let up = up.saturating_mul(offered);
+            let lost = skipped.saturating_mul(wire_bytes(typical, from));
+            let up = up.saturating_add(lost);
             add_relay(&mut self.offered, relay, UpDown { up, down: 0 });
         }
     }
@@ -310,9 +317,9 @@ mod tests {
     fn relayed_bytes_go_to_their_relay_and_own_bytes_to_the_member() {
         let mut u = Usage::default();
         let own = Endpoint::direct("192.0.2.1:7117".parse().unwrap(), None);
-        u.on_received(972, &own, 1);
+        u.on_received(972, &own, 0, 972);
         u.on_sent(972, &own);
-        u.on_received(972, &relayed("192.0.2.9:7118", 3), 1);
+        u.on_received(972, &relayed("192.0.2.9:7118", 3), 0, 972);
         // Sending through a relay counts nothing until the member confirms it.
         u.on_sent(972, &relayed("192.0.2.9:7118", 3));
         let mut pay = DownPay::default();
@@ -379,6 +386,21 @@ mod tests {
         assert!(u.is_empty());
     }
 
+    /// Up, a relay was offered what arrived through it and the datagrams the member's
+    /// packet numbers passed over, each at the path's typical size; only what arrived is
+    /// paid.
+    #[test]
+    fn a_relay_is_offered_what_arrived_and_what_it_lost() {
+        let to = relayed("192.0.2.9:7118", 3);
+        let mut u = Usage::default();
+        u.on_received(100, &to, 3, 500);
+        assert_eq!(u.borrowed[0].1.up, wire_bytes(100, &to));
+        assert_eq!(
+            u.offered[0].1.up,
+            wire_bytes(100, &to) + 3 * wire_bytes(500, &to)
+        );
+    }
+
     /// What acks left unconfirmed, receipts pay; nothing is paid twice, and never more
     /// than was sent.
     #[test]
@@ -413,7 +435,7 @@ mod tests {
     fn more_relays_than_a_member_can_use_at_once_still_count_every_byte() {
         let mut u = Usage::default();
         for relay in 0..(MAX_RELAYS as u32 + 5) {
-            u.on_received(100, &relayed("192.0.2.9:7118", relay), 1);
+            u.on_received(100, &relayed("192.0.2.9:7118", relay), 0, 100);
         }
         assert_eq!(u.borrowed.len(), MAX_RELAYS);
         assert_eq!(u.wire().up, (MAX_RELAYS as u64 + 5) * (100 + 28 + 28));

@@ -262,6 +262,8 @@ pub struct Path {
     price_per_gb: Option<i64>,
     /// At the proxy, what the ledger paid for it so far through a relay, down.
     down_pay: crate::usage::DownPay,
+    /// The size of its datagrams received, as a moving average (0 before the first).
+    typical_rx: u32,
     /// Highest packet number that moved the remote endpoint (roaming).
     largest_from_endpoint: Option<u64>,
     /// The session keys (our index) the last two keypairs' packets came under.
@@ -330,6 +332,7 @@ impl Path {
             last_received: None,
             price_per_gb: None,
             down_pay: crate::usage::DownPay::default(),
+            typical_rx: 0,
             largest_from_endpoint: None,
             rx_keys: [None; 2],
             counters: PathCounters::default(),
@@ -476,6 +479,19 @@ impl Path {
     /// The auction's price of what it carries now, if any.
     pub fn price_per_gb(&self) -> Option<i64> {
         self.price_per_gb
+    }
+
+    /// The size its received datagrams usually have, before one of `len` bytes that came
+    /// now (which then counts in it): what a datagram that never came is taken to be.
+    pub(crate) fn typical_datagram(&mut self, len: usize) -> usize {
+        let len = len.min(u32::MAX as usize) as u32;
+        let typical = if self.typical_rx == 0 {
+            len
+        } else {
+            self.typical_rx
+        };
+        self.typical_rx = typical - typical / 8 + len / 8;
+        typical as usize
     }
 
     /// What the ledger paid for it so far, down, when it goes through a relay.
