@@ -967,6 +967,28 @@ impl Collector for Scrape {
                 .filter_map(|m| Some(([("member", name(m))], m["balance"].as_i64()?)))
                 .map(|(l, b)| (l, ConstGauge::new(b as f64 / 1e3))),
         )?;
+        let rated = |key: &'static str| {
+            members.iter().filter_map(move |m| {
+                let permille = m["relay_rating"][key].as_u64()?;
+                Some((
+                    [("member", name(m))],
+                    ConstGauge::new(permille as f64 / 1e3),
+                ))
+            })
+        };
+        family(
+            &mut e,
+            "linkpool_relay_delivered_ratio",
+            "Of what the member's relay was offered for neighbours over the last 10-20 minutes \
+             (wire bytes), the share it delivered; absent when nothing was offered.",
+            rated("delivered_permille"),
+        )?;
+        family(
+            &mut e,
+            "linkpool_relay_uptime_ratio",
+            "The share of the last 10-20 minutes the member was connected (its relay's uptime).",
+            rated("uptime_permille"),
+        )?;
         family(
             &mut e,
             "linkpool_member_rx_bytes",
@@ -1095,6 +1117,7 @@ mod tests {
         "members": [
             {"name": "alice", "addresses": ["10.77.0.2", "fd77::2"], "connected": true,
                           "session_age_s": 30, "last_received_s_ago": 0, "queued": 0, "balance": -1500,
+             "relay_rating": {"delivered_permille": 985, "uptime_permille": 1000},
              "paths": [
                 {"path": 7, "state": "active", "srtt_ms": 20.5, "loss": 0.01,
                  "delivery_rate_bps": 8000000, "rx_bytes": 100, "tx_bytes": 1000},
@@ -1546,6 +1569,8 @@ mod tests {
             "linkpool_member_connected{member=\"alice\"} 1",
             "linkpool_member_connected{member=\"bob\"} 0",
             "linkpool_member_balance_credits{member=\"alice\"} -1.5",
+            "linkpool_relay_delivered_ratio{member=\"alice\"} 0.985",
+            "linkpool_relay_uptime_ratio{member=\"alice\"} 1.0",
             "linkpool_sessions_connected 1",
             "linkpool_members 2",
             "linkpool_path_rx_bytes_total{member=\"alice\",path=\"7\"} 100",

@@ -494,6 +494,7 @@ impl Proxy {
     /// A snapshot for `linkpool-proxy status`.
     fn status(&self, format: Format) -> String {
         let now = Instant::now();
+        let unix_now = ledger::unix_now() as u64;
         let ago = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs());
         let members: Vec<_> = self
             .config
@@ -549,6 +550,16 @@ impl Proxy {
                     "last_received_s_ago": ago(s.as_ref().and_then(|s| s.last_received)),
                     "queued": s.as_ref().map_or(0, |s| s.queued),
                     "balance": s.as_ref().map(|s| s.balance),
+                    "relay_rating": self.server.relay_rating(now, unix_now, id).map(|r| {
+                        serde_json::json!({
+                            "window_start": r.window_start,
+                            "offered_bytes": r.bytes_offered,
+                            "delivered_bytes": r.bytes_delivered,
+                            "delivered_permille": r.delivered_permille(),
+                            "uptime_permille": r.uptime_permille,
+                            "line_rate_bps": u64::from(r.line_rate) * 8,
+                        })
+                    }),
                     "paths": paths,
                     "flows": status::flows_json(
                         s.as_ref().and_then(|s| s.flows),
