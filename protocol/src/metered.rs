@@ -33,20 +33,10 @@ use crate::sharing::WallClock;
 /// can use the line at once, and the offer falls as the surplus is lent (hellos carry it
 /// anew every few seconds).
 pub const OFFER_HORIZON_S: u64 = 60;
-/// IPv4 and UDP headers: what the carrier counts beyond a datagram.
-pub const IPV4_UDP_HEADERS: u64 = 20 + 8;
-/// IPv6 and UDP headers.
-pub const IPV6_UDP_HEADERS: u64 = 40 + 8;
-
 /// A datagram of `len` bytes to or from `remote`, as the line carries it: with its IP and
 /// UDP headers (link-layer framing aside: the forecaster keeps a reserve for it).
 pub fn wire_len(remote: SocketAddr, len: usize) -> u64 {
-    let headers = match remote {
-        SocketAddr::V4(_) => IPV4_UDP_HEADERS,
-        SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some() => IPV4_UDP_HEADERS,
-        SocketAddr::V6(_) => IPV6_UDP_HEADERS,
-    };
-    len as u64 + headers
+    len as u64 + crate::usage::ip_udp_headers(remote)
 }
 
 /// One metered uplink: its forecaster and what it may lend and offer until the next tick.
