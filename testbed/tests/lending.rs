@@ -98,45 +98,64 @@ fn lending(coop: &Coop, pool: &Pool) -> Value {
     status(coop, pool, 2)["mesh"]["lending"].clone()
 }
 
-#[test]
-fn a_daily_allowance_holds_on_the_wire_to_the_datagram() {
-    let (coop, pool) = lend_with("daily_mb = 3", true);
+/// r1 downloads 12 MB while r2 lends under `policy`, an allowance of 3 MB: what r2
+/// relayed on the wire stays within what was left of it, to the datagram, and uses it up;
+/// its meter (`lent`, the status field) agrees, and it then says why it lends no more.
+fn an_allowance_holds_on_the_wire(policy: &str, lent: &str, why_not: &str) {
+    let (coop, pool) = lend_with(policy, true);
     let r2 = coop.router(2);
     // The meter first, then the counters: what is lent between is in the meter only, so
     // the counters can only come out under what is left.
     let before = lending(&coop, &pool);
-    let lent_before = before["lent_today_bytes"].as_u64().unwrap();
+    let lent_before = before[lent].as_u64().unwrap();
     count_relayed(&coop, r2);
     let left = 3 * MB - lent_before;
-    let took = Download::start(&coop, 1, "daily.bin", 12 * MB).finish(
+    let took = Download::start(&coop, 1, "allowance.bin", 12 * MB).finish(
         &coop,
         &pool,
         Duration::from_secs(90),
     );
     let after = lending(&coop, &pool);
     let on_wire = relayed(r2);
-    let lent = after["lent_today_bytes"].as_u64().unwrap();
+    let lent_after = after[lent].as_u64().unwrap();
     eprintln!(
-        "12 MB at {:.1} Mbit/s; r2's allowance of 3 MB, {lent_before} B used before: relayed \
-         {on_wire} B on the wire ({} B left of the allowance), its meter says {lent} B; refused \
-         over the allowance: {}; lending now: {}",
+        "{policy}: 12 MB at {:.1} Mbit/s; r2's allowance of 3 MB, {lent_before} B used before: \
+         relayed {on_wire} B on the wire ({} B left of the allowance), its meter says \
+         {lent_after} B; refused over the allowance: {}; lending now: {}",
         took.mbit_s(),
         left as i64 - on_wire as i64,
-        after["refused"]["over_daily"],
+        after["refused"][why_not],
         after["why_not"]
     );
     assert!(
         on_wire <= left,
         "r2 relayed {on_wire} B with {left} B left of its allowance"
     );
-    assert!(lent <= 3 * MB, "r2's meter says {lent} B lent of 3 MB");
+    assert!(
+        lent_after <= 3 * MB,
+        "r2's meter says {lent_after} B lent of 3 MB"
+    );
     // It lent what it had: less than two of the largest datagrams are left.
     assert!(
         left - on_wire < 2 * 2048,
         "r2 relayed {on_wire} B of the {left} B it had left"
     );
-    assert_eq!(after["why_not"], "over_daily", "{after}");
+    assert_eq!(after["why_not"], why_not, "{after}");
     assert_eq!(after["now"], false);
+}
+
+#[test]
+fn a_daily_allowance_holds_on_the_wire_to_the_datagram() {
+    an_allowance_holds_on_the_wire("daily_mb = 3", "lent_today_bytes", "over_daily");
+}
+
+#[test]
+fn a_monthly_allowance_holds_on_the_wire_to_the_datagram() {
+    an_allowance_holds_on_the_wire(
+        "monthly_mb = 3\nmonthly_reset_day = 1",
+        "lent_month_bytes",
+        "over_monthly",
+    );
 }
 
 #[test]
