@@ -857,20 +857,14 @@ impl DeviceRecord {
         if !is_device_name(name) {
             return Err(format!("`name={name}` is not a device name"));
         }
-        let record = DeviceRecord {
+        let (day, month) = r.periods(1, 3)?;
+        Ok(DeviceRecord {
             name: name.to_string(),
-            day: r.date(1)?,
+            day,
             day_bytes: r.count(2)?,
-            month: r.date(3)?,
+            month,
             month_bytes: r.count(4)?,
-        };
-        if record.month > record.day || record.day.days() - record.month.days() > 31 {
-            return Err(format!(
-                "the month period from {} does not hold the day {}",
-                record.month, record.day
-            ));
-        }
-        Ok(record)
+        })
     }
 }
 

@@ -885,6 +885,18 @@ impl<'a, const N: usize> RecordFields<'a, N> {
         v.parse()
             .map_err(|_| format!("`{}={v}` is not a count", self.keys[i]))
     }
+
+    /// A day and the start of the month period it falls in, at keys `day` and `month`:
+    /// the period must hold the day.
+    pub(crate) fn periods(&self, day: usize, month: usize) -> Result<(Date, Date), String> {
+        let (day, month) = (self.date(day)?, self.date(month)?);
+        if month > day || day.days() - month.days() > 31 {
+            return Err(format!(
+                "the month period from {month} does not hold the day {day}"
+            ));
+        }
+        Ok((day, month))
+    }
 }
 
 impl MeterRecord {
@@ -902,21 +914,15 @@ impl MeterRecord {
                 "line_down",
             ],
         )?;
-        let record = MeterRecord {
-            day: r.date(0)?,
+        let (day, month) = r.periods(0, 2)?;
+        Ok(MeterRecord {
+            day,
             day_bytes: r.count(1)?,
-            month: r.date(2)?,
+            month,
             month_bytes: r.count(3)?,
             line_up: r.count(4)?,
             line_down: r.count(5)?,
-        };
-        if record.month > record.day || record.day.days() - record.month.days() > 31 {
-            return Err(format!(
-                "the month period from {} does not hold the day {}",
-                record.month, record.day
-            ));
-        }
-        Ok(record)
+        })
     }
 }
 
