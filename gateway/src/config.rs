@@ -1902,6 +1902,32 @@ mod tests {
         }
     }
 
+    /// The owner's bid for auctioned lines, in TOML and UCI: credits per GB to
+    /// milli-credits, 0 unless set, a bad value named by file, key and line.
+    #[test]
+    fn the_owners_bid_in_both_formats() {
+        let bid = |c: GatewayConfig| c.max_price_per_gb;
+        assert_eq!(bid(toml("").unwrap()), 0);
+        let borrowing = |v: &str| toml_devices(&format!("[borrowing]\nmax_price_per_gb = {v}\n"));
+        assert_eq!(bid(borrowing("2.5").unwrap()), 2_500);
+        assert_eq!(bid(uci("\toption max_price_per_gb '2.5'").unwrap()), 2_500);
+        assert_eq!(bid(uci("\toption max_price_per_gb ''").unwrap()), 0);
+        let e = borrowing("-1").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("borrowing.max_price_per_gb"), "{e}");
+        assert_eq!(e.line, Some(8), "{e}");
+        assert!(e.reason.contains("-1 is out of range"), "{e}");
+        let e = uci("\toption max_price_per_gb 'cheap'").unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("linkpool.main.max_price_per_gb"),
+            "{e}"
+        );
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.reason.contains("expected credits per GB"), "{e}");
+        let e = uci("\toption max_price_per_gb '2000000'").unwrap_err();
+        assert!(e.reason.contains("out of range"), "{e}");
+    }
+
     /// A TOML configuration whose one uplink has `options` (from line 6 on).
     fn toml_uplink(options: &str) -> Result<GatewayConfig, ConfigError> {
         let text = format!(

@@ -904,6 +904,64 @@ struct RawMember {
 mod tests {
     use super::*;
 
+    /// The co-op's contention rule: shares by balance unless it says "auction", each
+    /// mode's keys refused in the other, a reserve no bid could meet refused.
+    #[test]
+    fn contention_is_by_balance_or_by_auction() {
+        let credits = |text: &str| credits_config(toml::from_str::<RawCredits>(text).unwrap());
+        assert_eq!(
+            credits("").unwrap().contention,
+            Contention::ByBalance {
+                min_weight: DEFAULT_MIN_WEIGHT
+            }
+        );
+        assert_eq!(
+            credits("contention = \"balance\"\nmin_weight = 2")
+                .unwrap()
+                .contention,
+            Contention::ByBalance { min_weight: 2000 }
+        );
+        assert_eq!(
+            credits("contention = \"auction\"\nreserve_per_gb = 0.5")
+                .unwrap()
+                .contention,
+            Contention::Auction {
+                reserve_per_gb: 500
+            }
+        );
+        assert_eq!(
+            credits("contention = \"auction\"").unwrap().contention,
+            Contention::Auction { reserve_per_gb: 0 }
+        );
+        for (text, key, why) in [
+            (
+                "contention = \"lottery\"",
+                "contention",
+                "is not \"balance\"",
+            ),
+            ("reserve_per_gb = 1", "reserve_per_gb", "contention is not"),
+            (
+                "contention = \"auction\"\nmin_weight = 1",
+                "min_weight",
+                "is \"auction\"",
+            ),
+            (
+                "contention = \"auction\"\nreserve_per_gb = 2000000",
+                "reserve_per_gb",
+                "above the highest bid",
+            ),
+            (
+                "contention = \"auction\"\nreserve_per_gb = -1",
+                "reserve_per_gb",
+                "out of range",
+            ),
+        ] {
+            let (k, reason) = credits(text).unwrap_err();
+            assert_eq!(k, key, "{text}");
+            assert!(reason.contains(why), "{text}: {reason}");
+        }
+    }
+
     #[test]
     fn pools() {
         let p: IpPool = "10.77.0.0/16".parse().unwrap();
