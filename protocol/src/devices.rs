@@ -43,10 +43,11 @@
 //! threshold before a crash is over it after.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
+use crate::flow::FlowKey;
 use crate::sharing::{DAY_S, Date, RecordFields, ResetDay, WallClock, write_record};
 
 /// The most devices the table holds (each has a block of [`NAT_BLOCK_PORTS`] ports).
@@ -595,10 +596,10 @@ impl DeviceLimits {
 
     /// The device a packet is of: by its address, else by its masqueraded port.
     fn classify(&self, packet: &[u8], way: Way) -> Option<DeviceId> {
-        let ip = Ip::parse(packet)?;
-        let address = match way {
-            Way::Up => ip.source,
-            Way::Down => ip.destination,
+        let (key, _) = FlowKey::parse(packet)?;
+        let (address, port) = match way {
+            Way::Up => (key.src(), key.src_port()),
+            Way::Down => (key.dst(), key.dst_port()),
         };
         if let Some(id) = self.by_address(address) {
             return Some(id);
@@ -606,15 +607,12 @@ impl DeviceLimits {
         if !self.nat_addresses.contains(&canonical(address)) {
             return None;
         }
-        let port = match (ip.protocol, way) {
-            (TCP | UDP, Way::Up) => ip.l4_u16(0)?,
-            (TCP | UDP, Way::Down) => ip.l4_u16(2)?,
-            // Echo request and reply: the identifier, which masquerading maps like a port.
-            (ICMP, _) if matches!(ip.l4_u8(0)?, 0 | 8) => ip.l4_u16(4)?,
-            (ICMPV6, _) if matches!(ip.l4_u8(0)?, 128 | 129) => ip.l4_u16(4)?,
-            _ => return None,
-        };
-        self.by_port(port)
+        // Masquerading maps TCP and UDP ports and ICMP echo identifiers (an echo's key
+        // ports; other ICMP, later fragments and cut headers have 0, in no block).
+        match key.protocol() {
+            TCP | UDP | ICMP | ICMPV6 => self.by_port(port),
+            _ => None,
+        }
     }
 
     /// A device's counts at `now`.
@@ -729,74 +727,6 @@ const TCP: u8 = 6;
 const UDP: u8 = 17;
 const ICMPV6: u8 = 58;
 
-/// What the table reads of a packet: its addresses, and where its transport header is.
-struct Ip<'a> {
-    source: IpAddr,
-    destination: IpAddr,
-    protocol: u8,
-    /// The transport header; `None` for a fragment after the first.
-    l4: Option<&'a [u8]>,
-}
-
-impl<'a> Ip<'a> {
-    fn parse(p: &'a [u8]) -> Option<Ip<'a>> {
-        match p.first()? >> 4 {
-            4 if p.len() >= 20 => {
-                let ihl = usize::from(p[0] & 0x0f) * 4;
-                let fragment_offset = u16::from_be_bytes([p[6], p[7]]) & 0x1fff;
-                Some(Ip {
-                    source: IpAddr::V4(Ipv4Addr::new(p[12], p[13], p[14], p[15])),
-                    destination: IpAddr::V4(Ipv4Addr::new(p[16], p[17], p[18], p[19])),
-                    protocol: p[9],
-                    l4: (fragment_offset == 0 && ihl >= 20)
-                        .then(|| p.get(ihl..))
-                        .flatten(),
-                })
-            }
-            6 if p.len() >= 40 => {
-                let addr = |at: usize| -> Option<IpAddr> {
-                    let b: [u8; 16] = p.get(at..at + 16)?.try_into().ok()?;
-                    Some(IpAddr::V6(Ipv6Addr::from(b)))
-                };
-                // Past the extension headers that may come before the transport header.
-                let (mut next, mut at, mut l4_ok) = (p[6], 40usize, true);
-                for _ in 0..4 {
-                    match next {
-                        0 | 43 | 60 => {
-                            let h = p.get(at..at + 2)?;
-                            next = h[0];
-                            at += (usize::from(h[1]) + 1) * 8;
-                        }
-                        44 => {
-                            let h = p.get(at..at + 8)?;
-                            next = h[0];
-                            l4_ok &= u16::from_be_bytes([h[2], h[3]]) & 0xfff8 == 0;
-                            at += 8;
-                        }
-                        _ => break,
-                    }
-                }
-                Some(Ip {
-                    source: addr(8)?,
-                    destination: addr(24)?,
-                    protocol: next,
-                    l4: l4_ok.then(|| p.get(at..)).flatten(),
-                })
-            }
-            _ => None,
-        }
-    }
-
-    fn l4_u8(&self, at: usize) -> Option<u8> {
-        self.l4?.get(at).copied()
-    }
-
-    fn l4_u16(&self, at: usize) -> Option<u16> {
-        let b = self.l4?.get(at..at + 2)?;
-        Some(u16::from_be_bytes([b[0], b[1]]))
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Records
 
@@ -873,6 +803,7 @@ mod tests {
     use super::*;
     use crate::sharing::fnv1a;
     use crate::sharing::test_clock::{at, date, utc};
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     const TUNNEL: [u8; 4] = [10, 77, 0, 2];
     const SERVER: [u8; 4] = [198, 51, 100, 80];
@@ -1272,7 +1203,10 @@ mod tests {
                     server6,
                     tunnel6,
                     TCP,
-                    &[1, 187, tv_port[0], tv_port[1], 0, 0, 0, 0],
+                    &[
+                        1, 187, tv_port[0], tv_port[1], 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0, 0, 0, 0,
+                        0, 0, 0,
+                    ],
                     Some(60),
                 ),
                 Way::Down,
@@ -1315,7 +1249,7 @@ mod tests {
             server6,
             tunnel6,
             UDP,
-            &[1, 187, kid_port[0], kid_port[1]],
+            &[1, 187, kid_port[0], kid_port[1], 0, 8, 0, 0],
             Some(44),
         );
         later[42] = 0x01; // fragment offset 32
